@@ -1,0 +1,9 @@
+"""What every CLI command module shares: the user-error type."""
+
+from __future__ import annotations
+
+__all__ = ["CLIError"]
+
+
+class CLIError(Exception):
+    """A user mistake (bad argument, unreadable file, bad config): printed as one line, exit code 2."""

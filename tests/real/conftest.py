@@ -1,0 +1,26 @@
+"""Fixtures that start real services on loopback. See ``services.py`` for the skip policy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .services import Etcd, InfluxDB, running, require_binary
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[Etcd]:
+    """A running single-node etcd; ``etcd.stop()`` / ``etcd.start()`` simulate an outage."""
+    service = Etcd(require_binary("etcd", "etcd-server"), tmp_path)
+    with running(service):
+        yield service
+
+
+@pytest.fixture
+def influxdb(tmp_path: Path) -> Iterator[InfluxDB]:
+    """A running InfluxDB 1.x; ``influxdb.stop()`` / ``influxdb.start()`` simulate an outage."""
+    service = InfluxDB(require_binary("influxd", "influxdb"), tmp_path)
+    with running(service):
+        yield service
