@@ -6,4 +6,7 @@ __all__ = ["CLIError"]
 
 
 class CLIError(Exception):
-    """A user mistake (bad argument, unreadable file, bad config): printed as one line, exit code 2."""
+    """A user mistake (bad argument, unreadable file, bad config).
+
+    ``main`` prints it as one line and exits with code 2, without a traceback.
+    """

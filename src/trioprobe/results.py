@@ -1,0 +1,93 @@
+"""``ProbeResult``: what one probe of one target produced.
+
+Probes send these over a Trio memory channel to their stats keeper, which folds
+:meth:`ProbeResult.metrics` into a per-target accumulator. A result is immutable so that it can be
+shared between the keeper and any observer (the CLI's live view) without copying.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import attrs
+
+from .metrics import Distribution, EventMetrics, Float, Int, Kind, Value, as_value
+
+__all__ = ["LATENCY_UNITS", "ProbeResult"]
+
+#: Latency units accepted by the config, as seconds per unit.
+LATENCY_UNITS: Mapping[str, float] = MappingProxyType(
+    {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+)
+
+
+def _freeze(mapping: Mapping[str, object]) -> Mapping[str, object]:
+    return MappingProxyType(dict(mapping))
+
+
+@attrs.frozen
+class ProbeResult:
+    """The outcome of probing ``target`` once.
+
+    Attributes:
+        target: what was probed (a URL, an address, a log's name).
+        success: whether the probe succeeded.
+        latency: seconds the probe took; only counted when ``success`` is true.
+        timestamp: wall-clock time (``time.time()``) when the result was made.
+        error: why it failed, for people (``None`` on success).
+        timeout: the failure was the probe's deadline running out.
+        extras: values accumulated like the counters (numbers are summed, Maps merged,
+            Distributions combined), e.g. ``{"resp-code": Map("code", {"200": 1})}``.
+        gauges: current readings where only the latest matters, e.g. ``{"srtt": 0.0012}``.
+    """
+
+    target: str
+    success: bool
+    latency: float = 0.0
+    timestamp: float = attrs.field(kw_only=True, factory=time.time)
+    error: str | None = attrs.field(kw_only=True, default=None)
+    timeout: bool = attrs.field(kw_only=True, default=False)
+    extras: Mapping[str, int | float | str | Value] = attrs.field(
+        kw_only=True, factory=dict, converter=_freeze
+    )
+    gauges: Mapping[str, int | float | str] = attrs.field(
+        kw_only=True, factory=dict, converter=_freeze
+    )
+
+    def metrics(
+        self, *, latency_unit: float = 1e-6, latency_distribution: Distribution | None = None
+    ) -> EventMetrics:
+        """A fresh CUMULATIVE ``EventMetrics``: ``total``, ``success``, ``timeouts``, ``latency``
+        and the extras.
+
+        ``latency`` is the sum of successful latencies in ``latency_unit`` (seconds per unit;
+        microseconds by default, as cloudprober), or, when ``latency_distribution`` is given, a
+        clone of it with this latency added as a sample. Fresh every call, because the first
+        result a keeper sees becomes its accumulator.
+        """
+        em = EventMetrics(Kind.CUMULATIVE, self.timestamp)
+        em.add_metric("total", Int(1))
+        em.add_metric("success", Int(1 if self.success else 0))
+        em.add_metric("timeouts", Int(1 if self.timeout else 0))
+        scaled = self.latency / latency_unit
+        if latency_distribution is not None:
+            dist = latency_distribution.clone()
+            if self.success:
+                dist.add_sample(scaled)
+            em.add_metric("latency", dist)
+        else:
+            em.add_metric("latency", Float(scaled if self.success else 0.0))
+        for name, value in self.extras.items():
+            em.add_metric(name, as_value(value))
+        return em
+
+    def gauge_metrics(self) -> EventMetrics | None:
+        """The gauges as a GAUGE ``EventMetrics``, or ``None`` if there are none."""
+        if not self.gauges:
+            return None
+        em = EventMetrics(Kind.GAUGE, self.timestamp)
+        for name, value in self.gauges.items():
+            em.add_metric(name, as_value(value))
+        return em
