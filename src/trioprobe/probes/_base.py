@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 
 import trio
 
+from .._ticks import next_tick_after
 from ..results import ProbeResult
 from . import TargetsFn
 
@@ -26,15 +26,9 @@ async def send_result(results: trio.MemorySendChannel[ProbeResult], result: Prob
 
 
 async def sleep_until_next_tick(next_tick: float, interval: float) -> float:
-    """Sleep until ``next_tick`` and return the tick after it, dropping ticks already missed.
-
-    This is a Go ticker's behaviour: a probe that overran its interval does not cause a burst of
-    catch-up probes; the schedule stays on its original grid.
-    """
+    """Sleep until ``next_tick`` and return the tick after it, dropping ticks already missed."""
     await trio.sleep_until(next_tick)
-    now = trio.current_time()
-    missed = math.floor((now - next_tick) / interval)
-    return next_tick + (missed + 1) * interval
+    return next_tick_after(next_tick, interval, trio.current_time())
 
 
 async def run_per_target(
