@@ -1,0 +1,289 @@
+"""A Trio-native wrapper over a pyzmq socket.
+
+pyzmq has no Trio integration, and the obvious one (``wait_readable(sock.FD)`` then ``recv``) hangs
+under load, because ``ZMQ_FD`` is an *edge-triggered* notification that **every** libzmq call on the
+socket may drain, including reading ``EVENTS``. The rules this module follows (measured in
+``trio-notes.md`` §1):
+
+* Every zmq call is non-blocking (``DONTWAIT``). libzmq applies the high-water mark to whole
+  messages, so a non-blocking multipart send or receive is atomic and needs no lock.
+* Only one task at a time waits on the fd (Trio allows no more). That *owner* may block only right
+  after it read ``EVENTS`` and saw "not ready"; everybody else parks on a ``ParkingLot``. When the
+  owner wakes it hands the role over by unparking everyone, who re-read ``EVENTS``.
+* Every ``EVENTS`` read goes through :meth:`Socket._events`: since that read may have consumed the
+  edge some other waiter was sleeping on, it *kicks* (unparks everyone and cancels the owner's wait)
+  whenever it sees a flag that somebody waits for. It kicks only then, so there is no ping-pong.
+* The owner's wait is capped at :data:`SAFETY_NET` seconds and then re-reads ``EVENTS``: an edge
+  missed for a reason we do not know about costs a quarter second, not a hang (CZTop does the same).
+* Closing calls ``notify_closing(fd)`` *before* closing the zmq socket (libzmq's reaper closes
+  the fd and the number can be reused), so every waiter gets :class:`trio.ClosedResourceError`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Final, Self, cast
+
+import trio
+import zmq
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "SAFETY_NET",
+    "Socket",
+    "shared_context",
+]
+
+#: Largest message a socket accepts by default (``ZMQ_MAXMSGSIZE``): a peer sending more is
+#: disconnected instead of making us buffer it. Probing messages are tiny.
+DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
+
+#: Upper bound (seconds) on one fd wait before ``EVENTS`` is re-read anyway.
+SAFETY_NET: Final = 0.25
+
+# IntFlag arithmetic is slow (about 15% of a round trip): use plain ints on the hot path.
+_POLLIN: Final = int(zmq.POLLIN)
+_POLLOUT: Final = int(zmq.POLLOUT)
+_DONTWAIT: Final = int(zmq.DONTWAIT)
+_EVENTS: Final = int(zmq.EVENTS)
+
+_context: zmq.Context[zmq.Socket[bytes]] | None = None
+_context_pid = 0
+_context_lock = threading.Lock()
+
+
+def shared_context() -> zmq.Context[zmq.Socket[bytes]]:
+    """The one ``zmq.Context`` of this process (re-created in a forked child).
+
+    One context per process is what libzmq expects: each context owns an I/O thread, and sockets
+    of different contexts cannot use ``inproc://`` to talk to each other. It is never terminated
+    explicitly; every socket uses linger 0, so nothing can make process exit hang on it.
+    """
+    global _context, _context_pid
+    pid = os.getpid()
+    if _context is None or _context_pid != pid:
+        with _context_lock:
+            if _context is None or _context_pid != pid:
+                _context = zmq.Context()
+                _context_pid = pid
+    return _context
+
+
+class Socket:
+    """A pyzmq socket usable from any number of Trio tasks at once.
+
+    Create it, :meth:`bind` or :meth:`connect` it, then ``await`` :meth:`send_multipart` and
+    :meth:`recv_multipart`. :meth:`try_send_multipart` and :meth:`try_recv_multipart` are the
+    synchronous, checkpoint-free halves, for loops that drain every ready message before waiting
+    (a checkpoint per message halves a server's rate).
+
+    Cancellation: a cancelled send or receive did not happen, and leaves the socket usable; a send
+    or receive that returned did happen, because the final checkpoint is shielded.
+    """
+
+    def __init__(
+        self,
+        socket_type: int,
+        *,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        identity: bytes | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        hwm: int | None = None,
+        router_mandatory: bool = True,
+    ) -> None:
+        ctx = context if context is not None else shared_context()
+        sock: zmq.Socket[bytes] = ctx.socket(socket_type)
+        try:
+            # linger 0: closing must never wait for a peer that may be gone.
+            sock.setsockopt(zmq.LINGER, 0)
+            if max_message_size >= 0:
+                sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
+            if hwm is not None:
+                sock.setsockopt(zmq.SNDHWM, hwm)
+                sock.setsockopt(zmq.RCVHWM, hwm)
+            if identity is not None:
+                sock.setsockopt(zmq.IDENTITY, identity)
+            if socket_type == zmq.ROUTER and router_mandatory:
+                # Without it a ROUTER silently drops messages at the HWM or to unknown peers;
+                # with it those become EAGAIN (we wait) and EHOSTUNREACH (the caller decides).
+                sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            if socket_type == zmq.REQ:
+                # A cancelled REQ recv otherwise leaves the socket in a state where every later
+                # send fails with EFSM.
+                sock.setsockopt(zmq.REQ_RELAXED, 1)
+                sock.setsockopt(zmq.REQ_CORRELATE, 1)
+            fd = cast(int, sock.getsockopt(zmq.FD))
+        except BaseException:
+            sock.close(linger=0)
+            raise
+        self._sock = sock
+        self._fd = fd
+        self._send_raw = sock.send_multipart
+        self._recv_raw = sock.recv_multipart
+        self._get = sock.getsockopt
+        self._closed = False
+        self._lot = trio.lowlevel.ParkingLot()
+        self._owner_scope: trio.CancelScope | None = None
+        self._want_in = 0
+        self._want_out = 0
+        self.socket_type = socket_type
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    @property
+    def zmq_socket(self) -> zmq.Socket[bytes]:
+        """The underlying pyzmq socket, for options; never block on it or use it from a thread."""
+        return self._sock
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def bind(self, addr: str) -> str:
+        """Bind and return the endpoint actually bound (``tcp://127.0.0.1:0`` picks a free port)."""
+        self._check_open()
+        try:
+            self._sock.bind(addr)
+        except zmq.ZMQError as exc:
+            raise OSError(exc.errno, f"cannot bind ZeroMQ socket to {addr!r}: {exc}") from exc
+        return cast(bytes, self._sock.getsockopt(zmq.LAST_ENDPOINT)).decode()
+
+    def connect(self, addr: str) -> None:
+        """Connect (libzmq connects in the background and reconnects by itself)."""
+        self._check_open()
+        try:
+            self._sock.connect(addr)
+        except zmq.ZMQError as exc:
+            raise OSError(exc.errno, f"cannot connect ZeroMQ socket to {addr!r}: {exc}") from exc
+
+    # -- I/O -----------------------------------------------------------------------------------
+
+    def try_send_multipart(self, frames: Sequence[bytes]) -> bool:
+        """Send now if the socket can take the message; False (nothing sent) if it cannot."""
+        if self._closed:
+            raise trio.ClosedResourceError("ZeroMQ socket is closed")
+        try:
+            self._send_raw(frames, _DONTWAIT)
+        except zmq.Again:
+            return False
+        if self._want_in or self._want_out:
+            self._events()
+        return True
+
+    def try_recv_multipart(self) -> list[bytes] | None:
+        """Return the next message if one is ready, else None. Never waits, never checkpoints."""
+        if self._closed:
+            raise trio.ClosedResourceError("ZeroMQ socket is closed")
+        try:
+            frames = self._recv_raw(_DONTWAIT)
+        except zmq.Again:
+            return None
+        if self._want_in or self._want_out:
+            self._events()
+        return frames
+
+    async def send_multipart(self, frames: Sequence[bytes]) -> None:
+        """Send one message, waiting while the high-water mark is reached."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self.try_send_multipart(frames):
+            await self._wait(_POLLOUT)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def recv_multipart(self) -> list[bytes]:
+        """Receive one whole message."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while (frames := self.try_recv_multipart()) is None:
+            await self._wait(_POLLIN)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return frames
+
+    async def wait_readable(self) -> None:
+        """Return once a message can be received (it may be taken by another task first)."""
+        await self._wait(_POLLIN)
+
+    async def wait_writable(self) -> None:
+        """Return once a message can be sent (another task may take the room first)."""
+        await self._wait(_POLLOUT)
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close now: every task waiting on the socket gets ``trio.ClosedResourceError``."""
+        if self._closed:
+            return
+        self._closed = True
+        # Wake waiters before libzmq's reaper closes the fd and its number gets reused.
+        trio.lowlevel.notify_closing(self._fd)
+        self._lot.unpark_all()
+        self._sock.close(linger=0)
+
+    async def aclose(self) -> None:
+        """Close (even when cancelled: the checkpoint comes after the close)."""
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- the waiting protocol ------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("ZeroMQ socket is closed")
+
+    def _events(self) -> int:
+        """Read ``EVENTS`` and kick the waiters if it shows something one of them wants.
+
+        The read itself may have drained the fd edge a waiter is sleeping on, so a waiter that
+        wants a flag we now see set must be told, or it could sleep forever.
+        """
+        events = cast(int, self._get(_EVENTS))
+        if (events & _POLLIN and self._want_in) or (events & _POLLOUT and self._want_out):
+            self._lot.unpark_all()
+            if self._owner_scope is not None:
+                self._owner_scope.cancel()
+        return events
+
+    async def _wait(self, flag: int) -> None:
+        """Wait until ``EVENTS`` shows ``flag``. Raises ClosedResourceError if the socket closes."""
+        while True:
+            self._check_open()
+            # Read before registering as a waiter, so this read kicks only *other* waiters.
+            if self._events() & flag:
+                return
+            if flag == _POLLIN:
+                self._want_in += 1
+            else:
+                self._want_out += 1
+            try:
+                if self._owner_scope is None:
+                    # Owner: nothing touched the socket since our EVENTS read, so blocking on the
+                    # edge is safe now.
+                    scope = trio.CancelScope(deadline=trio.current_time() + SAFETY_NET)
+                    self._owner_scope = scope
+                    try:
+                        with scope:
+                            await trio.lowlevel.wait_readable(self._fd)
+                    finally:
+                        self._owner_scope = None
+                        # Hand the fd over: whoever still needs it re-reads EVENTS and one of
+                        # them becomes the next owner.
+                        self._lot.unpark_all()
+                else:
+                    await self._lot.park()
+            finally:
+                if flag == _POLLIN:
+                    self._want_in -= 1
+                else:
+                    self._want_out -= 1

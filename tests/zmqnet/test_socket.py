@@ -1,0 +1,228 @@
+"""The Trio socket wrapper, in real time over loopback (not autojump: it jumps on real I/O)."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+import zmq
+
+from trioprobe.zmqnet import Socket, shared_context
+from trioprobe.zmqnet import socket as socket_module
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[Socket, Socket]]:
+    """A bound ROUTER and a DEALER connected to it, both closed afterwards."""
+    router = Socket(zmq.ROUTER)
+    dealer = Socket(zmq.DEALER, identity=b"dealer-1")
+    addr = router.bind("tcp://127.0.0.1:0")
+    dealer.connect(addr)
+    try:
+        yield router, dealer
+    finally:
+        await dealer.aclose()
+        await router.aclose()
+
+
+async def test_bind_port_zero_reports_bound_address() -> None:
+    async with Socket(zmq.ROUTER) as sock:
+        addr = sock.bind("tcp://127.0.0.1:0")
+        assert addr.startswith("tcp://127.0.0.1:")
+        assert int(addr.rsplit(":", 1)[1]) > 0
+        assert sock.zmq_socket.getsockopt(zmq.LINGER) == 0
+        assert sock.zmq_socket.getsockopt(zmq.MAXMSGSIZE) > 0
+
+
+async def test_round_trip(pair: tuple[Socket, Socket]) -> None:
+    router, dealer = pair
+    with trio.fail_after(5):
+        await dealer.send_multipart([b"", b"hello"])
+        ident, empty, body = await router.recv_multipart()
+        assert (ident, empty, body) == (b"dealer-1", b"", b"hello")
+        await router.send_multipart([ident, b"", b"world"])
+        assert await dealer.recv_multipart() == [b"", b"world"]
+
+
+@pytest.fixture
+def no_safety_net(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Disable the 0.25 s re-check so a missed fd edge shows up as a hang, not a slowdown."""
+    monkeypatch.setattr(socket_module, "SAFETY_NET", 1e9)
+
+
+@pytest.mark.usefixtures("no_safety_net")
+async def test_push_pull_100k_messages_many_tasks_tiny_hwm() -> None:
+    """10 senders and 5 receivers share two sockets with HWM 2: every message arrives, no hang."""
+    senders, per_sender, receivers = 10, 10_000, 5
+    total = senders * per_sender
+    pull = Socket(zmq.PULL, hwm=2)
+    push = Socket(zmq.PUSH, hwm=2)
+    addr = pull.bind("tcp://127.0.0.1:0")
+    push.connect(addr)
+    seen: list[list[int]] = [[] for _ in range(senders)]
+    received = 0
+    try:
+        with trio.fail_after(20):
+
+            async def send_all(who: int) -> None:
+                for i in range(per_sender):
+                    await push.send_multipart([bytes([who]), i.to_bytes(4, "big")])
+
+            async def receive(done: trio.Event) -> None:
+                nonlocal received
+                while received < total:
+                    who, seq = await pull.recv_multipart()
+                    seen[who[0]].append(int.from_bytes(seq, "big"))
+                    received += 1
+                done.set()
+
+            done = trio.Event()
+            async with trio.open_nursery() as nursery:
+                for _ in range(receivers):
+                    nursery.start_soon(receive, done)
+                for who in range(senders):
+                    nursery.start_soon(send_all, who)
+                await done.wait()
+                nursery.cancel_scope.cancel()
+    finally:
+        await push.aclose()
+        await pull.aclose()
+    assert received == total
+    # Several receivers interleave, so check completeness rather than order.
+    assert all(sorted(got) == list(range(per_sender)) for got in seen)
+
+
+@pytest.mark.usefixtures("no_safety_net")
+async def test_concurrent_send_and_recv_on_one_dealer_tiny_hwm() -> None:
+    """A sender task and a receiver task share one DEALER (the fd-ownership case) at HWM 2."""
+    n = 5_000
+    router = Socket(zmq.ROUTER, hwm=2)
+    dealer = Socket(zmq.DEALER, hwm=2)
+    addr = router.bind("tcp://127.0.0.1:0")
+    dealer.connect(addr)
+    replies: list[int] = []
+    try:
+        with trio.fail_after(20):
+
+            async def echo() -> None:
+                while True:
+                    frames = await router.recv_multipart()
+                    await router.send_multipart(frames)
+
+            async def send_all() -> None:
+                for i in range(n):
+                    await dealer.send_multipart([i.to_bytes(4, "big")])
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(echo)
+                nursery.start_soon(echo)
+                nursery.start_soon(send_all)
+                while len(replies) < n:
+                    (body,) = await dealer.recv_multipart()
+                    replies.append(int.from_bytes(body, "big"))
+                nursery.cancel_scope.cancel()
+    finally:
+        await dealer.aclose()
+        await router.aclose()
+    assert sorted(replies) == list(range(n))
+
+
+async def test_close_wakes_every_waiter(pair: tuple[Socket, Socket]) -> None:
+    _, dealer = pair
+    outcomes: list[str] = []
+
+    async def wait_recv() -> None:
+        try:
+            await dealer.recv_multipart()
+        except trio.ClosedResourceError:
+            outcomes.append("closed")
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(wait_recv)
+            await trio.testing.wait_all_tasks_blocked()
+            await dealer.aclose()
+    assert outcomes == ["closed"] * 3
+    with pytest.raises(trio.ClosedResourceError):
+        await dealer.send_multipart([b"x"])
+
+
+async def test_close_wakes_a_blocked_sender() -> None:
+    """A DEALER with no peer cannot send; close must wake the task stuck in send."""
+    dealer = Socket(zmq.DEALER, hwm=1)  # never connected: no pipe, so send would block forever
+    outcome: list[str] = []
+
+    async def send_forever() -> None:
+        try:
+            while True:
+                await dealer.send_multipart([b"x"])
+        except trio.ClosedResourceError:
+            outcome.append("closed")
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_forever)
+            await trio.testing.wait_all_tasks_blocked()
+            await dealer.aclose()
+    assert outcome == ["closed"]
+
+
+async def test_cancelled_recv_leaves_socket_usable(pair: tuple[Socket, Socket]) -> None:
+    router, dealer = pair
+    with trio.fail_after(5):
+        with trio.move_on_after(0.05) as scope:
+            await dealer.recv_multipart()
+        assert scope.cancelled_caught
+        # Two waiters, one cancelled while the other owns the fd: the survivor still wakes.
+        got: list[list[bytes]] = []
+        async with trio.open_nursery() as nursery:
+
+            async def recv_one() -> None:
+                got.append(await dealer.recv_multipart())
+
+            nursery.start_soon(recv_one)
+            with trio.move_on_after(0.05):
+                await dealer.recv_multipart()
+            await router.send_multipart([b"dealer-1", b"after"])
+        assert got == [[b"after"]]
+
+
+async def test_router_mandatory_reports_unknown_peer(pair: tuple[Socket, Socket]) -> None:
+    router, _ = pair
+    with pytest.raises(zmq.ZMQError) as info:
+        await router.send_multipart([b"nobody", b"x"])
+    assert info.value.errno == errno.EHOSTUNREACH
+
+
+async def test_oversized_message_is_refused() -> None:
+    """A peer that sends more than max_message_size is disconnected; the message never arrives."""
+    pull = Socket(zmq.PULL, max_message_size=1000)
+    push = Socket(zmq.PUSH)
+    addr = pull.bind("tcp://127.0.0.1:0")
+    push.connect(addr)
+    try:
+        with trio.fail_after(5):
+            await push.send_multipart([b"x" * 5000])
+            with trio.move_on_after(0.3):
+                frames = await pull.recv_multipart()
+                pytest.fail(f"oversized message delivered ({len(frames[0])} bytes)")
+    finally:
+        await push.aclose()
+        await pull.aclose()
+
+
+def test_shared_context_is_one_per_process() -> None:
+    assert shared_context() is shared_context()
+
+
+async def test_try_variants_never_block(pair: tuple[Socket, Socket]) -> None:
+    router, dealer = pair
+    assert dealer.try_recv_multipart() is None
+    assert dealer.try_send_multipart([b"ping"])
+    with trio.fail_after(5):
+        await router.wait_readable()
+    frames = router.try_recv_multipart()
+    assert frames == [b"dealer-1", b"ping"]
