@@ -1,0 +1,128 @@
+"""The health endpoint: etcd's ``/raft/probing`` reply as an ASGI app, and a Hypercorn server.
+
+etcd peers answer ``GET /raft/probing`` with ``{"OK":true,"Now":"<RFC 3339, nanoseconds>"}`` and a
+newline (``xiang90/probing.NewHandler``). Serving the same shape lets an etcd-style prober (ours or
+etcd's own) measure round-trip time and clock difference against any trioprobe process.
+
+The app is plain ASGI 3 so any ASGI server can host it; :func:`serve_health` hosts it with
+Hypercorn's Trio worker, which is what the rest of trioprobe runs on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+
+__all__ = ["DEFAULT_PATH", "HealthApp", "format_rfc3339_nano", "health_app", "serve_health"]
+
+DEFAULT_PATH = "/raft/probing"
+"""Where etcd serves its probing handler on the peer listener."""
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def format_rfc3339_nano(ns: int) -> str:
+    """Format ``ns`` nanoseconds since the epoch as RFC 3339 in UTC with nine fractional digits.
+
+    Go's ``time.Time`` JSON decoder (what etcd's prober uses) accepts any number of fractional
+    digits, so a fixed width is as interoperable as Go's trimmed form and cheaper to produce.
+    """
+    seconds, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac:09d}Z"
+
+
+_NOT_FOUND = b"404 page not found\n"
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
+
+
+@attrs.frozen
+class HealthApp:
+    """ASGI app answering any method on ``path`` with etcd's health reply; other paths get 404.
+
+    ``wall_clock_ns`` is injectable so tests can pin the reported ``Now``. Lifespan events are
+    acknowledged (so servers that require lifespan support start cleanly); websocket connections
+    are refused, which servers turn into a 403.
+    """
+
+    path: str = DEFAULT_PATH
+    wall_clock_ns: Callable[[], int] = time.time_ns
+
+    def body(self) -> bytes:
+        """The reply body at this instant: compact JSON, newline-terminated like Go's encoder."""
+        now = format_rfc3339_nano(self.wall_clock_ns())
+        return json.dumps({"OK": True, "Now": now}, separators=(",", ":")).encode() + b"\n"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            # Any method, like Go's handler; the request body (if any) is ignored unread.
+            if scope["path"] == self.path:
+                status, headers, body = 200, _JSON_HEADERS, self.body()
+            else:
+                status, headers, body = 404, _TEXT_HEADERS, _NOT_FOUND
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [*headers, (b"content-length", str(len(body)).encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+        elif kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+        else:
+            raise ValueError(f"health app: unsupported ASGI scope type {kind!r}")
+
+
+health_app = HealthApp()
+"""The app with etcd's defaults: ``/raft/probing`` and the real wall clock."""
+
+
+async def serve_health(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    path: str = DEFAULT_PATH,
+    app: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the health endpoint with Hypercorn on Trio until cancelled.
+
+    Reports the endpoint's full URL (``http://host:port/path``, with the real port when ``port``
+    is 0) through ``task_status.started()``. Cancellation is the way to stop it; Hypercorn's own
+    access and error logs are off so it stays quiet inside a probing process.
+    """
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    if not path.startswith("/"):
+        raise ValueError(f"health path must start with '/': {path!r}")
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 0.5
+    asgi_app = app if app is not None else HealthApp(path=path)
+    # No shutdown trigger: cancellation is the only way out, and Hypercorn's listeners close
+    # cleanly under it (checked by the tests, which turn ResourceWarnings into errors).
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(partial(serve, asgi_app, config))  # type: ignore[arg-type]
+        task_status.started(binds[0] + path)

@@ -1,0 +1,563 @@
+"""The prober: etcd's ``xiang90/probing`` on Trio.
+
+One task per probe id sends ``GET`` to an endpoint serving the health reply (see
+:mod:`trioprobe.probing.health`) every ``interval`` seconds and keeps a live :class:`Status`:
+counters, the smoothed round-trip time and the estimated clock difference with the remote peer.
+
+The semantics follow the Go package exactly (first probe one interval after ``add_http``; missed
+ticks dropped; SRTT with a = 1/8 seeded by the first sample; ``clock_diff = local_now - remote_now
+- srtt/2``; sticky endpoints that rotate round-robin on failure; ``reset`` keeps the task). What
+this adds is stated where it happens: a per-probe deadline in a Trio cancel scope, a precise error
+for a malformed ``Now``, and an optional channel of :class:`~trioprobe.results.ProbeResult`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import attrs
+import httpx
+import trio
+
+if TYPE_CHECKING:
+    from trioprobe.results import ProbeResult
+
+__all__ = [
+    "ALPHA",
+    "BadHealthReply",
+    "NotOK",
+    "ProbeExistsError",
+    "ProbeFailure",
+    "ProbeNotFoundError",
+    "ProbeTimeout",
+    "Prober",
+    "ProbingError",
+    "Status",
+    "UnexpectedStatus",
+    "open_prober",
+    "parse_rfc3339_nano",
+]
+
+ALPHA = 0.125
+"""The SRTT smoothing weight (RFC 6298's alpha), as in the reference."""
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class ProbingError(Exception):
+    """Base of everything :mod:`trioprobe.probing` raises or records."""
+
+
+class ProbeExistsError(ProbingError):
+    """``add_http`` with an id that is already being probed (the reference's ``ErrExist``)."""
+
+    def __init__(self, probe_id: str) -> None:
+        super().__init__(f"probing: id exists: {probe_id!r}")
+        self.probe_id = probe_id
+
+
+class ProbeNotFoundError(ProbingError):
+    """An operation named an id that is not being probed (the reference's ``ErrNotFound``)."""
+
+    def __init__(self, probe_id: str) -> None:
+        super().__init__(f"probing: id not found: {probe_id!r}")
+        self.probe_id = probe_id
+
+
+class ProbeFailure(ProbingError):
+    """Why one probe failed, when the transport itself did not fail (then the httpx error is kept).
+
+    Each names the endpoint, so ``Status.error`` is self-explanatory in a log line.
+    """
+
+    def __init__(self, endpoint: str, message: str) -> None:
+        super().__init__(f"{endpoint}: {message}")
+        self.endpoint = endpoint
+
+
+class UnexpectedStatus(ProbeFailure):
+    """The endpoint answered with a status other than 200."""
+
+    def __init__(self, endpoint: str, status_code: int) -> None:
+        super().__init__(endpoint, f"got unexpected HTTP status code {status_code}")
+        self.status_code = status_code
+
+
+class BadHealthReply(ProbeFailure):
+    """The body is not a health reply: not JSON, not an object, or ``Now`` missing or malformed."""
+
+
+class NotOK(ProbeFailure):
+    """The endpoint answered ``"OK": false``.
+
+    The reference records ``nil`` as the error here (its ``err`` variable happens to be nil); a
+    named error is more useful and changes nothing else.
+    """
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(endpoint, 'health reply says "OK": false')
+
+
+class ProbeTimeout(ProbeFailure):
+    """No complete reply within the probe's timeout (enforced by a Trio cancel scope)."""
+
+    def __init__(self, endpoint: str, timeout: float) -> None:
+        super().__init__(endpoint, f"no reply within {timeout:g} s")
+        self.timeout = timeout
+
+
+# --- time parsing -------------------------------------------------------------------------------
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_rfc3339_nano(text: str) -> float:
+    """Parse an RFC 3339 timestamp with up to nanosecond precision into seconds since the epoch.
+
+    ``datetime.fromisoformat`` truncates to microseconds and, before 3.11, rejected ``Z``; Go
+    emits nine digits and any offset, so this parses the exact grammar instead. Raises
+    ``ValueError`` with the offending text.
+    """
+    m = _RFC3339.fullmatch(text)
+    if m is None:
+        raise ValueError(f"not an RFC 3339 time: {text!r}")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    frac, zone = m.group(7), m.group(8)
+    try:
+        # Go allows second 60 in parsing only for leap seconds; normalise it like Go does.
+        base = datetime(year, month, day, hour, minute, min(second, 59), tzinfo=UTC)
+    except ValueError as exc:
+        raise ValueError(f"not an RFC 3339 time: {text!r} ({exc})") from None
+    seconds = (base - _EPOCH) // timedelta(seconds=1) + (second - min(second, 59))
+    if zone not in ("Z", "z"):
+        sign = 1 if zone[0] == "+" else -1
+        seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+    return seconds + (int(frac.ljust(9, "0")) / 1e9 if frac else 0.0)
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class Status:
+    """The live state of one probe id (not a snapshot: it changes as probes complete).
+
+    The reference guards each getter with a mutex; in Trio only one task runs at a time, so the
+    attributes are read directly. Durations are seconds.
+    """
+
+    probe_id: str
+    _total: int = 0
+    _loss: int = 0
+    _health: bool = False
+    _error: Exception | None = None
+    _srtt: float = 0.0
+    _clock_diff: float = 0.0
+    _missed_ticks: int = 0
+    _stopped: trio.Event = attrs.field(factory=trio.Event)
+
+    @property
+    def total(self) -> int:
+        """Probes completed (success or failure) since the start or the last reset."""
+        return self._total
+
+    @property
+    def loss(self) -> int:
+        """Failed probes since the start or the last reset."""
+        return self._loss
+
+    @property
+    def health(self) -> bool:
+        """Whether the last probe succeeded (False before the first probe)."""
+        return self._health
+
+    @property
+    def error(self) -> Exception | None:
+        """Why the last probe failed: an httpx error or a :class:`ProbeFailure`; None if healthy."""
+        return self._error
+
+    @property
+    def srtt(self) -> float:
+        """Smoothed round-trip time in seconds (0 before the first success). Survives failures."""
+        return self._srtt
+
+    @property
+    def clock_diff(self) -> float:
+        """Estimated ``local - remote`` clock difference in seconds; positive: local clock ahead."""
+        return self._clock_diff
+
+    @property
+    def missed_ticks(self) -> int:
+        """Ticks dropped because a probe overran them (not in the reference; never reset)."""
+        return self._missed_ticks
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the probe was removed (or its prober closed)."""
+        return self._stopped.is_set()
+
+    async def wait_stopped(self) -> None:
+        """Return once the probe is removed or its prober closed (the reference's StopNotify)."""
+        await self._stopped.wait()
+
+    def record_success(self, rtt: float, local_now: float, remote_now: float) -> None:
+        """Account one good reply: the SRTT update and clock estimate of the reference."""
+        self._total += 1
+        self._health = True
+        self._error = None
+        last = self._srtt or rtt  # the first sample seeds SRTT (also after a reset)
+        self._srtt = (1 - ALPHA) * last + ALPHA * rtt
+        self._clock_diff = local_now - remote_now - self._srtt / 2
+
+    def record_failure(self, error: Exception) -> None:
+        """Account one failed probe; SRTT and clock difference keep their last values."""
+        self._total += 1
+        self._loss += 1
+        self._health = False
+        self._error = error
+
+    def reset(self) -> None:
+        """Zero the statistics, as the reference's ``Reset`` does (the task keeps probing)."""
+        self._total = 0
+        self._loss = 0
+        self._health = False
+        self._error = None
+        self._srtt = 0.0
+        self._clock_diff = 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"Status({self.probe_id!r}, total={self._total}, loss={self._loss}, "
+            f"health={self._health}, srtt={self._srtt * 1e3:.3f}ms, "
+            f"clock_diff={self._clock_diff * 1e3:+.3f}ms, error={self._error!r})"
+        )
+
+
+# --- the prober ---------------------------------------------------------------------------------
+
+
+def _check_endpoint(endpoint: str) -> httpx.URL:
+    try:
+        url = httpx.URL(endpoint)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValueError(f"probing: bad endpoint URL {endpoint!r}: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"probing: bad endpoint URL {endpoint!r}: need http(s)://host[:port]/path")
+    return url
+
+
+@attrs.define(eq=False)
+class _Probe:
+    status: Status
+    endpoints: tuple[httpx.URL, ...]
+    interval: float
+    timeout: float
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+
+
+_shared_ssl_context: ssl.SSLContext | None = None
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying SSL context for every client the prober builds.
+
+    Building it is what makes a default ``httpx.AsyncClient()`` cost ~100 ms; sharing it brings a
+    client down to tens of microseconds, so a client per probe id is affordable.
+    """
+    global _shared_ssl_context
+    if _shared_ssl_context is None:
+        _shared_ssl_context = ssl.create_default_context()
+    return _shared_ssl_context
+
+
+class Prober:
+    """Probes health endpoints, one task per id; create it with :func:`open_prober`.
+
+    ``add_http``, ``remove``, ``reset``, ``remove_all`` and ``status`` are synchronous, like the
+    reference's: they only start or cancel tasks in the prober's nursery.
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        client: httpx.AsyncClient | None,
+        max_in_flight: int | None,
+        results: trio.MemorySendChannel[ProbeResult] | None,
+        wall_clock: Callable[[], float],
+        on_tick: Callable[[str, float], None] | None,
+    ) -> None:
+        self._nursery = nursery
+        self._client = client
+        self._limiter = trio.CapacityLimiter(max_in_flight) if max_in_flight else None
+        self._results = results
+        self._wall_clock = wall_clock
+        self._on_tick = on_tick
+        self._probes: dict[str, _Probe] = {}
+        self._closed = False
+
+    def add_http(
+        self,
+        probe_id: str,
+        interval: float,
+        endpoints: Sequence[str],
+        *,
+        timeout: float | None = None,
+    ) -> Status:
+        """Start probing ``endpoints`` every ``interval`` seconds under ``probe_id``.
+
+        The first probe happens one interval from now. ``timeout`` bounds each probe (default: the
+        interval, so a hung peer never stalls more than one tick). Everything is validated before
+        anything starts: ``ValueError`` for an empty list, a bad URL or a non-positive interval or
+        timeout; :class:`ProbeExistsError` for a known id. Returns the live :class:`Status`.
+        """
+        if self._closed:
+            raise ProbingError("probing: the prober is closed")
+        if probe_id in self._probes:
+            raise ProbeExistsError(probe_id)
+        if isinstance(endpoints, str):
+            raise TypeError("probing: endpoints must be a sequence of URLs, not one string")
+        if not endpoints:
+            raise ValueError(f"probing: no endpoints given for {probe_id!r}")
+        urls = tuple(_check_endpoint(e) for e in endpoints)
+        if not (interval > 0 and math.isfinite(interval)):
+            raise ValueError(
+                f"probing: interval must be a positive number of seconds: {interval!r}"
+            )
+        timeout = interval if timeout is None else timeout
+        if not timeout > 0:
+            raise ValueError(f"probing: timeout must be positive: {timeout!r}")
+        probe = _Probe(Status(probe_id), urls, float(interval), float(timeout))
+        self._probes[probe_id] = probe
+        self._nursery.start_soon(self._run, probe, name=f"probing:{probe_id}")
+        return probe.status
+
+    def remove(self, probe_id: str) -> None:
+        """Stop probing ``probe_id``; its status reports stopped at once, even mid-probe."""
+        probe = self._probes.pop(probe_id, None)
+        if probe is None:
+            raise ProbeNotFoundError(probe_id)
+        self._stop(probe)
+
+    def remove_all(self) -> None:
+        """Stop every probe."""
+        probes, self._probes = self._probes, {}
+        for probe in probes.values():
+            self._stop(probe)
+
+    def reset(self, probe_id: str) -> None:
+        """Zero the statistics of ``probe_id``; probing goes on (endpoint pinning is kept)."""
+        self.status(probe_id).reset()
+
+    def status(self, probe_id: str) -> Status:
+        """The live status of ``probe_id``."""
+        probe = self._probes.get(probe_id)
+        if probe is None:
+            raise ProbeNotFoundError(probe_id)
+        return probe.status
+
+    def ids(self) -> list[str]:
+        """The ids being probed, in the order they were added."""
+        return list(self._probes)
+
+    def __contains__(self, probe_id: object) -> bool:
+        return probe_id in self._probes
+
+    def __len__(self) -> int:
+        return len(self._probes)
+
+    def _stop(self, probe: _Probe) -> None:
+        probe.scope.cancel()
+        probe.status._stopped.set()
+
+    def _close(self) -> None:
+        self._closed = True
+        self.remove_all()
+
+    async def _run(self, probe: _Probe) -> None:
+        """One probe id: the reference's ticker loop."""
+        with probe.scope:
+            client = self._client
+            owned: httpx.AsyncClient | None = None
+            if client is None:
+                # A client per id: each has at most one request in flight, which sidesteps
+                # httpcore's pool slowdown when many tasks share one pool (httpx #3215).
+                owned = client = httpx.AsyncClient(verify=_ssl_context())
+            try:
+                await self._loop(probe, client)
+            finally:
+                if owned is not None:
+                    with trio.move_on_after(1.0, shield=True):
+                        await owned.aclose()
+
+    async def _loop(self, probe: _Probe, client: httpx.AsyncClient) -> None:
+        interval, status = probe.interval, probe.status
+        pinned = 0
+        next_tick = trio.current_time() + interval
+        while True:
+            now = trio.current_time()
+            if now < next_tick:
+                await trio.sleep_until(next_tick)
+                tick = next_tick
+                next_tick += interval
+            else:
+                # The probe overran at least one tick. Go's ticker keeps one tick in its
+                # one-slot channel and drops the rest: probe now, then resume the tick grid.
+                await trio.lowlevel.checkpoint()
+                tick = next_tick
+                missed = int((now - next_tick) // interval) + 1
+                next_tick += missed * interval
+                status._missed_ticks += missed - 1
+            if self._on_tick is not None:
+                self._on_tick(status.probe_id, trio.current_time() - tick)
+            endpoint = probe.endpoints[pinned]
+            ok = await self._probe_once(probe, client, endpoint)
+            if not ok:
+                pinned = (pinned + 1) % len(probe.endpoints)
+
+    async def _probe_once(
+        self, probe: _Probe, client: httpx.AsyncClient, endpoint: httpx.URL
+    ) -> bool:
+        """One probe; records it unless the id was removed meanwhile. Returns success."""
+        if self._limiter is not None:
+            # Waiting for a slot is not part of the RTT nor of the probe's deadline.
+            async with self._limiter:
+                outcome = await self._request(probe, client, endpoint)
+        else:
+            outcome = await self._request(probe, client, endpoint)
+        status = probe.status
+        if status.stopped:
+            # Removed while the reply was on its way (Trio delivers a result that was ready
+            # before the cancel): the reference never records after StopNotify either.
+            return True
+        if isinstance(outcome, Exception):
+            status.record_failure(outcome)
+            rtt = 0.0
+        else:
+            rtt, remote_now = outcome
+            status.record_success(rtt, self._wall_clock(), remote_now)
+        if self._results is not None:
+            await self._results.send(_make_result(status, outcome, rtt))
+        return not isinstance(outcome, Exception)
+
+    async def _request(
+        self, probe: _Probe, client: httpx.AsyncClient, endpoint: httpx.URL
+    ) -> tuple[float, float] | Exception:
+        """GET ``endpoint`` under the probe's deadline: ``(rtt, remote_now)`` or the failure."""
+        with trio.move_on_after(probe.timeout):
+            start = trio.current_time()  # just before the request is built, as in the reference
+            try:
+                response = await client.get(endpoint)
+            except httpx.HTTPError as exc:
+                return exc
+            if response.status_code != 200:
+                return UnexpectedStatus(str(endpoint), response.status_code)
+            remote_now = _decode_health(str(endpoint), response.content)
+            if isinstance(remote_now, Exception):
+                return remote_now
+            return trio.current_time() - start, remote_now
+        return ProbeTimeout(str(endpoint), probe.timeout)
+
+
+def _decode_health(endpoint: str, body: bytes) -> float | ProbeFailure:
+    """The remote ``Now`` of a health reply, or why the body is not a good one."""
+    try:
+        reply = json.loads(body)
+    except ValueError as exc:
+        return BadHealthReply(endpoint, f"reply is not JSON ({exc}): {body[:80]!r}")
+    if not isinstance(reply, dict):
+        return BadHealthReply(endpoint, f"reply is not a JSON object: {body[:80]!r}")
+    ok = reply.get("OK")
+    if "OK" not in reply:
+        # Go's decoder matches field names case-insensitively; so do we (rarely taken path).
+        ok = next((v for k, v in reply.items() if k.lower() == "ok"), False)
+    if not isinstance(ok, bool):
+        return BadHealthReply(endpoint, f'"OK" is not a boolean: {ok!r}')
+    if not ok:
+        return NotOK(endpoint)
+    now = reply.get("Now")
+    if now is None:
+        now = next((v for k, v in reply.items() if k.lower() == "now"), None)
+    if not isinstance(now, str):
+        return BadHealthReply(endpoint, f'"Now" is missing or not a string: {now!r}')
+    try:
+        return parse_rfc3339_nano(now)
+    except ValueError:
+        return BadHealthReply(endpoint, f'"Now" is not an RFC 3339 time: {now!r}')
+
+
+_ProbeResult: type[ProbeResult] | None = None
+
+
+def _make_result(
+    status: Status, outcome: tuple[float, float] | Exception, rtt: float
+) -> ProbeResult:
+    """The probe as a :class:`~trioprobe.results.ProbeResult` for the stats keeper.
+
+    Imported lazily so :mod:`trioprobe.probing` stays usable without the rest of trioprobe.
+    """
+    global _ProbeResult
+    if _ProbeResult is None:
+        from trioprobe.results import ProbeResult
+
+        _ProbeResult = ProbeResult
+    gauges = {"srtt": status.srtt, "clock_diff": status.clock_diff}
+    if isinstance(outcome, Exception):
+        return _ProbeResult(
+            status.probe_id,
+            False,
+            error=str(outcome) or type(outcome).__name__,
+            timeout=isinstance(outcome, ProbeTimeout),
+            gauges=gauges,
+        )
+    return _ProbeResult(status.probe_id, True, rtt, gauges=gauges)
+
+
+@asynccontextmanager
+async def open_prober(
+    client: httpx.AsyncClient | None = None,
+    *,
+    max_in_flight: int | None = None,
+    results: trio.MemorySendChannel[ProbeResult] | None = None,
+    wall_clock: Callable[[], float] = time.time,
+    on_tick: Callable[[str, float], None] | None = None,
+) -> AsyncIterator[Prober]:
+    """Open a :class:`Prober` whose probe tasks live in a nursery inside this block.
+
+    - ``client``: used for every probe and never closed here (the caller owns it). Without one,
+      each probe id gets its own client (sharing one SSL context), closed when the id stops.
+    - ``max_in_flight``: bound concurrent requests (a ``CapacityLimiter``); worth setting when
+      many ids share one ``client``, whose pool slows down at high queue depth.
+    - ``results``: every probe is also sent there as a ``ProbeResult`` (target = probe id,
+      ``gauges`` ``srtt`` and ``clock_diff`` in seconds). Not closed here.
+    - ``wall_clock``: the local clock compared with the remote ``Now`` (injectable for tests).
+    - ``on_tick``: instrumentation, called as ``on_tick(id, lateness)`` when a probe starts,
+      with how late it starts relative to its tick.
+
+    Leaving the block stops (and cancels) every probe; statuses report stopped.
+    """
+    async with trio.open_nursery() as nursery:
+        prober = Prober(
+            nursery,
+            client=client,
+            max_in_flight=max_in_flight,
+            results=results,
+            wall_clock=wall_clock,
+            on_tick=on_tick,
+        )
+        try:
+            yield prober
+        finally:
+            prober._close()
