@@ -1,0 +1,108 @@
+"""The ping entry's wire format.
+
+A ping entry is the type byte ``b"P"`` followed by a protobuf-encoded ``PingCommand`` message::
+
+    message PingCommand {
+        bytes  writer = 1;   // the pinger's random 16-byte id
+        uint64 seq    = 2;   // 1, 2, 3, ... per pinger
+    }
+
+So ``encode_ping(w, 1)`` is ``b"P" + b"\\x0a\\x10" + w + b"\\x10\\x01"``. This is byte-for-byte
+the format Akutan's logping writes (its ``'P'`` command type plus ``PingCommand``), so a pinger
+here can share a log with the reference's readers. We hand-roll the two fields instead of pulling
+in protobuf: decoding accepts the fields in any order and skips unknown fields, as protobuf would.
+
+Unlike the reference, an entry that is not a ping (another type byte, or a ``'P'`` entry that does
+not parse) is not an error: logs such as an etcd prefix may be shared with other writers, and the
+pinger only has to recognise its own entries.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["PING_TYPE", "WRITER_ID_LEN", "Ping", "decode_ping", "encode_ping"]
+
+PING_TYPE = b"P"
+WRITER_ID_LEN = 16
+
+_TAG_WRITER = (1 << 3) | 2  # field 1, length-delimited
+_TAG_SEQ = (2 << 3) | 0  # field 2, varint
+_MAX_U64 = (1 << 64) - 1
+
+
+@attrs.frozen
+class Ping:
+    """A decoded ping entry: who wrote it and its sequence number."""
+
+    writer: bytes
+    seq: int
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def encode_ping(writer: bytes, seq: int) -> bytes:
+    """Encode a ping entry for ``writer`` (any length; pingers use 16 bytes) and ``seq`` (u64)."""
+    if not 0 <= seq <= _MAX_U64:
+        raise ValueError(f"ping seq {seq} is outside the uint64 range")
+    head = PING_TYPE + bytes([_TAG_WRITER]) + _varint(len(writer))
+    return head + writer + bytes([_TAG_SEQ]) + _varint(seq)
+
+
+def decode_ping(data: bytes) -> Ping | None:
+    """Return the ping in ``data``, or None if ``data`` is not a well-formed ping entry."""
+    if not data.startswith(PING_TYPE):
+        return None
+    writer = b""
+    seq = 0
+    pos = 1
+    try:
+        while pos < len(data):
+            key, pos = _read_varint(data, pos)
+            field, wire = key >> 3, key & 7
+            if wire == 0:
+                value, pos = _read_varint(data, pos)
+                if field == 2:
+                    seq = value
+            elif wire == 2:
+                length, pos = _read_varint(data, pos)
+                if pos + length > len(data):
+                    return None
+                if field == 1:
+                    writer = data[pos : pos + length]
+                pos += length
+            elif wire == 1:
+                pos += 8
+            elif wire == 5:
+                pos += 4
+            else:
+                return None
+        if pos != len(data):
+            return None
+    except ValueError:
+        return None
+    return Ping(writer=writer, seq=seq)

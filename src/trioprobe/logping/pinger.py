@@ -1,0 +1,389 @@
+"""The Pinger: measures how long an entry takes from ``append`` to coming back out of ``read``.
+
+Port of Akutan's ``logping`` ``Pinger`` (see docs/logping.md), with Trio structure:
+
+- ``run()`` loops: get a replay position (retried until it succeeds), set ``last_applied`` to the
+  entry before it, then tail the log from there while pinging. When the reader fails with
+  ``LogTruncatedError`` or any other error (or its stream ends), the round's tasks are cancelled,
+  ``restarts`` is counted and the loop starts again from a fresh replay position. ``LogClosedError``
+  ends ``run()``.
+- One ping is in flight at a time. Pings are scheduled *start to start*: the next ping starts one
+  ``ping_interval`` after the previous one started, whether or not that one came back. This is what
+  the reference's code does (its docs say "after the previous read"); we keep it because it makes
+  the ping rate independent of the latency being measured, and the timeout of a ping is then the
+  interval: an outstanding ping is finished as *aborted* when the next one is due.
+- Each append runs in a task of the round's nursery (the reference leaks it). If its ping is
+  aborted while the append still has not been acknowledged, the append is cancelled and counted
+  as failed, so a hung log cannot pile up appends.
+- A ping succeeds when the reader returns an entry with our writer id and the current seq; the
+  match is by (writer, seq), so a read that arrives before the append's acknowledgement counts.
+- After every ``pings_until_disconnect`` finished pings, ``disconnect()`` is called on a reader that
+  has it, so the latency is measured against different servers.
+
+All of this is plain state changed by three tasks (ticker, reader, appends) on one Trio thread, so
+the reference's event channel and mutex are unnecessary.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import aclosing
+
+import attrs
+import trio
+
+from .encoding import WRITER_ID_LEN, decode_ping, encode_ping
+from .logs import Disconnector, Entry, LogAppender, LogClosedError, LogReader, LogTruncatedError
+
+__all__ = [
+    "GetReplayPosition",
+    "LatencySummary",
+    "PingStatus",
+    "PingOutcome",
+    "PingerMetrics",
+    "Pinger",
+    "LogOrderError",
+    "new_writer_id",
+]
+
+logger = logging.getLogger("trioprobe.logping")
+
+GetReplayPosition = Callable[[], Awaitable[int]]
+"""Returns the index from which reading begins. Errors are retried by the pinger."""
+
+QUANTILES = (0.5, 0.9, 0.95, 0.99)
+
+
+class LogOrderError(Exception):
+    """A reader returned an index that does not increase: the log (or its client) is broken."""
+
+
+def new_writer_id() -> bytes:
+    """16 random bytes from the OS's CSPRNG (never all zeros, so it cannot look unset)."""
+    while True:
+        writer = secrets.token_bytes(WRITER_ID_LEN)
+        if any(writer):
+            return writer
+
+
+class LatencySummary:
+    """Latency samples (seconds) with exact quantiles over the most recent ``window`` samples.
+
+    It plays the role of the reference's Prometheus summaries: count and sum are over all time,
+    quantiles over a sliding window so they follow the log's current health.
+    """
+
+    def __init__(self, window: int = 4096) -> None:
+        self._recent: deque[float] = deque(maxlen=window)
+        self.count = 0
+        self.sum = 0.0
+
+    def add_sample(self, seconds: float) -> None:
+        self._recent.append(seconds)
+        self.count += 1
+        self.sum += seconds
+
+    def __len__(self) -> int:
+        return len(self._recent)
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self._recent)
+
+    def percentile(self, q: float) -> float:
+        """The ``q`` quantile (0..1) of the recent samples (nearest rank); NaN when empty."""
+        if not self._recent:
+            return float("nan")
+        ordered = sorted(self._recent)
+        rank = min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))
+        return ordered[rank]
+
+    def quantiles(self) -> dict[float, float]:
+        """p50/p90/p95/p99."""
+        if not self._recent:
+            return {q: float("nan") for q in QUANTILES}
+        ordered = sorted(self._recent)
+        n = len(ordered)
+        return {q: ordered[min(n - 1, max(0, int(q * n + 0.5) - 1))] for q in QUANTILES}
+
+
+@attrs.define
+class PingerMetrics:
+    """What the pinger counts. Counters only grow; ``last_applied`` is a gauge.
+
+    ``pings_started == pings_succeeded + pings_aborted + pings_append_failed`` plus at most the one
+    ping in flight: a ping outstanding when its round ends (restart, shutdown) counts as aborted.
+    """
+
+    pings_started: int = 0
+    pings_succeeded: int = 0
+    pings_aborted: int = 0
+    pings_append_failed: int = 0
+    appends_succeeded: int = 0
+    appends_failed: int = 0
+    disconnects: int = 0
+    restarts: int = 0
+    replay_errors: int = 0
+    last_applied: int = 0
+    ping_latency: LatencySummary = attrs.field(factory=LatencySummary)
+    append_latency: LatencySummary = attrs.field(factory=LatencySummary)
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "pings_started": self.pings_started,
+            "pings_succeeded": self.pings_succeeded,
+            "pings_aborted": self.pings_aborted,
+            "pings_append_failed": self.pings_append_failed,
+            "appends_succeeded": self.appends_succeeded,
+            "appends_failed": self.appends_failed,
+            "disconnects": self.disconnects,
+            "restarts": self.restarts,
+            "replay_errors": self.replay_errors,
+        }
+
+
+class PingStatus(enum.Enum):
+    SUCCEEDED = "succeeded"
+    ABORTED = "aborted"
+    APPEND_FAILED = "append_failed"
+
+
+@attrs.frozen
+class PingOutcome:
+    """How one ping ended; handed to ``on_ping`` (the probe adapter turns it into a ProbeResult)."""
+
+    seq: int
+    status: PingStatus
+    latency: float  # append -> read, seconds; only meaningful when SUCCEEDED
+    error: str | None = None
+
+
+class Pinger:
+    """Appends ping entries through ``appender`` and times their return through ``reader``.
+
+    Use a separate reader from the appender where the log has clients (the reference always does),
+    so the read path is measured independently. ``get_replay_position`` returns the index to start
+    reading from; its errors are logged, counted in ``replay_errors`` and retried every
+    ``replay_retry_interval`` seconds.
+    """
+
+    def __init__(
+        self,
+        appender: LogAppender,
+        reader: LogReader,
+        get_replay_position: GetReplayPosition,
+        *,
+        ping_interval: float = 1.0,
+        pings_until_disconnect: int = 0,
+        replay_retry_interval: float = 1.0,
+        on_ping: Callable[[PingOutcome], None] | None = None,
+        writer_id: bytes | None = None,
+    ) -> None:
+        if ping_interval <= 0:
+            raise ValueError(f"ping_interval must be > 0, got {ping_interval}")
+        if pings_until_disconnect < 0:
+            raise ValueError(f"pings_until_disconnect must be >= 0, got {pings_until_disconnect}")
+        self.appender = appender
+        self.reader = reader
+        self.get_replay_position = get_replay_position
+        self.ping_interval = ping_interval
+        self.pings_until_disconnect = pings_until_disconnect
+        self.replay_retry_interval = replay_retry_interval
+        self.on_ping = on_ping
+        self.writer_id = writer_id if writer_id is not None else new_writer_id()
+        self.metrics = PingerMetrics()
+        self.replays = 0
+        self._ran = False
+        # Round state (reset by _reset_round):
+        self._next_seq = 1
+        self._current_seq = 0  # 0: idle
+        self._started_at = 0.0
+        self._next_at = 0.0
+        self._disconnect_after = pings_until_disconnect
+        self._expected_index = 1
+        self._appends: dict[int, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def last_applied(self) -> int:
+        """The index of the last entry read (or the replay position - 1 before the first)."""
+        return self.metrics.last_applied
+
+    @property
+    def current_seq(self) -> int:
+        """The seq of the ping in flight, 0 when idle."""
+        return self._current_seq
+
+    @property
+    def next_at(self) -> float:
+        """When the next ping is due (``trio.current_time()`` scale)."""
+        return self._next_at
+
+    # --- the long-running task ---------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Ping until cancelled or the log is closed. Ready at once: an unreachable log is a
+        measurement (failed appends, retried replay), not a reason to block the caller."""
+        if self._ran:
+            raise RuntimeError("Pinger.run() may only be called once")
+        self._ran = True
+        task_status.started()
+        while True:
+            position = await self._replay_position()
+            error = await self.run_round(position)
+            if isinstance(error, LogClosedError):
+                logger.info("logping: %s; stopping", error)
+                return
+            self.metrics.restarts += 1
+            if isinstance(error, LogTruncatedError):
+                logger.warning("logping: restarting: %s", error)
+            else:
+                logger.error("logping: restarting after a reader error: %r", error)
+
+    async def _replay_position(self) -> int:
+        while True:
+            try:
+                position = await self.get_replay_position()
+            except Exception as exc:
+                self.metrics.replay_errors += 1
+                logger.warning(
+                    "logping: getting the replay position failed (retrying in %ss): %r",
+                    self.replay_retry_interval,
+                    exc,
+                )
+                await trio.sleep(self.replay_retry_interval)
+                continue
+            self.replays += 1
+            return position
+
+    async def run_round(self, position: int) -> Exception:
+        """Tail from ``position`` while pinging, until the reader fails; return its error."""
+        self._set_last_applied(position - 1)
+        self._expected_index = position
+        error: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            self._reset_round(nursery)
+
+            async def read() -> None:
+                nonlocal error
+                try:
+                    async with aclosing(self.reader.read(position)) as entries:
+                        async for entry in entries:
+                            self.apply(entry)
+                    error = LogOrderError("the log's read stream ended without an error")
+                except Exception as exc:
+                    error = exc
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(read)
+            nursery.start_soon(self._ticker)
+        self._end_round()
+        assert error is not None
+        return error
+
+    async def _ticker(self) -> None:
+        while True:
+            await trio.sleep_until(self._next_at)
+            self.tick()
+
+    # --- the state machine (synchronous, so tests can drive it step by step) ----------------
+
+    def _reset_round(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self._current_seq = 0
+        self._next_at = trio.current_time() + self.ping_interval
+
+    def _end_round(self) -> None:
+        if self._current_seq:
+            self._finish(PingStatus.ABORTED, "the reader restarted")
+        self._nursery = None
+        self._appends.clear()
+
+    def tick(self) -> None:
+        """The ping alarm: abort the outstanding ping, if any, and start the next one."""
+        if self._current_seq:
+            self._finish(PingStatus.ABORTED, f"not read back within {self.ping_interval}s")
+        self.start_ping()
+
+    def start_ping(self) -> None:
+        assert self._nursery is not None, "start_ping outside a round"
+        seq = self._next_seq
+        self._next_seq += 1
+        now = trio.current_time()
+        self._current_seq = seq
+        self._started_at = now
+        self._next_at = now + self.ping_interval
+        self.metrics.pings_started += 1
+        scope = trio.CancelScope()
+        self._appends[seq] = scope
+        self._nursery.start_soon(self._append, seq, scope)
+
+    async def _append(self, seq: int, scope: trio.CancelScope) -> None:
+        data = encode_ping(self.writer_id, seq)
+        start = trio.current_time()
+        failure: str | None = None
+        try:
+            with scope:
+                try:
+                    await self.appender.append(data)
+                except Exception as exc:
+                    failure = repr(exc)
+                else:
+                    self.metrics.appends_succeeded += 1
+                    self.metrics.append_latency.add_sample(trio.current_time() - start)
+                    return
+            if failure is None:  # our scope was cancelled: the ping was given up on
+                failure = "append cancelled: its ping was aborted"
+            else:
+                self.metrics.append_latency.add_sample(trio.current_time() - start)
+            self.metrics.appends_failed += 1
+            logger.warning("logping: appending ping %d failed: %s", seq, failure)
+            self.append_failed(seq, failure)
+        finally:
+            self._appends.pop(seq, None)
+
+    def append_failed(self, seq: int, error: str) -> None:
+        if seq == self._current_seq:
+            self._finish(PingStatus.APPEND_FAILED, error)
+
+    def apply(self, entry: Entry) -> None:
+        """Handle one entry from the reader: finish our ping if it is ours; advance last_applied."""
+        if entry.index < self._expected_index:
+            raise LogOrderError(
+                f"the reader returned index {entry.index}, expected {self._expected_index} or later"
+            )
+        self._expected_index = entry.index + 1
+        if self._current_seq:
+            ping = decode_ping(entry.data)
+            if ping is not None and ping.writer == self.writer_id and ping.seq == self._current_seq:
+                self._finish(PingStatus.SUCCEEDED)
+        self._set_last_applied(entry.index)
+
+    def _finish(self, status: PingStatus, error: str | None = None) -> None:
+        seq = self._current_seq
+        latency = trio.current_time() - self._started_at
+        m = self.metrics
+        if status is PingStatus.SUCCEEDED:
+            m.pings_succeeded += 1
+            m.ping_latency.add_sample(latency)
+        elif status is PingStatus.ABORTED:
+            m.pings_aborted += 1
+            scope = self._appends.get(seq)
+            if scope is not None:
+                scope.cancel()
+        else:
+            m.pings_append_failed += 1
+        self._current_seq = 0
+        if self.pings_until_disconnect and seq >= self._disconnect_after:
+            self._disconnect_after += self.pings_until_disconnect
+            if isinstance(self.reader, Disconnector):
+                self.reader.disconnect()
+                m.disconnects += 1
+        if self.on_ping is not None:
+            self.on_ping(PingOutcome(seq=seq, status=status, latency=latency, error=error))
+
+    def _set_last_applied(self, index: int) -> None:
+        self.metrics.last_applied = index

@@ -1,0 +1,179 @@
+"""MemoryLog, FileLog and the ping encoding."""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from pathlib import Path
+
+import pytest
+import trio
+
+from trioprobe.logping import (
+    Disconnector,
+    Entry,
+    FileLog,
+    LogClosedError,
+    LogTruncatedError,
+    MemoryLog,
+    Ping,
+    decode_ping,
+    encode_ping,
+)
+from trioprobe.logping.logs import prefix_end
+
+
+def test_ping_encoding_is_akutans_protobuf_layout() -> None:
+    writer = bytes(range(1, 17))
+    data = encode_ping(writer, 300)
+    # 'P', field 1 (len 16), writer, field 2 varint 300 = 0xac 0x02
+    assert data == b"P\x0a\x10" + writer + b"\x10\xac\x02"
+    assert decode_ping(data) == Ping(writer, 300)
+
+
+def test_ping_decoding_rejects_non_pings() -> None:
+    assert decode_ping(b"") is None
+    assert decode_ping(b"Tsomething") is None
+    assert decode_ping(b"P\x0a\x30abc") is None  # length past the end
+    # Fields in another order and an unknown field are fine, as in protobuf.
+    assert decode_ping(b"P\x10\x05\x1a\x01x\x0a\x02ab") == Ping(b"ab", 5)
+
+
+def test_prefix_end() -> None:
+    assert prefix_end(b"a/") == b"a0"
+    assert prefix_end(b"a\xff") == b"b"
+    assert prefix_end(b"\xff") == b"\x00"
+
+
+async def collect(log: MemoryLog | FileLog, start: int, n: int) -> list[Entry]:
+    out: list[Entry] = []
+    async with aclosing(log.read(start)) as entries:
+        async for entry in entries:
+            out.append(entry)
+            if len(out) == n:
+                break
+    return out
+
+
+async def test_memory_log_append_and_tail(autojump_clock: trio.abc.Clock) -> None:
+    log = MemoryLog()
+    assert await log.next_index() == 1
+    assert await log.append(b"a") == 1
+    assert await log.append(b"b") == 2
+    got: list[Entry] = []
+
+    async def reader() -> None:
+        got.extend(await collect(log, 2, 3))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.sleep(1)
+        assert got == []  # still waiting for the tail
+        await log.append(b"c")
+        await log.append(b"d")
+    assert got == [Entry(2, b"b"), Entry(3, b"c"), Entry(4, b"d")]
+    assert await log.next_index() == 5
+
+
+async def test_memory_log_truncation_fails_a_reader_behind_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    log = MemoryLog()
+    for i in range(5):
+        log.append_nowait(b"%d" % i)
+    log.truncate(4)
+    assert log.first_index == 4
+    with pytest.raises(LogTruncatedError) as info:
+        await collect(log, 2, 1)
+    assert info.value.requested == 2
+    assert info.value.first_available == 4
+    assert await collect(log, 4, 2) == [Entry(4, b"3"), Entry(5, b"4")]
+
+
+async def test_memory_log_truncation_while_reading(autojump_clock: trio.abc.Clock) -> None:
+    log = MemoryLog()
+    log.append_nowait(b"x")
+    errors: list[Exception] = []
+
+    async def reader() -> None:
+        try:
+            await collect(log, 3, 5)  # waits for entry 3
+        except LogTruncatedError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.sleep(1)
+        assert errors == []
+        log.truncate(10)
+    assert len(errors) == 1
+    assert "entry 3 was discarded" in str(errors[0])
+
+
+async def test_memory_log_close(autojump_clock: trio.abc.Clock) -> None:
+    log = MemoryLog()
+    log.close()
+    with pytest.raises(LogClosedError):
+        await log.append(b"x")
+    with pytest.raises(LogClosedError):
+        await collect(log, 1, 1)
+
+
+def test_memory_log_disconnect_counts() -> None:
+    log = MemoryLog()
+    assert isinstance(log, Disconnector)
+    log.disconnect()
+    log.disconnect()
+    assert log.disconnects == 2
+
+
+async def test_file_log_round_trip_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    log = FileLog(path, fsync=False)
+    assert await log.next_index() == 1
+    assert [await log.append(b"r%d" % i) for i in range(3)] == [1, 2, 3]
+    log.close()
+    # A torn tail (half a record) is cut off when a writer reopens the file.
+    with open(path, "ab") as fh:
+        fh.write(b"\x00\x00\x00\x09\x00")
+    log2 = FileLog(path, fsync=True)
+    assert await log2.append(b"r3") == 4
+    with trio.fail_after(5):
+        assert await collect(log2, 2, 3) == [Entry(2, b"r1"), Entry(3, b"r2"), Entry(4, b"r3")]
+    log2.close()
+    assert path.stat().st_size == 8 + 4 * (8 + 2)
+
+
+async def test_file_log_tail_follows_appends(tmp_path: Path) -> None:
+    writer = FileLog(tmp_path / "log", fsync=False)
+    reader = FileLog(tmp_path / "log", poll_interval=10.0)  # must be woken, not polled
+    got: list[Entry] = []
+
+    async def read() -> None:
+        got.extend(await collect(reader, 1, 2))
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await trio.sleep(0.01)
+            await writer.append(b"one")
+            await writer.append(b"two")
+    assert got == [Entry(1, b"one"), Entry(2, b"two")]
+    writer.close()
+    reader.close()
+
+
+async def test_file_log_close_fails_readers_and_appends(tmp_path: Path) -> None:
+    log = FileLog(tmp_path / "log", fsync=False)
+    await log.append(b"a")
+    log.close()
+    with pytest.raises(LogClosedError):
+        await log.append(b"b")
+    with pytest.raises(LogClosedError):
+        await collect(log, 1, 5)
+
+
+async def test_file_log_rejects_foreign_file(tmp_path: Path) -> None:
+    (tmp_path / "log").write_bytes(b"not a log at all")
+    log = FileLog(tmp_path / "log")
+    with pytest.raises(Exception, match="not a trioprobe log file"):
+        await log.append(b"x")
