@@ -38,6 +38,7 @@ async def run_per_target(
     probe_timeout: float,
     probe_once: Callable[[str], Awaitable[ProbeResult]],
     results: trio.MemorySendChannel[ProbeResult],
+    on_target_removed: Callable[[str], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Probe every target once per ``interval``, each in its own task, until cancelled.
@@ -46,6 +47,7 @@ async def run_per_target(
     again every interval: new targets get a task, removed targets have theirs cancelled. Each
     ``probe_once`` runs under a ``probe_timeout`` cancel scope; running out becomes a failed
     result with ``timeout=True``, so deadlines are deterministic under a MockClock.
+    ``on_target_removed(target)``, if given, releases what a removed target held (a client).
     """
 
     async def probe_target(target: str) -> None:
@@ -78,6 +80,8 @@ async def run_per_target(
             wanted = list(dict.fromkeys(targets()))
             for target in running.keys() - set(wanted):
                 running.pop(target).cancel()
+                if on_target_removed is not None:
+                    await on_target_removed(target)
             for target in wanted:
                 if target not in running:
                     running[target] = trio.CancelScope()

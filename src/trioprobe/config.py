@@ -1,0 +1,313 @@
+"""The TOML config: probes and surfacers, structured into attrs classes with cattrs.
+
+::
+
+    shutdown_grace = 5.0
+
+    [[probe]]
+    name = "web"
+    type = "http"
+    targets = ["http://127.0.0.1:8080/health"]   # or: targets_file = "targets.txt"
+    interval = 2.0
+    timeout = 1.0
+    expected_codes = [200]                        # type-specific keys sit beside the common ones
+
+    [[surfacer]]
+    type = "prometheus"
+    port = 9313
+
+Everything is checked before anything starts: unknown keys, wrong types, bad values and a stats
+interval shorter than the probe interval raise :class:`ConfigError`, whose message names the file,
+the key path (``probe[0].interval``) and what was expected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError
+
+from .metrics import Distribution, MetricsError
+from .probes import PROBE_TYPES, load_probe_type
+from .results import LATENCY_UNITS
+from .surfacers import SURFACER_TYPES, load_surfacer_type
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "LatencyBuckets",
+    "ProbeSpec",
+    "SurfacerSpec",
+    "TargetsFile",
+    "load_config",
+    "parse_config",
+]
+
+logger = logging.getLogger("trioprobe.config")
+
+
+class ConfigError(ValueError):
+    """The config cannot be used; the message says where and why, one problem per line."""
+
+
+@attrs.frozen
+class LatencyBuckets:
+    """Export latency as a distribution: explicit ``bounds``, or exponential buckets."""
+
+    bounds: tuple[float, ...] = ()
+    base: float = 2.0
+    scale: float = 1.0
+    count: int = 20
+
+    def distribution(self) -> Distribution:
+        if self.bounds:
+            return Distribution.explicit(self.bounds)
+        return Distribution.exponential(base=self.base, scale=self.scale, count=self.count)
+
+
+@attrs.frozen
+class ProbeSpec:
+    """The keys every probe has, whatever its type."""
+
+    name: str
+    type: str
+    targets: tuple[str, ...] = ()
+    #: A file with one target per line (``#`` starts a comment); re-read when it changes.
+    targets_file: str | None = None
+    #: Seconds between probes of a target.
+    interval: float = 2.0
+    #: Seconds a single probe may take.
+    timeout: float = 1.0
+    #: Seconds between exports; default ``max(10, interval, timeout)``, as cloudprober.
+    stats_interval: float | None = None
+    latency_unit: Literal["ns", "us", "ms", "s"] = "us"
+    latency_buckets: LatencyBuckets | None = None
+    #: Extra labels on every exported metric of this probe.
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+
+    @property
+    def export_interval(self) -> float:
+        if self.stats_interval is not None:
+            return self.stats_interval
+        return max(10.0, self.interval, self.timeout)
+
+
+@attrs.frozen
+class SurfacerSpec:
+    type: str
+    #: Exports buffered for this surfacer before the fan-out starts dropping (and counting).
+    buffer: int = 10000
+
+
+@attrs.frozen
+class Config:
+    """A validated config: each probe and surfacer with its type-specific options."""
+
+    probes: tuple[tuple[ProbeSpec, Any], ...]
+    surfacers: tuple[tuple[SurfacerSpec, Any], ...]
+    #: Seconds surfacers get to flush at shutdown before they are cancelled.
+    shutdown_grace: float = 5.0
+    #: Where relative paths in the config are resolved from.
+    base_dir: Path = attrs.field(factory=Path.cwd)
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+_PROBE_KEYS = frozenset(attrs.fields_dict(ProbeSpec))
+_SURFACER_KEYS = frozenset(attrs.fields_dict(SurfacerSpec))
+_TOP_KEYS = frozenset({"probe", "surfacer", "shutdown_grace"})
+
+
+def _describe(exc: BaseException, path: str) -> list[str]:
+    if isinstance(exc, ClassValidationError | cattrs.BaseValidationError):
+        return [_tidy(m) for m in cattrs.transform_error(exc, path=path)]
+    return [f"{exc} @ {path}"]
+
+
+def _tidy(message: str) -> str:
+    # cattrs says "... @ $.probe[0].interval"; lead with the key path, which is what users scan.
+    text, _, where = message.rpartition(" @ ")
+    where = where.removeprefix("$.").removeprefix("$")
+    if text.startswith("extra fields found"):
+        text = text.replace("extra fields found", "unknown key(s)", 1)
+    return f"{where}: {text}" if text else message
+
+
+def _structure(data: Any, cls: type[Any], path: str, errors: list[str]) -> Any:
+    try:
+        return _converter.structure(data, cls)
+    except Exception as exc:  # cattrs raises many kinds; each becomes a message
+        errors.extend(_describe(exc, path))
+        return None
+
+
+def _split(
+    table: Mapping[str, Any], common: frozenset[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    own = {k: v for k, v in table.items() if k in common}
+    rest = {k: v for k, v in table.items() if k not in common}
+    return own, rest
+
+
+def _check_probe(spec: ProbeSpec, path: str, errors: list[str]) -> None:
+    if spec.type not in PROBE_TYPES:
+        errors.append(
+            f"{path}.type: unknown probe type {spec.type!r}; expected one of "
+            f"{', '.join(sorted(PROBE_TYPES))}"
+        )
+    if not spec.targets and spec.targets_file is None:
+        errors.append(f'{path}: no targets: give `targets = [...]` or `targets_file = "..."`')
+    if spec.targets and spec.targets_file is not None:
+        errors.append(f"{path}: give either `targets` or `targets_file`, not both")
+    if spec.interval <= 0:
+        errors.append(f"{path}.interval: expected seconds > 0, got {spec.interval}")
+    if spec.timeout <= 0:
+        errors.append(f"{path}.timeout: expected seconds > 0, got {spec.timeout}")
+    if spec.stats_interval is not None and spec.stats_interval < spec.interval:
+        errors.append(
+            f"{path}.stats_interval: {spec.stats_interval}s is shorter than the probe interval "
+            f"({spec.interval}s); expected at least the interval"
+        )
+    if spec.latency_unit not in LATENCY_UNITS:
+        errors.append(f"{path}.latency_unit: expected one of ns, us, ms, s")
+    if spec.latency_buckets is not None:
+        try:
+            spec.latency_buckets.distribution()
+        except MetricsError as exc:
+            errors.append(f"{path}.latency_buckets: {exc}")
+
+
+def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Config:
+    """Validate a parsed TOML document; :class:`ConfigError` lists every problem found."""
+    errors: list[str] = []
+    for key in data.keys() - _TOP_KEYS:
+        errors.append(f"{key}: unknown key; expected one of {', '.join(sorted(_TOP_KEYS))}")
+    grace = data.get("shutdown_grace", 5.0)
+    if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
+        errors.append(f"shutdown_grace: expected seconds >= 0, got {grace!r}")
+        grace = 5.0
+
+    probes: list[tuple[ProbeSpec, Any]] = []
+    raw_probes = data.get("probe", [])
+    if not isinstance(raw_probes, list) or not all(isinstance(p, dict) for p in raw_probes):
+        errors.append("probe: expected an array of tables ([[probe]])")
+        raw_probes = []
+    if not raw_probes:
+        errors.append("probe: no probes configured; add at least one [[probe]] table")
+    names: set[str] = set()
+    for i, table in enumerate(raw_probes):
+        path = f"probe[{i}]"
+        own, rest = _split(table, _PROBE_KEYS)
+        spec = _structure(own, ProbeSpec, f"$.{path}", errors)
+        # Check the type-specific keys even when common ones failed, to report everything at once.
+        type_name = table.get("type")
+        options = None
+        if isinstance(type_name, str) and type_name in PROBE_TYPES:
+            options_cls = load_probe_type(type_name).Options
+            options = _structure(rest, options_cls, f"$.{path}", errors)
+        if spec is None:
+            continue
+        _check_probe(spec, path, errors)
+        if spec.name in names:
+            errors.append(f"{path}.name: duplicate probe name {spec.name!r}")
+        names.add(spec.name)
+        probes.append((spec, options))
+
+    surfacers: list[tuple[SurfacerSpec, Any]] = []
+    raw_surfacers = data.get("surfacer", [])
+    if not isinstance(raw_surfacers, list) or not all(isinstance(s, dict) for s in raw_surfacers):
+        errors.append("surfacer: expected an array of tables ([[surfacer]])")
+        raw_surfacers = []
+    for i, table in enumerate(raw_surfacers):
+        path = f"surfacer[{i}]"
+        own, rest = _split(table, _SURFACER_KEYS)
+        sspec = _structure(own, SurfacerSpec, f"$.{path}", errors)
+        if sspec is None:
+            continue
+        if sspec.type not in SURFACER_TYPES:
+            errors.append(
+                f"{path}.type: unknown surfacer type {sspec.type!r}; expected one of "
+                f"{', '.join(sorted(SURFACER_TYPES))}"
+            )
+            continue
+        if sspec.buffer < 1:
+            errors.append(f"{path}.buffer: expected at least 1, got {sspec.buffer}")
+        options = _structure(rest, load_surfacer_type(sspec.type).Options, f"$.{path}", errors)
+        surfacers.append((sspec, options))
+
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return Config(
+        probes=tuple(probes),
+        surfacers=tuple(surfacers),
+        shutdown_grace=float(grace),
+        base_dir=base_dir or Path.cwd(),
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML config file; every error message starts with the file's name."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        return parse_config(data, base_dir=path.parent)
+    except ConfigError as exc:
+        raise ConfigError("\n".join(f"{path}: {line}" for line in str(exc).splitlines())) from None
+
+
+class TargetsFile:
+    """A target list read from a file, re-read whenever the file's mtime or size changes.
+
+    Calling it is cheap (one ``stat``), so the keeper and probes can call it every tick. If the file
+    becomes unreadable, the last good list is kept and the problem is logged once.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._targets: tuple[str, ...] = ()
+        self._warned = False
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the file now. Raises ``OSError`` if it cannot be read (used at start-up)."""
+        stat = self.path.stat()
+        text = self.path.read_text(encoding="utf-8")
+        self._targets = parse_targets(text)
+        self._stamp = (stat.st_mtime_ns, stat.st_size)
+
+    def __call__(self) -> Sequence[str]:
+        try:
+            stat = self.path.stat()
+            if (stat.st_mtime_ns, stat.st_size) != self._stamp:
+                self.reload()
+                self._warned = False
+        except (OSError, UnicodeDecodeError) as exc:
+            if not self._warned:
+                logger.warning(
+                    "cannot re-read targets file %s (keeping %d targets): %s",
+                    self.path,
+                    len(self._targets),
+                    exc,
+                )
+                self._warned = True
+        return self._targets
+
+
+def parse_targets(text: str) -> tuple[str, ...]:
+    """One target per line; blank lines and ``#`` comments are ignored; duplicates dropped."""
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return tuple(dict.fromkeys(line for line in lines if line))

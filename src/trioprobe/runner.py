@@ -1,0 +1,171 @@
+"""The runner: one nursery holding probes -> stats keepers -> fan-out -> surfacers.
+
+Shutdown is cancellation in phases, each ending the next one's input::
+
+    shutdown()  -> the probes' cancel scope is cancelled; each probe's results channel closes
+                -> each keeper sees EndOfChannel, makes its final export, closes its export clone
+                -> the fan-out sees EndOfChannel once every keeper is done, closes surfacer channels
+                -> surfacers drain and flush, under a deadline of ``shutdown_grace`` seconds
+
+so the last results a probe produced still reach every surfacer. Cancelling the task that runs
+:meth:`Runner.run` instead stops everything at once, with no final export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import trio
+
+from .config import Config, ConfigError, ProbeSpec, TargetsFile
+from .metrics import EventMetrics
+from .probes import Probe, TargetsFn, load_probe_type
+from .results import LATENCY_UNITS, ProbeResult
+from .stats import stats_keeper
+from .surfacers import Fanout, Surfacer, load_surfacer_type
+
+__all__ = ["Runner", "run"]
+
+# Keepers hand exports to the fan-out through this; results reach a keeper through one each.
+_EXPORT_BUFFER = 256
+_RESULTS_BUFFER = 256
+
+#: Called with (probe name, result) for every result, as the keeper folds it in.
+Observer = Callable[[str, ProbeResult], None]
+
+
+def _targets_for(spec: ProbeSpec, config: Config) -> TargetsFn:
+    if spec.targets_file is None:
+        targets = spec.targets
+        return lambda: targets
+    path = config.base_dir / spec.targets_file
+    try:
+        return TargetsFile(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"probe {spec.name!r}: cannot read targets file {path}: {exc}") from None
+
+
+class Runner:
+    """Builds every probe and surfacer of ``config`` (errors surface here, before anything runs)
+    and runs them in one nursery.
+
+    Args:
+        config: a validated config.
+        observe: called for every result (the CLI's live table uses it).
+        extra_surfacers: surfacers added beside the configured ones, each with its own buffer.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        observe: Observer | None = None,
+        extra_surfacers: Sequence[Surfacer] = (),
+    ) -> None:
+        self.config = config
+        self.observe = observe
+        self.probes: list[tuple[ProbeSpec, Probe, TargetsFn]] = []
+        for spec, options in config.probes:
+            targets = _targets_for(spec, config)
+            probe = load_probe_type(spec.type).make_probe(spec, options, targets)
+            self.probes.append((spec, probe, targets))
+        self.surfacers: list[tuple[Surfacer, int]] = [
+            (load_surfacer_type(sspec.type).make_surfacer(options), sspec.buffer)
+            for sspec, options in config.surfacers
+        ]
+        self.surfacers.extend((surfacer, 10000) for surfacer in extra_surfacers)
+        self.fanout: Fanout | None = None
+        self._probes_scope = trio.CancelScope()
+
+    def shutdown(self) -> None:
+        """Begin the phased shutdown: stop the probes and let everything after them drain."""
+        self._probes_scope.cancel()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`shutdown` has finished draining, or until cancelled."""
+        export_send, export_receive = trio.open_memory_channel[EventMetrics](_EXPORT_BUFFER)
+        sinks: list[tuple[str, trio.MemorySendChannel[EventMetrics]]] = []
+        async with trio.open_nursery() as surfacer_nursery:
+            for surfacer, buffer in self.surfacers:
+                send, receive = trio.open_memory_channel[EventMetrics](buffer)
+                sinks.append((surfacer.name, send))
+                await surfacer_nursery.start(surfacer.run, receive)
+            self.fanout = Fanout(sinks)
+            await surfacer_nursery.start(self.fanout.run, export_receive)
+
+            async with trio.open_nursery() as keeper_nursery:
+                inputs: list[trio.MemorySendChannel[ProbeResult]] = []
+                async with export_send:
+                    for spec, _, targets in self.probes:
+                        send_results, receive_results = trio.open_memory_channel[ProbeResult](
+                            _RESULTS_BUFFER
+                        )
+                        inputs.append(send_results)
+                        await keeper_nursery.start(
+                            self._keeper(spec, targets, receive_results, export_send.clone())
+                        )
+                with self._probes_scope:
+                    async with trio.open_nursery() as probe_nursery:
+                        for (_, probe, _), send_results in zip(self.probes, inputs, strict=True):
+                            await probe_nursery.start(_run_probe, probe, send_results)
+                        task_status.started()
+                # Every input channel is closed now, even if a probe failed to start.
+                for send_results in inputs:
+                    send_results.close()
+            surfacer_nursery.cancel_scope.deadline = (
+                trio.current_time() + self.config.shutdown_grace
+            )
+
+    def _keeper(
+        self,
+        spec: ProbeSpec,
+        targets: TargetsFn,
+        results: trio.MemoryReceiveChannel[ProbeResult],
+        export: trio.MemorySendChannel[EventMetrics],
+    ) -> Callable[..., Any]:
+        observe = None
+        if self.observe is not None:
+            observe = partial(self.observe, spec.name)
+        buckets = spec.latency_buckets
+        return partial(
+            stats_keeper,
+            results,
+            export,
+            probe_type=spec.type,
+            probe_name=spec.name,
+            targets=targets,
+            interval=spec.export_interval,
+            extra_labels=spec.labels,
+            latency_unit=LATENCY_UNITS[spec.latency_unit],
+            latency_distribution=buckets.distribution() if buckets else None,
+            observe=observe,
+        )
+
+
+async def _run_probe(
+    probe: Probe,
+    results: trio.MemorySendChannel[ProbeResult],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    # The probe's channel end closes when the probe stops, which is what ends its keeper.
+    async with results:
+        await probe.run(results, task_status=task_status)
+
+
+async def run(
+    config: Config,
+    *,
+    observe: Observer | None = None,
+    task_status: trio.TaskStatus[Runner] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``config`` until cancelled; ``task_status.started(runner)`` once every probe runs.
+
+    Call ``runner.shutdown()`` on the runner it reports for a graceful stop.
+    """
+    runner = Runner(config, observe=observe)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        task_status.started(runner)
