@@ -329,8 +329,8 @@ def parse_value(text: str) -> Value:
         except json.JSONDecodeError:
             raise MetricsError(f"malformed string value {text!r}") from None
         return String(str(decoded))
-    number = _parse_number(text)
-    return Int(number) if isinstance(number, int) else Float(number)
+    parsed = _parse_number(text)
+    return Int(parsed) if isinstance(parsed, int) else Float(parsed)
 
 
 _PLAIN_LABEL_VALUE = re.compile(r'[^\s,="]+')
