@@ -133,8 +133,7 @@ async def test_file_log_round_trip_and_reopen(tmp_path: Path) -> None:
     assert [await log.append(b"r%d" % i) for i in range(3)] == [1, 2, 3]
     log.close()
     # A torn tail (half a record) is cut off when a writer reopens the file.
-    with open(path, "ab") as fh:
-        fh.write(b"\x00\x00\x00\x09\x00")
+    path.write_bytes(path.read_bytes() + b"\x00\x00\x00\x09\x00")
     log2 = FileLog(path, fsync=True)
     assert await log2.append(b"r3") == 4
     with trio.fail_after(5):
