@@ -1,12 +1,162 @@
-"""Subcommands (placeholder: the owning module fills this in)."""
+"""``trioprobe run CONFIG``, ``trioprobe check CONFIG`` and ``trioprobe demo``."""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from typing import Any
+
+import trio
+from rich.console import Console
+from rich.live import Live
+
+from ..config import Config, ConfigError, load_config
+from ..runner import Runner
+from ._common import CLIError
+from ._demo import run_demo
+from ._live import LiveStats
+
+__all__ = ["register", "run_config"]
 
 
 def register(
     subparsers: argparse._SubParsersAction[Any], serve_subparsers: argparse._SubParsersAction[Any]
 ) -> None:
-    """Add this module's subcommands."""
+    run = subparsers.add_parser(
+        "run", help="run the probes and surfacers of a TOML config, with a live table"
+    )
+    run.add_argument("config", help="path to the TOML config")
+    _add_display_options(run)
+    run.set_defaults(func=_cmd_run)
+
+    check = subparsers.add_parser("check", help="validate a config without running it")
+    check.add_argument("config", help="path to the TOML config")
+    check.set_defaults(func=_cmd_check)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="probe in-process servers on loopback: see trioprobe work with no setup",
+    )
+    _add_display_options(demo)
+    demo.set_defaults(func=_cmd_demo)
+
+
+def _add_display_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quiet", action="store_true", help="plain summary lines instead of a live table"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, help="stop by itself after this many seconds"
+    )
+    parser.add_argument(
+        "--refresh", type=float, default=1.0, help="seconds between display updates (default 1)"
+    )
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    try:
+        Runner(config)
+    except ConfigError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"{args.config}: OK")
+    for spec, _ in config.probes:
+        where = (
+            f"targets file {spec.targets_file}"
+            if spec.targets_file
+            else (f"{len(spec.targets)} target(s)")
+        )
+        print(
+            f"  probe {spec.name!r} ({spec.type}): {where}, every {spec.interval:g}s, "
+            f"timeout {spec.timeout:g}s, export every {spec.export_interval:g}s"
+        )
+    for sspec, options in config.surfacers:
+        print(f"  surfacer {sspec.type}: {options}")
+    if not config.surfacers:
+        print("  no surfacers: results are shown by `trioprobe run` only")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    return trio.run(run_config, config, args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    return trio.run(run_demo, args, run_config)
+
+
+async def run_config(config: Config, args: argparse.Namespace, title: str = "trioprobe") -> int:
+    """Run ``config`` with the live display until a signal, ``--duration`` or a probe error."""
+    live = LiveStats()
+    try:
+        runner = Runner(config, observe=live.observe)
+    except ConfigError as exc:
+        raise CLIError(str(exc)) from None
+    console = Console()
+
+    async def run_then_stop_helpers(task_status: trio.TaskStatus[None]) -> None:
+        await runner.run(task_status=task_status)
+        # The run has drained after a shutdown: the display and signal watcher are done too.
+        nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_signals, runner, nursery.cancel_scope)
+        await nursery.start(run_then_stop_helpers)
+        for surfacer, _ in runner.surfacers:
+            url = getattr(surfacer, "url", None)
+            if url:
+                console.print(f"{surfacer.name} serving at {url}")
+        if args.duration is not None:
+            nursery.start_soon(_shutdown_after, args.duration, runner)
+        nursery.start_soon(_display, live, args, title, console)
+    if args.quiet or not console.is_terminal:
+        for line in live.lines():
+            print(line)
+    else:
+        console.print(live.table(f"{title}: final"))
+    return 0
+
+
+async def _shutdown_after(seconds: float, runner: Runner) -> None:
+    await trio.sleep(seconds)
+    runner.shutdown()
+
+
+async def _watch_signals(runner: Runner, everything: trio.CancelScope) -> None:
+    """First SIGINT/SIGTERM: graceful shutdown. A second one: stop at once."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        count = 0
+        async for _ in signals:
+            count += 1
+            if count == 1:
+                print("shutting down (again to stop at once)...", file=sys.stderr)
+                runner.shutdown()
+            else:
+                everything.cancel()
+
+
+async def _display(
+    live: LiveStats,
+    args: argparse.Namespace,
+    title: str,
+    console: Console,
+) -> None:
+    if args.quiet or not console.is_terminal:
+        while True:
+            await trio.sleep(args.refresh)
+            for line in live.lines():
+                print(line, flush=True)
+    # auto_refresh=False: rich would otherwise refresh from a thread of its own.
+    with Live(live.table(title), console=console, auto_refresh=False, transient=True) as view:
+        while True:
+            await trio.sleep(args.refresh)
+            view.update(live.table(title), refresh=True)

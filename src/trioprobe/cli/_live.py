@@ -1,0 +1,127 @@
+"""The live view of ``trioprobe run`` and ``demo``: per-target success rate, latency, last error.
+
+It observes every :class:`~trioprobe.ProbeResult` as the keeper folds it in (exported metrics do
+not carry the last error, and their latency percentiles depend on configured buckets). Latency
+percentiles are exact over each target's most recent results, which is what "live" should mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import attrs
+from rich.table import Table
+
+from ..results import ProbeResult
+
+__all__ = ["LiveStats"]
+
+_RECENT = 1000
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return math.nan
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def _format_seconds(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    if abs(value) < 1e-3:
+        return f"{value * 1e6:.0f}µs"
+    if abs(value) < 1:
+        return f"{value * 1e3:.2f}ms"
+    return f"{value:.2f}s"
+
+
+@attrs.define
+class TargetStats:
+    total: int = 0
+    success: int = 0
+    timeouts: int = 0
+    last_error: str = ""
+    latencies: deque[float] = attrs.field(factory=lambda: deque(maxlen=_RECENT))
+    gauges: dict[str, float | int | str] = attrs.field(factory=dict)
+
+    def percentiles(self) -> tuple[float, float]:
+        ordered = sorted(self.latencies)
+        return _percentile(ordered, 0.5), _percentile(ordered, 0.99)
+
+
+class LiveStats:
+    """Running per-(probe, target) statistics, rendered as a table or as plain lines."""
+
+    def __init__(self) -> None:
+        self.targets: dict[tuple[str, str], TargetStats] = {}
+
+    def observe(self, probe: str, result: ProbeResult) -> None:
+        stats = self.targets.get((probe, result.target))
+        if stats is None:
+            stats = self.targets[(probe, result.target)] = TargetStats()
+        stats.total += 1
+        if result.success:
+            stats.success += 1
+            stats.latencies.append(result.latency)
+        else:
+            stats.last_error = result.error or "failed"
+        if result.timeout:
+            stats.timeouts += 1
+        stats.gauges.update(result.gauges)
+
+    def _gauge_names(self) -> list[str]:
+        names: dict[str, None] = {}
+        for stats in self.targets.values():
+            names.update(dict.fromkeys(stats.gauges))
+        return list(names)
+
+    def table(self, title: str = "trioprobe") -> Table:
+        gauges = self._gauge_names()
+        table = Table(title=title, expand=False)
+        for column in ("probe", "target", "total", "success", "p50", "p99"):
+            table.add_column(
+                column, justify="right" if column not in ("probe", "target") else "left"
+            )
+        for name in gauges:
+            table.add_column(name, justify="right")
+        table.add_column("last error", overflow="fold", max_width=50)
+        for (probe, target), stats in sorted(self.targets.items()):
+            p50, p99 = stats.percentiles()
+            rate = 100.0 * stats.success / stats.total if stats.total else 0.0
+            style = "green" if rate >= 99.0 else "yellow" if rate >= 90.0 else "red"
+            row = [
+                probe,
+                target,
+                str(stats.total),
+                f"[{style}]{rate:.1f}%[/{style}]",
+                _format_seconds(p50),
+                _format_seconds(p99),
+                *(_format_gauge(stats.gauges.get(name)) for name in gauges),
+                stats.last_error,
+            ]
+            table.add_row(*row)
+        return table
+
+    def lines(self) -> list[str]:
+        out = []
+        for (probe, target), stats in sorted(self.targets.items()):
+            p50, p99 = stats.percentiles()
+            rate = 100.0 * stats.success / stats.total if stats.total else 0.0
+            gauges = "".join(f" {k}={_format_gauge(v)}" for k, v in stats.gauges.items())
+            error = f" last_error={stats.last_error!r}" if stats.last_error else ""
+            out.append(
+                f"{probe} {target} total={stats.total} success={rate:.1f}% "
+                f"p50={_format_seconds(p50)} p99={_format_seconds(p99)}{gauges}{error}"
+            )
+        return out
+
+
+def _format_gauge(value: float | int | str | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        # Gauges reported in seconds (srtt, clock_diff) read best as durations.
+        return _format_seconds(value)
+    return str(value)
