@@ -253,7 +253,8 @@ def _check_endpoint(endpoint: str) -> httpx.URL:
         url = httpx.URL(endpoint)
     except (httpx.InvalidURL, TypeError) as exc:
         raise ValueError(f"probing: bad endpoint URL {endpoint!r}: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
+    port_ok = url.port is None or 0 < url.port < 65536
+    if url.scheme not in ("http", "https") or not url.host or not port_ok:
         raise ValueError(f"probing: bad endpoint URL {endpoint!r}: need http(s)://host[:port]/path")
     return url
 

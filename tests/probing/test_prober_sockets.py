@@ -1,0 +1,55 @@
+"""The Prober over real loopback sockets against ``serve_health`` (real time, short)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import trio
+
+from trioprobe.probing import open_prober, serve_health
+
+
+async def wait_for(predicate: Callable[[], bool], limit: float = 5.0) -> None:
+    """Poll: the status is a live view with no change notification (like the reference's)."""
+    with trio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110
+            await trio.sleep(0.01)
+
+
+async def test_prober_with_its_own_clients_against_serve_health() -> None:
+    async with trio.open_nursery() as servers:
+        url = await servers.start(serve_health)
+        async with open_prober() as prober:
+            status = prober.add_http("local", 0.02, [url])
+            other = prober.add_http("local-2", 0.02, [url])
+            await wait_for(lambda: status.total >= 10 and other.total >= 10)
+            assert status.loss == 0
+            assert status.health is True
+            # Same host, same clock: the difference is only the estimate's error.
+            assert abs(status.clock_diff) < 0.05
+            assert 0 < status.srtt < 0.1
+        assert status.stopped
+        servers.cancel_scope.cancel()
+
+
+async def test_outage_and_recovery() -> None:
+    async with open_prober() as prober:
+        async with trio.open_nursery() as servers:
+            url = await servers.start(serve_health)
+            status = prober.add_http("p", 0.02, [url])
+            await wait_for(lambda: status.health and status.total >= 3)
+            servers.cancel_scope.cancel()
+        loss = status.loss
+        await wait_for(lambda: status.loss >= loss + 3)
+        assert status.health is False
+        assert isinstance(status.error, httpx.ConnectError)
+        srtt = status.srtt
+        assert srtt > 0  # survives the outage
+        port = httpx.URL(url).port
+        async with trio.open_nursery() as servers:
+            await servers.start(
+                lambda task_status: serve_health(port=port, task_status=task_status)
+            )
+            await wait_for(lambda: status.health)
+            servers.cancel_scope.cancel()
