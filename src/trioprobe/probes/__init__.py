@@ -1,6 +1,6 @@
 """Probe adapters: one module per config probe type, binding a capability to the stats flow.
 
-A probe type is a module ``trioprobe.probes.<type>`` exporting an ``Options`` attrs class (its
+A probe type is a module (``trioprobe.probes.<type>`` for the built-in ones) exporting an ``Options`` attrs class (its
 type-specific config keys) and ``make_probe(spec, options, targets) -> Probe``. The registry below
 maps config type names to those modules; they are imported only when a config uses them, so a
 capability's dependencies (pyzmq, say) cost nothing to runs that do not use it.
@@ -42,15 +42,15 @@ class ProbeFactory(Protocol):
     def __call__(self, spec: ProbeSpec, options: object, targets: TargetsFn) -> Probe: ...
 
 
-#: Config ``type`` name -> module under ``trioprobe.probes``.
+#: Config ``type`` name -> adapter module. Add an entry to plug in a probe type of your own.
 PROBE_TYPES: dict[str, str] = {
-    "http": "http",
-    "etcd_probing": "etcd_probing",
-    "logping": "logping",
-    "zmq": "zmq",
+    "http": "trioprobe.probes.http",
+    "etcd_probing": "trioprobe.probes.etcd_probing",
+    "logping": "trioprobe.probes.logping",
+    "zmq": "trioprobe.probes.zmq",
 }
 
 
 def load_probe_type(type_name: str) -> ModuleType:
     """Import the adapter module for ``type_name`` (KeyError if the type is unknown)."""
-    return importlib.import_module(f"{__name__}.{PROBE_TYPES[type_name]}")
+    return importlib.import_module(PROBE_TYPES[type_name])

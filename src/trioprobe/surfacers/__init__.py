@@ -36,14 +36,14 @@ class Surfacer(Protocol):
         """Call ``task_status.started()`` once ready; consume until ``EndOfChannel``; flush."""
 
 
-#: Config ``type`` name -> module under ``trioprobe.surfacers``.
+#: Config ``type`` name -> surfacer module. Add an entry to plug in a surfacer of your own.
 SURFACER_TYPES: dict[str, str] = {
-    "lines": "lines",
-    "prometheus": "prometheus",
-    "influxdb": "influx",
+    "lines": "trioprobe.surfacers.lines",
+    "prometheus": "trioprobe.surfacers.prometheus",
+    "influxdb": "trioprobe.surfacers.influx",
 }
 
 
 def load_surfacer_type(type_name: str) -> ModuleType:
     """Import the module for surfacer type ``type_name`` (KeyError if the type is unknown)."""
-    return importlib.import_module(f"{__name__}.{SURFACER_TYPES[type_name]}")
+    return importlib.import_module(SURFACER_TYPES[type_name])
