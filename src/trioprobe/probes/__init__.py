@@ -1,8 +1,9 @@
 """Probe adapters: one module per config probe type, binding a capability to the stats flow.
 
-A probe type is a module (``trioprobe.probes.<type>`` for the built-in ones) exporting an ``Options`` attrs class (its
-type-specific config keys) and ``make_probe(spec, options, targets) -> Probe``. The registry below
-maps config type names to those modules; they are imported only when a config uses them, so a
+A probe type is a module (``trioprobe.probes.<type>`` for the built-in ones) exporting an
+``Options`` attrs class (its type-specific config keys) and
+``make_probe(spec, options, targets) -> Probe``. The registry below maps config type names to
+those modules; they are imported only when a config uses them, so a
 capability's dependencies (pyzmq, say) cost nothing to runs that do not use it.
 """
 
