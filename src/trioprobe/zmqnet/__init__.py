@@ -4,11 +4,42 @@ client and a closed-loop benchmark (a Trio port of bbengfort's ``rtreq``).
 Usable on its own: nothing here imports the rest of trioprobe.
 """
 
+from .client import Client, Transport, TransportFactory, dealer_transport, new_identity
+from .errors import MessageDroppedError, ProtocolError, RemoteError, ZmqNetError
+from .server import (
+    DEFAULT_ADDR,
+    DEFAULT_WORKERS,
+    Handler,
+    RepServer,
+    RouterServer,
+    ServerMetrics,
+)
 from .socket import DEFAULT_MAX_MESSAGE_SIZE, SAFETY_NET, Socket, shared_context
+from .wire import ERROR_MARKER
 
 __all__ = [
-    "DEFAULT_MAX_MESSAGE_SIZE",
-    "SAFETY_NET",
+    # socket
     "Socket",
     "shared_context",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "SAFETY_NET",
+    # servers
+    "RepServer",
+    "RouterServer",
+    "ServerMetrics",
+    "Handler",
+    "DEFAULT_ADDR",
+    "DEFAULT_WORKERS",
+    "ERROR_MARKER",
+    # client
+    "Client",
+    "Transport",
+    "TransportFactory",
+    "dealer_transport",
+    "new_identity",
+    # errors
+    "ZmqNetError",
+    "MessageDroppedError",
+    "RemoteError",
+    "ProtocolError",
 ]
