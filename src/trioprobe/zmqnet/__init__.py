@@ -4,8 +4,10 @@ client and a closed-loop benchmark (a Trio port of bbengfort's ``rtreq``).
 Usable on its own: nothing here imports the rest of trioprobe.
 """
 
+from .benchmark import BenchmarkCounters, BenchmarkResult, benchmark
 from .client import Client, Transport, TransportFactory, dealer_transport, new_identity
 from .errors import MessageDroppedError, ProtocolError, RemoteError, ZmqNetError
+from .histogram import LatencyHistogram
 from .server import (
     DEFAULT_ADDR,
     DEFAULT_WORKERS,
@@ -37,6 +39,11 @@ __all__ = [
     "TransportFactory",
     "dealer_transport",
     "new_identity",
+    # benchmark
+    "benchmark",
+    "BenchmarkResult",
+    "BenchmarkCounters",
+    "LatencyHistogram",
     # errors
     "ZmqNetError",
     "MessageDroppedError",
