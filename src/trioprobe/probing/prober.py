@@ -450,7 +450,12 @@ class Prober:
             rtt, remote_now = outcome
             status.record_success(rtt, self._wall_clock(), remote_now)
         if self._results is not None:
-            await self._results.send(_make_result(status, outcome, rtt))
+            result = _make_result(status, outcome, rtt)
+            try:
+                # No checkpoint when there is room (``send`` always yields); back-pressure if full.
+                self._results.send_nowait(result)
+            except trio.WouldBlock:
+                await self._results.send(result)
         return not isinstance(outcome, Exception)
 
     async def _request(

@@ -1,0 +1,120 @@
+"""The ``etcd_probing`` probe type: etcd's peer health probing as a config probe.
+
+Each target is one endpoint serving etcd's health reply: a peer URL such as
+``http://10.0.0.2:2380`` (``path``, ``/raft/probing`` by default, is appended to targets given
+without a path) or a full URL such as ``http://10.0.0.2:2380/raft/probing`` (used as given).
+
+**One prober id per target.** The id is the target string itself, so each target has its own
+task, its own SRTT and clock-difference estimate and its own ``dst`` label in the exported
+metrics, which is what the stats keeper expects (it exports by target). The Prober's sticky /
+round-robin endpoint lists are still there for embedding code (``Prober.add_http`` with several
+URLs); a config that wants several addresses of one peer lists them as separate targets.
+
+Every probe flows as a ``ProbeResult``: ``latency`` is that probe's RTT, and the gauges ``srtt``
+and ``clock_diff`` (seconds; positive when the local clock is ahead) carry the Prober's running
+estimates. ``timeout`` (the probe spec's) bounds each probe in a Trio cancel scope.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import attrs
+import httpx
+import trio
+
+from ..probing import DEFAULT_PATH, Prober, open_prober
+from ..results import ProbeResult
+from . import TargetsFn
+
+if TYPE_CHECKING:
+    from ..config import ProbeSpec
+
+__all__ = ["EtcdProbingProbe", "Options", "make_probe"]
+
+logger = logging.getLogger("trioprobe.probes.etcd_probing")
+
+
+@attrs.frozen
+class Options:
+    """Config keys of an ``etcd_probing`` probe."""
+
+    #: Appended to targets that have no path (bare peer URLs); etcd serves ``/raft/probing``.
+    path: str = attrs.field(default=DEFAULT_PATH)
+
+    @path.validator
+    def _check_path(self, _: object, value: str) -> None:
+        if not value.startswith("/"):
+            raise ValueError(f"path must start with '/': {value!r}")
+
+
+def endpoint_for(target: str, path: str) -> str:
+    """The URL probed for ``target``: ``path`` is added only when the target has none."""
+    try:
+        url = httpx.URL(target)
+    except httpx.InvalidURL:
+        return target  # the Prober rejects it with a message naming it
+    if url.raw_path in (b"", b"/"):
+        return str(url.copy_with(path=path))
+    return target
+
+
+class EtcdProbingProbe:
+    """Keeps one Prober id per current target; see the module docstring."""
+
+    def __init__(
+        self,
+        options: Options,
+        targets: TargetsFn,
+        *,
+        interval: float,
+        timeout: float,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.options = options
+        self.targets = targets
+        self.interval = interval
+        self.timeout = timeout
+        self._client = client
+        self._rejected: set[str] = set()
+
+    async def run(
+        self,
+        results: trio.MemorySendChannel[ProbeResult],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with open_prober(self._client, results=results) as prober:
+            task_status.started()
+            while True:
+                self._sync(prober.ids(), prober)
+                # The target list (a file, perhaps) is re-read once per interval, like the
+                # per-target scheduler of the other probe types.
+                await trio.sleep(self.interval)
+
+    def _sync(self, running: list[str], prober: Prober) -> None:
+        """Add ids for new targets and remove those of targets that went away."""
+        wanted = dict.fromkeys(self.targets())
+        for target in running:
+            if target not in wanted:
+                prober.remove(target)
+        for target in wanted:
+            if target in prober or target in self._rejected:
+                continue
+            try:
+                prober.add_http(
+                    target,
+                    self.interval,
+                    [endpoint_for(target, self.options.path)],
+                    timeout=self.timeout,
+                )
+            except ValueError as exc:
+                # A bad line in a targets file must not stop the other targets; say it once.
+                self._rejected.add(target)
+                logger.warning("etcd_probing: skipping target %r: %s", target, exc)
+        self._rejected &= wanted.keys()
+
+
+def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> EtcdProbingProbe:
+    return EtcdProbingProbe(options, targets, interval=spec.interval, timeout=spec.timeout)
