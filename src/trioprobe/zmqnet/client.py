@@ -157,9 +157,13 @@ class Client:
             if not answered:
                 self._reset()
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
+        """Close now (synchronous, so it also works in a cancelled ``finally``)."""
         self._closed = True
         self._reset()
+
+    async def aclose(self) -> None:
+        self.close()
         await trio.lowlevel.checkpoint()
 
     async def __aenter__(self) -> Self:

@@ -1,0 +1,130 @@
+"""The ``zmq`` probe type: one request/reply round trip per target and interval.
+
+Targets are ZeroMQ addresses (``tcp://host:port``) of a REP or ROUTER server (ours, or anything
+answering one-frame REQ requests). A probe succeeds when a one-frame reply arrives within the
+probe's timeout and, if ``reply_regex`` is set, matches it. Each target keeps its own Lazy Pirate
+:class:`~trioprobe.zmqnet.Client`: a timeout resets its connection (fresh identity), so a late
+reply is never mistaken for the next probe's.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from ..results import ProbeResult
+from ..zmqnet import Client, MessageDroppedError, ZmqNetError
+from . import TargetsFn
+from ._base import run_per_target
+
+if TYPE_CHECKING:
+    from ..config import ProbeSpec
+
+__all__ = ["Options", "ZmqProbe", "make_probe"]
+
+
+@attrs.frozen
+class Options:
+    """Config keys of a ``zmq`` probe."""
+
+    #: The request payload (UTF-8).
+    message: str = "ping"
+    #: If set, the reply (decoded as UTF-8) must match this regular expression (``re.search``).
+    reply_regex: str | None = attrs.field(default=None)
+    #: Name part of the client's routing id (``"<identity>-XXXX"``); default: the host name.
+    identity: str | None = None
+    #: Lazy Pirate attempts within one probe; each gets ``timeout / retries`` seconds.
+    retries: int = attrs.field(default=1)
+
+    @reply_regex.validator
+    def _check_regex(self, _: object, value: str | None) -> None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"reply_regex is not a valid regular expression: {exc}") from None
+
+    @retries.validator
+    def _check_retries(self, _: object, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"retries is a number of attempts and must be >= 1, got {value}")
+
+
+class ZmqProbe:
+    """Probes each target address with its own client; see the module docstring."""
+
+    def __init__(
+        self, options: Options, targets: TargetsFn, *, interval: float, timeout: float
+    ) -> None:
+        self.options = options
+        self.targets = targets
+        self.interval = interval
+        self.timeout = timeout
+        self._payload = options.message.encode()
+        self._pattern = re.compile(options.reply_regex) if options.reply_regex else None
+        self._clients: dict[str, Client] = {}
+
+    def _client(self, target: str) -> Client:
+        client = self._clients.get(target)
+        if client is None:
+            client = self._clients[target] = Client(
+                target,
+                identity=self.options.identity,
+                timeout=self.timeout / self.options.retries,
+                retries=self.options.retries,
+            )
+        return client
+
+    async def probe_once(self, target: str) -> ProbeResult:
+        started = trio.current_time()
+        try:
+            client = self._client(target)
+            reply = await client.send(self._payload)
+        except MessageDroppedError as exc:
+            return ProbeResult(
+                target, False, trio.current_time() - started, error=str(exc), timeout=True
+            )
+        except (ZmqNetError, OSError) as exc:
+            return ProbeResult(
+                target, False, trio.current_time() - started, error=f"{type(exc).__name__}: {exc}"
+            )
+        latency = trio.current_time() - started
+        if self._pattern is not None:
+            text = reply.decode("utf-8", "replace")
+            if not self._pattern.search(text):
+                error = f"reply {text[:80]!r} did not match /{self._pattern.pattern}/"
+                return ProbeResult(target, False, latency, error=error)
+        return ProbeResult(target, True, latency)
+
+    async def _close_client(self, target: str) -> None:
+        client = self._clients.pop(target, None)
+        if client is not None:
+            await client.aclose()
+
+    async def run(
+        self,
+        results: trio.MemorySendChannel[ProbeResult],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            await run_per_target(
+                self.targets,
+                interval=self.interval,
+                probe_timeout=self.timeout,
+                probe_once=self.probe_once,
+                results=results,
+                on_target_removed=self._close_client,
+                task_status=task_status,
+            )
+        finally:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+
+def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> ZmqProbe:
+    return ZmqProbe(options, targets, interval=spec.interval, timeout=spec.timeout)
