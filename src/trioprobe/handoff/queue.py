@@ -1,0 +1,807 @@
+"""``DiskBackedQueue``: a bounded, durable, segmented FIFO of byte records.
+
+The queue combines log and queue semantics, as InfluxDB's hinted-handoff queue does: records are
+appended at the tail, read at the head, and the head only moves on ``advance()``, so a reader can
+re-read the head record until it has been delivered. Records live in numbered segment files; a
+segment is deleted once the head has moved past all of it. The format is ours (see
+``docs/handoff-format.md``): every segment has a versioned header and every record a CRC32C, so
+recovery after a crash can tell a torn tail from good data, and corruption costs the damaged record
+only, never the whole segment (the reference deletes a segment whose footer it cannot seek to).
+
+Durability. An ``append`` returns only once its record is fsynced. With ``sync="group"`` (the
+default) appends that arrive while a write is in flight are batched into the next write, which
+costs one ``trio.to_thread`` hop and one fsync for the whole batch; ``sync="record"`` fsyncs every
+record on its own. All blocking file I/O runs in worker threads, so the event loop never stalls on
+the disk.
+
+The head pointer is persisted lazily (every ``head_sync_records`` advances, every
+``head_sync_interval`` seconds, when a segment is trimmed and on close): delivery through the queue
+is at least once, so after a crash up to that many records can be read again, but never lost.
+
+One task should consume (``current``/``advance``/``purge_older_than``) at a time; any number of
+tasks may ``append`` concurrently.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Literal
+
+import attrs
+import trio
+
+from ._format import (
+    HEAD_FILE,
+    HEADER_SIZE,
+    LOCK_FILE,
+    RECORD_HEADER_SIZE,
+    Parse,
+    check_segment_header,
+    decode_head,
+    encode_head,
+    encode_record,
+    encode_segment_header,
+    list_segments,
+    parse_record,
+    resync,
+    scan,
+)
+from .errors import (
+    QueueFullError,
+    QueueLockedError,
+    QueueNotOpenError,
+    QueueOpenError,
+    QueueWriteError,
+    SegmentFullError,
+)
+
+__all__ = [
+    "GiB",
+    "MiB",
+    "DEFAULT_MAX_SIZE",
+    "DEFAULT_MAX_SEGMENT_SIZE",
+    "DiskBackedQueue",
+    "QueuePosition",
+    "Record",
+    "RecoveryReport",
+    "TruncatedTail",
+    "open_queue",
+]
+
+logger = logging.getLogger("trioprobe.handoff")
+
+GiB = 1 << 30
+MiB = 1 << 20
+DEFAULT_MAX_SIZE = 10 * GiB
+DEFAULT_MAX_SEGMENT_SIZE = 10 * MiB
+#: How much of the head segment one read brings into memory.
+READ_CHUNK = 4 * MiB
+_MAX_LEN = 2**32 - 1
+
+SyncPolicy = Literal["group", "record"]
+
+
+@attrs.frozen
+class QueuePosition:
+    """Where the head (next record to read) and the tail (end of durable data) are."""
+
+    head_segment: int
+    head_offset: int
+    tail_segment: int
+    tail_offset: int
+
+    def __str__(self) -> str:
+        return (
+            f"head={self.head_segment}:{self.head_offset} "
+            f"tail={self.tail_segment}:{self.tail_offset}"
+        )
+
+
+@attrs.frozen
+class Record:
+    """The head record and where it lives."""
+
+    data: bytes
+    #: Wall-clock append time, nanoseconds since the epoch (what ``purge_older_than`` compares).
+    timestamp_ns: int
+    segment: int
+    offset: int
+
+    @property
+    def timestamp(self) -> float:
+        return self.timestamp_ns / 1e9
+
+
+@attrs.frozen
+class TruncatedTail:
+    """A torn or corrupt tail cut off on open: ``dropped`` bytes from ``offset`` of ``segment``."""
+
+    segment: int
+    offset: int
+    dropped: int
+
+
+@attrs.frozen
+class RecoveryReport:
+    """What ``open`` found and repaired. ``clean`` is true after an orderly close."""
+
+    truncated: tuple[TruncatedTail, ...] = ()
+    #: Corrupt regions found while scanning on open (each is skipped on read, never returned).
+    corrupt_records: int = 0
+    #: (segment, problem) for segments whose header is damaged (their records are still read).
+    bad_headers: tuple[tuple[int, str], ...] = ()
+    #: Fully consumed segments left behind by a crash between persisting the head and unlinking.
+    removed_segments: tuple[int, ...] = ()
+    #: Why the head file was not used as it was, if it was not.
+    head_note: str | None = None
+
+    @property
+    def clean(self) -> bool:
+        return not (self.truncated or self.corrupt_records or self.bad_headers or self.head_note)
+
+
+@attrs.define
+class _Segment:
+    id: int
+    path: str
+    #: Durable bytes: the reader never reads past this.
+    size: int
+
+
+class _Pending:
+    __slots__ = ("error", "record", "state")
+
+    def __init__(self, record: bytes) -> None:
+        self.record = record
+        self.state = 0  # 0 waiting, 1 taken by a writer, 2 done
+        self.error: BaseException | None = None
+
+
+@attrs.define
+class _BatchProgress:
+    """What a write batch changed; filled in by the worker thread, applied by the event loop."""
+
+    #: (segment id, durable size) of every segment the batch wrote to, in order.
+    sizes: list[tuple[int, int]] = attrs.Factory(list)
+    created: list[int] = attrs.Factory(list)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+_fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
+class DiskBackedQueue:
+    """A durable FIFO of byte records in ``directory``. Use :func:`open_queue` to open one.
+
+    ``max_size`` bounds the bytes on disk (record framing included; a new segment's 16-byte header
+    may go over by that much). ``max_segment_size`` is the size at which a new segment starts; a
+    record that cannot fit in an empty segment is refused with :class:`SegmentFullError`.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_size: int = DEFAULT_MAX_SIZE,
+        max_segment_size: int = DEFAULT_MAX_SEGMENT_SIZE,
+        sync: SyncPolicy = "group",
+        verify: bool = False,
+        head_sync_records: int = 4096,
+        head_sync_interval: float = 1.0,
+        wall_clock: Callable[[], float] | None = None,
+    ) -> None:
+        if sync not in ("group", "record"):
+            raise ValueError(f"sync must be 'group' or 'record', not {sync!r}")
+        if max_segment_size <= HEADER_SIZE + RECORD_HEADER_SIZE:
+            raise ValueError(f"max_segment_size {max_segment_size} is too small to hold a record")
+        self.directory = os.fspath(directory)
+        self.max_size = max_size
+        self.max_segment_size = max_segment_size
+        self.sync: SyncPolicy = sync
+        self.verify = verify
+        self.head_sync_records = head_sync_records
+        self.head_sync_interval = head_sync_interval
+        self._wall_clock = wall_clock
+        #: What the last ``open`` found and repaired.
+        self.recovery = RecoveryReport()
+        #: Corrupt records skipped since open (found on open or while reading).
+        self.corrupt_records = 0
+        self._open = False
+        self._segments: list[_Segment] = []
+        self._usage = 0
+        self._reserved = 0
+        self._last_modified = 0.0
+        self._lock_fd = -1
+        # Writer state: touched only by the holder of _write_lock (and its worker thread).
+        self._write_lock = trio.Lock()
+        self._pending: list[_Pending] = []
+        self._w_fd = -1
+        self._w_id = 0
+        self._w_size = 0
+        # Reader state.
+        self._r_fd = -1
+        self._r_id = 0
+        self._rbuf = b""
+        self._rbase = 0
+        self._hpos = HEADER_SIZE
+        self._cur: Record | None = None
+        self._advanced = 0
+        self._last_head_sync = 0.0
+        self._persisted_head: tuple[int, int] | None = None
+
+    def __repr__(self) -> str:
+        state = "open" if self._open else "closed"
+        return f"<DiskBackedQueue {self.directory!r} {state}>"
+
+    # -- open and close ---------------------------------------------------------------------
+    async def open(self) -> None:
+        """Open (creating the directory with mode 0700 if needed) and recover after a crash."""
+        if self._open:
+            return
+        await trio.to_thread.run_sync(self._open_sync)
+        self._open = True
+        self._last_head_sync = trio.current_time()
+        if not self.recovery.clean:
+            logger.warning("handoff queue %s recovered: %s", self.directory, self.recovery)
+
+    async def aclose(self) -> None:
+        """Wait for the write in flight, persist the head and release the directory."""
+        if not self._open:
+            return
+        # Shielded: closing must finish (a bounded fsync) even when the caller is cancelled,
+        # or the directory lock and the head position would be left behind.
+        with trio.CancelScope(shield=True):
+            async with self._write_lock:
+                self._open = False
+                for p in self._pending:
+                    p.state = 2
+                    p.error = QueueNotOpenError(f"queue {self.directory} was closed")
+                self._pending.clear()
+                await trio.to_thread.run_sync(self._close_sync)
+
+    def remove(self) -> None:
+        """Delete the queue directory and everything in it. Only allowed once closed."""
+        if self._open:
+            raise QueueOpenError(f"queue {self.directory} is open: close it before remove()")
+        shutil.rmtree(self.directory, ignore_errors=False)
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise QueueNotOpenError(f"queue {self.directory} is not open")
+
+    def _open_sync(self) -> None:
+        d = self.directory
+        if not os.path.isdir(d):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            os.chmod(d, 0o700)
+        lock_fd = os.open(os.path.join(d, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise QueueLockedError(
+                f"queue {d} is already open (by this or another process)"
+            ) from None
+        try:
+            self._recover(d)
+        except BaseException:
+            os.close(lock_fd)
+            self._close_fds()
+            raise
+        self._lock_fd = lock_fd
+
+    def _recover(self, d: str) -> None:
+        truncated: list[TruncatedTail] = []
+        bad_headers: list[tuple[int, str]] = []
+        removed: list[int] = []
+        corrupt = 0
+        head_note: str | None = None
+
+        ids = list_segments(d)
+        head: tuple[int, int] | None = None
+        try:
+            with open(os.path.join(d, HEAD_FILE), "rb") as f:
+                decoded = decode_head(f.read(64))
+            if isinstance(decoded, str):
+                head_note = f"{decoded}; reading from the first segment"
+            else:
+                head = decoded
+        except FileNotFoundError:
+            if ids:
+                head_note = "no head file; reading from the first segment"
+        if not ids:
+            self._create_segment_sync(1)
+            self._write_head_sync(1, HEADER_SIZE)
+            _fsync_dir(d)
+            ids = [1]
+            head, head_note = (1, HEADER_SIZE), None
+
+        start_id, start_off = ids[0], HEADER_SIZE
+        if head is not None:
+            hid, hoff = head
+            if hid in ids:
+                start_id, start_off = hid, hoff
+            else:
+                later = [i for i in ids if i > hid]
+                if later:
+                    # Crash after the head segment was unlinked: the next one starts fresh.
+                    start_id = later[0]
+                else:
+                    head_note = f"head segment {hid} is past the last segment {ids[-1]}"
+        for i in ids:
+            if i < start_id:
+                os.unlink(os.path.join(d, str(i)))
+                removed.append(i)
+        if removed:
+            _fsync_dir(d)
+        ids = [i for i in ids if i >= start_id]
+
+        segments: list[_Segment] = []
+        for i in ids:
+            path = os.path.join(d, str(i))
+            is_tail = i == ids[-1]
+            if is_tail or self.verify:
+                with open(path, "rb") as f:
+                    data = f.read()
+                problem = check_segment_header(data)
+                if problem is not None:
+                    bad_headers.append((i, problem))
+                    if len(data) < HEADER_SIZE and is_tail:
+                        # Cannot hold records (creation is atomic, so this is outside damage).
+                        data = encode_segment_header()
+                        self._rewrite_sync(path, data)
+                result = scan(data, HEADER_SIZE, _MAX_LEN)
+                corrupt += len(result.corrupt)
+                size = len(data)
+                if is_tail and result.good_end < size:
+                    truncated.append(TruncatedTail(i, result.good_end, size - result.good_end))
+                    fd = os.open(path, os.O_WRONLY)
+                    try:
+                        os.ftruncate(fd, result.good_end)
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                    size = result.good_end
+                elif result.good_end < size:
+                    corrupt += 1
+                if i == start_id:
+                    boundaries = [off for off, _, _ in result.records]
+                    if start_off not in boundaries and start_off != result.good_end:
+                        nxt = [off for off in boundaries if off > start_off]
+                        new_off = nxt[0] if nxt else result.good_end
+                        head_note = (
+                            f"head offset {start_off} of segment {i} is not a record boundary; "
+                            f"moved to {new_off}"
+                        )
+                        start_off = new_off
+            else:
+                with open(path, "rb") as f:
+                    problem = check_segment_header(f.read(HEADER_SIZE))
+                if problem is not None:
+                    bad_headers.append((i, problem))
+                size = os.stat(path).st_size
+            segments.append(_Segment(i, path, size))
+
+        head_seg = segments[0]
+        if not HEADER_SIZE <= start_off <= head_seg.size:
+            head_note = f"head offset {start_off} outside segment {head_seg.id}; reading it all"
+            start_off = HEADER_SIZE
+        self._segments = segments
+        self._usage = sum(s.size for s in segments)
+        self._hpos = start_off
+        self._persisted_head = head if head_note is None else None
+        tail = segments[-1]
+        self._w_fd = os.open(tail.path, os.O_WRONLY | os.O_APPEND)
+        self._w_id = tail.id
+        self._w_size = tail.size
+        self._last_modified = os.stat(tail.path).st_mtime
+        self.corrupt_records = corrupt
+        self.recovery = RecoveryReport(
+            tuple(truncated), corrupt, tuple(bad_headers), tuple(removed), head_note
+        )
+
+    def _rewrite_sync(self, path: str, data: bytes) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _create_segment_sync(self, seg_id: int) -> str:
+        """Create segment ``seg_id`` atomically: it never exists without its whole header."""
+        path = os.path.join(self.directory, str(seg_id))
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _write_all(fd, encode_segment_header())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+        _fsync_dir(self.directory)
+        return path
+
+    def _close_fds(self) -> None:
+        for name in ("_w_fd", "_r_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
+
+    def _close_sync(self) -> None:
+        try:
+            if self._segments:
+                self._write_head_sync(self._segments[0].id, self._hpos)
+        finally:
+            self._close_fds()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+            self._rbuf = b""
+            self._cur = None
+
+    # -- appending --------------------------------------------------------------------------
+    def _now_ns(self) -> int:
+        if self._wall_clock is None:
+            return time.time_ns()
+        return int(self._wall_clock() * 1e9)
+
+    async def append(self, data: bytes) -> None:
+        """Append one record; return once it is durable (fsynced) under the sync policy.
+
+        If the call is cancelled, the record may or may not have been stored.
+        """
+        self._check_open()
+        size = RECORD_HEADER_SIZE + len(data)
+        if HEADER_SIZE + size > self.max_segment_size:
+            raise SegmentFullError(
+                f"record of {len(data)} bytes does not fit in a segment of "
+                f"{self.max_segment_size} bytes (queue {self.directory})"
+            )
+        if self._usage + self._reserved + size > self.max_size:
+            raise QueueFullError(
+                f"queue {self.directory} is full: {self._usage + self._reserved} of "
+                f"{self.max_size} bytes used, record needs {size}"
+            )
+        p = _Pending(encode_record(data, self._now_ns()))
+        self._pending.append(p)
+        self._reserved += size
+        try:
+            async with self._write_lock:
+                if p.state == 0:
+                    await self._commit_pending()
+        finally:
+            if p.state == 0:
+                # Cancelled before any writer took it: it was never written.
+                self._pending.remove(p)
+                self._reserved -= size
+        if p.error is not None:
+            raise p.error
+
+    async def _commit_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        for p in batch:
+            p.state = 1
+        progress = _BatchProgress()
+        error: BaseException | None = None
+        try:
+            # Shielded: the batch is other tasks' appends too, and a cancelled fsync would leave
+            # them not knowing whether their record is durable.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(
+                    self._write_batch, [p.record for p in batch], progress
+                )
+        except OSError as exc:
+            error = QueueWriteError(f"writing to queue {self.directory} failed: {exc}")
+            error.__cause__ = exc
+        except BaseException as exc:
+            error = QueueWriteError(f"writing to queue {self.directory} failed: {exc!r}")
+            raise
+        finally:
+            self._apply(progress)
+            for p in batch:
+                self._reserved -= len(p.record)
+                p.state = 2
+                p.error = error
+        self._last_modified = time.time()
+
+    def _apply(self, progress: _BatchProgress) -> None:
+        by_id = {s.id: s for s in self._segments}
+        for seg_id in progress.created:
+            if seg_id not in by_id:
+                seg = _Segment(seg_id, os.path.join(self.directory, str(seg_id)), HEADER_SIZE)
+                self._segments.append(seg)
+                by_id[seg_id] = seg
+                self._usage += HEADER_SIZE
+        for seg_id, size in progress.sizes:
+            seg = by_id[seg_id]
+            self._usage += size - seg.size
+            seg.size = size
+
+    def _write_batch(self, records: list[bytes], progress: _BatchProgress) -> None:
+        """Worker thread: write and fsync ``records`` to the tail, rolling segments as needed."""
+        chunk: list[bytes] = []
+        chunk_size = 0
+
+        def flush() -> None:
+            nonlocal chunk, chunk_size
+            if not chunk:
+                return
+            try:
+                _write_all(self._w_fd, b"".join(chunk))
+                _fdatasync(self._w_fd)
+            except OSError:
+                # Cut a partial write off, so the next append does not land after garbage.
+                with suppress(OSError):
+                    os.ftruncate(self._w_fd, self._w_size)
+                raise
+            self._w_size += chunk_size
+            progress.sizes.append((self._w_id, self._w_size))
+            chunk, chunk_size = [], 0
+
+        for rec in records:
+            end = self._w_size + chunk_size
+            if end + len(rec) > self.max_segment_size and end > HEADER_SIZE:
+                flush()
+                new_id = self._w_id + 1
+                path = self._create_segment_sync(new_id)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+                os.close(self._w_fd)
+                self._w_fd, self._w_id, self._w_size = fd, new_id, HEADER_SIZE
+                progress.created.append(new_id)
+            chunk.append(rec)
+            chunk_size += len(rec)
+            if self.sync == "record":
+                flush()
+        flush()
+
+    # -- reading ----------------------------------------------------------------------------
+    async def current(self) -> bytes | None:
+        """The head record's payload, or ``None`` when there is nothing to read."""
+        rec = await self.current_record()
+        return None if rec is None else rec.data
+
+    async def current_record(self) -> Record | None:
+        """The head record with its append time and position, or ``None``."""
+        self._check_open()
+        if self._cur is None:
+            self._cur = await self._load_head()
+        return self._cur
+
+    async def advance(self) -> bool:
+        """Move the head past the current record; ``False`` if there was none."""
+        rec = await self.current_record()
+        if rec is None:
+            return False
+        self._hpos = rec.offset + RECORD_HEADER_SIZE + len(rec.data)
+        self._cur = None
+        self._advanced += 1
+        if self._hpos >= self._segments[0].size and len(self._segments) > 1:
+            await self._trim_head()
+        elif (
+            self._advanced >= self.head_sync_records
+            or trio.current_time() - self._last_head_sync >= self.head_sync_interval
+        ):
+            await self._persist_head()
+        return True
+
+    async def _load_head(self) -> Record | None:
+        while True:
+            seg = self._segments[0]
+            if self._hpos >= seg.size:
+                if len(self._segments) > 1:
+                    await self._trim_head()
+                    continue
+                return None
+            if self._r_id != seg.id:
+                await self._open_reader(seg)
+            rel = self._hpos - self._rbase
+            if not 0 <= rel <= len(self._rbuf):
+                self._rbuf, self._rbase, rel = b"", self._hpos, 0
+            status, length, ts = parse_record(self._rbuf, rel, _MAX_LEN)
+            if status is Parse.OK:
+                start = rel + RECORD_HEADER_SIZE
+                return Record(bytes(self._rbuf[start : start + length]), ts, seg.id, self._hpos)
+            loaded_end = self._rbase + len(self._rbuf)
+            if loaded_end < seg.size:
+                if status is Parse.BAD:
+                    stop = seg.size  # resynchronising needs everything after the bad record
+                else:
+                    need = RECORD_HEADER_SIZE + length
+                    stop = min(seg.size, self._hpos + max(READ_CHUNK, need))
+                await self._fill(self._hpos, stop)
+                continue
+            nxt = resync(self._rbuf, rel, _MAX_LEN)
+            self.corrupt_records += 1
+            new_pos = seg.size if nxt is None else self._rbase + nxt
+            logger.warning(
+                "handoff queue %s: corrupt record at segment %d offset %d skipped (%d bytes)",
+                self.directory,
+                seg.id,
+                self._hpos,
+                new_pos - self._hpos,
+            )
+            self._hpos = new_pos
+
+    async def _open_reader(self, seg: _Segment) -> None:
+        old = self._r_fd
+        self._r_fd = -1
+        self._r_fd = await trio.to_thread.run_sync(_swap_reader, old, seg.path)
+        self._r_id = seg.id
+        self._rbuf, self._rbase = b"", self._hpos
+
+    async def _fill(self, start: int, stop: int) -> None:
+        fd = self._r_fd
+        self._rbuf = await trio.to_thread.run_sync(os.pread, fd, stop - start, start)
+        self._rbase = start
+
+    async def _trim_head(self) -> None:
+        """Drop the fully read head segment: persist the new head first, then unlink."""
+        old = self._segments.pop(0)
+        self._hpos = HEADER_SIZE
+        self._cur = None
+        r_fd = self._r_fd if self._r_id == old.id else -1
+        if r_fd >= 0:
+            self._r_fd, self._r_id, self._rbuf = -1, 0, b""
+        new_head = (self._segments[0].id, HEADER_SIZE)
+        await trio.to_thread.run_sync(self._trim_sync, old.path, r_fd, new_head)
+        self._usage -= old.size
+        self._mark_head_persisted(new_head)
+
+    def _trim_sync(self, path: str, r_fd: int, head: tuple[int, int]) -> None:
+        if r_fd >= 0:
+            os.close(r_fd)
+        self._write_head_sync(*head)
+        os.unlink(path)
+        _fsync_dir(self.directory)
+
+    def _write_head_sync(self, segment: int, offset: int) -> None:
+        path = os.path.join(self.directory, HEAD_FILE)
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _write_all(fd, encode_head(segment, offset))
+            _fdatasync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+
+    def _mark_head_persisted(self, head: tuple[int, int]) -> None:
+        self._persisted_head = head
+        self._advanced = 0
+        self._last_head_sync = trio.current_time()
+
+    async def _persist_head(self) -> None:
+        head = (self._segments[0].id, self._hpos)
+        if head != self._persisted_head:
+            await trio.to_thread.run_sync(self._write_head_sync, *head)
+        self._mark_head_persisted(head)
+
+    async def sync_head(self) -> None:
+        """Persist the head position now (otherwise it is persisted lazily)."""
+        self._check_open()
+        await self._persist_head()
+
+    # -- maintenance ------------------------------------------------------------------------
+    async def purge_older_than(self, when: float) -> int:
+        """Drop every head record appended before ``when`` (wall-clock seconds); return how many.
+
+        Records are purged one by one by their own timestamp (the reference drops whole segments
+        by file mtime). If the queue is then empty, the tail is rolled so its space is reclaimed.
+        """
+        self._check_open()
+        cutoff = int(when * 1e9)
+        purged = 0
+        while True:
+            rec = await self.current_record()
+            if rec is None or rec.timestamp_ns >= cutoff:
+                break
+            await self.advance()
+            purged += 1
+        if rec is None and len(self._segments) == 1 and self._segments[0].size > HEADER_SIZE:
+            async with self._write_lock:
+                if self._open and self._hpos >= self._segments[0].size:
+                    progress = _BatchProgress()
+                    await trio.to_thread.run_sync(self._roll_sync, progress)
+                    self._apply(progress)
+            if len(self._segments) > 1:
+                await self._trim_head()
+        if purged:
+            await self._persist_head()
+        return purged
+
+    def _roll_sync(self, progress: _BatchProgress) -> None:
+        new_id = self._w_id + 1
+        path = self._create_segment_sync(new_id)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        os.close(self._w_fd)
+        self._w_fd, self._w_id, self._w_size = fd, new_id, HEADER_SIZE
+        progress.created.append(new_id)
+
+    def set_max_segment_size(self, size: int) -> None:
+        """Change the segment size; a tail already at or over it is closed by the next append."""
+        if size <= HEADER_SIZE + RECORD_HEADER_SIZE:
+            raise ValueError(f"max_segment_size {size} is too small to hold a record")
+        self.max_segment_size = size
+
+    def disk_usage(self) -> int:
+        """Bytes of all segments (headers and framing included), as last known durable."""
+        return self._usage
+
+    def last_modified(self) -> float:
+        """Wall-clock time of the last append (the tail's mtime right after open)."""
+        return self._last_modified
+
+    def position(self) -> QueuePosition:
+        self._check_open()
+        head, tail = self._segments[0], self._segments[-1]
+        return QueuePosition(head.id, self._hpos, tail.id, tail.size)
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def segment_ids(self) -> list[int]:
+        return [s.id for s in self._segments]
+
+
+def _swap_reader(old_fd: int, path: str) -> int:
+    if old_fd >= 0:
+        os.close(old_fd)
+    return os.open(path, os.O_RDONLY)
+
+
+@asynccontextmanager
+async def open_queue(
+    directory: str | os.PathLike[str],
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_segment_size: int = DEFAULT_MAX_SEGMENT_SIZE,
+    sync: SyncPolicy = "group",
+    verify: bool = False,
+    head_sync_records: int = 4096,
+    head_sync_interval: float = 1.0,
+    wall_clock: Callable[[], float] | None = None,
+) -> AsyncIterator[DiskBackedQueue]:
+    """Open the queue in ``directory`` for the duration of the block; it is closed on exit.
+
+    ``verify=True`` checks every record of every segment on open (otherwise only the tail
+    segment is scanned, and the others are checked record by record as they are read).
+    ``wall_clock`` (seconds, default ``time.time``) stamps records for ``purge_older_than``.
+    """
+    queue = DiskBackedQueue(
+        directory,
+        max_size=max_size,
+        max_segment_size=max_segment_size,
+        sync=sync,
+        verify=verify,
+        head_sync_records=head_sync_records,
+        head_sync_interval=head_sync_interval,
+        wall_clock=wall_clock,
+    )
+    await queue.open()
+    try:
+        yield queue
+    finally:
+        await queue.aclose()

@@ -1,0 +1,252 @@
+"""``WriteReplayer``: deliver queued records through an async ``send`` until each succeeds.
+
+Records are written into a :class:`~trioprobe.handoff.DiskBackedQueue` and replayed in order from
+its head. The head advances only after ``send`` returned, so delivery is **at least once**: a crash
+(or a failure to persist the head) between a successful send and the advance means that record is
+sent again. Receivers should be idempotent (InfluxDB is, for points with explicit timestamps).
+
+Differences from the reference (metric-store's fork of InfluxDB's hinted handoff):
+
+* it drains as fast as ``rate_limit`` allows while the receiver is up, instead of one record per
+  ticker tick;
+* when the queue is empty it sleeps until ``write()`` wakes it (or ``retry_max_interval`` passes,
+  to notice records appended to the queue directly), instead of backing off its ticker;
+* ``rate_limit`` is honoured (the fork ignores it), with sub-second delays;
+* a ``send`` that raises :class:`RecordRejected` drops that record (counted), so a poison record
+  cannot block the queue forever;
+* purging and replaying never interleave: both hold the head lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+from .errors import HandoffError, QueueNotOpenError, RecordRejected, ReplayerClosedError
+from .limiter import RateLimiter
+from .queue import DiskBackedQueue
+
+__all__ = [
+    "DEFAULT_MAX_AGE",
+    "DEFAULT_PURGE_INTERVAL",
+    "DEFAULT_RETRY_INTERVAL",
+    "DEFAULT_RETRY_MAX_INTERVAL",
+    "ReplayerStats",
+    "WriteReplayer",
+]
+
+logger = logging.getLogger("trioprobe.handoff")
+
+DEFAULT_RETRY_INTERVAL = 0.01
+DEFAULT_RETRY_MAX_INTERVAL = 10.0
+DEFAULT_MAX_AGE = 7 * 24 * 3600.0
+DEFAULT_PURGE_INTERVAL = 3600.0
+
+_IDLE = -1
+_FAILED = -2
+_CLOSED = -3
+
+
+@attrs.frozen
+class ReplayerStats:
+    """A snapshot of a replayer's counters (the reference's ``metric_store_replayer_*``)."""
+
+    queued_bytes: int
+    queued_records: int
+    replayed_bytes: int
+    replayed_records: int
+    disk_usage: int
+    read_errors: int
+    replay_errors: int
+    queue_errors: int
+    dropped_records: int
+    purged_records: int
+
+
+class WriteReplayer:
+    """Queues writes durably and replays them through ``send`` in order.
+
+    Start it with ``await nursery.start(replayer.run)``; ``write()`` works before that too (the
+    records wait on disk). ``run`` returns when the queue is closed.
+    """
+
+    def __init__(
+        self,
+        queue: DiskBackedQueue,
+        send: Callable[[bytes], Awaitable[object]],
+        *,
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
+        retry_max_interval: float = DEFAULT_RETRY_MAX_INTERVAL,
+        max_age: float = DEFAULT_MAX_AGE,
+        purge_interval: float = DEFAULT_PURGE_INTERVAL,
+        rate_limit: float = 0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 0 < retry_interval <= retry_max_interval:
+            raise ValueError(
+                f"need 0 < retry_interval ({retry_interval}) <= "
+                f"retry_max_interval ({retry_max_interval})"
+            )
+        if purge_interval <= 0:
+            raise ValueError(f"purge_interval must be > 0 s, got {purge_interval}")
+        self.queue = queue
+        self._send = send
+        self.retry_interval = retry_interval
+        self.retry_max_interval = retry_max_interval
+        self.max_age = max_age
+        self.purge_interval = purge_interval
+        self.limiter = RateLimiter(rate_limit)
+        self._wall_clock = wall_clock
+        self._head_lock = trio.Lock()
+        self._wake = trio.Event()
+        self._idle = trio.Event()
+        self._inflight = 0
+        #: The exception of the last failed send or read, for diagnostics.
+        self.last_error: BaseException | None = None
+        self.queued_bytes = 0
+        self.queued_records = 0
+        self.replayed_bytes = 0
+        self.replayed_records = 0
+        self.read_errors = 0
+        self.replay_errors = 0
+        self.queue_errors = 0
+        self.dropped_records = 0
+        self.purged_records = 0
+        #: Delay before the next retry (doubles on each failure, reset on success).
+        self.current_retry_interval = retry_interval
+
+    @property
+    def disk_usage(self) -> int:
+        return self.queue.disk_usage()
+
+    def stats(self) -> ReplayerStats:
+        return ReplayerStats(
+            queued_bytes=self.queued_bytes,
+            queued_records=self.queued_records,
+            replayed_bytes=self.replayed_bytes,
+            replayed_records=self.replayed_records,
+            disk_usage=self.disk_usage,
+            read_errors=self.read_errors,
+            replay_errors=self.replay_errors,
+            queue_errors=self.queue_errors,
+            dropped_records=self.dropped_records,
+            purged_records=self.purged_records,
+        )
+
+    async def write(self, data: bytes) -> None:
+        """Append ``data`` to the queue (durably) for replay; the run loop is woken at once."""
+        self._inflight += 1
+        if self._idle.is_set():
+            self._idle = trio.Event()
+        try:
+            await self.queue.append(data)
+        except QueueNotOpenError as exc:
+            self.queue_errors += 1
+            raise ReplayerClosedError(
+                f"write replayer is closed (queue {self.queue.directory} is not open)"
+            ) from exc
+        except HandoffError:
+            self.queue_errors += 1
+            raise
+        finally:
+            self._inflight -= 1
+        self.queued_bytes += len(data)
+        self.queued_records += 1
+        self._wake.set()
+
+    async def wait_drained(self) -> None:
+        """Return once the run loop found the queue empty with no write in flight."""
+        while not self._idle.is_set():
+            await self._idle.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Replay until cancelled or until the queue is closed."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._purge_loop)
+            task_status.started()
+            await self._replay_loop()
+            nursery.cancel_scope.cancel()
+
+    async def _replay_loop(self) -> None:
+        while True:
+            sent = await self._step()
+            if sent == _CLOSED:
+                return
+            if sent == _IDLE:
+                if self._inflight == 0:
+                    self._idle.set()
+                with trio.move_on_after(self.retry_max_interval):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+            elif sent == _FAILED:
+                await trio.sleep(self.current_retry_interval)
+                self.current_retry_interval = min(
+                    2 * self.current_retry_interval, self.retry_max_interval
+                )
+            else:
+                self.current_retry_interval = self.retry_interval
+                await self.limiter.wait(sent)
+
+    async def _step(self) -> int:
+        """Try to deliver the head record: its size, or _IDLE / _FAILED / _CLOSED."""
+        async with self._head_lock:
+            try:
+                data = await self.queue.current()
+            except QueueNotOpenError:
+                return _CLOSED
+            except (HandoffError, OSError) as exc:
+                self.read_errors += 1
+                self.last_error = exc
+                logger.warning("handoff %s: reading the head failed: %s", self.queue.directory, exc)
+                return _FAILED
+            if data is None:
+                return _IDLE
+            try:
+                await self._send(data)
+            except RecordRejected as exc:
+                self.dropped_records += 1
+                self.last_error = exc
+                logger.warning(
+                    "handoff %s: record of %d bytes rejected, dropped: %s",
+                    self.queue.directory,
+                    len(data),
+                    exc,
+                )
+            except Exception as exc:
+                self.replay_errors += 1
+                self.last_error = exc
+                logger.debug("handoff %s: send failed: %r", self.queue.directory, exc)
+                return _FAILED
+            else:
+                self.replayed_bytes += len(data)
+                self.replayed_records += 1
+            try:
+                await self.queue.advance()
+            except QueueNotOpenError:
+                return _CLOSED
+            except (HandoffError, OSError) as exc:
+                self.read_errors += 1
+                self.last_error = exc
+                return _FAILED
+            return len(data)
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await trio.sleep(self.purge_interval)
+            async with self._head_lock:
+                try:
+                    purged = await self.queue.purge_older_than(self._wall_clock() - self.max_age)
+                except QueueNotOpenError:
+                    return
+                except (HandoffError, OSError) as exc:
+                    self.read_errors += 1
+                    self.last_error = exc
+                    logger.warning("handoff %s: purge failed: %s", self.queue.directory, exc)
+                    continue
+                if purged:
+                    self.purged_records += purged
+                    logger.info("handoff %s: purged %d old records", self.queue.directory, purged)
