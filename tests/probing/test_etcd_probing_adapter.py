@@ -98,7 +98,7 @@ async def test_one_id_per_target_with_srtt_and_clock_diff_gauges(
         by_target.setdefault(r.target, []).append(r)
     assert set(by_target) == {"http://a:2380", "http://b:2380/raft/probing"}
     a, b = by_target["http://a:2380"], by_target["http://b:2380/raft/probing"]
-    assert len(a) == 5
+    assert len(a) == 6  # first at 1/3 s (phases spread over the 3 new targets), then every 1 s
     assert all(r.success for r in a)
     assert a[0].latency == pytest.approx(0.004)
     assert a[-1].gauges["srtt"] == pytest.approx(0.004)
@@ -134,3 +134,26 @@ async def test_timeout_comes_from_the_spec(autojump_clock: trio.testing.MockCloc
             nursery.cancel_scope.cancel()
     assert result.timeout
     assert not result.success
+
+
+async def test_targets_added_together_get_spread_phases(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    starts: dict[str, float] = {}
+
+    async def peer(request: httpx.Request) -> httpx.Response:
+        starts.setdefault(request.url.host, trio.current_time())
+        return httpx.Response(200, json={"OK": True, "Now": format_rfc3339_nano(0)})
+
+    targets = [f"http://h{i}:2380" for i in range(4)]
+    send, _receive = trio.open_memory_channel[ProbeResult](100)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(peer)) as client:
+        probe = EtcdProbingProbe(
+            Options(), lambda: targets, interval=2.0, timeout=1.0, client=client
+        )
+        async with trio.open_nursery() as nursery:
+            t0 = trio.current_time()
+            await nursery.start(probe.run, send)
+            await trio.sleep(2.1)
+            nursery.cancel_scope.cancel()
+    assert [starts[f"h{i}"] - t0 for i in range(4)] == pytest.approx([0.5, 1.0, 1.5, 2.0])

@@ -99,6 +99,18 @@ async def test_first_probe_one_interval_after_add_then_every_interval(
         assert status.missed_ticks == 0
 
 
+async def test_first_probe_after_sets_the_phase(autojump_clock: trio.testing.MockClock) -> None:
+    peer = Recorder([0.0])
+    async with prober_with(peer) as prober:
+        t0 = trio.current_time()
+        prober.add_http("a", 2.0, [URL], first_probe_after=0.5)
+        prober.add_http("b", 2.0, [URL], first_probe_after=0.0)
+        await trio.sleep(3.0)
+        assert sorted(s - t0 for s in peer.starts) == pytest.approx([0.0, 0.5, 2.0, 2.5])
+        with pytest.raises(ValueError, match="first_probe_after must be >= 0"):
+            prober.add_http("c", 2.0, [URL], first_probe_after=-1.0)
+
+
 async def test_overrun_drops_missed_ticks_and_keeps_the_grid(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

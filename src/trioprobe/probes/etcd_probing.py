@@ -99,15 +99,18 @@ class EtcdProbingProbe:
         for target in running:
             if target not in wanted:
                 prober.remove(target)
-        for target in wanted:
-            if target in prober or target in self._rejected:
-                continue
+        new = [t for t in wanted if t not in prober and t not in self._rejected]
+        for k, target in enumerate(new):
             try:
                 prober.add_http(
                     target,
                     self.interval,
                     [endpoint_for(target, self.options.path)],
                     timeout=self.timeout,
+                    # Targets added together get spread phases over one interval (the last
+                    # starts one interval from now, as the reference's first probe): a
+                    # thousand probes firing on the same instant would make most of them late.
+                    first_probe_after=self.interval * (k + 1) / len(new),
                 )
             except ValueError as exc:
                 # A bad line in a targets file must not stop the other targets; say it once.

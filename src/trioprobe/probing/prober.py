@@ -265,6 +265,7 @@ class _Probe:
     endpoints: tuple[httpx.URL, ...]
     interval: float
     timeout: float
+    first: float
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
 
@@ -316,13 +317,17 @@ class Prober:
         endpoints: Sequence[str],
         *,
         timeout: float | None = None,
+        first_probe_after: float | None = None,
     ) -> Status:
         """Start probing ``endpoints`` every ``interval`` seconds under ``probe_id``.
 
-        The first probe happens one interval from now. ``timeout`` bounds each probe (default: the
-        interval, so a hung peer never stalls more than one tick). Everything is validated before
-        anything starts: ``ValueError`` for an empty list, a bad URL or a non-positive interval or
-        timeout; :class:`ProbeExistsError` for a known id. Returns the live :class:`Status`.
+        The first probe happens one interval from now, as in the reference, unless
+        ``first_probe_after`` says otherwise: many ids added at once all tick at the same instant,
+        and spreading their phases is what keeps a thousand of them on time. ``timeout`` bounds
+        each probe (default: the interval, so a hung peer never stalls more than one tick).
+        Everything is validated before anything starts: ``ValueError`` for an empty list, a bad
+        URL or a non-positive interval or timeout; :class:`ProbeExistsError` for a known id.
+        Returns the live :class:`Status`.
         """
         if self._closed:
             raise ProbingError("probing: the prober is closed")
@@ -340,7 +345,10 @@ class Prober:
         timeout = interval if timeout is None else timeout
         if not timeout > 0:
             raise ValueError(f"probing: timeout must be positive: {timeout!r}")
-        probe = _Probe(Status(probe_id), urls, float(interval), float(timeout))
+        first = interval if first_probe_after is None else first_probe_after
+        if not (first >= 0 and math.isfinite(first)):
+            raise ValueError(f"probing: first_probe_after must be >= 0: {first_probe_after!r}")
+        probe = _Probe(Status(probe_id), urls, float(interval), float(timeout), float(first))
         self._probes[probe_id] = probe
         self._nursery.start_soon(self._run, probe, name=f"probing:{probe_id}")
         return probe.status
@@ -406,7 +414,7 @@ class Prober:
     async def _loop(self, probe: _Probe, client: httpx.AsyncClient) -> None:
         interval, status = probe.interval, probe.status
         pinned = 0
-        next_tick = trio.current_time() + interval
+        next_tick = trio.current_time() + probe.first
         while True:
             now = trio.current_time()
             if now < next_tick:
