@@ -140,10 +140,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
     try:
         trio.run(_serve, server, args.uptime)
-    except OSError as exc:
-        raise CLIError(str(exc)) from None
+    except (OSError, BaseExceptionGroup) as exc:
+        # A bind error surfaces through the nursery, wrapped in an exception group.
+        error = _first_os_error(exc)
+        if error is None:
+            raise
+        raise CLIError(error.strerror or str(error)) from None
     print(server.metrics.summary(), flush=True)
     return 0
+
+
+def _first_os_error(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_os_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 async def _serve(server: RepServer | RouterServer, uptime: float | None) -> None:
