@@ -4,9 +4,8 @@ The reference (InfluxDB's ``limiter``) nudges a delay by at most one second per 
 whole seconds only, with no upper bound. This one keeps a *theoretical arrival time* (the GCRA
 virtual clock): each ``add(n)`` pushes it ``n / limit`` seconds further, and ``delay()`` is how
 far it is ahead of now. So the long-run rate is exact, delays are fractions of a second, and
-idle time
-earns no burst credit. The debt is capped at ``max_delay`` seconds, so one huge record cannot
-stall the sender for longer than that.
+idle time earns no burst credit. The debt is capped at ``max_delay`` seconds, so one huge
+record cannot stall the sender for longer than that.
 
 Time comes from ``trio.current_time()`` (a MockClock drives it in tests), or from ``clock``.
 """

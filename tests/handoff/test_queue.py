@@ -1,0 +1,445 @@
+"""DiskBackedQueue: the reference's queue tests ported, plus format, recovery and sync tests."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import trio
+
+from trioprobe.handoff import (
+    QueueFullError,
+    QueueLockedError,
+    QueueNotOpenError,
+    QueueOpenError,
+    QueueWriteError,
+    SegmentFullError,
+    inspect_queue,
+    open_queue,
+)
+from trioprobe.handoff import _format, queue as queue_mod
+
+HDR = _format.HEADER_SIZE
+REC = _format.RECORD_HEADER_SIZE
+
+
+async def drain(q: queue_mod.DiskBackedQueue) -> list[bytes]:
+    out = []
+    while (data := await q.current()) is not None:
+        out.append(data)
+        assert await q.advance()
+    return out
+
+
+def segment_files(d: Path) -> list[str]:
+    return sorted((p.name for p in d.iterdir() if p.name.isdigit()), key=int)
+
+
+# -- ported from the reference (metric-store fork / InfluxDB hh queue tests) ------------------
+async def test_one_append_creates_segment_1(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d) as q:
+        await q.append(b"test")
+        assert segment_files(d) == ["1"]
+        # Our framing: 16-byte segment header + 16-byte record header + payload.
+        assert (d / "1").stat().st_size == HDR + REC + 4
+        assert await q.current() == b"test"
+        assert q.disk_usage() == HDR + REC + 4
+
+
+async def test_multiple_appends_come_back_in_order(tmp_path: Path) -> None:
+    async with open_queue(tmp_path / "q") as q:
+        for i in range(50):
+            await q.append(f"rec-{i}".encode())
+        assert await drain(q) == [f"rec-{i}".encode() for i in range(50)]
+        assert await q.current() is None
+        assert not await q.advance()
+
+
+async def test_head_survives_close_and_open(tmp_path: Path) -> None:
+    async with open_queue(tmp_path / "q") as q:
+        for word in (b"one", b"two", b"three"):
+            await q.append(word)
+        await q.advance()
+    async with open_queue(tmp_path / "q") as q:
+        assert q.recovery.clean
+        assert await q.current() == b"two"
+        assert q.position().head_offset == HDR + REC + 3
+
+
+async def test_current_is_none_until_first_write(tmp_path: Path) -> None:
+    async with open_queue(tmp_path / "q") as q:
+        assert await q.current() is None
+        await q.append(b"first")
+        assert await q.current() == b"first"
+
+
+async def test_segment_rollover_and_trim(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    # Room for exactly one 4-byte record per segment.
+    async with open_queue(d, max_segment_size=HDR + REC + 4) as q:
+        await q.append(b"one1")
+        await q.append(b"two2")
+        assert segment_files(d) == ["1", "2"]
+        assert await q.current() == b"one1"
+        await q.advance()
+        assert segment_files(d) == ["2"]  # the consumed head segment is deleted
+        assert await q.current() == b"two2"
+        await q.advance()
+        assert await q.current() is None
+
+
+async def test_full_queue(tmp_path: Path) -> None:
+    async with open_queue(tmp_path / "q", max_size=HDR + REC + 10) as q:
+        await q.append(b"0123456789")
+        with pytest.raises(QueueFullError, match="is full"):
+            await q.append(b"x")
+        assert await drain(q) == [b"0123456789"]
+
+
+async def test_record_larger_than_a_segment(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d, max_segment_size=100) as q:
+        with pytest.raises(SegmentFullError, match="does not fit in a segment of 100 bytes"):
+            await q.append(b"x" * 100)
+        # Unlike the reference, no empty segment is left behind.
+        assert segment_files(d) == ["1"]
+        await q.append(b"x" * (100 - HDR - REC))
+        assert await q.current() == b"x" * (100 - HDR - REC)
+
+
+async def test_reopen_keeps_everything(tmp_path: Path) -> None:
+    for round_ in range(3):
+        async with open_queue(tmp_path / "q", max_segment_size=256) as q:
+            for i in range(20):
+                await q.append(f"{round_}-{i}".encode())
+    async with open_queue(tmp_path / "q") as q:
+        got = await drain(q)
+    assert got == [f"{r}-{i}".encode() for r in range(3) for i in range(20)]
+
+
+async def test_corrupt_tail_is_truncated_not_deleted(tmp_path: Path) -> None:
+    """The reference test sets the footer to 0x63 and loses segment 1; we keep what is good."""
+    d = tmp_path / "q"
+    async with open_queue(d) as q:
+        for word in (b"one", b"two", b"three"):
+            await q.append(word)
+    path = d / "1"
+    data = bytearray(path.read_bytes())
+    data[-8:] = b"\x63" * 8  # inside the last record's payload+header: corrupt tail
+    path.write_bytes(bytes(data))
+    async with open_queue(d) as q:
+        rec = q.recovery
+        assert [t.segment for t in rec.truncated] == [1]
+        assert rec.truncated[0].offset == HDR + 2 * REC + 6
+        assert await drain(q) == [b"one", b"two"]
+        await q.append(b"four")
+    async with open_queue(d) as q:
+        assert q.recovery.clean
+        assert await drain(q) == [b"four"]
+
+
+async def test_torn_append_is_truncated(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d) as q:
+        await q.append(b"kept")
+    record = _format.encode_record(b"torn-record", 1)
+    with open(d / "1", "ab") as f:
+        f.write(record[: len(record) // 2])
+    async with open_queue(d) as q:
+        assert q.recovery.truncated[0].dropped == len(record) // 2
+        assert await drain(q) == [b"kept"]
+
+
+async def test_corrupt_middle_record_is_skipped_and_counted(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d) as q:
+        for word in (b"alpha", b"bravo", b"charlie"):
+            await q.append(word)
+    path = d / "1"
+    data = bytearray(path.read_bytes())
+    data[HDR + REC + 5 + REC + 2] ^= 0xFF  # one byte of "bravo"
+    path.write_bytes(bytes(data))
+    async with open_queue(d) as q:
+        assert q.recovery.corrupt_records == 1
+        assert not q.recovery.truncated
+        assert await drain(q) == [b"alpha", b"charlie"]
+    assert inspect_queue(d).segments[0].corrupt == 1
+
+
+async def test_corrupt_length_in_middle_is_skipped(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d) as q:
+        for word in (b"alpha", b"bravo", b"charlie"):
+            await q.append(word)
+    path = d / "1"
+    data = bytearray(path.read_bytes())
+    data[HDR + REC + 5 + 4] = 0x7F  # bravo's length becomes huge
+    path.write_bytes(bytes(data))
+    async with open_queue(d) as q:
+        assert q.recovery.corrupt_records == 1
+        assert await drain(q) == [b"alpha", b"charlie"]
+
+
+async def test_corruption_in_sealed_segment_found_on_read(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d, max_segment_size=HDR + 3 * (REC + 5)) as q:
+        for i in range(6):
+            await q.append(f"rec-{i}".encode())
+    assert segment_files(d) == ["1", "2"]
+    path = d / "1"
+    data = bytearray(path.read_bytes())
+    data[HDR + REC + 5 + REC] ^= 0x01  # first payload byte of rec-1
+    path.write_bytes(bytes(data))
+    async with open_queue(d) as q:
+        assert q.recovery.clean  # only the tail is scanned on open
+        assert await drain(q) == [b"rec-0", b"rec-2", b"rec-3", b"rec-4", b"rec-5"]
+        assert q.corrupt_records == 1
+    # verify=True finds it on open.
+    path.write_bytes(bytes(data))
+    (d / "head").unlink()
+    async with open_queue(d, verify=True) as q:
+        assert q.recovery.corrupt_records >= 0  # segment 1 was trimmed by the read above
+
+
+async def test_verify_scans_every_segment(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d, max_segment_size=HDR + 3 * (REC + 5)) as q:
+        for i in range(6):
+            await q.append(f"rec-{i}".encode())
+    path = d / "1"
+    data = bytearray(path.read_bytes())
+    data[HDR + REC + 5 + REC] ^= 0x01
+    path.write_bytes(bytes(data))
+    async with open_queue(d, verify=True) as q:
+        assert q.recovery.corrupt_records == 1
+        assert len(await drain(q)) == 5
+
+
+async def test_bad_header_byte_keeps_the_segment(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d) as q:
+        await q.append(b"survivor")
+    path = d / "1"
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))
+    async with open_queue(d) as q:
+        assert q.recovery.bad_headers[0][0] == 1
+        assert await drain(q) == [b"survivor"]
+    assert segment_files(d) == ["1"]
+
+
+async def test_segments_are_read_in_numeric_order(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d, max_segment_size=HDR + REC + 2) as q:
+        for i in range(12):
+            await q.append(f"{i:02d}".encode())
+    assert "10" in segment_files(d)  # lexicographic order would put 10 before 2
+    async with open_queue(d) as q:
+        assert await drain(q) == [f"{i:02d}".encode() for i in range(12)]
+
+
+async def test_unknown_files_are_ignored(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d) as q:
+        await q.append(b"x")
+    (d / "notes.txt").write_text("hello")
+    (d / "007").write_text("not a segment name")
+    async with open_queue(d) as q:
+        assert await drain(q) == [b"x"]
+
+
+async def test_purge_older_than_uses_record_times(tmp_path: Path) -> None:
+    now = [1000.0]
+    async with open_queue(tmp_path / "q", wall_clock=lambda: now[0]) as q:
+        await q.append(b"old")
+        now[0] = 2000.0
+        await q.append(b"new")
+        assert await q.purge_older_than(1500.0) == 1
+        assert await q.current() == b"new"
+        assert await q.purge_older_than(1500.0) == 0
+        assert await q.purge_older_than(2000.5) == 1
+        assert await q.current() is None
+
+
+async def test_purging_everything_reclaims_the_tail(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d, wall_clock=lambda: 10.0) as q:
+        for _ in range(10):
+            await q.append(b"x" * 100)
+        assert await q.purge_older_than(11.0) == 10
+        assert segment_files(d) == ["2"]
+        assert q.disk_usage() == HDR
+        await q.append(b"after")
+        assert await drain(q) == [b"after"]
+
+
+async def test_not_open_errors_and_remove(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d) as q:
+        with pytest.raises(QueueOpenError, match="is open"):
+            q.remove()
+    with pytest.raises(QueueNotOpenError, match="not open"):
+        await q.append(b"late")
+    with pytest.raises(QueueNotOpenError):
+        await q.current()
+    with pytest.raises(QueueNotOpenError):
+        await q.advance()
+    q.remove()
+    assert not d.exists()
+
+
+async def test_directory_mode_and_lock(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d) as q:
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700
+        assert stat.S_IMODE((d / "1").stat().st_mode) == 0o600
+        with pytest.raises(QueueLockedError, match="already open"):
+            async with open_queue(d):
+                pass
+        await q.append(b"still fine")
+
+
+async def test_position_usage_last_modified(tmp_path: Path) -> None:
+    async with open_queue(tmp_path / "q", max_segment_size=1000) as q:
+        await q.append(b"abc")
+        pos = q.position()
+        assert (pos.head_segment, pos.head_offset) == (1, HDR)
+        assert (pos.tail_segment, pos.tail_offset) == (1, HDR + REC + 3)
+        assert str(pos) == f"head=1:{HDR} tail=1:{HDR + REC + 3}"
+        assert q.last_modified() > 0
+        q.set_max_segment_size(HDR + REC + 3)
+        await q.append(b"def")  # the tail is full at the new size: a new segment
+        assert q.position().tail_segment == 2
+        assert q.disk_usage() == 2 * (HDR + REC + 3)
+        with pytest.raises(ValueError, match="too small"):
+            q.set_max_segment_size(10)
+
+
+async def test_group_commit_batches_concurrent_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncs = []
+    real = queue_mod._fdatasync
+    monkeypatch.setattr(queue_mod, "_fdatasync", lambda fd: (syncs.append(fd), real(fd))[1])
+    called: list[bytes] = []
+
+    async def append(q: queue_mod.DiskBackedQueue, data: bytes) -> None:
+        called.append(data)  # append() queues the record before its first checkpoint
+        await q.append(data)
+
+    async with open_queue(tmp_path / "q", sync="group") as q:
+        async with trio.open_nursery() as nursery:
+            for i in range(100):
+                nursery.start_soon(append, q, f"{i:03d}".encode())
+        got = await drain(q)
+    # Records land in the order append() was called (trio starts tasks in any order).
+    assert got == called
+    assert sorted(got) == [f"{i:03d}".encode() for i in range(100)]
+    # Far fewer fsyncs than records (the first append writes alone, the rest share).
+    assert 1 <= len(syncs) <= 5
+
+
+async def test_record_sync_fsyncs_every_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncs = []
+    real = queue_mod._fdatasync
+    monkeypatch.setattr(queue_mod, "_fdatasync", lambda fd: (syncs.append(fd), real(fd))[1])
+    async with open_queue(tmp_path / "q", sync="record") as q:
+        syncs.clear()  # opening a fresh queue writes its head file
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(q.append, b"r%d" % i)
+        assert len(syncs) == 20
+        assert len(await drain(q)) == 20
+
+
+async def test_write_error_fails_the_batch_and_leaves_no_garbage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d) as q:
+        await q.append(b"good")
+        real = queue_mod._write_all
+
+        def half_then_fail(fd: int, data: bytes) -> None:
+            real(fd, data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(queue_mod, "_write_all", half_then_fail)
+        with pytest.raises(QueueWriteError, match="No space left"):
+            await q.append(b"lost-record")
+        monkeypatch.setattr(queue_mod, "_write_all", real)
+        await q.append(b"after")
+        assert await drain(q) == [b"good", b"after"]
+    async with open_queue(d) as q:
+        assert q.recovery.clean
+
+
+async def test_damaged_head_file_rereads_from_start(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d) as q:
+        for word in (b"a", b"b"):
+            await q.append(word)
+        await q.advance()
+    (d / "head").write_bytes(b"garbage")
+    async with open_queue(d) as q:
+        assert "head file" in (q.recovery.head_note or "")
+        # At least once: the consumed record comes back rather than anything being lost.
+        assert await drain(q) == [b"a", b"b"]
+
+
+async def test_head_off_record_boundary_moves_forward(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d) as q:
+        for word in (b"aaaa", b"bbbb"):
+            await q.append(word)
+    (d / "head").write_bytes(_format.encode_head(1, HDR + 3))
+    async with open_queue(d) as q:
+        assert "not a record boundary" in (q.recovery.head_note or "")
+        assert await drain(q) == [b"bbbb"]
+
+
+async def test_crash_between_head_persist_and_unlink(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d, max_segment_size=HDR + REC + 1) as q:
+        for word in (b"a", b"b"):
+            await q.append(word)
+    (d / "head").write_bytes(_format.encode_head(2, HDR))  # as if trimming stopped halfway
+    async with open_queue(d) as q:
+        assert q.recovery.removed_segments == (1,)
+        assert await drain(q) == [b"b"]
+
+
+async def test_cancelled_close_still_persists_head(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    with trio.CancelScope() as scope:
+        async with open_queue(d) as q:
+            await q.append(b"x")
+            await q.append(b"y")
+            await q.advance()
+            scope.cancel()
+            await trio.sleep_forever()
+    async with open_queue(d) as q:
+        assert await drain(q) == [b"y"]
+
+
+def test_segment_file_layout(tmp_path: Path) -> None:
+    """The documented byte layout (docs/handoff-format.md) is what is written."""
+    header = _format.encode_segment_header()
+    assert header[:8] == b"TPHQSEG\x00"
+    assert header[8:10] == b"\x00\x01"
+    rec = _format.encode_record(b"hi", 0x0102030405060708)
+    assert rec[4:8] == b"\x00\x00\x00\x02"
+    assert rec[8:16] == bytes(range(1, 9))
+    assert rec[16:] == b"hi"
+    assert int.from_bytes(rec[:4], "big") == _format.crc32c(rec[4:])
+    assert _format.crc32c(b"123456789") == 0xE3069283  # it is CRC32C, not zlib's CRC32
+    head = _format.encode_head(7, 99)
+    assert len(head) == 32
+    assert _format.decode_head(head) == (7, 99)
+    assert os.path.basename(_format.HEAD_FILE) == "head"
