@@ -167,7 +167,8 @@ class Pinger:
     Use a separate reader from the appender where the log has clients (the reference always does),
     so the read path is measured independently. ``get_replay_position`` returns the index to start
     reading from; its errors are logged, counted in ``replay_errors`` and retried every
-    ``replay_retry_interval`` seconds.
+    ``replay_retry_interval`` seconds. Rounds (replay + read) start at least ``restart_delay``
+    seconds apart, so a reader that fails at once cannot make the pinger spin.
     """
 
     def __init__(
@@ -179,6 +180,7 @@ class Pinger:
         ping_interval: float = 1.0,
         pings_until_disconnect: int = 0,
         replay_retry_interval: float = 1.0,
+        restart_delay: float = 0.1,
         on_ping: Callable[[PingOutcome], None] | None = None,
         writer_id: bytes | None = None,
     ) -> None:
@@ -192,6 +194,7 @@ class Pinger:
         self.ping_interval = ping_interval
         self.pings_until_disconnect = pings_until_disconnect
         self.replay_retry_interval = replay_retry_interval
+        self.restart_delay = restart_delay
         self.on_ping = on_ping
         self.writer_id = writer_id if writer_id is not None else new_writer_id()
         self.metrics = PingerMetrics()
@@ -232,6 +235,7 @@ class Pinger:
         self._ran = True
         task_status.started()
         while True:
+            round_start = trio.current_time()
             position = await self._replay_position()
             error = await self.run_round(position)
             if isinstance(error, LogClosedError):
@@ -242,6 +246,8 @@ class Pinger:
                 logger.warning("logping: restarting: %s", error)
             else:
                 logger.error("logping: restarting after a reader error: %r", error)
+            # A reader that fails at once (server down) must not make us spin.
+            await trio.sleep_until(round_start + self.restart_delay)
 
     async def _replay_position(self) -> int:
         while True:
