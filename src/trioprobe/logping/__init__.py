@@ -22,13 +22,14 @@ from .logs import (
 )
 from .pinger import (
     GetReplayPosition,
-    LatencySummary,
     LogOrderError,
     Pinger,
     PingerMetrics,
     PingOutcome,
     PingStatus,
+    latency_distribution,
     new_writer_id,
+    quantiles,
 )
 
 __all__ = [
@@ -50,7 +51,8 @@ __all__ = [
     "PingerMetrics",
     "PingOutcome",
     "PingStatus",
-    "LatencySummary",
+    "latency_distribution",
+    "quantiles",
     "GetReplayPosition",
     "LogOrderError",
     "new_writer_id",
