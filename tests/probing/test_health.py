@@ -64,10 +64,25 @@ def test_format_rfc3339_nano_is_utc_with_nine_digits() -> None:
 )
 def test_parse_rfc3339_nano(text: str, expected: float) -> None:
     assert parse_rfc3339_nano(text) == pytest.approx(expected, abs=1e-6)
+    assert parse_rfc3339_nano(text) == pytest.approx(expected, abs=1e-6)  # cached minute
+
+
+def test_parse_leap_second_like_go() -> None:
+    assert parse_rfc3339_nano("2016-12-31T23:59:60Z") == 1_483_228_800.0
 
 
 @pytest.mark.parametrize(
-    "text", ["", "yesterday", "2023-11-14 22:13:20Z", "2023-13-14T22:13:20Z", "2023-11-14T22:13:20"]
+    "text",
+    [
+        "",
+        "yesterday",
+        "2023-11-14 22:13:20Z",
+        "2023-13-14T22:13:20Z",
+        "2023-02-30T22:13:20Z",
+        "2023-11-14T22:13:61Z",
+        "2023-11-14T22:13:20",
+        "2023-11-14T22:13:20.1234567891Z",
+    ],
 )
 def test_parse_rfc3339_nano_rejects_garbage_naming_it(text: str) -> None:
     with pytest.raises(ValueError, match="not an RFC 3339 time") as info:

@@ -187,6 +187,29 @@ async def test_clock_diff_is_local_minus_remote_minus_half_srtt(
         assert status.clock_diff == pytest.approx(-remote_offset - rtt / 2, abs=1e-6)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"OK":true,"Now":"2023-11-14T22:13:19.5Z"}\n',
+        b'{"OK": true, "Now": "2023-11-14T22:13:19.500000000Z"}',
+        b'{"Now":"2023-11-14T23:13:19.5+01:00","OK":true,"Extra":1}',
+        b'{"ok":true,"now":"2023-11-14T22:13:19.5Z"}',  # Go matches field names ignoring case
+        b'{"OK":true,"Now":"2023-11-14T22:13:19.5Z"}  \r\n',
+    ],
+)
+async def test_health_reply_variants_decode_alike(
+    autojump_clock: trio.testing.MockClock, body: bytes
+) -> None:
+    async def peer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body)
+
+    async with prober_with(peer) as prober:
+        status = prober.add_http("a", 1.0, [URL])
+        await trio.sleep(1.5)
+        assert status.health, status.error
+        assert status.clock_diff == pytest.approx(LOCAL_NOW - 1_699_999_999.5)
+
+
 # --- failures -----------------------------------------------------------------------------------
 
 
