@@ -16,10 +16,11 @@ from trioprobe.handoff import (
     QueueOpenError,
     QueueWriteError,
     SegmentFullError,
+    _format,
     inspect_queue,
     open_queue,
 )
-from trioprobe.handoff import _format, queue as queue_mod
+from trioprobe.handoff import queue as queue_mod
 
 HDR = _format.HEADER_SIZE
 REC = _format.RECORD_HEADER_SIZE
@@ -146,8 +147,8 @@ async def test_torn_append_is_truncated(tmp_path: Path) -> None:
     async with open_queue(d) as q:
         await q.append(b"kept")
     record = _format.encode_record(b"torn-record", 1)
-    with open(d / "1", "ab") as f:
-        f.write(record[: len(record) // 2])
+    path = d / "1"
+    path.write_bytes(path.read_bytes() + record[: len(record) // 2])
     async with open_queue(d) as q:
         assert q.recovery.truncated[0].dropped == len(record) // 2
         assert await drain(q) == [b"kept"]

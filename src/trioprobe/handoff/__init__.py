@@ -43,6 +43,7 @@ from .replayer import (
     DEFAULT_RETRY_INTERVAL,
     DEFAULT_RETRY_MAX_INTERVAL,
     ReplayerStats,
+    ReplayQueue,
     WriteReplayer,
 )
 
@@ -66,6 +67,7 @@ __all__ = [
     # replay
     "WriteReplayer",
     "ReplayerStats",
+    "ReplayQueue",
     "RateLimiter",
     "DEFAULT_RETRY_INTERVAL",
     "DEFAULT_RETRY_MAX_INTERVAL",

@@ -22,15 +22,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import attrs
 import trio
 
 from .errors import HandoffError, QueueNotOpenError, RecordRejected, ReplayerClosedError
 from .limiter import RateLimiter
-from .queue import DiskBackedQueue
 
 __all__ = [
+    "ReplayQueue",
     "DEFAULT_MAX_AGE",
     "DEFAULT_PURGE_INTERVAL",
     "DEFAULT_RETRY_INTERVAL",
@@ -49,6 +50,21 @@ DEFAULT_PURGE_INTERVAL = 3600.0
 _IDLE = -1
 _FAILED = -2
 _CLOSED = -3
+
+
+class ReplayQueue(Protocol):
+    """What the replayer needs of a queue (:class:`~trioprobe.handoff.DiskBackedQueue` has it).
+
+    ``current``/``advance`` raise :class:`QueueNotOpenError` once the queue is closed.
+    """
+
+    directory: str
+
+    async def append(self, data: bytes) -> None: ...
+    async def current(self) -> bytes | None: ...
+    async def advance(self) -> bool: ...
+    async def purge_older_than(self, when: float) -> int: ...
+    def disk_usage(self) -> int: ...
 
 
 @attrs.frozen
@@ -76,7 +92,7 @@ class WriteReplayer:
 
     def __init__(
         self,
-        queue: DiskBackedQueue,
+        queue: ReplayQueue,
         send: Callable[[bytes], Awaitable[object]],
         *,
         retry_interval: float = DEFAULT_RETRY_INTERVAL,
