@@ -16,7 +16,7 @@ from .server import (
     RouterServer,
     ServerMetrics,
 )
-from .socket import DEFAULT_MAX_MESSAGE_SIZE, SAFETY_NET, Socket, shared_context
+from .socket import DEFAULT_MAX_MESSAGE_SIZE, Socket, shared_context
 from .wire import ERROR_MARKER
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "Socket",
     "shared_context",
     "DEFAULT_MAX_MESSAGE_SIZE",
-    "SAFETY_NET",
     # servers
     "RepServer",
     "RouterServer",

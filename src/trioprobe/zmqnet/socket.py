@@ -13,8 +13,9 @@ socket may drain, including reading ``EVENTS``. The rules this module follows (m
 * Every ``EVENTS`` read goes through :meth:`Socket._events`: since that read may have consumed the
   edge some other waiter was sleeping on, it *kicks* (unparks everyone and cancels the owner's wait)
   whenever it sees a flag that somebody waits for. It kicks only then, so there is no ping-pong.
-* The owner's wait is capped at :data:`SAFETY_NET` seconds and then re-reads ``EVENTS``: an edge
-  missed for a reason we do not know about costs a quarter second, not a hang (CZTop does the same).
+* Optionally (``safety_net=0.25``, as CZTop does) the owner's wait is capped and ``EVENTS``
+  re-read, so an edge missed for a reason we do not know about would cost a delay, not a hang. It
+  is off by default: the stress tests run without it, and a cancel scope per wait costs ~10%.
 * Closing calls ``notify_closing(fd)`` *before* closing the zmq socket (libzmq's reaper closes
   the fd and the number can be reused), so every waiter gets :class:`trio.ClosedResourceError`.
 """
@@ -32,7 +33,6 @@ import zmq
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
-    "SAFETY_NET",
     "Socket",
     "shared_context",
 ]
@@ -41,8 +41,6 @@ __all__ = [
 #: disconnected instead of making us buffer it. Probing messages are tiny.
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
 
-#: Upper bound (seconds) on one fd wait before ``EVENTS`` is re-read anyway.
-SAFETY_NET: Final = 0.25
 
 # IntFlag arithmetic is slow (about 15% of a round trip): use plain ints on the hot path.
 _POLLIN: Final = int(zmq.POLLIN)
@@ -93,6 +91,7 @@ class Socket:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         hwm: int | None = None,
         router_mandatory: bool = True,
+        safety_net: float | None = None,
     ) -> None:
         ctx = context if context is not None else shared_context()
         sock: zmq.Socket[bytes] = ctx.socket(socket_type)
@@ -126,7 +125,9 @@ class Socket:
         self._get = sock.getsockopt
         self._closed = False
         self._lot = trio.lowlevel.ParkingLot()
-        self._owner_scope: trio.CancelScope | None = None
+        self._owned = False
+        #: Seconds after which an owner re-reads EVENTS even without an fd edge (None: never).
+        self.safety_net = safety_net
         self._want_in = 0
         self._want_out = 0
         self.socket_type = socket_type
@@ -251,8 +252,12 @@ class Socket:
         events = cast(int, self._get(_EVENTS))
         if (events & _POLLIN and self._want_in) or (events & _POLLOUT and self._want_out):
             self._lot.unpark_all()
-            if self._owner_scope is not None:
-                self._owner_scope.cancel()
+            if self._owned:
+                # Wake the owner out of wait_readable. notify_closing is the cheapest way
+                # Trio offers (a cancel scope around every wait cost ~5 us per message, and
+                # kicks are rare): it raises ClosedResourceError in the owner, which sees the
+                # socket still open and re-reads EVENTS; its next wait re-registers the fd.
+                trio.lowlevel.notify_closing(self._fd)
         return events
 
     async def _wait(self, flag: int) -> None:
@@ -267,16 +272,22 @@ class Socket:
             else:
                 self._want_out += 1
             try:
-                if self._owner_scope is None:
+                if not self._owned:
                     # Owner: nothing touched the socket since our EVENTS read, so blocking on the
                     # edge is safe now.
-                    scope = trio.CancelScope(deadline=trio.current_time() + SAFETY_NET)
-                    self._owner_scope = scope
+                    self._owned = True
                     try:
-                        with scope:
+                        if self.safety_net is None:
                             await trio.lowlevel.wait_readable(self._fd)
+                        else:
+                            with trio.move_on_after(self.safety_net):
+                                await trio.lowlevel.wait_readable(self._fd)
+                    except trio.ClosedResourceError:
+                        if self._closed:
+                            raise
+                        # Not closed: a kick (see _kick_owner). Re-read EVENTS.
                     finally:
-                        self._owner_scope = None
+                        self._owned = False
                         # Hand the fd over: whoever still needs it re-reads EVENTS and one of
                         # them becomes the next owner.
                         self._lot.unpark_all()
