@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import struct
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -43,6 +44,8 @@ __all__ = [
     "FileLog",
     "EtcdLog",
 ]
+
+logger = logging.getLogger("trioprobe.logping")
 
 
 @attrs.frozen
@@ -428,7 +431,10 @@ class EtcdLog:
     ``LogTruncatedError``. Revisions count writes to the whole etcd key space, so indexes have gaps.
 
     ``disconnect()`` breaks the current watch stream; the reader opens a new one from the next
-    revision by itself, so no entry is lost.
+    revision by itself, so no entry is lost. When the server is unreachable or breaks the stream,
+    the reader also reconnects by itself every ``reconnect_delay`` seconds (counted in
+    ``reconnects``), as the reference's log client does; only truncation is an error for the
+    reader. Pass ``reconnect_delay=None`` to get ``LogUnavailableError`` instead.
     """
 
     def __init__(
@@ -438,8 +444,11 @@ class EtcdLog:
         *,
         client: httpx.AsyncClient | None = None,
         name: str | None = None,
+        reconnect_delay: float | None = 0.2,
     ) -> None:
         self.url = url.rstrip("/")
+        self.reconnect_delay = reconnect_delay
+        self.reconnects = 0
         self.prefix = prefix.encode()
         self.key = self.prefix + b"log"
         self._name = name or f"etcd:{self.url}/{prefix}"
@@ -498,22 +507,31 @@ class EtcdLog:
         pos = max(start_index, 1)
         while True:
             generation = self._disconnects
-            async with self._watch(pos) as stream:
-                while self._disconnects == generation:
-                    # A generator must not yield inside a cancel scope (it is suspended outside
-                    # it), so only the wait for the next batch runs in one.
-                    with trio.CancelScope() as scope:
-                        self._watch_scopes.add(scope)
-                        try:
-                            batch = await stream.next_batch()
-                        finally:
-                            self._watch_scopes.discard(scope)
-                    if scope.cancelled_caught:
-                        break
-                    for entry in batch:
-                        yield entry
-                        pos = entry.index + 1
-            # disconnect() was called: open a new stream from the next revision.
+            try:
+                async with self._watch(pos) as stream:
+                    while self._disconnects == generation:
+                        # A generator must not yield inside a cancel scope (it is suspended
+                        # outside it), so only the wait for the next batch runs in one.
+                        with trio.CancelScope() as scope:
+                            self._watch_scopes.add(scope)
+                            try:
+                                batch = await stream.next_batch()
+                            finally:
+                                self._watch_scopes.discard(scope)
+                        if scope.cancelled_caught:
+                            break
+                        for entry in batch:
+                            yield entry
+                            pos = entry.index + 1
+                # disconnect() was called: open a new stream from the next revision.
+            except LogUnavailableError as exc:
+                if self.reconnect_delay is None:
+                    raise
+                # Like the reference's log client, ride out a server outage: the pinger keeps
+                # pinging (and counting failed appends) instead of restarting in a loop.
+                self.reconnects += 1
+                logger.warning("%s; reconnecting in %ss", exc, self.reconnect_delay)
+                await trio.sleep(self.reconnect_delay)
 
     def _watch(self, start: int) -> _WatchStream:
         return _WatchStream(self, start)
@@ -526,7 +544,8 @@ class _WatchStream:
         self.log = log
         self.start = start
         self._cm: Any = None
-        self._lines: AsyncIterator[str] | None = None
+        self._lines: AsyncGenerator[str, None] | None = None
+        self._resp: httpx.Response | None = None
 
     async def __aenter__(self) -> _WatchStream:
         log = self.log
@@ -545,11 +564,26 @@ class _WatchStream:
         if resp.status_code != 200:
             await self._cm.__aexit__(None, None, None)
             raise LogUnavailableError(f"log {log.name!r}: watch answered {resp.status_code}")
+        self._resp = resp
         self._lines = resp.aiter_lines()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+            if self._lines is not None:
+                # httpx's line iterator is a chain of async generators, and aclose() on the
+                # outer one leaves the inner ones unfinished (a ResourceWarning when collected).
+                # Closing the response first makes the next read fail through the whole chain,
+                # which finishes every generator in it.
+                assert self._resp is not None
+                await self._resp.aclose()
+                try:
+                    while True:
+                        await self._lines.__anext__()
+                except StopAsyncIteration:
+                    pass
+                except Exception:
+                    pass
             await self._cm.__aexit__(*exc)
 
     async def next_batch(self) -> list[Entry]:

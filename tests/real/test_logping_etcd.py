@@ -1,0 +1,98 @@
+"""The pinger against a real single-node etcd (v3 JSON gateway), in real time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+import pytest
+import trio
+
+from trioprobe.logping import Entry, EtcdLog, Pinger, PingOutcome, PingStatus, quantiles
+
+from .services import Etcd
+
+pytestmark = pytest.mark.real
+
+INTERVAL = 0.1
+
+
+class GatedReader:
+    """Passes the etcd reader through, but can stop handing entries on (a stalled consumer)."""
+
+    def __init__(self, log: EtcdLog) -> None:
+        self.log = log
+        self.gate = trio.Event()
+        self.gate.set()
+
+    async def read(self, start_index: int) -> AsyncGenerator[Entry, None]:
+        async with aclosing(self.log.read(start_index)) as entries:
+            async for entry in entries:
+                await self.gate.wait()
+                yield entry
+
+    def disconnect(self) -> None:
+        self.log.disconnect()
+
+
+async def wait_for(what: str, predicate: object, limit: float = 10.0) -> None:
+    assert callable(predicate)
+    with trio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110 - polling a real service's effect
+            await trio.sleep(0.02)
+
+
+async def test_pinger_on_real_etcd(etcd: Etcd) -> None:
+    outcomes: list[PingOutcome] = []
+    async with (
+        EtcdLog(etcd.client_url, "trioprobe-test/") as appender,
+        EtcdLog(etcd.client_url, "trioprobe-test/") as reader_log,
+    ):
+        reader = GatedReader(reader_log)
+        pinger = Pinger(
+            appender,
+            reader,
+            appender.next_index,
+            ping_interval=INTERVAL,
+            replay_retry_interval=0.2,
+            on_ping=outcomes.append,
+        )
+        m = pinger.metrics
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pinger.run)
+
+            # 1. Pings succeed, well under 100 ms.
+            await wait_for("20 successes", lambda: m.pings_succeeded >= 20)
+            ok = [o.latency for o in outcomes if o.status is PingStatus.SUCCEEDED]
+            assert sorted(ok)[len(ok) // 2] < 0.1
+            assert quantiles(m.ping_latency)[0.9] < 0.1
+            assert m.last_applied > 0
+            assert m.restarts == 0
+
+            # 2. Compaction past the reader's position: a restart, not a crash.
+            reader.gate = trio.Event()  # the reader stalls; pings keep being appended
+            await wait_for("3 aborts", lambda: m.pings_aborted >= 3)
+            compact_at = await appender.next_index() - 1
+            await appender.compact(compact_at)
+            reader_log.disconnect()  # the reader reconnects from a compacted revision
+            reader.gate.set()
+            await wait_for("a restart", lambda: m.restarts >= 1)
+            succeeded = m.pings_succeeded
+            await wait_for("pinging again", lambda: m.pings_succeeded >= succeeded + 5)
+            assert m.last_applied >= compact_at
+
+            # 3. etcd down: pings stop succeeding, failed appends are counted.
+            await trio.to_thread.run_sync(etcd.stop)
+            before = (m.pings_succeeded, m.appends_failed, m.pings_aborted + m.pings_append_failed)
+            await trio.sleep(1.0)
+            assert m.pings_succeeded == before[0]
+            assert m.appends_failed >= before[1] + 5
+            assert m.pings_aborted + m.pings_append_failed >= before[2] + 5
+
+            # 4. etcd back: the pinger recovers by itself.
+            await trio.to_thread.run_sync(etcd.start)
+            await wait_for("recovery", lambda: m.pings_succeeded >= before[0] + 5, limit=15)
+            nursery.cancel_scope.cancel()
+    assert m.pings_started >= m.pings_succeeded + m.pings_aborted + m.pings_append_failed - 1
+    assert m.restarts == 1  # the compaction; the outage is ridden out by the reader
+    assert reader_log.reconnects >= 1
