@@ -13,12 +13,15 @@ from .logs import (
     FileLog,
     Log,
     LogAppender,
+    LogClients,
     LogClosedError,
     LogError,
     LogReader,
     LogTruncatedError,
     LogUnavailableError,
     MemoryLog,
+    check_log_spec,
+    open_log,
 )
 from .pinger import (
     GetReplayPosition,
@@ -46,6 +49,9 @@ __all__ = [
     "LogTruncatedError",
     "LogClosedError",
     "LogUnavailableError",
+    "LogClients",
+    "open_log",
+    "check_log_spec",
     # pinger
     "Pinger",
     "PingerMetrics",

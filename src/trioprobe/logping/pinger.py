@@ -90,7 +90,7 @@ class PingerMetrics:
     """What the pinger counts. Counters only grow; ``last_applied`` is a gauge.
 
     ``pings_started == pings_succeeded + pings_aborted + pings_append_failed`` plus at most the one
-    ping in flight: a ping outstanding when its round ends (restart, shutdown) counts as aborted.
+    ping in flight: a ping outstanding when its round ends (a restart) counts as aborted.
     """
 
     pings_started: int = 0
@@ -337,11 +337,12 @@ class Pinger:
                 f"the reader returned index {entry.index}, expected {self._expected_index} or later"
             )
         self._expected_index = entry.index + 1
+        # Applied before the ping is finished, so on_ping sees a last_applied that includes it.
+        self._set_last_applied(entry.index)
         if self._current_seq:
             ping = decode_ping(entry.data)
             if ping is not None and ping.writer == self.writer_id and ping.seq == self._current_seq:
                 self._finish(PingStatus.SUCCEEDED)
-        self._set_last_applied(entry.index)
 
     def _finish(self, status: PingStatus, error: str | None = None) -> None:
         seq = self._current_seq

@@ -1,0 +1,189 @@
+"""The ``logping`` probe type: continuously ping a log with a ``trioprobe.logping.Pinger``.
+
+Each target is a log spec: ``"memory"``, ``"file:PATH"`` or ``"etcd:http://HOST:PORT"`` (when the
+probe lists no targets, ``Options.log`` is pinged, but the stats keeper only exports listed
+targets, so list the log as the target). One pinger runs per target, started and stopped as the
+target list changes.
+
+Every finished ping becomes a ``ProbeResult`` (target = the log spec, which is also the log's
+name): success with the append-to-read latency, or a failure whose ``error`` says why; an aborted
+ping (not read back before the next was due) is a ``timeout``. The pinger's other counters ride
+along as ``extras`` holding the *change* since the previous result, so the keeper's sums are the
+pinger's totals: ``appends_succeeded``, ``appends_failed``, ``disconnects``, ``restarts``,
+``replay_errors``, and ``append_latency`` (a Distribution in seconds). ``last_applied`` is a gauge.
+
+The ping schedule is the pinger's own (``ping_interval``, default the probe's ``interval``): a ping
+that is not read back within one interval is aborted, so the probe's ``timeout`` is not used.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from ..logping import Pinger, PingOutcome, PingStatus, check_log_spec, open_log
+from ..logping.pinger import PingerMetrics, latency_distribution
+from ..metrics import Distribution
+from ..results import ProbeResult
+from . import TargetsFn
+
+if TYPE_CHECKING:
+    from ..config import ProbeSpec
+
+__all__ = ["LogPingProbe", "Options", "make_probe"]
+
+logger = logging.getLogger("trioprobe.probes.logping")
+
+_COUNTERS = ("appends_succeeded", "appends_failed", "disconnects", "restarts", "replay_errors")
+
+
+def _check_log(_: object, __: object, value: str) -> None:
+    check_log_spec(value)
+
+
+@attrs.frozen
+class Options:
+    """Config keys of a ``logping`` probe."""
+
+    #: The log to ping when the probe has no targets: "memory", "file:PATH" or "etcd:URL".
+    log: str = attrs.field(default="memory", validator=_check_log)
+    #: Seconds between ping starts; also each ping's timeout. Default: the probe's interval.
+    ping_interval: float | None = None
+    #: Disconnect the reader after this many pings (0: never), to spread reads over servers.
+    pings_until_disconnect: int = 0
+    #: Key prefix of an etcd log.
+    prefix: str = "trioprobe/logping/"
+    #: fsync each append of a file log.
+    fsync: bool = True
+    #: Seconds between attempts to get the replay position.
+    replay_retry_interval: float = 1.0
+    #: Finished pings buffered for the results channel before they are dropped (and logged).
+    buffer: int = 256
+
+    def __attrs_post_init__(self) -> None:
+        if self.ping_interval is not None and self.ping_interval <= 0:
+            raise ValueError(f"ping_interval must be > 0, got {self.ping_interval}")
+        if self.pings_until_disconnect < 0:
+            raise ValueError("pings_until_disconnect must be >= 0")
+
+
+class _Reporter:
+    """Turns one pinger's outcomes into ProbeResults carrying counter deltas."""
+
+    def __init__(
+        self, target: str, metrics: PingerMetrics, send: trio.MemorySendChannel[ProbeResult]
+    ):
+        self.target = target
+        self.metrics = metrics
+        self.send = send
+        self.last = dict.fromkeys(_COUNTERS, 0)
+        self.last_append: Distribution = latency_distribution()
+        self.dropped = 0
+
+    def __call__(self, outcome: PingOutcome) -> None:
+        m = self.metrics
+        extras: dict[str, int | Distribution] = {}
+        for name in _COUNTERS:
+            now = getattr(m, name)
+            extras[name] = now - self.last[name]
+            self.last[name] = now
+        extras["append_latency"] = m.append_latency.subtract(self.last_append)
+        self.last_append = m.append_latency.clone()
+        succeeded = outcome.status is PingStatus.SUCCEEDED
+        result = ProbeResult(
+            self.target,
+            succeeded,
+            outcome.latency,
+            error=None
+            if succeeded
+            else f"ping {outcome.seq} {outcome.status.value}: {outcome.error}",
+            timeout=outcome.status is PingStatus.ABORTED,
+            extras=extras,
+            gauges={"last_applied": m.last_applied},
+        )
+        try:
+            self.send.send_nowait(result)
+        except trio.WouldBlock:
+            # Pinging must not wait for a slow consumer; the lost deltas are in the log line.
+            self.dropped += 1
+            logger.warning("logping %s: results buffer full, dropped %r", self.target, result)
+
+
+class LogPingProbe:
+    """One Pinger per target log; see the module docstring."""
+
+    def __init__(self, options: Options, targets: TargetsFn, *, interval: float) -> None:
+        self.options = options
+        self.targets = targets
+        self.interval = interval
+        self.ping_interval = options.ping_interval or interval
+        self.pingers: dict[str, Pinger] = {}
+
+    def _current(self) -> list[str]:
+        return list(dict.fromkeys(self.targets() or [self.options.log]))
+
+    async def _ping(self, target: str, send: trio.MemorySendChannel[ProbeResult]) -> None:
+        opts = self.options
+        try:
+            check_log_spec(target)
+        except ValueError as exc:
+            logger.error("logping: target %s", exc)
+            await send.send(ProbeResult(target, False, error=str(exc)))
+            return
+        async with open_log(target, prefix=opts.prefix, fsync=opts.fsync) as log:
+            pinger = Pinger(
+                log.appender,
+                log.reader,
+                log.next_index,
+                ping_interval=self.ping_interval,
+                pings_until_disconnect=opts.pings_until_disconnect,
+                replay_retry_interval=opts.replay_retry_interval,
+            )
+            pinger.on_ping = _Reporter(target, pinger.metrics, send)
+            self.pingers[target] = pinger
+            try:
+                await pinger.run()
+            finally:
+                self.pingers.pop(target, None)
+
+    async def run(
+        self,
+        results: trio.MemorySendChannel[ProbeResult],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        buffer_send, buffer_recv = trio.open_memory_channel[ProbeResult](self.options.buffer)
+        scopes: dict[str, trio.CancelScope] = {}
+
+        async def forward() -> None:
+            async for result in buffer_recv:
+                await results.send(result)
+
+        async def one(target: str, scope: trio.CancelScope) -> None:
+            with scope:
+                await self._ping(target, buffer_send)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(forward)
+            started = False
+            while True:
+                wanted = self._current()
+                for target in wanted:
+                    if target not in scopes:
+                        scopes[target] = trio.CancelScope()
+                        nursery.start_soon(one, target, scopes[target])
+                for target in list(scopes):
+                    if target not in wanted:
+                        scopes.pop(target).cancel()
+                if not started:
+                    task_status.started()
+                    started = True
+                # Targets may change (the targets file is re-read); look again every interval.
+                await trio.sleep(self.interval)
+
+
+def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> LogPingProbe:
+    return LogPingProbe(options, targets, interval=spec.interval)

@@ -1,0 +1,104 @@
+"""The ``logping`` probe adapter: ProbeResults with counter deltas, targets as log specs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from trioprobe.config import ProbeSpec
+from trioprobe.logping import encode_ping
+from trioprobe.logping import pinger as pinger_module
+from trioprobe.metrics import Distribution
+from trioprobe.probes.logping import LogPingProbe, Options, make_probe
+from trioprobe.results import ProbeResult
+
+
+def test_options_validate_the_log() -> None:
+    assert Options().log == "memory"
+    assert Options(log="etcd:http://127.0.0.1:2379").log.startswith("etcd:")
+    with pytest.raises(ValueError, match="is not one of"):
+        Options(log="redis:whatever")
+    with pytest.raises(ValueError, match="ping_interval"):
+        Options(ping_interval=0)
+
+
+async def collect(probe: LogPingProbe, seconds: float) -> list[ProbeResult]:
+    send, recv = trio.open_memory_channel[ProbeResult](1000)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(probe.run, send)
+        await trio.sleep(seconds)
+        nursery.cancel_scope.cancel()
+    send.close()
+    return [r async for r in recv]
+
+
+async def test_memory_log_results(autojump_clock: trio.abc.Clock) -> None:
+    spec = ProbeSpec(name="lp", type="logping", interval=1.0, timeout=0.5)
+    probe = make_probe(spec, Options(), lambda: ["memory"])
+    results = await collect(probe, 5.5)
+    assert len(results) == 5
+    assert all(r.target == "memory" and r.success for r in results)
+    assert all(r.latency == 0.0 for r in results)  # autojump: no time passes in memory
+    assert [r.gauges["last_applied"] for r in results] == [1, 2, 3, 4, 5]
+    # Counter extras are deltas, so the keeper's sum is the pinger's total.
+    assert sum(int(r.extras["appends_succeeded"]) for r in results) == 5  # type: ignore[call-overload]
+    dist = results[0].extras["append_latency"]
+    assert isinstance(dist, Distribution)
+    total = sum(
+        d.count for r in results if isinstance(d := r.extras["append_latency"], Distribution)
+    )
+    assert total == 5
+
+
+async def test_defaults_to_options_log_and_follows_target_changes(
+    autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    targets: list[str] = []
+    spec = ProbeSpec(name="lp", type="logping", interval=1.0, timeout=0.5)
+    probe = make_probe(spec, Options(ping_interval=0.5), lambda: targets)
+    send, recv = trio.open_memory_channel[ProbeResult](1000)
+    file_target = f"file:{tmp_path / 'log'}"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(probe.run, send)
+        await trio.sleep(1.2)
+        assert set(probe.pingers) == {"memory"}  # no targets: Options.log
+        targets.append(file_target)
+        await trio.sleep(1.0)
+        assert set(probe.pingers) == {file_target}
+        nursery.cancel_scope.cancel()
+    send.close()
+    seen = {r.target async for r in recv}
+    assert "memory" in seen
+    assert (tmp_path / "log").exists()
+
+
+async def test_bad_target_is_reported_not_fatal(autojump_clock: trio.abc.Clock) -> None:
+    spec = ProbeSpec(name="lp", type="logping", interval=1.0, timeout=0.5)
+    probe = make_probe(spec, Options(), lambda: ["nonsense", "memory"])
+    results = await collect(probe, 2.5)
+    bad = [r for r in results if r.target == "nonsense"]
+    assert len(bad) == 1
+    assert not bad[0].success
+    assert "is not one of" in (bad[0].error or "")
+    assert any(r.target == "memory" and r.success for r in results)
+
+
+async def test_aborted_ping_is_a_timeout(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every ping is written under another writer id, so none is ever recognised.
+    monkeypatch.setattr(pinger_module, "encode_ping", lambda _, seq: encode_ping(b"\x02" * 16, seq))
+    spec = ProbeSpec(name="lp", type="logping", interval=1.0, timeout=0.5)
+    probe = make_probe(spec, Options(), lambda: ["memory"])
+    send, recv = trio.open_memory_channel[ProbeResult](1000)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(probe.run, send)
+        await trio.sleep(3.5)
+        nursery.cancel_scope.cancel()
+    send.close()
+    results = [r async for r in recv]
+    assert len(results) == 2  # pings 1 and 2 aborted; ping 3 still in flight
+    assert all(not r.success and r.timeout for r in results)
+    assert "aborted" in (results[0].error or "")
