@@ -3,9 +3,11 @@
 The reference (InfluxDB's ``limiter``) nudges a delay by at most one second per call and returns
 whole seconds only, with no upper bound. This one keeps a *theoretical arrival time* (the GCRA
 virtual clock): each ``add(n)`` pushes it ``n / limit`` seconds further, and ``delay()`` is how
-far it is ahead of now. So the long-run rate is exact, delays are fractions of a second, and
-idle time earns no burst credit. The debt is capped at ``max_delay`` seconds, so one huge
-record cannot stall the sender for longer than that.
+far it is ahead of now. So the long-run rate is exact and delays are fractions of a second. The clock
+may lag now by at most ``burst`` seconds: that is the credit that makes up for sleeps that
+overshoot (trio wakes up a little late, and a 0.5 ms sleep can take a millisecond), and all the
+credit idle time can earn. The debt is capped at ``max_delay`` seconds, so one huge record
+cannot stall the sender for longer than that.
 
 Time comes from ``trio.current_time()`` (a MockClock drives it in tests), or from ``clock``.
 """
@@ -27,6 +29,7 @@ class RateLimiter:
         limit: float,
         *,
         max_delay: float = 1.0,
+        burst: float = 0.01,
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
         if limit < 0:
@@ -35,6 +38,7 @@ class RateLimiter:
             raise ValueError(f"max_delay must be > 0 s, got {max_delay}")
         self.limit = limit
         self.max_delay = max_delay
+        self.burst = burst
         self._clock = clock
         self._tat: float | None = None
 
@@ -43,7 +47,7 @@ class RateLimiter:
         if self.limit <= 0:
             return
         now = self._clock()
-        tat = now if self._tat is None else max(self._tat, now)
+        tat = now if self._tat is None else max(self._tat, now - self.burst)
         self._tat = min(tat + n / self.limit, now + self.max_delay)
 
     def delay(self) -> float:

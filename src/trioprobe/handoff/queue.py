@@ -155,12 +155,14 @@ class _Segment:
 
 
 class _Pending:
-    __slots__ = ("error", "record", "state")
+    __slots__ = ("error", "event", "record", "state")
 
     def __init__(self, record: bytes) -> None:
         self.record = record
         self.state = 0  # 0 waiting, 1 taken by a writer, 2 done
         self.error: BaseException | None = None
+        #: Set when the record is done, or when its task should become the writer.
+        self.event: trio.Event | None = None
 
 
 @attrs.define
@@ -234,6 +236,7 @@ class DiskBackedQueue:
         self._lock_fd = -1
         # Writer state: touched only by the holder of _write_lock (and its worker thread).
         self._write_lock = trio.Lock()
+        self._writing = False
         self._pending: list[_Pending] = []
         self._w_fd = -1
         self._w_id = 0
@@ -276,6 +279,8 @@ class DiskBackedQueue:
                 for p in self._pending:
                     p.state = 2
                     p.error = QueueNotOpenError(f"queue {self.directory} was closed")
+                    if p.event is not None:
+                        p.event.set()
                 self._pending.clear()
                 await trio.to_thread.run_sync(self._close_sync)
 
@@ -487,19 +492,46 @@ class DiskBackedQueue:
         p = _Pending(encode_record(data, self._now_ns()))
         self._pending.append(p)
         self._reserved += size
+        # Group commit with a rotating leader: if nobody is writing, this task writes every
+        # pending record in one batch; otherwise it waits until a writer has stored its record
+        # or hands it the lead. No background task is needed, so open_queue needs no nursery.
         try:
-            async with self._write_lock:
-                if p.state == 0:
+            while p.state != 2:
+                if self._writing:
+                    p.event = trio.Event()
+                    await p.event.wait()
+                else:
                     await self._commit_pending()
         finally:
             if p.state == 0:
                 # Cancelled before any writer took it: it was never written.
                 self._pending.remove(p)
                 self._reserved -= size
+                self._kick()
         if p.error is not None:
             raise p.error
 
+    def _kick(self) -> None:
+        """If records wait and nobody writes, wake the oldest one's task to lead."""
+        if not self._writing and self._pending:
+            event = self._pending[0].event
+            if event is not None:
+                event.set()
+
     async def _commit_pending(self) -> None:
+        self._writing = True
+        try:
+            # Let tasks that are runnable right now (e.g. the ones the last batch woke) add
+            # their records first, so they share this fsync.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            async with self._write_lock:
+                if self._pending:
+                    await self._commit_batch()
+        finally:
+            self._writing = False
+            self._kick()
+
+    async def _commit_batch(self) -> None:
         batch, self._pending = self._pending, []
         for p in batch:
             p.state = 1
@@ -524,6 +556,8 @@ class DiskBackedQueue:
                 self._reserved -= len(p.record)
                 p.state = 2
                 p.error = error
+                if p.event is not None:
+                    p.event.set()
         self._last_modified = time.time()
 
     def _apply(self, progress: _BatchProgress) -> None:
