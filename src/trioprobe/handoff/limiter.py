@@ -3,8 +3,8 @@
 The reference (InfluxDB's ``limiter``) nudges a delay by at most one second per call and returns
 whole seconds only, with no upper bound. This one keeps a *theoretical arrival time* (the GCRA
 virtual clock): each ``add(n)`` pushes it ``n / limit`` seconds further, and ``delay()`` is how
-far it is ahead of now. So the long-run rate is exact and delays are fractions of a second. The clock
-may lag now by at most ``burst`` seconds: that is the credit that makes up for sleeps that
+far it is ahead of now. So the long-run rate is exact and delays are fractions of a second. The
+clock may lag now by at most ``burst`` seconds: that is the credit that makes up for sleeps that
 overshoot (trio wakes up a little late, and a 0.5 ms sleep can take a millisecond), and all the
 credit idle time can earn. The debt is capped at ``max_delay`` seconds, so one huge record
 cannot stall the sender for longer than that.
