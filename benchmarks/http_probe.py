@@ -1,0 +1,404 @@
+"""HTTP probing cost: the Prober beside a bare ``httpx.AsyncClient`` GET loop, and 1,000 targets.
+
+Run: ``.venv/bin/python benchmarks/http_probe.py [--quick] [--targets N] [--json]``
+
+The server is a ~40-line h11 + ``trio.serve_tcp`` health endpoint (etcd's reply, fresh ``Now``
+each time) in a **separate process**, so this process's CPU time is the client side only. Each
+run measures a window after a short warm-up (clients built, connections open), and rounds
+alternate baseline and project runs; medians over rounds are reported, because the machine is
+shared and single runs swing by +-10 %.
+
+1a. Saturation, N targets (default 50), each its own task and client, back to back:
+     * baseline: N tasks, each ``await client.get(url)`` in a loop (own client per task, the
+       fastest httpx set-up on Trio, see ``trio-notes.md`` section 2.2);
+     * Prober: N ids at a tiny interval (every probe overruns, so probes run back to back):
+       same concurrency, plus the reply check and the RTT/SRTT/clock-difference bookkeeping;
+     * Prober + results: the same with every probe also sent as a ``ProbeResult`` to a consumer
+       task (how ``etcd_probing`` runs); the consumer's own cost is included.
+   RTT at saturation is mostly queueing for this process's CPU, so it is shown, not compared.
+1b. Paced, N targets every ``--paced-interval`` (0.25 s: 200 probes/s) with spread phases: the
+   baseline GETs on the same tick grid. Here the p50 RTT is a real round trip and is compared.
+2. Schedule: 1,000 targets every 2 s with phases spread over the interval (as ``etcd_probing``
+   adds them). Lateness of each probe's start relative to its tick (p50/p99/max), dropped ticks,
+   and the garbage collector's pauses; then the same after ``gc.freeze()``, and with all 1,000
+   ids added at once (every tick on the same instant), to show why the spread matters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+
+import trio
+
+# --- the server (runs in a child process) ------------------------------------------------------
+
+
+async def _serve_connection(stream: trio.SocketStream) -> None:
+    import h11
+
+    from trioprobe.probing import format_rfc3339_nano
+
+    conn = h11.Connection(h11.SERVER)
+    try:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            if isinstance(event, h11.Request | h11.Data):
+                continue
+            if isinstance(event, h11.EndOfMessage):
+                now = format_rfc3339_nano(time.time_ns())
+                body = b'{"OK":true,"Now":"' + now.encode() + b'"}\n'
+                headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+                await stream.send_all(
+                    conn.send(h11.Response(status_code=200, headers=headers))
+                    + conn.send(h11.Data(data=body))
+                    + conn.send(h11.EndOfMessage())
+                )
+                if conn.our_state is h11.MUST_CLOSE:
+                    return
+                conn.start_next_cycle()
+                continue
+            return  # ConnectionClosed, PAUSED
+    except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+    finally:
+        await stream.aclose()
+
+
+async def _server_main() -> None:
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, _serve_connection, 0, host="127.0.0.1")
+        )
+        port = listeners[0].socket.getsockname()[1]
+        print(port, flush=True)
+        # Exit when the parent closes our stdin.
+        await trio.to_thread.run_sync(sys.stdin.read, abandon_on_cancel=True)
+        nursery.cancel_scope.cancel()
+
+
+def start_server() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    return proc, f"http://127.0.0.1:{port}/raft/probing"
+
+
+# --- part 1: saturation ------------------------------------------------------------------------
+
+
+def _client() -> object:
+    import httpx
+
+    from trioprobe.probing.prober import _ssl_context
+
+    return httpx.AsyncClient(verify=_ssl_context())
+
+
+WARMUP = 0.2  # seconds before the measuring window: clients built, connections open
+
+
+async def _window(count: Callable[[], int], duration: float) -> tuple[int, float]:
+    """Probes completed and CPU seconds used during ``duration``, after a warm-up."""
+    await trio.sleep(WARMUP)
+    n0, cpu0 = count(), time.process_time()
+    await trio.sleep(duration)
+    return count() - n0, time.process_time() - cpu0
+
+
+async def run_bare(
+    url: str, n: int, duration: float, interval: float | None = None
+) -> tuple[int, float, list[float]]:
+    """The baseline: ``n`` tasks, each with its own client, GET back to back or on a tick grid."""
+    import httpx
+
+    rtts: list[float] = []
+
+    async def loop(client: httpx.AsyncClient, first: float) -> None:
+        tick = trio.current_time() + first
+        while True:
+            if interval is not None:
+                await trio.sleep_until(tick)
+                tick += interval
+            start = trio.current_time()
+            response = await client.get(url)
+            rtts.append(trio.current_time() - start)
+            assert response.status_code == 200
+
+    clients = [_client() for _ in range(n)]
+    async with trio.open_nursery() as nursery:
+        for i, client in enumerate(clients):
+            assert isinstance(client, httpx.AsyncClient)
+            nursery.start_soon(loop, client, (interval or 0.0) * (i + 1) / n)
+        count, cpu = await _window(lambda: len(rtts), duration)
+        nursery.cancel_scope.cancel()
+    for client in clients:
+        assert isinstance(client, httpx.AsyncClient)
+        await client.aclose()
+    return count, cpu, rtts[-count:] if count else []
+
+
+async def run_prober(
+    url: str, n: int, duration: float, *, with_results: bool, interval: float | None = None
+) -> tuple[int, float, list[float]]:
+    """The Prober with ``n`` ids, back to back (tiny interval) or every ``interval`` (spread)."""
+    from trioprobe.probing import open_prober
+    from trioprobe.results import ProbeResult
+
+    latencies: list[float] = []
+    send, receive = trio.open_memory_channel[ProbeResult](256)
+
+    async def consume() -> None:
+        async for result in receive:
+            if result.success:
+                latencies.append(result.latency)
+
+    async with trio.open_nursery() as nursery:
+        if with_results:
+            nursery.start_soon(consume)
+        async with open_prober(results=send if with_results else None) as prober:
+            if interval is None:
+                statuses = [prober.add_http(f"t{i}", 1e-6, [url], timeout=10.0) for i in range(n)]
+            else:
+                statuses = [
+                    prober.add_http(
+                        f"t{i}",
+                        interval,
+                        [url],
+                        timeout=10.0,  # a loaded machine must not turn into "loss"
+                        first_probe_after=interval * (i + 1) / n,
+                    )
+                    for i in range(n)
+                ]
+            count, cpu = await _window(lambda: sum(s.total for s in statuses), duration)
+        send.close()
+    loss = sum(s.loss for s in statuses)
+    assert loss == 0, [s.error for s in statuses if s.error][:3]
+    return count, cpu, latencies[-count:] if count else []
+
+
+# --- part 2: schedule --------------------------------------------------------------------------
+
+
+async def run_schedule(
+    url: str, n: int, interval: float, duration: float, *, spread: bool, freeze: bool = False
+) -> dict[str, float]:
+    """``n`` ids every ``interval``: lateness of each probe's start relative to its tick.
+
+    Only ticks after the first round count (``interval`` + 0.5 s in): the first round builds a
+    thousand clients and opens a thousand connections, a one-off cost. Garbage-collector pauses
+    in the window are reported, since they are what the tail is made of. ``freeze``: at the end
+    of the first round, ``gc.collect(); gc.freeze()`` moves the long-lived objects (clients,
+    connections) out of the collector's full passes.
+    """
+    from trioprobe.probing import open_prober
+
+    lateness: list[float] = []
+    measuring = False
+    pauses: list[float] = []
+    gc_started = [0.0]
+
+    def on_tick(_id: str, late: float) -> None:
+        if measuring:
+            lateness.append(late)
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        elif measuring:
+            pauses.append(time.perf_counter() - gc_started[0])
+
+    gc.callbacks.append(on_gc)
+    try:
+        async with open_prober(on_tick=on_tick) as prober:
+            statuses = [
+                prober.add_http(
+                    f"t{i}",
+                    interval,
+                    [url],
+                    first_probe_after=interval * (i + 1) / n if spread else None,
+                )
+                for i in range(n)
+            ]
+            await trio.sleep(interval + 0.5)
+            if freeze:
+                gc.collect()
+                gc.freeze()
+            missed0 = sum(s.missed_ticks for s in statuses)
+            measuring = True
+            await trio.sleep(duration)
+            measuring = False
+    finally:
+        gc.callbacks.remove(on_gc)
+        if freeze:
+            gc.unfreeze()
+    ordered = sorted(lateness)
+    return {
+        "probes": len(lateness),
+        "p50_ms": ordered[len(ordered) // 2] * 1e3,
+        "p99_ms": ordered[int(len(ordered) * 0.99)] * 1e3,
+        "max_ms": ordered[-1] * 1e3,
+        "missed_ticks": sum(s.missed_ticks for s in statuses) - missed0,
+        "loss": sum(s.loss for s in statuses),
+        "gc_pauses": len(pauses),
+        "gc_max_ms": max(pauses, default=0.0) * 1e3,
+    }
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def _p50(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+async def main(args: argparse.Namespace) -> dict[str, object]:
+    proc, url = start_server()
+    try:
+        return await _bench(args, url)
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+Run = tuple[int, float, list[float]]
+
+
+def _summary(runs: list[Run], duration: float) -> tuple[float, float, float]:
+    """Median rate and CPU per probe over rounds (robust to a noisy shared machine), pooled p50."""
+    rate = statistics.median(r[0] / duration for r in runs)
+    cpu = statistics.median(r[1] / max(r[0], 1) * 1e6 for r in runs)
+    rtts = [x for r in runs for x in r[2]]
+    return rate, cpu, _p50(rtts) * 1e3
+
+
+def _row(name: str, fig: tuple[float, float, float]) -> str:
+    rtt = "" if fig[2] != fig[2] else f"{fig[2]:.3f}"  # NaN: not measured
+    return f"  {name:<34} {fig[0]:9.0f} {fig[1]:13.1f} {rtt:>11}"
+
+
+def _ratio(name: str, fig: tuple[float, float, float], base: tuple[float, float, float]) -> str:
+    text = (
+        f"  {name}: rate x{fig[0] / base[0]:.3f}, CPU x{fig[1] / base[1]:.3f} "
+        f"({fig[1] - base[1]:+.1f} us/probe)"
+    )
+    if fig[2] == fig[2]:
+        text += f", p50 RTT x{fig[2] / base[2]:.3f}"
+    return text
+
+
+async def _bench(args: argparse.Namespace, url: str) -> dict[str, object]:
+    n = args.targets
+    duration = 0.3 if args.quick else 0.8
+    rounds = 2 if args.quick else 5
+    paced_rounds = 1 if args.quick else 4
+    header = f"  {'variant':<34} {'probes/s':>9} {'CPU us/probe':>13} {'p50 RTT ms':>11}"
+    print(f"part 1a: {n} targets back to back, {rounds} x {duration:g} s per variant (medians)")
+    if not args.quick:  # imports and caches (each run also warms up before its window)
+        await run_bare(url, n, 0.3)
+        await run_prober(url, n, 0.3, with_results=True)
+    sat: dict[str, list[Run]] = {"bare": [], "prober": [], "results": []}
+    for _ in range(rounds):
+        sat["bare"].append(await run_bare(url, n, duration))
+        sat["prober"].append(await run_prober(url, n, duration, with_results=False))
+        sat["results"].append(await run_prober(url, n, duration, with_results=True))
+    bare, prober, results = (_summary(sat[k], duration) for k in ("bare", "prober", "results"))
+    print(header)
+    print(_row("bare httpx GET loop (baseline)", bare))
+    print(_row("Prober", prober))
+    print(_row("Prober + ProbeResult channel", results))
+    print(_ratio("Prober / baseline", prober, bare))
+    print(_ratio("Prober + results / baseline", results, bare))
+    print("  (saturated: RTT here is queueing for this process's CPU, so it is not compared)")
+
+    interval = args.paced_interval
+    print(
+        f"part 1b: {n} targets every {interval:g} s ({n / interval:.0f} probes/s), "
+        f"{paced_rounds} x {2 * duration:g} s per variant (medians)"
+    )
+    paced: dict[str, list[Run]] = {"bare": [], "results": []}
+    for _ in range(paced_rounds):
+        paced["bare"].append(await run_bare(url, n, 2 * duration, interval))
+        paced["results"].append(
+            await run_prober(url, n, 2 * duration, with_results=True, interval=interval)
+        )
+    p_bare = _summary(paced["bare"], 2 * duration)
+    p_res = _summary(paced["results"], 2 * duration)
+    print(header)
+    print(_row("bare paced httpx GET loop (baseline)", p_bare))
+    print(_row("Prober + ProbeResult channel", p_res))
+    print(_ratio("Prober + results / baseline", p_res, p_bare))
+
+    big, big_interval = 1000, 2.0
+    span = 1.0 if args.quick else 4.0
+    print(
+        f"part 2: {big} targets every {big_interval:g} s, lateness of probe starts over {span:g} s"
+        " after the first round"
+    )
+    line = (
+        "{probes:.0f} probes, lateness p50 {p50_ms:.2f} ms, p99 {p99_ms:.2f} ms, "
+        "max {max_ms:.2f} ms, missed ticks {missed_ticks:.0f}, loss {loss:.0f}; "
+        "GC pauses {gc_pauses:.0f}, longest {gc_max_ms:.1f} ms"
+    )
+    spread = await run_schedule(url, big, big_interval, span, spread=True)
+    print("  spread phases:          " + line.format(**spread))
+    frozen: dict[str, float] | None = None
+    aligned: dict[str, float] | None = None
+    if not args.quick:
+        frozen = await run_schedule(url, big, big_interval, span, spread=True, freeze=True)
+        print("  spread + gc.freeze():   " + line.format(**frozen))
+        aligned = await run_schedule(url, big, big_interval, span, spread=False)
+        print("  aligned (all at once):  " + line.format(**aligned))
+
+    def fig(f: tuple[float, float, float]) -> dict[str, float]:
+        return {"rate": f[0], "cpu_us": f[1], "p50_ms": f[2]}
+
+    return {
+        "targets": n,
+        "saturated": {"bare": fig(bare), "prober": fig(prober), "prober_results": fig(results)},
+        "paced": {"interval": interval, "bare": fig(p_bare), "prober_results": fig(p_res)},
+        "schedule_spread": spread,
+        "schedule_spread_frozen": frozen,
+        "schedule_aligned": aligned,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short run (< 10 s)")
+    parser.add_argument("--targets", type=int, default=50, help="concurrency of part 1")
+    parser.add_argument(
+        "--paced-interval", type=float, default=0.25, help="probe interval of part 1b (s)"
+    )
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    cli = parser.parse_args()
+    if cli.serve:
+        trio.run(_server_main)
+        sys.exit(0)
+    started = time.monotonic()
+    figures = trio.run(main, cli)
+    print(f"total {time.monotonic() - started:.1f} s (pid {os.getpid()})")
+    if cli.json:
+        print(json.dumps(figures))
