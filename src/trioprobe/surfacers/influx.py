@@ -1,0 +1,288 @@
+"""The ``influxdb`` surfacer: InfluxDB 1.x line protocol, delivered through the handoff queue.
+
+Every batch of points is first appended durably to a :class:`~trioprobe.handoff.DiskBackedQueue`,
+and a :class:`~trioprobe.handoff.WriteReplayer` POSTs the queued batches to ``/write`` in order,
+retrying with backoff while InfluxDB is down. So exports made during an outage (or before a crash,
+when the same ``queue_dir`` is used again) are delivered when InfluxDB is back.
+
+Delivery is at least once; InfluxDB makes it exactly once in effect, because a point with the same
+measurement, tag set and timestamp overwrites itself.
+
+**Schema.** One measurement per metric name (``measurement_prefix`` + name), tags from the
+labels (sorted, empty values left out), and:
+
+* ``Int`` -> ``value=<n>i``; ``Float`` -> ``value=<x>`` (NaN and infinities are skipped: line
+  protocol cannot carry them); ``String`` -> ``value="<s>"``;
+* ``Map`` (e.g. response codes) -> one point per key, with the map's name as an extra tag
+  (``resp-code,code=200,... value=5i``);
+* ``Distribution`` -> one point with ``sum``, ``count`` and cumulative bucket counts
+  ``le_<upper bound>`` (Prometheus-style, ``le_+Inf`` == ``count``).
+
+Timestamps are the metrics' wall-clock timestamps in nanoseconds (``precision=ns``). Newlines in
+tag or string values are replaced by spaces (line protocol has no escape for them).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import tempfile
+from functools import partial
+
+import attrs
+import httpx
+import trio
+
+from ..handoff import (
+    DEFAULT_MAX_AGE,
+    DEFAULT_MAX_SEGMENT_SIZE,
+    DEFAULT_MAX_SIZE,
+    DEFAULT_PURGE_INTERVAL,
+    DEFAULT_RETRY_INTERVAL,
+    DEFAULT_RETRY_MAX_INTERVAL,
+    HandoffError,
+    RecordRejected,
+    WriteReplayer,
+    open_queue,
+)
+from ..metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String
+
+__all__ = ["InfluxError", "InfluxSurfacer", "Options", "make_surfacer", "to_lines"]
+
+logger = logging.getLogger("trioprobe.surfacers.influx")
+
+
+@attrs.frozen
+class Options:
+    """Config keys of an ``influxdb`` surfacer."""
+
+    url: str = "http://127.0.0.1:8086"
+    database: str = "trioprobe"
+    #: The handoff queue directory; "" means ``<tmp>/trioprobe-handoff/influxdb-<database>``.
+    queue_dir: str = ""
+    #: Bytes the queue may use on disk; new points are dropped (and counted) beyond it.
+    max_size: int = DEFAULT_MAX_SIZE
+    max_segment_size: int = DEFAULT_MAX_SEGMENT_SIZE
+    #: Replay rate limit in bytes/s; 0 = unlimited.
+    rate_limit: int = 0
+    #: Points per write request at most.
+    batch_size: int = 1000
+    #: Seconds a point may wait for its batch to fill before the batch is queued.
+    batch_interval: float = 1.0
+    retry_interval: float = DEFAULT_RETRY_INTERVAL
+    retry_max_interval: float = DEFAULT_RETRY_MAX_INTERVAL
+    #: Queued points older than this (seconds) are purged undelivered.
+    max_age: float = DEFAULT_MAX_AGE
+    purge_interval: float = DEFAULT_PURGE_INTERVAL
+    #: Deadline of one HTTP request, seconds.
+    request_timeout: float = 10.0
+    #: On shutdown, how long to keep replaying before leaving the rest on disk for next time.
+    drain_timeout: float = 5.0
+    measurement_prefix: str = ""
+
+    def resolved_queue_dir(self) -> str:
+        if self.queue_dir:
+            return self.queue_dir
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.database)
+        return os.path.join(tempfile.gettempdir(), "trioprobe-handoff", f"influxdb-{safe}")
+
+
+class InfluxError(Exception):
+    """InfluxDB refused or failed a request (the replayer retries it)."""
+
+
+_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": " ", "\r": " "})
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\n": " ", "\r": " "})
+_STRING_ESCAPES = str.maketrans({'"': r"\"", "\\": "\\\\", "\n": " ", "\r": " "})
+
+
+def _key(text: str) -> str:
+    """Escape a tag key, tag value or field key."""
+    # A trailing backslash would escape the separator after it.
+    return text.translate(_KEY_ESCAPES).rstrip("\\")
+
+
+def _number(value: int | float) -> str | None:
+    if isinstance(value, int):
+        return f"{value}i"
+    if not math.isfinite(value):
+        return None
+    return repr(float(value))
+
+
+def _bound(upper: float) -> str:
+    if upper == math.inf:
+        return "+Inf"
+    return repr(upper) if upper != int(upper) else str(int(upper))
+
+
+def _tags(pairs: dict[str, str]) -> str:
+    return "".join(f",{_key(k)}={_key(v)}" for k, v in sorted(pairs.items()) if k and v)
+
+
+def to_lines(em: EventMetrics, measurement_prefix: str = "") -> list[str]:
+    """Line protocol for one ``EventMetrics`` (see the module docstring for the schema)."""
+    ts = round(em.timestamp * 1e9)
+    labels = dict(em.labels)
+    base_tags = _tags(labels)
+    lines: list[str] = []
+    for name, value in em.metrics.items():
+        measurement = (measurement_prefix + name).translate(_MEASUREMENT_ESCAPES)
+        if not measurement:
+            continue
+        if isinstance(value, Int | Float):
+            field = _number(value.value)
+            if field is not None:
+                lines.append(f"{measurement}{base_tags} value={field} {ts}")
+        elif isinstance(value, String):
+            text = value.value.translate(_STRING_ESCAPES)
+            lines.append(f'{measurement}{base_tags} value="{text}" {ts}')
+        elif isinstance(value, Map):
+            for key, number in value.values.items():
+                field = _number(number)
+                if field is None:
+                    continue
+                tags = _tags({**labels, value.name: key})
+                lines.append(f"{measurement}{tags} value={field} {ts}")
+        elif isinstance(value, Distribution):
+            fields = [f"count={value.count}i"]
+            total = _number(float(value.sum))
+            if total is not None:
+                fields.append(f"sum={total}")
+            cumulative = 0
+            bounds = value.lower_bounds
+            for i, n in enumerate(value.bucket_counts):
+                cumulative += n
+                upper = bounds[i + 1] if i + 1 < len(bounds) else math.inf
+                fields.append(f"{_key('le_' + _bound(upper))}={cumulative}i")
+            lines.append(f"{measurement}{base_tags} {','.join(fields)} {ts}")
+    return lines
+
+
+class InfluxSurfacer:
+    """Batches metrics into line protocol and hands them to a WriteReplayer over a disk queue."""
+
+    def __init__(
+        self, options: Options, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.options = options
+        self.name = f"influxdb:{options.url}/{options.database}"
+        self._transport = transport
+        self._db_ready = False
+        self.replayer: WriteReplayer | None = None
+        #: Points dropped because the queue refused them (full, or a disk error).
+        self.dropped_points = 0
+        #: Points handed to the queue.
+        self.queued_points = 0
+
+    async def run(
+        self,
+        metrics: trio.MemoryReceiveChannel[EventMetrics],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        o = self.options
+        async with (
+            metrics,
+            open_queue(
+                o.resolved_queue_dir(), max_size=o.max_size, max_segment_size=o.max_segment_size
+            ) as queue,
+            httpx.AsyncClient(base_url=o.url, transport=self._transport) as client,
+        ):
+            replayer = WriteReplayer(
+                queue,
+                partial(self._send, client),
+                retry_interval=o.retry_interval,
+                retry_max_interval=o.retry_max_interval,
+                max_age=o.max_age,
+                purge_interval=o.purge_interval,
+                rate_limit=o.rate_limit,
+            )
+            self.replayer = replayer
+            async with trio.open_nursery() as nursery:
+                await nursery.start(replayer.run)
+                task_status.started()
+                await self._consume(metrics, replayer)
+                with trio.move_on_after(o.drain_timeout) as scope:
+                    await replayer.wait_drained()
+                if scope.cancelled_caught:
+                    logger.warning(
+                        "%s: %d bytes still queued in %s at shutdown; sent on next start",
+                        self.name,
+                        queue.disk_usage(),
+                        queue.directory,
+                    )
+                nursery.cancel_scope.cancel()
+
+    async def _consume(
+        self, metrics: trio.MemoryReceiveChannel[EventMetrics], replayer: WriteReplayer
+    ) -> None:
+        batch: list[str] = []
+        deadline = math.inf
+        while True:
+            em: EventMetrics | None = None
+            with trio.move_on_at(deadline):
+                try:
+                    em = await metrics.receive()
+                except trio.EndOfChannel:
+                    break
+            if em is None:  # the batch interval ran out
+                await self._flush(batch, replayer)
+                batch, deadline = [], math.inf
+                continue
+            if not batch:
+                deadline = trio.current_time() + self.options.batch_interval
+            batch.extend(to_lines(em, self.options.measurement_prefix))
+            if len(batch) >= self.options.batch_size:
+                await self._flush(batch, replayer)
+                batch, deadline = [], math.inf
+        await self._flush(batch, replayer)
+
+    async def _flush(self, lines: list[str], replayer: WriteReplayer) -> None:
+        if not lines:
+            return
+        try:
+            await replayer.write("\n".join(lines).encode())
+        except HandoffError as exc:
+            self.dropped_points += len(lines)
+            logger.warning("%s: dropped %d points: %s", self.name, len(lines), exc)
+            return
+        self.queued_points += len(lines)
+
+    async def _send(self, client: httpx.AsyncClient, data: bytes) -> None:
+        o = self.options
+        with trio.fail_after(o.request_timeout):
+            if not self._db_ready:
+                # Idempotent in InfluxDB 1.x; done before the first write and after a 404.
+                resp = await client.post("/query", params={"q": f'CREATE DATABASE "{o.database}"'})
+                if resp.status_code != 200:
+                    raise InfluxError(f"CREATE DATABASE failed: {resp.status_code} {resp.text}")
+                self._db_ready = True
+            resp = await client.post(
+                "/write", params={"db": o.database, "precision": "ns"}, content=data
+            )
+        if resp.status_code == 204:
+            return
+        if resp.status_code == 404:
+            self._db_ready = False
+            raise InfluxError(f"database {o.database!r} not found: {resp.text}")
+        if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):
+            # A bad batch stays bad: retrying it would block every batch behind it.
+            raise RecordRejected(f"InfluxDB refused a batch: {resp.status_code} {resp.text}")
+        raise InfluxError(f"write failed: {resp.status_code} {resp.text}")
+
+    def metrics(self) -> EventMetrics:
+        """The surfacer's own counters (queue and replay), for self-monitoring."""
+        em = EventMetrics(Kind.CUMULATIVE).add_label("surfacer", self.name)
+        em.add_metric("queued_points", Int(self.queued_points))
+        em.add_metric("dropped_points", Int(self.dropped_points))
+        if self.replayer is not None:
+            for field, value in attrs.asdict(self.replayer.stats()).items():
+                em.add_metric(field, Int(value))
+        return em
+
+
+def make_surfacer(options: Options) -> InfluxSurfacer:
+    return InfluxSurfacer(options)
