@@ -311,7 +311,7 @@ def _ratio(name: str, fig: tuple[float, float, float], base: tuple[float, float,
 async def _bench(args: argparse.Namespace, url: str) -> dict[str, object]:
     n = args.targets
     duration = 0.3 if args.quick else 0.8
-    rounds = 2 if args.quick else 5
+    rounds = 1 if args.quick else 5
     paced_rounds = 1 if args.quick else 4
     header = f"  {'variant':<34} {'probes/s':>9} {'CPU us/probe':>13} {'p50 RTT ms':>11}"
     print(f"part 1a: {n} targets back to back, {rounds} x {duration:g} s per variant (medians)")
