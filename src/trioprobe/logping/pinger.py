@@ -305,6 +305,10 @@ class Pinger:
     async def _append(self, seq: int, scope: trio.CancelScope) -> None:
         data = encode_ping(self.writer_id, seq)
         start = trio.current_time()
+        if seq == self._current_seq:
+            # Time the ping from the append itself, not from when its task was spawned: the
+            # scheduling hop in between is the pinger's, not the log's.
+            self._started_at = start
         failure: str | None = None
         try:
             with scope:
