@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .services import Etcd, InfluxDB, running, require_binary
+from .services import Etcd, InfluxDB, require_binary, running
 
 
 @pytest.fixture
@@ -24,3 +24,9 @@ def influxdb(tmp_path: Path) -> Iterator[InfluxDB]:
     service = InfluxDB(require_binary("influxd", "influxdb"), tmp_path)
     with running(service):
         yield service
+
+
+@pytest.fixture
+def prometheus_binary() -> str:
+    """The path of Debian's ``prometheus``; the test builds its own scrape config."""
+    return require_binary("prometheus", "prometheus")

@@ -26,7 +26,9 @@ REQUIRE_REAL = os.environ.get("TRIOPROBE_REQUIRE_REAL") == "1"
 
 def require_binary(name: str, package: str) -> str:
     """Return the path of ``name``, or skip (fail under TRIOPROBE_REQUIRE_REAL=1) if absent."""
-    path = shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
+    path = shutil.which(name) or (
+        f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None
+    )
     if path is None:
         reason = (
             f"{name} not found: install Debian's {package!r} package "
@@ -44,7 +46,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http_ok(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http_ok(
+    url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Poll ``url`` until it answers 2xx; raise with the reason if it never does."""
     deadline = time.monotonic() + timeout
     last: object = None
@@ -142,13 +146,17 @@ class InfluxDB(Service):
             f"[monitor]\n  store-enabled = false\n"
             f"[continuous_queries]\n  enabled = false\n"
         )
-        super().__init__([binary, "-config", str(config)], f"{self.url}/ping", data_dir / "influxd.log")
+        super().__init__(
+            [binary, "-config", str(config)], f"{self.url}/ping", data_dir / "influxd.log"
+        )
 
 
 class Prometheus(Service):
     """A Prometheus server scraping ``targets`` (host:port) every ``scrape_interval``."""
 
-    def __init__(self, binary: str, data_dir: Path, targets: list[str], scrape_interval: str = "1s") -> None:
+    def __init__(
+        self, binary: str, data_dir: Path, targets: list[str], scrape_interval: str = "1s"
+    ) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         config = data_dir / "prometheus.yml"

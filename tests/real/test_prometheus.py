@@ -1,0 +1,84 @@
+"""A real Prometheus scrapes a running trioprobe ``/metrics`` and finds the probe's series."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from trioprobe._asgi import serve_asgi
+from trioprobe.cli._demo import demo_app
+from trioprobe.config import parse_config
+from trioprobe.runner import Runner
+
+from .services import Prometheus
+
+
+def _query(prometheus_url: str, expr: str) -> list[dict[str, Any]]:
+    url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        body = json.load(resp)
+    assert body["status"] == "success", body
+    return list(body["data"]["result"])
+
+
+async def test_prometheus_scrapes_probe_series(prometheus_binary: str, tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        target_url = await nursery.start(serve_asgi, demo_app)
+        config = parse_config(
+            {
+                "probe": [
+                    {
+                        "name": "web",
+                        "type": "http",
+                        "targets": [f"{target_url}/", f"{target_url}/missing"],
+                        "interval": 0.2,
+                        "stats_interval": 0.5,
+                        "labels": {"env": "test"},
+                    }
+                ],
+                "surfacer": [{"type": "prometheus", "port": 0}],
+            }
+        )
+        runner = Runner(config)
+        await nursery.start(runner.run)
+        surfacer = runner.surfacers[0][0]
+        metrics_url: str = surfacer.url  # type: ignore[attr-defined]
+        host_port = metrics_url.removeprefix("http://")
+
+        prometheus = Prometheus(prometheus_binary, tmp_path, [host_port], scrape_interval="1s")
+        await trio.to_thread.run_sync(prometheus.start)
+        try:
+            found: dict[str, list[dict[str, Any]]] = {}
+            with trio.fail_after(45):
+                while True:
+                    await trio.sleep(0.5)
+                    found = {
+                        name: await trio.to_thread.run_sync(
+                            _query, prometheus.url, f'{name}{{probe="web"}}'
+                        )
+                        for name in ("total", "success")
+                    }
+                    ok = [r for r in found["success"] if r["metric"]["dst"].endswith("/")]
+                    if len(found["total"]) == 2 and ok and float(ok[0]["value"][1]) > 0:
+                        break
+        finally:
+            await trio.to_thread.run_sync(prometheus.stop)
+        runner.shutdown()
+        nursery.cancel_scope.cancel()
+
+    by_dst = {r["metric"]["dst"]: r for r in found["total"]}
+    assert set(by_dst) == {f"{target_url}/", f"{target_url}/missing"}
+    for series in found["total"] + found["success"]:
+        labels = series["metric"]
+        assert labels["ptype"] == "http"
+        assert labels["probe"] == "web"
+        assert labels["env"] == "test"
+        assert labels["job"] == "trioprobe"
+    failing = next(r for r in found["success"] if r["metric"]["dst"].endswith("/missing"))
+    assert float(failing["value"][1]) == 0.0
+    assert float(by_dst[f"{target_url}/missing"]["value"][1]) > 0
