@@ -144,6 +144,8 @@ class Pinger:
     reading from; its errors are logged, counted in ``replay_errors`` and retried every
     ``replay_retry_interval`` seconds. Rounds (replay + read) start at least ``restart_delay``
     seconds apart, so a reader that fails at once cannot make the pinger spin.
+    ``latency_buckets`` makes the (empty) Distribution for each latency metric; the default has
+    fine 10% buckets, an exporter may want fewer.
     """
 
     def __init__(
@@ -158,6 +160,7 @@ class Pinger:
         restart_delay: float = 0.1,
         on_ping: Callable[[PingOutcome], None] | None = None,
         writer_id: bytes | None = None,
+        latency_buckets: Callable[[], Distribution] = latency_distribution,
     ) -> None:
         if ping_interval <= 0:
             raise ValueError(f"ping_interval must be > 0, got {ping_interval}")
@@ -172,7 +175,9 @@ class Pinger:
         self.restart_delay = restart_delay
         self.on_ping = on_ping
         self.writer_id = writer_id if writer_id is not None else new_writer_id()
-        self.metrics = PingerMetrics()
+        self.metrics = PingerMetrics(
+            ping_latency=latency_buckets(), append_latency=latency_buckets()
+        )
         self.replays = 0
         self._ran = False
         # Round state (reset by _reset_round):

@@ -10,7 +10,8 @@ name): success with the append-to-read latency, or a failure whose ``error`` say
 ping (not read back before the next was due) is a ``timeout``. The pinger's other counters ride
 along as ``extras`` holding the *change* since the previous result, so the keeper's sums are the
 pinger's totals: ``appends_succeeded``, ``appends_failed``, ``disconnects``, ``restarts``,
-``replay_errors``, and ``append_latency`` (a Distribution in seconds). ``last_applied`` is a gauge.
+``replay_errors``, and ``append_latency`` (a Distribution in seconds, buckets from 10 µs
+doubling). ``last_applied`` is a gauge.
 
 The ping schedule is the pinger's own (``ping_interval``, default the probe's ``interval``): a ping
 that is not read back within one interval is aborted, so the probe's ``timeout`` is not used.
@@ -25,7 +26,7 @@ import attrs
 import trio
 
 from ..logping import Pinger, PingOutcome, PingStatus, check_log_spec, open_log
-from ..logping.pinger import PingerMetrics, latency_distribution
+from ..logping.pinger import PingerMetrics
 from ..metrics import Distribution
 from ..results import ProbeResult
 from . import TargetsFn
@@ -36,6 +37,13 @@ if TYPE_CHECKING:
 __all__ = ["LogPingProbe", "Options", "make_probe"]
 
 logger = logging.getLogger("trioprobe.probes.logping")
+
+
+def export_buckets() -> Distribution:
+    """Latency buckets for export: 10 µs doubling up to ~20 s, 23 buckets; every surfacer
+    (Prometheus, lines, InfluxDB) carries each bucket, so fewer than the pinger's default."""
+    return Distribution.exponential(base=2.0, scale=1e-5, count=21)
+
 
 _COUNTERS = ("appends_succeeded", "appends_failed", "disconnects", "restarts", "replay_errors")
 
@@ -80,7 +88,7 @@ class _Reporter:
         self.metrics = metrics
         self.send = send
         self.last = dict.fromkeys(_COUNTERS, 0)
-        self.last_append: Distribution = latency_distribution()
+        self.last_append: Distribution = export_buckets()
         self.dropped = 0
 
     def __call__(self, outcome: PingOutcome) -> None:
@@ -141,6 +149,7 @@ class LogPingProbe:
                 ping_interval=self.ping_interval,
                 pings_until_disconnect=opts.pings_until_disconnect,
                 replay_retry_interval=opts.replay_retry_interval,
+                latency_buckets=export_buckets,
             )
             pinger.on_ping = _Reporter(target, pinger.metrics, send)
             self.pingers[target] = pinger
