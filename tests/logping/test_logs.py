@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trioprobe.logping import (
     Disconnector,
@@ -176,3 +178,43 @@ async def test_file_log_rejects_foreign_file(tmp_path: Path) -> None:
     log = FileLog(tmp_path / "log")
     with pytest.raises(Exception, match="not a trioprobe log file"):
         await log.append(b"x")
+
+
+@given(writer=st.binary(max_size=40), seq=st.integers(min_value=0, max_value=2**64 - 1))
+def test_ping_encoding_round_trips(writer: bytes, seq: int) -> None:
+    assert decode_ping(encode_ping(writer, seq)) == Ping(writer, seq)
+
+
+@given(data=st.binary(max_size=60))
+def test_ping_decoding_never_raises(data: bytes) -> None:
+    decoded = decode_ping(data)
+    assert decoded is None or data.startswith(b"P")
+
+
+async def test_file_log_reader_polls_for_other_writers(tmp_path: Path) -> None:
+    """A writer this process cannot notify (here: the same file under another name, as for a
+    writer in another process) is seen by polling every poll_interval."""
+    (tmp_path / "log").touch()
+    (tmp_path / "alias").symlink_to(tmp_path / "log")
+    writer = FileLog(tmp_path / "alias", fsync=False)
+    reader = FileLog(tmp_path / "log", poll_interval=0.05)
+    await writer.append(b"first")
+    got: list[tuple[Entry, float]] = []
+
+    async def read() -> None:
+        async with aclosing(reader.read(1)) as entries:
+            async for entry in entries:
+                got.append((entry, trio.current_time()))
+                if len(got) == 2:
+                    return
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await trio.sleep(0.2)
+            appended = trio.current_time()
+            await writer.append(b"second")
+    assert [e for e, _ in got] == [Entry(1, b"first"), Entry(2, b"second")]
+    assert got[1][1] - appended < 0.5
+    writer.close()
+    reader.close()
