@@ -19,7 +19,8 @@ shared and single runs swing by +-10 %.
 1b. Paced, N targets every ``--paced-interval`` (0.25 s: 200 probes/s) with spread phases: the
    baseline GETs on the same tick grid. Here the p50 RTT is a real round trip and is compared.
 2. Schedule: 1,000 targets every 2 s with phases spread over the interval (as ``etcd_probing``
-   adds them). Lateness of each probe's start relative to its tick (p50/p99/max), dropped ticks,
+   adds them), beside 1,000 bare GET loops on the same tick grids (the baseline). Lateness of
+   each probe's start relative to its tick (p50/p99/max), dropped ticks,
    and the garbage collector's pauses; then the same after ``gc.freeze()``, and with all 1,000
    ids added at once (every tick on the same instant), to show why the spread matters.
 """
@@ -261,6 +262,47 @@ async def run_schedule(
     }
 
 
+async def run_bare_schedule(url: str, n: int, interval: float, duration: float) -> dict[str, float]:
+    """The baseline of part 2: ``n`` tasks, own clients, GET on spread tick grids; lateness."""
+    import httpx
+
+    lateness: list[float] = []
+    measuring = False
+    count = [0, 0]
+
+    async def loop(client: httpx.AsyncClient, first: float) -> None:
+        tick = trio.current_time() + first
+        while True:
+            await trio.sleep_until(tick)
+            if measuring:
+                lateness.append(trio.current_time() - tick)
+            tick += interval
+            response = await client.get(url)
+            count[response.status_code == 200] += 1
+
+    clients = [_client() for _ in range(n)]
+    async with trio.open_nursery() as nursery:
+        for i, client in enumerate(clients):
+            assert isinstance(client, httpx.AsyncClient)
+            nursery.start_soon(loop, client, interval * (i + 1) / n)
+        await trio.sleep(interval + 0.5)
+        measuring = True
+        await trio.sleep(duration)
+        measuring = False
+        nursery.cancel_scope.cancel()
+    for client in clients:
+        assert isinstance(client, httpx.AsyncClient)
+        await client.aclose()
+    ordered = sorted(lateness)
+    return {
+        "probes": len(lateness),
+        "p50_ms": ordered[len(ordered) // 2] * 1e3,
+        "p99_ms": ordered[int(len(ordered) * 0.99)] * 1e3,
+        "max_ms": ordered[-1] * 1e3,
+        "failed": count[0],
+    }
+
+
 # --- main --------------------------------------------------------------------------------------
 
 
@@ -311,8 +353,8 @@ def _ratio(name: str, fig: tuple[float, float, float], base: tuple[float, float,
 async def _bench(args: argparse.Namespace, url: str) -> dict[str, object]:
     n = args.targets
     duration = 0.3 if args.quick else 0.8
-    rounds = 1 if args.quick else 5
-    paced_rounds = 1 if args.quick else 4
+    rounds = 1 if args.quick else 4
+    paced_rounds = 1 if args.quick else 3
     header = f"  {'variant':<34} {'probes/s':>9} {'CPU us/probe':>13} {'p50 RTT ms':>11}"
     print(f"part 1a: {n} targets back to back, {rounds} x {duration:g} s per variant (medians)")
     if not args.quick:  # imports and caches (each run also warms up before its window)
@@ -351,7 +393,7 @@ async def _bench(args: argparse.Namespace, url: str) -> dict[str, object]:
     print(_ratio("Prober + results / baseline", p_res, p_bare))
 
     big, big_interval = 1000, 2.0
-    span = 1.0 if args.quick else 4.0
+    span = 1.0 if args.quick else 3.0
     print(
         f"part 2: {big} targets every {big_interval:g} s, lateness of probe starts over {span:g} s"
         " after the first round"
@@ -361,15 +403,25 @@ async def _bench(args: argparse.Namespace, url: str) -> dict[str, object]:
         "max {max_ms:.2f} ms, missed ticks {missed_ticks:.0f}, loss {loss:.0f}; "
         "GC pauses {gc_pauses:.0f}, longest {gc_max_ms:.1f} ms"
     )
+    bare_line = (
+        "{probes:.0f} GETs, lateness p50 {p50_ms:.2f} ms, p99 {p99_ms:.2f} ms, "
+        "max {max_ms:.2f} ms, failed {failed:.0f}"
+    )
+    sched_bare = await run_bare_schedule(url, big, big_interval, span)
+    print("  bare GET loops (baseline): " + bare_line.format(**sched_bare))
     spread = await run_schedule(url, big, big_interval, span, spread=True)
-    print("  spread phases:          " + line.format(**spread))
+    print("  Prober, spread phases:     " + line.format(**spread))
+    print(
+        f"  ratio Prober/baseline: p50 x{spread['p50_ms'] / sched_bare['p50_ms']:.2f}, "
+        f"p99 x{spread['p99_ms'] / sched_bare['p99_ms']:.2f}"
+    )
     frozen: dict[str, float] | None = None
     aligned: dict[str, float] | None = None
     if not args.quick:
         frozen = await run_schedule(url, big, big_interval, span, spread=True, freeze=True)
-        print("  spread + gc.freeze():   " + line.format(**frozen))
+        print("  Prober + gc.freeze():     " + line.format(**frozen))
         aligned = await run_schedule(url, big, big_interval, span, spread=False)
-        print("  aligned (all at once):  " + line.format(**aligned))
+        print("  Prober, all ids at once:   " + line.format(**aligned))
 
     def fig(f: tuple[float, float, float]) -> dict[str, float]:
         return {"rate": f[0], "cpu_us": f[1], "p50_ms": f[2]}
@@ -378,6 +430,7 @@ async def _bench(args: argparse.Namespace, url: str) -> dict[str, object]:
         "targets": n,
         "saturated": {"bare": fig(bare), "prober": fig(prober), "prober_results": fig(results)},
         "paced": {"interval": interval, "bare": fig(p_bare), "prober_results": fig(p_res)},
+        "schedule_bare": sched_bare,
         "schedule_spread": spread,
         "schedule_spread_frozen": frozen,
         "schedule_aligned": aligned,
