@@ -168,3 +168,20 @@ async def test_http_errors_are_unavailable(autojump_clock: trio.abc.Clock) -> No
     )
     with pytest.raises(LogUnavailableError, match="503: etcdserver: no leader"):
         await log.append(b"x")
+
+
+async def test_garbage_replies_are_unavailable(autojump_clock: trio.abc.Clock) -> None:
+    async def garbage(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v3/kv/put":
+            return httpx.Response(200, text="<html>proxy error</html>")
+        return httpx.Response(200, json={"no": "header"})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(garbage))
+    log = EtcdLog("http://etcd", "p/", client=client)
+    with pytest.raises(LogUnavailableError, match="non-JSON"):
+        await log.append(b"x")
+    with pytest.raises(LogUnavailableError, match=r"no header\.revision"):
+        await log.next_index()
+    gw = Gateway([[b"not json\n"]])
+    with pytest.raises(LogUnavailableError, match="not JSON"):
+        await take(make(gw, reconnect_delay=None), 1, 1)

@@ -487,16 +487,27 @@ class EtcdLog:
                 f"log {self._name!r}: POST /v3/{path} answered {resp.status_code}: "
                 f"{resp.text[:200]}"
             )
-        result: dict[str, Any] = resp.json()
+        try:
+            result: dict[str, Any] = resp.json()
+        except ValueError:
+            msg = f"log {self._name!r}: POST /v3/{path} answered non-JSON: {resp.text[:200]!r}"
+            raise LogUnavailableError(msg) from None
         return result
+
+    def _revision(self, reply: dict[str, Any], path: str) -> int:
+        try:
+            return int(reply["header"]["revision"])
+        except (KeyError, TypeError, ValueError):
+            msg = f"log {self._name!r}: POST /v3/{path} reply has no header.revision: {reply!r}"
+            raise LogUnavailableError(msg) from None
 
     async def append(self, data: bytes) -> int:
         reply = await self._post("kv/put", {"key": _b64(self.key), "value": _b64(data)})
-        return int(reply["header"]["revision"])
+        return self._revision(reply, "kv/put")
 
     async def next_index(self) -> int:
         reply = await self._post("kv/range", {"key": _b64(self.key), "limit": 1, "keys_only": True})
-        return int(reply["header"]["revision"]) + 1
+        return self._revision(reply, "kv/range") + 1
 
     async def compact(self, revision: int) -> None:
         """Discard the history below ``revision`` (etcd compaction); for tests and operators."""
@@ -602,7 +613,12 @@ class _WatchStream:
                 raise LogUnavailableError(f"log {self.log.name!r}: watch broke: {exc!r}") from exc
             if not line.strip():
                 continue
-            msg = json.loads(line)
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                raise LogUnavailableError(
+                    f"log {self.log.name!r}: watch sent a line that is not JSON: {line[:200]!r}"
+                ) from None
             if "error" in msg:
                 raise LogUnavailableError(f"log {self.log.name!r}: watch error: {msg['error']}")
             result = msg.get("result", {})
