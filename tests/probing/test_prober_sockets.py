@@ -47,6 +47,7 @@ async def test_outage_and_recovery() -> None:
         srtt = status.srtt
         assert srtt > 0  # survives the outage
         port = httpx.URL(url).port
+        assert port is not None
         async with trio.open_nursery() as servers:
             await servers.start(
                 lambda task_status: serve_health(port=port, task_status=task_status)
