@@ -74,6 +74,14 @@ async def queue_append(directory: str, n: int, sync: str, tasks: int) -> float:
         return trio.current_time() - start
 
 
+async def queue_append_many(directory: str, n: int, per_call: int) -> float:
+    async with open_queue(directory) as q:
+        start = trio.current_time()
+        for i in range(0, n, per_call):
+            await q.append_many([payload(j) for j in range(i, i + per_call)])
+        return trio.current_time() - start
+
+
 def persist_queue(path: str, n: int) -> float:
     import persistqueue
 
@@ -87,17 +95,10 @@ def persist_queue(path: str, n: int) -> float:
     return elapsed
 
 
-async def fill(directory: str, n: int) -> None:
+async def fill_many(directory: str, n: int) -> None:
     async with open_queue(directory) as q:
-        batch = 256
-
-        async def appender(k: int) -> None:
-            for i in range(k, n, batch):
-                await q.append(payload(i))
-
-        async with trio.open_nursery() as nursery:
-            for k in range(batch):
-                nursery.start_soon(appender, k)
+        for i in range(0, n, 1000):
+            await q.append_many([payload(j) for j in range(i, min(n, i + 1000))])
 
 
 async def open_and_replay(directory: str) -> tuple[float, float, int]:
@@ -121,8 +122,9 @@ async def rate_limited(directory: str, limit: int, seconds: float) -> float:
         sent += len(data)
 
     async with open_queue(directory) as q:
-        for i in range(int(limit * seconds * 1.5 / RECORD) + 10):
-            await q.append(payload(i))  # a backlog larger than the window can drain
+        backlog = int(limit * seconds * 1.5 / RECORD) + 10  # more than the window can drain
+        for i in range(0, backlog, 1000):
+            await q.append_many([payload(j) for j in range(i, i + 1000)])
         r = WriteReplayer(q, send, rate_limit=limit)
         async with trio.open_nursery() as nursery:
             start = trio.current_time()
@@ -147,45 +149,54 @@ def main() -> None:
     quick = args.quick
     base = tempfile.mkdtemp(prefix="hh-bench-", dir=args.dir)
     sub: Callable[[str], str] = lambda name: os.path.join(base, name)  # noqa: E731
-    n_each = 300 if quick else 2000
-    n_group = 20_000 if quick else 100_000
+    n_each = 200 if quick else 1000
+    n_group = 20_000 if quick else 50_000
     n_sqlite = 200 if quick else 1000
     replay_mib = 20 if quick else 100
     limit_seconds = 2.0 if quick else 10.0
     try:
         print(f"1 KiB records, files in {base}")
-        print("per-record fsync:")
-        raw_each = line("raw write+fdatasync each", n_each, raw_append(sub("raw1"), n_each, 1))
-        q_each = line(
-            "queue sync=record, 1 appender",
-            n_each,
-            trio.run(queue_append, sub("q1"), n_each, "record", 1),
-        )
-        q_each16 = line(
-            "queue sync=record, 16 appenders",
-            n_each,
-            trio.run(queue_append, sub("q16"), n_each, "record", 16),
-        )
-        print("group commit:")
-        raw_100 = line(
-            "raw write, fdatasync every 100", n_group, raw_append(sub("raw100"), n_group, 100)
-        )
-        q_group = line(
-            "queue sync=group, 100 appenders",
-            n_group,
-            trio.run(queue_append, sub("qg"), n_group, "group", 100),
-        )
+        # The disk is shared and noisy: alternate each pair twice and keep the best of each.
+        print("per-record fsync (best of 2, alternating):")
+        raw_each = q_each = q_each16 = 0.0
+        for i in range(2):
+            raw_each = max(raw_each, n_each / raw_append(sub(f"raw1-{i}"), n_each, 1))
+            q_each = max(
+                q_each, n_each / trio.run(queue_append, sub(f"q1-{i}"), n_each, "record", 1)
+            )
+            q_each16 = max(
+                q_each16, n_each / trio.run(queue_append, sub(f"q16-{i}"), n_each, "record", 16)
+            )
+        line("raw write+fdatasync each", n_each, n_each / raw_each)
+        line("queue sync=record, 1 appender", n_each, n_each / q_each)
+        line("queue sync=record, 16 appenders", n_each, n_each / q_each16)
+        print("group commit (best of 2, alternating):")
+        raw_100 = q_group = q_many = 0.0
+        for i in range(2):
+            q_many = max(
+                q_many, n_group / trio.run(queue_append_many, sub(f"qm-{i}"), n_group, 100)
+            )
+            shutil.rmtree(sub(f"qm-{i}"))
+            raw_100 = max(raw_100, n_group / raw_append(sub(f"raw100-{i}"), n_group, 100))
+            q_group = max(
+                q_group, n_group / trio.run(queue_append, sub(f"qg-{i}"), n_group, "group", 100)
+            )
+            shutil.rmtree(sub(f"qg-{i}"))
+            os.unlink(sub(f"raw100-{i}"))
+        line("raw write, fdatasync every 100", n_group, n_group / raw_100)
+        line("queue sync=group, 100 appenders", n_group, n_group / q_group)
+        line("queue append_many(100 records), 1 task", n_group, n_group / q_many)
         print("baseline:")
         sqlite = line(
-            "persist-queue SQLiteQueue (auto_commit)",
+            "persist-queue SQLiteQueue (auto_commit, WAL)",
             n_sqlite,
             persist_queue(sub("sqlite"), n_sqlite),
         )
         print(f"replay and recovery ({replay_mib} MiB queue):")
         n_fill = replay_mib * (1 << 20) // FRAMED
         t0 = time.perf_counter()
-        trio.run(fill, sub("big"), n_fill)
-        line("filling it (group commit, 256 appenders)", n_fill, time.perf_counter() - t0)
+        trio.run(fill_many, sub("big"), n_fill)
+        line("filling it (append_many, 1000 per call)", n_fill, time.perf_counter() - t0)
         opened, replay, n_read = trio.run(open_and_replay, sub("big"))
         assert n_read == n_fill, (n_read, n_fill)
         print(f"  open + recover with CRC checks (verify=True)  {opened:>8.3f} s")
@@ -198,7 +209,8 @@ def main() -> None:
         print("ratios:")
         ratio("record mode, 1 appender / raw fsync-each", q_each, raw_each, 0.8)
         ratio("record mode, 16 appenders / raw fsync-each", q_each16, raw_each, 0.8)
-        ratio("group commit / raw fsync-every-100", q_group, raw_100, 0.6)
+        ratio("group commit (100 tasks) / raw fsync-every-100", q_group, raw_100, 0.6)
+        ratio("append_many(100) / raw fsync-every-100", q_many, raw_100, 0.6)
         ratio("record mode (1 appender) / persist-queue", q_each, sqlite, 10)
         ratio("group commit / persist-queue", q_group, sqlite, 10)
         print(f"  replay reads >= 100,000 rec/s: {'OK' if replay_rps >= 100_000 else 'BELOW'}")

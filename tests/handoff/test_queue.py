@@ -444,3 +444,21 @@ def test_segment_file_layout(tmp_path: Path) -> None:
     assert len(head) == 32
     assert _format.decode_head(head) == (7, 99)
     assert os.path.basename(_format.HEAD_FILE) == "head"
+
+
+async def test_append_many_is_one_batch_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncs = []
+    real = queue_mod._fdatasync
+    monkeypatch.setattr(queue_mod, "_fdatasync", lambda fd: (syncs.append(fd), real(fd))[1])
+    async with open_queue(tmp_path / "q", max_size=HDR + 3 * (REC + 1)) as q:
+        syncs.clear()
+        await q.append_many([b"a", b"b"])
+        assert len(syncs) == 1
+        with pytest.raises(QueueFullError, match=r"2 record\(s\)"):
+            await q.append_many([b"c", b"d"])  # all or nothing: neither is written
+        with pytest.raises(SegmentFullError):
+            await q.append_many([b"e", b"x" * 10**9])
+        await q.append_many([b"c"])
+        assert await drain(q) == [b"a", b"b", b"c"]
