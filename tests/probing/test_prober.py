@@ -527,3 +527,17 @@ def test_status_repr_is_readable() -> None:
     assert "'peer-1'" in text
     assert "srtt=2.000ms" in text
     assert "clock_diff=+999.000ms" in text
+
+
+async def test_result_error_names_endpoint_and_kind_for_transport_errors(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    send, receive = trio.open_memory_channel[ProbeResult](4)
+    async with prober_with(_connect_error, results=send) as prober:
+        prober.add_http("a", 1.0, [URL])
+        await trio.sleep(1.5)
+    send.close()
+    [result] = [r async for r in receive]
+    assert not result.success
+    assert not result.timeout
+    assert result.error == f"{URL}: ConnectError: connection refused"

@@ -471,7 +471,7 @@ class Prober:
             rtt, remote_now = outcome
             status.record_success(rtt, self._wall_clock(), remote_now)
         if self._results is not None:
-            result = _make_result(status, outcome, rtt)
+            result = _make_result(status, endpoint, outcome, rtt)
             try:
                 # No checkpoint when there is room (``send`` always yields); back-pressure if full.
                 self._results.send_nowait(result)
@@ -541,7 +541,7 @@ _ProbeResult: type[ProbeResult] | None = None
 
 
 def _make_result(
-    status: Status, outcome: tuple[float, float] | Exception, rtt: float
+    status: Status, endpoint: httpx.URL, outcome: tuple[float, float] | Exception, rtt: float
 ) -> ProbeResult:
     """The probe as a :class:`~trioprobe.results.ProbeResult` for the stats keeper.
 
@@ -554,10 +554,16 @@ def _make_result(
         _ProbeResult = ProbeResult
     gauges = {"srtt": status.srtt, "clock_diff": status.clock_diff}
     if isinstance(outcome, Exception):
+        if isinstance(outcome, ProbeFailure):
+            error = str(outcome)  # already names the endpoint
+        else:
+            # httpx's messages ("All connection attempts failed") name neither the URL nor the
+            # kind of failure; a dashboard line needs both.
+            error = f"{endpoint}: {type(outcome).__name__}: {outcome}".rstrip(": ")
         return _ProbeResult(
             status.probe_id,
             False,
-            error=str(outcome) or type(outcome).__name__,
+            error=error,
             timeout=isinstance(outcome, ProbeTimeout),
             gauges=gauges,
         )
