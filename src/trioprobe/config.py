@@ -33,6 +33,7 @@ from typing import Any, Literal
 import attrs
 import cattrs
 from cattrs.errors import ClassValidationError
+from cattrs.v import format_exception
 
 from .metrics import Distribution, MetricsError
 from .probes import PROBE_TYPES, load_probe_type
@@ -124,9 +125,18 @@ _SURFACER_KEYS = frozenset(attrs.fields_dict(SurfacerSpec))
 _TOP_KEYS = frozenset({"probe", "surfacer", "shutdown_grace"})
 
 
+def _format_exception(exc: BaseException, type_: type | None) -> str:
+    # A ValueError with no target type was raised by an Options validator, whose message says
+    # what is wrong; cattrs would reduce it to "invalid value".
+    if isinstance(exc, ValueError) and type_ is None and str(exc):
+        return str(exc)
+    return format_exception(exc, type_)
+
+
 def _describe(exc: BaseException, path: str) -> list[str]:
     if isinstance(exc, ClassValidationError | cattrs.BaseValidationError):
-        return [_tidy(m) for m in cattrs.transform_error(exc, path=path)]
+        messages = cattrs.transform_error(exc, path=path, format_exception=_format_exception)
+        return [_tidy(m) for m in messages]
     return [f"{exc} @ {path}"]
 
 
