@@ -21,8 +21,9 @@ async def test_prober_with_its_own_clients_against_serve_health() -> None:
     async with trio.open_nursery() as servers:
         url = await servers.start(serve_health)
         async with open_prober() as prober:
-            status = prober.add_http("local", 0.02, [url])
-            other = prober.add_http("local-2", 0.02, [url])
+            # A generous timeout: on a loaded machine a 20 ms deadline would count as loss.
+            status = prober.add_http("local", 0.02, [url], timeout=5.0)
+            other = prober.add_http("local-2", 0.02, [url], timeout=5.0)
             await wait_for(lambda: status.total >= 10 and other.total >= 10)
             assert status.loss == 0
             assert status.health is True
@@ -37,7 +38,7 @@ async def test_outage_and_recovery() -> None:
     async with open_prober() as prober:
         async with trio.open_nursery() as servers:
             url = await servers.start(serve_health)
-            status = prober.add_http("p", 0.02, [url])
+            status = prober.add_http("p", 0.02, [url], timeout=5.0)
             await wait_for(lambda: status.health and status.total >= 3)
             servers.cancel_scope.cancel()
         loss = status.loss
