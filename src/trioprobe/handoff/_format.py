@@ -12,7 +12,7 @@ Segment file ``<dir>/<n>`` (``n`` = 1, 2, 3 ... in decimal, read in numeric orde
 
 A record's CRC covers its length, its time and its payload, so a corrupt length is caught too.
 Head file ``<dir>/head``: magic b"TPHQHEAD" | version u16 | reserved u16 | segment u64 | offset u64
-| crc32c(bytes 0..28) u32, all big-endian, 32 bytes, replaced atomically (write, fsync, rename).
+| crc32c(bytes 0..28) u32, all big-endian, 32 bytes, replaced atomically (write, rename).
 """
 
 from __future__ import annotations

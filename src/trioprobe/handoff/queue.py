@@ -31,6 +31,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from typing import Literal
 
 import attrs
@@ -723,13 +724,20 @@ class DiskBackedQueue:
         os.unlink(path)
         _fsync_dir(self.directory)
 
-    def _write_head_sync(self, segment: int, offset: int) -> None:
+    def _write_head_sync(self, segment: int, offset: int, *, durable: bool = True) -> None:
+        """Replace the head file atomically (write a temp file, rename it over).
+
+        ``durable=False`` skips the fsync: the periodic saves only bound how much is re-read
+        after a crash. If a power loss leaves an old or broken head file, the queue reads from
+        an earlier record (or the first segment) again: more duplicates, never a lost record.
+        """
         path = os.path.join(self.directory, HEAD_FILE)
         tmp = path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             _write_all(fd, encode_head(segment, offset))
-            _fdatasync(fd)
+            if durable:
+                _fdatasync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, path)
@@ -739,16 +747,16 @@ class DiskBackedQueue:
         self._advanced = 0
         self._last_head_sync = trio.current_time()
 
-    async def _persist_head(self) -> None:
+    async def _persist_head(self, *, durable: bool = False) -> None:
         head = (self._segments[0].id, self._hpos)
-        if head != self._persisted_head:
-            await trio.to_thread.run_sync(self._write_head_sync, *head)
+        if durable or head != self._persisted_head:
+            await trio.to_thread.run_sync(partial(self._write_head_sync, *head, durable=durable))
         self._mark_head_persisted(head)
 
     async def sync_head(self) -> None:
-        """Persist the head position now (otherwise it is persisted lazily)."""
+        """Persist the head position durably now (otherwise it is saved lazily)."""
         self._check_open()
-        await self._persist_head()
+        await self._persist_head(durable=True)
 
     # -- maintenance ------------------------------------------------------------------------
     async def purge_older_than(self, when: float) -> int:
