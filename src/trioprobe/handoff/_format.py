@@ -21,7 +21,6 @@ import enum
 import os
 import re
 import struct
-from collections.abc import Iterator
 
 import attrs
 import crc32c as _crc32c
@@ -200,9 +199,3 @@ def list_segments(directory: str) -> list[int]:
                 ids.append(int(entry.name))
     ids.sort()
     return ids
-
-
-def iter_records(
-    data: bytes, start: int, max_len: int = 2**32 - 1
-) -> Iterator[tuple[int, int, int]]:
-    yield from scan(data, start, max_len).records
