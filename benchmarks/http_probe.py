@@ -262,45 +262,97 @@ async def run_schedule(
     }
 
 
-async def run_bare_schedule(url: str, n: int, interval: float, duration: float) -> dict[str, float]:
-    """The baseline of part 2: ``n`` tasks, own clients, GET on spread tick grids; lateness."""
+async def run_mixed(url: str, n: int, interval: float, duration: float) -> dict[str, float]:
+    """Bare GET loops and Prober ids side by side in one event loop, at the same moments.
+
+    Target ``i`` ticks at phase ``(i + 1) / n`` of the interval; even targets are bare loops (own
+    client, ``sleep_until`` on the grid), odd ones Prober ids. Both halves suffer the same CPU
+    contention at the same instants, which makes RTT and lateness comparable on a shared machine
+    where back-to-back runs are not.
+    """
     import httpx
 
-    lateness: list[float] = []
+    from trioprobe.probing import open_prober
+    from trioprobe.results import ProbeResult
+
     measuring = False
-    count = [0, 0]
+    bare_rtt: list[float] = []
+    bare_late: list[float] = []
+    prober_rtt: list[float] = []
+    prober_late: list[float] = []
 
     async def loop(client: httpx.AsyncClient, first: float) -> None:
         tick = trio.current_time() + first
         while True:
             await trio.sleep_until(tick)
-            if measuring:
-                lateness.append(trio.current_time() - tick)
+            late = trio.current_time() - tick
             tick += interval
+            start = trio.current_time()
             response = await client.get(url)
-            count[response.status_code == 200] += 1
+            if measuring:
+                bare_rtt.append(trio.current_time() - start)
+                bare_late.append(late)
+            assert response.status_code == 200
 
-    clients = [_client() for _ in range(n)]
+    def on_tick(_id: str, late: float) -> None:
+        if measuring:
+            prober_late.append(late)
+
+    send, receive = trio.open_memory_channel[ProbeResult](256)
+
+    async def consume() -> None:
+        async for result in receive:
+            if measuring and result.success:
+                prober_rtt.append(result.latency)
+
+    clients = [_client() for _ in range(0, n, 2)]
     async with trio.open_nursery() as nursery:
-        for i, client in enumerate(clients):
-            assert isinstance(client, httpx.AsyncClient)
-            nursery.start_soon(loop, client, interval * (i + 1) / n)
-        await trio.sleep(interval + 0.5)
-        measuring = True
-        await trio.sleep(duration)
-        measuring = False
+        nursery.start_soon(consume)
+        async with open_prober(results=send, on_tick=on_tick) as prober:
+            for i in range(n):
+                phase = interval * (i + 1) / n
+                if i % 2 == 0:
+                    client = clients[i // 2]
+                    assert isinstance(client, httpx.AsyncClient)
+                    nursery.start_soon(loop, client, phase)
+                else:
+                    prober.add_http(f"t{i}", interval, [url], timeout=10.0, first_probe_after=phase)
+            await trio.sleep(interval + 0.5)
+            measuring = True
+            await trio.sleep(duration)
+            measuring = False
+        send.close()
         nursery.cancel_scope.cancel()
     for client in clients:
         assert isinstance(client, httpx.AsyncClient)
         await client.aclose()
-    ordered = sorted(lateness)
+
+    def pct(xs: list[float], q: float) -> float:
+        ordered = sorted(xs)
+        return ordered[min(int(len(ordered) * q), len(ordered) - 1)] * 1e3 if ordered else 0.0
+
     return {
-        "probes": len(lateness),
-        "p50_ms": ordered[len(ordered) // 2] * 1e3,
-        "p99_ms": ordered[int(len(ordered) * 0.99)] * 1e3,
-        "max_ms": ordered[-1] * 1e3,
-        "failed": count[0],
+        "bare_probes": len(bare_rtt),
+        "prober_probes": len(prober_rtt),
+        "bare_rtt_p50_ms": pct(bare_rtt, 0.5),
+        "prober_rtt_p50_ms": pct(prober_rtt, 0.5),
+        "bare_late_p50_ms": pct(bare_late, 0.5),
+        "bare_late_p99_ms": pct(bare_late, 0.99),
+        "prober_late_p50_ms": pct(prober_late, 0.5),
+        "prober_late_p99_ms": pct(prober_late, 0.99),
     }
+
+
+def _mixed_lines(m: dict[str, float]) -> list[str]:
+    return [
+        f"  {'':<34} {'probes':>7} {'p50 RTT ms':>11} {'late p50 ms':>12} {'late p99 ms':>12}",
+        f"  {'bare httpx GET loops (baseline)':<34} {m['bare_probes']:7.0f} "
+        f"{m['bare_rtt_p50_ms']:11.3f} {m['bare_late_p50_ms']:12.2f} {m['bare_late_p99_ms']:12.2f}",
+        f"  {'Prober + ProbeResult channel':<34} {m['prober_probes']:7.0f} "
+        f"{m['prober_rtt_p50_ms']:11.3f} {m['prober_late_p50_ms']:12.2f} "
+        f"{m['prober_late_p99_ms']:12.2f}",
+        f"  ratio Prober/baseline: p50 RTT x{m['prober_rtt_p50_ms'] / m['bare_rtt_p50_ms']:.3f}",
+    ]
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -354,7 +406,7 @@ async def _bench(args: argparse.Namespace, url: str) -> dict[str, object]:
     n = args.targets
     duration = 0.3 if args.quick else 0.8
     rounds = 1 if args.quick else 4
-    paced_rounds = 1 if args.quick else 3
+    paced_rounds = 3
     header = f"  {'variant':<34} {'probes/s':>9} {'CPU us/probe':>13} {'p50 RTT ms':>11}"
     print(f"part 1a: {n} targets back to back, {rounds} x {duration:g} s per variant (medians)")
     if not args.quick:  # imports and caches (each run also warms up before its window)
@@ -375,25 +427,35 @@ async def _bench(args: argparse.Namespace, url: str) -> dict[str, object]:
     print("  (saturated: RTT here is queueing for this process's CPU, so it is not compared)")
 
     interval = args.paced_interval
-    print(
-        f"part 1b: {n} targets every {interval:g} s ({n / interval:.0f} probes/s), "
-        f"{paced_rounds} x {2 * duration:g} s per variant (medians)"
-    )
-    paced: dict[str, list[Run]] = {"bare": [], "results": []}
-    for _ in range(paced_rounds):
-        paced["bare"].append(await run_bare(url, n, 2 * duration, interval))
-        paced["results"].append(
-            await run_prober(url, n, 2 * duration, with_results=True, interval=interval)
+    p_bare: tuple[float, float, float] | None = None
+    p_res: tuple[float, float, float] | None = None
+    if not args.quick:
+        print(
+            f"part 1b: {n} targets every {interval:g} s ({n / interval:.0f} probes/s), "
+            f"{paced_rounds} x {2 * duration:g} s per variant (medians)"
         )
-    p_bare = _summary(paced["bare"], 2 * duration)
-    p_res = _summary(paced["results"], 2 * duration)
-    print(header)
-    print(_row("bare paced httpx GET loop (baseline)", p_bare))
-    print(_row("Prober + ProbeResult channel", p_res))
-    print(_ratio("Prober + results / baseline", p_res, p_bare))
+        paced: dict[str, list[Run]] = {"bare": [], "results": []}
+        for _ in range(paced_rounds):
+            paced["bare"].append(await run_bare(url, n, 2 * duration, interval))
+            paced["results"].append(
+                await run_prober(url, n, 2 * duration, with_results=True, interval=interval)
+            )
+        p_bare = _summary(paced["bare"], 2 * duration)
+        p_res = _summary(paced["results"], 2 * duration)
+        print(header)
+        print(_row("bare paced httpx GET loop (baseline)", p_bare))
+        print(_row("Prober + ProbeResult channel", p_res))
+        print(_ratio("Prober + results / baseline", p_res, p_bare))
+
+    span = 1.0 if args.quick else 3.0
+    print(
+        f"part 1c: {n} targets every {interval:g} s, half bare loops and half Prober ids in the"
+        f" same event loop at the same time, {span:g} s"
+    )
+    mixed = await run_mixed(url, n, interval, span)
+    print("\n".join(_mixed_lines(mixed)))
 
     big, big_interval = 1000, 2.0
-    span = 1.0 if args.quick else 3.0
     print(
         f"part 2: {big} targets every {big_interval:g} s, lateness of probe starts over {span:g} s"
         " after the first round"
@@ -403,25 +465,16 @@ async def _bench(args: argparse.Namespace, url: str) -> dict[str, object]:
         "max {max_ms:.2f} ms, missed ticks {missed_ticks:.0f}, loss {loss:.0f}; "
         "GC pauses {gc_pauses:.0f}, longest {gc_max_ms:.1f} ms"
     )
-    bare_line = (
-        "{probes:.0f} GETs, lateness p50 {p50_ms:.2f} ms, p99 {p99_ms:.2f} ms, "
-        "max {max_ms:.2f} ms, failed {failed:.0f}"
-    )
-    sched_bare = await run_bare_schedule(url, big, big_interval, span)
-    print("  bare GET loops (baseline): " + bare_line.format(**sched_bare))
     spread = await run_schedule(url, big, big_interval, span, spread=True)
-    print("  Prober, spread phases:     " + line.format(**spread))
-    print(
-        f"  ratio Prober/baseline: p50 x{spread['p50_ms'] / sched_bare['p50_ms']:.2f}, "
-        f"p99 x{spread['p99_ms'] / sched_bare['p99_ms']:.2f}"
-    )
-    frozen: dict[str, float] | None = None
+    print("  Prober, 1,000 ids, spread phases: " + line.format(**spread))
+    big_mixed: dict[str, float] | None = None
     aligned: dict[str, float] | None = None
     if not args.quick:
-        frozen = await run_schedule(url, big, big_interval, span, spread=True, freeze=True)
-        print("  Prober + gc.freeze():     " + line.format(**frozen))
+        big_mixed = await run_mixed(url, big, big_interval, span)
+        print(f"  {big // 2} bare loops + {big // 2} Prober ids side by side:")
+        print("\n".join(_mixed_lines(big_mixed)))
         aligned = await run_schedule(url, big, big_interval, span, spread=False)
-        print("  Prober, all ids at once:   " + line.format(**aligned))
+        print("  Prober, 1,000 ids added at once:  " + line.format(**aligned))
 
     def fig(f: tuple[float, float, float]) -> dict[str, float]:
         return {"rate": f[0], "cpu_us": f[1], "p50_ms": f[2]}
@@ -429,10 +482,14 @@ async def _bench(args: argparse.Namespace, url: str) -> dict[str, object]:
     return {
         "targets": n,
         "saturated": {"bare": fig(bare), "prober": fig(prober), "prober_results": fig(results)},
-        "paced": {"interval": interval, "bare": fig(p_bare), "prober_results": fig(p_res)},
-        "schedule_bare": sched_bare,
+        "paced": {
+            "interval": interval,
+            "bare": fig(p_bare) if p_bare else None,
+            "prober_results": fig(p_res) if p_res else None,
+        },
+        "mixed": mixed,
         "schedule_spread": spread,
-        "schedule_spread_frozen": frozen,
+        "schedule_mixed": big_mixed,
         "schedule_aligned": aligned,
     }
 
