@@ -177,6 +177,8 @@ class _Server:
         self.hwm = hwm
         self.address: str | None = None
         self._worker_metrics: list[ServerMetrics] = []
+        # Routing id -> metrics key, so each message does not decode its sender again.
+        self._names: dict[bytes, str] = {}
 
     @property
     def metrics(self) -> ServerMetrics:
@@ -207,7 +209,17 @@ class _Server:
     ) -> None:
         """Answer one request; a handler error becomes an error reply, never a dead server."""
         envelope, body = split_envelope(frames)
-        metrics.increment(_client_name(frames[0]), trio.current_time())
+        # metrics.increment(), inlined: this runs once per message and the servers' overhead
+        # over raw pyzmq is measured in microseconds.
+        if metrics.started is None:
+            metrics.started = trio.current_time()
+        metrics.received += 1
+        names = self._names
+        client = names.get(frames[0])
+        if client is None:
+            client = names[frames[0]] = _client_name(frames[0])
+        by_client = metrics.accesses_by_client
+        by_client[client] = by_client.get(client, 0) + 1
         reply: list[bytes]
         if len(body) > 1:
             metrics.errors += 1
@@ -237,7 +249,9 @@ class _Server:
             # The client went away (Lazy Pirate clients reconnect under a new identity).
             metrics.unroutable += 1
             return
-        metrics.complete(trio.current_time(), sum(len(frame) for frame in reply))
+        metrics.sent += 1
+        metrics.bytes_sent += sum(len(frame) for frame in reply)
+        metrics.finished = trio.current_time()
 
 
 class RepServer(_Server):
