@@ -2,17 +2,21 @@
 
 It reports through a pipe, flushed by each write: ``a<seq>`` once an append of ``seq`` has
 returned (so it is acknowledged), ``c<seq>`` when it is about to advance past ``seq`` (so that
-record may legitimately be gone after a crash).
+record may legitimately be gone after a crash), and once ``r<torn tails>,<corrupt records>`` from
+its recovery report.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import time
 from multiprocessing.connection import Connection
 
 import trio
 
 from trioprobe.handoff import open_queue
+from trioprobe.handoff import queue as queue_mod
 
 LANES = 4
 
@@ -27,8 +31,20 @@ def parse_seq(data: bytes) -> int:
     return int(data.split(b"|", 1)[0])
 
 
-def child_main(directory: str, start: int, sync: str, seed: int, conn: Connection) -> None:
+def _write_in_pieces(fd: int, data: bytes) -> None:
+    """Many small writes, so a SIGKILL can land inside a record (as a power cut can)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view[:61]) :]
+        time.sleep(0.0001)  # (a worker thread) so that most kills land mid-write
+
+
+def child_main(
+    directory: str, start: int, sync: str, seed: int, torn: bool, conn: Connection
+) -> None:
     rng = random.Random(seed)
+    if torn:
+        queue_mod._write_all = _write_in_pieces
 
     async def main() -> None:
         async with open_queue(
@@ -37,6 +53,8 @@ def child_main(directory: str, start: int, sync: str, seed: int, conn: Connectio
             sync=sync,
             head_sync_records=8,  # type: ignore[arg-type]
         ) as q:
+            rec = q.recovery
+            conn.send_bytes(b"r%d,%d" % (len(rec.truncated), rec.corrupt_records))
 
             async def appender(lane: int) -> None:
                 seq = start + lane

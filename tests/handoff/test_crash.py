@@ -1,6 +1,7 @@
 """Crash safety: SIGKILL a process appending to the queue at random points, many times.
 
 Each child appends from several tasks (group commit, real fsync path) and consumes some records;
+every other child writes in small pieces, so that kills also tear records in half;
 the parent kills it after a random delay (sometimes while it is still recovering from the last
 kill), all in the same directory. At the end, every acknowledged record that was not possibly
 consumed must be present, intact and in order per appending task; nothing corrupt is returned.
@@ -25,20 +26,25 @@ KILLS = 60
 
 def _run_child(
     ctx: multiprocessing.context.ForkServerContext, directory: str, run: int, rng: random.Random
-) -> tuple[set[int], set[int]]:
+) -> tuple[set[int], set[int], list[tuple[int, int]]]:
     reader, writer = ctx.Pipe(duplex=False)
     sync = "record" if run % 4 == 3 else "group"
     proc = ctx.Process(
         target=_crash_child.child_main,
-        args=(directory, run * 10_000_000, sync, rng.randrange(2**32), writer),
+        args=(directory, run * 10_000_000, sync, rng.randrange(2**32), run % 2 == 0, writer),
     )
     proc.start()
     writer.close()
     acked: set[int] = set()
     consumed: set[int] = set()
+    recoveries: list[tuple[int, int]] = []
 
     def take(msg: bytes) -> None:
-        (acked if msg[:1] == b"a" else consumed).add(int(msg[1:]))
+        if msg[:1] == b"r":
+            torn, corrupt = map(int, msg[1:].split(b","))
+            recoveries.append((torn, corrupt))
+        else:
+            (acked if msg[:1] == b"a" else consumed).add(int(msg[1:]))
 
     deadline = time.monotonic() + rng.uniform(0.01, 0.25)
     try:
@@ -59,7 +65,7 @@ def _run_child(
     finally:
         reader.close()
         proc.close()
-    return acked, consumed
+    return acked, consumed, recoveries
 
 
 def test_sigkill_during_appends_loses_nothing_acknowledged(tmp_path: Path) -> None:
@@ -69,11 +75,18 @@ def test_sigkill_during_appends_loses_nothing_acknowledged(tmp_path: Path) -> No
     directory = str(tmp_path / "q")
     acked: set[int] = set()
     consumed: set[int] = set()
+    recoveries: list[tuple[int, int]] = []
     for run in range(KILLS):
-        a, c = _run_child(ctx, directory, run, rng)
+        a, c, r = _run_child(ctx, directory, run, rng)
         acked |= a
         consumed |= c
+        recoveries += r
     assert len(acked) > 1000, "the children should have acknowledged many appends"
+    # A SIGKILL leaves torn tails (truncated on the next open), never corrupt middle records.
+    assert all(corrupt == 0 for _, corrupt in recoveries), recoveries
+    torn = sum(1 for t, _ in recoveries if t)
+    print(f"{len(acked)} acked, {len(recoveries)} recoveries, {torn} truncated a torn tail")
+    assert torn >= 1, "some kills should have torn a record (the piecewise writers)"
 
     async def read_all() -> tuple[list[bytes], int]:
         async with open_queue(directory, verify=True) as q:
