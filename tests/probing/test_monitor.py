@@ -140,3 +140,23 @@ async def test_monitor_returns_when_the_prober_closes(
                 await trio.sleep(1.0)
             end = trio.current_time()
         assert trio.current_time() == end  # returned at once, not at its next check
+
+
+async def test_monitor_records_into_a_metrics_distribution(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from trioprobe.metrics import Distribution
+
+    dist = Distribution.exponential(base=2.0, scale=0.0001, count=16)
+    peer = Peer()
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(peer)) as client,
+        open_prober(client, wall_clock=lambda: LOCAL_NOW) as prober,
+    ):
+        status = prober.add_http("p", 1.0, [URL])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: monitor(status, histogram=dist))
+            await trio.sleep(35.5)
+            prober.remove("p")
+    assert dist.count == 2  # checks at 5 s and 35 s
+    assert dist.sum == pytest.approx(0.004)
