@@ -23,6 +23,7 @@ from trioprobe.probing import (
     ProbeNotFoundError,
     Prober,
     ProbeTimeout,
+    ProbingError,
     Status,
     UnexpectedStatus,
     format_rfc3339_nano,
@@ -541,3 +542,10 @@ async def test_result_error_names_endpoint_and_kind_for_transport_errors(
     assert not result.success
     assert not result.timeout
     assert result.error == f"{URL}: ConnectError: connection refused"
+
+
+async def test_add_after_close_is_an_error(autojump_clock: trio.testing.MockClock) -> None:
+    async with prober_with(Recorder()) as prober:
+        pass
+    with pytest.raises(ProbingError, match="closed"):
+        prober.add_http("late", 1.0, [URL])
