@@ -223,7 +223,10 @@ def main() -> None:
             "echo": ("trio-router", dealer),
             "full": ("trio-router", ours),
         }[args.only]
-        base = run("raw-router" if args.only == "echo" else "raw-rep", dealer if args.only == "echo" else req)
+        base = run(
+            "raw-router" if args.only == "echo" else "raw-rep",
+            dealer if args.only == "echo" else req,
+        )
         got = run(kind, client_fn)
         print("baseline", base)
         print("ours    ", got)

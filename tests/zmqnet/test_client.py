@@ -44,13 +44,9 @@ class FakeTransport:
     sent: list[list[bytes]] = attrs.field(factory=list)
     closed: bool = False
 
-    async def send_multipart(self, frames: Sequence[bytes]) -> None:
+    async def request(self, frames: Sequence[bytes]) -> list[bytes]:
         assert not self.closed
         self.sent.append(list(frames))
-        await trio.lowlevel.checkpoint()
-
-    async def recv_multipart(self) -> list[bytes]:
-        assert not self.closed
         if self.delay is None:
             await trio.sleep_forever()
         await trio.sleep(self.delay)

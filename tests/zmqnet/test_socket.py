@@ -242,3 +242,18 @@ async def test_events_read_by_another_task_kicks_the_owner(pair: tuple[Socket, S
             time.sleep(0.1)  # noqa: ASYNC251
             assert dealer.try_send_multipart([b"other"])
     assert got == [[b"reply"]]
+
+
+async def test_request_sends_then_receives(pair: tuple[Socket, Socket]) -> None:
+    router, dealer = pair
+
+    async def echo_once() -> None:
+        frames = await router.recv_multipart()
+        await router.send_multipart([*frames[:-1], frames[-1].upper()])
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(echo_once)
+            assert await dealer.request([b"", b"abc"]) == [b"", b"ABC"]
+    with pytest.raises(ValueError, match="at least one frame"):
+        dealer.try_send_multipart([])

@@ -34,9 +34,9 @@ log = logging.getLogger("trioprobe.zmqnet")
 class Transport(Protocol):
     """What the client needs from a connected socket (a :class:`Socket` is one)."""
 
-    async def send_multipart(self, frames: Sequence[bytes]) -> None: ...
-
-    async def recv_multipart(self) -> list[bytes]: ...
+    async def request(self, frames: Sequence[bytes]) -> list[bytes]:
+        """Send one message and return the next one received."""
+        ...
 
     def close(self) -> None: ...
 
@@ -127,7 +127,12 @@ class Client:
         payload = message.encode() if isinstance(message, str) else message
         if self._closed:
             raise trio.ClosedResourceError(f"client for {self.addr} is closed")
-        async with self._lock:
+        # acquire_nowait first: an uncontended `async with lock` costs a scheduler pass.
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
+        try:
             for attempt in range(1, self.retries + 1):
                 reply = await self._attempt(payload)
                 if reply is not None:
@@ -139,6 +144,8 @@ class Client:
                 if attempt < self.retries:
                     log.debug("no response from %s, retrying send (attempt %d)", self.addr, attempt)
             raise MessageDroppedError(self.addr, self.retries, self.timeout)
+        finally:
+            self._lock.release()
 
     async def _attempt(self, payload: bytes) -> tuple[bool, bytes] | None:
         """One send and wait; None on timeout. Any other exit also drops the connection."""
@@ -146,8 +153,7 @@ class Client:
         answered = False
         try:
             with trio.move_on_after(self.timeout):
-                await transport.send_multipart([b"", payload])
-                frames = await transport.recv_multipart()
+                frames = await transport.request([b"", payload])
                 answered = True
                 if frames and not frames[0]:
                     frames = frames[1:]

@@ -271,16 +271,22 @@ class RepServer(_Server):
         self._worker_metrics = [metrics]
         try:
             task_status.started(address)
+            served = 0
             while True:
-                for _ in range(_BATCH):
-                    frames = sock.try_recv_multipart()
-                    if frames is None:
-                        break
-                    await self._serve_one(sock, frames, metrics, None)
-                else:
-                    await trio.lowlevel.checkpoint()
+                # Ask EVENTS before receiving: with one request at a time the socket is
+                # usually empty after a reply, and a receive failing with EAGAIN costs twice
+                # what an EVENTS read does.
+                if await sock.wait_readable():
+                    served = 0
+                frames = sock.try_recv_multipart()
+                if frames is None:
                     continue
-                await sock.wait_readable()
+                await self._serve_one(sock, frames, metrics, None)
+                served += 1
+                if served >= _BATCH:
+                    # Never run dry: let other tasks (and cancellation) in now and then.
+                    served = 0
+                    await trio.lowlevel.checkpoint()
         finally:
             sock.close()
             self._shutdown()

@@ -218,13 +218,40 @@ class Socket:
         await trio.lowlevel.cancel_shielded_checkpoint()
         return frames
 
-    async def wait_readable(self) -> None:
-        """Return once a message can be received (it may be taken by another task first)."""
-        await self._wait(_POLLIN)
+    async def request(self, frames: Sequence[bytes]) -> list[bytes]:
+        """Send one message, then receive the next one, with one scheduler pass in all.
 
-    async def wait_writable(self) -> None:
-        """Return once a message can be sent (another task may take the room first)."""
-        await self._wait(_POLLOUT)
+        For a DEALER doing request/reply: it saves the checkpoints (and the failing receive)
+        that separate ``send_multipart`` and ``recv_multipart`` calls would cost. If cancelled
+        after the send, the reply is still on its way: the caller must reset the socket (as
+        :class:`~trioprobe.zmqnet.Client` does) or expect a stale reply on its next receive.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self.try_send_multipart(frames):
+            await self._wait(_POLLOUT)
+        while True:
+            # Wait first: a reply can hardly be there already, and an EVENTS read is cheaper
+            # than a receive that fails with EAGAIN.
+            blocked = await self._wait(_POLLIN)
+            reply = self.try_recv_multipart()
+            if reply is not None:
+                if not blocked:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return reply
+
+    async def wait_readable(self) -> bool:
+        """Return once a message can be received (another task may take it first).
+
+        Returns whether it had to block; if not, it did not checkpoint either.
+        """
+        return await self._wait(_POLLIN)
+
+    async def wait_writable(self) -> bool:
+        """Return once a message can be sent (another task may take the room first).
+
+        Returns whether it had to block; if not, it did not checkpoint either.
+        """
+        return await self._wait(_POLLOUT)
 
     # -- closing -------------------------------------------------------------------------------
 
@@ -277,13 +304,18 @@ class Socket:
                 trio.lowlevel.notify_closing(self._fd)
         return events
 
-    async def _wait(self, flag: int) -> None:
-        """Wait until ``EVENTS`` shows ``flag``. Raises ClosedResourceError if the socket closes."""
+    async def _wait(self, flag: int) -> bool:
+        """Wait until ``EVENTS`` shows ``flag``; return whether we had to block for it.
+
+        Raises ClosedResourceError if the socket closes.
+        """
+        blocked = False
         while True:
             self._check_open()
             # Read before registering as a waiter, so this read kicks only *other* waiters.
             if self._events() & flag:
-                return
+                return blocked
+            blocked = True
             if flag == _POLLIN:
                 self._want_in += 1
             else:
