@@ -12,6 +12,7 @@ import os
 import random
 import time
 from multiprocessing.connection import Connection
+from typing import Literal
 
 import trio
 
@@ -40,7 +41,12 @@ def _write_in_pieces(fd: int, data: bytes) -> None:
 
 
 def child_main(
-    directory: str, start: int, sync: str, seed: int, torn: bool, conn: Connection
+    directory: str,
+    start: int,
+    sync: Literal["group", "record"],
+    seed: int,
+    torn: bool,
+    conn: Connection,
 ) -> None:
     rng = random.Random(seed)
     if torn:
@@ -51,7 +57,7 @@ def child_main(
             directory,
             max_segment_size=8192,
             sync=sync,
-            head_sync_records=8,  # type: ignore[arg-type]
+            head_sync_records=8,
         ) as q:
             rec = q.recovery
             conn.send_bytes(b"r%d,%d" % (len(rec.truncated), rec.corrupt_records))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ PAYLOADS = [b"record-%03d-" % i + b"x" * (i * 7 % 90) for i in range(40)]
 
 
 @pytest.fixture(scope="module")
-def pristine() -> Path:
+def pristine() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="hh-fuzz-"))
 
     async def build() -> None:
@@ -28,7 +29,7 @@ def pristine() -> Path:
                 await q.append(p)
 
     trio.run(build)
-    yield base / "q"  # type: ignore[misc]
+    yield base / "q"
     shutil.rmtree(base)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,14 @@ async def drain(q: queue_mod.DiskBackedQueue) -> list[bytes]:
         out.append(data)
         assert await q.advance()
     return out
+
+
+def counting(calls: list[int], real: Callable[[int], None]) -> Callable[[int], None]:
+    def wrapper(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    return wrapper
 
 
 def segment_files(d: Path) -> list[str]:
@@ -326,9 +335,9 @@ async def test_position_usage_last_modified(tmp_path: Path) -> None:
 async def test_group_commit_batches_concurrent_appends(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    syncs = []
+    syncs: list[int] = []
     real = queue_mod._fdatasync
-    monkeypatch.setattr(queue_mod, "_fdatasync", lambda fd: (syncs.append(fd), real(fd))[1])
+    monkeypatch.setattr(queue_mod, "_fdatasync", counting(syncs, real))
     called: list[bytes] = []
 
     async def append(q: queue_mod.DiskBackedQueue, data: bytes) -> None:
@@ -350,9 +359,9 @@ async def test_group_commit_batches_concurrent_appends(
 async def test_record_sync_fsyncs_every_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    syncs = []
+    syncs: list[int] = []
     real = queue_mod._fdatasync
-    monkeypatch.setattr(queue_mod, "_fdatasync", lambda fd: (syncs.append(fd), real(fd))[1])
+    monkeypatch.setattr(queue_mod, "_fdatasync", counting(syncs, real))
     async with open_queue(tmp_path / "q", sync="record") as q:
         syncs.clear()  # opening a fresh queue writes its head file
         async with trio.open_nursery() as nursery:
@@ -452,9 +461,9 @@ def test_segment_file_layout(tmp_path: Path) -> None:
 async def test_append_many_is_one_batch_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    syncs = []
+    syncs: list[int] = []
     real = queue_mod._fdatasync
-    monkeypatch.setattr(queue_mod, "_fdatasync", lambda fd: (syncs.append(fd), real(fd))[1])
+    monkeypatch.setattr(queue_mod, "_fdatasync", counting(syncs, real))
     async with open_queue(tmp_path / "q", max_size=HDR + 3 * (REC + 1)) as q:
         syncs.clear()
         await q.append_many([b"a", b"b"])

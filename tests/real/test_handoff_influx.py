@@ -92,7 +92,7 @@ async def test_points_exported_during_an_outage_arrive_exactly_once(
         values = [row[1] for row in rows]
         # Exactly once: every export is there, no extra point; in order by time.
         assert values == list(range(exported)), f"series {probe}: {len(values)} of {exported}"
-        times = [row[0] for row in rows]
+        times = [int(str(row[0])) for row in rows]
         assert times == sorted(times)
     count = await query(influxdb.url, "hh_test", "SELECT count(value) FROM total")
     assert count[0][1] == exported * len(SERIES)
