@@ -1,4 +1,4 @@
-"""trioprobe.zmqnet against raw blocking pyzmq, in one run, with the same message size and concurrency.
+"""trioprobe.zmqnet beside raw blocking pyzmq, in one run, same message size and concurrency.
 
 Each scenario runs its server in a separate process and its client in this one:
 
