@@ -60,6 +60,11 @@ def wait_http_ok(
                 if 200 <= resp.status < 300:
                     return
                 last = resp.status
+        except urllib.error.HTTPError as exc:
+            # Not ready yet (e.g. Prometheus answers 503 while starting). The error holds the
+            # response's socket: close it, or it leaks a ResourceWarning.
+            last = exc.code
+            exc.close()
         except (OSError, urllib.error.URLError) as exc:
             last = exc
         time.sleep(0.05)
