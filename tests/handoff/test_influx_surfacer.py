@@ -54,6 +54,20 @@ def test_options_defaults_and_factory() -> None:
     assert s.name == "influxdb:http://127.0.0.1:8086/x y"
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"url": "influx:8086"}, "url must start with http"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"retry_interval": 5.0, "retry_max_interval": 1.0}, "retry_interval"),
+        ({"rate_limit": -1}, "rate_limit"),
+    ],
+)
+def test_options_are_validated(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Options(**kwargs)  # type: ignore[arg-type]
+
+
 class FakeInflux:
     """An in-memory InfluxDB /query + /write that can be 'down'."""
 

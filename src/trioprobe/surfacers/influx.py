@@ -82,6 +82,26 @@ class Options:
     drain_timeout: float = 5.0
     measurement_prefix: str = ""
 
+    def __attrs_post_init__(self) -> None:
+        # Checked here so a config mistake is reported at load time, naming the key.
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        if not self.database:
+            raise ValueError("database must not be empty")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.batch_interval <= 0:
+            raise ValueError(f"batch_interval must be > 0 s, got {self.batch_interval}")
+        if not 0 < self.retry_interval <= self.retry_max_interval:
+            raise ValueError(
+                f"need 0 < retry_interval ({self.retry_interval}) <= "
+                f"retry_max_interval ({self.retry_max_interval})"
+            )
+        if self.rate_limit < 0:
+            raise ValueError(f"rate_limit must be >= 0 bytes/s, got {self.rate_limit}")
+        if self.max_size <= 0 or self.max_segment_size <= 64:
+            raise ValueError("max_size must be > 0 and max_segment_size > 64 bytes")
+
     def resolved_queue_dir(self) -> str:
         if self.queue_dir:
             return self.queue_dir
