@@ -66,12 +66,15 @@ async def stats_keeper(
     def fold(result: ProbeResult) -> None:
         if observe is not None:
             observe(result)
-        em = result.metrics(latency_unit=latency_unit, latency_distribution=latency_distribution)
         acc = cumulative.get(result.target)
         if acc is None:
-            cumulative[result.target] = em
+            cumulative[result.target] = result.metrics(
+                latency_unit=latency_unit, latency_distribution=latency_distribution
+            )
         else:
-            acc.update(em)
+            result.accumulate(
+                acc, latency_unit=latency_unit, latency_distribution=latency_distribution
+            )
         gauge = result.gauge_metrics()
         if gauge is not None:
             acc = gauges.get(result.target)
@@ -87,11 +90,13 @@ async def stats_keeper(
                 acc = accumulators.get(target)
                 if acc is None:
                     continue
-                # Labels are fixed at the first export: add_label keeps the first value.
-                acc.add_label("ptype", labels["ptype"]).add_label("probe", labels["probe"])
-                acc.add_label("dst", target)
-                for key, value in labels.items():
-                    acc.add_label(key, value)
+                # Labels are fixed at the first export (add_label keeps the first value), so an
+                # accumulator that has its dst label needs no more: skip that work on every tick.
+                if "dst" not in acc.labels:
+                    acc.add_label("ptype", labels["ptype"]).add_label("probe", labels["probe"])
+                    acc.add_label("dst", target)
+                    for key, value in labels.items():
+                        acc.add_label(key, value)
                 acc.timestamp = timestamp
                 batch.append(acc.clone())
                 if len(batch) % _CLONES_PER_CHECKPOINT == 0:
