@@ -370,3 +370,19 @@ async def test_replays_a_disk_queue_across_failures(tmp_path: Path) -> None:
     assert [d[:4] for _, d in rx.received] == [b"%04d" % i for i in range(300)]
     assert r.replay_errors == 3
     assert r.stats().replayed_records == 300
+
+
+async def test_write_after_the_disk_queue_closed_errors(tmp_path: Path) -> None:
+    rx = Receiver()
+    async with open_queue(tmp_path / "q") as q:
+        r = WriteReplayer(q, rx)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(r.run)
+            await r.write(b"before")
+            with trio.fail_after(10):
+                await r.wait_drained()
+            nursery.cancel_scope.cancel()
+    with pytest.raises(ReplayerClosedError, match="write replayer is closed"):
+        await r.write(b"after")
+    assert r.queue_errors == 1
+    assert [d for _, d in rx.received] == [b"before"]
