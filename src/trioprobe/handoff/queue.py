@@ -256,6 +256,8 @@ class DiskBackedQueue:
         self._write_lock = trio.Lock()
         self._writing = False
         self._pending: list[_Pending] = []
+        #: Held around the reader's file I/O, so close never closes an fd a thread is using.
+        self._io_lock = trio.Lock()
         self._w_fd = -1
         self._w_id = 0
         self._w_size = 0
@@ -299,7 +301,9 @@ class DiskBackedQueue:
                     p.error = QueueNotOpenError(f"queue {self.directory} was closed")
                     p.wake()
                 self._pending.clear()
-                await trio.to_thread.run_sync(self._close_sync)
+                # The reader's file I/O in flight finishes first (its fd is closed here).
+                async with self._io_lock:
+                    await trio.to_thread.run_sync(self._close_sync)
 
     def remove(self) -> None:
         """Delete the queue directory and everything in it. Only allowed once closed."""
@@ -704,27 +708,32 @@ class DiskBackedQueue:
             self._hpos = new_pos
 
     async def _open_reader(self, seg: _Segment) -> None:
-        old = self._r_fd
-        self._r_fd = -1
-        self._r_fd = await trio.to_thread.run_sync(_swap_reader, old, seg.path)
+        async with self._io_lock:
+            self._check_open()
+            old, self._r_fd = self._r_fd, -1
+            self._r_fd = await trio.to_thread.run_sync(_swap_reader, old, seg.path)
         self._r_id = seg.id
         self._rbuf, self._rbase = b"", self._hpos
 
     async def _fill(self, start: int, stop: int) -> None:
         fd = self._r_fd
-        self._rbuf = await trio.to_thread.run_sync(os.pread, fd, stop - start, start)
+        async with self._io_lock:
+            self._check_open()
+            self._rbuf = await trio.to_thread.run_sync(os.pread, fd, stop - start, start)
         self._rbase = start
 
     async def _trim_head(self) -> None:
         """Drop the fully read head segment: persist the new head first, then unlink."""
-        old = self._segments.pop(0)
-        self._hpos = HEADER_SIZE
-        self._cur = None
-        r_fd = self._r_fd if self._r_id == old.id else -1
-        if r_fd >= 0:
-            self._r_fd, self._r_id, self._rbuf = -1, 0, b""
-        new_head = (self._segments[0].id, HEADER_SIZE)
-        await trio.to_thread.run_sync(self._trim_sync, old.path, r_fd, new_head)
+        async with self._io_lock:
+            self._check_open()
+            old = self._segments.pop(0)
+            self._hpos = HEADER_SIZE
+            self._cur = None
+            r_fd = self._r_fd if self._r_id == old.id else -1
+            if r_fd >= 0:
+                self._r_fd, self._r_id, self._rbuf = -1, 0, b""
+            new_head = (self._segments[0].id, HEADER_SIZE)
+            await trio.to_thread.run_sync(self._trim_sync, old.path, r_fd, new_head)
         self._usage -= old.size
         self._mark_head_persisted(new_head)
 
@@ -761,7 +770,11 @@ class DiskBackedQueue:
     async def _persist_head(self, *, durable: bool = False) -> None:
         head = (self._segments[0].id, self._hpos)
         if durable or head != self._persisted_head:
-            await trio.to_thread.run_sync(partial(self._write_head_sync, *head, durable=durable))
+            async with self._io_lock:
+                self._check_open()
+                await trio.to_thread.run_sync(
+                    partial(self._write_head_sync, *head, durable=durable)
+                )
         self._mark_head_persisted(head)
 
     async def sync_head(self) -> None:
