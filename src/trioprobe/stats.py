@@ -13,16 +13,19 @@ wait, which is the back-pressure the export channel is meant to apply.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 
 import trio
 
 from ._ticks import next_tick_after
-from .metrics import Distribution, EventMetrics
+from .metrics import Distribution, EventMetrics, MetricsError
 from .results import ProbeResult
 
 __all__ = ["stats_keeper"]
+
+logger = logging.getLogger("trioprobe.stats")
 
 # Results are folded in batches: receive_nowait() avoids a scheduler round trip per result.
 _MAX_BATCH = 4096
@@ -59,7 +62,8 @@ async def stats_keeper(
     """
     if interval <= 0:
         raise ValueError(f"stats interval must be > 0, got {interval}")
-    labels = {"ptype": probe_type, "probe": probe_name, **(extra_labels or {})}
+    # Extra labels come after ptype/probe/dst and cannot override them (cloudprober's order).
+    extra = dict(extra_labels or {})
     cumulative: dict[str, EventMetrics] = {}
     gauges: dict[str, EventMetrics] = {}
 
@@ -72,9 +76,20 @@ async def stats_keeper(
                 latency_unit=latency_unit, latency_distribution=latency_distribution
             )
         else:
-            result.accumulate(
-                acc, latency_unit=latency_unit, latency_distribution=latency_distribution
-            )
+            try:
+                result.accumulate(
+                    acc, latency_unit=latency_unit, latency_distribution=latency_distribution
+                )
+            except MetricsError as exc:
+                # One malformed result (an extra whose type changed) must not end the keeper
+                # and with it the whole run; cloudprober logs it and goes on. update() leaves
+                # the accumulator untouched on error, so it stays consistent.
+                logger.warning(
+                    "probe %r: result for %r not added to its metrics: %s",
+                    probe_name,
+                    result.target,
+                    exc,
+                )
         gauge = result.gauge_metrics()
         if gauge is not None:
             acc = gauges.get(result.target)
@@ -93,9 +108,9 @@ async def stats_keeper(
                 # Labels are fixed at the first export (add_label keeps the first value), so an
                 # accumulator that has its dst label needs no more: skip that work on every tick.
                 if "dst" not in acc.labels:
-                    acc.add_label("ptype", labels["ptype"]).add_label("probe", labels["probe"])
+                    acc.add_label("ptype", probe_type).add_label("probe", probe_name)
                     acc.add_label("dst", target)
-                    for key, value in labels.items():
+                    for key, value in extra.items():
                         acc.add_label(key, value)
                 acc.timestamp = timestamp
                 batch.append(acc.clone())

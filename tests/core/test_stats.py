@@ -1,0 +1,273 @@
+"""The stats keeper under a mock clock: cloudprober's semantics and ours beyond them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from trioprobe.metrics import Distribution, EventMetrics, Float, Int, Kind, Map
+from trioprobe.results import ProbeResult
+from trioprobe.stats import stats_keeper
+
+from ._util import all_tasks, drain
+
+
+class Keeper:
+    """A keeper running in a nursery, with its channels at hand."""
+
+    def __init__(
+        self, nursery: trio.Nursery, targets: Callable[[], Sequence[str]], **kw: Any
+    ) -> None:
+        self.results, results_receive = trio.open_memory_channel[ProbeResult](kw.pop("buf", 64))
+        export_send, self.exports = trio.open_memory_channel[EventMetrics](
+            kw.pop("export_buf", 1000)
+        )
+        self.done = trio.Event()
+        self.fn = partial(
+            stats_keeper,
+            results_receive,
+            export_send,
+            probe_type=kw.pop("probe_type", "http"),
+            probe_name=kw.pop("probe_name", "web"),
+            targets=targets,
+            interval=kw.pop("interval", 2.0),
+            **kw,
+        )
+        self.nursery = nursery
+
+    async def start(self) -> Keeper:
+        async def run(task_status: trio.TaskStatus[None]) -> None:
+            try:
+                await self.fn(task_status=task_status)
+            finally:
+                self.done.set()
+
+        await self.nursery.start(run)
+        return self
+
+    def exported(self) -> list[EventMetrics]:
+        return drain(self.exports)  # type: ignore[arg-type]
+
+
+async def test_cloudprober_stats_keeper(nursery: trio.Nursery, autojump_clock: Any) -> None:
+    """cloudprober's TestStatsKeeper, checking every exported item (not half of them)."""
+    targets = ["t1", "t2"]
+    keeper = await Keeper(nursery, lambda: targets, interval=2.0).start()
+    for t in targets:
+        keeper.results.send_nowait(ProbeResult(t, True, 0.02, extras={"sent": 1, "rcvd": 1}))
+    await trio.sleep(3.0)
+    items = keeper.exported()
+    assert sorted(em.label("dst") for em in items) == targets
+    for em in items:
+        assert em.kind is Kind.CUMULATIVE
+        assert em.label("dst") in targets
+        assert em.metric("total") == Int(1)
+        assert em.metric("success") == Int(1)
+        assert em.metric("sent") == Int(1)
+        assert em.metric("rcvd") == Int(1)
+        assert em.metric("latency") == Float(pytest.approx(20000.0))
+
+
+async def test_export_timing_and_accumulation(nursery: trio.Nursery, autojump_clock: Any) -> None:
+    keeper = await Keeper(nursery, lambda: ["a"], interval=2.0).start()
+    start = trio.current_time()
+    keeper.results.send_nowait(ProbeResult("a", True, 0.001))
+    await trio.sleep(1.9)
+    assert keeper.exported() == []  # nothing before the first tick
+    await trio.sleep(0.2)
+    [first] = keeper.exported()
+    assert first.metric("total") == Int(1)
+    for ok in (True, False, True):
+        keeper.results.send_nowait(ProbeResult("a", ok, 0.002, timeout=not ok))
+    await trio.sleep(2.0)
+    [second] = keeper.exported()
+    assert second.metric("total") == Int(4)
+    assert second.metric("success") == Int(3)
+    assert second.metric("timeouts") == Int(1)
+    assert second.metric("latency") == Float(pytest.approx(1000 + 2000 + 2000))
+    # The export is a clone: later results do not change what was sent.
+    assert first.metric("total") == Int(1)
+    assert trio.current_time() - start == pytest.approx(4.1)
+
+
+async def test_first_result_seeds(nursery: trio.Nursery, autojump_clock: Any) -> None:
+    keeper = await Keeper(nursery, lambda: ["a"], interval=1.0).start()
+    keeper.results.send_nowait(ProbeResult("a", True, extras={"codes": Map("code", {"200": 1})}))
+    keeper.results.send_nowait(ProbeResult("a", True, extras={"codes": Map("code", {"500": 1})}))
+    await trio.sleep(1.5)
+    [em] = keeper.exported()
+    assert em.metric("codes") == Map("code", {"200": 1, "500": 1})
+    assert em.metric("total") == Int(2)
+
+
+async def test_targets_read_each_tick(nursery: trio.Nursery, autojump_clock: Any) -> None:
+    current = ["a", "b"]
+    calls = 0
+
+    def targets() -> list[str]:
+        nonlocal calls
+        calls += 1
+        return list(current)
+
+    keeper = await Keeper(nursery, targets, interval=1.0).start()
+    for t in ("a", "b"):
+        keeper.results.send_nowait(ProbeResult(t, True))
+    await trio.sleep(1.5)
+    assert sorted(em.label("dst") for em in keeper.exported()) == ["a", "b"]
+    current = ["a"]  # b removed: no longer exported, but its results are still counted
+    keeper.results.send_nowait(ProbeResult("b", True))
+    await trio.sleep(1.0)
+    assert [em.label("dst") for em in keeper.exported()] == ["a"]
+    current = ["a", "b"]  # b back: its accumulator resumes
+    await trio.sleep(1.0)
+    by_dst = {em.label("dst"): em for em in keeper.exported()}
+    assert by_dst["b"].metric("total") == Int(2)
+    assert by_dst["a"].metric("total") == Int(1)
+    assert calls == 3
+
+
+async def test_target_without_results_exports_nothing(
+    nursery: trio.Nursery, autojump_clock: Any
+) -> None:
+    keeper = await Keeper(nursery, lambda: ["a", "silent"], interval=1.0).start()
+    keeper.results.send_nowait(ProbeResult("a", True))
+    keeper.results.send_nowait(ProbeResult("unlisted", True))
+    await trio.sleep(3.5)
+    items = keeper.exported()
+    assert [em.label("dst") for em in items] == ["a", "a", "a"]
+
+
+async def test_labels(nursery: trio.Nursery, autojump_clock: Any) -> None:
+    keeper = await Keeper(
+        nursery,
+        lambda: ["a"],
+        interval=1.0,
+        probe_type="http",
+        probe_name="web",
+        extra_labels={"zone": "z1", "dst": "overridden?", "probe": "no"},
+    ).start()
+    keeper.results.send_nowait(ProbeResult("a", True))
+    await trio.sleep(2.5)
+    items = keeper.exported()
+    assert len(items) == 2
+    for em in items:
+        assert list(em.labels.items()) == [
+            ("ptype", "http"),
+            ("probe", "web"),
+            ("dst", "a"),
+            ("zone", "z1"),
+        ]
+    assert items[1].timestamp >= items[0].timestamp
+
+
+async def test_gauges_exported_as_gauge(nursery: trio.Nursery, autojump_clock: Any) -> None:
+    keeper = await Keeper(nursery, lambda: ["a"], interval=1.0).start()
+    keeper.results.send_nowait(ProbeResult("a", True, gauges={"srtt": 0.5}))
+    keeper.results.send_nowait(ProbeResult("a", True, gauges={"srtt": 0.25}))
+    await trio.sleep(1.5)
+    items = keeper.exported()
+    kinds = {em.kind: em for em in items}
+    assert set(kinds) == {Kind.CUMULATIVE, Kind.GAUGE}
+    gauge = kinds[Kind.GAUGE]
+    assert gauge.metric("srtt") == Float(0.25)  # the latest wins
+    assert gauge.metric("total") is None
+    assert gauge.label("dst") == "a"
+    assert gauge.label("ptype") == "http"
+    assert kinds[Kind.CUMULATIVE].metric("srtt") is None
+
+
+async def test_latency_distribution_and_unit(nursery: trio.Nursery, autojump_clock: Any) -> None:
+    keeper = await Keeper(
+        nursery,
+        lambda: ["a"],
+        interval=1.0,
+        latency_unit=1e-3,
+        latency_distribution=Distribution.explicit([0, 10, 100]),
+    ).start()
+    for latency in (0.005, 0.05, 0.5, 0.006):
+        keeper.results.send_nowait(ProbeResult("a", True, latency))
+    await trio.sleep(1.5)
+    [em] = keeper.exported()
+    dist = em.metric("latency")
+    assert isinstance(dist, Distribution)
+    assert dist.bucket_counts == [0, 2, 1, 1]
+    assert dist.sum == pytest.approx(561.0)
+
+
+async def test_end_of_channel_final_export(nursery: trio.Nursery, autojump_clock: Any) -> None:
+    keeper = await Keeper(nursery, lambda: ["a", "b"], interval=10.0).start()
+    keeper.results.send_nowait(ProbeResult("a", True))
+    keeper.results.send_nowait(ProbeResult("b", False))
+    await trio.sleep(1.0)
+    keeper.results.close()
+    with trio.fail_after(0.1):
+        await keeper.done.wait()
+    items = []
+    async for em in keeper.exports:  # ends: the keeper closed its export channel
+        items.append(em)
+    assert sorted((em.label("dst"), em.metric("success")) for em in items) == [
+        ("a", Int(1)),
+        ("b", Int(0)),
+    ]
+
+
+async def test_bad_result_is_logged_not_fatal(
+    nursery: trio.Nursery, autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    keeper = await Keeper(nursery, lambda: ["a"], interval=1.0).start()
+    keeper.results.send_nowait(ProbeResult("a", True, extras={"n": 1}))
+    keeper.results.send_nowait(ProbeResult("a", True, extras={"n": 1.5}))  # type changed
+    keeper.results.send_nowait(ProbeResult("a", True, extras={"n": 2}))
+    with caplog.at_level(logging.WARNING, logger="trioprobe.stats"):
+        await trio.sleep(1.5)
+    [em] = keeper.exported()
+    assert em.metric("n") == Int(3)
+    assert em.metric("total") == Int(2)  # the bad result was left out whole
+    assert "'a'" in caplog.text
+    assert "not added" in caplog.text
+
+
+async def test_accepts_results_while_export_stalls(
+    nursery: trio.Nursery, autojump_clock: Any
+) -> None:
+    # Nobody reads the export channel (buffer 0) until the end.
+    keeper = await Keeper(nursery, lambda: ["a"], interval=1.0, buf=4, export_buf=0).start()
+    keeper.results.send_nowait(ProbeResult("a", True))
+    await trio.sleep(1.5)  # the first export is now stuck in the exporter
+    sent = 1
+    # A whole interval's worth of results, far more than the 4-slot buffer, must go through.
+    with trio.fail_after(0.9):
+        for _ in range(90):
+            await keeper.results.send(ProbeResult("a", True))
+            sent += 1
+            await trio.sleep(0.01)
+    keeper.results.close()
+    items = [em async for em in keeper.exports]
+    assert items[-1].metric("total") == Int(sent)
+
+
+async def test_cancellation_leaves_no_task(autojump_clock: Any) -> None:
+    before = len(all_tasks())
+    async with trio.open_nursery() as nursery:
+        keeper = await Keeper(nursery, lambda: ["a"], interval=1.0, export_buf=0).start()
+        keeper.results.send_nowait(ProbeResult("a", True))
+        await trio.sleep(1.5)  # the exporter is blocked sending
+        assert len(all_tasks()) > before
+        nursery.cancel_scope.cancel()
+    assert keeper.done.is_set()
+    assert len(all_tasks()) == before
+
+
+async def test_rejects_bad_interval() -> None:
+    send, receive = trio.open_memory_channel[ProbeResult](1)
+    esend, ereceive = trio.open_memory_channel[EventMetrics](1)
+    with pytest.raises(ValueError, match="interval"):
+        await stats_keeper(receive, esend, probe_type="x", probe_name="y", targets=list, interval=0)
+    for ch in (send, receive, esend, ereceive):
+        ch.close()
