@@ -93,7 +93,9 @@ class HTTPProbe:
         started = trio.current_time()
         try:
             response = await client.request(self.options.method, target)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            # InvalidURL is not an HTTPError: without it, one malformed line in a targets file
+            # would end the probe and the run instead of failing that target.
             latency = trio.current_time() - started
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return ProbeResult(target, False, latency, error=error, extras=extras)

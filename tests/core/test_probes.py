@@ -1,0 +1,299 @@
+"""run_per_target scheduling and the http probe, under a mock clock with httpx.MockTransport."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from trioprobe.metrics import Map
+from trioprobe.probes._base import run_per_target, send_result
+from trioprobe.probes.http import HTTPProbe, Options
+from trioprobe.results import ProbeResult
+
+from ._util import drain
+
+# -- run_per_target --------------------------------------------------------------------------
+
+
+async def _start(
+    nursery: trio.Nursery,
+    targets: Callable[[], list[str]],
+    probe_once: Callable[[str], Awaitable[ProbeResult]],
+    *,
+    interval: float = 1.0,
+    probe_timeout: float = 10.0,
+    on_target_removed: Callable[[str], Awaitable[None]] | None = None,
+) -> trio.MemoryReceiveChannel[ProbeResult]:
+    send, receive = trio.open_memory_channel[ProbeResult](1000)
+    await nursery.start(
+        lambda task_status: run_per_target(
+            targets,
+            interval=interval,
+            probe_timeout=probe_timeout,
+            probe_once=probe_once,
+            results=send,
+            on_target_removed=on_target_removed,
+            task_status=task_status,
+        )
+    )
+    return receive
+
+
+async def test_first_probe_one_interval_after_start(
+    nursery: trio.Nursery, autojump_clock: Any
+) -> None:
+    start = trio.current_time()
+    calls: list[tuple[str, float]] = []
+
+    async def probe_once(target: str) -> ProbeResult:
+        calls.append((target, trio.current_time() - start))
+        return ProbeResult(target, True)
+
+    receive = await _start(nursery, lambda: ["a", "b"], probe_once, interval=2.0)
+    await trio.sleep(1.9)
+    assert calls == []
+    await trio.sleep(4.2)  # to t=6.1
+    assert sorted(calls) == [
+        ("a", pytest.approx(2.0)),
+        ("a", pytest.approx(4.0)),
+        ("a", pytest.approx(6.0)),
+        ("b", pytest.approx(2.0)),
+        ("b", pytest.approx(4.0)),
+        ("b", pytest.approx(6.0)),
+    ]
+    assert len(drain(receive)) == 6  # type: ignore[arg-type]
+
+
+async def test_missed_ticks_dropped(nursery: trio.Nursery, autojump_clock: Any) -> None:
+    start = trio.current_time()
+    starts: list[float] = []
+
+    async def probe_once(target: str) -> ProbeResult:
+        starts.append(trio.current_time() - start)
+        if len(starts) == 1:
+            await trio.sleep(2.5)  # overruns the ticks at 2 and 3
+        return ProbeResult(target, True)
+
+    await _start(nursery, lambda: ["a"], probe_once, interval=1.0)
+    await trio.sleep(6.5)
+    # The tick pending during the overrun runs once at 3.5 (as Go's Ticker); the one at 3 is
+    # dropped instead of bursting, and the schedule stays on its grid afterwards.
+    assert starts == pytest.approx([1.0, 3.5, 4.0, 5.0, 6.0])
+
+
+async def test_targets_added_and_removed(nursery: trio.Nursery, autojump_clock: Any) -> None:
+    current = ["a", "b"]
+    removed: list[tuple[str, float]] = []
+    probed: list[str] = []
+    start = trio.current_time()
+
+    async def probe_once(target: str) -> ProbeResult:
+        probed.append(target)
+        return ProbeResult(target, True)
+
+    async def on_removed(target: str) -> None:
+        removed.append((target, trio.current_time() - start))
+
+    await _start(nursery, lambda: current, probe_once, interval=1.0, on_target_removed=on_removed)
+    await trio.sleep(2.5)
+    assert sorted(probed) == ["a", "a", "b", "b"]
+    current = ["a", "c"]
+    probed.clear()
+    await trio.sleep(3.0)  # the list is re-read at t=3: b stops, c starts (first probe at 4)
+    assert removed == [("b", pytest.approx(3.0))]
+    assert probed.count("b") == 0
+    assert probed.count("c") == 2
+    assert probed.count("a") == 3
+
+
+async def test_timeout_becomes_result(nursery: trio.Nursery, autojump_clock: Any) -> None:
+    async def probe_once(target: str) -> ProbeResult:
+        await trio.sleep(5)
+        return ProbeResult(target, True)
+
+    receive = await _start(nursery, lambda: ["a"], probe_once, interval=2.0, probe_timeout=0.5)
+    await trio.sleep(2.6)
+    [result] = drain(receive)
+    assert isinstance(result, ProbeResult)
+    assert result.target == "a"
+    assert not result.success
+    assert result.timeout
+    assert result.error == "timed out after 0.5s"
+    assert result.latency == pytest.approx(0.5)
+
+
+async def test_send_result_back_pressure(autojump_clock: Any) -> None:
+    send, receive = trio.open_memory_channel[ProbeResult](1)
+    await send_result(send, ProbeResult("a", True))  # room: no wait
+    async with trio.open_nursery() as nursery:
+        done = trio.Event()
+
+        async def second() -> None:
+            await send_result(send, ProbeResult("b", True))
+            done.set()
+
+        nursery.start_soon(second)
+        await trio.sleep(1)
+        assert not done.is_set()  # full: it waits instead of dropping
+        assert (await receive.receive()).target == "a"
+        await done.wait()
+    assert (await receive.receive()).target == "b"
+    send.close()
+    receive.close()
+
+
+# -- http ------------------------------------------------------------------------------------
+
+Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+
+
+class Clients:
+    """A client_factory whose clients use one mock handler; it remembers what it built."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.made: list[httpx.AsyncClient] = []
+
+    def __call__(self) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(self.handler))
+        self.made.append(client)
+        return client
+
+
+async def _probe_results(
+    handler: Handler,
+    options: Options | None = None,
+    *,
+    targets: list[str] | None = None,
+    probe_timeout: float = 1.0,
+    run_for: float = 1.5,
+) -> list[ProbeResult]:
+    clients = Clients(handler)
+    probe = HTTPProbe(
+        options or Options(),
+        lambda: targets or ["http://t/"],
+        interval=1.0,
+        timeout=probe_timeout,
+        client_factory=clients,
+    )
+    send, receive = trio.open_memory_channel[ProbeResult](100)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(probe.run, send)
+        await trio.sleep(run_for)
+        nursery.cancel_scope.cancel()
+    assert clients.made
+    assert all(c.is_closed for c in clients.made)
+    return drain(receive)  # type: ignore[return-value]
+
+
+def _respond(status: int, body: bytes = b"") -> Handler:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=body)
+
+    return handler
+
+
+async def test_http_default_2xx(autojump_clock: Any) -> None:
+    [ok] = await _probe_results(_respond(204))
+    assert ok.success
+    assert ok.error is None
+    assert ok.extras["resp-code"] == Map("code", {"204": 1})
+    assert "validation_failure" not in ok.extras
+    [bad] = await _probe_results(_respond(301))
+    assert not bad.success
+    assert not bad.timeout
+    assert bad.error == "unexpected status 301 Moved Permanently"
+    assert bad.extras["resp-code"] == Map("code", {"301": 1})
+
+
+async def test_http_expected_codes(autojump_clock: Any) -> None:
+    [ok] = await _probe_results(_respond(404), Options(expected_codes=(404,)))
+    assert ok.success
+    [bad] = await _probe_results(_respond(200), Options(expected_codes=(404,)))
+    assert not bad.success
+    assert bad.extras["resp-code"] == Map("code", {"200": 1})
+
+
+async def test_http_body_regex(autojump_clock: Any) -> None:
+    options = Options(body_regex=r"st[a]tus: ok")
+    [ok] = await _probe_results(_respond(200, b"status: ok\n"), options)
+    assert ok.success
+    assert ok.extras["validation_failure"] == Map("validator", {"regex": 0})
+    [bad] = await _probe_results(_respond(200, b"status: down\n"), options)
+    assert not bad.success
+    assert bad.error == "body did not match /st[a]tus: ok/"
+    assert bad.extras["validation_failure"] == Map("validator", {"regex": 1})
+    assert bad.extras["resp-code"] == Map("code", {"200": 1})
+
+
+def test_http_bad_regex_rejected() -> None:
+    with pytest.raises(ValueError, match="body_regex"):
+        Options(body_regex="(")
+
+
+async def test_http_latency_and_method(autojump_clock: Any) -> None:
+    seen: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        await trio.sleep(0.25)
+        return httpx.Response(200)
+
+    [ok] = await _probe_results(handler, Options(method="HEAD"))
+    assert ok.latency == pytest.approx(0.25)
+    assert seen == ["HEAD"]
+
+
+async def test_http_timeout(autojump_clock: Any) -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await trio.sleep(10)
+        return httpx.Response(200)
+
+    [result] = await _probe_results(slow, probe_timeout=0.3)
+    assert not result.success
+    assert result.timeout
+    assert result.error == "timed out after 0.3s"
+    assert result.metrics().metric("timeouts").value == 1  # type: ignore[union-attr]
+
+
+async def test_http_transport_error(autojump_clock: Any) -> None:
+    async def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    [result] = await _probe_results(refuse)
+    assert not result.success
+    assert not result.timeout
+    assert result.error == "ConnectError: connection refused"
+    assert result.extras["resp-code"] == Map("code", {})
+
+
+async def test_http_invalid_url_fails_target_only(autojump_clock: Any) -> None:
+    results = await _probe_results(_respond(200), targets=["http://[::1", "http://good/"])
+    by_target = {r.target: r for r in results}
+    assert by_target["http://good/"].success
+    assert not by_target["http://[::1"].success
+    assert "InvalidURL" in (by_target["http://[::1"].error or "")
+
+
+async def test_http_removed_target_client_closed(
+    nursery: trio.Nursery, autojump_clock: Any
+) -> None:
+    clients = Clients(_respond(200))
+    current = ["http://a/", "http://b/"]
+    probe = HTTPProbe(Options(), lambda: current, interval=1.0, timeout=0.5, client_factory=clients)
+    send, receive = trio.open_memory_channel[ProbeResult](100)
+    await nursery.start(probe.run, send)
+    await trio.sleep(1.5)
+    assert len(clients.made) == 2  # one client per target, made once
+    await trio.sleep(2.0)
+    assert len(clients.made) == 2
+    current = ["http://a/"]
+    await trio.sleep(1.0)
+    closed = [c.is_closed for c in clients.made]
+    assert sorted(closed) == [False, True]
+    results = drain(receive)  # type: ignore[arg-type]
+    assert {r.target for r in results} == {"http://a/", "http://b/"}  # type: ignore[attr-defined]
