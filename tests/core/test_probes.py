@@ -102,12 +102,13 @@ async def test_targets_added_and_removed(nursery: trio.Nursery, autojump_clock: 
     await trio.sleep(2.5)
     assert sorted(probed) == ["a", "a", "b", "b"]
     current = ["a", "c"]
-    probed.clear()
-    await trio.sleep(3.0)  # the list is re-read at t=3: b stops, c starts (first probe at 4)
+    # The list is re-read at t=3: b stops, c starts (first probe at 4). b's own tick at 3 is due
+    # at the same instant, so whether it probes once more then is up to the scheduler.
+    await trio.sleep(1.0)
     assert removed == [("b", pytest.approx(3.0))]
-    assert probed.count("b") == 0
-    assert probed.count("c") == 2
-    assert probed.count("a") == 3
+    probed.clear()
+    await trio.sleep(2.0)
+    assert sorted(probed) == ["a", "a", "c", "c"]
 
 
 async def test_timeout_becomes_result(nursery: trio.Nursery, autojump_clock: Any) -> None:
