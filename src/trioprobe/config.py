@@ -26,12 +26,13 @@ from __future__ import annotations
 import logging
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import attrs
 import cattrs
+from cattrs.cols import homogenous_tuple_structure_factory, is_sequence
 from cattrs.errors import ClassValidationError
 from cattrs.v import format_exception
 
@@ -120,6 +121,37 @@ class Config:
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+# cattrs converts leniently by default: `targets = "http://x/"` became a tuple of characters,
+# `name = 5` the string "5", `interval = true` 1.0. A config mistake must be an error instead.
+def _strict_scalar(cls: type[Any]) -> Callable[[Any, Any], Any]:
+    accepted: tuple[type[Any], ...] = (int, float) if cls is float else (cls,)
+
+    def structure(value: Any, _: Any) -> Any:
+        if (isinstance(value, bool) and cls is not bool) or not isinstance(value, accepted):
+            raise TypeError(f"expected {cls.__name__}, got {type(value).__name__}")
+        return cls(value)
+
+    return structure
+
+
+def _no_string_tuples(type_: Any, converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    default = homogenous_tuple_structure_factory(type_, converter)
+
+    def structure(value: Any, type_: Any) -> Any:
+        if isinstance(value, str | bytes | Mapping):
+            raise TypeError(f"expected an array, got {type(value).__name__}")
+        return default(value, type_)
+
+    return structure
+
+
+for _cls in (str, int, float, bool):
+    _converter.register_structure_hook(_cls, _strict_scalar(_cls))
+_converter.register_structure_hook_factory(
+    lambda t: is_sequence(t) and getattr(t, "__origin__", None) is tuple, _no_string_tuples
+)
 _PROBE_KEYS = frozenset(attrs.fields_dict(ProbeSpec))
 _SURFACER_KEYS = frozenset(attrs.fields_dict(SurfacerSpec))
 _TOP_KEYS = frozenset({"probe", "surfacer", "shutdown_grace"})

@@ -1,0 +1,169 @@
+"""Config loading: a full valid config, every kind of error, and the re-read targets file."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from trioprobe.config import ConfigError, LatencyBuckets, TargetsFile, load_config, parse_targets
+from trioprobe.probes import http
+from trioprobe.surfacers import lines, prometheus
+
+FULL = """
+shutdown_grace = 2.0
+
+[[probe]]
+name = "web"
+type = "http"
+targets = ["http://127.0.0.1:1/", "http://127.0.0.1:2/"]
+interval = 1.0
+timeout = 0.5
+stats_interval = 5.0
+latency_unit = "ms"
+labels = { zone = "z1" }
+latency_buckets = { bounds = [1.0, 10.0] }
+expected_codes = [200, 204]
+body_regex = "ok"
+
+[[probe]]
+name = "api"
+type = "http"
+targets_file = "targets.txt"
+interval = 20
+
+[[surfacer]]
+type = "lines"
+format = "json"
+path = "out.jsonl"
+
+[[surfacer]]
+type = "prometheus"
+port = 0
+buffer = 50
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "probe.toml"
+    path.write_text(text)
+    return path
+
+
+def test_full_config(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, FULL))
+    assert config.shutdown_grace == 2.0
+    assert config.base_dir == tmp_path
+    (web, web_opts), (api, api_opts) = config.probes
+    assert web.name == "web"
+    assert web.targets == ("http://127.0.0.1:1/", "http://127.0.0.1:2/")
+    assert (web.interval, web.timeout, web.export_interval) == (1.0, 0.5, 5.0)
+    assert web.latency_unit == "ms"
+    assert web.labels == {"zone": "z1"}
+    assert web.latency_buckets == LatencyBuckets(bounds=(1.0, 10.0))
+    assert web_opts == http.Options(expected_codes=(200, 204), body_regex="ok")
+    assert api.targets_file == "targets.txt"
+    assert api.interval == 20.0
+    # Default export interval: max(10 s, interval, timeout), as cloudprober.
+    assert api.export_interval == 20.0
+    assert api_opts == http.Options()
+    (lines_spec, lines_opts), (prom_spec, prom_opts) = config.surfacers
+    assert (lines_spec.type, lines_spec.buffer) == ("lines", 10000)
+    assert lines_opts == lines.Options(path="out.jsonl", format="json")
+    assert prom_spec.buffer == 50
+    assert prom_opts == prometheus.Options(port=0)
+
+
+def test_default_export_interval(tmp_path: Path) -> None:
+    text = '[[probe]]\nname = "a"\ntype = "http"\ntargets = ["http://x/"]\n'
+    ((spec, _),) = load_config(_write(tmp_path, text)).probes
+    assert (spec.interval, spec.timeout, spec.export_interval) == (2.0, 1.0, 10.0)
+
+
+PROBE = '[[probe]]\nname = "a"\ntype = "http"\ntargets = ["http://x/"]\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (PROBE + "bogus = 1\n", "probe[0]: unknown key(s) (bogus)"),
+        ("colour = 1\n" + PROBE, "colour: unknown key"),
+        (PROBE + '[[surfacer]]\ntype = "lines"\ncolour = "red"\n', "surfacer[0]: unknown key(s)"),
+        (PROBE + 'interval = "fast"\n', "probe[0].interval: invalid value for type"),
+        (PROBE + 'expected_codes = "200"\n', "probe[0].expected_codes: invalid value for type"),
+        (PROBE.replace('["http://x/"]', '"http://x/"'), "probe[0].targets: invalid value"),
+        (PROBE + "interval = true\n", "probe[0].interval: invalid value for type"),
+        (PROBE + '[[surfacer]]\ntype = "prometheus"\nport = "80"\n', "surfacer[0].port:"),
+        (PROBE.replace('"http"', '"gopher"'), "probe[0].type: unknown probe type 'gopher'"),
+        (PROBE + '[[surfacer]]\ntype = "pigeon"\n', "surfacer[0].type: unknown surfacer type"),
+        (PROBE + "interval = 5\nstats_interval = 2\n", "probe[0].stats_interval: 2.0s is shorter"),
+        (PROBE + "interval = 0\n", "probe[0].interval: expected seconds > 0"),
+        ('[[probe]]\nname = "a"\ntype = "http"\n', "probe[0]: no targets"),
+        (PROBE + 'targets_file = "t.txt"\n', "probe[0]: give either `targets` or `targets_file`"),
+        (PROBE + PROBE, "probe[1].name: duplicate probe name 'a'"),
+        ("shutdown_grace = 1\n", "probe: no probes configured"),
+        (PROBE + "latency_buckets = { base = 1.0 }\n", "probe[0].latency_buckets:"),
+        (PROBE + 'body_regex = "("\n', "body_regex is not a valid regular expression"),
+        ("[[probe]\n", "invalid TOML"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert expected in message
+    for line in message.splitlines():
+        assert line.startswith(f"{path}: ")
+
+
+def test_every_problem_reported_at_once(tmp_path: Path) -> None:
+    text = PROBE + 'interval = "x"\nbogus = 1\n' + '[[surfacer]]\ntype = "pigeon"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text))
+    message = str(info.value)
+    assert "probe[0].interval" in message
+    assert "bogus" in message
+    assert "surfacer[0].type" in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match="cannot read config") as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_parse_targets() -> None:
+    text = "a\n  b  # comment\n\n# only a comment\na\nc\n"
+    assert parse_targets(text) == ("a", "b", "c")
+
+
+def test_targets_file_reread(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "targets.txt"
+    path.write_text("a\nb\n")
+    targets = TargetsFile(path)
+    assert targets() == ("a", "b")
+    path.write_text("a\nb\nc\n")
+    assert targets() == ("a", "b", "c")
+    # Same size, new mtime: still noticed.
+    path.write_text("x\ny\nz\n")
+    os.utime(path, ns=(1, 1))
+    assert targets() == ("x", "y", "z")
+    # A bad file keeps the last good list, and says so once.
+    path.write_bytes(b"\xff\xfe not utf-8\n")
+    with caplog.at_level(logging.WARNING, logger="trioprobe.config"):
+        assert targets() == ("x", "y", "z")
+        assert targets() == ("x", "y", "z")
+        path.unlink()
+        assert targets() == ("x", "y", "z")
+    assert caplog.text.count("cannot re-read targets file") == 1
+    path.write_text("back\n")
+    assert targets() == ("back",)
+
+
+def test_targets_file_missing_at_start(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        TargetsFile(tmp_path / "missing.txt")
