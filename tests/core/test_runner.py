@@ -1,0 +1,171 @@
+"""The runner with a fake probe type and a recording surfacer, under a mock clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from trioprobe.config import Config, ConfigError, parse_config
+from trioprobe.metrics import EventMetrics, Int
+from trioprobe.probes import PROBE_TYPES
+from trioprobe.results import ProbeResult
+from trioprobe.runner import Runner
+
+from ._util import all_tasks
+from .fake_probe import FakeProbe
+
+
+@pytest.fixture(autouse=True)
+def _fake_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(PROBE_TYPES, "fake", "tests.core.fake_probe")
+
+
+class Recorder:
+    """A surfacer that keeps everything it receives and notes when its stream ended."""
+
+    def __init__(self, name: str = "recorder") -> None:
+        self.name = name
+        self.items: list[EventMetrics] = []
+        self.ended = False
+
+    async def run(
+        self,
+        metrics: trio.MemoryReceiveChannel[EventMetrics],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with metrics:
+            task_status.started()
+            async for em in metrics:
+                self.items.append(em)
+        self.ended = True
+
+    def latest(self, dst: str) -> EventMetrics:
+        return [em for em in self.items if em.label("dst") == dst][-1]
+
+
+def _config(**probe: Any) -> Config:
+    table = {
+        "name": "fake1",
+        "type": "fake",
+        "targets": ["a", "b"],
+        "interval": 1.0,
+        "timeout": 0.5,
+        "stats_interval": 2.0,
+        **probe,
+    }
+    return parse_config({"probe": [table], "shutdown_grace": 1.0})
+
+
+def _probe(runner: Runner) -> FakeProbe:
+    probe = runner.probes[0][1]
+    assert isinstance(probe, FakeProbe)
+    return probe
+
+
+async def test_results_reach_surfacer(autojump_clock: Any) -> None:
+    recorder = Recorder()
+    runner = Runner(_config(labels={"zone": "z"}), extra_surfacers=[recorder])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        await trio.sleep(4.5)  # exports at 2 and 4
+        nursery.cancel_scope.cancel()
+    assert sorted(em.label("dst") for em in recorder.items) == ["a", "a", "b", "b"]
+    latest = recorder.latest("a")
+    assert latest.label("ptype") == "fake"
+    assert latest.label("probe") == "fake1"
+    assert latest.label("zone") == "z"
+    # Probes at 1, 2, 3; the one at 4 ends at 4.001, after the tick.
+    assert latest.metric("total") == Int(3)
+    assert latest.metric("success") == Int(3)
+
+
+async def test_shutdown_drains_and_returns(autojump_clock: Any) -> None:
+    recorder = Recorder()
+    observed: list[tuple[str, ProbeResult]] = []
+    runner = Runner(
+        _config(stats_interval=10.0),
+        observe=lambda name, r: observed.append((name, r)),
+        extra_surfacers=[recorder],
+    )
+    before = len(all_tasks())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        await trio.sleep(3.5)
+        assert recorder.items == []  # no tick yet
+        runner.shutdown()
+        # run() ends by itself: nothing here cancels the nursery.
+    assert len(all_tasks()) == before
+    assert recorder.ended
+    probe = _probe(runner)
+    assert probe.sent == {"a": 3, "b": 3}
+    # The final export carries every result.
+    for dst in ("a", "b"):
+        assert recorder.latest(dst).metric("total") == Int(probe.sent[dst])
+    assert len(observed) == 6
+    assert {name for name, _ in observed} == {"fake1"}
+    assert sorted(r.target for _, r in observed) == ["a", "a", "a", "b", "b", "b"]
+    assert runner.fanout is not None
+    assert runner.fanout.dropped == {"recorder": 0}
+
+
+async def test_cancel_outer_scope_returns_promptly(autojump_clock: Any) -> None:
+    runner = Runner(_config(), extra_surfacers=[Recorder()])
+    before = len(all_tasks())
+    start = trio.current_time()
+    with trio.move_on_after(3.0):
+        await runner.run()
+    assert trio.current_time() - start == pytest.approx(3.0)
+    assert len(all_tasks()) == before
+
+
+async def test_probe_error_propagates(autojump_clock: Any) -> None:
+    recorder = Recorder()
+    runner = Runner(_config(fail_at=2.5), extra_surfacers=[recorder])
+    before = len(all_tasks())
+    with pytest.RaisesGroup(
+        pytest.RaisesExc(RuntimeError, match="failed on purpose"), flatten_subgroups=True
+    ):
+        await runner.run()
+    assert len(all_tasks()) == before
+
+
+async def test_targets_file_changes_reach_probes(tmp_path: Path, autojump_clock: Any) -> None:
+    path = tmp_path / "targets.txt"
+    path.write_text("a\n")
+    config = parse_config(
+        {
+            "probe": [
+                {
+                    "name": "p",
+                    "type": "fake",
+                    "targets_file": "targets.txt",
+                    "interval": 1.0,
+                    "stats_interval": 2.0,
+                }
+            ]
+        },
+        base_dir=tmp_path,
+    )
+    recorder = Recorder()
+    runner = Runner(config, extra_surfacers=[recorder])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        await trio.sleep(2.5)
+        path.write_text("a\nb\n")
+        await trio.sleep(3.0)
+        runner.shutdown()
+    assert {em.label("dst") for em in recorder.items} == {"a", "b"}
+    assert _probe(runner).sent["b"] >= 1
+
+
+def test_missing_targets_file_is_config_error(tmp_path: Path) -> None:
+    config = parse_config(
+        {"probe": [{"name": "p", "type": "fake", "targets_file": "nope.txt"}]},
+        base_dir=tmp_path,
+    )
+    with pytest.raises(ConfigError, match=r"probe 'p': cannot read targets file .*nope\.txt"):
+        Runner(config)
