@@ -106,11 +106,17 @@ class Runner:
                         await keeper_nursery.start(
                             self._keeper(spec, targets, receive_results, export_send.clone())
                         )
+                started = False
                 with self._probes_scope:
                     async with trio.open_nursery() as probe_nursery:
                         for (_, probe, _), send_results in zip(self.probes, inputs, strict=True):
                             await probe_nursery.start(_run_probe, probe, send_results)
                         task_status.started()
+                        started = True
+                if not started:
+                    # shutdown() came while the probes were starting (a signal at start-up):
+                    # report readiness anyway, so the caller's start() does not fail, and drain.
+                    task_status.started()
                 # Every input channel is closed now, even if a probe failed to start.
                 for send_results in inputs:
                     send_results.close()

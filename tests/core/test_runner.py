@@ -169,3 +169,15 @@ def test_missing_targets_file_is_config_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"probe 'p': cannot read targets file .*nope\.txt"):
         Runner(config)
+
+
+async def test_shutdown_before_start(autojump_clock: Any) -> None:
+    # A signal can arrive while the runner is still starting: that must not be an error.
+    recorder = Recorder()
+    runner = Runner(_config(), extra_surfacers=[recorder])
+    runner.shutdown()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run)
+    assert recorder.ended
+    assert recorder.items == []
