@@ -241,7 +241,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the keeper run")
     args = parser.parse_args()
     total = 300_000 if args.quick else 2_000_000
-    memory_total = 300_000 if args.quick else 3_000_000
+    memory_total = 300_000 if args.quick else 10_000_000
     export_targets = 10_000
 
     # Warm up both paths once (imports, allocator) so the order of the runs does not matter.
