@@ -151,6 +151,11 @@ class String:
         return json.dumps(self.value)
 
 
+def _sorted_values(values: Mapping[str, int | float] | None) -> dict[str, int | float]:
+    # None is accepted, as documented for Map(name, values=None); keys are kept sorted.
+    return dict(sorted((values or {}).items()))
+
+
 @attrs.define
 class Map:
     """Numbers keyed by string, e.g. response codes: ``Map("code", {"200": 5, "503": 1})``.
@@ -160,15 +165,12 @@ class Map:
     """
 
     name: str
-    values: dict[str, int | float] = attrs.field(factory=dict)
-
-    def __attrs_post_init__(self) -> None:
-        self.values = dict(sorted(self.values.items()))
+    values: dict[str, int | float] = attrs.field(factory=dict, converter=_sorted_values)
 
     def increment(self, key: str, by: int | float = 1) -> None:
         if key not in self.values:
             self.values[key] = by
-            self.values = dict(sorted(self.values.items()))
+            self.values = dict(self.values)  # the converter puts the new key in order
         else:
             self.values[key] += by
 

@@ -62,6 +62,15 @@ def test_string_ops() -> None:
     assert not s.is_reset(String("zzz"))
 
 
+def test_map_values_none_and_sorted() -> None:
+    m = Map("code", None)
+    assert m.values == {}
+    m.increment("b")
+    m.increment("a", 2)
+    assert list(m.values.items()) == [("a", 2), ("b", 1)]
+    assert str(m) == "map:code,a:2,b:1"
+
+
 def test_map_ops() -> None:
     m = Map("code", {"500": 1, "200": 2})
     assert list(m.values) == ["200", "500"]  # kept sorted

@@ -166,6 +166,23 @@ async def test_labels(nursery: trio.Nursery, autojump_clock: Any) -> None:
     assert items[1].timestamp >= items[0].timestamp
 
 
+async def test_exports_are_clones_with_fixed_labels(
+    nursery: trio.Nursery, autojump_clock: Any
+) -> None:
+    keeper = await Keeper(nursery, lambda: ["a"], interval=1.0).start()
+    keeper.results.send_nowait(ProbeResult("a", True))
+    await trio.sleep(1.5)
+    [first] = keeper.exported()
+    # A consumer that scribbles on what it got changes nothing for the next export.
+    first.add_label("scribble", "x")
+    first.metric("total").value = 100  # type: ignore[union-attr]
+    keeper.results.send_nowait(ProbeResult("a", True))
+    await trio.sleep(1.0)
+    [second] = keeper.exported()
+    assert list(second.labels) == ["ptype", "probe", "dst"]
+    assert second.metric("total") == Int(2)
+
+
 async def test_gauges_exported_as_gauge(nursery: trio.Nursery, autojump_clock: Any) -> None:
     keeper = await Keeper(nursery, lambda: ["a"], interval=1.0).start()
     keeper.results.send_nowait(ProbeResult("a", True, gauges={"srtt": 0.5}))
