@@ -48,7 +48,6 @@ _POLLOUT: Final = int(zmq.POLLOUT)
 _DONTWAIT: Final = int(zmq.DONTWAIT)
 _SNDMORE_DONTWAIT: Final = int(zmq.SNDMORE) | int(zmq.DONTWAIT)
 _EVENTS: Final = int(zmq.EVENTS)
-_RCVMORE: Final = int(zmq.RCVMORE)
 
 _context: zmq.Context[zmq.Socket[bytes]] | None = None
 _context_pid = 0
@@ -126,7 +125,7 @@ class Socket:
         # arithmetic and argument checks; the backend's methods with int flags do not.
         backend = cast(Any, zmq.backend.Socket)
         self._send_frame: Callable[[bytes, int], object] = backend.send.__get__(sock)
-        self._recv_frame: Callable[[int], bytes] = backend.recv.__get__(sock)
+        self._recv_frame: Callable[[int, bool], zmq.Frame] = backend.recv.__get__(sock)
         self._get: Callable[[int], int] = backend.get.__get__(sock)
         self._closed = False
         self._lot = trio.lowlevel.ParkingLot()
@@ -193,12 +192,16 @@ class Socket:
             raise trio.ClosedResourceError("ZeroMQ socket is closed")
         recv = self._recv_frame
         try:
-            frames = [recv(_DONTWAIT)]
+            frame = recv(_DONTWAIT, False)
         except zmq.Again:
             return None
-        # The remaining frames of a message arrive with its first one.
-        while self._get(_RCVMORE):
-            frames.append(recv(_DONTWAIT))
+        # Frames (copy=False) carry their own "more" flag; asking the socket for RCVMORE instead
+        # costs an enum conversion inside pyzmq per frame. The remaining frames of a message
+        # arrive with its first one.
+        frames = [frame.bytes]
+        while frame.more:
+            frame = recv(_DONTWAIT, False)
+            frames.append(frame.bytes)
         if self._want_in or self._want_out:
             self._events()
         return frames
