@@ -12,22 +12,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from functools import partial
-from typing import Any
+from collections.abc import Callable
 
 import attrs
 import trio
+
+from .._asgi import ASGIApp, Receive, Scope, Send, answer_lifespan, serve_asgi
 
 __all__ = ["DEFAULT_PATH", "HealthApp", "format_rfc3339_nano", "health_app", "serve_health"]
 
 DEFAULT_PATH = "/raft/probing"
 """Where etcd serves its probing handler on the peer listener."""
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 
 def format_rfc3339_nano(ns: int) -> str:
@@ -79,13 +74,7 @@ class HealthApp:
             )
             await send({"type": "http.response.body", "body": body})
         elif kind == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1008})
         else:
@@ -101,7 +90,7 @@ async def serve_health(
     port: int = 0,
     *,
     path: str = DEFAULT_PATH,
-    app: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
+    app: ASGIApp | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the health endpoint with Hypercorn on Trio until cancelled.
@@ -110,19 +99,9 @@ async def serve_health(
     is 0) through ``task_status.started()``. Cancellation is the way to stop it; Hypercorn's own
     access and error logs are off so it stays quiet inside a probing process.
     """
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
-
     if not path.startswith("/"):
         raise ValueError(f"health path must start with '/': {path!r}")
-    config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = None
-    config.graceful_timeout = 0.5
     asgi_app = app if app is not None else HealthApp(path=path)
-    # No shutdown trigger: cancellation is the only way out, and Hypercorn's listeners close
-    # cleanly under it (checked by the tests, which turn ResourceWarnings into errors).
     async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(partial(serve, asgi_app, config))  # type: ignore[arg-type]
-        task_status.started(binds[0] + path)
+        base_url = await nursery.start(serve_asgi, asgi_app, host, port)
+        task_status.started(base_url + path)
