@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from ..probing import DEFAULT_PATH, serve_health
-from ._common import CLIError
+from ._common import CLIError, first_os_error
 
 __all__ = ["register"]
 
@@ -52,23 +52,12 @@ def _cmd_serve_health(args: argparse.Namespace) -> int:
         trio.run(_serve, args.host, args.port, args.path, args.duration)
     except (OSError, BaseExceptionGroup) as exc:
         # Binding fails inside Hypercorn's nurseries, so the OSError arrives wrapped in groups.
-        error = _first_os_error(exc)
+        error = first_os_error(exc)
         if error is None:
             raise
         why = error.strerror or str(error)
         raise CLIError(f"cannot serve on {args.host}:{args.port}: {why}") from None
     return 0
-
-
-def _first_os_error(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _first_os_error(inner)
-            if found is not None:
-                return found
-    return None
 
 
 async def _serve(host: str, port: int, path: str, duration: float | None) -> None:

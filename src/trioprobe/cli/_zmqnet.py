@@ -23,7 +23,7 @@ from ..zmqnet import (
     ZmqNetError,
     benchmark,
 )
-from ._common import CLIError
+from ._common import CLIError, first_os_error
 
 __all__ = ["register"]
 
@@ -142,23 +142,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         trio.run(_serve, server, args.uptime)
     except (OSError, BaseExceptionGroup) as exc:
         # A bind error surfaces through the nursery, wrapped in an exception group.
-        error = _first_os_error(exc)
+        error = first_os_error(exc)
         if error is None:
             raise
         raise CLIError(error.strerror or str(error)) from None
     print(server.metrics.summary(), flush=True)
     return 0
-
-
-def _first_os_error(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _first_os_error(inner)
-            if found is not None:
-                return found
-    return None
 
 
 async def _serve(server: RepServer | RouterServer, uptime: float | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 import trio
 
@@ -10,7 +11,7 @@ from .._ticks import next_tick_after
 from ..results import ProbeResult
 from . import TargetsFn
 
-__all__ = ["run_per_target", "send_result", "sleep_until_next_tick"]
+__all__ = ["PerTargetClients", "run_per_target", "send_result", "sleep_until_next_tick"]
 
 
 async def send_result(results: trio.MemorySendChannel[ProbeResult], result: ProbeResult) -> None:
@@ -87,3 +88,47 @@ async def run_per_target(
                     running[target] = trio.CancelScope()
                     nursery.start_soon(supervise_target, target, running[target])
             await trio.sleep(interval)
+
+
+ClientT = TypeVar("ClientT")
+
+# Closing clients at shutdown runs shielded; this bounds how long a stuck close can hold it up.
+_CLOSE_TIMEOUT = 1.0
+
+
+class PerTargetClients(Generic[ClientT]):
+    """One client per target: made on first use, closed when the target goes or the probe stops.
+
+    Probes keep a client per target rather than per probe (building one can cost milliseconds)
+    or one shared by all (httpx's pool slows down sharply when many tasks share a client). Pass
+    :meth:`discard` as ``run_per_target``'s ``on_target_removed`` and ``await aclose()`` in a
+    ``finally``.
+    """
+
+    def __init__(
+        self, make: Callable[[str], ClientT], close: Callable[[ClientT], Awaitable[None]]
+    ) -> None:
+        self._make = make
+        self._close = close
+        self._clients: dict[str, ClientT] = {}
+
+    def get(self, target: str) -> ClientT:
+        client = self._clients.get(target)
+        if client is None:
+            client = self._clients[target] = self._make(target)
+        return client
+
+    async def discard(self, target: str) -> None:
+        client = self._clients.pop(target, None)
+        if client is not None:
+            await self._close(client)
+
+    async def aclose(self) -> None:
+        """Close every client, even when the caller is being cancelled."""
+        clients, self._clients = list(self._clients.values()), {}
+        with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT):
+            for client in clients:
+                await self._close(client)
+
+    def __len__(self) -> int:
+        return len(self._clients)

@@ -24,7 +24,7 @@ import trio
 from ..metrics import Map
 from ..results import ProbeResult
 from . import TargetsFn
-from ._base import run_per_target
+from ._base import PerTargetClients, run_per_target
 
 if TYPE_CHECKING:
     from ..config import ProbeSpec
@@ -71,8 +71,10 @@ class HTTPProbe:
         self.interval = interval
         self.timeout = timeout
         self._pattern = re.compile(options.body_regex) if options.body_regex else None
-        self._client_factory = client_factory or self._default_client
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        make = client_factory or self._default_client
+        self._clients = PerTargetClients[httpx.AsyncClient](
+            lambda _target: make(), httpx.AsyncClient.aclose
+        )
 
     def _default_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(verify=self.options.verify_tls, headers=dict(self.options.headers))
@@ -84,8 +86,6 @@ class HTTPProbe:
 
     async def probe_once(self, target: str) -> ProbeResult:
         client = self._clients.get(target)
-        if client is None:
-            client = self._clients[target] = self._client_factory()
         codes = Map("code")
         extras: dict[str, Map] = {"resp-code": codes}
         if self._pattern is not None:
@@ -110,11 +110,6 @@ class HTTPProbe:
             return ProbeResult(target, False, latency, error=error, extras=extras)
         return ProbeResult(target, True, latency, extras=extras)
 
-    async def _close_client(self, target: str) -> None:
-        client = self._clients.pop(target, None)
-        if client is not None:
-            await client.aclose()
-
     async def run(
         self,
         results: trio.MemorySendChannel[ProbeResult],
@@ -128,14 +123,11 @@ class HTTPProbe:
                 probe_timeout=self.timeout,
                 probe_once=self.probe_once,
                 results=results,
-                on_target_removed=self._close_client,
+                on_target_removed=self._clients.discard,
                 task_status=task_status,
             )
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                for client in self._clients.values():
-                    await client.aclose()
-            self._clients.clear()
+            await self._clients.aclose()
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> HTTPProbe:

@@ -18,7 +18,7 @@ import trio
 from ..results import ProbeResult
 from ..zmqnet import Client, MessageDroppedError, ZmqNetError
 from . import TargetsFn
-from ._base import run_per_target
+from ._base import PerTargetClients, run_per_target
 
 if TYPE_CHECKING:
     from ..config import ProbeSpec
@@ -65,23 +65,20 @@ class ZmqProbe:
         self.timeout = timeout
         self._payload = options.message.encode()
         self._pattern = re.compile(options.reply_regex) if options.reply_regex else None
-        self._clients: dict[str, Client] = {}
+        self._clients = PerTargetClients[Client](self._new_client, Client.aclose)
 
-    def _client(self, target: str) -> Client:
-        client = self._clients.get(target)
-        if client is None:
-            client = self._clients[target] = Client(
-                target,
-                identity=self.options.identity,
-                timeout=self.timeout / self.options.retries,
-                retries=self.options.retries,
-            )
-        return client
+    def _new_client(self, target: str) -> Client:
+        return Client(
+            target,
+            identity=self.options.identity,
+            timeout=self.timeout / self.options.retries,
+            retries=self.options.retries,
+        )
 
     async def probe_once(self, target: str) -> ProbeResult:
         started = trio.current_time()
         try:
-            client = self._client(target)
+            client = self._clients.get(target)
             reply = await client.send(self._payload)
         except MessageDroppedError as exc:
             return ProbeResult(
@@ -99,11 +96,6 @@ class ZmqProbe:
                 return ProbeResult(target, False, latency, error=error)
         return ProbeResult(target, True, latency)
 
-    async def _close_client(self, target: str) -> None:
-        client = self._clients.pop(target, None)
-        if client is not None:
-            await client.aclose()
-
     async def run(
         self,
         results: trio.MemorySendChannel[ProbeResult],
@@ -117,13 +109,11 @@ class ZmqProbe:
                 probe_timeout=self.timeout,
                 probe_once=self.probe_once,
                 results=results,
-                on_target_removed=self._close_client,
+                on_target_removed=self._clients.discard,
                 task_status=task_status,
             )
         finally:
-            for client in self._clients.values():
-                client.close()
-            self._clients.clear()
+            await self._clients.aclose()
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> ZmqProbe:
