@@ -36,6 +36,7 @@ from cattrs.cols import homogenous_tuple_structure_factory, is_sequence
 from cattrs.errors import ClassValidationError
 from cattrs.v import format_exception
 
+from ._options import is_path_field
 from .metrics import Distribution, MetricsError
 from .probes import PROBE_TYPES, load_probe_type
 from .results import LATENCY_UNITS
@@ -50,6 +51,7 @@ __all__ = [
     "TargetsFile",
     "load_config",
     "parse_config",
+    "resolve_paths",
 ]
 
 logger = logging.getLogger("trioprobe.config")
@@ -281,6 +283,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         if sspec.buffer < 1:
             errors.append(f"{path}.buffer: expected at least 1, got {sspec.buffer}")
         options = _structure(rest, load_surfacer_type(sspec.type).Options, f"$.{path}", errors)
+        if options is not None:
+            options = resolve_paths(options, base_dir or Path.cwd())
         surfacers.append((sspec, options))
 
     if errors:
@@ -291,6 +295,20 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         shutdown_grace=float(grace),
         base_dir=base_dir or Path.cwd(),
     )
+
+
+def resolve_paths(options: Any, base_dir: Path) -> Any:
+    """``options`` with its relative path fields (see ``_options.path_field``) made absolute under
+    ``base_dir``.
+
+    ``""`` and ``"-"`` (standard output) are left alone.
+    """
+    changes = {}
+    for field in attrs.fields(type(options)):
+        value = getattr(options, field.name)
+        if is_path_field(field) and value not in ("", "-") and not os.path.isabs(value):
+            changes[field.name] = str(base_dir / value)
+    return attrs.evolve(options, **changes) if changes else options
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

@@ -71,7 +71,8 @@ def test_full_config(tmp_path: Path) -> None:
     assert api_opts == http.Options()
     (lines_spec, lines_opts), (prom_spec, prom_opts) = config.surfacers
     assert (lines_spec.type, lines_spec.buffer) == ("lines", 10000)
-    assert lines_opts == lines.Options(path="out.jsonl", format="json")
+    # Relative file paths are resolved from the config's folder, like targets_file.
+    assert lines_opts == lines.Options(path=str(tmp_path / "out.jsonl"), format="json")
     assert prom_spec.buffer == 50
     assert prom_opts == prometheus.Options(port=0)
 
@@ -167,3 +168,20 @@ def test_targets_file_reread(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
 def test_targets_file_missing_at_start(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         TargetsFile(tmp_path / "missing.txt")
+
+
+def test_relative_surfacer_paths_resolve_from_the_config_folder(tmp_path: Path) -> None:
+    config_dir = tmp_path / "conf"
+    config_dir.mkdir()
+    path = config_dir / "c.toml"
+    path.write_text(
+        '[[probe]]\nname = "w"\ntype = "http"\ntargets = ["http://127.0.0.1:9/"]\n'
+        '[[surfacer]]\ntype = "lines"\npath = "out/metrics.txt"\n'
+        '[[surfacer]]\ntype = "lines"\n'
+        '[[surfacer]]\ntype = "influxdb"\nqueue_dir = "/abs/queue"\n'
+    )
+    config = load_config(path)
+    (_, relative), (_, stdout), (_, influx) = config.surfacers
+    assert relative.path == str(config_dir / "out/metrics.txt")
+    assert stdout.path == "-"
+    assert influx.queue_dir == "/abs/queue"

@@ -35,6 +35,7 @@ import attrs
 import httpx
 import trio
 
+from .._options import path_field
 from ..handoff import (
     DEFAULT_MAX_AGE,
     DEFAULT_MAX_SEGMENT_SIZE,
@@ -60,8 +61,9 @@ class Options:
 
     url: str = "http://127.0.0.1:8086"
     database: str = "trioprobe"
-    #: The handoff queue directory; "" means ``<tmp>/trioprobe-handoff/influxdb-<database>``.
-    queue_dir: str = ""
+    #: The handoff queue directory (relative to the config file); "" means
+    #: ``<tmp>/trioprobe-handoff/influxdb-<database>``.
+    queue_dir: str = path_field("")
     #: Bytes the queue may use on disk; new points are dropped (and counted) beyond it.
     max_size: int = DEFAULT_MAX_SIZE
     max_segment_size: int = DEFAULT_MAX_SEGMENT_SIZE

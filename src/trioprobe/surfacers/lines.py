@@ -16,6 +16,7 @@ from typing import Literal, TextIO
 import attrs
 import trio
 
+from .._options import path_field
 from ..metrics import EventMetrics
 
 __all__ = ["LinesSurfacer", "Options", "make_surfacer"]
@@ -25,8 +26,8 @@ __all__ = ["LinesSurfacer", "Options", "make_surfacer"]
 class Options:
     """Config keys of a ``lines`` surfacer."""
 
-    #: A file to append to, or ``-`` for standard output.
-    path: str = "-"
+    #: A file to append to (relative to the config file), or ``-`` for standard output.
+    path: str = path_field("-")
     format: Literal["text", "json"] = "text"
     #: The first word of each text line.
     prefix: str = "trioprobe"
