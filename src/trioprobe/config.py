@@ -24,6 +24,7 @@ the key path (``probe[0].interval``) and what was expected.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -103,11 +104,14 @@ class ProbeSpec:
         return max(10.0, self.interval, self.timeout)
 
 
+DEFAULT_SURFACER_BUFFER = 10000
+
+
 @attrs.frozen
 class SurfacerSpec:
     type: str
     #: Exports buffered for this surfacer before the fan-out starts dropping (and counting).
-    buffer: int = 10000
+    buffer: int = DEFAULT_SURFACER_BUFFER
 
 
 @attrs.frozen
@@ -209,10 +213,11 @@ def _check_probe(spec: ProbeSpec, path: str, errors: list[str]) -> None:
         errors.append(f'{path}: no targets: give `targets = [...]` or `targets_file = "..."`')
     if spec.targets and spec.targets_file is not None:
         errors.append(f"{path}: give either `targets` or `targets_file`, not both")
-    if spec.interval <= 0:
-        errors.append(f"{path}.interval: expected seconds > 0, got {spec.interval}")
-    if spec.timeout <= 0:
-        errors.append(f"{path}.timeout: expected seconds > 0, got {spec.timeout}")
+    for key in ("interval", "timeout", "stats_interval"):
+        value = getattr(spec, key)
+        # "not (x > 0)" also rejects NaN, which every comparison lets through.
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            errors.append(f"{path}.{key}: expected a finite number of seconds > 0, got {value}")
     if spec.stats_interval is not None and spec.stats_interval < spec.interval:
         errors.append(
             f"{path}.stats_interval: {spec.stats_interval}s is shorter than the probe interval "
@@ -233,7 +238,11 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
     for key in data.keys() - _TOP_KEYS:
         errors.append(f"{key}: unknown key; expected one of {', '.join(sorted(_TOP_KEYS))}")
     grace = data.get("shutdown_grace", 5.0)
-    if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
+    if (
+        not isinstance(grace, int | float)
+        or isinstance(grace, bool)
+        or not (grace >= 0 and math.isfinite(grace))
+    ):
         errors.append(f"shutdown_grace: expected seconds >= 0, got {grace!r}")
         grace = 5.0
 

@@ -19,14 +19,14 @@ from typing import Any
 
 import trio
 
-from .config import Config, ConfigError, ProbeSpec, TargetsFile
+from .config import DEFAULT_SURFACER_BUFFER, Config, ConfigError, ProbeSpec, TargetsFile
 from .metrics import EventMetrics
 from .probes import Probe, TargetsFn, load_probe_type
 from .results import LATENCY_UNITS, ProbeResult
 from .stats import stats_keeper
 from .surfacers import Fanout, Surfacer, load_surfacer_type
 
-__all__ = ["Runner", "run"]
+__all__ = ["Runner", "StartupError", "run"]
 
 # Keepers hand exports to the fan-out through this; results reach a keeper through one each.
 _EXPORT_BUFFER = 256
@@ -34,6 +34,27 @@ _RESULTS_BUFFER = 256
 
 #: Called with (probe name, result) for every result, as the keeper folds it in.
 Observer = Callable[[str, ProbeResult], None]
+
+
+class StartupError(Exception):
+    """A probe or surfacer failed before it was ready (a port in use, a locked queue directory).
+
+    The message names the part and says why; the original exception is the ``__cause__``.
+    """
+
+
+async def _start(nursery: trio.Nursery, what: str, fn: Callable[..., Any], *args: object) -> None:
+    try:
+        await nursery.start(fn, *args)
+    except Exception as exc:
+        raise StartupError(f"{what} could not start: {_root_cause(exc)}") from exc
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    # The error a part raised reaches us wrapped in the groups of the nurseries it crossed.
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _targets_for(spec: ProbeSpec, config: Config) -> TargetsFn:
@@ -75,7 +96,7 @@ class Runner:
             (load_surfacer_type(sspec.type).make_surfacer(options), sspec.buffer)
             for sspec, options in config.surfacers
         ]
-        self.surfacers.extend((surfacer, 10000) for surfacer in extra_surfacers)
+        self.surfacers.extend((surfacer, DEFAULT_SURFACER_BUFFER) for surfacer in extra_surfacers)
         self.fanout: Fanout | None = None
         self._probes_scope = trio.CancelScope()
 
@@ -91,7 +112,7 @@ class Runner:
             for surfacer, buffer in self.surfacers:
                 send, receive = trio.open_memory_channel[EventMetrics](buffer)
                 sinks.append((surfacer.name, send))
-                await surfacer_nursery.start(surfacer.run, receive)
+                await _start(surfacer_nursery, f"surfacer {surfacer.name!r}", surfacer.run, receive)
             self.fanout = Fanout(sinks)
             await surfacer_nursery.start(self.fanout.run, export_receive)
 
@@ -109,8 +130,9 @@ class Runner:
                 started = False
                 with self._probes_scope:
                     async with trio.open_nursery() as probe_nursery:
-                        for (_, probe, _), send_results in zip(self.probes, inputs, strict=True):
-                            await probe_nursery.start(_run_probe, probe, send_results)
+                        for (spec, probe, _), send_results in zip(self.probes, inputs, strict=True):
+                            what = f"probe {spec.name!r}"
+                            await _start(probe_nursery, what, _run_probe, probe, send_results)
                         task_status.started()
                         started = True
                 if not started:

@@ -131,3 +131,31 @@ def test_demo_quiet(capsys: pytest.CaptureFixture[str]) -> None:
             line.startswith("web http://127.0.0.1:") and f"{path} total=" in line
             for line in out.splitlines()
         ), out
+
+
+def test_run_surfacer_that_cannot_start_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _write(
+        tmp_path,
+        '[[probe]]\nname = "w"\ntype = "http"\ntargets = ["http://127.0.0.1:9/"]\n'
+        f'[[surfacer]]\ntype = "lines"\npath = "{tmp_path}/missing-dir/out.txt"\n',
+    )
+    assert main(["run", str(config), "--duration", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trioprobe: error: surfacer 'lines:")
+    assert "could not start" in err
+    assert "No such file or directory" in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flag", ["--duration", "--refresh"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_display_flags_must_be_positive_seconds(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", flag, value])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}" in capsys.readouterr().err

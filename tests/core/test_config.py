@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from trioprobe.config import ConfigError, LatencyBuckets, TargetsFile, load_config, parse_targets
+from trioprobe.config import (
+    ConfigError,
+    LatencyBuckets,
+    TargetsFile,
+    load_config,
+    parse_config,
+    parse_targets,
+)
 from trioprobe.probes import http
 from trioprobe.surfacers import lines, prometheus
 
@@ -100,7 +107,7 @@ PROBE = '[[probe]]\nname = "a"\ntype = "http"\ntargets = ["http://x/"]\n'
         (PROBE.replace('"http"', '"gopher"'), "probe[0].type: unknown probe type 'gopher'"),
         (PROBE + '[[surfacer]]\ntype = "pigeon"\n', "surfacer[0].type: unknown surfacer type"),
         (PROBE + "interval = 5\nstats_interval = 2\n", "probe[0].stats_interval: 2.0s is shorter"),
-        (PROBE + "interval = 0\n", "probe[0].interval: expected seconds > 0"),
+        (PROBE + "interval = 0\n", "probe[0].interval: expected a finite number of seconds > 0"),
         ('[[probe]]\nname = "a"\ntype = "http"\n', "probe[0]: no targets"),
         (PROBE + 'targets_file = "t.txt"\n', "probe[0]: give either `targets` or `targets_file`"),
         (PROBE + PROBE, "probe[1].name: duplicate probe name 'a'"),
@@ -185,3 +192,11 @@ def test_relative_surfacer_paths_resolve_from_the_config_folder(tmp_path: Path) 
     assert relative.path == str(config_dir / "out/metrics.txt")
     assert stdout.path == "-"
     assert influx.queue_dir == "/abs/queue"
+
+
+@pytest.mark.parametrize("key", ["interval", "timeout", "stats_interval"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_durations_are_rejected(key: str, value: str) -> None:
+    probe = {"name": "w", "type": "http", "targets": ["http://x/"], key: float(value)}
+    with pytest.raises(ConfigError, match=rf"probe\[0\]\.{key}: expected a finite number"):
+        parse_config({"probe": [probe]})

@@ -298,3 +298,14 @@ async def test_http_removed_target_client_closed(
     assert sorted(closed) == [False, True]
     results = drain(receive)  # type: ignore[arg-type]
     assert {r.target for r in results} == {"http://a/", "http://b/"}  # type: ignore[attr-defined]
+
+
+async def test_default_http_client_leaves_the_deadline_to_the_cancel_scope() -> None:
+    # httpx's default timeout (5 s) would end a slow probe as a transport error before a
+    # longer configured timeout, and it would not count in `timeouts`.
+    probe = HTTPProbe(Options(), list, interval=10.0, timeout=8.0)
+    client = probe._default_client()
+    try:
+        assert client.timeout == httpx.Timeout(None)
+    finally:
+        await client.aclose()

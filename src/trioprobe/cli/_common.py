@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["CLIError", "first_os_error"]
+import argparse
+import math
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
+__all__ = ["CLIError", "find_error", "first_os_error", "positive_seconds"]
 
 
 class CLIError(Exception):
@@ -12,14 +18,33 @@ class CLIError(Exception):
     """
 
 
-def first_os_error(exc: BaseException) -> OSError | None:
-    """The first ``OSError`` in ``exc`` or its exception groups (a server's bind failure arrives
-    wrapped in the groups of the nurseries it crossed), or ``None``."""
-    if isinstance(exc, OSError):
+def find_error(exc: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` in ``exc`` or its exception groups, or ``None``.
+
+    An error raised in a task arrives wrapped in the exception groups of every nursery it
+    crossed; a command looks inside them for the one it can explain to the user.
+    """
+    if isinstance(exc, kind):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = first_os_error(inner)
+            found = find_error(inner, kind)
             if found is not None:
                 return found
     return None
+
+
+def first_os_error(exc: BaseException) -> OSError | None:
+    """The first ``OSError`` in ``exc`` or its groups (a server's bind failure), or ``None``."""
+    return find_error(exc, OSError)
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds > 0 (argparse turns the error into exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {text}")
+    return value

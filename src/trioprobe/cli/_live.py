@@ -12,6 +12,7 @@ from collections import deque
 
 import attrs
 from rich.table import Table
+from rich.text import Text
 
 from ..results import ProbeResult
 
@@ -91,15 +92,17 @@ class LiveStats:
             p50, p99 = stats.percentiles()
             rate = 100.0 * stats.success / stats.total if stats.total else 0.0
             style = "green" if rate >= 99.0 else "yellow" if rate >= 90.0 else "red"
-            row = [
-                probe,
-                target,
+            # Probe names, targets and errors are data: Text() keeps rich from reading "[...]"
+            # in them (a regex in an error message) as markup.
+            row: list[str | Text] = [
+                Text(probe),
+                Text(target),
                 str(stats.total),
-                f"[{style}]{rate:.1f}%[/{style}]",
+                Text(f"{rate:.1f}%", style=style),
                 _format_seconds(p50),
                 _format_seconds(p99),
-                *(_format_gauge(stats.gauges.get(name)) for name in gauges),
-                stats.last_error,
+                *(Text(_format_gauge(stats.gauges.get(name))) for name in gauges),
+                Text(stats.last_error),
             ]
             table.add_row(*row)
         return table

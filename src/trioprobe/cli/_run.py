@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.live import Live
 
 from ..config import Config, ConfigError, load_config
-from ..runner import Runner
-from ._common import CLIError
+from ..runner import Runner, StartupError
+from ._common import CLIError, find_error, positive_seconds
 from ._demo import run_demo
 from ._live import LiveStats
 
@@ -47,10 +47,16 @@ def _add_display_options(parser: argparse.ArgumentParser) -> None:
         "--quiet", action="store_true", help="plain summary lines instead of a live table"
     )
     parser.add_argument(
-        "--duration", type=float, default=None, help="stop by itself after this many seconds"
+        "--duration",
+        type=positive_seconds,
+        default=None,
+        help="stop by itself after this many seconds",
     )
     parser.add_argument(
-        "--refresh", type=float, default=1.0, help="seconds between display updates (default 1)"
+        "--refresh",
+        type=positive_seconds,
+        default=1.0,
+        help="seconds between display updates (default 1)",
     )
 
 
@@ -108,16 +114,19 @@ async def run_config(config: Config, args: argparse.Namespace, title: str = "tri
         # The run has drained after a shutdown: the display and signal watcher are done too.
         nursery.cancel_scope.cancel()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_signals, runner, nursery.cancel_scope)
-        await nursery.start(run_then_stop_helpers)
-        for surfacer, _ in runner.surfacers:
-            url = getattr(surfacer, "url", None)
-            if url:
-                console.print(f"{surfacer.name} serving at {url}")
-        if args.duration is not None:
-            nursery.start_soon(_shutdown_after, args.duration, runner)
-        nursery.start_soon(_display, live, args, title, console)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_signals, runner, nursery.cancel_scope)
+            await nursery.start(run_then_stop_helpers)
+            for surfacer, _ in runner.surfacers:
+                url = getattr(surfacer, "url", None)
+                if url:
+                    console.print(f"{surfacer.name} serving at {url}")
+            if args.duration is not None:
+                nursery.start_soon(_shutdown_after, args.duration, runner)
+            nursery.start_soon(_display, live, args, title, console)
+    except* StartupError as group:
+        raise CLIError(str(find_error(group, StartupError))) from None
     if args.quiet or not console.is_terminal:
         for line in live.lines():
             print(line)

@@ -77,7 +77,11 @@ class HTTPProbe:
         )
 
     def _default_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(verify=self.options.verify_tls, headers=dict(self.options.headers))
+        # timeout=None: the deadline is the probe's cancel scope. httpx's own default (5 s) would
+        # otherwise end slow probes early, as a transport error instead of a counted timeout.
+        return httpx.AsyncClient(
+            verify=self.options.verify_tls, headers=dict(self.options.headers), timeout=None
+        )
 
     def _success_code(self, code: int) -> bool:
         if self.options.expected_codes:

@@ -10,7 +10,7 @@ when a results channel is requested.
 """
 
 from .health import DEFAULT_PATH, HealthApp, format_rfc3339_nano, health_app, serve_health
-from .monitor import RTT_BUCKETS, RTTHistogram, monitor
+from .monitor import RTT_BUCKETS, RTTHistogram, SampleSink, monitor
 from .prober import (
     ALPHA,
     BadHealthReply,
@@ -53,4 +53,5 @@ __all__ = [
     "monitor",
     "RTTHistogram",
     "RTT_BUCKETS",
+    "SampleSink",
 ]

@@ -416,7 +416,8 @@ class Prober:
             if client is None:
                 # A client per id: each has at most one request in flight, which sidesteps
                 # httpcore's pool slowdown when many tasks share one pool (httpx #3215).
-                owned = client = httpx.AsyncClient(verify=_ssl_context())
+                # timeout=None: the deadline is the per-probe cancel scope, not httpx's 5 s.
+                owned = client = httpx.AsyncClient(verify=_ssl_context(), timeout=None)
             try:
                 await self._loop(probe, client)
             finally:

@@ -47,11 +47,7 @@ class Fanout:
                     for name, channel in self._sinks:
                         try:
                             channel.send_nowait(em)
-                        except (
-                            trio.WouldBlock,
-                            trio.BrokenResourceError,
-                            trio.ClosedResourceError,
-                        ):
+                        except _UNDELIVERABLE:
                             self._drop(name)
         finally:
             for _, channel in self._sinks:
