@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,37 @@ async def test_defaults_to_options_log_and_follows_target_changes(
     seen = {r.target async for r in recv}
     assert "memory" in seen
     assert (tmp_path / "log").exists()
+
+
+async def test_dropped_results_keep_their_deltas_and_warn_rarely(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = ProbeSpec(name="lp", type="logping", interval=1.0, timeout=0.5)
+    probe = make_probe(spec, Options(buffer=1), lambda: ["memory"])
+    # Nobody reads until t=25.5: the forwarder holds result 1, the buffer result 2, and the
+    # results of pings 3..25 are dropped.
+    send, recv = trio.open_memory_channel[ProbeResult](0)
+    caplog.set_level(logging.WARNING, logger="trioprobe.probes.logping")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(probe.run, send)
+        await trio.sleep(25.5)
+        metrics = probe.pingers["memory"].metrics
+        results = [await recv.receive() for _ in range(3)]  # 1, 2, and ping 26's
+        nursery.cancel_scope.cancel()
+    assert [r.gauges["last_applied"] for r in results] == [1, 2, 26]
+    assert metrics.appends_succeeded == 26
+    # The dropped results' changes ride on the next result sent, so the sums are the totals.
+    succeeded = [r.extras["appends_succeeded"] for r in results]
+    assert succeeded == [1, 1, 24]
+    assert sum(n for n in succeeded if isinstance(n, int)) == metrics.appends_succeeded
+    appended = [r.extras["append_latency"] for r in results]
+    assert [d.count for d in appended if isinstance(d, Distribution)] == [1, 1, 24]
+    assert [r.extras["results_dropped"] for r in results] == [0, 0, 23]
+    # Drops from t=3 to t=25: one warning per 10 s (t=3, 13, 23), none holding a whole result.
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3
+    assert all("ProbeResult" not in r.getMessage() for r in warnings)
+    assert [r.getMessage().count(" 21 results dropped") for r in warnings] == [0, 0, 1]
 
 
 async def test_bad_target_is_reported_not_fatal(autojump_clock: trio.abc.Clock) -> None:

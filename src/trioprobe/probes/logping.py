@@ -10,8 +10,10 @@ name): success with the append-to-read latency, or a failure whose ``error`` say
 ping (not read back before the next was due) is a ``timeout``. The pinger's other counters ride
 along as ``extras`` holding the *change* since the previous result, so the keeper's sums are the
 pinger's totals: ``appends_succeeded``, ``appends_failed``, ``disconnects``, ``restarts``,
-``replay_errors``, and ``append_latency`` (a Distribution in seconds, buckets from 10 µs
-doubling). ``last_applied`` is a gauge.
+``replay_errors``, ``results_dropped`` and ``append_latency`` (a Distribution in seconds, buckets
+from 10 µs doubling). ``last_applied`` is a gauge. When the results buffer is full a result is
+dropped, not waited for; the next one sent carries the dropped ones' counter changes, and
+``results_dropped`` counts them.
 
 The ping schedule is the pinger's own (``ping_interval``, default the probe's ``interval``): a ping
 that is not read back within one interval is aborted, so the probe's ``timeout`` is not used.
@@ -68,7 +70,7 @@ class Options:
     fsync: bool = True
     #: Seconds between attempts to get the replay position.
     replay_retry_interval: float = 1.0
-    #: Finished pings buffered for the results channel before they are dropped (and logged).
+    #: Finished pings buffered for the results channel before they are dropped (and counted).
     buffer: int = 256
 
     def __attrs_post_init__(self) -> None:
@@ -79,7 +81,17 @@ class Options:
 
 
 class _Reporter:
-    """Turns one pinger's outcomes into ProbeResults carrying counter deltas."""
+    """Turns one pinger's outcomes into ProbeResults carrying counter deltas.
+
+    Pinging must never wait for a slow consumer, so a result that does not fit in the buffer is
+    dropped. Its deltas are not: the baselines advance only when a result is sent, so the next
+    result that gets through carries everything since the last one sent, plus
+    ``results_dropped`` (the number dropped in between), and the keeper's sums stay the pinger's
+    totals. The warning about it is logged at most once per ``WARN_INTERVAL`` seconds, so an
+    overloaded consumer does not also flood the log.
+    """
+
+    WARN_INTERVAL = 10.0
 
     def __init__(
         self, target: str, metrics: PingerMetrics, send: trio.MemorySendChannel[ProbeResult]
@@ -89,17 +101,19 @@ class _Reporter:
         self.send = send
         self.last = dict.fromkeys(_COUNTERS, 0)
         self.last_append: Distribution = export_buckets()
+        #: Results dropped so far, and how many of those were already exported.
         self.dropped = 0
+        self.dropped_sent = 0
+        self._warned_at: float | None = None
 
     def __call__(self, outcome: PingOutcome) -> None:
         m = self.metrics
-        extras: dict[str, int | Distribution] = {}
-        for name in _COUNTERS:
-            now = getattr(m, name)
-            extras[name] = now - self.last[name]
-            self.last[name] = now
+        counters = {name: getattr(m, name) for name in _COUNTERS}
+        extras: dict[str, int | Distribution] = {
+            name: counters[name] - self.last[name] for name in _COUNTERS
+        }
+        extras["results_dropped"] = self.dropped - self.dropped_sent
         extras["append_latency"] = m.append_latency.subtract(self.last_append)
-        self.last_append = m.append_latency.clone()
         succeeded = outcome.status is PingStatus.SUCCEEDED
         result = ProbeResult(
             self.target,
@@ -115,9 +129,24 @@ class _Reporter:
         try:
             self.send.send_nowait(result)
         except trio.WouldBlock:
-            # Pinging must not wait for a slow consumer; the lost deltas are in the log line.
             self.dropped += 1
-            logger.warning("logping %s: results buffer full, dropped %r", self.target, result)
+            self._warn_dropped()
+            return
+        self.last = counters
+        self.last_append = m.append_latency.clone()
+        self.dropped_sent = self.dropped
+
+    def _warn_dropped(self) -> None:
+        now = trio.current_time()
+        if self._warned_at is not None and now - self._warned_at < self.WARN_INTERVAL:
+            return
+        self._warned_at = now
+        logger.warning(
+            "logping %s: results buffer full, %d results dropped so far; their counter changes "
+            "ride on the next result sent (extra results_dropped)",
+            self.target,
+            self.dropped,
+        )
 
 
 class LogPingProbe:
