@@ -11,7 +11,13 @@ from .._ticks import next_tick_after
 from ..results import ProbeResult
 from . import TargetsFn
 
-__all__ = ["PerTargetClients", "run_per_target", "send_result", "sleep_until_next_tick"]
+__all__ = [
+    "PerTargetClients",
+    "follow_targets",
+    "run_per_target",
+    "send_result",
+    "sleep_until_next_tick",
+]
 
 
 async def send_result(results: trio.MemorySendChannel[ProbeResult], result: ProbeResult) -> None:
@@ -76,18 +82,49 @@ async def run_per_target(
             await probe_target(target)
 
     async with trio.open_nursery() as nursery:
-        task_status.started()
-        while True:
-            wanted = list(dict.fromkeys(targets()))
-            for target in running.keys() - set(wanted):
-                running.pop(target).cancel()
-                if on_target_removed is not None:
-                    await on_target_removed(target)
-            for target in wanted:
-                if target not in running:
-                    running[target] = trio.CancelScope()
-                    nursery.start_soon(supervise_target, target, running[target])
-            await trio.sleep(interval)
+
+        def start(new: list[str]) -> None:
+            for target in new:
+                running[target] = trio.CancelScope()
+                nursery.start_soon(supervise_target, target, running[target])
+
+        async def stop(target: str) -> None:
+            running.pop(target).cancel()
+            if on_target_removed is not None:
+                await on_target_removed(target)
+
+        await follow_targets(targets, interval, start, stop, task_status=task_status)
+
+
+async def follow_targets(
+    targets: TargetsFn,
+    interval: float,
+    on_added: Callable[[list[str]], None],
+    on_removed: Callable[[str], Awaitable[None]],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Read ``targets()`` now and then every ``interval``, until cancelled, reporting changes.
+
+    ``on_added`` gets the targets that appeared, together (so a probe can spread their first
+    probes); ``on_removed`` is awaited for each target that went away. Duplicates count once.
+    ``task_status.started()`` comes after the first targets were added.
+    """
+    current: dict[str, None] = {}
+    started = False
+    while True:
+        wanted = dict.fromkeys(targets())
+        for target in [t for t in current if t not in wanted]:
+            del current[target]
+            await on_removed(target)
+        new = [t for t in wanted if t not in current]
+        current.update(dict.fromkeys(new))
+        if new:
+            on_added(new)
+        if not started:
+            task_status.started()
+            started = True
+        await trio.sleep(interval)
 
 
 ClientT = TypeVar("ClientT")

@@ -24,9 +24,10 @@ import attrs
 import httpx
 import trio
 
-from ..probing import DEFAULT_PATH, Prober, open_prober
+from ..probing import DEFAULT_PATH, open_prober
 from ..results import ProbeResult
 from . import TargetsFn
+from ._base import follow_targets
 
 if TYPE_CHECKING:
     from ..config import ProbeSpec
@@ -77,7 +78,6 @@ class EtcdProbingProbe:
         self.interval = interval
         self.timeout = timeout
         self._client = client
-        self._rejected: set[str] = set()
 
     async def run(
         self,
@@ -86,37 +86,30 @@ class EtcdProbingProbe:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         async with open_prober(self._client, results=results) as prober:
-            task_status.started()
-            while True:
-                self._sync(prober.ids(), prober)
-                # The target list (a file, perhaps) is re-read once per interval, like the
-                # per-target scheduler of the other probe types.
-                await trio.sleep(self.interval)
 
-    def _sync(self, running: list[str], prober: Prober) -> None:
-        """Add ids for new targets and remove those of targets that went away."""
-        wanted = dict.fromkeys(self.targets())
-        for target in running:
-            if target not in wanted:
-                prober.remove(target)
-        new = [t for t in wanted if t not in prober and t not in self._rejected]
-        for k, target in enumerate(new):
-            try:
-                prober.add_http(
-                    target,
-                    self.interval,
-                    [endpoint_for(target, self.options.path)],
-                    timeout=self.timeout,
-                    # Targets added together get spread phases over one interval (the last
-                    # starts one interval from now, as the reference's first probe): a
-                    # thousand probes firing on the same instant would make most of them late.
-                    first_probe_after=self.interval * (k + 1) / len(new),
-                )
-            except ValueError as exc:
-                # A bad line in a targets file must not stop the other targets; say it once.
-                self._rejected.add(target)
-                logger.warning("etcd_probing: skipping target %r: %s", target, exc)
-        self._rejected &= wanted.keys()
+            def add(new: list[str]) -> None:
+                for k, target in enumerate(new):
+                    try:
+                        prober.add_http(
+                            target,
+                            self.interval,
+                            [endpoint_for(target, self.options.path)],
+                            timeout=self.timeout,
+                            # Targets added together get phases spread over one interval (the
+                            # last starts one interval from now, as the reference's first probe):
+                            # a thousand probes firing at one instant would make most of them late.
+                            first_probe_after=self.interval * (k + 1) / len(new),
+                        )
+                    except ValueError as exc:
+                        # A bad line in a targets file must not stop the other targets; it is
+                        # reported once, and tried again only if it leaves the list and returns.
+                        logger.warning("etcd_probing: skipping target %r: %s", target, exc)
+
+            async def remove(target: str) -> None:
+                if target in prober:
+                    prober.remove(target)
+
+            await follow_targets(self.targets, self.interval, add, remove, task_status=task_status)
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> EtcdProbingProbe:
