@@ -4,9 +4,10 @@ One task per probe id sends ``GET`` to an endpoint serving the health reply (see
 :mod:`trioprobe.probing.health`) every ``interval`` seconds and keeps a live :class:`Status`:
 counters, the smoothed round-trip time and the estimated clock difference with the remote peer.
 
-The semantics follow the Go package exactly (first probe one interval after ``add_http``; missed
-ticks dropped; SRTT with a = 1/8 seeded by the first sample; ``clock_diff = local_now - remote_now
-- srtt/2``; sticky endpoints that rotate round-robin on failure; ``reset`` keeps the task). What
+The semantics follow the Go package (first probe one interval after ``add_http``; missed ticks
+dropped; SRTT with a = 1/8; ``clock_diff = local_now - remote_now - srtt/2``; sticky endpoints
+that rotate round-robin on failure; ``reset`` keeps the task), with one deliberate difference:
+the first sample seeds SRTT, where upstream starts it at 0 and so under-reports it at first. What
 this adds is stated where it happens: a per-probe deadline in a Trio cancel scope, a precise error
 for a malformed ``Now``, and an optional channel of :class:`~trioprobe.results.ProbeResult`.
 """
