@@ -180,6 +180,34 @@ async def test_replay_position_is_retried_until_it_succeeds(autojump_clock: trio
     assert pinger.last_applied >= 6
 
 
+async def test_each_replay_failure_is_handed_to_on_replay_error(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    fake = FakeLog()
+    failures = 4
+
+    async def replay() -> int:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise ConnectionError(f"etcd down ({failures} left)")
+        return 1
+
+    seen: list[tuple[float, int, str]] = []
+    pinger = Pinger(fake, fake, replay, replay_retry_interval=1.0)
+    # The hook runs after the failure is counted, so a reporter sees the new replay_errors.
+    pinger.on_replay_error = lambda exc: seen.append(
+        (trio.current_time(), pinger.metrics.replay_errors, str(exc))
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pinger.run)
+        await trio.sleep(10)
+        nursery.cancel_scope.cancel()
+    assert seen == [(float(t), t + 1, f"etcd down ({3 - t} left)") for t in range(4)]
+    assert pinger.metrics.replay_errors == 4
+    assert pinger.replays == 1
+
+
 # --- Test_mainLoop -------------------------------------------------------------------------
 
 

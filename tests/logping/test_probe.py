@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 import trio
 
 from trioprobe.config import ConfigError, ProbeSpec, parse_config
-from trioprobe.logping import encode_ping
+from trioprobe.logping import LogClients, LogUnavailableError, encode_ping, open_log
 from trioprobe.logping import pinger as pinger_module
 from trioprobe.metrics import Distribution
+from trioprobe.probes import logping as logping_probe
 from trioprobe.probes.logping import LogPingProbe, Options, make_probe
 from trioprobe.results import ProbeResult
 
@@ -104,6 +109,39 @@ async def test_dropped_results_keep_their_deltas_and_warn_rarely(
     assert len(warnings) == 3
     assert all("ProbeResult" not in r.getMessage() for r in warnings)
     assert [r.getMessage().count(" 21 results dropped") for r in warnings] == [0, 0, 1]
+
+
+async def test_replay_failures_are_failed_results(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The log is "down" for its first three replay attempts (t=0, 1, 2), so no ping can start
+    # until t=3; the probe must still report the target, as failures.
+    @asynccontextmanager
+    async def flaky_open_log(spec: str, **kwargs: Any) -> AsyncIterator[LogClients]:
+        async with open_log(spec, **kwargs) as log:
+            failures = 3
+
+            async def next_index() -> int:
+                nonlocal failures
+                if failures:
+                    failures -= 1
+                    raise LogUnavailableError("etcd is down")
+                return await log.next_index()
+
+            yield attrs.evolve(log, next_index=next_index)
+
+    monkeypatch.setattr(logping_probe, "open_log", flaky_open_log)
+    spec = ProbeSpec(name="lp", type="logping", interval=1.0, timeout=0.5)
+    probe = make_probe(spec, Options(replay_retry_interval=1.0), lambda: ["memory"])
+    results = await collect(probe, 6.5)  # pings at t=4, 5, 6
+    assert [r.success for r in results] == [False] * 3 + [True] * 3
+    assert all(
+        r.error == "getting the replay position failed: LogUnavailableError('etcd is down')"
+        and not r.timeout
+        for r in results[:3]
+    )
+    # Each failure carries its own replay_errors delta, so the keeper's sum is the total.
+    assert [r.extras["replay_errors"] for r in results] == [1, 1, 1, 0, 0, 0]
 
 
 async def test_bad_target_is_reported_not_fatal(autojump_clock: trio.abc.Clock) -> None:

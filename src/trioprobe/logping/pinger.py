@@ -141,9 +141,12 @@ class Pinger:
 
     Use a separate reader from the appender where the log has clients (the reference always does),
     so the read path is measured independently. ``get_replay_position`` returns the index to start
-    reading from; its errors are logged, counted in ``replay_errors`` and retried every
-    ``replay_retry_interval`` seconds. Rounds (replay + read) start at least ``restart_delay``
-    seconds apart, so a reader that fails at once cannot make the pinger spin.
+    reading from; its errors are logged, counted in ``replay_errors``, handed to
+    ``on_replay_error`` and retried every ``replay_retry_interval`` seconds. No ping starts until
+    a replay position is known, so without that hook a log that is down from the start would
+    produce no ``on_ping`` calls at all and the outage would be invisible to the caller. Rounds
+    (replay + read) start at least ``restart_delay`` seconds apart, so a reader that fails at once
+    cannot make the pinger spin.
     ``latency_buckets`` makes the (empty) Distribution for each latency metric; the default has
     fine 10% buckets, an exporter may want fewer.
     """
@@ -159,6 +162,7 @@ class Pinger:
         replay_retry_interval: float = 1.0,
         restart_delay: float = 0.1,
         on_ping: Callable[[PingOutcome], None] | None = None,
+        on_replay_error: Callable[[Exception], None] | None = None,
         writer_id: bytes | None = None,
         latency_buckets: Callable[[], Distribution] = latency_distribution,
     ) -> None:
@@ -174,6 +178,7 @@ class Pinger:
         self.replay_retry_interval = replay_retry_interval
         self.restart_delay = restart_delay
         self.on_ping = on_ping
+        self.on_replay_error = on_replay_error
         self.writer_id = writer_id if writer_id is not None else new_writer_id()
         self.metrics = PingerMetrics(
             ping_latency=latency_buckets(), append_latency=latency_buckets()
@@ -240,6 +245,8 @@ class Pinger:
                     self.replay_retry_interval,
                     exc,
                 )
+                if self.on_replay_error is not None:
+                    self.on_replay_error(exc)
                 await trio.sleep(self.replay_retry_interval)
                 continue
             self.replays += 1

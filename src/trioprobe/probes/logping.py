@@ -7,9 +7,11 @@ target list changes.
 
 Every finished ping becomes a ``ProbeResult`` (target = the log spec, which is also the log's
 name): success with the append-to-read latency, or a failure whose ``error`` says why; an aborted
-ping (not read back before the next was due) is a ``timeout``. The pinger's other counters ride
-along as ``extras`` holding the *change* since the previous result, so the keeper's sums are the
-pinger's totals: ``appends_succeeded``, ``appends_failed``, ``disconnects``, ``restarts``,
+ping (not read back before the next was due) is a ``timeout``. Each failed attempt to get the
+replay position is a failed result too (``error`` says why), so a log that is down when pinging
+starts is visible even though no ping can start. The pinger's other counters ride along as
+``extras`` holding the *change* since the previous result, so the keeper's sums are the pinger's
+totals: ``appends_succeeded``, ``appends_failed``, ``disconnects``, ``restarts``,
 ``replay_errors``, ``results_dropped`` and ``append_latency`` (a Distribution in seconds, buckets
 from 10 µs doubling). ``last_applied`` is a gauge. When the results buffer is full a result is
 dropped, not waited for; the next one sent carries the dropped ones' counter changes, and
@@ -107,6 +109,24 @@ class _Reporter:
         self._warned_at: float | None = None
 
     def __call__(self, outcome: PingOutcome) -> None:
+        succeeded = outcome.status is PingStatus.SUCCEEDED
+        self.report(
+            succeeded,
+            outcome.latency,
+            error=None
+            if succeeded
+            else f"ping {outcome.seq} {outcome.status.value}: {outcome.error}",
+            timeout=outcome.status is PingStatus.ABORTED,
+        )
+
+    def replay_failed(self, exc: Exception) -> None:
+        """A failed result per failed attempt, so a log that is down before the first ping
+        (no replay position, so no pings) still shows up as failures, not as silence."""
+        self.report(False, 0.0, error=f"getting the replay position failed: {exc!r}")
+
+    def report(
+        self, success: bool, latency: float, *, error: str | None, timeout: bool = False
+    ) -> None:
         m = self.metrics
         counters = {name: getattr(m, name) for name in _COUNTERS}
         extras: dict[str, int | Distribution] = {
@@ -114,15 +134,12 @@ class _Reporter:
         }
         extras["results_dropped"] = self.dropped - self.dropped_sent
         extras["append_latency"] = m.append_latency.subtract(self.last_append)
-        succeeded = outcome.status is PingStatus.SUCCEEDED
         result = ProbeResult(
             self.target,
-            succeeded,
-            outcome.latency,
-            error=None
-            if succeeded
-            else f"ping {outcome.seq} {outcome.status.value}: {outcome.error}",
-            timeout=outcome.status is PingStatus.ABORTED,
+            success,
+            latency,
+            error=error,
+            timeout=timeout,
             extras=extras,
             gauges={"last_applied": m.last_applied},
         )
@@ -180,7 +197,9 @@ class LogPingProbe:
                 replay_retry_interval=opts.replay_retry_interval,
                 latency_buckets=export_buckets,
             )
-            pinger.on_ping = _Reporter(target, pinger.metrics, send)
+            reporter = _Reporter(target, pinger.metrics, send)
+            pinger.on_ping = reporter
+            pinger.on_replay_error = reporter.replay_failed
             self.pingers[target] = pinger
             try:
                 await pinger.run()
