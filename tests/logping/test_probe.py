@@ -144,6 +144,47 @@ async def test_replay_failures_are_failed_results(
     assert [r.extras["replay_errors"] for r in results] == [1, 1, 1, 0, 0, 0]
 
 
+async def test_readded_target_keeps_its_new_pinger(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Appends that cannot be cancelled for 3 s (like one in a worker thread), so a removed
+    # target's task outlives its removal and the target's re-adding.
+    @asynccontextmanager
+    async def slow_open_log(spec: str, **kwargs: Any) -> AsyncIterator[LogClients]:
+        async with open_log(spec, **kwargs) as log:
+            memory = log.appender
+
+            class SlowAppender:
+                async def append(self, data: bytes) -> int:
+                    with trio.CancelScope(shield=True):
+                        await trio.sleep(3)
+                    return await memory.append(data)
+
+            yield attrs.evolve(log, appender=SlowAppender())
+
+    monkeypatch.setattr(logping_probe, "open_log", slow_open_log)
+    targets = ["memory"]
+    spec = ProbeSpec(name="lp", type="logping", interval=1.0, timeout=0.5)
+    probe = make_probe(spec, Options(ping_interval=10.0), lambda: targets)
+    send, _recv = trio.open_memory_channel[ProbeResult](1000)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(probe.run, send)
+        await trio.sleep(10.5)  # t=10: the first ping's append starts, busy until t=13
+        old = probe.pingers["memory"]
+        # Removed at t=11 (an empty list would mean Options.log, which is "memory" too).
+        targets[:] = ["nonsense"]
+        await trio.sleep(1.0)
+        assert probe.pingers["memory"] is old  # still winding down
+        targets[:] = ["memory"]  # re-added at t=12
+        await trio.sleep(1.0)
+        new = probe.pingers["memory"]
+        assert new is not old
+        await trio.sleep(2.0)  # t=13: the old task has ended
+        assert probe.pingers.get("memory") is new
+        nursery.cancel_scope.cancel()
+    assert probe.pingers == {}
+
+
 async def test_bad_target_is_reported_not_fatal(autojump_clock: trio.abc.Clock) -> None:
     spec = ProbeSpec(name="lp", type="logping", interval=1.0, timeout=0.5)
     probe = make_probe(spec, Options(), lambda: ["nonsense", "memory"])

@@ -174,6 +174,7 @@ class LogPingProbe:
         self.targets = targets
         self.interval = interval
         self.ping_interval = options.ping_interval or interval
+        #: The running pinger of each target (for inspection and tests).
         self.pingers: dict[str, Pinger] = {}
 
     def _current(self) -> list[str]:
@@ -204,7 +205,10 @@ class LogPingProbe:
             try:
                 await pinger.run()
             finally:
-                self.pingers.pop(target, None)
+                # A target removed and re-added may already have a new pinger here while this
+                # one is still winding down (e.g. waiting for an append's thread); keep that one.
+                if self.pingers.get(target) is pinger:
+                    del self.pingers[target]
 
     async def run(
         self,
