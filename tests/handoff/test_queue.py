@@ -502,3 +502,33 @@ async def test_cancelled_appenders_never_stall_the_others(tmp_path: Path) -> Non
     for k in range(30):
         mine = [g for g in got if g.startswith(b"%d-" % k)]
         assert mine == sorted(mine, key=lambda g: int(g.split(b"-")[1]))
+
+
+# -- review fixes ------------------------------------------------------------------------------
+async def test_purge_racing_appends_that_roll_keeps_unread_records(tmp_path: Path) -> None:
+    # purge_older_than empties the queue, then waits for the write lock to roll the tail. If a
+    # writer gets the lock first, appends to segment 1 and rolls to segment 2, segment 1 holds
+    # unread records again: purge must not trim it.
+    now = [0.0]
+    seg = HDR + (REC + 3) + 2 * (REC + 1)  # "old" plus two 1-byte records fill segment 1
+    async with open_queue(tmp_path / "q", max_segment_size=seg, wall_clock=lambda: now[0]) as q:
+        await q.append(b"old")
+        now[0] = 100.0
+        purged: list[int] = []
+
+        async def purge() -> None:
+            purged.append(await q.purge_older_than(50.0))
+
+        async with trio.open_nursery() as nursery:
+            await q._write_lock.acquire()
+            nursery.start_soon(q.append_many, [b"x", b"y", b"z"])
+            while q._write_lock.statistics().tasks_waiting < 1:
+                await trio.sleep(0.001)
+            nursery.start_soon(purge)
+            while q._write_lock.statistics().tasks_waiting < 2:
+                await trio.sleep(0.001)
+            # The appender queued first, so it writes (and rolls) before purge gets the lock.
+            q._write_lock.release()
+        assert purged == [1]
+        assert q.segment_ids() == [1, 2]
+        assert await drain(q) == [b"x", b"y", b"z"]

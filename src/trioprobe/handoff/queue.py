@@ -800,12 +800,14 @@ class DiskBackedQueue:
             purged += 1
         if rec is None and len(self._segments) == 1 and self._segments[0].size > HEADER_SIZE:
             async with self._write_lock:
+                # Re-checked under the lock: a writer that got it first may have appended to
+                # the head segment (and rolled), so it holds unread records again.
                 if self._open and self._hpos >= self._segments[0].size:
                     progress = _BatchProgress()
                     await trio.to_thread.run_sync(self._roll_sync, progress)
                     self._apply(progress)
-            if len(self._segments) > 1:
-                await self._trim_head()
+                    # Only a fully read head segment is trimmed; appends now go to the new one.
+                    await self._trim_head()
         if purged:
             await self._persist_head()
         return purged
