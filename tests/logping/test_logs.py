@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import aclosing
 from pathlib import Path
 
@@ -142,6 +143,30 @@ async def test_file_log_round_trip_and_reopen(tmp_path: Path) -> None:
         assert await collect(log2, 2, 3) == [Entry(2, b"r1"), Entry(3, b"r2"), Entry(4, b"r3")]
     log2.close()
     assert path.stat().st_size == 8 + 4 * (8 + 2)
+
+
+@pytest.mark.parametrize(("fsync", "hops"), [(False, 0), (True, 3)])
+async def test_file_log_writes_inline_unless_it_fsyncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bool, hops: int
+) -> None:
+    # As FileLog's docstring says: without fsync a record is written on the event loop (a thread
+    # hop would cost far more than the write); an fsync always goes to a worker thread.
+    log = FileLog(tmp_path / "log", fsync=fsync)
+    try:
+        assert await log.next_index() == 1  # opening scans the file in a thread
+        threaded: list[object] = []
+        run_sync = trio.to_thread.run_sync
+
+        async def counting_run_sync(fn: Callable[..., object], *args: object) -> object:
+            threaded.append(fn)
+            return await run_sync(fn, *args)
+
+        monkeypatch.setattr(trio.to_thread, "run_sync", counting_run_sync)
+        assert [await log.append(b"x%d" % i) for i in range(3)] == [1, 2, 3]
+        assert len(threaded) == hops
+    finally:
+        log.close()
+    assert [e.data for e in await collect(FileLog(tmp_path / "log"), 1, 3)] == [b"x0", b"x1", b"x2"]
 
 
 async def test_file_log_tail_follows_appends(tmp_path: Path) -> None:
