@@ -504,6 +504,12 @@ async def test_cancelled_appenders_never_stall_the_others(tmp_path: Path) -> Non
         assert mine == sorted(mine, key=lambda g: int(g.split(b"-")[1]))
 
 
+async def waiters(lock: trio.Lock, n: int) -> None:
+    """Wait (in real time) until ``n`` tasks are queued on ``lock``."""
+    while lock.statistics().tasks_waiting < n:  # noqa: ASYNC110
+        await trio.sleep(0.001)
+
+
 # -- review fixes ------------------------------------------------------------------------------
 async def test_purge_racing_appends_that_roll_keeps_unread_records(tmp_path: Path) -> None:
     # purge_older_than empties the queue, then waits for the write lock to roll the tail. If a
@@ -522,13 +528,39 @@ async def test_purge_racing_appends_that_roll_keeps_unread_records(tmp_path: Pat
         async with trio.open_nursery() as nursery:
             await q._write_lock.acquire()
             nursery.start_soon(q.append_many, [b"x", b"y", b"z"])
-            while q._write_lock.statistics().tasks_waiting < 1:
-                await trio.sleep(0.001)
+            await waiters(q._write_lock, 1)
             nursery.start_soon(purge)
-            while q._write_lock.statistics().tasks_waiting < 2:
-                await trio.sleep(0.001)
+            await waiters(q._write_lock, 2)
             # The appender queued first, so it writes (and rolls) before purge gets the lock.
             q._write_lock.release()
         assert purged == [1]
         assert q.segment_ids() == [1, 2]
         assert await drain(q) == [b"x", b"y", b"z"]
+
+
+async def test_cancel_while_trimming_leaves_list_files_and_usage_consistent(
+    tmp_path: Path,
+) -> None:
+    # The cancel arrives after advance() got the reader lock for the trim but before its
+    # thread hop (trio.to_thread.run_sync raises Cancelled at once if a cancel is pending).
+    d = tmp_path / "q"
+    async with open_queue(d, max_segment_size=HDR + REC + 1) as q:
+        await q.append(b"a")
+        await q.append(b"b")  # segment 2
+        assert await q.current() == b"a"
+        scope = trio.CancelScope()
+
+        async def advance() -> None:
+            with scope:
+                await q.advance()
+
+        async with trio.open_nursery() as nursery:
+            await q._io_lock.acquire()
+            nursery.start_soon(advance)
+            await waiters(q._io_lock, 1)
+            q._io_lock.release()  # hands the lock to advance(), which has not run yet
+            scope.cancel()
+        assert q.segment_ids() == [2]
+        assert segment_files(d) == ["2"]  # segment 1 left the list, so it must be unlinked
+        assert q.disk_usage() == (d / "2").stat().st_size
+        assert await drain(q) == [b"b"]

@@ -710,10 +710,13 @@ class DiskBackedQueue:
     async def _open_reader(self, seg: _Segment) -> None:
         async with self._io_lock:
             self._check_open()
-            old, self._r_fd = self._r_fd, -1
-            self._r_fd = await trio.to_thread.run_sync(_swap_reader, old, seg.path)
-        self._r_id = seg.id
-        self._rbuf, self._rbase = b"", self._hpos
+            old, self._r_fd, self._r_id = self._r_fd, -1, 0
+            # Shielded: the old fd is already handed over, and a pending cancel would make
+            # run_sync raise before the thread closes it (and the new fd would be lost).
+            with trio.CancelScope(shield=True):
+                self._r_fd = await trio.to_thread.run_sync(_swap_reader, old, seg.path)
+            self._r_id = seg.id
+            self._rbuf, self._rbase = b"", self._hpos
 
     async def _fill(self, start: int, stop: int) -> None:
         fd = self._r_fd
@@ -733,9 +736,12 @@ class DiskBackedQueue:
             if r_fd >= 0:
                 self._r_fd, self._r_id, self._rbuf = -1, 0, b""
             new_head = (self._segments[0].id, HEADER_SIZE)
-            await trio.to_thread.run_sync(self._trim_sync, old.path, r_fd, new_head)
-        self._usage -= old.size
-        self._mark_head_persisted(new_head)
+            # Shielded: the segment has left the list already, so the unlink (a short, bounded
+            # hop) must run even if a cancel is pending, or the file and its usage would leak.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._trim_sync, old.path, r_fd, new_head)
+                self._usage -= old.size
+                self._mark_head_persisted(new_head)
 
     def _trim_sync(self, path: str, r_fd: int, head: tuple[int, int]) -> None:
         if r_fd >= 0:
