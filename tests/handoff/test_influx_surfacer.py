@@ -184,3 +184,36 @@ async def test_server_errors_are_retried(tmp_path: Path, status: int) -> None:
     assert calls == ["/query", "/write", "/write", "/write"]
     assert surfacer.replayer is not None
     assert surfacer.replayer.replay_errors == 2
+
+
+async def test_shutdown_reports_undelivered_bytes_not_disk_usage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeInflux()
+    fake.down = False
+    options = Options(
+        url="http://influx.test",
+        queue_dir=str(tmp_path / "hh"),
+        batch_size=1,
+        retry_interval=0.001,
+        retry_max_interval=0.01,
+        drain_timeout=0.2,
+    )
+    surfacer = InfluxSurfacer(options, transport=httpx.MockTransport(fake.handler))
+    send, receive = trio.open_memory_channel[EventMetrics](10)
+    first = EventMetrics(Kind.GAUGE, timestamp=5.0).add_metric("v", Int(1))
+    second = EventMetrics(Kind.GAUGE, timestamp=6.0).add_metric("v", Int(22))
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(surfacer.run, receive)
+            await send.send(first)
+            while not fake.lines:  # noqa: ASYNC110
+                await trio.sleep(0.001)
+            fake.down = True
+            await send.send(second)
+            await send.aclose()
+    undelivered = len("\n".join(to_lines(second)).encode()) + 16  # payload + record header
+    warnings = [r.getMessage() for r in caplog.records if "at shutdown" in r.getMessage()]
+    assert len(warnings) == 1
+    # The delivered first batch is still on disk (same segment) but is not "left".
+    assert f": {undelivered} bytes of undelivered records" in warnings[0]

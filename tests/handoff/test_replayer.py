@@ -17,6 +17,7 @@ import trio
 import trio.testing
 
 from trioprobe.handoff import (
+    QueueFullError,
     QueueNotOpenError,
     RateLimiter,
     RecordRejected,
@@ -386,3 +387,31 @@ async def test_write_after_the_disk_queue_closed_errors(tmp_path: Path) -> None:
         await r.write(b"after")
     assert r.queue_errors == 1
     assert [d for _, d in rx.received] == [b"before"]
+
+
+# -- review fixes ------------------------------------------------------------------------------
+class FullQueue(MemQueue):
+    """A memory queue whose appends fail as if it were full."""
+
+    async def append(self, data: bytes) -> None:
+        await trio.lowlevel.checkpoint()
+        raise QueueFullError("memory queue is full")
+
+
+async def test_failed_write_does_not_stall_wait_drained(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    q, rx = FullQueue(), Receiver()
+    r = WriteReplayer(q, rx, retry_max_interval=10.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(r.run)
+        await r.wait_drained()  # the run loop is now asleep, waiting to be woken
+        with pytest.raises(QueueFullError):
+            await r.write(b"x")
+        start = trio.current_time()
+        await r.wait_drained()
+        # The failed write reset "drained"; it must also wake the loop to set it again,
+        # instead of leaving wait_drained to the loop's retry_max_interval timeout.
+        assert trio.current_time() - start < 0.1
+        assert r.queue_errors == 1
+        nursery.cancel_scope.cancel()

@@ -836,6 +836,18 @@ class DiskBackedQueue:
         """Bytes of all segments (headers and framing included), as last known durable."""
         return self._usage
 
+    def pending_bytes(self) -> int:
+        """Bytes of the records not yet consumed (framing included, segment headers not).
+
+        Unlike :meth:`disk_usage`, this leaves out what was read and advanced past but is still
+        on disk because its segment has not been trimmed yet.
+        """
+        if not self._segments:
+            return 0
+        head = self._segments[0]
+        rest = sum(s.size - HEADER_SIZE for s in self._segments[1:])
+        return max(0, head.size - self._hpos) + rest
+
     def last_modified(self) -> float:
         """Wall-clock time of the last append (the tail's mtime right after open)."""
         return self._last_modified

@@ -170,9 +170,11 @@ class WriteReplayer:
             raise
         finally:
             self._inflight -= 1
+            # Also on failure: the run loop must look again to set "drained" (reset above),
+            # or wait_drained() would wait for its retry_max_interval timeout.
+            self._wake.set()
         self.queued_bytes += len(data)
         self.queued_records += 1
-        self._wake.set()
 
     async def wait_drained(self) -> None:
         """Return once the run loop found the queue empty with no write in flight."""

@@ -230,10 +230,13 @@ class InfluxSurfacer:
                 with trio.move_on_after(o.drain_timeout) as scope:
                     await replayer.wait_drained()
                 if scope.cancelled_caught:
+                    # pending_bytes, not disk_usage: delivered records stay on disk until
+                    # their segment is trimmed, and must not be reported as still queued.
                     logger.warning(
-                        "%s: %d bytes still queued in %s at shutdown; sent on next start",
+                        "%s: %d bytes of undelivered records left in %s at shutdown; "
+                        "sent on next start",
                         self.name,
-                        queue.disk_usage(),
+                        queue.pending_bytes(),
                         queue.directory,
                     )
                 nursery.cancel_scope.cancel()
