@@ -34,6 +34,7 @@ from ..logping.pinger import PingerMetrics
 from ..metrics import Distribution
 from ..results import ProbeResult
 from . import TargetsFn
+from ._base import follow_targets
 
 if TYPE_CHECKING:
     from ..config import ProbeSpec
@@ -229,21 +230,17 @@ class LogPingProbe:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(forward)
-            started = False
-            while True:
-                wanted = self._current()
-                for target in wanted:
-                    if target not in scopes:
-                        scopes[target] = trio.CancelScope()
-                        nursery.start_soon(one, target, scopes[target])
-                for target in list(scopes):
-                    if target not in wanted:
-                        scopes.pop(target).cancel()
-                if not started:
-                    task_status.started()
-                    started = True
-                # Targets may change (the targets file is re-read); look again every interval.
-                await trio.sleep(self.interval)
+
+            def start(new: list[str]) -> None:
+                for target in new:
+                    scopes[target] = trio.CancelScope()
+                    nursery.start_soon(one, target, scopes[target])
+
+            async def stop(target: str) -> None:
+                scopes.pop(target).cancel()
+
+            # Targets may change (the targets file is re-read): follow them every interval.
+            await follow_targets(self._current, self.interval, start, stop, task_status=task_status)
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> LogPingProbe:
