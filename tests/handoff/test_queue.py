@@ -564,3 +564,11 @@ async def test_cancel_while_trimming_leaves_list_files_and_usage_consistent(
         assert segment_files(d) == ["2"]  # segment 1 left the list, so it must be unlinked
         assert q.disk_usage() == (d / "2").stat().st_size
         assert await drain(q) == [b"b"]
+
+
+def test_sync_policy_is_exported() -> None:
+    import trioprobe.handoff
+
+    assert "SyncPolicy" in queue_mod.__all__
+    assert "SyncPolicy" in trioprobe.handoff.__all__
+    assert trioprobe.handoff.SyncPolicy is queue_mod.SyncPolicy

@@ -34,6 +34,7 @@ from .queue import (
     QueuePosition,
     Record,
     RecoveryReport,
+    SyncPolicy,
     TruncatedTail,
     open_queue,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "QueuePosition",
     "Record",
     "RecoveryReport",
+    "SyncPolicy",
     "TruncatedTail",
     "DEFAULT_MAX_SIZE",
     "DEFAULT_MAX_SEGMENT_SIZE",

@@ -71,6 +71,7 @@ __all__ = [
     "QueuePosition",
     "Record",
     "RecoveryReport",
+    "SyncPolicy",
     "TruncatedTail",
     "open_queue",
 ]
