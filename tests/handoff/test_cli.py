@@ -53,3 +53,23 @@ def test_missing_directory_is_a_clear_error(
 ) -> None:
     assert main(["queue", "inspect", str(tmp_path / "nope")]) == 2
     assert "is not a queue directory" in capsys.readouterr().err
+
+
+def test_a_file_is_not_called_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["queue", "inspect", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "it is not a directory" in err
+    assert "does not exist" not in err
+
+
+async def test_dump_rejects_a_negative_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = tmp_path / "q"
+    await make_queue(d)
+    with pytest.raises(SystemExit) as exc:
+        main(["queue", "dump", "--limit", "-1", str(d)])
+    assert exc.value.code == 2
+    assert "--limit: must be >= 0" in capsys.readouterr().err

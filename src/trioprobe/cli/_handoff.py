@@ -36,8 +36,20 @@ def register(
     dump.add_argument(
         "--raw", action="store_true", help="write the payloads only, each followed by a newline"
     )
-    dump.add_argument("--limit", type=int, default=0, help="stop after N records (0: all)")
+    dump.add_argument(
+        "--limit", type=_count, default=0, metavar="N", help="stop after N records (0: all)"
+    )
     dump.set_defaults(func=_dump)
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 means all), got {n}")
+    return n
 
 
 def _size(n: int) -> str:

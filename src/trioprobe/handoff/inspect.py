@@ -86,7 +86,8 @@ def _read_head(directory: str, ids: list[int]) -> tuple[int, int, str | None]:
 
 def _segments(directory: str) -> list[int]:
     if not os.path.isdir(directory):
-        raise QueueError(f"{directory} is not a queue directory (it does not exist)")
+        why = "it is not a directory" if os.path.exists(directory) else "it does not exist"
+        raise QueueError(f"{directory} is not a queue directory ({why})")
     return list_segments(directory)
 
 
