@@ -119,9 +119,11 @@ async def test_exports_during_an_outage_arrive_in_order(tmp_path: Path) -> None:
                 em.add_label("probe", "p").add_metric("total", Int(i))
                 await send.send(em)
                 if i == 5:
-                    await trio.sleep(0.05)  # batches pile up on disk while InfluxDB is down
+                    # Batches pile up on disk while InfluxDB is down, until a replay has failed.
                     assert surfacer.replayer is not None
-                    assert surfacer.replayer.replay_errors > 0
+                    with trio.fail_after(5):
+                        while surfacer.replayer.replay_errors == 0:  # noqa: ASYNC110
+                            await trio.sleep(0.001)
                     fake.down = False
             await send.aclose()  # surfacer flushes and drains, then returns
     assert fake.databases == {"probes"}
