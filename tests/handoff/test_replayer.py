@@ -8,6 +8,7 @@ the end runs the replayer over a real disk queue in real time, without timing as
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -414,4 +415,41 @@ async def test_failed_write_does_not_stall_wait_drained(
         # instead of leaving wait_drained to the loop's retry_max_interval timeout.
         assert trio.current_time() - start < 0.1
         assert r.queue_errors == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_send_failures_warn_at_start_and_then_rate_limited(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trioprobe.handoff")
+    q, rx = MemQueue(), Receiver()
+    rx.down = True
+    r = WriteReplayer(q, rx, retry_interval=1.0, retry_max_interval=10.0)
+
+    def warnings() -> list[str]:
+        return [
+            rec.getMessage()
+            for rec in caplog.records
+            if rec.levelname == "WARNING" and "send failed" in rec.getMessage()
+        ]
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(r.run)
+        await r.write(b"x")
+        await wait_until(lambda: r.replay_errors >= 1)
+        assert len(warnings()) == 1  # the first failure is a warning, not a debug line
+        await trio.sleep(150)
+        # ~20 failures in 150 s, but only a reminder every 60 s.
+        assert r.replay_errors > 10
+        assert 2 <= len(warnings()) <= 3
+        assert r.consecutive_failures == r.replay_errors
+        rx.down = False
+        await r.wait_drained()
+        assert r.consecutive_failures == 0
+        assert any("works again" in rec.getMessage() for rec in caplog.records)
+        rx.down = True
+        before = len(warnings())
+        await r.write(b"y")
+        await wait_until(lambda: r.consecutive_failures >= 1)
+        assert len(warnings()) == before + 1  # a new outage warns at once
         nursery.cancel_scope.cancel()

@@ -46,6 +46,8 @@ DEFAULT_RETRY_INTERVAL = 0.01
 DEFAULT_RETRY_MAX_INTERVAL = 10.0
 DEFAULT_MAX_AGE = 7 * 24 * 3600.0
 DEFAULT_PURGE_INTERVAL = 3600.0
+#: While sends keep failing, how often (seconds) a reminder warning is logged.
+FAILURE_WARNING_INTERVAL = 60.0
 
 _IDLE = -1
 _FAILED = -2
@@ -132,6 +134,9 @@ class WriteReplayer:
         self.queue_errors = 0
         self.dropped_records = 0
         self.purged_records = 0
+        #: Failed sends since the last successful one.
+        self.consecutive_failures = 0
+        self._last_failure_warning = -float("inf")
         #: Delay before the next retry (doubles on each failure, reset on success).
         self.current_retry_interval = retry_interval
 
@@ -237,11 +242,18 @@ class WriteReplayer:
             except Exception as exc:
                 self.replay_errors += 1
                 self.last_error = exc
-                logger.debug("handoff %s: send failed: %r", self.queue.directory, exc)
+                self._send_failed(exc)
                 return _FAILED
             else:
                 self.replayed_bytes += len(data)
                 self.replayed_records += 1
+                if self.consecutive_failures:
+                    logger.info(
+                        "handoff %s: sending works again after %d failed attempts",
+                        self.queue.directory,
+                        self.consecutive_failures,
+                    )
+                    self.consecutive_failures = 0
             try:
                 await self.queue.advance()
             except QueueNotOpenError:
@@ -251,6 +263,25 @@ class WriteReplayer:
                 self.last_error = exc
                 return _FAILED
             return len(data)
+
+    def _send_failed(self, exc: Exception) -> None:
+        # A receiver outage is worth a warning when it starts, and a reminder now and then
+        # while it lasts; one line per retry (up to 100 a second) would flood the log.
+        self.consecutive_failures += 1
+        now = trio.current_time()
+        if (
+            self.consecutive_failures == 1
+            or now - self._last_failure_warning >= FAILURE_WARNING_INTERVAL
+        ):
+            self._last_failure_warning = now
+            logger.warning(
+                "handoff %s: send failed (%d in a row; retrying, records stay queued): %r",
+                self.queue.directory,
+                self.consecutive_failures,
+                exc,
+            )
+        else:
+            logger.debug("handoff %s: send failed: %r", self.queue.directory, exc)
 
     async def _purge_loop(self) -> None:
         while True:
