@@ -134,3 +134,17 @@ async def test_benchmark_refuses_bad_arguments() -> None:
         await benchmark("tcp://x:1", duration=0)
     with pytest.raises(ValueError, match="clients"):
         await benchmark("tcp://x:1", duration=1, clients=0)
+
+
+async def test_benchmark_checks_results_file_before_the_run(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A results path that cannot be appended to fails at once, not after `duration`."""
+    server = FakeServer([0.01])
+    missing = tmp_path / "missing" / "results.json"
+    start = trio.current_time()
+    with pytest.raises(FileNotFoundError) as info:
+        await benchmark("tcp://x:1", duration=60, results=missing, transport_factory=server.factory)
+    assert info.value.filename == str(missing)
+    assert trio.current_time() == start
+    assert server.transports == []  # no client ever connected

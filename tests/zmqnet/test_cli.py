@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,79 @@ def test_user_mistakes_exit_2(
     assert message in capsys.readouterr().err
 
 
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The single ``trioprobe: error:`` line a user mistake must produce (no traceback)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("trioprobe: error: ")
+    return line
+
+
 def test_serve_on_a_bad_address_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "zmq", "--addr", "tcp://256.1.1.1:5", "--uptime", "1"]) == 2
-    assert "cannot bind" in capsys.readouterr().err
+    line = one_error_line(capsys)
+    assert "cannot bind" in line
+    assert "tcp://256.1.1.1:5" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "address", "reason"),
+    [
+        (["send", "localhost:notaport", "hi"], "tcp://localhost:notaport", "Invalid argument"),
+        (["send", "foo://x:1", "hi"], "foo://x:1", "Protocol not supported"),
+        (["bench", "localhost:notaport", "--duration", "0.5"], "tcp://localhost:notaport",
+         "Invalid argument"),
+        (["bench", "foo://x:1", "--duration", "0.5"], "foo://x:1", "Protocol not supported"),
+    ],
+)  # fmt: skip
+def test_bad_client_address_is_one_line_naming_it(
+    argv: list[str], address: str, reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    line = one_error_line(capsys)
+    assert repr(address) in line
+    assert reason in line
+
+
+def test_bench_unwritable_results_fails_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "missing" / "x.json"
+    start = time.monotonic()
+    code = main(["bench", "tcp://127.0.0.1:1", "--duration", "20", "--timeout", "0.1",
+                 "--results", str(results)])  # fmt: skip
+    assert code == 2
+    assert time.monotonic() - start < 5  # not after the 20 s run
+    line = one_error_line(capsys)
+    assert str(results) in line
+    assert "No such file or directory" in line
+
+
+def test_bench_results_error_inside_the_run_is_one_line_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the command's own check (here: skipped), benchmark()'s check fails inside trio.run
+    and arrives in an exception group; the user still gets one line."""
+    import trioprobe.cli._zmqnet as cli_zmqnet
+
+    monkeypatch.setattr(cli_zmqnet, "check_appendable", lambda path: None)
+    results = tmp_path / "missing" / "x.json"
+    code = main(["bench", "tcp://127.0.0.1:1", "--duration", "20", "--timeout", "0.1",
+                 "--results", str(results)])  # fmt: skip
+    assert code == 2
+    assert str(results) in one_error_line(capsys)
+
+
+def test_serve_unwritable_metrics_out_fails_at_start_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    metrics = tmp_path / "missing" / "metrics.json"
+    start = time.monotonic()
+    code = main(["serve", "zmq", "--addr", "tcp://127.0.0.1:0", "--uptime", "20",
+                 "--metrics-out", str(metrics)])  # fmt: skip
+    assert code == 2
+    assert time.monotonic() - start < 5  # not at shutdown, 20 s later
+    line = one_error_line(capsys)
+    assert str(metrics) in line
+    assert "No such file or directory" in line

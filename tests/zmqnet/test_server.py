@@ -229,3 +229,18 @@ async def test_our_client_against_plain_pyzmq_server(kind: int) -> None:
             async with Client(addr_out[0], timeout=2) as client:
                 replies = [await client.send(m) for m in ("a", "b", "c")]
     assert replies == [b"plain:a", b"plain:b", b"plain:c"]
+
+
+@pytest.mark.parametrize("server_type", [RepServer, RouterServer])
+async def test_unwritable_metrics_path_fails_before_binding(
+    tmp_path: Path, server_type: Callable[..., RepServer | RouterServer]
+) -> None:
+    """Not at shutdown, when the metrics of the whole run would be lost."""
+    missing = tmp_path / "missing" / "metrics.json"
+    server = server_type(LOCAL, echo, metrics_path=missing)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(FileNotFoundError) as info:
+                await nursery.start(server.run)
+    assert info.value.filename == str(missing)
+    assert server.address is None  # never bound

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import trio
+import zmq
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -22,7 +23,9 @@ from ..zmqnet import (
     RouterServer,
     ZmqNetError,
     benchmark,
+    shared_context,
 )
+from ..zmqnet._output import check_appendable
 from ._common import CLIError, first_os_error
 
 __all__ = ["register"]
@@ -115,6 +118,33 @@ def _address(addr: str) -> str:
     return f"tcp://{addr}"
 
 
+def _connect_address(addr: str) -> str:
+    """:func:`_address`, then refuse what libzmq's ``connect`` would refuse (a bad port, an
+    unknown transport) before anything starts, so the user gets one line rather than a traceback
+    from the middle of a run."""
+    endpoint = _address(addr)
+    # A bare pyzmq socket: the Trio wrapper can only be closed inside trio.run.
+    sock = shared_context().socket(zmq.DEALER)
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        # pyzmq's str(exc) would add "(addr='...')" to a line that names the address already.
+        reason = zmq.strerror(exc.errno) if exc.errno is not None else str(exc)
+        raise CLIError(f"cannot connect to {endpoint!r}: {reason}") from None
+    finally:
+        sock.close(linger=0)
+    return endpoint
+
+
+def _describe(error: OSError) -> str:
+    """One line naming the file or address: our socket errors name the address in strerror,
+    but for open() errors strerror alone ("No such file or directory") does not say which file."""
+    message = error.strerror or str(error)
+    if error.filename is not None:
+        message = f"{error.filename}: {message}"
+    return message
+
+
 def _check_client_args(args: argparse.Namespace) -> None:
     if args.timeout <= 0:
         raise CLIError(f"--timeout must be positive, got {args.timeout}")
@@ -141,11 +171,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         trio.run(_serve, server, args.uptime)
     except (OSError, BaseExceptionGroup) as exc:
-        # A bind error surfaces through the nursery, wrapped in an exception group.
+        # A bind or --metrics-out error surfaces through the nursery, in an exception group.
         error = first_os_error(exc)
         if error is None:
             raise
-        raise CLIError(error.strerror or str(error)) from None
+        raise CLIError(_describe(error)) from None
     print(server.metrics.summary(), flush=True)
     return 0
 
@@ -168,7 +198,7 @@ async def _serve(server: RepServer | RouterServer, uptime: float | None) -> None
 
 def _cmd_send(args: argparse.Namespace) -> int:
     _check_client_args(args)
-    return trio.run(_send, _address(args.addr), args)
+    return trio.run(_send, _connect_address(args.addr), args)
 
 
 async def _send(addr: str, args: argparse.Namespace) -> int:
@@ -199,8 +229,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise CLIError(f"--clients must be >= 1, got {args.clients}")
     if args.message_size < 0:
         raise CLIError(f"--message-size must be >= 0, got {args.message_size}")
+    addr = _connect_address(args.addr)
+    if args.results:
+        # benchmark() checks too, but only once the progress display is up.
+        try:
+            check_appendable(args.results)
+        except OSError as exc:
+            raise CLIError(_describe(exc)) from None
     console = Console()
-    result = trio.run(_bench, _address(args.addr), args, console)
+    try:
+        # Still possible: the final append failing (say, the disk is full) after the run.
+        result = trio.run(_bench, addr, args, console)
+    except (OSError, BaseExceptionGroup) as exc:
+        error = first_os_error(exc)
+        if error is None:
+            raise
+        raise CLIError(_describe(error)) from None
     console.print(_summary(result))
     if args.results:
         console.print(f"appended result to {args.results}")

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 import trio
 
+from ._output import check_appendable
 from .client import Client, TransportFactory, dealer_transport
 from .errors import MessageDroppedError, RemoteError
 from .histogram import LatencyHistogram
@@ -116,12 +117,15 @@ async def benchmark(
     """Run the closed loop and return its result; append a JSON line to ``results`` if given.
 
     ``message_size`` pads each request to at least that many bytes (0: the reference's
-    ``"msg <n> at <time>"`` text only).
+    ``"msg <n> at <time>"`` text only). A ``results`` file that cannot be opened for append
+    raises its ``OSError`` before the run starts.
     """
     if duration <= 0:
         raise ValueError(f"duration must be > 0 seconds, got {duration}")
     if clients < 1:
         raise ValueError(f"clients must be >= 1, got {clients}")
+    if results is not None:
+        check_appendable(results)
     live = counters if counters is not None else BenchmarkCounters()
     histogram = LatencyHistogram()
     latency_total = 0.0

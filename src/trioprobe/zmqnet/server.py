@@ -20,6 +20,7 @@ import attrs
 import trio
 import zmq
 
+from ._output import check_appendable
 from .socket import DEFAULT_MAX_MESSAGE_SIZE, Socket
 from .wire import error_reply, split_envelope
 
@@ -189,6 +190,9 @@ class _Server:
         return merged
 
     def _open(self) -> tuple[Socket, str]:
+        if self.metrics_path is not None:
+            # Fail now, not at shutdown when the metrics of the whole run would be lost.
+            check_appendable(self.metrics_path)
         sock = Socket(zmq.ROUTER, max_message_size=self.max_message_size, hwm=self.hwm)
         try:
             address = sock.bind(self.addr)

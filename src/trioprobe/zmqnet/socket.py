@@ -54,6 +54,11 @@ _context_pid = 0
 _context_lock = threading.Lock()
 
 
+def _reason(exc: zmq.ZMQError) -> str:
+    """The plain reason: pyzmq's own ``str(exc)`` repeats the address as ``(addr='...')``."""
+    return zmq.strerror(exc.errno) if exc.errno is not None else str(exc)
+
+
 def shared_context() -> zmq.Context[zmq.Socket[bytes]]:
     """The one ``zmq.Context`` of this process (re-created in a forked child).
 
@@ -153,7 +158,9 @@ class Socket:
         try:
             self._sock.bind(addr)
         except zmq.ZMQError as exc:
-            raise OSError(exc.errno, f"cannot bind ZeroMQ socket to {addr!r}: {exc}") from exc
+            raise OSError(
+                exc.errno, f"cannot bind ZeroMQ socket to {addr!r}: {_reason(exc)}"
+            ) from exc
         return cast(bytes, self._sock.getsockopt(zmq.LAST_ENDPOINT)).decode()
 
     def connect(self, addr: str) -> None:
@@ -162,7 +169,9 @@ class Socket:
         try:
             self._sock.connect(addr)
         except zmq.ZMQError as exc:
-            raise OSError(exc.errno, f"cannot connect ZeroMQ socket to {addr!r}: {exc}") from exc
+            raise OSError(
+                exc.errno, f"cannot connect ZeroMQ socket to {addr!r}: {_reason(exc)}"
+            ) from exc
 
     # -- I/O -----------------------------------------------------------------------------------
 
