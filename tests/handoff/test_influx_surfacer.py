@@ -3,6 +3,8 @@ against an in-memory HTTP transport that fails for a while."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -10,6 +12,7 @@ import httpx
 import pytest
 import trio
 
+from trioprobe.handoff import UnsafeQueueDirError
 from trioprobe.metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String
 from trioprobe.surfacers.influx import InfluxSurfacer, Options, make_surfacer, to_lines
 
@@ -219,3 +222,33 @@ async def test_shutdown_reports_undelivered_bytes_not_disk_usage(
     assert len(warnings) == 1
     # The delivered first batch is still on disk (same segment) but is not "left".
     assert f": {undelivered} bytes of undelivered records" in warnings[0]
+
+
+def test_default_queue_dir_is_per_user() -> None:
+    assert f"trioprobe-handoff-{os.getuid()}" in Options().resolved_queue_dir()
+
+
+async def test_default_queue_parent_planted_by_someone_else_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    root = tmp_path / f"trioprobe-handoff-{os.getuid()}"
+    root.mkdir()
+    root.chmod(0o777)  # anyone could swap the queue directory inside it
+    surfacer = InfluxSurfacer(Options(url="http://influx.test"))
+    _send, receive = trio.open_memory_channel[EventMetrics](1)
+    with pytest.raises(UnsafeQueueDirError, match="writable by group or others"):
+        await surfacer.run(receive)
+    assert list(root.iterdir()) == []
+    root.chmod(0o700)
+    fake = FakeInflux()
+    fake.down = False
+    surfacer = InfluxSurfacer(
+        Options(url="http://influx.test"), transport=httpx.MockTransport(fake.handler)
+    )
+    send, receive = trio.open_memory_channel[EventMetrics](1)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(surfacer.run, receive)
+            await send.aclose()
+    assert (root / "influxdb-trioprobe").is_dir()

@@ -18,6 +18,7 @@ from trioprobe.handoff import (
     QueueOpenError,
     QueueWriteError,
     SegmentFullError,
+    UnsafeQueueDirError,
     _format,
     inspect_queue,
     open_queue,
@@ -572,3 +573,28 @@ def test_sync_policy_is_exported() -> None:
     assert "SyncPolicy" in queue_mod.__all__
     assert "SyncPolicy" in trioprobe.handoff.__all__
     assert trioprobe.handoff.SyncPolicy is queue_mod.SyncPolicy
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o702])
+async def test_refuses_an_existing_directory_others_may_write(tmp_path: Path, mode: int) -> None:
+    d = tmp_path / "q"
+    d.mkdir()
+    d.chmod(mode)
+    with pytest.raises(UnsafeQueueDirError, match="writable by group or others"):
+        async with open_queue(d):
+            pass
+    assert list(d.iterdir()) == []  # refused before creating anything
+    d.chmod(0o755)  # others may read, not write: accepted
+    async with open_queue(d) as q:
+        await q.append(b"ok")
+
+
+async def test_refuses_a_directory_another_user_owns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = tmp_path / "q"
+    d.mkdir(mode=0o700)
+    monkeypatch.setattr(queue_mod.os, "getuid", lambda: os.stat(d).st_uid + 1)
+    with pytest.raises(UnsafeQueueDirError, match="owned by uid"):
+        async with open_queue(d):
+            pass

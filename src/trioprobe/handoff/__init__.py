@@ -22,6 +22,7 @@ from .errors import (
     RecordRejected,
     ReplayerClosedError,
     SegmentFullError,
+    UnsafeQueueDirError,
 )
 from .inspect import QueueInfo, SegmentInfo, inspect_queue, iter_records
 from .limiter import RateLimiter
@@ -36,6 +37,7 @@ from .queue import (
     RecoveryReport,
     SyncPolicy,
     TruncatedTail,
+    check_private_dir,
     open_queue,
 )
 from .replayer import (
@@ -51,6 +53,7 @@ from .replayer import (
 __all__ = [
     # queue
     "open_queue",
+    "check_private_dir",
     "DiskBackedQueue",
     "QueuePosition",
     "Record",
@@ -83,6 +86,7 @@ __all__ = [
     "QueueFullError",
     "SegmentFullError",
     "QueueLockedError",
+    "UnsafeQueueDirError",
     "QueueWriteError",
     "ReplayerClosedError",
     "RecordRejected",

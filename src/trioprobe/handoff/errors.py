@@ -13,6 +13,7 @@ __all__ = [
     "QueueFullError",
     "SegmentFullError",
     "QueueLockedError",
+    "UnsafeQueueDirError",
     "QueueWriteError",
     "ReplayerClosedError",
     "RecordRejected",
@@ -45,6 +46,14 @@ class SegmentFullError(QueueError):
 
 class QueueLockedError(QueueError):
     """Another process (or another open queue in this one) already holds the directory."""
+
+
+class UnsafeQueueDirError(QueueError):
+    """The queue directory exists but another user owns it, or others may write to it.
+
+    Such a directory (say one pre-created under a shared ``/tmp``) would let another user read
+    the queued data, or plant and swap segment files; the queue refuses to open it.
+    """
 
 
 class QueueWriteError(QueueError):

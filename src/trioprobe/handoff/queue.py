@@ -60,6 +60,7 @@ from .errors import (
     QueueOpenError,
     QueueWriteError,
     SegmentFullError,
+    UnsafeQueueDirError,
 )
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "RecoveryReport",
     "SyncPolicy",
     "TruncatedTail",
+    "check_private_dir",
     "open_queue",
 ]
 
@@ -201,6 +203,26 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def check_private_dir(path: str) -> None:
+    """Raise :class:`UnsafeQueueDirError` unless ``path`` is this user's and only theirs to write.
+
+    The queue trusts every file in its directory, so a directory another user owns, or may
+    write to, would let that user read queued data or plant and swap segment files.
+    """
+    st = os.stat(path)
+    uid = os.getuid()
+    if st.st_uid != uid:
+        raise UnsafeQueueDirError(
+            f"queue directory {path} is owned by uid {st.st_uid}, not by this user "
+            f"(uid {uid}); refusing to use it"
+        )
+    if st.st_mode & 0o022:
+        raise UnsafeQueueDirError(
+            f"queue directory {path} is writable by group or others "
+            f"(mode {st.st_mode & 0o777:o}); refusing to use it (chmod go-w {path})"
+        )
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -279,7 +301,11 @@ class DiskBackedQueue:
 
     # -- open and close ---------------------------------------------------------------------
     async def open(self) -> None:
-        """Open (creating the directory with mode 0700 if needed) and recover after a crash."""
+        """Open (creating the directory with mode 0700 if needed) and recover after a crash.
+
+        An existing directory must belong to this user and not be writable by group or others
+        (:class:`UnsafeQueueDirError` otherwise).
+        """
         if self._open:
             return
         await trio.to_thread.run_sync(self._open_sync)
@@ -321,6 +347,8 @@ class DiskBackedQueue:
         if not os.path.isdir(d):
             os.makedirs(d, mode=0o700, exist_ok=True)
             os.chmod(d, 0o700)
+        # Also after creating it: exist_ok lets another user's directory slip in between.
+        check_private_dir(d)
         lock_fd = os.open(os.path.join(d, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -24,6 +24,7 @@ tag or string values are replaced by spaces (line protocol has no escape for the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -46,6 +47,7 @@ from ..handoff import (
     HandoffError,
     RecordRejected,
     WriteReplayer,
+    check_private_dir,
     open_queue,
 )
 from ..metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String
@@ -62,7 +64,7 @@ class Options:
     url: str = "http://127.0.0.1:8086"
     database: str = "trioprobe"
     #: The handoff queue directory (relative to the config file); "" means
-    #: ``<tmp>/trioprobe-handoff/influxdb-<database>``.
+    #: ``<tmp>/trioprobe-handoff-<uid>/influxdb-<database>`` (per user: /tmp is shared).
     queue_dir: str = path_field("")
     #: Bytes the queue may use on disk; new points are dropped (and counted) beyond it.
     max_size: int = DEFAULT_MAX_SIZE
@@ -108,7 +110,24 @@ class Options:
         if self.queue_dir:
             return self.queue_dir
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.database)
-        return os.path.join(tempfile.gettempdir(), "trioprobe-handoff", f"influxdb-{safe}")
+        return os.path.join(_default_queue_root(), f"influxdb-{safe}")
+
+
+def _default_queue_root() -> str:
+    # Per user, so two users' surfacers never share (or fight over) one queue.
+    return os.path.join(tempfile.gettempdir(), f"trioprobe-handoff-{os.getuid()}")
+
+
+def _prepare_default_root() -> None:
+    """Create the default queues' parent privately, and refuse one another user planted.
+
+    The queue checks its own directory, but whoever owns the parent could rename it away and
+    put their own in its place; so the parent of the default location is checked too.
+    """
+    root = _default_queue_root()
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(root, 0o700)
+    check_private_dir(root)
 
 
 class InfluxError(Exception):
@@ -206,6 +225,8 @@ class InfluxSurfacer:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         o = self.options
+        if not o.queue_dir:
+            await trio.to_thread.run_sync(_prepare_default_root)
         async with (
             metrics,
             open_queue(
