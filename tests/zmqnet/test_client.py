@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import attrs
@@ -43,17 +44,20 @@ class FakeTransport:
     delay: float | None
     sent: list[list[bytes]] = attrs.field(factory=list)
     closed: bool = False
+    closing: trio.Event = attrs.field(factory=trio.Event)
 
     async def request(self, frames: Sequence[bytes]) -> list[bytes]:
         assert not self.closed
         self.sent.append(list(frames))
-        if self.delay is None:
-            await trio.sleep_forever()
-        await trio.sleep(self.delay)
+        # As a real Socket: closing it wakes a pending request with ClosedResourceError.
+        with trio.move_on_after(math.inf if self.delay is None else self.delay):
+            await self.closing.wait()
+            raise trio.ClosedResourceError("fake transport closed")
         return list(self.server.reply)
 
     def close(self) -> None:
         self.closed = True
+        self.closing.set()
 
 
 async def test_reply_within_timeout(autojump_clock: trio.testing.MockClock) -> None:
@@ -156,6 +160,33 @@ async def test_closed_client_refuses_to_send() -> None:
     await client.aclose()
     with pytest.raises(trio.ClosedResourceError):
         await client.send("x")
+
+
+async def test_send_queued_while_closing_opens_no_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A send waiting for the lock when close() runs must not connect afresh afterwards: nobody
+    would ever close that connection."""
+    server = FakeServer([None, 0.5])  # a later connection would answer
+    client = Client("tcp://x:1", timeout=10, retries=3, transport_factory=server.factory)
+    outcomes: list[object] = []
+
+    async def send(message: str) -> None:
+        try:
+            outcomes.append(await client.send(message))
+        except trio.ClosedResourceError as exc:
+            outcomes.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send, "first")  # holds the lock, waiting on the silent connection
+        await trio.sleep(1)
+        nursery.start_soon(send, "queued")  # waits for the lock
+        await trio.sleep(1)
+        client.close()
+    assert len(outcomes) == 2
+    assert all(isinstance(o, trio.ClosedResourceError) for o in outcomes)
+    assert len(server.transports) == 1
+    assert server.transports[0].closed
 
 
 async def test_real_silent_server_reconnects_with_new_identities() -> None:

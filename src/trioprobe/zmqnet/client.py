@@ -107,6 +107,11 @@ class Client:
 
     def _connect(self) -> Transport:
         if self._transport is None:
+            # Checked here, not only on entry to send(): a send that was waiting for the lock
+            # (or between retries) when close() ran would otherwise open a connection that
+            # nobody closes.
+            if self._closed:
+                raise trio.ClosedResourceError(f"client for {self.addr} is closed")
             identity = new_identity(self.name)
             self._transport = self._factory(self.addr, identity)
             self._identity = identity
