@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-from trioprobe.handoff import UnsafeQueueDirError
+from trioprobe.handoff import QueueWriteError, UnsafeQueueDirError
 from trioprobe.metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String
 from trioprobe.surfacers.influx import InfluxSurfacer, Options, make_surfacer, to_lines
 
@@ -252,3 +252,17 @@ async def test_default_queue_parent_planted_by_someone_else_is_refused(
             await nursery.start(surfacer.run, receive)
             await send.aclose()
     assert (root / "influxdb-trioprobe").is_dir()
+
+
+async def test_disk_error_is_not_logged_as_a_certain_drop(caplog: pytest.LogCaptureFixture) -> None:
+    class FailingReplayer:
+        async def write(self, data: bytes) -> None:
+            await trio.lowlevel.checkpoint()
+            raise QueueWriteError("writing to queue q failed: I/O error")
+
+    surfacer = InfluxSurfacer(Options())
+    await surfacer._flush(["a value=1i 1", "b value=2i 1"], FailingReplayer())  # type: ignore[arg-type]
+    assert surfacer.dropped_points == 2
+    [message] = [r.getMessage() for r in caplog.records]
+    assert "could not queue 2 points" in message
+    assert "may still be delivered" in message

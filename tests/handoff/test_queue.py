@@ -598,3 +598,54 @@ async def test_refuses_a_directory_another_user_owns(
     with pytest.raises(UnsafeQueueDirError, match="owned by uid"):
         async with open_queue(d):
             pass
+
+
+def fail_nth_sync(n: int, real: Callable[[int], None]) -> Callable[[int], None]:
+    calls = [0]
+
+    def sync(fd: int) -> None:
+        calls[0] += 1
+        if calls[0] == n:
+            raise OSError(5, "Input/output error")
+        real(fd)
+
+    return sync
+
+
+async def test_records_fsynced_before_a_failure_in_the_batch_are_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One byte records, one per segment: the batch is fsynced chunk by chunk at each roll,
+    # and the second fsync fails. The first record is durable, so its append must succeed.
+    async with open_queue(tmp_path / "q", max_segment_size=HDR + REC + 1) as q:
+        monkeypatch.setattr(queue_mod, "_fdatasync", fail_nth_sync(2, queue_mod._fdatasync))
+        ok: list[bytes] = []
+        failed: list[QueueWriteError] = []
+
+        async def append(data: bytes) -> None:
+            try:
+                await q.append(data)
+            except QueueWriteError as exc:
+                failed.append(exc)
+            else:
+                ok.append(data)
+
+        async with trio.open_nursery() as nursery:
+            for data in (b"a", b"b", b"c"):
+                nursery.start_soon(append, data)
+        assert len(ok) == 1  # one batch of three: the first chunk stored, then the failure
+        assert len(failed) == 2
+        assert all(exc.stored == 0 for exc in failed)
+        assert failed[0] is not failed[1]  # each task raises its own exception
+        assert await drain(q) == ok
+
+
+async def test_append_many_write_error_says_how_many_were_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_queue(tmp_path / "q", max_segment_size=HDR + REC + 1) as q:
+        monkeypatch.setattr(queue_mod, "_fdatasync", fail_nth_sync(2, queue_mod._fdatasync))
+        with pytest.raises(QueueWriteError, match="first 1 of these 3 records") as exc:
+            await q.append_many([b"a", b"b", b"c"])
+        assert exc.value.stored == 1
+        assert await drain(q) == [b"a"]

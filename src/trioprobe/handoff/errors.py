@@ -57,7 +57,19 @@ class UnsafeQueueDirError(QueueError):
 
 
 class QueueWriteError(QueueError):
-    """Writing or fsyncing a segment failed (disk full, I/O error); the records were not stored."""
+    """Writing or fsyncing a segment failed (disk full, I/O error).
+
+    Raised only for a call whose records were not all confirmed durable. ``stored`` counts the
+    leading records of that call (``append_many``) fsynced before the failure: those are kept
+    and will be delivered. The rest were cut off the segment again; but if that cut failed too,
+    one may still turn up and be delivered. So read it as "probably not stored", never as
+    "certainly not" (delivery is at least once, not at most once).
+    """
+
+    def __init__(self, message: str, stored: int = 0) -> None:
+        super().__init__(message)
+        #: How many of the call's records (a prefix) were stored before the failure.
+        self.stored = stored
 
 
 class ReplayerClosedError(HandoffError):

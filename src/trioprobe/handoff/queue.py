@@ -193,6 +193,8 @@ class _BatchProgress:
     #: (segment id, durable size) of every segment the batch wrote to, in order.
     sizes: list[tuple[int, int]] = attrs.Factory(list)
     created: list[int] = attrs.Factory(list)
+    #: How many of the batch's records (a prefix) are fsynced.
+    written: int = 0
 
 
 def _fsync_dir(path: str) -> None:
@@ -533,7 +535,8 @@ class DiskBackedQueue:
         """Append ``records`` in order, in one batch; return once all of them are durable.
 
         For a producer that has many records at once: they share one fsync (in group mode)
-        without needing one task per record. Not atomic: after a crash a prefix may be present.
+        without needing one task per record. Not atomic: after a crash a prefix may be present,
+        and a :class:`QueueWriteError` says in ``stored`` how many (a prefix) were stored.
         Nothing is written if any record is too large or the queue cannot take them all.
         """
         self._check_open()
@@ -595,7 +598,7 @@ class DiskBackedQueue:
         for p in batch:
             p.state = 1
         progress = _BatchProgress()
-        error: BaseException | None = None
+        failure: BaseException | None = None
         try:
             # Shielded: the batch is other tasks' appends too, and a cancelled fsync would leave
             # them not knowing whether their record is durable.
@@ -604,19 +607,33 @@ class DiskBackedQueue:
                     self._write_batch, [r for p in batch for r in p.records], progress
                 )
         except OSError as exc:
-            error = QueueWriteError(f"writing to queue {self.directory} failed: {exc}")
-            error.__cause__ = exc
+            failure = exc  # reported to the appenders below, not raised in the writer task
         except BaseException as exc:
-            error = QueueWriteError(f"writing to queue {self.directory} failed: {exc!r}")
+            failure = exc
             raise
         finally:
             self._apply(progress)
+            # Records fsynced before the failure (earlier chunks, e.g. before a roll) are
+            # durable and will be delivered: their appends succeed; the rest get an error
+            # that says how many of that call's records were stored.
+            durable = progress.written
             for p in batch:
+                stored = min(durable, len(p.records))
+                durable -= stored
                 self._reserved -= p.size
                 p.state = 2
-                p.error = error
+                p.error = None
+                if failure is not None and stored < len(p.records):
+                    p.error = self._write_error(failure, stored, len(p.records))
                 p.wake()
         self._last_modified = time.time()
+
+    def _write_error(self, exc: BaseException, stored: int, total: int) -> QueueWriteError:
+        what = str(exc) if isinstance(exc, OSError) else repr(exc)
+        note = f"; the first {stored} of these {total} records were stored" if stored else ""
+        error = QueueWriteError(f"writing to queue {self.directory} failed: {what}{note}", stored)
+        error.__cause__ = exc
+        return error
 
     def _apply(self, progress: _BatchProgress) -> None:
         by_id = {s.id: s for s in self._segments}
@@ -650,6 +667,7 @@ class DiskBackedQueue:
                 raise
             self._w_size += chunk_size
             progress.sizes.append((self._w_id, self._w_size))
+            progress.written += len(chunk)
             chunk, chunk_size = [], 0
 
         for rec in records:

@@ -45,6 +45,7 @@ from ..handoff import (
     DEFAULT_RETRY_INTERVAL,
     DEFAULT_RETRY_MAX_INTERVAL,
     HandoffError,
+    QueueWriteError,
     RecordRejected,
     WriteReplayer,
     check_private_dir,
@@ -213,7 +214,9 @@ class InfluxSurfacer:
         self._transport = transport
         self._db_ready = False
         self.replayer: WriteReplayer | None = None
-        #: Points dropped because the queue refused them (full, or a disk error).
+        #: Points the queue refused (full) or could not confirm durable (a disk error: those
+        #: are most likely lost, but if the queue could not cut the failed write off either,
+        #: they may still be delivered).
         self.dropped_points = 0
         #: Points handed to the queue.
         self.queued_points = 0
@@ -291,6 +294,18 @@ class InfluxSurfacer:
             return
         try:
             await replayer.write("\n".join(lines).encode())
+        except QueueWriteError as exc:
+            # The write failed and was cut off again, so the points are most likely lost; but
+            # not certainly (see QueueWriteError), hence the wording.
+            self.dropped_points += len(lines)
+            logger.warning(
+                "%s: could not queue %d points (most likely not stored, but may still be "
+                "delivered): %s",
+                self.name,
+                len(lines),
+                exc,
+            )
+            return
         except HandoffError as exc:
             self.dropped_points += len(lines)
             logger.warning("%s: dropped %d points: %s", self.name, len(lines), exc)
