@@ -199,6 +199,38 @@ def test_metrics_merge_keeps_earliest_start_and_latest_finish() -> None:
     assert ServerMetrics().throughput == 0.0
 
 
+async def test_servers_count_through_server_metrics_methods(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The servers count with ServerMetrics.increment/complete (tested above), not a copy."""
+    from trioprobe.zmqnet import ServerMetrics
+
+    calls: list[str] = []
+    increment, complete = ServerMetrics.increment, ServerMetrics.complete
+
+    def spy_increment(self: ServerMetrics, client: str, now: float) -> None:
+        calls.append("increment")
+        increment(self, client, now)
+
+    def spy_complete(self: ServerMetrics, now: float, nbytes: int) -> None:
+        calls.append("complete")
+        complete(self, now, nbytes)
+
+    monkeypatch.setattr(ServerMetrics, "increment", spy_increment)
+    monkeypatch.setattr(ServerMetrics, "complete", spy_complete)
+    for server in (RepServer(LOCAL, echo), RouterServer(LOCAL, echo, workers=2)):
+        calls.clear()
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                addr = await nursery.start(server.run)
+                async with Client(addr, timeout=2) as client:
+                    for _ in range(3):
+                        await client.send(b"abc")
+                nursery.cancel_scope.cancel()
+        assert calls == ["increment", "complete"] * 3
+        assert (server.metrics.accesses, server.metrics.bytes_sent) == (3, 9)
+
+
 def run_plain_server(kind: int, ready: threading.Event, addr_out: list[str], count: int) -> None:
     """A plain blocking pyzmq REP or ROUTER server answering `count` requests (runs in a thread)."""
     sock: zmq.Socket[bytes] = shared_context().socket(kind)

@@ -213,17 +213,11 @@ class _Server:
     ) -> None:
         """Answer one request; a handler error becomes an error reply, never a dead server."""
         envelope, body = split_envelope(frames)
-        # metrics.increment(), inlined: this runs once per message and the servers' overhead
-        # over raw pyzmq is measured in microseconds.
-        if metrics.started is None:
-            metrics.started = trio.current_time()
-        metrics.received += 1
         names = self._names
         client = names.get(frames[0])
         if client is None:
             client = names[frames[0]] = _client_name(frames[0])
-        by_client = metrics.accesses_by_client
-        by_client[client] = by_client.get(client, 0) + 1
+        metrics.increment(client, trio.current_time())
         reply: list[bytes]
         if len(body) > 1:
             metrics.errors += 1
@@ -253,9 +247,7 @@ class _Server:
             # The client went away (Lazy Pirate clients reconnect under a new identity).
             metrics.unroutable += 1
             return
-        metrics.sent += 1
-        metrics.bytes_sent += sum(len(frame) for frame in reply)
-        metrics.finished = trio.current_time()
+        metrics.complete(trio.current_time(), sum(len(frame) for frame in reply))
 
 
 class RepServer(_Server):
