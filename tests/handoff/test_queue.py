@@ -649,3 +649,20 @@ async def test_append_many_write_error_says_how_many_were_stored(
             await q.append_many([b"a", b"b", b"c"])
         assert exc.value.stored == 1
         assert await drain(q) == [b"a"]
+
+
+async def test_inspect_and_open_agree_on_a_head_off_a_record_boundary(tmp_path: Path) -> None:
+    d = tmp_path / "q"
+    async with open_queue(d) as q:
+        for word in (b"aaaa", b"bbbb", b"cccc"):
+            await q.append(word)
+    (d / "head").write_bytes(_format.encode_head(1, HDR + 3))
+    info = inspect_queue(d)
+    # Offline inspection makes the queue's own correction: the head moves to the next record.
+    assert (info.head_segment, info.head_offset) == (1, HDR + REC + 4)
+    assert "not a record boundary" in (info.head_note or "")
+    assert info.pending == 2
+    async with open_queue(d) as q:
+        assert q.recovery.head_note == info.head_note
+        assert q.position().head_offset == info.head_offset
+        assert await drain(q) == [b"bbbb", b"cccc"]

@@ -21,6 +21,7 @@ import enum
 import os
 import re
 import struct
+from collections.abc import Sequence
 
 import attrs
 import crc32c as _crc32c
@@ -39,6 +40,9 @@ __all__ = [
     "scan",
     "encode_head",
     "decode_head",
+    "read_head_file",
+    "resolve_head",
+    "align_head",
     "list_segments",
 ]
 
@@ -188,6 +192,58 @@ def decode_head(data: bytes) -> tuple[int, int] | str:
     if magic != HEAD_MAGIC or version != FORMAT_VERSION:
         return f"head file has bad magic {magic!r} or version {version}"
     return segment, offset
+
+
+def read_head_file(directory: str) -> tuple[int, int] | str | None:
+    """The head file's ``(segment, offset)``, why it cannot be used, or ``None`` if missing."""
+    try:
+        with open(os.path.join(directory, HEAD_FILE), "rb") as f:
+            return decode_head(f.read(64))
+    except FileNotFoundError:
+        return None
+
+
+def resolve_head(
+    head: tuple[int, int] | str | None, ids: Sequence[int]
+) -> tuple[int, int, str | None]:
+    """Where reading starts: ``(segment, offset, note)`` from ``read_head_file`` and the ids.
+
+    ``note`` says why the head file was not used as it is, if it was not. The queue (on open)
+    and offline inspection both use this, so they agree on where the head is. The offset is
+    not checked against the records yet: see :func:`align_head`.
+    """
+    if not ids:
+        return 1, HEADER_SIZE, None
+    first = ids[0]
+    if head is None:
+        return first, HEADER_SIZE, "no head file; reading from the first segment"
+    if isinstance(head, str):
+        return first, HEADER_SIZE, f"{head}; reading from the first segment"
+    seg, off = head
+    if seg in ids:
+        return seg, off, None
+    later = [i for i in ids if i > seg]
+    if later:
+        # A crash after the head segment was unlinked: the next one starts fresh.
+        return later[0], HEADER_SIZE, None
+    return first, HEADER_SIZE, f"head segment {seg} is past the last segment {ids[-1]}"
+
+
+def align_head(
+    segment: int, offset: int, boundaries: Sequence[int], good_end: int
+) -> tuple[int, str | None]:
+    """Move a head ``offset`` that is not at a record boundary to the next one (or the end).
+
+    ``boundaries`` are the offsets of the segment's valid records and ``good_end`` the end of
+    the last one (``ScanResult``). Returns the offset and a note if it moved.
+    """
+    if offset in boundaries or offset == good_end:
+        return offset, None
+    nxt = [b for b in boundaries if b > offset]
+    new = nxt[0] if nxt else good_end
+    return new, (
+        f"head offset {offset} of segment {segment} is not a record boundary; moved to {new}"
+    )
 
 
 def list_segments(directory: str) -> list[int]:

@@ -12,11 +12,13 @@ from collections.abc import Iterator
 import attrs
 
 from ._format import (
-    HEAD_FILE,
     HEADER_SIZE,
+    RECORD_HEADER_SIZE,
+    align_head,
     check_segment_header,
-    decode_head,
     list_segments,
+    read_head_file,
+    resolve_head,
     scan,
 )
 from .errors import QueueError
@@ -66,24 +68,6 @@ class QueueInfo:
         return sum(s.corrupt for s in self.segments)
 
 
-def _read_head(directory: str, ids: list[int]) -> tuple[int, int, str | None]:
-    first = ids[0] if ids else 1
-    try:
-        with open(os.path.join(directory, HEAD_FILE), "rb") as f:
-            decoded = decode_head(f.read(64))
-    except FileNotFoundError:
-        return first, HEADER_SIZE, "no head file"
-    if isinstance(decoded, str):
-        return first, HEADER_SIZE, decoded
-    seg, off = decoded
-    if seg not in ids:
-        later = [i for i in ids if i > seg]
-        if later:
-            return later[0], HEADER_SIZE, None
-        return first, HEADER_SIZE, f"head segment {seg} not found"
-    return seg, off, None
-
-
 def _segments(directory: str) -> list[int]:
     if not os.path.isdir(directory):
         why = "it is not a directory" if os.path.exists(directory) else "it does not exist"
@@ -95,12 +79,17 @@ def inspect_queue(directory: str | os.PathLike[str]) -> QueueInfo:
     """Scan every segment of the queue in ``directory`` and summarise it."""
     d = os.fspath(directory)
     ids = _segments(d)
-    head_seg, head_off, note = _read_head(d, ids)
+    head_seg, head_off, note = resolve_head(read_head_file(d), ids)
     infos = []
     for i in ids:
         with open(os.path.join(d, str(i)), "rb") as f:
             data = f.read()
         result = scan(data)
+        if i == head_seg:
+            # Where the queue would start reading on open (it makes the same correction).
+            boundaries = [off for off, _, _ in result.records]
+            head_off, moved = align_head(i, head_off, boundaries, result.good_end)
+            note = moved or note
         if i < head_seg:
             pending = 0
         elif i > head_seg:
@@ -127,7 +116,7 @@ def iter_records(
     """The valid records from the head (or from the start with ``all_records``), in order."""
     d = os.fspath(directory)
     ids = _segments(d)
-    head_seg, head_off, _ = _read_head(d, ids)
+    head_seg, head_off, _ = resolve_head(read_head_file(d), ids)
     for i in ids:
         if not all_records and i < head_seg:
             continue
@@ -136,5 +125,5 @@ def iter_records(
         for off, length, ts in scan(data).records:
             if not all_records and i == head_seg and off < head_off:
                 continue
-            start = off + 16
+            start = off + RECORD_HEADER_SIZE
             yield Record(data[start : start + length], ts, i, off)

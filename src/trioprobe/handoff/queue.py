@@ -43,13 +43,15 @@ from ._format import (
     LOCK_FILE,
     RECORD_HEADER_SIZE,
     Parse,
+    align_head,
     check_segment_header,
-    decode_head,
     encode_head,
     encode_record,
     encode_segment_header,
     list_segments,
     parse_record,
+    read_head_file,
+    resolve_head,
     resync,
     scan,
 )
@@ -375,36 +377,15 @@ class DiskBackedQueue:
         head_note: str | None = None
 
         ids = list_segments(d)
-        head: tuple[int, int] | None = None
-        try:
-            with open(os.path.join(d, HEAD_FILE), "rb") as f:
-                decoded = decode_head(f.read(64))
-            if isinstance(decoded, str):
-                head_note = f"{decoded}; reading from the first segment"
-            else:
-                head = decoded
-        except FileNotFoundError:
-            if ids:
-                head_note = "no head file; reading from the first segment"
+        file_head = read_head_file(d)
         if not ids:
             self._create_segment_sync(1)
             self._write_head_sync(1, HEADER_SIZE)
             _fsync_dir(d)
             ids = [1]
-            head, head_note = (1, HEADER_SIZE), None
-
-        start_id, start_off = ids[0], HEADER_SIZE
-        if head is not None:
-            hid, hoff = head
-            if hid in ids:
-                start_id, start_off = hid, hoff
-            else:
-                later = [i for i in ids if i > hid]
-                if later:
-                    # Crash after the head segment was unlinked: the next one starts fresh.
-                    start_id = later[0]
-                else:
-                    head_note = f"head segment {hid} is past the last segment {ids[-1]}"
+            file_head = (1, HEADER_SIZE)
+        start_id, start_off, head_note = resolve_head(file_head, ids)
+        head = file_head if isinstance(file_head, tuple) else None
         for i in ids:
             if i < start_id:
                 os.unlink(os.path.join(d, str(i)))
@@ -443,14 +424,8 @@ class DiskBackedQueue:
                     corrupt += 1
                 if i == start_id:
                     boundaries = [off for off, _, _ in result.records]
-                    if start_off not in boundaries and start_off != result.good_end:
-                        nxt = [off for off in boundaries if off > start_off]
-                        new_off = nxt[0] if nxt else result.good_end
-                        head_note = (
-                            f"head offset {start_off} of segment {i} is not a record boundary; "
-                            f"moved to {new_off}"
-                        )
-                        start_off = new_off
+                    start_off, moved = align_head(i, start_off, boundaries, result.good_end)
+                    head_note = moved or head_note
             else:
                 with open(path, "rb") as f:
                     problem = check_segment_header(f.read(HEADER_SIZE))
@@ -674,12 +649,7 @@ class DiskBackedQueue:
             end = self._w_size + chunk_size
             if end + len(rec) > self.max_segment_size and end > HEADER_SIZE:
                 flush()
-                new_id = self._w_id + 1
-                path = self._create_segment_sync(new_id)
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-                os.close(self._w_fd)
-                self._w_fd, self._w_id, self._w_size = fd, new_id, HEADER_SIZE
-                progress.created.append(new_id)
+                self._roll_sync(progress)
             chunk.append(rec)
             chunk_size += len(rec)
             if self.sync == "record":
@@ -866,6 +836,7 @@ class DiskBackedQueue:
         return purged
 
     def _roll_sync(self, progress: _BatchProgress) -> None:
+        """Worker thread: start the next segment and make it the tail (writer holds the lock)."""
         new_id = self._w_id + 1
         path = self._create_segment_sync(new_id)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
