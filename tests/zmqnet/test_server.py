@@ -199,6 +199,51 @@ def test_metrics_merge_keeps_earliest_start_and_latest_finish() -> None:
     assert ServerMetrics().throughput == 0.0
 
 
+def test_metrics_count_at_most_max_clients_ids_and_the_rest_together() -> None:
+    from trioprobe.zmqnet import OTHER_CLIENTS, ServerMetrics
+
+    a = ServerMetrics(max_clients=2)
+    for client in ("x", "y", "z", "w", "x", "z"):
+        a.increment(client, 1.0)
+    assert a.accesses_by_client == {"x": 2, "y": 1, OTHER_CLIENTS: 3}
+    assert (a.accesses, a.n_clients, a.received) == (6, 3, 6)
+    b = ServerMetrics(max_clients=2)
+    b.increment("y", 2.0)
+    b.increment("v", 2.0)
+    a.merge(b)  # merging respects the bound too
+    assert a.accesses_by_client == {"x": 2, "y": 2, OTHER_CLIENTS: 4}
+    assert a.accesses == 8
+
+
+@pytest.mark.parametrize("server_type", [RepServer, RouterServer])
+async def test_server_bounds_tracked_clients(
+    server_type: Callable[..., RepServer | RouterServer],
+) -> None:
+    """Every reconnect is a new identity: a long-running server must not remember them all.
+
+    Going through a real server also shows it counts with ServerMetrics.increment (the bound
+    lives there), so the unit-tested path is the one the servers use.
+    """
+    from trioprobe.zmqnet import OTHER_CLIENTS
+
+    server = server_type(LOCAL, echo, max_clients=2)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            addr = await nursery.start(server.run)
+            for i in range(5):
+                async with Client(addr, identity=f"c{i}", timeout=2) as client:
+                    for _ in range(2):
+                        assert await client.send(b"x") == b"x"
+            nursery.cancel_scope.cancel()
+    metrics = server.metrics
+    assert metrics.accesses == 10
+    assert metrics.n_clients == 3  # two ids counted one by one, plus the shared bucket
+    assert metrics.accesses_by_client[OTHER_CLIENTS] == 6
+    assert (metrics.received, metrics.sent) == (10, 10)
+    assert metrics.bytes_sent == 10
+    assert len(server._names) <= 2
+
+
 async def test_servers_count_through_server_metrics_methods(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

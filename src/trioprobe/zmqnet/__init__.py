@@ -10,7 +10,9 @@ from .errors import MessageDroppedError, ProtocolError, RemoteError, ZmqNetError
 from .histogram import LatencyHistogram
 from .server import (
     DEFAULT_ADDR,
+    DEFAULT_MAX_CLIENTS,
     DEFAULT_WORKERS,
+    OTHER_CLIENTS,
     Handler,
     RepServer,
     RouterServer,
@@ -31,6 +33,8 @@ __all__ = [
     "Handler",
     "DEFAULT_ADDR",
     "DEFAULT_WORKERS",
+    "DEFAULT_MAX_CLIENTS",
+    "OTHER_CLIENTS",
     "ERROR_MARKER",
     # client
     "Client",

@@ -26,7 +26,9 @@ from .wire import error_reply, split_envelope
 
 __all__ = [
     "DEFAULT_ADDR",
+    "DEFAULT_MAX_CLIENTS",
     "DEFAULT_WORKERS",
+    "OTHER_CLIENTS",
     "Handler",
     "RepServer",
     "RouterServer",
@@ -39,6 +41,13 @@ log = logging.getLogger("trioprobe.zmqnet")
 DEFAULT_ADDR: Final = "tcp://*:4157"
 #: The reference's default worker count (0 also means this).
 DEFAULT_WORKERS: Final = 16
+
+#: Distinct client ids whose accesses are counted one by one; the rest share
+#: :data:`OTHER_CLIENTS`. Lazy Pirate clients (and the probes) take a new identity on every
+#: reconnect, so without a bound a long-running server would grow its counts forever.
+DEFAULT_MAX_CLIENTS: Final = 10_000
+#: The key under which accesses by clients beyond ``max_clients`` are counted together.
+OTHER_CLIENTS: Final = "(other clients)"
 
 #: An async function from request bytes to reply bytes. Raising answers an error frame.
 Handler = Callable[[bytes], Awaitable[bytes]]
@@ -53,6 +62,10 @@ class ServerMetrics:
     """Access counts the way rtreq keeps them (its ``Metrics``), plus error counts.
 
     Times are ``trio.current_time()`` seconds; only differences are exported.
+
+    At most ``max_clients`` distinct clients are counted one by one; accesses by any further
+    client are counted under :data:`OTHER_CLIENTS`, so ``accesses`` stays exact while memory
+    stays bounded, and ``n_clients`` is at most ``max_clients + 1``.
     """
 
     accesses_by_client: dict[str, int] = attrs.field(factory=dict)
@@ -63,13 +76,20 @@ class ServerMetrics:
     bytes_sent: int = 0
     errors: int = 0
     unroutable: int = 0
+    max_clients: int = DEFAULT_MAX_CLIENTS
 
     def increment(self, client: str, now: float) -> None:
         """Count a request received from ``client`` (the first one starts the clock)."""
         if self.started is None:
             self.started = now
         self.received += 1
-        self.accesses_by_client[client] = self.accesses_by_client.get(client, 0) + 1
+        self._count(client, 1)
+
+    def _count(self, client: str, accesses: int) -> None:
+        by_client = self.accesses_by_client
+        if client not in by_client and len(by_client) >= self.max_clients:
+            client = OTHER_CLIENTS
+        by_client[client] = by_client.get(client, 0) + accesses
 
     def complete(self, now: float, nbytes: int) -> None:
         """Count a reply sent (the last one stops the clock)."""
@@ -107,7 +127,7 @@ class ServerMetrics:
     def merge(self, other: ServerMetrics) -> None:
         """Add ``other`` in: counts sum, earliest start and latest finish win (rtreq's Append)."""
         for client, count in other.accesses_by_client.items():
-            self.accesses_by_client[client] = self.accesses_by_client.get(client, 0) + count
+            self._count(client, count)
         if other.started is not None and (self.started is None or other.started < self.started):
             self.started = other.started
         if other.finished is not None and (self.finished is None or other.finished > self.finished):
@@ -169,25 +189,42 @@ class _Server:
         metrics_path: str | os.PathLike[str] | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         hwm: int | None = None,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
     ) -> None:
+        if max_clients < 0:
+            raise ValueError(f"max_clients must be >= 0, got {max_clients}")
         self.addr = addr
         self.handler = handler
         self.name = name if name is not None else _stdlib_socket.gethostname()
         self.metrics_path = metrics_path
         self.max_message_size = max_message_size
         self.hwm = hwm
+        self.max_clients = max_clients
         self.address: str | None = None
         self._worker_metrics: list[ServerMetrics] = []
-        # Routing id -> metrics key, so each message does not decode its sender again.
+        # Routing id -> metrics key, so each message does not decode its sender again. Bounded
+        # like the metrics: past max_clients ids, new senders are decoded on every message.
         self._names: dict[bytes, str] = {}
 
     @property
     def metrics(self) -> ServerMetrics:
         """The workers' metrics merged (a fresh copy each call)."""
-        merged = ServerMetrics()
+        merged = self._new_metrics()
         for metrics in self._worker_metrics:
             merged.merge(metrics)
         return merged
+
+    def _new_metrics(self) -> ServerMetrics:
+        return ServerMetrics(max_clients=self.max_clients)
+
+    def _client(self, routing_id: bytes) -> str:
+        names = self._names
+        client = names.get(routing_id)
+        if client is None:
+            client = _client_name(routing_id)
+            if len(names) < self.max_clients:
+                names[routing_id] = client
+        return client
 
     def _open(self) -> tuple[Socket, str]:
         if self.metrics_path is not None:
@@ -213,11 +250,7 @@ class _Server:
     ) -> None:
         """Answer one request; a handler error becomes an error reply, never a dead server."""
         envelope, body = split_envelope(frames)
-        names = self._names
-        client = names.get(frames[0])
-        if client is None:
-            client = names[frames[0]] = _client_name(frames[0])
-        metrics.increment(client, trio.current_time())
+        metrics.increment(self._client(frames[0]), trio.current_time())
         reply: list[bytes]
         if len(body) > 1:
             metrics.errors += 1
@@ -263,7 +296,7 @@ class RepServer(_Server):
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind, report the bound address, serve until cancelled, then write the metrics."""
         sock, address = self._open()
-        metrics = ServerMetrics()
+        metrics = self._new_metrics()
         self._worker_metrics = [metrics]
         try:
             task_status.started(address)
@@ -310,6 +343,7 @@ class RouterServer(_Server):
         metrics_path: str | os.PathLike[str] | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         hwm: int | None = None,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
         queue_size: int = 1024,
     ) -> None:
         super().__init__(
@@ -319,6 +353,7 @@ class RouterServer(_Server):
             metrics_path=metrics_path,
             max_message_size=max_message_size,
             hwm=hwm,
+            max_clients=max_clients,
         )
         if workers < 0:
             raise ValueError(f"workers must be >= 0 (0 means {DEFAULT_WORKERS}), got {workers}")
@@ -328,7 +363,7 @@ class RouterServer(_Server):
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind, start the workers, report the bound address, serve until cancelled."""
         sock, address = self._open()
-        self._worker_metrics = [ServerMetrics() for _ in range(self.workers)]
+        self._worker_metrics = [self._new_metrics() for _ in range(self.workers)]
         send_channel, receive_channel = trio.open_memory_channel[list[bytes]](self.queue_size)
         try:
             async with trio.open_nursery() as nursery:
