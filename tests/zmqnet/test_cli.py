@@ -6,12 +6,15 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import zmq
 
 from trioprobe.cli import main
+from trioprobe.zmqnet import shared_context
 
 
 def start_server(*args: str) -> tuple[subprocess.Popen[str], str]:
@@ -78,6 +81,33 @@ def test_send_to_a_dead_server_fails_with_a_clear_message(
     code = main(["send", "tcp://127.0.0.1:1", "x", "--timeout", "0.2", "--retries", "2"])
     assert code == 1
     assert "message dropped after 2 attempt(s)" in capsys.readouterr().err
+
+
+def test_send_answered_with_an_error_frame_fails_with_the_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The other ZmqNetError a send can end with (besides a drop): exit 1, the reason on stderr."""
+    sock: zmq.Socket[bytes] = shared_context().socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 5000)
+    sock.bind("tcp://127.0.0.1:*")
+    addr = sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # type: ignore[union-attr]
+
+    def answer_once() -> None:
+        ident, empty, _ = sock.recv_multipart()
+        sock.send_multipart([ident, empty, b"ERROR", b"ValueError: nope"])
+
+    thread = threading.Thread(target=answer_once)
+    thread.start()
+    try:
+        code = main(["send", addr, "x", "--timeout", "5", "--retries", "1"])
+    finally:
+        thread.join()
+        sock.close()
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("trioprobe: server ")
+    assert "ValueError: nope" in err
 
 
 @pytest.mark.parametrize(

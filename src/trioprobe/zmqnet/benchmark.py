@@ -133,7 +133,7 @@ async def benchmark(
 
     async def run_client(index: int) -> None:
         nonlocal latency_total
-        name = identity if identity is not None else None
+        name = identity
         if name is not None and clients > 1:
             name = f"{name}.{index}"
         async with Client(
