@@ -12,6 +12,7 @@ from ..results import ProbeResult
 from . import TargetsFn
 
 __all__ = [
+    "ClientPerTargetProbe",
     "PerTargetClients",
     "follow_targets",
     "run_per_target",
@@ -169,3 +170,39 @@ class PerTargetClients(Generic[ClientT]):
 
     def __len__(self) -> int:
         return len(self._clients)
+
+
+class ClientPerTargetProbe(Generic[ClientT]):
+    """Base of probe types that probe each target with its own client on the shared schedule.
+
+    A subclass sets ``targets``, ``interval``, ``timeout`` and ``_clients`` and defines
+    ``probe_once``; ``run`` probes every target once per interval (see :func:`run_per_target`),
+    closes a target's client when the target goes, and closes them all when it stops.
+    """
+
+    targets: TargetsFn
+    interval: float
+    timeout: float
+    _clients: PerTargetClients[ClientT]
+
+    async def probe_once(self, target: str) -> ProbeResult:
+        raise NotImplementedError
+
+    async def run(
+        self,
+        results: trio.MemorySendChannel[ProbeResult],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            await run_per_target(
+                self.targets,
+                interval=self.interval,
+                probe_timeout=self.timeout,
+                probe_once=self.probe_once,
+                results=results,
+                on_target_removed=self._clients.discard,
+                task_status=task_status,
+            )
+        finally:
+            await self._clients.aclose()

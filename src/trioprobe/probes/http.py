@@ -24,7 +24,7 @@ import trio
 from ..metrics import Map
 from ..results import ProbeResult
 from . import TargetsFn
-from ._base import PerTargetClients, run_per_target
+from ._base import ClientPerTargetProbe, PerTargetClients
 
 if TYPE_CHECKING:
     from ..config import ProbeSpec
@@ -54,7 +54,7 @@ class Options:
                 raise ValueError(f"body_regex is not a valid regular expression: {exc}") from None
 
 
-class HTTPProbe:
+class HTTPProbe(ClientPerTargetProbe[httpx.AsyncClient]):
     """Probes each target URL with its own client; see the module docstring."""
 
     def __init__(
@@ -113,25 +113,6 @@ class HTTPProbe:
             error = f"body did not match /{self._pattern.pattern}/"
             return ProbeResult(target, False, latency, error=error, extras=extras)
         return ProbeResult(target, True, latency, extras=extras)
-
-    async def run(
-        self,
-        results: trio.MemorySendChannel[ProbeResult],
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        try:
-            await run_per_target(
-                self.targets,
-                interval=self.interval,
-                probe_timeout=self.timeout,
-                probe_once=self.probe_once,
-                results=results,
-                on_target_removed=self._clients.discard,
-                task_status=task_status,
-            )
-        finally:
-            await self._clients.aclose()
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> HTTPProbe:

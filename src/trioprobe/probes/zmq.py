@@ -18,7 +18,7 @@ import trio
 from ..results import ProbeResult
 from ..zmqnet import Client, MessageDroppedError, ZmqNetError
 from . import TargetsFn
-from ._base import PerTargetClients, run_per_target
+from ._base import ClientPerTargetProbe, PerTargetClients
 
 if TYPE_CHECKING:
     from ..config import ProbeSpec
@@ -53,7 +53,7 @@ class Options:
             raise ValueError(f"retries is a number of attempts and must be >= 1, got {value}")
 
 
-class ZmqProbe:
+class ZmqProbe(ClientPerTargetProbe[Client]):
     """Probes each target address with its own client; see the module docstring."""
 
     def __init__(
@@ -95,25 +95,6 @@ class ZmqProbe:
                 error = f"reply {text[:80]!r} did not match /{self._pattern.pattern}/"
                 return ProbeResult(target, False, latency, error=error)
         return ProbeResult(target, True, latency)
-
-    async def run(
-        self,
-        results: trio.MemorySendChannel[ProbeResult],
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        try:
-            await run_per_target(
-                self.targets,
-                interval=self.interval,
-                probe_timeout=self.timeout,
-                probe_once=self.probe_once,
-                results=results,
-                on_target_removed=self._clients.discard,
-                task_status=task_status,
-            )
-        finally:
-            await self._clients.aclose()
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> ZmqProbe:
