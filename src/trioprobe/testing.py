@@ -1,0 +1,586 @@
+"""Helpers for test suites that use trioprobe: small servers bound to your nursery, a fake probe
+target you can break on purpose, and a check that nothing outlives a block.
+
+Every server here follows the house pattern: ``await nursery.start(...)`` binds on loopback,
+returns the bound URL or address, and the server runs until that nursery is cancelled, which is
+its only shutdown. The ``start_*`` functions are that call spelled once::
+
+    async with trio.open_nursery() as nursery:
+        url = await start_health_endpoint(nursery)      # http://127.0.0.1:PORT/raft/probing
+        addr = await start_zmq_echo(nursery)            # tcp://127.0.0.1:PORT
+        log = await start_memory_log(nursery)           # a MemoryLog, closed on cancellation
+        target = await start_fake_target(nursery)       # a FakeTarget served on target.url
+        ...
+        nursery.cancel_scope.cancel()
+
+Mock time: ``autojump_clock`` advances whenever every task is blocked, including tasks waiting
+on a real socket, so a test on a mock clock must not wait on real I/O. :meth:`FakeTarget.client`
+answers in memory (no socket) and its delays are ``trio.sleep``, so probes of it are exact under
+``autojump_clock``; the real-socket servers are for real-time tests bounded by ``fail_after``.
+
+The pytest plugin (:mod:`trioprobe.pytest_plugin`) wraps these as ``trioprobe_*`` fixtures.
+This module imports the capabilities (``probing``, ``zmqnet``, ``logping``) only when the helper
+that needs them is called. See docs/testing.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+import h11
+import httpx
+import trio
+import trio.lowlevel
+
+if TYPE_CHECKING:
+    from .logping import MemoryLog
+
+__all__ = [
+    "FakeTarget",
+    "Reply",
+    "start_fake_target",
+    "start_health_endpoint",
+    "start_zmq_echo",
+    "start_memory_log",
+    "assert_no_leaks",
+    "LeakError",
+    "Leaks",
+]
+
+
+# --- the fake probe target --------------------------------------------------------------------
+
+
+@attrs.frozen
+class Reply:
+    """What the fake target does with one request: wait ``delay`` seconds (``trio.sleep``, so a
+    mock clock drives it), then answer ``status``, or reset the connection when ``reset``."""
+
+    status: int = 200
+    delay: float = 0.0
+    reset: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.reset and 200 <= self.status < 300
+
+
+_OK_BODY = b"ok\n"
+# A request (line and headers) bigger than this is a protocol error; bodies are read and dropped.
+_MAX_REQUEST_HEAD = 16 * 1024
+# A connection that sends no complete request for this long is closed.
+_IDLE_TIMEOUT = 30.0
+# SO_LINGER on, timeout 0: close() then sends RST instead of FIN.
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+class FakeTarget:
+    """An HTTP endpoint that is healthy until told otherwise, and counts what it served.
+
+    Tell it at run time what to do with the next requests:
+
+    - :meth:`fail` answer ``status`` (503 by default), or reset the connection (``reset=True``);
+    - :meth:`slow` wait ``delay`` seconds before each reply (on the Trio clock);
+    - :meth:`flap` alternate: ``every`` failing replies, then ``every`` healthy ones, and so on;
+    - :meth:`succeed` healthy again (200 ``ok``) with no delay.
+
+    It answers any method and path. Reach it either over loopback (``await
+    nursery.start(target.serve)`` returns ``http://127.0.0.1:PORT``, also kept in :attr:`url`;
+    resets are real TCP resets) or in memory with :meth:`client`/:meth:`transport`, whose requests
+    never touch a socket, which is what tests under ``autojump_clock`` need. Both share the
+    behaviour and the counters.
+
+    Counters: :attr:`requests` received, :attr:`ok` and :attr:`errors` (non-2xx) replies sent,
+    :attr:`resets` done, :attr:`connections` accepted and :attr:`bad_connections` dropped for a
+    protocol or socket error. A request whose client gives up during the delay counts only in
+    :attr:`requests`.
+    """
+
+    def __init__(self) -> None:
+        self._failure = Reply(status=503)
+        self._failing = False
+        self._flap_every = 0
+        self._flap_count = 0
+        self._delay = 0.0
+        self.url: str | None = None
+        self.requests = 0
+        self.ok = 0
+        self.errors = 0
+        self.resets = 0
+        self.connections = 0
+        self.bad_connections = 0
+        self._received = trio.Event()
+
+    # behaviour
+
+    def fail(self, status: int = 503, *, reset: bool = False) -> None:
+        """Fail every following request: answer ``status``, or reset the connection."""
+        self._set_failure(status, reset)
+        self._failing = True
+        self._flap_every = 0
+
+    def flap(self, every: int = 1, *, status: int = 503, reset: bool = False) -> None:
+        """Alternate from the next request on: ``every`` failures, then ``every`` successes."""
+        if every < 1:
+            raise ValueError(f"flap: every must be >= 1, got {every}")
+        self._set_failure(status, reset)
+        self._failing = False
+        self._flap_every = every
+        self._flap_count = 0
+
+    def slow(self, delay: float) -> None:
+        """Wait ``delay`` seconds (Trio's clock) before every following reply; 0 removes it."""
+        if not delay >= 0:  # also rejects NaN
+            raise ValueError(f"slow: delay must be >= 0 seconds, got {delay!r}")
+        self._delay = delay
+
+    def succeed(self) -> None:
+        """Healthy again: 200 ``ok`` to every following request, with no delay."""
+        self._failing = False
+        self._flap_every = 0
+        self._delay = 0.0
+
+    def _set_failure(self, status: int, reset: bool) -> None:
+        if not reset and not 100 <= status <= 599:
+            raise ValueError(f"fail: status must be an HTTP status code (100-599), got {status}")
+        self._failure = Reply(status=status, reset=reset)
+
+    def next_reply(self) -> Reply:
+        """Count one request and decide its reply (both front ends call this)."""
+        self.requests += 1
+        self._received.set()
+        self._received = trio.Event()
+        failing = self._failing
+        if self._flap_every:
+            failing = (self._flap_count // self._flap_every) % 2 == 0
+            self._flap_count += 1
+        reply = self._failure if failing else Reply()
+        return attrs.evolve(reply, delay=self._delay)
+
+    def _count(self, reply: Reply) -> None:
+        if reply.reset:
+            self.resets += 1
+        elif reply.ok:
+            self.ok += 1
+        else:
+            self.errors += 1
+
+    async def wait_for_requests(self, count: int) -> None:
+        """Return once :attr:`requests` is at least ``count`` (no polling)."""
+        while self.requests < count:
+            await self._received.wait()
+
+    # in memory
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """An httpx transport that hands each request to this target, without a socket."""
+        return _FakeTransport(self)
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """A new ``httpx.AsyncClient`` on :meth:`transport` (the caller closes it).
+
+        Any URL reaches the target. Pass it wherever a probe takes a client, e.g. ``HTTPProbe(...,
+        client_factory=target.client)`` or ``open_prober(target.client())``.
+        """
+        return httpx.AsyncClient(transport=self.transport(), **kwargs)
+
+    # over loopback
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve HTTP/1.1 on ``host:port`` until cancelled; reports ``http://host:port``."""
+        async with trio.open_nursery() as nursery:
+            listeners: list[trio.SocketListener] = await nursery.start(
+                partial(trio.serve_tcp, self._serve_connection, port, host=host)
+            )
+            bound_port = listeners[0].socket.getsockname()[1]
+            self.url = (
+                f"http://[{host}]:{bound_port}" if ":" in host else f"http://{host}:{bound_port}"
+            )
+            task_status.started(self.url)
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST_HEAD)
+        try:
+            while True:
+                method = None
+                with trio.move_on_after(_IDLE_TIMEOUT):
+                    method = await _read_request(stream, conn)
+                if method is None:
+                    return
+                reply = self.next_reply()
+                await trio.sleep(reply.delay)
+                if reply.reset:
+                    stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                    self._count(reply)
+                    return
+                await _send_reply(stream, conn, reply, head=method == b"HEAD")
+                self._count(reply)
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+        except (h11.ProtocolError, trio.BrokenResourceError, OSError):
+            # A hostile or broken client costs its own connection only.
+            self.bad_connections += 1
+        finally:
+            await trio.aclose_forcefully(stream)
+
+
+class _FakeTransport(httpx.AsyncBaseTransport):
+    def __init__(self, target: FakeTarget) -> None:
+        self._target = target
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        reply = self._target.next_reply()
+        await trio.sleep(reply.delay)
+        self._target._count(reply)
+        if reply.reset:
+            # What httpx raises when a real peer resets the connection.
+            raise httpx.ReadError("[Errno 104] Connection reset by peer", request=request)
+        body = _reply_body(reply)
+        return httpx.Response(reply.status, headers=_reply_headers(body), content=body)
+
+
+def _reply_body(reply: Reply) -> bytes:
+    return _OK_BODY if reply.ok else f"fake target failing with {reply.status}\n".encode()
+
+
+def _reply_headers(body: bytes) -> list[tuple[str, str]]:
+    return [("content-type", "text/plain; charset=utf-8"), ("content-length", str(len(body)))]
+
+
+async def _read_request(stream: trio.SocketStream, conn: h11.Connection) -> bytes | None:
+    """Read one request to its end (the body is dropped); its method, or None at EOF."""
+    method: bytes | None = None
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.Request):
+            method = event.method
+        elif isinstance(event, h11.EndOfMessage):
+            return method
+        elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+            return None
+
+
+async def _send_reply(
+    stream: trio.SocketStream, conn: h11.Connection, reply: Reply, *, head: bool
+) -> None:
+    body = _reply_body(reply)
+    response = h11.Response(status_code=reply.status, headers=_reply_headers(body))
+    data = conn.send(response) or b""
+    if not head:
+        data += conn.send(h11.Data(data=body)) or b""
+    data += conn.send(h11.EndOfMessage()) or b""
+    await stream.send_all(data)
+
+
+async def start_fake_target(
+    nursery: trio.Nursery, target: FakeTarget | None = None, *, host: str = "127.0.0.1"
+) -> FakeTarget:
+    """Serve ``target`` (a new one by default) in ``nursery`` on loopback; :attr:`~FakeTarget.url`
+    holds its URL."""
+    target = target if target is not None else FakeTarget()
+    await nursery.start(partial(target.serve, host))
+    return target
+
+
+# --- the capabilities' servers ----------------------------------------------------------------
+
+
+async def start_health_endpoint(
+    nursery: trio.Nursery,
+    *,
+    path: str | None = None,
+    wall_clock_ns: Callable[[], int] | None = None,
+    host: str = "127.0.0.1",
+) -> str:
+    """Serve the etcd-style health endpoint in ``nursery`` and return its full URL.
+
+    ``path`` defaults to etcd's ``/raft/probing``; ``wall_clock_ns`` pins the reported ``Now``.
+    """
+    from .probing.health import DEFAULT_PATH, HealthApp, serve_health
+
+    path = DEFAULT_PATH if path is None else path
+    app = None if wall_clock_ns is None else HealthApp(path=path, wall_clock_ns=wall_clock_ns)
+    url: str = await nursery.start(partial(serve_health, host, 0, path=path, app=app))
+    return url
+
+
+async def _echo(request: bytes) -> bytes:
+    return request
+
+
+async def start_zmq_echo(
+    nursery: trio.Nursery,
+    *,
+    kind: Literal["router", "rep"] = "router",
+    workers: int = 2,
+    host: str = "127.0.0.1",
+) -> str:
+    """Serve a ZeroMQ server that answers each request with its own bytes; return its address.
+
+    ``kind="router"`` is :class:`~trioprobe.zmqnet.RouterServer` with ``workers`` tasks,
+    ``"rep"`` the one-at-a-time :class:`~trioprobe.zmqnet.RepServer`. libzmq moves bytes in its
+    own thread, so use it in real time (``fail_after``), not under ``autojump_clock``.
+    """
+    from .zmqnet import RepServer, RouterServer
+
+    addr = f"tcp://{host}:0"
+    if kind == "router":
+        server: RouterServer | RepServer = RouterServer(addr, _echo, workers=workers, name="echo")
+    elif kind == "rep":
+        server = RepServer(addr, _echo, name="echo")
+    else:
+        raise ValueError(f"start_zmq_echo: kind must be 'router' or 'rep', got {kind!r}")
+    address: str = await nursery.start(server.run)
+    return address
+
+
+async def _hold_memory_log(name: str, *, task_status: trio.TaskStatus[MemoryLog]) -> None:
+    from .logping import MemoryLog
+
+    log = MemoryLog(name)
+    try:
+        task_status.started(log)
+        await trio.sleep_forever()
+    finally:
+        # Readers still following it end with LogClosedError instead of waiting forever.
+        log.close()
+
+
+async def start_memory_log(nursery: trio.Nursery, name: str = "memory") -> MemoryLog:
+    """A fresh :class:`~trioprobe.logping.MemoryLog`, closed when ``nursery`` is cancelled."""
+    log: MemoryLog = await nursery.start(_hold_memory_log, name)
+    return log
+
+
+# --- the leak check ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Leaks:
+    """What outlived a block, one readable line per item (empty tuples when clean)."""
+
+    tasks: tuple[str, ...] = ()
+    threads: tuple[str, ...] = ()
+    fds: tuple[str, ...] = ()
+    #: A likely explanation, when one is known.
+    hint: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.threads or self.fds)
+
+    def __str__(self) -> str:
+        lines = [*self.tasks, *self.threads, *self.fds]
+        text = f"{len(lines)} outlived the block:\n" + "\n".join(f"  {line}" for line in lines)
+        return text if self.hint is None else f"{text}\n{self.hint}"
+
+
+class LeakError(AssertionError):
+    """Raised by :func:`assert_no_leaks`; :attr:`leaks` says what outlived the block."""
+
+    def __init__(self, leaks: Leaks) -> None:
+        super().__init__(str(leaks))
+        self.leaks = leaks
+
+
+# Trio keeps finished to_thread workers for a while to reuse them; an idle one carries its
+# default name (a job's thread is renamed while it runs), so it is a cache entry, not a leak.
+_TRIO_IDLE_WORKER = re.compile(r"Trio thread \d+")
+_TRIO_DIR = os.path.dirname(trio.__file__) + os.sep
+
+
+@attrs.frozen
+class _Snapshot:
+    tasks: frozenset[trio.lowlevel.Task]
+    threads: frozenset[threading.Thread]
+    native_threads: frozenset[int]
+    fds: frozenset[tuple[int, str]]
+    zmq_context: bool
+
+
+def _walk_tasks(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
+    yield task
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            yield from _walk_tasks(child)
+
+
+def _fd_table() -> frozenset[tuple[int, str]]:
+    """(fd, what it points to) for every open fd; empty where /proc is missing (not Linux)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return frozenset()
+    table = set()
+    for name in names:
+        try:
+            table.add((int(name), os.readlink(f"/proc/self/fd/{name}")))
+        except OSError:
+            continue  # closed meanwhile, e.g. the fd listdir itself used
+    return frozenset(table)
+
+
+def _native_threads() -> frozenset[int]:
+    try:
+        return frozenset(int(tid) for tid in os.listdir("/proc/self/task"))
+    except OSError:
+        return frozenset()
+
+
+def _snapshot(check_tasks: bool) -> _Snapshot:
+    root = trio.lowlevel.current_root_task()
+    tasks = frozenset(_walk_tasks(root)) if check_tasks and root is not None else frozenset()
+    return _Snapshot(
+        tasks=tasks,
+        threads=frozenset(threading.enumerate()),
+        native_threads=_native_threads(),
+        fds=_fd_table(),
+        zmq_context=_zmq_context_started(),
+    )
+
+
+def _zmq_context_started() -> bool:
+    module = sys.modules.get("trioprobe.zmqnet.socket")
+    return module is not None and getattr(module, "_context", None) is not None
+
+
+def _describe_task(task: trio.lowlevel.Task) -> str:
+    parent = task.parent_nursery.parent_task.name if task.parent_nursery is not None else None
+    where = ""
+    # The innermost frame outside Trio itself: the caller's await, not Trio's scheduler trap.
+    frames = [
+        (frame, lineno)
+        for frame, lineno in task.iter_await_frames()
+        if not frame.f_code.co_filename.startswith(_TRIO_DIR)
+    ]
+    if frames:
+        frame, lineno = frames[-1]
+        code = frame.f_code
+        where = f", waiting in {code.co_name} at {code.co_filename}:{lineno}"
+    return f"task {task.name!r} (child of {parent!r}{where})"
+
+
+def _describe_fd(fd: int, target: str) -> str:
+    text = f"fd {fd} -> {target}"
+    if target.startswith("socket:"):
+        try:
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                kind = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "datagram"}.get(
+                    sock.type, str(sock.type)
+                )
+                local = sock.getsockname()
+                try:
+                    peer = f" -> {sock.getpeername()}"
+                except OSError:
+                    peer = ""  # not connected (a listener, or unconnected datagram socket)
+                text += f" ({sock.family.name} {kind} {local}{peer})"
+        except OSError:
+            pass  # closed meanwhile; the inode is all we have
+    return text
+
+
+def _comm(tid: int) -> str:
+    try:
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def _leaks(before: _Snapshot, after: _Snapshot) -> Leaks:
+    tasks = sorted(after.tasks - before.tasks, key=lambda t: t.name)
+    threads = [
+        t
+        for t in after.threads - before.threads
+        if t.is_alive() and not _TRIO_IDLE_WORKER.fullmatch(t.name)
+    ]
+    # Native threads (libzmq's I/O threads, C extensions) that no Python thread accounts for.
+    python_tids = {t.native_id for t in after.threads if t.native_id is not None}
+    native = sorted(after.native_threads - before.native_threads - python_tids)
+    fds = sorted(after.fds - before.fds)
+    hint = None
+    if after.zmq_context and not before.zmq_context:
+        hint = (
+            "trioprobe's process-wide zmq context (its threads and fds live as long as the "
+            "process) was started inside the block: import trioprobe.zmqnet before the block"
+        )
+    return Leaks(
+        tasks=tuple(_describe_task(t) for t in tasks),
+        threads=(
+            *(f"thread {t.name!r} (ident {t.ident}, daemon={t.daemon})" for t in threads),
+            *(f"native thread {tid} {_comm(tid)!r}" for tid in native),
+        ),
+        fds=tuple(_describe_fd(fd, target) for fd, target in fds),
+        hint=hint,
+    )
+
+
+def _warm_process_singletons() -> None:
+    """Start trioprobe's process-wide zmq context (its I/O threads and fds live for the whole
+    process) before the first snapshot, so its first use inside a block is not a leak."""
+    if "trioprobe.zmqnet.socket" in sys.modules:
+        import zmq
+
+        from .zmqnet.socket import shared_context
+
+        shared_context().socket(zmq.PAIR).close(linger=0)
+
+
+@asynccontextmanager
+async def assert_no_leaks(
+    *, tasks: bool = True, threads: bool = True, fds: bool = True, settle: float = 1.0
+) -> AsyncIterator[None]:
+    """Raise :class:`LeakError` if a task, thread, fd or socket started in the block outlives it.
+
+    Compares, before and after the block: Trio's whole task tree (a task started into an outer
+    nursery is a leak), ``threading.enumerate()`` plus the process's native threads, and the open
+    file descriptors of ``/proc/self/fd`` (sockets are described by family and addresses). Linux
+    only for threads-by-tid and fds; elsewhere those parts compare empty sets.
+
+    Some things close just after the block: a cancelled task runs on until its next checkpoint,
+    libzmq closes sockets in its reaper thread. So when something looks leaked the check looks
+    again, waiting in a worker thread, for up to ``settle`` seconds of real time before it fails.
+    Trio's idle cached worker threads are not leaks; neither is trioprobe's process-wide zmq
+    context (started before the first snapshot if ``trioprobe.zmqnet`` is loaded). If the block
+    raises, its exception propagates and nothing is checked.
+    """
+    if threads or fds:
+        _warm_process_singletons()
+    before = _snapshot(tasks)
+    yield
+    deadline = time.monotonic() + settle
+    while True:
+        leaks = _leaks(before, _snapshot(tasks))
+        leaks = attrs.evolve(
+            leaks,
+            tasks=leaks.tasks if tasks else (),
+            threads=leaks.threads if threads else (),
+            fds=leaks.fds if fds else (),
+        )
+        if not leaks or time.monotonic() >= deadline:
+            break
+        # Real time on purpose: what we wait for (threads, libzmq) does not follow a mock clock.
+        await trio.to_thread.run_sync(time.sleep, 0.01)
+    if leaks:
+        raise LeakError(leaks)
