@@ -140,7 +140,7 @@ async def test_fake_target_served_on_loopback() -> None:
             nursery.cancel_scope.cancel()
     assert (ok.status_code, ok.text) == (200, "ok\n")
     assert (head.status_code, head.content) == (200, b"")
-    assert missing.status_code == 404
+    assert (missing.status_code, missing.reason_phrase) == (404, "Not Found")
     assert again.status_code == 200
     assert (target.requests, target.ok, target.errors, target.resets) == (5, 3, 1, 1)
     # Keep-alive: the reset cost one connection; the rest shared the other two.

@@ -35,6 +35,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -286,7 +287,12 @@ async def _send_reply(
     stream: trio.SocketStream, conn: h11.Connection, reply: Reply, *, head: bool
 ) -> None:
     body = _reply_body(reply)
-    response = h11.Response(status_code=reply.status, headers=_reply_headers(body))
+    # The standard reason phrase, as httpx gives in memory, so both ways in read the same.
+    try:
+        reason = HTTPStatus(reply.status).phrase.encode()
+    except ValueError:
+        reason = b""
+    response = h11.Response(status_code=reply.status, headers=_reply_headers(body), reason=reason)
     data = conn.send(response) or b""
     if not head:
         data += conn.send(h11.Data(data=body)) or b""
