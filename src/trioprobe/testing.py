@@ -25,6 +25,7 @@ that needs them is called. See docs/testing.md.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -46,6 +47,8 @@ import trio.lowlevel
 
 if TYPE_CHECKING:
     from .logping import MemoryLog
+
+logger = logging.getLogger("trioprobe.testing")
 
 __all__ = [
     "FakeTarget",
@@ -237,9 +240,10 @@ class FakeTarget:
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return
                 conn.start_next_cycle()
-        except (h11.ProtocolError, trio.BrokenResourceError, OSError):
+        except (h11.ProtocolError, trio.BrokenResourceError, OSError) as exc:
             # A hostile or broken client costs its own connection only.
             self.bad_connections += 1
+            logger.debug("fake target %s: dropped a connection: %r", self.url, exc)
         finally:
             await trio.aclose_forcefully(stream)
 
@@ -489,21 +493,30 @@ def _describe_task(task: trio.lowlevel.Task) -> str:
 
 def _describe_fd(fd: int, target: str) -> str:
     text = f"fd {fd} -> {target}"
-    if target.startswith("socket:"):
+    if not target.startswith("socket:"):
+        return text
+    try:
+        copy = os.dup(fd)
+    except OSError:
+        return text  # closed meanwhile; the inode is all we have
+    try:
+        sock = socket.socket(fileno=copy)
+    except OSError:
+        os.close(copy)  # no longer a socket (closed and reused meanwhile)
+        return text
+    with sock:
+        kind = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "datagram"}.get(
+            sock.type, str(sock.type)
+        )
         try:
-            with socket.socket(fileno=os.dup(fd)) as sock:
-                kind = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "datagram"}.get(
-                    sock.type, str(sock.type)
-                )
-                local = sock.getsockname()
-                try:
-                    peer = f" -> {sock.getpeername()}"
-                except OSError:
-                    peer = ""  # not connected (a listener, or unconnected datagram socket)
-                text += f" ({sock.family.name} {kind} {local}{peer})"
+            local = sock.getsockname()
         except OSError:
-            pass  # closed meanwhile; the inode is all we have
-    return text
+            local = "?"
+        try:
+            peer = f" -> {sock.getpeername()}"
+        except OSError:
+            peer = ""  # not connected (a listener, or an unconnected datagram socket)
+    return f"{text} ({sock.family.name} {kind} {local}{peer})"
 
 
 def _comm(tid: int) -> str:
