@@ -110,7 +110,8 @@ async def test_fake_target_wait_for_requests(autojump_clock: Any) -> None:
         (lambda t: t.flap(0), "every must be >= 1"),
         (lambda t: t.slow(-1.0), "delay must be >= 0"),
         (lambda t: t.slow(float("nan")), "delay must be >= 0"),
-        (lambda t: t.fail(42), "status must be an HTTP status code"),
+        (lambda t: t.fail(42), "status must be a final HTTP status"),
+        (lambda t: t.flap(status=101), "status must be a final HTTP status"),
     ],
 )
 def test_fake_target_rejects_bad_arguments(call: Any, message: str) -> None:
@@ -132,6 +133,8 @@ async def test_fake_target_served_on_loopback() -> None:
                 head = await client.head(target.url)
                 target.fail(404)
                 missing = await client.get(target.url)
+                target.fail(304)
+                not_modified = await client.get(target.url)
                 target.fail(reset=True)
                 with pytest.raises(httpx.TransportError):
                     await client.get(target.url)
@@ -141,8 +144,9 @@ async def test_fake_target_served_on_loopback() -> None:
     assert (ok.status_code, ok.text) == (200, "ok\n")
     assert (head.status_code, head.content) == (200, b"")
     assert (missing.status_code, missing.reason_phrase) == (404, "Not Found")
+    assert (not_modified.status_code, not_modified.content) == (304, b"")
     assert again.status_code == 200
-    assert (target.requests, target.ok, target.errors, target.resets) == (5, 3, 1, 1)
+    assert (target.requests, target.ok, target.errors, target.resets) == (6, 3, 2, 1)
     # Keep-alive: the reset cost one connection; the rest shared the other two.
     assert target.connections == 2
     assert target.bad_connections == 0

@@ -156,8 +156,9 @@ class FakeTarget:
         self._delay = 0.0
 
     def _set_failure(self, status: int, reset: bool) -> None:
-        if not reset and not 100 <= status <= 599:
-            raise ValueError(f"fail: status must be an HTTP status code (100-599), got {status}")
+        if not reset and not 200 <= status <= 599:
+            # 1xx are interim responses, not answers a probe could be given.
+            raise ValueError(f"fail: status must be a final HTTP status (200-599), got {status}")
         self._failure = Reply(status=status, reset=reset)
 
     def next_reply(self) -> Reply:
@@ -261,15 +262,24 @@ class _FakeTransport(httpx.AsyncBaseTransport):
             # What httpx raises when a real peer resets the connection.
             raise httpx.ReadError("[Errno 104] Connection reset by peer", request=request)
         body = _reply_body(reply)
-        return httpx.Response(reply.status, headers=_reply_headers(body), content=body)
+        return httpx.Response(reply.status, headers=_reply_headers(reply, body), content=body)
+
+
+# Statuses whose responses have no body at all (RFC 9110), so no Content-Length either.
+_NO_BODY = frozenset({204, 304})
 
 
 def _reply_body(reply: Reply) -> bytes:
+    if reply.status in _NO_BODY:
+        return b""
     return _OK_BODY if reply.ok else f"fake target failing with {reply.status}\n".encode()
 
 
-def _reply_headers(body: bytes) -> list[tuple[str, str]]:
-    return [("content-type", "text/plain; charset=utf-8"), ("content-length", str(len(body)))]
+def _reply_headers(reply: Reply, body: bytes) -> list[tuple[str, str]]:
+    headers = [("content-type", "text/plain; charset=utf-8")]
+    if reply.status not in _NO_BODY:
+        headers.append(("content-length", str(len(body))))
+    return headers
 
 
 async def _read_request(stream: trio.SocketStream, conn: h11.Connection) -> bytes | None:
@@ -296,7 +306,9 @@ async def _send_reply(
         reason = HTTPStatus(reply.status).phrase.encode()
     except ValueError:
         reason = b""
-    response = h11.Response(status_code=reply.status, headers=_reply_headers(body), reason=reason)
+    response = h11.Response(
+        status_code=reply.status, headers=_reply_headers(reply, body), reason=reason
+    )
     data = conn.send(response) or b""
     if not head:
         data += conn.send(h11.Data(data=body)) or b""
