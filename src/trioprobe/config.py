@@ -71,10 +71,11 @@ class LatencyBuckets:
     scale: float = 1.0
     count: int = 20
 
-    def distribution(self) -> Distribution:
+    def distribution(self, unit: float = 1.0) -> Distribution:
+        """The buckets, with bounds given in ``unit`` (seconds per unit) turned into seconds."""
         if self.bounds:
-            return Distribution.explicit(self.bounds)
-        return Distribution.exponential(base=self.base, scale=self.scale, count=self.count)
+            return Distribution.explicit(b * unit for b in self.bounds)
+        return Distribution.exponential(base=self.base, scale=self.scale * unit, count=self.count)
 
 
 @attrs.frozen
@@ -92,6 +93,7 @@ class ProbeSpec:
     timeout: float = 1.0
     #: Seconds between exports; default ``max(10, interval, timeout)``, as cloudprober.
     stats_interval: float | None = None
+    #: The unit ``latency_buckets`` bounds are written in; latency is exported in seconds.
     latency_unit: Literal["ns", "us", "ms", "s"] = "us"
     latency_buckets: LatencyBuckets | None = None
     #: Extra labels on every exported metric of this probe.

@@ -166,9 +166,11 @@ class Runner:
             targets=targets,
             interval=spec.export_interval,
             extra_labels=spec.labels,
-            latency_unit=LATENCY_UNITS[spec.latency_unit],
-            latency_distribution=buckets.distribution() if buckets else None,
+            latency_distribution=(
+                buckets.distribution(LATENCY_UNITS[spec.latency_unit]) if buckets else None
+            ),
             observe=observe,
+            export_up=True,
         )
 
 

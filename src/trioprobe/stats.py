@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 import trio
 
 from ._ticks import next_tick_after
-from .metrics import Distribution, EventMetrics, MetricsError
+from .metrics import Distribution, EventMetrics, Int, Kind, MetricsError
 from .results import ProbeResult
 
 __all__ = ["stats_keeper"]
@@ -42,9 +42,10 @@ async def stats_keeper(
     targets: Callable[[], Iterable[str]],
     interval: float,
     extra_labels: Mapping[str, str] | None = None,
-    latency_unit: float = 1e-6,
+    latency_unit: float = 1.0,
     latency_distribution: Distribution | None = None,
     observe: Callable[[ProbeResult], None] | None = None,
+    export_up: bool = False,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accumulate ``results`` per target and export them every ``interval`` seconds.
@@ -53,7 +54,9 @@ async def stats_keeper(
     ``targets()`` afresh and sends a clone of each listed target's accumulator, labelled ``ptype``,
     ``probe``, ``dst`` plus ``extra_labels``; a listed target with no results exports nothing;
     accumulators of removed targets are kept (their counters resume if the target returns).
-    Results carrying ``gauges`` also keep a GAUGE accumulator per target, exported beside it.
+    Beside it goes a GAUGE ``EventMetrics`` with the target's ``gauges`` and, if ``export_up``
+    (the runner sets it), ``up``: 1 if its last result succeeded, else 0 (what an alert on a
+    target being down wants, with no ``rate()`` over the counters).
 
     When ``results`` is closed (all probes have stopped), the keeper makes one final export, then
     closes ``export`` and returns: it owns that channel end, so pass it a clone.
@@ -66,6 +69,8 @@ async def stats_keeper(
     extra = dict(extra_labels or {})
     cumulative: dict[str, EventMetrics] = {}
     gauges: dict[str, EventMetrics] = {}
+    # The last result's success per target: one dict write per result, read at export.
+    up: dict[str, bool] = {}
 
     def fold(result: ProbeResult) -> None:
         if observe is not None:
@@ -90,6 +95,7 @@ async def stats_keeper(
                     result.target,
                     exc,
                 )
+        up[result.target] = result.success
         gauge = result.gauge_metrics()
         if gauge is not None:
             acc = gauges.get(result.target)
@@ -101,6 +107,16 @@ async def stats_keeper(
     async def snapshot(timestamp: float) -> list[EventMetrics]:
         batch: list[EventMetrics] = []
         for target in targets():
+            last = up.get(target) if export_up else None
+            if last is not None:
+                reading = gauges.get(target)
+                if reading is None:
+                    reading = gauges[target] = EventMetrics(Kind.GAUGE)
+                current = reading.metric("up")
+                if isinstance(current, Int):
+                    current.value = int(last)  # in place: no new EventMetrics per target and tick
+                else:
+                    reading.update(EventMetrics(Kind.GAUGE).add_metric("up", Int(int(last))))
             for accumulators in (cumulative, gauges):
                 acc = accumulators.get(target)
                 if acc is None:

@@ -1,0 +1,151 @@
+"""Exposition names: how an internal metric name becomes a Prometheus family and an InfluxDB field.
+
+One rule for every metric, built-in or added later, so a new metric gets a conventional name
+without anyone editing a list:
+
+* the **shape** comes from the value: a ``Distribution`` is a histogram, a ``String`` an info
+  metric, a CUMULATIVE number or ``Map`` a counter, a GAUGE number or ``Map`` a gauge;
+* the **unit** comes from the name: a name that already ends in a base unit (``_seconds``,
+  ``_bytes``, ``_ratio``) keeps it, and a duration (a name ending in ``latency``, ``duration``,
+  ``rtt``, ``lag``, ``delay``, ``elapsed`` or ``_diff``) gets ``_seconds``. trioprobe measures
+  every duration in seconds (``ProbeResult.latency`` included), so nothing is converted, only
+  named;
+* a few built-in names are renamed where the rule alone would read badly (``total`` would become
+  ``total_total``), and have a hand-written HELP text (:data:`KNOWN`); every other metric gets a
+  HELP text saying what it is.
+
+The Prometheus family name is ``prefix + base`` (a counter's sample adds ``_total``); the
+InfluxDB field is ``base`` (plus ``_sum``/``_count``/``_le_<bound>`` or ``_<key>``), so the two
+line up.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Mapping
+
+import attrs
+
+from ..metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String, Value
+
+__all__ = [
+    "KNOWN",
+    "Family",
+    "exported_values",
+    "family_for",
+    "sanitize_label",
+    "sanitize_name",
+]
+
+
+@attrs.frozen
+class Family:
+    """An exported family: ``name`` has no prefix and no ``_total``; ``unit`` is its base unit."""
+
+    name: str
+    type: str  # "counter", "gauge", "histogram" or "info"
+    unit: str
+    help: str
+
+
+#: Built-in metrics: internal name -> (exported base name, HELP text). Units follow the rule.
+KNOWN: Mapping[str, tuple[str, str]] = {
+    "total": ("probes", "Probes made."),
+    "success": ("success", "Probes that succeeded."),
+    "timeouts": ("timeouts", "Probes that ran out of their deadline."),
+    "latency": (
+        "latency",
+        "Latency of successful probes. A probe without latency_buckets has only the +Inf bucket.",
+    ),
+    "up": ("up", "1 if the target's last probe succeeded, 0 if it failed."),
+    "resp-code": ("resp_code", "HTTP responses by status code."),
+    "validation_failure": ("validation_failure", "Responses that failed a validator."),
+    "srtt": ("srtt", "Smoothed round-trip time to the peer (etcd probing)."),
+    "clock_diff": (
+        "clock_diff",
+        "Estimated clock difference to the peer; positive when the local clock is ahead.",
+    ),
+    "last_applied": ("last_applied_index", "Index of the last log entry the log pinger read."),
+    "appends_succeeded": ("appends_succeeded", "Log appends that succeeded (log ping)."),
+    "appends_failed": ("appends_failed", "Log appends that failed (log ping)."),
+    "disconnects": ("disconnects", "Reader disconnects (log ping)."),
+    "restarts": ("restarts", "Log ping rounds restarted after a failure."),
+    "replay_errors": ("replay_errors", "Failed attempts to get the log's replay position."),
+    "results_dropped": ("results_dropped", "Log ping results dropped on a full buffer."),
+    "append_latency": ("append_latency", "Latency of log appends (log ping)."),
+}
+
+_INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+_BASE_UNITS = ("seconds", "bytes", "ratio")
+_DURATION = re.compile(r"(?:^|_)(?:latency|duration|rtt|srtt|lag|delay|elapsed|diff)$")
+_TYPE_NAMES = {"counter": "a counter", "gauge": "a gauge", "histogram": "a histogram"}
+
+
+def sanitize_name(name: str) -> str:
+    """A valid metric name part: invalid characters (``:`` too) become ``_``; no leading digit.
+
+    ``:`` is reserved for recording rules, so it is replaced too.
+    """
+    name = _INVALID_NAME_CHARS.sub("_", name)
+    return f"_{name}" if not name or name[0].isdigit() else name
+
+
+def sanitize_label(name: str) -> str:
+    """A valid label name (labels starting ``__`` are reserved, so they get an ``x``)."""
+    name = sanitize_name(name)
+    return f"x{name}" if name.startswith("__") else name
+
+
+def _unit(base: str) -> tuple[str, str]:
+    for unit in _BASE_UNITS:
+        if base.endswith("_" + unit):
+            return base, unit
+    if _DURATION.search(base):
+        return f"{base}_seconds", "seconds"
+    return base, ""
+
+
+def family_for(name: str, value: Value, kind: Kind) -> Family:
+    """The family internal metric ``name`` with this value is exported in (see the module doc)."""
+    known = KNOWN.get(name)
+    base = known[0] if known else sanitize_name(name)
+    if isinstance(value, Distribution):
+        type_ = "histogram"
+    elif isinstance(value, String):
+        type_ = "info"
+    elif kind is Kind.CUMULATIVE:
+        type_ = "counter"
+    else:
+        type_ = "gauge"
+    if type_ == "counter":
+        base = base.removesuffix("_total") or "total"
+    if type_ == "info":
+        base = base.removesuffix("_info") or "info"
+        base, unit = base, ""
+    else:
+        base, unit = _unit(base)
+    if known:
+        help_text = known[1]
+    elif type_ == "info":
+        help_text = f"Text value {name!r} as the label of a constant 1."
+    else:
+        keyed = " by key" if isinstance(value, Map) else ""
+        help_text = f"Metric {name!r}: {_TYPE_NAMES[type_]}{keyed}."
+    return Family(base, type_, unit, help_text)
+
+
+def exported_values(em: EventMetrics) -> Iterator[tuple[Family, Value]]:
+    """Each value of ``em`` with its family, in one shape per family.
+
+    The one conversion: a probe without ``latency_buckets`` accumulates ``latency`` as a plain
+    sum of its successful probes' latencies; it is exported as a histogram with only the
+    ``+Inf`` bucket (count = ``success``), so every probe's latency is in one
+    ``latency_seconds`` family, and ``rate(_sum) / rate(_count)`` works for all of them.
+    """
+    for name, value in em.metrics.items():
+        if name == "latency" and isinstance(value, Float) and em.kind is Kind.CUMULATIVE:
+            success = em.metric("success")
+            count = success.value if isinstance(success, Int) else 0
+            value = Distribution((-math.inf,), [count], value.value, count)
+        yield family_for(name, value, em.kind), value
