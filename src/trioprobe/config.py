@@ -73,9 +73,14 @@ class LatencyBuckets:
 
     def distribution(self, unit: float = 1.0) -> Distribution:
         """The buckets, with bounds given in ``unit`` (seconds per unit) turned into seconds."""
+        # Divide by the (whole) number of units per second: 100000 us / 1e6 is 0.1 exactly,
+        # while 100000 * 1e-6 is 0.09999999999999999, which would show in every `le` label.
+        per_second = round(1 / unit)
         if self.bounds:
-            return Distribution.explicit(b * unit for b in self.bounds)
-        return Distribution.exponential(base=self.base, scale=self.scale * unit, count=self.count)
+            return Distribution.explicit(b / per_second for b in self.bounds)
+        return Distribution.exponential(
+            base=self.base, scale=self.scale / per_second, count=self.count
+        )
 
 
 @attrs.frozen
