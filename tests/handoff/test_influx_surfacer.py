@@ -13,9 +13,13 @@ import httpx
 import pytest
 import trio
 
+from trioprobe.config import parse_config
 from trioprobe.handoff import QueueWriteError, UnsafeQueueDirError
 from trioprobe.metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String
+from trioprobe.probes import PROBE_TYPES
+from trioprobe.runner import Runner
 from trioprobe.surfacers.influx import InfluxSurfacer, Options, make_surfacer, to_lines
+from trioprobe.surfacers.prometheus import render
 
 
 def test_one_point_per_export_with_metrics_as_fields() -> None:
@@ -300,3 +304,49 @@ async def test_disk_error_is_not_logged_as_a_certain_drop(caplog: pytest.LogCapt
     [message] = [r.getMessage() for r in caplog.records]
     assert "could not queue 2 points" in message
     assert "may still be delivered" in message
+
+
+async def test_backlog_is_exported_while_influxdb_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner exports the surfacer's queue backlog, so an alert can watch it grow."""
+    from tests.core.test_runner import Recorder
+
+    monkeypatch.setitem(PROBE_TYPES, "fake", "tests.core.fake_probe")
+    fake = FakeInflux()  # down all along
+    influx = InfluxSurfacer(
+        Options(url="http://influx.test", queue_dir=str(tmp_path / "hh"), batch_interval=0.01),
+        transport=httpx.MockTransport(fake.handler),
+    )
+    recorder = Recorder()
+    config = parse_config(
+        {
+            "probe": [
+                {
+                    "name": "f",
+                    "type": "fake",
+                    "targets": ["a"],
+                    "interval": 0.05,
+                    "stats_interval": 0.1,
+                }
+            ]
+        }
+    )
+    runner = Runner(config, extra_surfacers=[influx, recorder])
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run)
+            backlog: list[int] = []
+            while len(backlog) < 2 or backlog[-1] <= backlog[0]:  # until it has grown
+                await trio.sleep(0.05)
+                backlog = [
+                    em.metric("handoff_backlog_bytes").value  # type: ignore[union-attr]
+                    for em in recorder.items
+                    if em.metric("handoff_backlog_bytes") is not None
+                ]
+            nursery.cancel_scope.cancel()
+    counters = [em for em in recorder.items if em.metric("handoff_queued_points") is not None]
+    assert counters[-1].label("surfacer") == influx.name
+    text = render(recorder.items)
+    assert "# TYPE trioprobe_handoff_backlog_bytes gauge" in text
+    assert "# TYPE trioprobe_handoff_replay_errors_total counter" in text

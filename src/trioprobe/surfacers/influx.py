@@ -48,6 +48,7 @@ from ..handoff import (
     DEFAULT_PURGE_INTERVAL,
     DEFAULT_RETRY_INTERVAL,
     DEFAULT_RETRY_MAX_INTERVAL,
+    DiskBackedQueue,
     HandoffError,
     QueueWriteError,
     RecordRejected,
@@ -249,6 +250,7 @@ class InfluxSurfacer:
         self._transport = transport
         self._db_ready = False
         self.replayer: WriteReplayer | None = None
+        self._queue: DiskBackedQueue | None = None
         #: Points the queue refused (full) or could not confirm durable (a disk error: those
         #: are most likely lost, but if the queue could not cut the failed write off either,
         #: they may still be delivered).
@@ -282,6 +284,7 @@ class InfluxSurfacer:
                 rate_limit=o.rate_limit,
             )
             self.replayer = replayer
+            self._queue = queue
             async with trio.open_nursery() as nursery:
                 await nursery.start(replayer.run)
                 task_status.started()
@@ -387,6 +390,24 @@ class InfluxSurfacer:
             for field, value in attrs.asdict(self.replayer.stats()).items():
                 em.add_metric(field, Int(value))
         return em
+
+    def self_metrics(self) -> list[EventMetrics]:
+        """What the runner exports about this surfacer beside the probes' metrics.
+
+        The counters of :meth:`metrics` named ``handoff_<counter>`` (``replay_errors`` means
+        something else for log ping), and a GAUGE with the queue's current size:
+        ``handoff_backlog_bytes`` (records not yet delivered) and ``handoff_disk_usage_bytes``.
+        A backlog that keeps growing means InfluxDB is not taking the points.
+        """
+        counters = EventMetrics(Kind.CUMULATIVE).add_label("surfacer", self.name)
+        for name, value in self.metrics().metrics.items():
+            if name != "disk_usage":  # a size, not a count: it is a gauge below
+                counters.add_metric(f"handoff_{name}", value)
+        gauges = EventMetrics(Kind.GAUGE).add_label("surfacer", self.name)
+        if self._queue is not None:
+            gauges.add_metric("handoff_backlog_bytes", Int(self._queue.pending_bytes()))
+            gauges.add_metric("handoff_disk_usage_bytes", Int(self._queue.disk_usage()))
+        return [counters, gauges] if gauges.metrics else [counters]
 
 
 def _lines(batch: Mapping[PointKey, Mapping[str, str]]) -> list[str]:
