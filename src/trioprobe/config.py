@@ -42,6 +42,7 @@ from .metrics import Distribution, MetricsError
 from .probes import PROBE_TYPES, load_probe_type
 from .results import LATENCY_UNITS
 from .surfacers import SURFACER_TYPES, load_surfacer_type
+from .surfacers._naming import BUILTIN_EXPORTS, CORE_EXPORTS, clash_warnings
 
 __all__ = [
     "Config",
@@ -50,6 +51,7 @@ __all__ = [
     "ProbeSpec",
     "SurfacerSpec",
     "TargetsFile",
+    "exposition_warnings",
     "load_config",
     "parse_config",
     "resolve_paths",
@@ -342,6 +344,28 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         return parse_config(data, base_dir=path.parent)
     except ConfigError as exc:
         raise ConfigError("\n".join(f"{path}: {line}" for line in str(exc).splitlines())) from None
+
+
+def exposition_warnings(config: Config) -> list[str]:
+    """Where this config's probes export one metric name in ways that do not line up (different
+    types, or latency histograms with different buckets): nothing is lost, but users should
+    know. Probe types of your own are seen through their module's ``EXPORTS``, if any."""
+    probes = []
+    for spec, _ in config.probes:
+        exports = dict(CORE_EXPORTS)
+        own = BUILTIN_EXPORTS.get(spec.type)
+        if own is None:
+            own = getattr(load_probe_type(spec.type), "EXPORTS", {})
+        exports.update(own)
+        buckets = spec.latency_buckets
+        bounds = (
+            buckets.distribution(LATENCY_UNITS[spec.latency_unit]).lower_bounds[1:]
+            if buckets
+            else None
+        )
+        probes.append((spec.name, exports, bounds))
+    prefixes = [getattr(o, "prefix", "") for s, o in config.surfacers if s.type == "prometheus"]
+    return clash_warnings(probes, prefixes[0] if prefixes else "trioprobe_")
 
 
 class TargetsFile:

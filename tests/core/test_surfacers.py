@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 import trio
 
+from trioprobe.cli import main
+from trioprobe.config import exposition_warnings, parse_config
 from trioprobe.metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String
+from trioprobe.probes import PROBE_TYPES
 from trioprobe.surfacers import Fanout
 from trioprobe.surfacers import lines as lines_mod
 from trioprobe.surfacers.prometheus import Options as PromOptions
@@ -311,3 +317,63 @@ async def test_prometheus_serves_metrics() -> None:
                 assert (await client.get("/other")).status_code == 404
                 assert (await client.post("/metrics")).status_code == 405
             send.close()  # the stream ends: the surfacer stops serving and returns by itself
+
+
+# -- clashes seen before running -------------------------------------------------------------
+
+
+def _probe_table(name: str, type_: str, **keys: Any) -> dict[str, Any]:
+    return {"name": name, "type": type_, "targets": ["x"], **keys}
+
+
+def test_check_warns_about_mixed_latency_buckets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = parse_config(
+        {
+            "probe": [
+                _probe_table("web", "http", latency_buckets={"bounds": [1000, 10000]}),
+                _probe_table("web2", "http", latency_buckets={"bounds": [1000, 10000]}),
+                _probe_table("peers", "etcd_probing"),
+            ]
+        }
+    )
+    [warning] = exposition_warnings(config)
+    assert warning.startswith("trioprobe_latency_seconds has different buckets per probe")
+    assert "'web', 'web2': 2 bounds from 0.001 to 0.01 s" in warning
+    assert "'peers': only +Inf" in warning
+    same = parse_config({"probe": [_probe_table("a", "http"), _probe_table("b", "zmq")]})
+    assert exposition_warnings(same) == []
+    # `trioprobe check` prints it.
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[probe]]\nname = "a"\ntype = "http"\ntargets = ["x"]\n'
+        "latency_buckets = { bounds = [1.0] }\n"
+        '[[probe]]\nname = "b"\ntype = "zmq"\ntargets = ["y"]\n'
+        '[[surfacer]]\ntype = "prometheus"\nprefix = "my_"\n'
+    )
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "  warning: my_latency_seconds has different buckets per probe" in out
+
+
+def test_check_warns_about_one_name_with_two_types(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("custom_probe")
+    module.EXPORTS = {"srtt": (Distribution.explicit([1.0]), Kind.CUMULATIVE)}  # type: ignore[attr-defined]
+    module.Options = attrs.make_class("Options", {})  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "custom_probe", module)
+    monkeypatch.setitem(PROBE_TYPES, "custom", "custom_probe")
+    config = parse_config(
+        {"probe": [_probe_table("a", "etcd_probing"), _probe_table("b", "custom")]}
+    )
+    [warning] = exposition_warnings(config)
+    assert warning.startswith(
+        "trioprobe_srtt_seconds is exported with different types (a gauge in 'a' (srtt); "
+        "a histogram in 'b' (srtt))"
+    )
+    # And at run time both are there, under the names the warning announces.
+    gauge = EventMetrics(Kind.GAUGE, 1.0).add_label("probe", "a").add_metric("srtt", Float(0.5))
+    hist = EventMetrics(Kind.CUMULATIVE, 1.0).add_label("probe", "b")
+    text = render([gauge, hist.add_metric("srtt", Distribution.explicit([1.0]))])
+    assert "# TYPE trioprobe_srtt_seconds histogram" in text
+    assert 'trioprobe_srtt_current_seconds{probe="a"} 0.5' in text

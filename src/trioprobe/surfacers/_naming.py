@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import attrs
 
 from ..metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String, Value
 
 __all__ = [
+    "BUILTIN_EXPORTS",
+    "CORE_EXPORTS",
     "KNOWN",
+    "clash_warnings",
     "Family",
     "exported_values",
     "family_for",
@@ -149,3 +152,86 @@ def exported_values(em: EventMetrics) -> Iterator[tuple[Family, Value]]:
             count = success.value if isinstance(success, Int) else 0
             value = Distribution((-math.inf,), [count], value.value, count)
         yield family_for(name, value, em.kind), value
+
+
+#: Every probe's core metrics: name -> (a value of its type, kind).
+CORE_EXPORTS: Mapping[str, tuple[Value, Kind]] = {
+    "total": (Int(), Kind.CUMULATIVE),
+    "success": (Int(), Kind.CUMULATIVE),
+    "timeouts": (Int(), Kind.CUMULATIVE),
+    "latency": (Distribution((-math.inf,)), Kind.CUMULATIVE),
+    "up": (Int(), Kind.GAUGE),
+}
+
+#: What the built-in probe types export beside the core metrics. A probe type of your own can
+#: declare the same as ``EXPORTS`` in its module, so ``trioprobe check`` can see clashes.
+BUILTIN_EXPORTS: Mapping[str, Mapping[str, tuple[Value, Kind]]] = {
+    "http": {
+        "resp-code": (Map("code"), Kind.CUMULATIVE),
+        "validation_failure": (Map("validator"), Kind.CUMULATIVE),
+    },
+    "etcd_probing": {"srtt": (Float(), Kind.GAUGE), "clock_diff": (Float(), Kind.GAUGE)},
+    "logping": {
+        **{
+            name: (Int(), Kind.CUMULATIVE)
+            for name in (
+                "appends_succeeded",
+                "appends_failed",
+                "disconnects",
+                "restarts",
+                "replay_errors",
+                "results_dropped",
+            )
+        },
+        "append_latency": (Distribution((-math.inf,)), Kind.CUMULATIVE),
+        "last_applied": (Int(), Kind.GAUGE),
+    },
+    "zmq": {},
+}
+
+
+def _layout(bounds: tuple[float, ...] | None) -> str:
+    if not bounds:
+        return "only +Inf (no latency_buckets)"
+    return f"{len(bounds)} bounds from {bounds[0]:g} to {bounds[-1]:g} s"
+
+
+def clash_warnings(
+    probes: Iterable[tuple[str, Mapping[str, tuple[Value, Kind]], tuple[float, ...] | None]],
+    prefix: str = "trioprobe_",
+) -> list[str]:
+    """What to warn about in a config whose probes export these metrics.
+
+    ``probes`` gives each probe's name, its metrics (name -> (value, kind)) and its latency
+    bucket upper bounds in seconds (None without ``latency_buckets``). Two cases are reported:
+    one name exported with different types (all are kept, the others renamed as
+    ``prometheus.CLASH_SUFFIX`` says), and latency histograms with different buckets in one
+    family (all are kept, but summing their buckets across probes mixes layouts).
+    """
+    warnings: list[str] = []
+    claims: dict[str, dict[str, list[str]]] = {}
+    layouts: dict[tuple[float, ...] | None, list[str]] = {}
+    for probe, exports, bounds in probes:
+        layouts.setdefault(bounds, []).append(probe)
+        for name, (value, kind) in exports.items():
+            family = family_for(name, value, kind)
+            claims.setdefault(family.name, {}).setdefault(family.type, []).append(
+                f"{probe!r} ({name})"
+            )
+    for name, by_type in claims.items():
+        if len(by_type) > 1:
+            uses = "; ".join(f"a {t} in {', '.join(p)}" for t, p in by_type.items())
+            warnings.append(
+                f"{prefix}{name} is exported with different types ({uses}); all are kept, but "
+                "all except the first of histogram, counter, gauge, info get a suffix "
+                "(_cumulative, _current, _text): see docs/metrics.md"
+            )
+    if len(layouts) > 1:
+        uses = "; ".join(f"{', '.join(map(repr, p))}: {_layout(b)}" for b, p in layouts.items())
+        warnings.append(
+            f"{prefix}latency_seconds has different buckets per probe ({uses}); every probe's "
+            "latency is exported, each series with its own buckets, but do not sum _bucket "
+            "series across these probes (aggregate by probe, or give them the same "
+            "latency_buckets)"
+        )
+    return warnings
