@@ -34,6 +34,7 @@ __all__ = [
     "CORE_EXPORTS",
     "KNOWN",
     "clash_warnings",
+    "cumulative_buckets",
     "Family",
     "exported_values",
     "family_for",
@@ -136,6 +137,15 @@ def family_for(name: str, value: Value, kind: Kind) -> Family:
         keyed = " by key" if isinstance(value, Map) else ""
         help_text = f"Metric {name!r}: {_TYPE_NAMES[type_]}{keyed}."
     return Family(base, type_, unit, help_text)
+
+
+def cumulative_buckets(dist: Distribution) -> Iterator[tuple[float, int]]:
+    """(upper bound, samples up to it) per bucket, ending with ``+Inf``: Prometheus's ``le``."""
+    cumulative = 0
+    bounds = dist.lower_bounds
+    for i, count in enumerate(dist.bucket_counts):
+        cumulative += count
+        yield (bounds[i + 1] if i + 1 < len(bounds) else math.inf), cumulative
 
 
 def exported_values(em: EventMetrics) -> Iterator[tuple[Family, Value]]:

@@ -57,7 +57,7 @@ from ..handoff import (
     open_queue,
 )
 from ..metrics import EventMetrics, Float, Int, Kind, Map, String
-from ._naming import exported_values
+from ._naming import cumulative_buckets, exported_values
 
 __all__ = [
     "InfluxError",
@@ -204,11 +204,7 @@ def _fields(em: EventMetrics) -> Iterator[tuple[str, str]]:
             if total is not None:
                 yield f"{name}_sum", total
             yield f"{name}_count", f"{value.count}i"
-            cumulative = 0
-            bounds = value.lower_bounds
-            for i, n in enumerate(value.bucket_counts):
-                cumulative += n
-                upper = bounds[i + 1] if i + 1 < len(bounds) else math.inf
+            for upper, cumulative in cumulative_buckets(value):
                 yield f"{name}_le_{_bound(upper)}", f"{cumulative}i"
 
 

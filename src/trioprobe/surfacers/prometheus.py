@@ -29,7 +29,7 @@ from prometheus_client.metrics_core import Metric
 
 from .._asgi import Receive, Scope, Send, answer_lifespan, send_response, serve_asgi
 from ..metrics import EventMetrics, Float, Int, Map, String, Value
-from ._naming import Family, exported_values, sanitize_label
+from ._naming import Family, cumulative_buckets, exported_values, sanitize_label
 
 __all__ = ["Options", "PrometheusSurfacer", "make_surfacer", "render"]
 
@@ -93,11 +93,7 @@ def _add_samples(group: _Group, value: Value, labels: dict[str, str]) -> None:
         for key, number in value.values.items():
             group.samples.append((suffix, {**labels, key_label: key}, number))
     else:
-        cumulative = 0
-        bounds = value.lower_bounds
-        for i, count in enumerate(value.bucket_counts):
-            cumulative += count
-            upper = bounds[i + 1] if i + 1 < len(bounds) else math.inf
+        for upper, cumulative in cumulative_buckets(value):
             group.samples.append(("_bucket", {**labels, "le": _format_bound(upper)}, cumulative))
         group.samples.append(("_count", labels, value.count))
         group.samples.append(("_sum", labels, value.sum))
