@@ -78,6 +78,14 @@ KNOWN: Mapping[str, tuple[str, str]] = {
     "replay_errors": ("replay_errors", "Failed attempts to get the log's replay position."),
     "results_dropped": ("results_dropped", "Log ping results dropped on a full buffer."),
     "append_latency": ("append_latency", "Latency of log appends (log ping)."),
+    "handoff_backlog_bytes": (
+        "handoff_backlog_bytes",
+        "Bytes in the InfluxDB surfacer's handoff queue not yet delivered.",
+    ),
+    "handoff_disk_usage_bytes": (
+        "handoff_disk_usage_bytes",
+        "Bytes the InfluxDB surfacer's handoff queue takes on disk.",
+    ),
 }
 
 _INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
