@@ -69,8 +69,9 @@ async def stats_keeper(
     extra = dict(extra_labels or {})
     cumulative: dict[str, EventMetrics] = {}
     gauges: dict[str, EventMetrics] = {}
-    # The last result's success per target: one dict write per result, read at export.
-    up: dict[str, bool] = {}
+    # Each target's `up` value, the same Int its gauge accumulator holds: a result sets it in
+    # place, so exporting it costs nothing beyond the clone.
+    up: dict[str, Int] = {}
 
     def fold(result: ProbeResult) -> None:
         if observe is not None:
@@ -95,7 +96,6 @@ async def stats_keeper(
                     result.target,
                     exc,
                 )
-        up[result.target] = result.success
         gauge = result.gauge_metrics()
         if gauge is not None:
             acc = gauges.get(result.target)
@@ -103,20 +103,19 @@ async def stats_keeper(
                 gauges[result.target] = gauge
             else:
                 acc.update(gauge)
+        if export_up:
+            cell = up.get(result.target)
+            if cell is None:
+                cell = up[result.target] = Int()
+                acc = gauges.get(result.target)
+                if acc is None:
+                    acc = gauges[result.target] = EventMetrics(Kind.GAUGE, result.timestamp)
+                acc.add_metric("up", cell)
+            cell.value = 1 if result.success else 0
 
     async def snapshot(timestamp: float) -> list[EventMetrics]:
         batch: list[EventMetrics] = []
         for target in targets():
-            last = up.get(target) if export_up else None
-            if last is not None:
-                reading = gauges.get(target)
-                if reading is None:
-                    reading = gauges[target] = EventMetrics(Kind.GAUGE)
-                current = reading.metric("up")
-                if isinstance(current, Int):
-                    current.value = int(last)  # in place: no new EventMetrics per target and tick
-                else:
-                    reading.update(EventMetrics(Kind.GAUGE).add_metric("up", Int(int(last))))
             for accumulators in (cumulative, gauges):
                 acc = accumulators.get(target)
                 if acc is None:
