@@ -21,6 +21,7 @@ from trioprobe.metrics import Distribution, EventMetrics, Float, Int, Kind, Map,
 from trioprobe.probes import PROBE_TYPES
 from trioprobe.surfacers import Fanout
 from trioprobe.surfacers import lines as lines_mod
+from trioprobe.surfacers.influx import to_lines as influx_lines
 from trioprobe.surfacers.prometheus import Options as PromOptions
 from trioprobe.surfacers.prometheus import PrometheusSurfacer, render
 
@@ -377,3 +378,13 @@ def test_check_warns_about_one_name_with_two_types(monkeypatch: pytest.MonkeyPat
     text = render([gauge, hist.add_metric("srtt", Distribution.explicit([1.0]))])
     assert "# TYPE trioprobe_srtt_seconds histogram" in text
     assert 'trioprobe_srtt_current_seconds{probe="a"} 0.5' in text
+
+
+def test_failures_by_bounded_reason() -> None:
+    em = EventMetrics(Kind.CUMULATIVE, 1.0).add_label("dst", "a")
+    em.add_metric("total", Int(10)).add_metric("success", Int(6)).add_metric("timeouts", Int(1))
+    text = render([em])
+    assert 'trioprobe_failures_total{dst="a",reason="error"} 3.0' in text
+    assert 'trioprobe_failures_total{dst="a",reason="timeout"} 1.0' in text
+    [line] = influx_lines(em)
+    assert "failures_error=3i,failures_timeout=1i" in line

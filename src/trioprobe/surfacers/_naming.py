@@ -63,6 +63,11 @@ KNOWN: Mapping[str, tuple[str, str]] = {
         "Latency of successful probes. A probe without latency_buckets has only the +Inf bucket.",
     ),
     "up": ("up", "1 if the target's last probe succeeded, 0 if it failed."),
+    "failures": (
+        "failures",
+        "Failed probes by reason: timeout (the deadline ran out) or error (anything else; "
+        "the probe type's own counters, such as resp_code, say more).",
+    ),
     "resp-code": ("resp_code", "HTTP responses by status code."),
     "validation_failure": ("validation_failure", "Responses that failed a validator."),
     "srtt": ("srtt", "Smoothed round-trip time to the peer (etcd probing)."),
@@ -159,10 +164,12 @@ def cumulative_buckets(dist: Distribution) -> Iterator[tuple[float, int]]:
 def exported_values(em: EventMetrics) -> Iterator[tuple[Family, Value]]:
     """Each value of ``em`` with its family, in one shape per family.
 
-    The one conversion: a probe without ``latency_buckets`` accumulates ``latency`` as a plain
+    Two values are made here. A probe without ``latency_buckets`` accumulates ``latency`` as a plain
     sum of its successful probes' latencies; it is exported as a histogram with only the
     ``+Inf`` bucket (count = ``success``), so every probe's latency is in one
-    ``latency_seconds`` family, and ``rate(_sum) / rate(_count)`` works for all of them.
+    ``latency_seconds`` family, and ``rate(_sum) / rate(_count)`` works for all of them. And
+    ``failures``, a counter by ``reason`` (``timeout`` or ``error``) from the core counters, so
+    an alert or a dashboard can tell why a target fails without computing it.
     """
     for name, value in em.metrics.items():
         if name == "latency" and isinstance(value, Float) and em.kind is Kind.CUMULATIVE:
@@ -170,6 +177,20 @@ def exported_values(em: EventMetrics) -> Iterator[tuple[Family, Value]]:
             count = success.value if isinstance(success, Int) else 0
             value = Distribution((-math.inf,), [count], value.value, count)
         yield family_for(name, value, em.kind), value
+    failures = _failures(em)
+    if failures is not None:
+        yield family_for("failures", failures, em.kind), failures
+
+
+def _failures(em: EventMetrics) -> Map | None:
+    """Failures by a bounded reason, from the core counters (a timeout is a failure)."""
+    total, success, timeouts = (em.metric(n) for n in ("total", "success", "timeouts"))
+    if em.kind is not Kind.CUMULATIVE or "failures" in em.metrics:
+        return None
+    if not (isinstance(total, Int) and isinstance(success, Int) and isinstance(timeouts, Int)):
+        return None
+    errors = total.value - success.value - timeouts.value
+    return Map("reason", {"timeout": timeouts.value, "error": errors})
 
 
 #: Every probe's core metrics: name -> (a value of its type, kind).
@@ -179,6 +200,7 @@ CORE_EXPORTS: Mapping[str, tuple[Value, Kind]] = {
     "timeouts": (Int(), Kind.CUMULATIVE),
     "latency": (Distribution((-math.inf,)), Kind.CUMULATIVE),
     "up": (Int(), Kind.GAUGE),
+    "failures": (Map("reason"), Kind.CUMULATIVE),
 }
 
 #: What the built-in probe types export beside the core metrics. A probe type of your own can
