@@ -255,6 +255,9 @@ def test_render_sanitises_and_escapes() -> None:
     # A key label may not replace the series' own labels, nor take a reserved name.
     assert 'dst_key="k"' in text
     assert 'le_key="k"' in text
+    hist = EventMetrics(Kind.CUMULATIVE, 1.0).add_label("le", "user")
+    hist.add_metric("latency", Distribution.explicit([1.0]))
+    assert 'latency_seconds_bucket{exported_le="user",le="1.0"} 0.0' in render([hist], prefix="")
 
 
 def test_render_special_floats() -> None:

@@ -121,7 +121,12 @@ def collect(series: Iterable[EventMetrics], prefix: str = "trioprobe_") -> list[
     for em in series:
         labels: dict[str, str] = {}
         for key, text in em.labels.items():
-            labels.setdefault(sanitize_label(key), text)
+            label = sanitize_label(key)
+            # A series label called `le` would be overwritten by a histogram's own (Prometheus
+            # names such a label exported_<name> when it clashes at scrape time too).
+            if label in _RESERVED_LABELS:
+                label = f"exported_{label}"
+            labels.setdefault(label, text)
         for family, value in exported_values(em):
             group = groups.get((family.name, family.type))
             if group is None:
