@@ -371,9 +371,10 @@ def test_check_warns_about_one_name_with_two_types(monkeypatch: pytest.MonkeyPat
         {"probe": [_probe_table("a", "etcd_probing"), _probe_table("b", "custom")]}
     )
     [warning] = exposition_warnings(config)
-    assert warning.startswith(
+    assert warning == (
         "trioprobe_srtt_seconds is exported with different types (a gauge in 'a' (srtt); "
-        "a histogram in 'b' (srtt))"
+        "a histogram in 'b' (srtt)); all are kept: the histogram under this name, the gauge as "
+        "trioprobe_srtt_current_seconds (see docs/metrics.md)"
     )
     # And at run time both are there, under the names the warning announces.
     gauge = EventMetrics(Kind.GAUGE, 1.0).add_label("probe", "a").add_metric("srtt", Float(0.5))

@@ -31,8 +31,11 @@ from ..metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String,
 
 __all__ = [
     "BUILTIN_EXPORTS",
+    "CLASH_PRECEDENCE",
+    "CLASH_SUFFIX",
     "CORE_EXPORTS",
     "KNOWN",
+    "clash_renamed",
     "clash_warnings",
     "cumulative_buckets",
     "Family",
@@ -92,6 +95,12 @@ KNOWN: Mapping[str, tuple[str, str]] = {
         "Bytes the InfluxDB surfacer's handoff queue takes on disk.",
     ),
 }
+
+#: When values of different types claim one family name, the type first here keeps the name and
+#: each other one gets its suffix (before the unit), so nothing is dropped and the names do not
+#: depend on which series came first.
+CLASH_PRECEDENCE = ("histogram", "counter", "gauge", "info")
+CLASH_SUFFIX: Mapping[str, str] = {"counter": "_cumulative", "gauge": "_current", "info": "_text"}
 
 _INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 _BASE_UNITS = ("seconds", "bytes", "ratio")
@@ -230,6 +239,13 @@ BUILTIN_EXPORTS: Mapping[str, Mapping[str, tuple[Value, Kind]]] = {
 }
 
 
+def clash_renamed(family: Family) -> Family:
+    """``family`` under its name for a clash: its type's :data:`CLASH_SUFFIX` before the unit."""
+    stem = family.name.removesuffix("_" + family.unit) if family.unit else family.name
+    name = stem + CLASH_SUFFIX[family.type] + (f"_{family.unit}" if family.unit else "")
+    return attrs.evolve(family, name=name)
+
+
 def _layout(bounds: tuple[float, ...] | None) -> str:
     if not bounds:
         return "only +Inf (no latency_buckets)"
@@ -245,26 +261,30 @@ def clash_warnings(
     ``probes`` gives each probe's name, its metrics (name -> (value, kind)) and its latency
     bucket upper bounds in seconds (None without ``latency_buckets``). Two cases are reported:
     one name exported with different types (all are kept, the others renamed as
-    ``prometheus.CLASH_SUFFIX`` says), and latency histograms with different buckets in one
+    :data:`CLASH_SUFFIX` says), and latency histograms with different buckets in one
     family (all are kept, but summing their buckets across probes mixes layouts).
     """
     warnings: list[str] = []
-    claims: dict[str, dict[str, list[str]]] = {}
+    claims: dict[str, dict[str, tuple[Family, list[str]]]] = {}
     layouts: dict[tuple[float, ...] | None, list[str]] = {}
     for probe, exports, bounds in probes:
         layouts.setdefault(bounds, []).append(probe)
         for name, (value, kind) in exports.items():
             family = family_for(name, value, kind)
-            claims.setdefault(family.name, {}).setdefault(family.type, []).append(
-                f"{probe!r} ({name})"
-            )
+            by_type = claims.setdefault(family.name, {})
+            by_type.setdefault(family.type, (family, []))[1].append(f"{probe!r} ({name})")
     for name, by_type in claims.items():
         if len(by_type) > 1:
-            uses = "; ".join(f"a {t} in {', '.join(p)}" for t, p in by_type.items())
+            uses = "; ".join(f"a {t} in {', '.join(p)}" for t, (_, p) in by_type.items())
+            keeps = min(by_type, key=CLASH_PRECEDENCE.index)
+            renamed = ", ".join(
+                f"the {t} as {prefix}{clash_renamed(f).name}"
+                for t, (f, _) in by_type.items()
+                if t != keeps
+            )
             warnings.append(
-                f"{prefix}{name} is exported with different types ({uses}); all are kept, but "
-                "all except the first of histogram, counter, gauge, info get a suffix "
-                "(_cumulative, _current, _text): see docs/metrics.md"
+                f"{prefix}{name} is exported with different types ({uses}); all are kept: the "
+                f"{keeps} under this name, {renamed} (see docs/metrics.md)"
             )
     if len(layouts) > 1:
         uses = "; ".join(f"{', '.join(map(repr, p))}: {_layout(b)}" for b, p in layouts.items())

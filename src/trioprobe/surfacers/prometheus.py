@@ -24,16 +24,21 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 import trio
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
+from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from .._asgi import Receive, Scope, Send, answer_lifespan, send_response, serve_asgi
 from ..metrics import EventMetrics, Float, Int, Map, String, Value
-from ._naming import Family, cumulative_buckets, exported_values, sanitize_label
+from ._naming import (
+    CLASH_PRECEDENCE,
+    Family,
+    clash_renamed,
+    cumulative_buckets,
+    exported_values,
+    sanitize_label,
+)
 
-__all__ = ["Options", "PrometheusSurfacer", "make_surfacer", "render"]
-
-CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
+__all__ = ["Options", "PrometheusSurfacer", "collect", "make_surfacer", "render"]
 
 
 @attrs.frozen
@@ -60,10 +65,6 @@ class Options:
 _PREFIX = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # Labels a Map's key or a String's text may not take: the series' own, and the reserved ones.
 _RESERVED_LABELS = frozenset({"le", "quantile"})
-# When two values claim one family name with different types, the type first in this order
-# keeps the name and the others get the suffix below (before the unit): see _naming.
-_PRECEDENCE = ("histogram", "counter", "gauge", "info")
-CLASH_SUFFIX: Mapping[str, str] = {"counter": "_cumulative", "gauge": "_current", "info": "_text"}
 
 
 def _free_label(name: str, taken: Mapping[str, str]) -> str:
@@ -104,18 +105,12 @@ def _format_bound(upper: float) -> str:
     return "+Inf" if upper == math.inf else repr(float(upper))
 
 
-def _rename(family: Family) -> Family:
-    stem = family.name.removesuffix("_" + family.unit) if family.unit else family.name
-    name = stem + CLASH_SUFFIX[family.type] + (f"_{family.unit}" if family.unit else "")
-    return attrs.evolve(family, name=name)
-
-
 def collect(series: Iterable[EventMetrics], prefix: str = "trioprobe_") -> list[Metric]:
     """The families of ``series`` as ``prometheus_client`` metrics (for any of its encoders).
 
     Nothing is left out: when values of different types claim one name (a gauge and a histogram
     both called ``x``), the type first in ``histogram, counter, gauge, info`` keeps the name and
-    each other one gets its :data:`CLASH_SUFFIX` (``x_current``), whatever order they came in.
+    each other one gets its ``CLASH_SUFFIX`` (``x_current``), whatever order they came in.
     """
     groups: dict[tuple[str, str], _Group] = {}
     for em in series:
@@ -138,8 +133,8 @@ def collect(series: Iterable[EventMetrics], prefix: str = "trioprobe_") -> list[
     out: list[Metric] = []
     for (name, type_), group in groups.items():
         family = group.family
-        if len(types[name]) > 1 and min(types[name], key=_PRECEDENCE.index) != type_:
-            family = _rename(family)
+        if len(types[name]) > 1 and min(types[name], key=CLASH_PRECEDENCE.index) != type_:
+            family = clash_renamed(family)
         full = prefix + family.name
         metric = Metric(full, family.help, family.type, family.unit)
         for suffix, labels, number in group.samples:
