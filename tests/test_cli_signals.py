@@ -61,7 +61,9 @@ def test_signal_triggers_final_export(tmp_path: Path, sig: signal.Signals) -> No
     assert "shutting down" in stderr
     assert "Traceback" not in stderr
     exports = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(exports) == 1
+    # The final export: the target's counters, and its gauges (the last result, `up`).
+    assert [e["kind"] for e in exports] == ["CUMULATIVE", "GAUGE"]
+    assert exports[1]["metrics"] == {"up": 0}
     final = exports[0]
     assert final["labels"]["dst"] == "http://127.0.0.1:9/"
     assert final["metrics"]["total"] >= 1

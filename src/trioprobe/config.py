@@ -42,6 +42,7 @@ from .metrics import Distribution, MetricsError
 from .probes import PROBE_TYPES, load_probe_type
 from .results import LATENCY_UNITS
 from .surfacers import SURFACER_TYPES, load_surfacer_type
+from .surfacers._naming import BUILTIN_EXPORTS, CORE_EXPORTS, clash_warnings
 
 __all__ = [
     "Config",
@@ -50,6 +51,7 @@ __all__ = [
     "ProbeSpec",
     "SurfacerSpec",
     "TargetsFile",
+    "exposition_warnings",
     "load_config",
     "parse_config",
     "resolve_paths",
@@ -71,10 +73,16 @@ class LatencyBuckets:
     scale: float = 1.0
     count: int = 20
 
-    def distribution(self) -> Distribution:
+    def distribution(self, unit: float = 1.0) -> Distribution:
+        """The buckets, with bounds given in ``unit`` (seconds per unit) turned into seconds."""
+        # Divide by the (whole) number of units per second: 100000 us / 1e6 is 0.1 exactly,
+        # while 100000 * 1e-6 is 0.09999999999999999, which would show in every `le` label.
+        per_second = round(1 / unit)
         if self.bounds:
-            return Distribution.explicit(self.bounds)
-        return Distribution.exponential(base=self.base, scale=self.scale, count=self.count)
+            return Distribution.explicit(b / per_second for b in self.bounds)
+        return Distribution.exponential(
+            base=self.base, scale=self.scale / per_second, count=self.count
+        )
 
 
 @attrs.frozen
@@ -92,6 +100,7 @@ class ProbeSpec:
     timeout: float = 1.0
     #: Seconds between exports; default ``max(10, interval, timeout)``, as cloudprober.
     stats_interval: float | None = None
+    #: The unit ``latency_buckets`` bounds are written in; latency is exported in seconds.
     latency_unit: Literal["ns", "us", "ms", "s"] = "us"
     latency_buckets: LatencyBuckets | None = None
     #: Extra labels on every exported metric of this probe.
@@ -335,6 +344,28 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         return parse_config(data, base_dir=path.parent)
     except ConfigError as exc:
         raise ConfigError("\n".join(f"{path}: {line}" for line in str(exc).splitlines())) from None
+
+
+def exposition_warnings(config: Config) -> list[str]:
+    """Where this config's probes export one metric name in ways that do not line up (different
+    types, or latency histograms with different buckets): nothing is lost, but users should
+    know. Probe types of your own are seen through their module's ``EXPORTS``, if any."""
+    probes = []
+    for spec, _ in config.probes:
+        exports = dict(CORE_EXPORTS)
+        own = BUILTIN_EXPORTS.get(spec.type)
+        if own is None:
+            own = getattr(load_probe_type(spec.type), "EXPORTS", {})
+        exports.update(own)
+        buckets = spec.latency_buckets
+        bounds = (
+            buckets.distribution(LATENCY_UNITS[spec.latency_unit]).lower_bounds[1:]
+            if buckets
+            else None
+        )
+        probes.append((spec.name, exports, bounds))
+    prefixes = [getattr(o, "prefix", "") for s, o in config.surfacers if s.type == "prometheus"]
+    return clash_warnings(probes, prefixes[0] if prefixes else "trioprobe_")
 
 
 class TargetsFile:

@@ -17,7 +17,7 @@ from .metrics import Distribution, EventMetrics, Float, Int, Kind, Value, as_val
 
 __all__ = ["LATENCY_UNITS", "ProbeResult"]
 
-#: Latency units accepted by the config, as seconds per unit.
+#: Units the config's ``latency_buckets`` bounds may be written in, as seconds per unit.
 LATENCY_UNITS: Mapping[str, float] = MappingProxyType(
     {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 )
@@ -57,15 +57,15 @@ class ProbeResult:
     )
 
     def metrics(
-        self, *, latency_unit: float = 1e-6, latency_distribution: Distribution | None = None
+        self, *, latency_unit: float = 1.0, latency_distribution: Distribution | None = None
     ) -> EventMetrics:
         """A fresh CUMULATIVE ``EventMetrics``: ``total``, ``success``, ``timeouts``, ``latency``
         and the extras.
 
         ``latency`` is the sum of successful latencies in ``latency_unit`` (seconds per unit;
-        microseconds by default, as cloudprober), or, when ``latency_distribution`` is given, a
-        clone of it with this latency added as a sample. Fresh every call, because the first
-        result a keeper sees becomes its accumulator.
+        seconds by default, the base unit every surfacer exports), or, when
+        ``latency_distribution`` is given, a clone of it with this latency added as a sample.
+        Fresh every call, because the first result a keeper sees becomes its accumulator.
         """
         em = EventMetrics(Kind.CUMULATIVE, self.timestamp)
         em.add_metric("total", Int(1))
@@ -87,7 +87,7 @@ class ProbeResult:
         self,
         acc: EventMetrics,
         *,
-        latency_unit: float = 1e-6,
+        latency_unit: float = 1.0,
         latency_distribution: Distribution | None = None,
     ) -> None:
         """Fold this result into ``acc``: the same as ``acc.update(self.metrics(...))``.

@@ -118,6 +118,7 @@ class Runner:
 
             async with trio.open_nursery() as keeper_nursery:
                 inputs: list[trio.MemorySendChannel[ProbeResult]] = []
+                self_export = export_send.clone()
                 async with export_send:
                     for spec, _, targets in self.probes:
                         send_results, receive_results = trio.open_memory_channel[ProbeResult](
@@ -133,8 +134,10 @@ class Runner:
                         for (spec, probe, _), send_results in zip(self.probes, inputs, strict=True):
                             what = f"probe {spec.name!r}"
                             await _start(probe_nursery, what, _run_probe, probe, send_results)
+                        probe_nursery.start_soon(self._export_self_metrics, self_export)
                         task_status.started()
                         started = True
+                self_export.close()  # if the probes never started, nor did its exporter
                 if not started:
                     # shutdown() came while the probes were starting (a signal at start-up):
                     # report readiness anyway, so the caller's start() does not fail, and drain.
@@ -145,6 +148,18 @@ class Runner:
             surfacer_nursery.cancel_scope.deadline = (
                 trio.current_time() + self.config.shutdown_grace
             )
+
+    async def _export_self_metrics(self, export: trio.MemorySendChannel[EventMetrics]) -> None:
+        """Every shortest export interval, the surfacers' own metrics (a handoff queue's
+        backlog, say), so they can be watched and alerted on like the probes'."""
+        sources = [s for s, _ in self.surfacers if hasattr(s, "self_metrics")]
+        interval = min((spec.export_interval for spec, _, _ in self.probes), default=10.0)
+        async with export:
+            while sources:
+                await trio.sleep(interval)
+                for surfacer in sources:
+                    for em in surfacer.self_metrics():
+                        await export.send(em)
 
     def _keeper(
         self,
@@ -166,9 +181,11 @@ class Runner:
             targets=targets,
             interval=spec.export_interval,
             extra_labels=spec.labels,
-            latency_unit=LATENCY_UNITS[spec.latency_unit],
-            latency_distribution=buckets.distribution() if buckets else None,
+            latency_distribution=(
+                buckets.distribution(LATENCY_UNITS[spec.latency_unit]) if buckets else None
+            ),
             observe=observe,
+            export_up=True,
         )
 
 

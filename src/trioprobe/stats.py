@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 import trio
 
 from ._ticks import next_tick_after
-from .metrics import Distribution, EventMetrics, MetricsError
+from .metrics import Distribution, EventMetrics, Int, Kind, MetricsError
 from .results import ProbeResult
 
 __all__ = ["stats_keeper"]
@@ -42,9 +42,10 @@ async def stats_keeper(
     targets: Callable[[], Iterable[str]],
     interval: float,
     extra_labels: Mapping[str, str] | None = None,
-    latency_unit: float = 1e-6,
+    latency_unit: float = 1.0,
     latency_distribution: Distribution | None = None,
     observe: Callable[[ProbeResult], None] | None = None,
+    export_up: bool = False,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accumulate ``results`` per target and export them every ``interval`` seconds.
@@ -53,7 +54,9 @@ async def stats_keeper(
     ``targets()`` afresh and sends a clone of each listed target's accumulator, labelled ``ptype``,
     ``probe``, ``dst`` plus ``extra_labels``; a listed target with no results exports nothing;
     accumulators of removed targets are kept (their counters resume if the target returns).
-    Results carrying ``gauges`` also keep a GAUGE accumulator per target, exported beside it.
+    Beside it goes a GAUGE ``EventMetrics`` with the target's ``gauges`` and, if ``export_up``
+    (the runner sets it), ``up``: 1 if its last result succeeded, else 0 (what an alert on a
+    target being down wants, with no ``rate()`` over the counters).
 
     When ``results`` is closed (all probes have stopped), the keeper makes one final export, then
     closes ``export`` and returns: it owns that channel end, so pass it a clone.
@@ -66,6 +69,9 @@ async def stats_keeper(
     extra = dict(extra_labels or {})
     cumulative: dict[str, EventMetrics] = {}
     gauges: dict[str, EventMetrics] = {}
+    # Each target's `up` value, the same Int its gauge accumulator holds: a result sets it in
+    # place, so exporting it costs nothing beyond the clone.
+    up: dict[str, Int] = {}
 
     def fold(result: ProbeResult) -> None:
         if observe is not None:
@@ -97,6 +103,15 @@ async def stats_keeper(
                 gauges[result.target] = gauge
             else:
                 acc.update(gauge)
+        if export_up:
+            cell = up.get(result.target)
+            if cell is None:
+                cell = up[result.target] = Int()
+                acc = gauges.get(result.target)
+                if acc is None:
+                    acc = gauges[result.target] = EventMetrics(Kind.GAUGE, result.timestamp)
+                acc.add_metric("up", cell)
+            cell.value = 1 if result.success else 0
 
     async def snapshot(timestamp: float) -> list[EventMetrics]:
         batch: list[EventMetrics] = []

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from trioprobe.cli import main
-from trioprobe.metrics import EventMetrics
+from trioprobe.metrics import EventMetrics, Kind
 
 GOOD = """
 [[probe]]
@@ -118,7 +118,7 @@ def test_run_quiet(
         for line in (tmp_path / "out.jsonl").read_text().splitlines()
     ]
     assert exports
-    last = exports[-1]
+    last = [em for em in exports if em.kind is Kind.CUMULATIVE][-1]
     assert last.label("dst") == http_url
     assert last.metric("total").value == total  # type: ignore[union-attr]
 

@@ -18,7 +18,7 @@ def test_metrics_fields_success() -> None:
     assert em.metric("total") == Int(1)
     assert em.metric("success") == Int(1)
     assert em.metric("timeouts") == Int(0)
-    assert em.metric("latency") == Float(pytest.approx(250_000.0))  # µs by default
+    assert em.metric("latency") == Float(0.25)  # seconds by default, the exported unit
     assert r.metrics(latency_unit=1e-3).metric("latency") == Float(pytest.approx(250.0))
     assert dict(em.labels) == {}
 

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from trioprobe.config import Config, ConfigError, parse_config
-from trioprobe.metrics import EventMetrics, Int
+from trioprobe.metrics import EventMetrics, Int, Kind
 from trioprobe.probes import PROBE_TYPES
 from trioprobe.results import ProbeResult
 from trioprobe.runner import Runner
@@ -43,8 +43,8 @@ class Recorder:
                 self.items.append(em)
         self.ended = True
 
-    def latest(self, dst: str) -> EventMetrics:
-        return [em for em in self.items if em.label("dst") == dst][-1]
+    def latest(self, dst: str, kind: Kind = Kind.CUMULATIVE) -> EventMetrics:
+        return [em for em in self.items if em.label("dst") == dst and em.kind is kind][-1]
 
 
 def _config(**probe: Any) -> Config:
@@ -73,7 +73,10 @@ async def test_results_reach_surfacer(autojump_clock: Any) -> None:
         await nursery.start(runner.run)
         await trio.sleep(4.5)  # exports at 2 and 4
         nursery.cancel_scope.cancel()
-    assert sorted(em.label("dst") for em in recorder.items) == ["a", "a", "b", "b"]
+    counters = [em for em in recorder.items if em.kind is Kind.CUMULATIVE]
+    assert sorted(em.label("dst") for em in counters) == ["a", "a", "b", "b"]
+    # Beside each, the target's last result as the gauge `up`.
+    assert recorder.latest("a", Kind.GAUGE).metric("up") == Int(1)
     latest = recorder.latest("a")
     assert latest.label("ptype") == "fake"
     assert latest.label("probe") == "fake1"

@@ -5,18 +5,25 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 import trio
 
+from trioprobe.cli import main
+from trioprobe.config import exposition_warnings, parse_config
 from trioprobe.metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String
+from trioprobe.probes import PROBE_TYPES
 from trioprobe.surfacers import Fanout
 from trioprobe.surfacers import lines as lines_mod
+from trioprobe.surfacers.influx import to_lines as influx_lines
 from trioprobe.surfacers.prometheus import Options as PromOptions
-from trioprobe.surfacers.prometheus import PrometheusSurfacer, render, sanitize_name
+from trioprobe.surfacers.prometheus import PrometheusSurfacer, render
 
 
 def _em(i: int, dst: str = "a", kind: Kind = Kind.CUMULATIVE) -> EventMetrics:
@@ -120,67 +127,150 @@ async def test_lines_stdout(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_render_counter_gauge_map_string() -> None:
     cum = EventMetrics(Kind.CUMULATIVE, 1.0).add_label("ptype", "http").add_label("dst", "a")
-    cum.add_metric("total", Int(5)).add_metric("latency", Float(2.5))
+    cum.add_metric("total", Int(5)).add_metric("success", Int(4))
     cum.add_metric("resp-code", Map("code", {"200": 4, "503": 1}))
     cum.add_metric("version", String("1.2"))
     gauge = EventMetrics(Kind.GAUGE, 1.0).add_label("dst", "a").add_metric("srtt", Float(0.001))
+    gauge.add_metric("up", Int(1))
     text = render([cum, gauge])
     assert text == (
-        "# TYPE total counter\n"
-        'total{ptype="http",dst="a"} 5\n'
-        "# TYPE latency counter\n"
-        'latency{ptype="http",dst="a"} 2.5\n'
-        "# TYPE resp_code counter\n"
-        'resp_code{ptype="http",dst="a",code="200"} 4\n'
-        'resp_code{ptype="http",dst="a",code="503"} 1\n'
-        "# TYPE version gauge\n"
-        'version{ptype="http",dst="a",val="1.2"} 1\n'
-        "# TYPE srtt gauge\n"
-        'srtt{dst="a"} 0.001\n'
+        "# HELP trioprobe_probes_total Probes made.\n"
+        "# TYPE trioprobe_probes_total counter\n"
+        'trioprobe_probes_total{dst="a",ptype="http"} 5.0\n'
+        "# HELP trioprobe_success_total Probes that succeeded.\n"
+        "# TYPE trioprobe_success_total counter\n"
+        'trioprobe_success_total{dst="a",ptype="http"} 4.0\n'
+        "# HELP trioprobe_resp_code_total HTTP responses by status code.\n"
+        "# TYPE trioprobe_resp_code_total counter\n"
+        'trioprobe_resp_code_total{code="200",dst="a",ptype="http"} 4.0\n'
+        'trioprobe_resp_code_total{code="503",dst="a",ptype="http"} 1.0\n'
+        "# HELP trioprobe_version_info Text value 'version' as the label of a constant 1.\n"
+        "# TYPE trioprobe_version_info gauge\n"
+        'trioprobe_version_info{dst="a",ptype="http",val="1.2"} 1.0\n'
+        "# HELP trioprobe_srtt_seconds Smoothed round-trip time to the peer (etcd probing).\n"
+        "# TYPE trioprobe_srtt_seconds gauge\n"
+        'trioprobe_srtt_seconds{dst="a"} 0.001\n'
+        "# HELP trioprobe_up 1 if the target's last probe succeeded, 0 if it failed.\n"
+        "# TYPE trioprobe_up gauge\n"
+        'trioprobe_up{dst="a"} 1.0\n'
     )
     assert render([]) == ""
 
 
-def test_render_histogram() -> None:
-    d = Distribution.explicit([0, 10, 100])
-    for sample in (5, 5, 50, 500, -1):
+def test_render_histogram_in_seconds_with_any_prefix() -> None:
+    d = Distribution.explicit([0, 0.25, 1.0])
+    for sample in (0.125, 0.125, 0.5, 1.25, -1):
         d.add_sample(sample)
     em = EventMetrics(Kind.CUMULATIVE, 1.0).add_label("dst", "a").add_metric("latency", d)
-    lines = render([em], prefix="tp_").splitlines()
+    lines = [line for line in render([em], prefix="tp_").splitlines() if line[0] != "#"]
     assert lines == [
-        "# TYPE tp_latency histogram",
-        'tp_latency_bucket{dst="a",le="0"} 1',
-        'tp_latency_bucket{dst="a",le="10"} 3',
-        'tp_latency_bucket{dst="a",le="100"} 4',
-        'tp_latency_bucket{dst="a",le="+Inf"} 5',
-        'tp_latency_sum{dst="a"} 559.0',
-        'tp_latency_count{dst="a"} 5',
+        'tp_latency_seconds_bucket{dst="a",le="0.0"} 1.0',
+        'tp_latency_seconds_bucket{dst="a",le="0.25"} 3.0',
+        'tp_latency_seconds_bucket{dst="a",le="1.0"} 4.0',
+        'tp_latency_seconds_bucket{dst="a",le="+Inf"} 5.0',
+        'tp_latency_seconds_count{dst="a"} 5.0',
+        'tp_latency_seconds_sum{dst="a"} 1.0',
     ]
+    assert "# TYPE latency_seconds histogram" in render([em], prefix="")
+
+
+def test_names_and_units_follow_one_rule() -> None:
+    """A metric nobody listed gets its name from its kind and a unit from its name."""
+    em = EventMetrics(Kind.CUMULATIVE, 1.0).add_label("dst", "a")
+    em.add_metric("connect_latency", Float(0.5)).add_metric("queue_bytes", Int(3))
+    em.add_metric("errors_total", Int(2))
+    lag = Distribution.explicit([0.001])
+    em.add_metric("loop-lag", lag)
+    gauge = EventMetrics(Kind.GAUGE, 1.0).add_label("dst", "a")
+    gauge.add_metric("clock_diff", Float(-0.25)).add_metric("last_applied", Int(7))
+    text = render([em, gauge])
+    for line in (
+        "# TYPE trioprobe_connect_latency_seconds_total counter",
+        "# TYPE trioprobe_queue_bytes_total counter",
+        "# TYPE trioprobe_errors_total counter",
+        "# TYPE trioprobe_loop_lag_seconds histogram",
+        "# TYPE trioprobe_clock_diff_seconds gauge",
+        "# TYPE trioprobe_last_applied_index gauge",
+        'trioprobe_clock_diff_seconds{dst="a"} -0.25',
+    ):
+        assert line in text
+
+
+def _latency_series() -> tuple[EventMetrics, EventMetrics]:
+    summed = EventMetrics(Kind.CUMULATIVE, 1.0).add_label("probe", "peers")
+    summed.add_metric("success", Int(4)).add_metric("latency", Float(0.02))
+    d = Distribution.explicit([0.001, 0.01])
+    d.add_sample(0.005)
+    hist = EventMetrics(Kind.CUMULATIVE, 1.0).add_label("probe", "web").add_metric("latency", d)
+    return summed, hist
+
+
+def test_summed_and_bucketed_latency_share_one_family_in_any_order() -> None:
+    """The issue's data loss: the first type seen won and the other probe's latency vanished."""
+    summed, hist = _latency_series()
+    for order in ([summed, hist], [hist, summed]):
+        text = render(order)
+        assert text.count("# TYPE trioprobe_latency_seconds histogram") == 1
+        # The summed probe: one +Inf bucket, count = its successes.
+        assert 'trioprobe_latency_seconds_bucket{le="+Inf",probe="peers"} 4.0' in text
+        assert 'trioprobe_latency_seconds_sum{probe="peers"} 0.02' in text
+        assert 'trioprobe_latency_seconds_count{probe="peers"} 4.0' in text
+        assert 'trioprobe_latency_seconds_bucket{le="0.01",probe="web"} 1.0' in text
+        assert 'trioprobe_latency_seconds_count{probe="web"} 1.0' in text
+
+
+def test_different_types_under_one_name_are_all_kept_under_fixed_names() -> None:
+    counter = EventMetrics(Kind.CUMULATIVE, 1.0).add_label("dst", "a").add_metric("x", Int(1))
+    gauge = EventMetrics(Kind.GAUGE, 1.0).add_label("dst", "b").add_metric("x", Int(2))
+    hist = EventMetrics(Kind.CUMULATIVE, 1.0).add_label("dst", "c")
+    hist.add_metric("x", Distribution.explicit([1.0]))
+    info = EventMetrics(Kind.GAUGE, 1.0).add_label("dst", "d").add_metric("x", String("v"))
+    expected = {
+        "# TYPE trioprobe_x histogram",
+        "# TYPE trioprobe_x_cumulative_total counter",
+        'trioprobe_x_cumulative_total{dst="a"} 1.0',
+        "# TYPE trioprobe_x_current gauge",
+        'trioprobe_x_current{dst="b"} 2.0',
+        'trioprobe_x_count{dst="c"} 0.0',
+        # An info family is x_info in the text format, x in OpenMetrics: it clashes too.
+        'trioprobe_x_text_info{dst="d",val="v"} 1.0',
+    }
+    for order in ([counter, gauge, hist, info], [info, hist, gauge, counter]):
+        lines = set(render(order).splitlines())
+        assert expected <= lines
 
 
 def test_render_sanitises_and_escapes() -> None:
     em = EventMetrics(Kind.GAUGE, 1.0)
     em.add_label("dst", 'say "hi"\\\nbye').add_label("bad-label.x", "v").add_label("9lives", "z")
-    em.add_metric("resp-code.v2", Int(1)).add_metric("2xx", Int(2))
-    em.add_metric("m", Map("my-key", {"k": 1}))
-    text = render([em])
-    labels = '{dst="say \\"hi\\"\\\\\\nbye",bad_label_x="v",_9lives="z"}'
-    assert f"resp_code_v2{labels} 1" in text
-    assert f"_2xx{labels} 2" in text
+    em.add_metric("resp-code.v2", Int(1)).add_metric("2xx", Int(2)).add_metric("a:b", Int(3))
+    em.add_metric("m", Map("my-key", {"k": 1})).add_metric("n", Map("dst", {"k": 1}))
+    em.add_metric("s", String("t")).add_metric("l", Map("le", {"k": 1}))
+    text = render([em], prefix="")
+    labels = '{_9lives="z",bad_label_x="v",dst="say \\"hi\\"\\\\\\nbye"}'
+    assert f"resp_code_v2{labels} 1.0" in text
+    assert f"_2xx{labels} 2.0" in text
+    assert f"a_b{labels} 3.0" in text  # ':' is for recording rules
     assert 'my_key="k"' in text
-    assert sanitize_name("a:b-c") == "a:b_c"
-
-
-def test_render_keeps_first_type_of_a_name() -> None:
-    counter = EventMetrics(Kind.CUMULATIVE, 1.0).add_label("dst", "a").add_metric("x", Int(1))
-    gauge = EventMetrics(Kind.GAUGE, 1.0).add_label("dst", "b").add_metric("x", Int(2))
-    assert render([counter, gauge]) == '# TYPE x counter\nx{dst="a"} 1\n'
+    # A key label may not replace the series' own labels, nor take a reserved name.
+    assert 'dst_key="k"' in text
+    assert 'le_key="k"' in text
+    hist = EventMetrics(Kind.CUMULATIVE, 1.0).add_label("le", "user")
+    hist.add_metric("latency", Distribution.explicit([1.0]))
+    assert 'latency_seconds_bucket{exported_le="user",le="1.0"} 0.0' in render([hist], prefix="")
 
 
 def test_render_special_floats() -> None:
     em = EventMetrics(Kind.GAUGE, 1.0).add_metric("a", Float(math.inf))
     em.add_metric("b", Float(-math.inf)).add_metric("c", Float(math.nan))
-    assert render([em]).splitlines()[1::2] == ["a +Inf", "b -Inf", "c NaN"]
+    samples = [line for line in render([em], prefix="").splitlines() if line[0] != "#"]
+    assert samples == ["a +Inf", "b -Inf", "c NaN"]
+
+
+def test_prefix_is_checked() -> None:
+    assert PromOptions(prefix="").prefix == ""
+    with pytest.raises(ValueError, match="prefix must be"):
+        PromOptions(prefix="my-app")
 
 
 async def test_prometheus_latest_per_series_and_expiry(autojump_clock: Any) -> None:
@@ -191,13 +281,13 @@ async def test_prometheus_latest_per_series_and_expiry(autojump_clock: Any) -> N
     surfacer.record(_em(3, "a"))  # replaces a's earlier series
     surfacer.record(_em(4, "a", kind=Kind.GAUGE).add_metric("srtt", Float(0.5)))
     text = surfacer.render()
-    assert 'total{ptype="http",dst="a"} 3' in text
-    assert 'total{ptype="http",dst="b"} 2' in text
-    assert 'srtt{ptype="http",dst="a"} 0.5' in text
+    assert 'trioprobe_probes_total{dst="a",ptype="http"} 3.0' in text
+    assert 'trioprobe_probes_total{dst="b",ptype="http"} 2.0' in text
+    assert 'trioprobe_srtt_seconds{dst="a",ptype="http"} 0.5' in text
     await trio.sleep(31)  # b was last seen 61 s ago
     text = surfacer.render()
     assert 'dst="b"' not in text
-    assert 'total{ptype="http",dst="a"} 3' in text
+    assert 'trioprobe_probes_total{dst="a",ptype="http"} 3.0' in text
     await trio.sleep(30)
     assert surfacer.render() == ""
 
@@ -206,7 +296,7 @@ async def test_prometheus_serves_metrics() -> None:
     """Real sockets, real time."""
     surfacer = PrometheusSurfacer(PromOptions(port=0, prefix="tp_"))
     send, receive = trio.open_memory_channel[EventMetrics](10)
-    expected = 'tp_total{ptype="http",dst="a"} 7'
+    expected = 'tp_probes_total{dst="a",ptype="http"} 7.0'
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             await nursery.start(surfacer.run, receive)
@@ -220,7 +310,85 @@ async def test_prometheus_serves_metrics() -> None:
                     response = await client.get("/metrics")
                 assert response.status_code == 200
                 assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-                assert "# TYPE tp_total counter" in response.text
+                assert "# TYPE tp_probes_total counter" in response.text
+                # OpenMetrics for a scraper that asks for it (Prometheus does).
+                om = await client.get(
+                    "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+                )
+                assert om.headers["content-type"].startswith("application/openmetrics-text")
+                assert "# TYPE tp_probes counter" in om.text
+                assert om.text.endswith("# EOF\n")
                 assert (await client.get("/other")).status_code == 404
                 assert (await client.post("/metrics")).status_code == 405
             send.close()  # the stream ends: the surfacer stops serving and returns by itself
+
+
+# -- clashes seen before running -------------------------------------------------------------
+
+
+def _probe_table(name: str, type_: str, **keys: Any) -> dict[str, Any]:
+    return {"name": name, "type": type_, "targets": ["x"], **keys}
+
+
+def test_check_warns_about_mixed_latency_buckets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = parse_config(
+        {
+            "probe": [
+                _probe_table("web", "http", latency_buckets={"bounds": [1000, 10000]}),
+                _probe_table("web2", "http", latency_buckets={"bounds": [1000, 10000]}),
+                _probe_table("peers", "etcd_probing"),
+            ]
+        }
+    )
+    [warning] = exposition_warnings(config)
+    assert warning.startswith("trioprobe_latency_seconds has different buckets per probe")
+    assert "'web', 'web2': 2 bounds from 0.001 to 0.01 s" in warning
+    assert "'peers': only +Inf" in warning
+    same = parse_config({"probe": [_probe_table("a", "http"), _probe_table("b", "zmq")]})
+    assert exposition_warnings(same) == []
+    # `trioprobe check` prints it.
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[probe]]\nname = "a"\ntype = "http"\ntargets = ["x"]\n'
+        "latency_buckets = { bounds = [1.0] }\n"
+        '[[probe]]\nname = "b"\ntype = "zmq"\ntargets = ["y"]\n'
+        '[[surfacer]]\ntype = "prometheus"\nprefix = "my_"\n'
+    )
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "  warning: my_latency_seconds has different buckets per probe" in out
+
+
+def test_check_warns_about_one_name_with_two_types(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("custom_probe")
+    module.EXPORTS = {"srtt": (Distribution.explicit([1.0]), Kind.CUMULATIVE)}  # type: ignore[attr-defined]
+    module.Options = attrs.make_class("Options", {})  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "custom_probe", module)
+    monkeypatch.setitem(PROBE_TYPES, "custom", "custom_probe")
+    config = parse_config(
+        {"probe": [_probe_table("a", "etcd_probing"), _probe_table("b", "custom")]}
+    )
+    [warning] = exposition_warnings(config)
+    assert warning == (
+        "trioprobe_srtt_seconds is exported with different types (a gauge in 'a' (srtt); "
+        "a histogram in 'b' (srtt)); all are kept: the histogram under this name, the gauge as "
+        "trioprobe_srtt_current_seconds (see docs/metrics.md)"
+    )
+    # And at run time both are there, under the names the warning announces.
+    gauge = EventMetrics(Kind.GAUGE, 1.0).add_label("probe", "a").add_metric("srtt", Float(0.5))
+    hist = EventMetrics(Kind.CUMULATIVE, 1.0).add_label("probe", "b")
+    text = render([gauge, hist.add_metric("srtt", Distribution.explicit([1.0]))])
+    assert "# TYPE trioprobe_srtt_seconds histogram" in text
+    assert 'trioprobe_srtt_current_seconds{probe="a"} 0.5' in text
+
+
+def test_failures_by_bounded_reason() -> None:
+    em = EventMetrics(Kind.CUMULATIVE, 1.0).add_label("dst", "a")
+    em.add_metric("total", Int(10)).add_metric("success", Int(6)).add_metric("timeouts", Int(1))
+    text = render([em])
+    assert 'trioprobe_failures_total{dst="a",reason="error"} 3.0' in text
+    assert 'trioprobe_failures_total{dst="a",reason="timeout"} 1.0' in text
+    [line] = influx_lines(em)
+    assert "failures_error=3i,failures_timeout=1i" in line

@@ -3,6 +3,7 @@ against an in-memory HTTP transport that fails for a while."""
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -12,40 +13,77 @@ import httpx
 import pytest
 import trio
 
+from trioprobe.config import parse_config
 from trioprobe.handoff import QueueWriteError, UnsafeQueueDirError
 from trioprobe.metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String
+from trioprobe.probes import PROBE_TYPES
+from trioprobe.runner import Runner
 from trioprobe.surfacers.influx import InfluxSurfacer, Options, make_surfacer, to_lines
+from trioprobe.surfacers.prometheus import render
 
 
-def test_line_protocol_values_and_tags() -> None:
+def test_one_point_per_export_with_metrics_as_fields() -> None:
     em = EventMetrics(Kind.CUMULATIVE, timestamp=1700000000.5)
     em.add_label("ptype", "http").add_label("probe", "web probe").add_label("dst", "a,b=c")
     em.add_label("empty", "")
-    em.add_metric("total", Int(10)).add_metric("latency", Float(1.25))
+    em.add_metric("total", Int(10)).add_metric("success", Int(9)).add_metric("timeouts", Int(1))
+    em.add_metric("latency", Float(1.25))
     em.add_metric("version", String('say "hi"\\'))
     assert to_lines(em) == [
-        r"total,dst=a\,b\=c,probe=web\ probe,ptype=http value=10i 1700000000500000000",
-        r"latency,dst=a\,b\=c,probe=web\ probe,ptype=http value=1.25 1700000000500000000",
-        r'version,dst=a\,b\=c,probe=web\ probe,ptype=http value="say \"hi\"\\" 1700000000500000000',
+        r"http,dst=a\,b\=c,probe=web\ probe probes=10i,success=9i,timeouts=1i,"
+        r"latency_seconds_sum=1.25,latency_seconds_count=9i,latency_seconds_le_+Inf=9i,"
+        r'version="say \"hi\"\\",failures_error=0i,failures_timeout=1i 1700000000500000000'
     ]
+    # A configured measurement keeps the probe type as a tag.
+    [line] = to_lines(em, "tp_", measurement="probes")
+    assert line.startswith(r"tp_probes,dst=a\,b\=c,probe=web\ probe,ptype=http probes=10i,")
 
 
-def test_line_protocol_map_distribution_and_skips() -> None:
+def test_maps_distributions_gauges_and_skips() -> None:
     em = EventMetrics(Kind.CUMULATIVE, timestamp=2.0)
     em.add_label("probe", "p")
-    em.add_metric("resp code", Map("code", {"200": 5, "503": 1}))
+    em.add_metric("resp-code", Map("code", {"200": 5, "5 03": 1}))
     d = Distribution.explicit([0.1, 1.0])
     for x in (0.05, 0.5, 0.7, 3.0):
         d.add_sample(x)
-    em.add_metric("lat", d)
+    em.add_metric("append_latency", d)
     em.add_metric("bad", Float(float("nan")))
-    lines = to_lines(em, measurement_prefix="tp_")
-    assert lines == [
-        r"tp_resp\ code,code=200,probe=p value=5i 2000000000",
-        r"tp_resp\ code,code=503,probe=p value=1i 2000000000",
-        # Cumulative bucket counts by upper bound; NaN is left out.
-        "tp_lat,probe=p count=4i,sum=4.25,le_0.1=1i,le_1=3i,le_+Inf=4i 2000000000",
+    assert to_lines(em) == [
+        # No probe type: the measurement is "trioprobe". NaN is left out.
+        r"trioprobe,probe=p resp_code_200=5i,resp_code_5\ 03=1i,append_latency_seconds_sum=4.25,"
+        "append_latency_seconds_count=4i,append_latency_seconds_le_0.1=1i,"
+        "append_latency_seconds_le_1=3i,append_latency_seconds_le_+Inf=4i 2000000000"
     ]
+    gauge = EventMetrics(Kind.GAUGE, timestamp=2.0).add_label("probe", "p")
+    gauge.add_metric("srtt", Float(0.5)).add_metric("last_applied", Int(3)).add_metric("up", Int(1))
+    assert to_lines(gauge) == [
+        "trioprobe,probe=p srtt_seconds=0.5,last_applied_index=3i,up=1i 2000000000"
+    ]
+    assert to_lines(EventMetrics(timestamp=1.0).add_metric("x", Float(math.inf))) == []
+
+
+async def test_counters_and_gauges_of_an_export_are_one_point(tmp_path: Path) -> None:
+    fake = FakeInflux()
+    fake.down = False
+    options = Options(url="http://influx.test", queue_dir=str(tmp_path / "hh"))
+    surfacer = InfluxSurfacer(options, transport=httpx.MockTransport(fake.handler))
+    send, receive = trio.open_memory_channel[EventMetrics](10)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(surfacer.run, receive)
+            for dst in ("a", "b"):
+                counters = EventMetrics(Kind.CUMULATIVE, timestamp=3.0).add_label("ptype", "zmq")
+                counters.add_label("dst", dst).add_metric("total", Int(4))
+                counters.add_metric("success", Int(3))
+                gauges = EventMetrics(Kind.GAUGE, timestamp=3.0).add_label("ptype", "zmq")
+                await send.send(counters)
+                await send.send(gauges.add_label("dst", dst).add_metric("up", Int(0)))
+            await send.aclose()
+    assert fake.lines == [
+        "zmq,dst=a probes=4i,success=3i,up=0i 3000000000",
+        "zmq,dst=b probes=4i,success=3i,up=0i 3000000000",
+    ]
+    assert surfacer.queued_points == 2
 
 
 def test_options_defaults_and_factory() -> None:
@@ -130,7 +168,7 @@ async def test_exports_during_an_outage_arrive_in_order(tmp_path: Path) -> None:
                     fake.down = False
             await send.aclose()  # surfacer flushes and drains, then returns
     assert fake.databases == {"probes"}
-    values = [int(line.split("value=")[1].split("i")[0]) for line in fake.lines]
+    values = [int(line.split("probes=")[1].split("i")[0]) for line in fake.lines]
     assert values == list(range(40))
     assert surfacer.queued_points == 40
     assert surfacer.dropped_points == 0
@@ -266,3 +304,49 @@ async def test_disk_error_is_not_logged_as_a_certain_drop(caplog: pytest.LogCapt
     [message] = [r.getMessage() for r in caplog.records]
     assert "could not queue 2 points" in message
     assert "may still be delivered" in message
+
+
+async def test_backlog_is_exported_while_influxdb_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner exports the surfacer's queue backlog, so an alert can watch it grow."""
+    from tests.core.test_runner import Recorder
+
+    monkeypatch.setitem(PROBE_TYPES, "fake", "tests.core.fake_probe")
+    fake = FakeInflux()  # down all along
+    influx = InfluxSurfacer(
+        Options(url="http://influx.test", queue_dir=str(tmp_path / "hh"), batch_interval=0.01),
+        transport=httpx.MockTransport(fake.handler),
+    )
+    recorder = Recorder()
+    config = parse_config(
+        {
+            "probe": [
+                {
+                    "name": "f",
+                    "type": "fake",
+                    "targets": ["a"],
+                    "interval": 0.05,
+                    "stats_interval": 0.1,
+                }
+            ]
+        }
+    )
+    runner = Runner(config, extra_surfacers=[influx, recorder])
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run)
+            backlog: list[int] = []
+            while len(backlog) < 2 or backlog[-1] <= backlog[0]:  # until it has grown
+                await trio.sleep(0.05)
+                backlog = [
+                    em.metric("handoff_backlog_bytes").value  # type: ignore[union-attr]
+                    for em in recorder.items
+                    if em.metric("handoff_backlog_bytes") is not None
+                ]
+            nursery.cancel_scope.cancel()
+    counters = [em for em in recorder.items if em.metric("handoff_queued_points") is not None]
+    assert counters[-1].label("surfacer") == influx.name
+    text = render(recorder.items)
+    assert "# TYPE trioprobe_handoff_backlog_bytes gauge" in text
+    assert "# TYPE trioprobe_handoff_replay_errors_total counter" in text

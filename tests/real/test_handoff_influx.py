@@ -7,13 +7,18 @@ values) and in order per series.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
 
-from trioprobe.metrics import EventMetrics, Int, Kind
+from trioprobe._asgi import serve_asgi
+from trioprobe.cli._demo import demo_app
+from trioprobe.config import parse_config
+from trioprobe.metrics import Distribution, EventMetrics, Int, Kind
+from trioprobe.runner import Runner
 from trioprobe.surfacers.influx import InfluxSurfacer, Options
 
 from .services import InfluxDB
@@ -87,12 +92,93 @@ async def test_points_exported_during_an_outage_arrive_exactly_once(
     assert surfacer.dropped_points == 0
     for probe in SERIES:
         rows = await query(
-            influxdb.url, "hh_test", f"SELECT value FROM total WHERE probe='{probe}' ORDER BY time"
+            influxdb.url,
+            "hh_test",
+            f"SELECT probes FROM trioprobe WHERE probe='{probe}' ORDER BY time",
         )
         values = [row[1] for row in rows]
         # Exactly once: every export is there, no extra point; in order by time.
         assert values == list(range(exported)), f"series {probe}: {len(values)} of {exported}"
         times = [int(str(row[0])) for row in rows]
         assert times == sorted(times)
-    count = await query(influxdb.url, "hh_test", "SELECT count(value) FROM total")
+    count = await query(influxdb.url, "hh_test", "SELECT count(probes) FROM trioprobe")
     assert count[0][1] == exported * len(SERIES)
+
+
+async def test_success_ratio_from_one_measurement(influxdb: InfluxDB, tmp_path: Path) -> None:
+    """The schema's point: success / total in one InfluxQL query, equal to what was exported."""
+    lines_path = tmp_path / "exports.jsonl"
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(serve_asgi, demo_app)
+        targets = [f"{url}/", f"{url}/missing"]
+        config = parse_config(
+            {
+                "probe": [
+                    {
+                        "name": "web",
+                        "type": "http",
+                        "targets": targets,
+                        "interval": 0.05,
+                        "stats_interval": 0.2,
+                        "latency_buckets": {"bounds": [1000.0, 100000.0]},
+                        "labels": {"env": "test"},
+                    }
+                ],
+                "surfacer": [
+                    {"type": "lines", "path": str(lines_path), "format": "json"},
+                    {
+                        "type": "influxdb",
+                        "url": influxdb.url,
+                        "database": "ratio",
+                        "queue_dir": str(tmp_path / "hh"),
+                        "batch_interval": 0.05,
+                    },
+                ],
+            }
+        )
+        runner = Runner(config)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as run_nursery:
+                await run_nursery.start(runner.run)
+                await trio.sleep(1.0)
+                runner.shutdown()  # run() returns once the final export is delivered
+        nursery.cancel_scope.cancel()
+
+    exports = [
+        EventMetrics.from_json(json.loads(line)) for line in lines_path.read_text().splitlines()
+    ]
+    for target in targets:
+        last = [em for em in exports if em.kind is Kind.CUMULATIVE and em.label("dst") == target][
+            -1
+        ]
+        total, success = last.metric("total"), last.metric("success")
+        assert isinstance(total, Int)
+        assert isinstance(success, Int)
+        assert total.value > 0
+        rows = await query(
+            influxdb.url,
+            "ratio",
+            "SELECT last(success) / last(probes) FROM http "
+            f"WHERE dst = '{target}' AND env = 'test'",
+        )
+        assert len(rows) == 1
+        assert rows[0][1] == pytest.approx(success.value / total.value)
+    # Only the failing target is down: the query did not mix the series up.
+    up = [
+        (await query(influxdb.url, "ratio", f"SELECT last(up) FROM http WHERE dst = '{t}'"))[0][1]
+        for t in targets
+    ]
+    assert up == [1, 0]
+    # The share of probes within 100 ms from the cumulative buckets (docs/metrics.md's p99
+    # recipe), against the same share in the last export the lines surfacer wrote.
+    last = [em for em in exports if em.kind is Kind.CUMULATIVE and em.label("dst") == targets[0]]
+    dist = last[-1].metric("latency")
+    assert isinstance(dist, Distribution)
+    within = sum(n for b, n in zip(dist.lower_bounds, dist.bucket_counts, strict=True) if b < 0.1)
+    rows = await query(
+        influxdb.url,
+        "ratio",
+        'SELECT last("latency_seconds_le_0.1") / last("latency_seconds_count") FROM http '
+        f"WHERE dst = '{targets[0]}'",
+    )
+    assert rows[0][1] == pytest.approx(within / dist.count)

@@ -1,8 +1,10 @@
-"""A real Prometheus scrapes a running trioprobe ``/metrics`` and finds the probe's series."""
+"""A real Prometheus scrapes a running trioprobe ``/metrics``: it finds the probe's series under
+their conventional names, and computes a p99 latency from the histogram."""
 
 from __future__ import annotations
 
 import json
+import math
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -38,6 +40,7 @@ async def test_prometheus_scrapes_probe_series(prometheus_binary: str, tmp_path:
                         "targets": [f"{target_url}/", f"{target_url}/missing"],
                         "interval": 0.2,
                         "stats_interval": 0.5,
+                        "latency_buckets": {"bounds": [100.0, 1000.0, 10000.0, 100000.0]},
                         "labels": {"env": "test"},
                     }
                 ],
@@ -54,31 +57,52 @@ async def test_prometheus_scrapes_probe_series(prometheus_binary: str, tmp_path:
         await trio.to_thread.run_sync(prometheus.start)
         try:
             found: dict[str, list[dict[str, Any]]] = {}
+            p99 = (
+                "histogram_quantile(0.99, "
+                'rate(trioprobe_latency_seconds_bucket{probe="web",dst=~".*/"}[1m]))'
+            )
             with trio.fail_after(45):
                 while True:
                     await trio.sleep(0.5)
                     found = {
                         name: await trio.to_thread.run_sync(
-                            _query, prometheus.url, f'{name}{{probe="web"}}'
+                            _query,
+                            prometheus.url,
+                            name if name == p99 else f'{name}{{probe="web"}}',
                         )
-                        for name in ("total", "success")
+                        for name in ("trioprobe_probes_total", "trioprobe_success_total", p99)
                     }
-                    ok = [r for r in found["success"] if r["metric"]["dst"].endswith("/")]
-                    if len(found["total"]) == 2 and ok and float(ok[0]["value"][1]) > 0:
+                    ok = [
+                        r for r in found["trioprobe_success_total"] if r["metric"]["dst"][-1] == "/"
+                    ]
+                    # rate() needs two scrapes of a changed counter: until then p99 is NaN.
+                    quantiles = [float(r["value"][1]) for r in found[p99]]
+                    if (
+                        len(found["trioprobe_probes_total"]) == 2
+                        and ok
+                        and float(ok[0]["value"][1]) > 0
+                        and quantiles
+                        and all(math.isfinite(q) for q in quantiles)
+                    ):
                         break
         finally:
             await trio.to_thread.run_sync(prometheus.stop)
         runner.shutdown()
         nursery.cancel_scope.cancel()
 
-    by_dst = {r["metric"]["dst"]: r for r in found["total"]}
+    by_dst = {r["metric"]["dst"]: r for r in found["trioprobe_probes_total"]}
     assert set(by_dst) == {f"{target_url}/", f"{target_url}/missing"}
-    for series in found["total"] + found["success"]:
+    for series in found["trioprobe_probes_total"] + found["trioprobe_success_total"]:
         labels = series["metric"]
         assert labels["ptype"] == "http"
         assert labels["probe"] == "web"
         assert labels["env"] == "test"
         assert labels["job"] == "trioprobe"
-    failing = next(r for r in found["success"] if r["metric"]["dst"].endswith("/missing"))
+    failing = next(
+        r for r in found["trioprobe_success_total"] if r["metric"]["dst"].endswith("/missing")
+    )
     assert float(failing["value"][1]) == 0.0
     assert float(by_dst[f"{target_url}/missing"]["value"][1]) > 0
+    # A loopback probe is well under the largest finite bound (0.1 s).
+    [quantile] = found[p99]
+    assert 0 < float(quantile["value"][1]) <= 0.1

@@ -11,7 +11,7 @@ import trio
 from rich.console import Console
 from rich.live import Live
 
-from ..config import Config, ConfigError, load_config
+from ..config import Config, ConfigError, exposition_warnings, load_config
 from ..runner import Runner, StartupError
 from ._common import CLIError, find_error, positive_seconds
 from ._demo import run_demo
@@ -88,6 +88,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"  surfacer {sspec.type}: {options}")
     if not config.surfacers:
         print("  no surfacers: results are shown by `trioprobe run` only")
+    for warning in exposition_warnings(config):
+        print(f"  warning: {warning}")
     return 0
 
 

@@ -8,15 +8,18 @@ when the same ``queue_dir`` is used again) are delivered when InfluxDB is back.
 Delivery is at least once; InfluxDB makes it exactly once in effect, because a point with the same
 measurement, tag set and timestamp overwrites itself.
 
-**Schema.** One measurement per metric name (``measurement_prefix`` + name), tags from the
-labels (sorted, empty values left out), and:
+**Schema** (docs/metrics.md has it in full, with InfluxQL examples). One point per exported
+``EventMetrics`` group: the counters and the gauges of one (probe, target) at one export share a
+measurement, tags and timestamp, so they are one point. The measurement is the probe type
+(``ptype`` label), or ``measurement`` when set; tags are the other labels (sorted, empty values
+left out); fields are named as the Prometheus families, without the prefix (see ``_naming``):
 
-* ``Int`` -> ``value=<n>i``; ``Float`` -> ``value=<x>`` (NaN and infinities are skipped: line
-  protocol cannot carry them); ``String`` -> ``value="<s>"``;
-* ``Map`` (e.g. response codes) -> one point per key, with the map's name as an extra tag
-  (``resp-code,code=200,... value=5i``);
-* ``Distribution`` -> one point with ``sum``, ``count`` and cumulative bucket counts
-  ``le_<upper bound>`` (Prometheus-style, ``le_+Inf`` == ``count``).
+* a number -> ``<name>=<n>i`` (integer) or ``<name>=<x>`` (NaN and infinities are skipped: line
+  protocol cannot carry them); a ``String`` -> ``<name>="<s>"``;
+* a ``Map`` -> one field per key, ``<name>_<key>`` (``resp_code_200=5i``);
+* a ``Distribution`` -> ``<name>_sum``, ``<name>_count`` and cumulative bucket counts
+  ``<name>_le_<upper bound>`` (Prometheus-style, ``_le_+Inf`` == ``_count``); a latency without
+  buckets has only ``_le_+Inf``.
 
 Timestamps are the metrics' wall-clock timestamps in nanoseconds (``precision=ns``). Newlines in
 tag or string values are replaced by spaces (line protocol has no escape for them).
@@ -30,6 +33,7 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Iterator, Mapping
 from functools import partial
 
 import attrs
@@ -44,6 +48,7 @@ from ..handoff import (
     DEFAULT_PURGE_INTERVAL,
     DEFAULT_RETRY_INTERVAL,
     DEFAULT_RETRY_MAX_INTERVAL,
+    DiskBackedQueue,
     HandoffError,
     QueueWriteError,
     RecordRejected,
@@ -51,9 +56,19 @@ from ..handoff import (
     check_private_dir,
     open_queue,
 )
-from ..metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String
+from ..metrics import EventMetrics, Float, Int, Kind, Map, String
+from ._naming import cumulative_buckets, exported_values
 
-__all__ = ["InfluxError", "InfluxSurfacer", "Options", "make_surfacer", "to_lines"]
+__all__ = [
+    "InfluxError",
+    "InfluxSurfacer",
+    "Options",
+    "PointKey",
+    "format_point",
+    "make_surfacer",
+    "to_lines",
+    "to_point",
+]
 
 logger = logging.getLogger("trioprobe.surfacers.influx")
 
@@ -85,6 +100,8 @@ class Options:
     request_timeout: float = 10.0
     #: On shutdown, how long to keep replaying before leaving the rest on disk for next time.
     drain_timeout: float = 5.0
+    #: The measurement of every point; "" means the probe type (``http``, ``logping``...).
+    measurement: str = ""
     measurement_prefix: str = ""
 
     def __attrs_post_init__(self) -> None:
@@ -160,47 +177,62 @@ def _bound(upper: float) -> str:
     return repr(upper) if upper != int(upper) else str(int(upper))
 
 
-def _tags(pairs: dict[str, str]) -> str:
+def _tags(pairs: Mapping[str, str]) -> str:
     return "".join(f",{_key(k)}={_key(v)}" for k, v in sorted(pairs.items()) if k and v)
 
 
-def to_lines(em: EventMetrics, measurement_prefix: str = "") -> list[str]:
-    """Line protocol for one ``EventMetrics`` (see the module docstring for the schema)."""
-    ts = round(em.timestamp * 1e9)
-    labels = dict(em.labels)
-    base_tags = _tags(labels)
-    lines: list[str] = []
-    for name, value in em.metrics.items():
-        measurement = (measurement_prefix + name).translate(_MEASUREMENT_ESCAPES)
-        if not measurement:
-            continue
+#: (measurement, tag string, timestamp in ns): what makes two EventMetrics one point.
+PointKey = tuple[str, str, int]
+
+
+def _fields(em: EventMetrics) -> Iterator[tuple[str, str]]:
+    for family, value in exported_values(em):
+        name = family.name
         if isinstance(value, Int | Float):
             field = _number(value.value)
             if field is not None:
-                lines.append(f"{measurement}{base_tags} value={field} {ts}")
+                yield name, field
         elif isinstance(value, String):
-            text = value.value.translate(_STRING_ESCAPES)
-            lines.append(f'{measurement}{base_tags} value="{text}" {ts}')
+            yield name, f'"{value.value.translate(_STRING_ESCAPES)}"'
         elif isinstance(value, Map):
             for key, number in value.values.items():
                 field = _number(number)
-                if field is None:
-                    continue
-                tags = _tags({**labels, value.name: key})
-                lines.append(f"{measurement}{tags} value={field} {ts}")
-        elif isinstance(value, Distribution):
-            fields = [f"count={value.count}i"]
+                if field is not None:
+                    yield f"{name}_{key}", field
+        else:
             total = _number(float(value.sum))
             if total is not None:
-                fields.append(f"sum={total}")
-            cumulative = 0
-            bounds = value.lower_bounds
-            for i, n in enumerate(value.bucket_counts):
-                cumulative += n
-                upper = bounds[i + 1] if i + 1 < len(bounds) else math.inf
-                fields.append(f"{_key('le_' + _bound(upper))}={cumulative}i")
-            lines.append(f"{measurement}{base_tags} {','.join(fields)} {ts}")
-    return lines
+                yield f"{name}_sum", total
+            yield f"{name}_count", f"{value.count}i"
+            for upper, cumulative in cumulative_buckets(value):
+                yield f"{name}_le_{_bound(upper)}", f"{cumulative}i"
+
+
+def to_point(
+    em: EventMetrics, *, measurement: str = "", measurement_prefix: str = ""
+) -> tuple[PointKey, dict[str, str]] | None:
+    """The point ``em`` belongs to and its fields (escaped), or None if it has no field."""
+    labels = dict(em.labels)
+    if not measurement:
+        # The probe type names the measurement, so it is not repeated as a tag.
+        measurement = labels.pop("ptype", "") or "trioprobe"
+    name = (measurement_prefix + measurement).translate(_MEASUREMENT_ESCAPES)
+    fields = {_key(k): v for k, v in _fields(em)}
+    fields.pop("", None)
+    if not fields:
+        return None
+    return (name, _tags(labels), round(em.timestamp * 1e9)), fields
+
+
+def format_point(key: PointKey, fields: Mapping[str, str]) -> str:
+    measurement, tags, ts = key
+    return f"{measurement}{tags} {','.join(f'{k}={v}' for k, v in fields.items())} {ts}"
+
+
+def to_lines(em: EventMetrics, measurement_prefix: str = "", *, measurement: str = "") -> list[str]:
+    """Line protocol for one ``EventMetrics``: one line (see the module docstring)."""
+    point = to_point(em, measurement=measurement, measurement_prefix=measurement_prefix)
+    return [] if point is None else [format_point(*point)]
 
 
 class InfluxSurfacer:
@@ -214,6 +246,7 @@ class InfluxSurfacer:
         self._transport = transport
         self._db_ready = False
         self.replayer: WriteReplayer | None = None
+        self._queue: DiskBackedQueue | None = None
         #: Points the queue refused (full) or could not confirm durable (a disk error: those
         #: are most likely lost, but if the queue could not cut the failed write off either,
         #: they may still be delivered).
@@ -247,6 +280,7 @@ class InfluxSurfacer:
                 rate_limit=o.rate_limit,
             )
             self.replayer = replayer
+            self._queue = queue
             async with trio.open_nursery() as nursery:
                 await nursery.start(replayer.run)
                 task_status.started()
@@ -268,7 +302,8 @@ class InfluxSurfacer:
     async def _consume(
         self, metrics: trio.MemoryReceiveChannel[EventMetrics], replayer: WriteReplayer
     ) -> None:
-        batch: list[str] = []
+        # Points by key, so a target's counters and gauges of one export become one point.
+        batch: dict[PointKey, dict[str, str]] = {}
         deadline = math.inf
         while True:
             em: EventMetrics | None = None
@@ -278,16 +313,24 @@ class InfluxSurfacer:
                 except trio.EndOfChannel:
                     break
             if em is None:  # the batch interval ran out
-                await self._flush(batch, replayer)
-                batch, deadline = [], math.inf
+                await self._flush(_lines(batch), replayer)
+                batch, deadline = {}, math.inf
+                continue
+            point = to_point(
+                em,
+                measurement=self.options.measurement,
+                measurement_prefix=self.options.measurement_prefix,
+            )
+            if point is None:
                 continue
             if not batch:
                 deadline = trio.current_time() + self.options.batch_interval
-            batch.extend(to_lines(em, self.options.measurement_prefix))
+            key, fields = point
+            batch.setdefault(key, {}).update(fields)
             if len(batch) >= self.options.batch_size:
-                await self._flush(batch, replayer)
-                batch, deadline = [], math.inf
-        await self._flush(batch, replayer)
+                await self._flush(_lines(batch), replayer)
+                batch, deadline = {}, math.inf
+        await self._flush(_lines(batch), replayer)
 
     async def _flush(self, lines: list[str], replayer: WriteReplayer) -> None:
         if not lines:
@@ -343,6 +386,28 @@ class InfluxSurfacer:
             for field, value in attrs.asdict(self.replayer.stats()).items():
                 em.add_metric(field, Int(value))
         return em
+
+    def self_metrics(self) -> list[EventMetrics]:
+        """What the runner exports about this surfacer beside the probes' metrics.
+
+        The counters of :meth:`metrics` named ``handoff_<counter>`` (``replay_errors`` means
+        something else for log ping), and a GAUGE with the queue's current size:
+        ``handoff_backlog_bytes`` (records not yet delivered) and ``handoff_disk_usage_bytes``.
+        A backlog that keeps growing means InfluxDB is not taking the points.
+        """
+        counters = EventMetrics(Kind.CUMULATIVE).add_label("surfacer", self.name)
+        for name, value in self.metrics().metrics.items():
+            if name != "disk_usage":  # a size, not a count: it is a gauge below
+                counters.add_metric(f"handoff_{name}", value)
+        gauges = EventMetrics(Kind.GAUGE).add_label("surfacer", self.name)
+        if self._queue is not None:
+            gauges.add_metric("handoff_backlog_bytes", Int(self._queue.pending_bytes()))
+            gauges.add_metric("handoff_disk_usage_bytes", Int(self._queue.disk_usage()))
+        return [counters, gauges] if gauges.metrics else [counters]
+
+
+def _lines(batch: Mapping[PointKey, Mapping[str, str]]) -> list[str]:
+    return [format_point(key, fields) for key, fields in batch.items()]
 
 
 def make_surfacer(options: Options) -> InfluxSurfacer:

@@ -1,29 +1,44 @@
-"""The ``prometheus`` surfacer: the latest exported metrics on ``/metrics``, in the text format.
+"""The ``prometheus`` surfacer: the latest exported metrics on ``/metrics``.
 
-Mapping (cloudprober's): CUMULATIVE values are counters and GAUGE values gauges; a ``Map`` is one
-series per key, labelled with the map's name; a ``Distribution`` is a histogram
-(``_bucket{le=...}`` cumulative up to ``+Inf``, ``_sum``, ``_count``); a ``String`` is
-``name{val="..."} 1``. Names are sanitised to Prometheus's alphabet (``resp-code`` becomes
-``resp_code``). A series not updated for ``expiry`` seconds is dropped, so removed targets vanish.
+The exposition follows Prometheus's naming guide: every family has HELP and TYPE, names start
+with ``prefix`` (``trioprobe_`` by default), counters end in ``_total``, durations are in seconds
+and say so (``trioprobe_latency_seconds``). How a metric is named and typed is one rule for all of
+them (see :mod:`._naming`); values map to samples as follows:
 
-The surfacer keeps only the latest ``EventMetrics`` per label set, and renders on each scrape.
+* a number is a counter (CUMULATIVE) or a gauge (GAUGE); a ``Map`` is one series per key,
+  labelled with the map's name (``trioprobe_resp_code_total{code="200"}``);
+* a ``Distribution`` is a histogram (``_bucket{le=...}`` cumulative up to ``+Inf``, ``_sum``,
+  ``_count``); a ``String`` is an info metric (``name_info{val="..."} 1``).
+
+It is built on ``prometheus_client``: a scrape turns the latest ``EventMetrics`` per label set
+into ``prometheus_client`` families and lets its encoder write them, so a scraper asking for
+``application/openmetrics-text`` gets OpenMetrics and everyone else the 0.0.4 text format. A
+series not updated for ``expiry`` seconds is dropped, so removed targets vanish.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Mapping
 
 import attrs
 import trio
+from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.metrics_core import Metric
 
 from .._asgi import Receive, Scope, Send, answer_lifespan, send_response, serve_asgi
-from ..metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String
+from ..metrics import EventMetrics, Float, Int, Map, String, Value
+from ._naming import (
+    CLASH_PRECEDENCE,
+    Family,
+    clash_renamed,
+    cumulative_buckets,
+    exported_values,
+    sanitize_label,
+)
 
-__all__ = ["Options", "PrometheusSurfacer", "make_surfacer", "render"]
-
-CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+__all__ = ["Options", "PrometheusSurfacer", "collect", "make_surfacer", "render"]
 
 
 @attrs.frozen
@@ -34,90 +49,113 @@ class Options:
     #: 0 picks a free port (the bound URL is logged and available as ``surfacer.url``).
     port: int = 9313
     path: str = "/metrics"
-    #: Prepended to every metric name, e.g. ``"trioprobe_"``.
-    prefix: str = ""
+    #: Prepended to every family name; may be empty.
+    prefix: str = attrs.field(default="trioprobe_")
     #: Seconds after which a series that is no longer exported disappears.
     expiry: float = 600.0
 
-
-_INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_:]")
-_INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
-
-
-def sanitize_name(name: str) -> str:
-    """A valid metric name: invalid characters become ``_``, a leading digit gets a ``_``."""
-    name = _INVALID_NAME_CHARS.sub("_", name)
-    return f"_{name}" if not name or name[0].isdigit() else name
+    @prefix.validator
+    def _check_prefix(self, _: object, value: str) -> None:
+        if value and not _PREFIX.fullmatch(value):
+            raise ValueError(
+                f"prefix must be letters, digits and '_' (not starting with a digit), got {value!r}"
+            )
 
 
-def sanitize_label(name: str) -> str:
-    name = _INVALID_LABEL_CHARS.sub("_", name)
-    return f"_{name}" if not name or name[0].isdigit() else name
+_PREFIX = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# Labels a Map's key or a String's text may not take: the series' own, and the reserved ones.
+_RESERVED_LABELS = frozenset({"le", "quantile"})
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def _free_label(name: str, taken: Mapping[str, str]) -> str:
+    label = sanitize_label(name)
+    while label in taken or label in _RESERVED_LABELS:
+        label = f"{label}_key"
+    return label
 
 
-def _format_labels(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+@attrs.define
+class _Group:
+    """The samples of one family while a scrape is assembled."""
+
+    family: Family
+    samples: list[tuple[str, dict[str, str], float]] = attrs.field(factory=list)
 
 
-def _format_value(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    return repr(value) if isinstance(value, float) else str(value)
+def _add_samples(group: _Group, value: Value, labels: dict[str, str]) -> None:
+    kind = group.family.type
+    if isinstance(value, Int | Float):
+        group.samples.append(("_total" if kind == "counter" else "", labels, value.value))
+    elif isinstance(value, String):
+        group.samples.append(("_info", {**labels, _free_label("val", labels): value.value}, 1))
+    elif isinstance(value, Map):
+        key_label = _free_label(value.name, labels)
+        suffix = "_total" if kind == "counter" else ""
+        for key, number in value.values.items():
+            group.samples.append((suffix, {**labels, key_label: key}, number))
+    else:
+        for upper, cumulative in cumulative_buckets(value):
+            group.samples.append(("_bucket", {**labels, "le": _format_bound(upper)}, cumulative))
+        group.samples.append(("_count", labels, value.count))
+        group.samples.append(("_sum", labels, value.sum))
 
 
-def _samples(
-    em: EventMetrics, prefix: str
-) -> Iterator[tuple[str, str, str, Mapping[str, str], float]]:
-    """(family name, family type, sample name, labels, value) for every sample of ``em``."""
-    labels = {sanitize_label(k): v for k, v in em.labels.items()}
-    scalar_type = "counter" if em.kind is Kind.CUMULATIVE else "gauge"
-    for raw_name, value in em.metrics.items():
-        name = sanitize_name(prefix + raw_name)
-        if isinstance(value, Int | Float):
-            yield name, scalar_type, name, labels, value.value
-        elif isinstance(value, String):
-            yield name, "gauge", name, {**labels, "val": value.value}, 1
-        elif isinstance(value, Map):
-            key_label = sanitize_label(value.name)
-            for key, number in value.values.items():
-                yield name, scalar_type, name, {**labels, key_label: key}, number
-        elif isinstance(value, Distribution):
-            cumulative = 0
-            bounds = value.lower_bounds
-            for i, count in enumerate(value.bucket_counts):
-                cumulative += count
-                upper = bounds[i + 1] if i + 1 < len(bounds) else math.inf
-                le = {**labels, "le": _format_value(upper)}
-                yield name, "histogram", f"{name}_bucket", le, cumulative
-            yield name, "histogram", f"{name}_sum", labels, value.sum
-            yield name, "histogram", f"{name}_count", labels, value.count
+def _format_bound(upper: float) -> str:
+    # As Go and prometheus_client print bounds: "+Inf", "0.5", "1.0" (a bound is always a float).
+    return "+Inf" if upper == math.inf else repr(float(upper))
 
 
-def render(series: Iterator[EventMetrics] | list[EventMetrics], prefix: str = "") -> str:
-    """The text exposition of ``series``: one ``# TYPE`` line per family, then its samples.
+def collect(series: Iterable[EventMetrics], prefix: str = "trioprobe_") -> list[Metric]:
+    """The families of ``series`` as ``prometheus_client`` metrics (for any of its encoders).
 
-    A name first seen with one type keeps it; samples that would give it another type are left
-    out (Prometheus rejects a family of mixed types).
+    Nothing is left out: when values of different types claim one name (a gauge and a histogram
+    both called ``x``), the type first in ``histogram, counter, gauge, info`` keeps the name and
+    each other one gets its ``CLASH_SUFFIX`` (``x_current``), whatever order they came in.
     """
-    families: dict[str, tuple[str, list[str]]] = {}
+    groups: dict[tuple[str, str], _Group] = {}
     for em in series:
-        for family, kind, sample, labels, value in _samples(em, prefix):
-            entry = families.setdefault(family, (kind, []))
-            if entry[0] == kind:
-                entry[1].append(f"{sample}{_format_labels(labels)} {_format_value(value)}")
-    out: list[str] = []
-    for family, (kind, lines) in families.items():
-        out.append(f"# TYPE {family} {kind}")
-        out.extend(lines)
-    return "\n".join(out) + "\n" if out else ""
+        labels: dict[str, str] = {}
+        for key, text in em.labels.items():
+            label = sanitize_label(key)
+            # A series label called `le` would be overwritten by a histogram's own (Prometheus
+            # names such a label exported_<name> when it clashes at scrape time too).
+            if label in _RESERVED_LABELS:
+                label = f"exported_{label}"
+            labels.setdefault(label, text)
+        for family, value in exported_values(em):
+            group = groups.get((family.name, family.type))
+            if group is None:
+                group = groups[family.name, family.type] = _Group(family)
+            _add_samples(group, value, labels)
+    types: dict[str, list[str]] = {}
+    for name, type_ in groups:
+        types.setdefault(name, []).append(type_)
+    out: list[Metric] = []
+    for (name, type_), group in groups.items():
+        family = group.family
+        if len(types[name]) > 1 and min(types[name], key=CLASH_PRECEDENCE.index) != type_:
+            family = clash_renamed(family)
+        full = prefix + family.name
+        metric = Metric(full, family.help, family.type, family.unit)
+        for suffix, labels, number in group.samples:
+            metric.add_sample(full + suffix, labels, number)
+        out.append(metric)
+    return out
+
+
+class _Families:
+    """A ``prometheus_client`` collector over a fixed list of families (one scrape's)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+def render(series: Iterable[EventMetrics], prefix: str = "trioprobe_") -> str:
+    """The Prometheus text format (0.0.4) of ``series``: HELP, TYPE and samples per family."""
+    return generate_latest(_Families(collect(series, prefix))).decode()
 
 
 class PrometheusSurfacer:
@@ -136,11 +174,21 @@ class PrometheusSurfacer:
         key = (em.kind, tuple(sorted(em.labels.items())))
         self._series[key] = (em, trio.current_time())
 
-    def render(self) -> str:
+    def _current(self) -> list[EventMetrics]:
         cutoff = trio.current_time() - self.options.expiry
         for key in [k for k, (_, seen) in self._series.items() if seen < cutoff]:
             del self._series[key]
-        return render([em for em, _ in self._series.values()], self.options.prefix)
+        return [em for em, _ in self._series.values()]
+
+    def render(self) -> str:
+        """The text format (0.0.4) of the current series."""
+        return render(self._current(), self.options.prefix)
+
+    def encode(self, accept: str) -> tuple[bytes, str]:
+        """The body and content type a scraper that sent ``Accept: accept`` asked for."""
+        encoder, content_type = choose_encoder(accept)
+        families = _Families(collect(self._current(), self.options.prefix))
+        return encoder(families), content_type
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -154,7 +202,9 @@ class PrometheusSurfacer:
         elif scope["method"] not in ("GET", "HEAD"):
             await send_response(send, 405, b"method not allowed")
         else:
-            await send_response(send, 200, self.render().encode(), CONTENT_TYPE)
+            accept = b",".join(v for k, v in scope.get("headers", ()) if k.lower() == b"accept")
+            body, content_type = self.encode(accept.decode("latin-1"))
+            await send_response(send, 200, body, content_type.encode())
 
     async def run(
         self,

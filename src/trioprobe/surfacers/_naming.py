@@ -1,0 +1,297 @@
+"""Exposition names: how an internal metric name becomes a Prometheus family and an InfluxDB field.
+
+One rule for every metric, built-in or added later, so a new metric gets a conventional name
+without anyone editing a list:
+
+* the **shape** comes from the value: a ``Distribution`` is a histogram, a ``String`` an info
+  metric, a CUMULATIVE number or ``Map`` a counter, a GAUGE number or ``Map`` a gauge;
+* the **unit** comes from the name: a name that already ends in a base unit (``_seconds``,
+  ``_bytes``, ``_ratio``) keeps it, and a duration (a name ending in ``latency``, ``duration``,
+  ``rtt``, ``lag``, ``delay``, ``elapsed`` or ``_diff``) gets ``_seconds``. trioprobe measures
+  every duration in seconds (``ProbeResult.latency`` included), so nothing is converted, only
+  named;
+* a few built-in names are renamed where the rule alone would read badly (``total`` would become
+  ``total_total``), and have a hand-written HELP text (:data:`KNOWN`); every other metric gets a
+  HELP text saying what it is.
+
+The Prometheus family name is ``prefix + base`` (a counter's sample adds ``_total``); the
+InfluxDB field is ``base`` (plus ``_sum``/``_count``/``_le_<bound>`` or ``_<key>``), so the two
+line up.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping
+
+import attrs
+
+from ..metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String, Value
+
+__all__ = [
+    "BUILTIN_EXPORTS",
+    "CLASH_PRECEDENCE",
+    "CLASH_SUFFIX",
+    "CORE_EXPORTS",
+    "KNOWN",
+    "clash_renamed",
+    "clash_warnings",
+    "cumulative_buckets",
+    "Family",
+    "exported_values",
+    "family_for",
+    "sanitize_label",
+    "sanitize_name",
+]
+
+
+@attrs.frozen
+class Family:
+    """An exported family: ``name`` has no prefix and no ``_total``; ``unit`` is its base unit."""
+
+    name: str
+    type: str  # "counter", "gauge", "histogram" or "info"
+    unit: str
+    help: str
+
+
+#: Built-in metrics: internal name -> (exported base name, HELP text). Units follow the rule.
+KNOWN: Mapping[str, tuple[str, str]] = {
+    "total": ("probes", "Probes made."),
+    "success": ("success", "Probes that succeeded."),
+    "timeouts": ("timeouts", "Probes that ran out of their deadline."),
+    "latency": (
+        "latency",
+        "Latency of successful probes. A probe without latency_buckets has only the +Inf bucket.",
+    ),
+    "up": ("up", "1 if the target's last probe succeeded, 0 if it failed."),
+    "failures": (
+        "failures",
+        "Failed probes by reason: timeout (the deadline ran out) or error (anything else; "
+        "the probe type's own counters, such as resp_code, say more).",
+    ),
+    "resp-code": ("resp_code", "HTTP responses by status code."),
+    "validation_failure": ("validation_failure", "Responses that failed a validator."),
+    "srtt": ("srtt", "Smoothed round-trip time to the peer (etcd probing)."),
+    "clock_diff": (
+        "clock_diff",
+        "Estimated clock difference to the peer; positive when the local clock is ahead.",
+    ),
+    "last_applied": ("last_applied_index", "Index of the last log entry the log pinger read."),
+    "appends_succeeded": ("appends_succeeded", "Log appends that succeeded (log ping)."),
+    "appends_failed": ("appends_failed", "Log appends that failed (log ping)."),
+    "disconnects": ("disconnects", "Reader disconnects (log ping)."),
+    "restarts": ("restarts", "Log ping rounds restarted after a failure."),
+    "replay_errors": ("replay_errors", "Failed attempts to get the log's replay position."),
+    "results_dropped": ("results_dropped", "Log ping results dropped on a full buffer."),
+    "append_latency": ("append_latency", "Latency of log appends (log ping)."),
+    "handoff_backlog_bytes": (
+        "handoff_backlog_bytes",
+        "Bytes in the InfluxDB surfacer's handoff queue not yet delivered.",
+    ),
+    "handoff_disk_usage_bytes": (
+        "handoff_disk_usage_bytes",
+        "Bytes the InfluxDB surfacer's handoff queue takes on disk.",
+    ),
+}
+
+#: When values of different types claim one family name, the type first here keeps the name and
+#: each other one gets its suffix (before the unit), so nothing is dropped and the names do not
+#: depend on which series came first.
+CLASH_PRECEDENCE = ("histogram", "counter", "gauge", "info")
+CLASH_SUFFIX: Mapping[str, str] = {"counter": "_cumulative", "gauge": "_current", "info": "_text"}
+
+_INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+_BASE_UNITS = ("seconds", "bytes", "ratio")
+_DURATION = re.compile(r"(?:^|_)(?:latency|duration|rtt|srtt|lag|delay|elapsed|diff)$")
+_TYPE_NAMES = {"counter": "a counter", "gauge": "a gauge", "histogram": "a histogram"}
+
+
+def sanitize_name(name: str) -> str:
+    """A valid metric name part: invalid characters (``:`` too) become ``_``; no leading digit.
+
+    ``:`` is reserved for recording rules, so it is replaced too.
+    """
+    name = _INVALID_NAME_CHARS.sub("_", name)
+    return f"_{name}" if not name or name[0].isdigit() else name
+
+
+def sanitize_label(name: str) -> str:
+    """A valid label name (labels starting ``__`` are reserved, so they get an ``x``)."""
+    name = sanitize_name(name)
+    return f"x{name}" if name.startswith("__") else name
+
+
+def _unit(base: str) -> tuple[str, str]:
+    for unit in _BASE_UNITS:
+        if base.endswith("_" + unit):
+            return base, unit
+    if _DURATION.search(base):
+        return f"{base}_seconds", "seconds"
+    return base, ""
+
+
+def family_for(name: str, value: Value, kind: Kind) -> Family:
+    """The family internal metric ``name`` with this value is exported in (see the module doc)."""
+    known = KNOWN.get(name)
+    base = known[0] if known else sanitize_name(name)
+    if isinstance(value, Distribution):
+        type_ = "histogram"
+    elif isinstance(value, String):
+        type_ = "info"
+    elif kind is Kind.CUMULATIVE:
+        type_ = "counter"
+    else:
+        type_ = "gauge"
+    if type_ == "counter":
+        base = base.removesuffix("_total") or "total"
+    if type_ == "info":
+        base = base.removesuffix("_info") or "info"
+        base, unit = base, ""
+    else:
+        base, unit = _unit(base)
+    if known:
+        help_text = known[1]
+    elif type_ == "info":
+        help_text = f"Text value {name!r} as the label of a constant 1."
+    else:
+        keyed = " by key" if isinstance(value, Map) else ""
+        help_text = f"Metric {name!r}: {_TYPE_NAMES[type_]}{keyed}."
+    return Family(base, type_, unit, help_text)
+
+
+def cumulative_buckets(dist: Distribution) -> Iterator[tuple[float, int]]:
+    """(upper bound, samples up to it) per bucket, ending with ``+Inf``: Prometheus's ``le``."""
+    cumulative = 0
+    bounds = dist.lower_bounds
+    for i, count in enumerate(dist.bucket_counts):
+        cumulative += count
+        yield (bounds[i + 1] if i + 1 < len(bounds) else math.inf), cumulative
+
+
+def exported_values(em: EventMetrics) -> Iterator[tuple[Family, Value]]:
+    """Each value of ``em`` with its family, in one shape per family.
+
+    Two values are made here. A probe without ``latency_buckets`` accumulates ``latency`` as a plain
+    sum of its successful probes' latencies; it is exported as a histogram with only the
+    ``+Inf`` bucket (count = ``success``), so every probe's latency is in one
+    ``latency_seconds`` family, and ``rate(_sum) / rate(_count)`` works for all of them. And
+    ``failures``, a counter by ``reason`` (``timeout`` or ``error``) from the core counters, so
+    an alert or a dashboard can tell why a target fails without computing it.
+    """
+    for name, value in em.metrics.items():
+        if name == "latency" and isinstance(value, Float) and em.kind is Kind.CUMULATIVE:
+            success = em.metric("success")
+            count = success.value if isinstance(success, Int) else 0
+            value = Distribution((-math.inf,), [count], value.value, count)
+        yield family_for(name, value, em.kind), value
+    failures = _failures(em)
+    if failures is not None:
+        yield family_for("failures", failures, em.kind), failures
+
+
+def _failures(em: EventMetrics) -> Map | None:
+    """Failures by a bounded reason, from the core counters (a timeout is a failure)."""
+    total, success, timeouts = (em.metric(n) for n in ("total", "success", "timeouts"))
+    if em.kind is not Kind.CUMULATIVE or "failures" in em.metrics:
+        return None
+    if not (isinstance(total, Int) and isinstance(success, Int) and isinstance(timeouts, Int)):
+        return None
+    errors = total.value - success.value - timeouts.value
+    return Map("reason", {"timeout": timeouts.value, "error": errors})
+
+
+#: Every probe's core metrics: name -> (a value of its type, kind).
+CORE_EXPORTS: Mapping[str, tuple[Value, Kind]] = {
+    "total": (Int(), Kind.CUMULATIVE),
+    "success": (Int(), Kind.CUMULATIVE),
+    "timeouts": (Int(), Kind.CUMULATIVE),
+    "latency": (Distribution((-math.inf,)), Kind.CUMULATIVE),
+    "up": (Int(), Kind.GAUGE),
+    "failures": (Map("reason"), Kind.CUMULATIVE),
+}
+
+#: What the built-in probe types export beside the core metrics. A probe type of your own can
+#: declare the same as ``EXPORTS`` in its module, so ``trioprobe check`` can see clashes.
+BUILTIN_EXPORTS: Mapping[str, Mapping[str, tuple[Value, Kind]]] = {
+    "http": {
+        "resp-code": (Map("code"), Kind.CUMULATIVE),
+        "validation_failure": (Map("validator"), Kind.CUMULATIVE),
+    },
+    "etcd_probing": {"srtt": (Float(), Kind.GAUGE), "clock_diff": (Float(), Kind.GAUGE)},
+    "logping": {
+        **{
+            name: (Int(), Kind.CUMULATIVE)
+            for name in (
+                "appends_succeeded",
+                "appends_failed",
+                "disconnects",
+                "restarts",
+                "replay_errors",
+                "results_dropped",
+            )
+        },
+        "append_latency": (Distribution((-math.inf,)), Kind.CUMULATIVE),
+        "last_applied": (Int(), Kind.GAUGE),
+    },
+    "zmq": {},
+}
+
+
+def clash_renamed(family: Family) -> Family:
+    """``family`` under its name for a clash: its type's :data:`CLASH_SUFFIX` before the unit."""
+    stem = family.name.removesuffix("_" + family.unit) if family.unit else family.name
+    name = stem + CLASH_SUFFIX[family.type] + (f"_{family.unit}" if family.unit else "")
+    return attrs.evolve(family, name=name)
+
+
+def _layout(bounds: tuple[float, ...] | None) -> str:
+    if not bounds:
+        return "only +Inf (no latency_buckets)"
+    return f"{len(bounds)} bounds from {bounds[0]:g} to {bounds[-1]:g} s"
+
+
+def clash_warnings(
+    probes: Iterable[tuple[str, Mapping[str, tuple[Value, Kind]], tuple[float, ...] | None]],
+    prefix: str = "trioprobe_",
+) -> list[str]:
+    """What to warn about in a config whose probes export these metrics.
+
+    ``probes`` gives each probe's name, its metrics (name -> (value, kind)) and its latency
+    bucket upper bounds in seconds (None without ``latency_buckets``). Two cases are reported:
+    one name exported with different types (all are kept, the others renamed as
+    :data:`CLASH_SUFFIX` says), and latency histograms with different buckets in one
+    family (all are kept, but summing their buckets across probes mixes layouts).
+    """
+    warnings: list[str] = []
+    claims: dict[str, dict[str, tuple[Family, list[str]]]] = {}
+    layouts: dict[tuple[float, ...] | None, list[str]] = {}
+    for probe, exports, bounds in probes:
+        layouts.setdefault(bounds, []).append(probe)
+        for name, (value, kind) in exports.items():
+            family = family_for(name, value, kind)
+            by_type = claims.setdefault(family.name, {})
+            by_type.setdefault(family.type, (family, []))[1].append(f"{probe!r} ({name})")
+    for name, by_type in claims.items():
+        if len(by_type) > 1:
+            uses = "; ".join(f"a {t} in {', '.join(p)}" for t, (_, p) in by_type.items())
+            keeps = min(by_type, key=CLASH_PRECEDENCE.index)
+            renamed = ", ".join(
+                f"the {t} as {prefix}{clash_renamed(f).name}"
+                for t, (f, _) in by_type.items()
+                if t != keeps
+            )
+            warnings.append(
+                f"{prefix}{name} is exported with different types ({uses}); all are kept: the "
+                f"{keeps} under this name, {renamed} (see docs/metrics.md)"
+            )
+    if len(layouts) > 1:
+        uses = "; ".join(f"{', '.join(map(repr, p))}: {_layout(b)}" for b, p in layouts.items())
+        warnings.append(
+            f"{prefix}latency_seconds has different buckets per probe ({uses}); every probe's "
+            "latency is exported, each series with its own buckets, but do not sum _bucket "
+            "series across these probes (aggregate by probe, or give them the same "
+            "latency_buckets)"
+        )
+    return warnings

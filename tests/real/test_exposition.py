@@ -1,0 +1,149 @@
+"""The exposition as Prometheus's own tools see it: ``promtool check metrics`` on a run with every
+probe type and value kind, and the shipped example config showing every probe's latency.
+
+The probes run against in-process loopback servers, as ``trioprobe demo`` does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from trioprobe._asgi import serve_asgi
+from trioprobe.cli._demo import demo_app, demo_config
+from trioprobe.config import load_config, parse_config
+from trioprobe.metrics import EventMetrics, Kind, String
+from trioprobe.probing import serve_health
+from trioprobe.runner import Runner
+from trioprobe.surfacers.prometheus import PrometheusSurfacer, render
+from trioprobe.zmqnet import RouterServer
+
+from .services import require_binary
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@asynccontextmanager
+async def loopback_servers() -> AsyncIterator[tuple[str, str, str]]:
+    """(http URL, health endpoint URL, zmq address), served until the block ends."""
+    async with trio.open_nursery() as nursery:
+        http_url = await nursery.start(serve_asgi, demo_app)
+        health_url = await nursery.start(serve_health)
+        zmq_addr = await nursery.start(RouterServer("tcp://127.0.0.1:0", workers=2).run)
+        yield http_url, health_url, zmq_addr
+        nursery.cancel_scope.cancel()
+
+
+def _prometheus(runner: Runner) -> PrometheusSurfacer:
+    [surfacer] = [s for s, _ in runner.surfacers if isinstance(s, PrometheusSurfacer)]
+    return surfacer
+
+
+async def _scrape_until(url: str, ready: Callable[[str], bool]) -> str:
+    async with httpx.AsyncClient() as client:
+        with trio.fail_after(60):  # a hang guard: the condition is what ends the wait
+            while True:
+                text = (await client.get(url)).text
+                if ready(text):
+                    return text
+                await trio.sleep(0.05)
+
+
+def _latency_count(text: str, probe: str) -> float:
+    pattern = rf'^trioprobe_latency_seconds_count{{[^}}]*probe="{probe}"[^}}]*}} (\S+)$'
+    counts = [float(m) for m in re.findall(pattern, text, re.MULTILINE)]
+    return sum(counts)
+
+
+async def test_promtool_check_metrics_is_silent_on_every_probe_type_and_value_kind() -> None:
+    promtool = require_binary("promtool", "prometheus")
+    async with loopback_servers() as (http_url, health_url, zmq_addr):
+        table: dict[str, Any] = demo_config(http_url, health_url, zmq_addr)
+        for probe in table["probe"]:
+            probe.update(interval=0.1, stats_interval=0.3)
+            probe.pop("timeout", None)
+        # /missing answers 404, so the http probe fails there: resp_code has several keys.
+        table["probe"][0]["targets"].append(f"{http_url}/missing")
+        runner = Runner(parse_config(table))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run)
+            surfacer = _prometheus(runner)
+            # No built-in probe exports a string: record one beside the run's series.
+            info = EventMetrics(Kind.GAUGE).add_label("ptype", "http").add_label("probe", "web")
+            surfacer.record(info.add_label("dst", http_url).add_metric("version", String("1.2")))
+
+            def every_kind(text: str) -> bool:
+                return all(
+                    _latency_count(text, p) > 0 for p in ("web", "peer", "log", "zmq")
+                ) and all(
+                    f"\n{name}" in text
+                    for name in (
+                        "trioprobe_append_latency_seconds_bucket",
+                        "trioprobe_srtt_seconds",
+                        "trioprobe_clock_diff_seconds",
+                        "trioprobe_last_applied_index",
+                        'trioprobe_resp_code_total{code="404"',
+                        "trioprobe_validation_failure_total",
+                        "trioprobe_version_info",
+                        "trioprobe_up",
+                    )
+                )
+
+            text = await _scrape_until(f"{surfacer.url}/metrics", every_kind)
+            runner.shutdown()
+    lint = await trio.to_thread.run_sync(
+        lambda: subprocess.run(
+            [promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60
+        )
+    )
+    report = (lint.stdout + lint.stderr).decode()
+    assert lint.returncode == 0, report
+    assert report.strip() == "", report
+
+
+async def test_example_config_shows_every_probe_latency(tmp_path: Path) -> None:
+    """The shipped config mixes a bucketed latency (web) and a summed one (peers): both appear,
+    whichever order the surfacer holds them in."""
+    config = load_config(EXAMPLES / "config.toml")
+    async with loopback_servers() as (_, health_url, _):
+        probes = tuple(
+            (
+                attrs.evolve(
+                    spec, targets=(health_url,), targets_file=None, interval=0.1, stats_interval=0.3
+                ),
+                options,
+            )
+            for spec, options in config.probes
+        )
+        surfacers = tuple(
+            (sspec, attrs.evolve(options, port=0))
+            for sspec, options in config.surfacers
+            if sspec.type == "prometheus"
+        )
+        runner = Runner(attrs.evolve(config, probes=probes, surfacers=surfacers))
+        names = [spec.name for spec, _ in probes]
+        assert len(names) == 2
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run)
+            surfacer = _prometheus(runner)
+            await _scrape_until(
+                f"{surfacer.url}/metrics",
+                lambda text: all(_latency_count(text, name) > 0 for name in names),
+            )
+            runner.shutdown()
+    # The bug was order-dependent (the first type seen won): render every order.
+    series = [em for em, _ in surfacer._series.values()]
+    for order in itertools.permutations(series):
+        text = render(order)
+        for name in names:
+            assert _latency_count(text, name) > 0, (name, text)
+        assert text.count("# TYPE trioprobe_latency_seconds histogram") == 1
