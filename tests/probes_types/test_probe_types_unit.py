@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +16,7 @@ import trio
 
 from trioprobe.config import ConfigError, parse_config
 from trioprobe.metrics import Map
-from trioprobe.probes import PROBE_TYPES, load_probe_type, ping, udp
+from trioprobe.probes import PROBE_TYPES, load_probe_type, ping, tcp, udp
 from trioprobe.probes._net import TargetError, error_cause, split_host_port
 from trioprobe.probes.external import ExternalProbe, parse_output
 from trioprobe.probes.external import Options as ExternalOptions
@@ -215,3 +220,85 @@ def test_ping_packet_checksum_is_valid() -> None:
     packet = icmp.packet(7, 56)
     assert len(packet) == 64
     assert ping._checksum(packet) == 0  # a packet with a correct checksum sums to zero
+
+
+# -- tcp: TLS against an in-process server with a trustme certificate, and a silent peer --------
+
+
+@pytest.fixture
+def tls_server_context(tmp_path: Path) -> tuple[ssl.SSLContext, str]:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return context, str(ca_file)
+
+
+async def _serve(
+    nursery: trio.Nursery, handler: Callable[[trio.SocketStream], Awaitable[None]]
+) -> int:
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+    return int(listeners[0].socket.getsockname()[1])
+
+
+async def test_tcp_tls_handshake_and_certificate_expiry(
+    tls_server_context: tuple[ssl.SSLContext, str],
+) -> None:
+    server_context, ca_file = tls_server_context
+
+    async def greet(stream: trio.SocketStream) -> None:
+        tls = trio.SSLStream(stream, server_context, server_side=True)
+        with contextlib.suppress(trio.BrokenResourceError):
+            await tls.send_all(b"220 ready\r\n")
+            await tls.aclose()
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            port = await _serve(nursery, greet)
+            target = f"127.0.0.1:{port}"
+            good = tcp.TCPProbe(
+                tcp.Options(tls=True, ca_file=ca_file, expect="^220 "),
+                list,
+                interval=1.0,
+                timeout=5.0,
+            )
+            untrusted = tcp.TCPProbe(tcp.Options(tls=True), list, interval=1.0, timeout=5.0)
+            for probe in (good, untrusted):
+                probe._ssl = await trio.to_thread.run_sync(probe._ssl_context)
+            ok = await good.probe_once(target)
+            bad = await untrusted.probe_once(target)
+            nursery.cancel_scope.cancel()
+    assert ok.success, ok.error
+    assert float(ok.extras["tls_handshake"]) > 0
+    assert float(ok.extras["exchange_latency"]) > 0
+    # Seconds left on the certificate (blackbox's probe_ssl_earliest_cert_expiry, relative);
+    # trustme's leaf certificates are valid until the year 3000.
+    assert float(ok.gauges["cert_expiry"]) > 900 * 365 * 86400
+    assert not bad.success
+    errors = bad.extras["errors"]
+    assert isinstance(errors, Map)
+    assert errors.values["tls"] == 1
+    assert (bad.error or "").startswith("tls handshake: ")
+    assert "CERTIFICATE_VERIFY_FAILED" in (bad.error or "")
+
+
+async def test_tcp_silent_peer_times_out_with_its_step() -> None:
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            port = await _serve(nursery, silent)
+            probe = tcp.TCPProbe(
+                tcp.Options(query="hello\n", expect="hi"), list, interval=1.0, timeout=0.2
+            )
+            result = await probe.probe_once(f"127.0.0.1:{port}")
+            nursery.cancel_scope.cancel()
+    assert result.timeout
+    assert result.error == "exchange: timed out after 0.2s"
+    errors = result.extras["errors"]
+    assert isinstance(errors, Map)
+    assert errors.values["timeout"] == 1
+    assert float(result.extras["connect_latency"]) > 0
