@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import trio
 
-from trioprobe.config import ConfigError, parse_config
+from trioprobe.cli import main
+from trioprobe.config import ConfigError, load_config, parse_config
 from trioprobe.metrics import Map
 from trioprobe.probes import PROBE_TYPES, load_probe_type, ping, tcp, udp
 from trioprobe.probes._net import TargetError, error_cause, split_host_port
@@ -302,3 +303,29 @@ async def test_tcp_silent_peer_times_out_with_its_step() -> None:
     assert isinstance(errors, Map)
     assert errors.values["timeout"] == 1
     assert float(result.extras["connect_latency"]) > 0
+
+
+def test_example_config_with_every_new_type_is_valid() -> None:
+    example = Path(__file__).parents[2] / "examples" / "probe_types.toml"
+    config = load_config(example)
+    assert {spec.type for spec, _ in config.probes} == set(_REQUIRED)
+
+
+def test_run_without_icmp_permission_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_socket = trio.socket.socket
+
+    def no_icmp(family: int = -1, type: int = -1, proto: int = -1) -> trio.socket.SocketType:
+        if proto in (socket.IPPROTO_ICMP, socket.IPPROTO_ICMPV6):
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        return real_socket(family, type, proto)
+
+    monkeypatch.setattr(trio.socket, "socket", no_icmp)
+    config = tmp_path / "ping.toml"
+    config.write_text('[[probe]]\nname = "lo"\ntype = "ping"\ntargets = ["127.0.0.1"]\n')
+    assert main(["run", str(config), "--duration", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trioprobe: error: probe 'lo' could not start: cannot open an IPv4")
+    assert "raw ICMP sockets need root or the CAP_NET_RAW capability" in err
+    assert "Traceback" not in err
