@@ -25,6 +25,7 @@ import os
 import socket
 import struct
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -56,6 +57,13 @@ _SOL_RAW = 255
 _ICMP_FILTER = 1
 _ICMP6_FILTER = 1
 _RECEIVE_BUFFER = 4 << 20
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("@qq")
+_TTL_MESSAGES = frozenset(
+    {(socket.IPPROTO_IP, socket.IP_TTL), (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT)}
+)
+_TIMESTAMP_MESSAGE = (socket.SOL_SOCKET, _SO_TIMESTAMPNS)
+_ANCILLARY_SPACE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(_TIMESPEC.size)
 
 
 class PingSocketError(OSError):
@@ -126,6 +134,10 @@ def open_icmp_socket(family: int, kind: str) -> tuple[trio.socket.SocketType, st
         if name == "raw":
             _only_echo_replies(sock, family)
         _grow_receive_buffer(sock)
+        # The kernel's receive time: with 1,000 targets the reader task may run milliseconds
+        # after a reply arrived (behind the send burst), which must not count as round trip.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         return sock, name
     version = "IPv4" if family == socket.AF_INET else "IPv6"
     raise PingSocketError(f"cannot open an {version} ICMP socket: {'; '.join(problems)}")
@@ -171,7 +183,10 @@ class _Round:
 @attrs.define
 class _Pending:
     round: _Round
+    #: Trio's clock at the send, for when the kernel gives no receive timestamp.
     sent_at: float
+    #: Wall clock (ns) at the send, to compare with the kernel's receive timestamp.
+    sent_ns: int = attrs.field(factory=time.time_ns)
 
 
 class _IcmpSocket:
@@ -210,27 +225,30 @@ class _IcmpSocket:
     async def read_replies(self) -> None:
         while True:
             try:
-                data, ancdata, _, address = await self.sock.recvmsg(65535, socket.CMSG_SPACE(4))
+                data, ancdata, _, address = await self.sock.recvmsg(65535, _ANCILLARY_SPACE)
             except OSError as exc:
                 if exc.errno == errno.EBADF:
                     return
                 continue  # e.g. an ICMP error queued on the socket; replies keep coming
             received = trio.current_time()
             ttl = None
+            kernel_ns = None
             for level, type_, value in ancdata:
-                if (level, type_) in (
-                    (socket.IPPROTO_IP, socket.IP_TTL),
-                    (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT),
-                ) and len(value) >= 4:
+                if (level, type_) in _TTL_MESSAGES and len(value) >= 4:
                     ttl = int.from_bytes(value[:4], sys.byteorder)
+                elif (level, type_) == _TIMESTAMP_MESSAGE and len(value) >= _TIMESPEC.size:
+                    seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+                    kernel_ns = seconds * 1_000_000_000 + nanoseconds
             if self.kind == "raw" and self.family == socket.AF_INET and data:
                 # Raw IPv4 sockets deliver the IP header too.
                 ttl = data[8] if len(data) > 8 else ttl
                 data = data[(data[0] & 0x0F) * 4 :]
             source = str(address[0]) if isinstance(address, tuple) else ""
-            self._match(data, source, received, ttl)
+            self._match(data, source, received, kernel_ns, ttl)
 
-    def _match(self, data: bytes, source: str, received: float, ttl: int | None) -> None:
+    def _match(
+        self, data: bytes, source: str, received: float, kernel_ns: int | None, ttl: int | None
+    ) -> None:
         if len(data) < _ICMP_HEADER.size + _MAGIC_SIZE:
             return
         type_, _, _, ident, seq = _ICMP_HEADER.unpack_from(data)
@@ -245,7 +263,10 @@ class _IcmpSocket:
             return  # late (its probe is over), or not from where we sent it
         del self.pending[seq]
         round_ = entry.round
-        round_.rtts.append(received - entry.sent_at)
+        if kernel_ns is not None and kernel_ns >= entry.sent_ns:
+            round_.rtts.append((kernel_ns - entry.sent_ns) / 1e9)
+        else:
+            round_.rtts.append(received - entry.sent_at)
         round_.ttl = ttl
         if len(round_.rtts) >= round_.expected:
             round_.done.set()
