@@ -85,12 +85,18 @@ class Options:
 class ParsedOutput:
     """Metrics read from a program's standard output."""
 
-    gauges: dict[str, float] = attrs.field(factory=dict)
-    counters: dict[str, float | Map] = attrs.field(factory=dict)
+    gauges: dict[str, int | float] = attrs.field(factory=dict)
+    counters: dict[str, int | float | Map] = attrs.field(factory=dict)
     bad_lines: int = 0
 
 
-def _number(text: str) -> float | None:
+def _number(text: str) -> int | float | None:
+    # Integers stay integers: a count or a port is not a duration (the live table shows floats
+    # as seconds) and exports without a ".0".
+    try:
+        return int(text)
+    except ValueError:
+        pass
     try:
         value = float(text)
     except ValueError:
@@ -128,7 +134,11 @@ def parse_output(text: str, counters: frozenset[str] = frozenset()) -> ParsedOut
             if len(values) == 1:
                 bad += 1
             continue  # free text ("name: something happened") is not a metric line
-        (out.counters if name in counters else out.gauges)[name] = value
+        if name in counters:
+            # Always a float: a counter summed over runs must keep one type ("5" then "5.5").
+            out.counters[name] = float(value)
+        else:
+            out.gauges[name] = value
     return attrs.evolve(out, bad_lines=bad)
 
 
@@ -239,7 +249,10 @@ class ExternalProbe(ScheduledProbe[Options]):
             error = f"output exceeded max_output_bytes ({self.options.max_output_bytes}); killed"
             return ProbeResult(target, False, latency, error=error)
         parsed = parse_output(stdout.decode("utf-8", "replace"), self._counters)
-        extras: dict[str, float | Map] = {**parsed.counters, "bad_output_lines": parsed.bad_lines}
+        extras: dict[str, int | float | Map] = {
+            **parsed.counters,
+            "bad_output_lines": parsed.bad_lines,
+        }
         code = process.returncode
         if code == 0:
             return ProbeResult(target, True, latency, extras=extras, gauges=parsed.gauges)

@@ -80,7 +80,7 @@ class _Attempt:
     step: str = "connect"
     #: Seconds per step (``connect_latency``, ``tls_handshake``, ``exchange_latency``).
     timings: dict[str, float] = attrs.field(factory=dict)
-    gauges: dict[str, float] = attrs.field(factory=dict)
+    gauges: dict[str, int] = attrs.field(factory=dict)
 
 
 class TCPProbe(ScheduledProbe[Options]):
@@ -174,7 +174,8 @@ class TCPProbe(ScheduledProbe[Options]):
                 cert = tls.getpeercert()
                 if cert and "notAfter" in cert:
                     expiry = ssl.cert_time_to_seconds(str(cert["notAfter"]))
-                    attempt.gauges["cert_expiry"] = round(expiry - time.time(), 3)
+                    # Whole seconds, as an int: the live table shows floats as durations.
+                    attempt.gauges["cert_expiry"] = round(expiry - time.time())
             if self._query is None and self._expect is None:
                 return None
             attempt.step = "exchange"
