@@ -180,7 +180,8 @@ async def test_udp_late_reply_is_counted_not_taken_for_the_next() -> None:
             await release.wait()
             await server.sendto(*held)
 
-    probe = udp.UDPProbe(udp.Options(), lambda: [f"127.0.0.1:{port}"], interval=0.05, timeout=0.2)
+    # The timeout only has to outlast an answered loopback round trip, even on a loaded machine.
+    probe = udp.UDPProbe(udp.Options(), lambda: [f"127.0.0.1:{port}"], interval=0.05, timeout=1.0)
     send, receive = trio.open_memory_channel[ProbeResult](10)
     with trio.fail_after(GUARD), server:
         async with trio.open_nursery() as nursery:
