@@ -7,11 +7,12 @@ never by a sleep. Binaries missing: skip, or fail under ``TRIOPROBE_REQUIRE_REAL
 
 from __future__ import annotations
 
+import functools
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from .services import free_port, require_binary
@@ -28,6 +29,19 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_udp_tcp_port() -> int:
+    """A loopback port free for both UDP and TCP (a DNS server listens on both)."""
+    while True:
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def _wait(ready: object, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> None:
@@ -115,8 +129,26 @@ def _dns_answers(port: int) -> bool:
 def dnsmasq(tmp_path: Path) -> Iterator[int]:
     """An authoritative-only dnsmasq on loopback with the ``DNS_*`` records; yields its port."""
     binary = require_binary("dnsmasq", "dnsmasq-base")
-    port = free_udp_port()
-    argv = [
+    # Another process may take the port between our check and dnsmasq's bind: try a few.
+    for attempt in range(3):
+        port = free_udp_tcp_port()
+        started = ExitStack()
+        log = tmp_path / "dnsmasq.log"
+        try:
+            started.enter_context(
+                _child(_dnsmasq_argv(binary, port), log, functools.partial(_dns_answers, port))
+            )
+        except RuntimeError as exc:
+            if "Address already in use" in str(exc) and attempt < 2:
+                continue
+            raise
+        with started:
+            yield port
+        return
+
+
+def _dnsmasq_argv(binary: str, port: int) -> list[str]:
+    return [
         binary,
         "--keep-in-foreground",
         "--conf-file=/dev/null",
@@ -136,5 +168,3 @@ def dnsmasq(tmp_path: Path) -> Iterator[int]:
         # Names under x.test without a record are NXDOMAIN, never forwarded.
         "--local=/x.test/",
     ]
-    with _child(argv, tmp_path / "dnsmasq.log", lambda: _dns_answers(port)):
-        yield port
