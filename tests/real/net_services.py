@@ -11,7 +11,7 @@ import functools
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -44,8 +44,9 @@ def free_udp_tcp_port() -> int:
             return port
 
 
-def _wait(ready: object, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> None:
-    assert callable(ready)
+def _wait(
+    ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -59,7 +60,7 @@ def _wait(ready: object, proc: subprocess.Popen[bytes], log: Path, timeout: floa
 
 
 @contextmanager
-def _child(argv: list[str], log: Path, ready: object) -> Iterator[None]:
+def _child(argv: list[str], log: Path, ready: Callable[[], bool]) -> Iterator[None]:
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:

@@ -23,7 +23,7 @@ import trio
 from ..results import ProbeResult
 from . import TargetsFn
 from ._base import ClientPerTargetProbe, PerTargetClients
-from ._net import TargetError, split_host_port
+from ._net import TargetError, describe_error, split_host_port
 
 if TYPE_CHECKING:
     from ..config import ProbeSpec
@@ -107,6 +107,8 @@ class UDPProbe(ClientPerTargetProbe[_Peer]):
             sock.close()
             raise
         assert self._nursery is not None, "UDPProbe.probe_once runs under run()"
+        # A fresh scope: a socket that broke is replaced, and a scope can be entered only once.
+        peer.scope = trio.CancelScope()
         self._nursery.start_soon(self._read_replies, sock, peer)
         return sock
 
@@ -159,7 +161,7 @@ class UDPProbe(ClientPerTargetProbe[_Peer]):
                 # Timed out or failed: a reply that still comes is late, not this probe's.
                 peer.pending.pop(seq, None)
         except (OSError, TargetError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = describe_error(exc)
             latency = trio.current_time() - started
             return ProbeResult(target, False, latency, error=error, extras=self._counts(peer))
         latency = trio.current_time() - started
