@@ -49,6 +49,11 @@ PROBE_TYPES: dict[str, str] = {
     "etcd_probing": "trioprobe.probes.etcd_probing",
     "logping": "trioprobe.probes.logping",
     "zmq": "trioprobe.probes.zmq",
+    "tcp": "trioprobe.probes.tcp",
+    "udp": "trioprobe.probes.udp",
+    "dns": "trioprobe.probes.dns",
+    "ping": "trioprobe.probes.ping",
+    "external": "trioprobe.probes.external",
 }
 
 

@@ -1,0 +1,222 @@
+"""The ``tcp`` probe type: connect to ``host:port``, optionally over TLS, optionally exchange.
+
+A probe connects (``connect_latency``), then with ``tls`` does the handshake (``tls_handshake``
+and, when the certificate was verified, ``cert_expiry`` seconds left as a gauge), then with
+``query`` and/or ``expect`` sends the query and reads until the reply matches ``expect``
+(``exchange_latency``), as blackbox_exporter's tcp module does. Latency is the whole probe.
+Each failure is counted in the ``errors`` map under one fixed cause (``refused``, ``timeout``,
+``dns``, ``tls``, ``mismatch``, ``closed``, ``other``), so the label set stays bounded.
+
+The deadline is checked inside the probe (same ``timeout`` as the scheduler's cancel scope) so a
+timed-out probe still reports which step it was in and counts as ``timeout``.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+import time
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from ..metrics import Map
+from ..results import LATENCY_UNITS, ProbeResult
+from . import TargetsFn
+from ._net import (
+    BACKSTOP,
+    ScheduledProbe,
+    TargetError,
+    at_least,
+    check_regex,
+    describe_error,
+    error_cause,
+    error_causes,
+    split_host_port,
+)
+
+if TYPE_CHECKING:
+    from ..config import ProbeSpec
+
+__all__ = ["CAUSES", "Options", "TCPProbe", "make_probe"]
+
+#: The keys of the ``errors`` map, fixed so the exported label set is bounded.
+CAUSES = ("refused", "timeout", "dns", "tls", "mismatch", "closed", "other")
+
+
+@attrs.frozen
+class Options:
+    """Config keys of a ``tcp`` probe."""
+
+    #: Port for targets given without one.
+    port: int | None = None
+    #: Do a TLS handshake after connecting.
+    tls: bool = False
+    #: Verify the server's certificate (and its name) when ``tls`` is on.
+    verify_tls: bool = True
+    #: CA bundle (PEM) to verify against instead of the system's.
+    ca_file: str | None = None
+    #: TLS server name (SNI and verification); default: the target's host.
+    server_name: str | None = None
+    #: Bytes to send once connected (UTF-8; ``\\n`` in TOML for a newline).
+    query: str | None = None
+    #: Regular expression the reply must match (searched over the bytes read so far).
+    expect: str | None = attrs.field(default=None, validator=check_regex)
+    #: Read at most this many reply bytes while waiting for ``expect``.
+    max_reply_bytes: int = attrs.field(default=4096, validator=at_least(1))
+
+
+@attrs.frozen
+class _Failure:
+    cause: str
+    message: str
+
+
+@attrs.define
+class _Attempt:
+    """What one probe got through so far: reported even when it fails or times out."""
+
+    step: str = "connect"
+    #: Seconds per step (``connect_latency``, ``tls_handshake``, ``exchange_latency``).
+    timings: dict[str, float] = attrs.field(factory=dict)
+    gauges: dict[str, int] = attrs.field(factory=dict)
+
+
+class TCPProbe(ScheduledProbe[Options]):
+    """Probes each ``host:port`` target with a fresh connection per interval."""
+
+    # The probe keeps its own deadline (see probe_once); the scheduler's is a backstop.
+    backstop = BACKSTOP
+
+    def __init__(
+        self,
+        options: Options,
+        targets: TargetsFn,
+        *,
+        interval: float,
+        timeout: float,
+        latency_unit: float = 1e-6,
+    ) -> None:
+        super().__init__(options, targets, interval=interval, timeout=timeout)
+        self._unit = latency_unit
+        self._expect = re.compile(options.expect.encode()) if options.expect else None
+        self._query = options.query.encode() if options.query is not None else None
+        self._ssl: ssl.SSLContext | None = None
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        # Loading a CA bundle reads files and parses hundreds of certificates: done once, in a
+        # thread, before the probe reports ready.
+        context = ssl.create_default_context(cafile=self.options.ca_file)
+        if not self.options.verify_tls:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    async def run(
+        self,
+        results: trio.MemorySendChannel[ProbeResult],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        if self.options.tls and self._ssl is None:
+            self._ssl = await trio.to_thread.run_sync(self._ssl_context)
+        await super().run(results, task_status=task_status)
+
+    async def probe_once(self, target: str) -> ProbeResult:
+        started = trio.current_time()
+        attempt = _Attempt()
+        failure: _Failure | None = None
+        # The probe's own deadline, so a timeout still reports its step and cause. The
+        # scheduler's cancel scope ends later (BACKSTOP): when two scopes are cancelled, Trio's
+        # Cancelled is caught by the outer one, which would lose this result.
+        with trio.move_on_at(started + self.timeout) as deadline:
+            try:
+                failure = await self._probe(target, attempt)
+            except TargetError as exc:
+                failure = _Failure("other", str(exc))
+            except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+                failure = _Failure(error_cause(exc), f"{attempt.step}: {describe_error(exc)}")
+        latency = trio.current_time() - started
+        if deadline.cancelled_caught:
+            failure = _Failure("timeout", f"{attempt.step}: timed out after {self.timeout:g}s")
+        extras: dict[str, float | Map] = {k: v / self._unit for k, v in attempt.timings.items()}
+        extras["errors"] = error_causes(CAUSES, failure.cause if failure else None)
+        if failure is None:
+            return ProbeResult(target, True, latency, extras=extras, gauges=attempt.gauges)
+        return ProbeResult(
+            target,
+            False,
+            latency,
+            error=failure.message,
+            timeout=failure.cause == "timeout",
+            extras=extras,
+            gauges=attempt.gauges,
+        )
+
+    async def _probe(self, target: str, attempt: _Attempt) -> _Failure | None:
+        host, port = split_host_port(target, self.options.port)
+        t0 = trio.current_time()
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        try:
+            t1 = trio.current_time()
+            attempt.timings["connect_latency"] = t1 - t0
+            if self._ssl is not None:
+                attempt.step = "tls handshake"
+                tls = trio.SSLStream(
+                    stream, self._ssl, server_hostname=self.options.server_name or host
+                )
+                stream = tls
+                await tls.do_handshake()
+                t2 = trio.current_time()
+                attempt.timings["tls_handshake"] = t2 - t1
+                t1 = t2
+                cert = tls.getpeercert()
+                if cert and "notAfter" in cert:
+                    expiry = ssl.cert_time_to_seconds(str(cert["notAfter"]))
+                    # Whole seconds, as an int: the live table shows floats as durations.
+                    attempt.gauges["cert_expiry"] = round(expiry - time.time())
+            if self._query is None and self._expect is None:
+                return None
+            attempt.step = "exchange"
+            if self._query is not None:
+                await stream.send_all(self._query)
+            if self._expect is not None:
+                failure = await self._read_expected(stream)
+                if failure is not None:
+                    return failure
+            attempt.timings["exchange_latency"] = trio.current_time() - t1
+            return None
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _read_expected(self, stream: trio.abc.Stream) -> _Failure | None:
+        assert self._expect is not None
+        reply = b""
+        limit = self.options.max_reply_bytes
+        while len(reply) < limit:
+            chunk = await stream.receive_some(limit - len(reply))
+            if not chunk:
+                return _Failure(
+                    "closed" if not reply else "mismatch",
+                    f"connection closed; reply {reply[:80]!r} did not match "
+                    f"/{self._expect.pattern.decode()}/",
+                )
+            reply += chunk
+            if self._expect.search(reply):
+                return None
+        return _Failure(
+            "mismatch",
+            f"reply {reply[:80]!r}... ({limit} bytes) did not match "
+            f"/{self._expect.pattern.decode()}/",
+        )
+
+
+def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> TCPProbe:
+    return TCPProbe(
+        options,
+        targets,
+        interval=spec.interval,
+        timeout=spec.timeout,
+        latency_unit=LATENCY_UNITS[spec.latency_unit],
+    )
