@@ -12,7 +12,7 @@ order; when neither is permitted the probe does not start and says why.
 
 Each probe of a target sends ``packets`` echo requests ``spacing`` seconds apart and waits for the
 replies until the probe's ``timeout``. It reports ``sent`` and ``received`` (loss is their
-difference), every round-trip time in the ``rtt`` distribution (in ``latency_unit``), the TTL (hop
+difference), every round-trip time in the ``rtt`` distribution (in seconds), the TTL (hop
 limit on IPv6) of the last reply as a gauge, and as latency the mean RTT. It succeeds when at least
 ``min_replies`` replies came back.
 """
@@ -285,15 +285,11 @@ class PingProbe(ScheduledProbe[Options]):
         *,
         interval: float,
         timeout: float,
-        latency_unit: float = 1e-6,
         rtt_buckets: Distribution | None = None,
     ) -> None:
         super().__init__(options, targets, interval=interval, timeout=timeout)
-        self._unit = latency_unit
-        # Default buckets: 100 µs doubling up to ~3 s, expressed in the latency unit.
-        self._rtt_buckets = rtt_buckets or Distribution.exponential(
-            base=2.0, scale=1e-4 / latency_unit, count=16
-        )
+        # Default buckets: 100 µs doubling up to ~3 s.
+        self._rtt_buckets = rtt_buckets or Distribution.exponential(base=2.0, scale=1e-4, count=16)
         self._sockets: dict[int, _IcmpSocket] = {}
         self._socket_errors: dict[int, str] = {}
         self._addresses: dict[str, tuple[int, str]] = {}
@@ -390,7 +386,7 @@ class PingProbe(ScheduledProbe[Options]):
     ) -> ProbeResult:
         rtt = self._rtt_buckets.clone()
         for value in round_.rtts:
-            rtt.add_sample(value / self._unit)
+            rtt.add_sample(value)
         received = len(round_.rtts)
         extras = {"sent": sent, "received": received, "rtt": rtt}
         gauges = {"ttl": round_.ttl} if round_.ttl is not None else {}
@@ -406,12 +402,15 @@ class PingProbe(ScheduledProbe[Options]):
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> PingProbe:
-    buckets = spec.latency_buckets.distribution() if spec.latency_buckets else None
+    buckets = (
+        spec.latency_buckets.distribution(LATENCY_UNITS[spec.latency_unit])
+        if spec.latency_buckets
+        else None
+    )
     return PingProbe(
         options,
         targets,
         interval=spec.interval,
         timeout=spec.timeout,
-        latency_unit=LATENCY_UNITS[spec.latency_unit],
         rtt_buckets=buckets,
     )

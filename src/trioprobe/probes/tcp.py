@@ -1,7 +1,8 @@
 """The ``tcp`` probe type: connect to ``host:port``, optionally over TLS, optionally exchange.
 
-A probe connects (``connect_latency``), then with ``tls`` does the handshake (``tls_handshake``
-and, when the certificate was verified, ``cert_expiry`` seconds left as a gauge), then with
+A probe connects (``connect_latency``), then with ``tls`` does the handshake
+(``tls_handshake_duration`` and, when the certificate was verified, ``cert_expiry`` seconds left
+as a gauge), then with
 ``query`` and/or ``expect`` sends the query and reads until the reply matches ``expect``
 (``exchange_latency``), as blackbox_exporter's tcp module does. Latency is the whole probe.
 Each failure is counted in the ``errors`` map under one fixed cause (``refused``, ``timeout``,
@@ -22,7 +23,7 @@ import attrs
 import trio
 
 from ..metrics import Map
-from ..results import LATENCY_UNITS, ProbeResult
+from ..results import ProbeResult
 from . import TargetsFn
 from ._net import (
     BACKSTOP,
@@ -78,7 +79,7 @@ class _Attempt:
     """What one probe got through so far: reported even when it fails or times out."""
 
     step: str = "connect"
-    #: Seconds per step (``connect_latency``, ``tls_handshake``, ``exchange_latency``).
+    #: Seconds per step (``connect_latency``, ``tls_handshake_duration``, ``exchange_latency``).
     timings: dict[str, float] = attrs.field(factory=dict)
     gauges: dict[str, int] = attrs.field(factory=dict)
 
@@ -96,10 +97,8 @@ class TCPProbe(ScheduledProbe[Options]):
         *,
         interval: float,
         timeout: float,
-        latency_unit: float = 1e-6,
     ) -> None:
         super().__init__(options, targets, interval=interval, timeout=timeout)
-        self._unit = latency_unit
         self._expect = re.compile(options.expect.encode()) if options.expect else None
         self._query = options.query.encode() if options.query is not None else None
         self._ssl: ssl.SSLContext | None = None
@@ -140,7 +139,7 @@ class TCPProbe(ScheduledProbe[Options]):
         latency = trio.current_time() - started
         if deadline.cancelled_caught:
             failure = _Failure("timeout", f"{attempt.step}: timed out after {self.timeout:g}s")
-        extras: dict[str, float | Map] = {k: v / self._unit for k, v in attempt.timings.items()}
+        extras: dict[str, float | Map] = dict(attempt.timings)
         extras["errors"] = error_causes(CAUSES, failure.cause if failure else None)
         if failure is None:
             return ProbeResult(target, True, latency, extras=extras, gauges=attempt.gauges)
@@ -169,7 +168,7 @@ class TCPProbe(ScheduledProbe[Options]):
                 stream = tls
                 await tls.do_handshake()
                 t2 = trio.current_time()
-                attempt.timings["tls_handshake"] = t2 - t1
+                attempt.timings["tls_handshake_duration"] = t2 - t1
                 t1 = t2
                 cert = tls.getpeercert()
                 if cert and "notAfter" in cert:
@@ -218,5 +217,4 @@ def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> TCPProb
         targets,
         interval=spec.interval,
         timeout=spec.timeout,
-        latency_unit=LATENCY_UNITS[spec.latency_unit],
     )
