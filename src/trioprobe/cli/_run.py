@@ -122,6 +122,9 @@ async def run_config(config: Config, args: argparse.Namespace, title: str = "tri
                 url = getattr(surfacer, "url", None)
                 if url:
                     console.print(f"{surfacer.name} serving at {url}")
+            if runner.alerting.status_url:
+                # Printed plainly (not through rich): scripts and tests read it from stdout.
+                print(f"status page at {runner.alerting.status_url}", flush=True)
             if args.duration is not None:
                 nursery.start_soon(_shutdown_after, args.duration, runner)
             nursery.start_soon(_display, live, args, title, console)

@@ -1,0 +1,196 @@
+"""The status page: ``/status`` (HTML) and ``/status.json``, rendered on the server.
+
+One table per probe, one row per target: state, success ratio over 5 minutes and 1 hour, latency
+p50/p99, an inline SVG sparkline of the last hour (mean latency per minute as a line, minutes
+with failures as red bars), whether its alert is firing, and the last error. The page has no
+script and no external asset (deployments often have no internet); it reloads itself with a
+``<meta http-equiv="refresh">``. Every string that comes from a target list or an error is
+escaped: a target named ``<script>`` is shown as text.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from datetime import UTC, datetime
+
+import trio
+
+from .._asgi import Receive, Scope, Send, answer_lifespan, send_response
+from .health import Health, TargetStatus
+from .history import History
+from .state import DOWN
+
+__all__ = ["StatusPage", "render_html", "render_json"]
+
+_SPARK_W = 120
+_SPARK_H = 24
+
+_CSS = """
+body{font:14px system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
+h1{font-size:1.3em}h2{font-size:1.1em;margin-top:1.5em}
+table{border-collapse:collapse;width:100%;background:#fff}
+th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:middle}
+th{background:#eee}.num{text-align:right;font-variant-numeric:tabular-nums}
+.state{font-weight:bold;text-transform:uppercase}
+.up .state{color:#1a7f37}.down .state{color:#cf222e}.unknown .state{color:#6e7781}
+tr.down{background:#fff0f0}.err{color:#6e7781;max-width:30em;overflow-wrap:anywhere}
+.target{overflow-wrap:anywhere;max-width:30em}
+"""
+
+
+def _pct(ratio: float | None) -> str:
+    return "&ndash;" if ratio is None else f"{100 * ratio:.1f}%"
+
+
+def _ms(seconds: float | None) -> str:
+    return "&ndash;" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def sparkline(history: History, now: float) -> str:
+    """An inline SVG of the last hour: latency line, failure bars (numbers only: no text)."""
+    series = history.series(now)
+    step = _SPARK_W / len(series)
+    peak = max((lat for lat, _, _ in series if lat is not None), default=0.0) or 1.0
+    parts = [
+        f'<svg class="spark" width="{_SPARK_W}" height="{_SPARK_H}" '
+        f'viewBox="0 0 {_SPARK_W} {_SPARK_H}" role="img" aria-label="last hour">'
+    ]
+    points: list[str] = []
+    for i, (lat, count, fails) in enumerate(series):
+        x = i * step
+        if fails:
+            height = _SPARK_H * fails / count
+            parts.append(
+                f'<rect x="{x:.1f}" y="{_SPARK_H - height:.1f}" width="{step:.1f}" '
+                f'height="{height:.1f}" fill="#cf222e" opacity="0.6"/>'
+            )
+        if lat is not None:
+            points.append(f"{x + step / 2:.1f},{_SPARK_H - 2 - (_SPARK_H - 4) * lat / peak:.1f}")
+    if len(points) == 1:
+        points.append(points[0])
+    if points:
+        parts.append(
+            f'<polyline fill="none" stroke="#0969da" stroke-width="1.5" '
+            f'points="{" ".join(points)}"/>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _row(status: TargetStatus, history: History | None, now: float) -> str:
+    e = html.escape
+    firing = status.state == DOWN and bool(status.alert)
+    cells = [
+        f'<td class="target">{e(status.target)}</td>',
+        f'<td class="state">{e(status.state)}</td>',
+        f"<td>{_when(status.since)}</td>",
+    ]
+    if history is not None:
+        cells += [
+            f'<td class="num">{_pct(history.success_ratio(now, 300))}</td>',
+            f'<td class="num">{_pct(history.success_ratio(now, 3600))}</td>',
+            f'<td class="num">{_ms(history.percentile(0.5))}</td>',
+            f'<td class="num">{_ms(history.percentile(0.99))}</td>',
+            f"<td>{sparkline(history, now)}</td>",
+        ]
+    else:
+        cells += ["<td></td>"] * 5
+    cells += [
+        f"<td>{'FIRING: ' + e(status.alert) if firing else ''}</td>",
+        f'<td class="err">{e(status.error or "")}</td>',
+    ]
+    return (
+        f'<tr class="{e(status.state)}" data-state="{e(status.state)}" '
+        f'data-target="{e(status.target)}">' + "".join(cells) + "</tr>"
+    )
+
+
+def _grouped(health: Health) -> dict[str, list[TargetStatus]]:
+    groups: dict[str, list[TargetStatus]] = {}
+    for status in health.statuses():
+        groups.setdefault(status.probe, []).append(status)
+    return groups
+
+
+def render_html(health: Health, *, refresh: int = 5, now: float | None = None) -> str:
+    """The whole page; ``now`` is the Trio clock reading the history is relative to."""
+    now = trio.current_time() if now is None else now
+    e = html.escape
+    head = (
+        "<th>target</th><th>state</th><th>since</th><th>ok 5 min</th><th>ok 1 h</th>"
+        "<th>p50</th><th>p99</th><th>last hour</th><th>alert</th><th>last error</th>"
+    )
+    body: list[str] = []
+    groups = _grouped(health)
+    down = sum(s.state == DOWN for ss in groups.values() for s in ss)
+    for probe, statuses in groups.items():
+        body.append(f'<h2>probe {e(probe)}</h2><table data-probe="{e(probe)}"><tr>{head}</tr>')
+        body.extend(_row(s, health.history(s.probe, s.target), now) for s in statuses)
+        body.append("</table>")
+    if not groups:
+        body.append("<p>No results yet.</p>")
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="{int(refresh)}">'
+        f"<title>trioprobe status: {down} down</title><style>{_CSS}</style></head><body>"
+        f"<h1>trioprobe status</h1><p>{down} target(s) down; generated {_when(time.time())}, "
+        f"refreshes every {int(refresh)} s.</p>" + "".join(body) + "</body></html>"
+    )
+
+
+def render_json(health: Health, *, now: float | None = None) -> str:
+    now = trio.current_time() if now is None else now
+    rows: list[dict[str, object]] = []
+    for s in health.statuses():
+        history = health.history(s.probe, s.target)
+        row: dict[str, object] = {
+            "probe": s.probe,
+            "target": s.target,
+            "state": s.state,
+            "since": s.since,
+            "alert": s.alert,
+            "firing": s.state == DOWN and bool(s.alert),
+            "failures": s.failures,
+            "total": s.total,
+            "error": s.error,
+            "transitions": s.transitions,
+        }
+        if history is not None:
+            row |= {
+                "success_ratio_5m": history.success_ratio(now, 300),
+                "success_ratio_1h": history.success_ratio(now, 3600),
+                "latency_p50": history.percentile(0.5),
+                "latency_p99": history.percentile(0.99),
+            }
+        rows.append(row)
+    return json.dumps({"targets": rows})
+
+
+class StatusPage:
+    """The ASGI app serving ``/status`` and ``/status.json`` for ``health``."""
+
+    def __init__(self, health: Health, *, refresh: int = 5) -> None:
+        self.health = health
+        self.refresh = refresh
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await answer_lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            await send_response(send, 405, b"method not allowed")
+        elif scope["path"] in ("/status", "/status/", "/"):
+            page = render_html(self.health, refresh=self.refresh)
+            await send_response(send, 200, page.encode(), b"text/html; charset=utf-8")
+        elif scope["path"] == "/status.json":
+            await send_response(send, 200, render_json(self.health).encode(), b"application/json")
+        else:
+            await send_response(send, 404, b"not found: the status page is at /status")
