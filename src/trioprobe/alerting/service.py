@@ -137,6 +137,18 @@ class AlertingService:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run until :meth:`finish`; owns ``export`` (pass a clone) and closes it when done."""
+        try:
+            await self._run(export, probes, task_status)
+        finally:
+            # Also when cancelled: subscribers' loops end instead of waiting forever.
+            self.health.close()
+
+    async def _run(
+        self,
+        export: trio.MemorySendChannel[EventMetrics],
+        probes: Sequence[tuple[ProbeSpec, TargetsFn]],
+        task_status: trio.TaskStatus[None],
+    ) -> None:
         async with export, trio.open_nursery() as nursery:
             notifier_nursery_done = trio.Event()
             await nursery.start(self._run_notifiers, notifier_nursery_done)
@@ -158,7 +170,6 @@ class AlertingService:
             with trio.move_on_after(self.config.shutdown_grace):
                 await notifier_nursery_done.wait()
             nursery.cancel_scope.cancel()
-        self.health.close()
 
     async def _run_notifiers(
         self, done: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
