@@ -6,8 +6,9 @@ Two fixed-size rings, allocated once, so memory per target does not grow with ti
   of successful latencies per bucket; the success ratios and the sparkline come from these;
 * the last :data:`LATENCY_SAMPLES` successful latencies, for p50/p99.
 
-Both are ``array`` objects of machine numbers (no per-result Python objects), about 4.5 KiB per
-target in all (``tests/alerting/test_history.py`` measures it).
+Both are ``array`` objects of machine numbers (no per-result Python objects): about 4.3 KiB per
+target, and about 6 KiB with the target's state and window (``tests/alerting/test_status.py``
+measures it).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from .state import DOWN
 
 __all__ = ["StatusPage", "render_html", "render_json"]
 
-_SPARK_W = 120
+_SPARK_W = 180
 _SPARK_H = 24
 
 _CSS = """
@@ -62,6 +62,7 @@ def sparkline(history: History, now: float) -> str:
         f'viewBox="0 0 {_SPARK_W} {_SPARK_H}" role="img" aria-label="last hour">'
     ]
     points: list[str] = []
+    last = (0.0, 0.0)
     for i, (lat, count, fails) in enumerate(series):
         x = i * step
         if fails:
@@ -71,9 +72,12 @@ def sparkline(history: History, now: float) -> str:
                 f'height="{height:.1f}" fill="#cf222e" opacity="0.6"/>'
             )
         if lat is not None:
-            points.append(f"{x + step / 2:.1f},{_SPARK_H - 2 - (_SPARK_H - 4) * lat / peak:.1f}")
+            y = _SPARK_H - 2 - (_SPARK_H - 4) * lat / peak
+            points.append(f"{x + step / 2:.1f},{y:.1f}")
+            last = (x, y)
     if len(points) == 1:
-        points.append(points[0])
+        # One minute of data: a dash across that minute, or it would not show at all.
+        points = [f"{last[0]:.1f},{last[1]:.1f}", f"{last[0] + step:.1f},{last[1]:.1f}"]
     if points:
         parts.append(
             f'<polyline fill="none" stroke="#0969da" stroke-width="1.5" '
