@@ -156,3 +156,40 @@ def test_webhook_queue_dir_is_relative_to_the_config(tmp_path: Path) -> None:
     assert config.alerts[0].webhook_queue_dir == os.path.join(tmp_path, "q")
     assert config.status is not None
     assert config.status.host == "127.0.0.1"
+
+
+async def test_a_hanging_command_never_stalls_probing(tmp_path: Path) -> None:
+    """The command hangs far longer than the test; state changes go on regardless, and the
+    shutdown is bounded by shutdown_grace (the hung command is killed)."""
+    config = parse_config(
+        {
+            "shutdown_grace": 0.5,
+            "probe": [
+                {
+                    "name": "p",
+                    "type": "scripted",
+                    "targets": ["x"],
+                    "interval": 0.02,
+                    "timeout": 0.5,
+                    "stats_interval": 1.0,
+                }
+            ],
+            "alert": [
+                {
+                    "name": "x-down",
+                    "command": [sys.executable, "-c", "import time; time.sleep(600)"],
+                    "command_timeout": 600.0,
+                }
+            ],
+        }
+    )
+    runner = Runner(config)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run)
+            for _ in range(3):  # fire, resolve, fire... while the first command still hangs
+                scripted_probe.OUTCOMES["x"] = False
+                await runner.health.wait_until("x", DOWN)
+                scripted_probe.OUTCOMES["x"] = True
+                await runner.health.wait_until("x", UP)
+            runner.shutdown()

@@ -29,7 +29,7 @@ from .notify import (
     WebhookNotifier,
     log_notice,
 )
-from .state import DOWN, UNKNOWN, UP, AlertRule, TargetHealth, Transition
+from .state import DOWN, UNKNOWN, UP, AlertRule, Transition
 from .status import StatusPage
 
 __all__ = ["AlertingService", "rule_of"]
@@ -213,7 +213,7 @@ class AlertingService:
             last, repeats = self._firing[key]
             if now - last >= alert.spec.repeat_interval:
                 self._firing[key] = (now, repeats + 1)
-                alert.notify(Notice("repeat", _still_firing(h), repeat=repeats + 1))
+                alert.notify(Notice("repeat", h.firing(), repeat=repeats + 1))
 
     async def _export(
         self, spec: ProbeSpec, targets: TargetsFn, export: trio.MemorySendChannel[EventMetrics]
@@ -237,17 +237,3 @@ class AlertingService:
                 for k, v in spec.labels.items():
                     em.add_label(k, v)
                 await export.send(em)
-
-
-def _still_firing(h: TargetHealth) -> Transition:
-    return Transition(
-        probe=h.probe,
-        target=h.target,
-        old=DOWN,
-        new=DOWN,
-        since=h.since,
-        failures=h.failures,
-        total=h.total,
-        error=h.last_error,
-        alert=h.rule.name,
-    )

@@ -173,10 +173,23 @@ class TargetHealth:
             return None
         return self._move(UNKNOWN, now, reason="removed")
 
+    def firing(self) -> Transition:
+        """The current state as a down -> down transition (what a repeat notice carries)."""
+        return self._transition(DOWN, self.since, "result")
+
     def _move(
         self, new: State, when: float, reason: Literal["result", "removed"] = "result"
     ) -> Transition:
-        transition = Transition(
+        transition = self._transition(new, when, reason)
+        self.state = new
+        self.since = when
+        self.transitions += 1
+        return transition
+
+    def _transition(
+        self, new: State, when: float, reason: Literal["result", "removed"]
+    ) -> Transition:
+        return Transition(
             probe=self.probe,
             target=self.target,
             old=self.state,
@@ -188,7 +201,3 @@ class TargetHealth:
             alert=self.rule.name,
             reason=reason,
         )
-        self.state = new
-        self.since = when
-        self.transitions += 1
-        return transition
