@@ -11,7 +11,7 @@ from trioprobe.results import ProbeResult
 
 def _feed(h: TargetHealth, pattern: str, latency: float = 0.01) -> list[str]:
     """Feed ``pattern`` ("+" success, "-" failure); the state after each result."""
-    states = []
+    states: list[str] = []
     for ch in pattern:
         h.feed(ProbeResult("t", ch == "+", latency, error=None if ch == "+" else "boom"))
         states.append(h.state)

@@ -120,3 +120,38 @@ def test_memory_per_target_is_bounded() -> None:
         tracemalloc.stop()
     assert many < 8 * 1024, many
     assert abs(many - few) < 512, (few, many)
+
+
+async def test_a_large_page_lets_the_probes_run_while_it_renders(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    health = Health()
+    for i in range(400):
+        health.feed("p", ProbeResult(f"t{i}", True, 0.001))
+    ticks = 0
+    sent: list[dict[str, object]] = []
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    async def receive() -> dict[str, object]:
+        raise AssertionError("not called for GET")
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/status"}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other_task)
+        await trio.lowlevel.checkpoint()
+        ticks = 0
+        await StatusPage(health)(scope, receive, send)  # type: ignore[arg-type]
+        nursery.cancel_scope.cancel()
+    # 400 rows, a checkpoint every 8: the other task ran about 50 times during the render.
+    assert ticks >= 40
+    body = sent[1]["body"]
+    assert isinstance(body, bytes)
+    assert body.count(b"<tr class=") == 400

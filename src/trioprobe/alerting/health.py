@@ -215,6 +215,11 @@ class Health:
         entry = self._entries.get((probe, target))
         return None if entry is None else entry.history
 
+    def snapshot(self) -> list[tuple[TargetHealth, History]]:
+        """Every probe x target's live state and history, in the order first seen (a list copy:
+        safe to walk across checkpoints while results keep coming in)."""
+        return [(e.health, e.history) for e in self._entries.values()]
+
     def entries(self, probe: str) -> list[TargetHealth]:
         return [e.health for (p, _), e in self._entries.items() if p == probe]
 
