@@ -88,6 +88,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"  surfacer {sspec.type}: {options}")
     if not config.surfacers:
         print("  no surfacers: results are shown by `trioprobe run` only")
+    for alert in config.alerts:
+        told = [k for k in ("log", "command", "webhook") if getattr(alert, k)]
+        print(
+            f"  alert {alert.name!r} on {', '.join(alert.probes) or 'every other probe'}: "
+            f"notifies by {', '.join(told) or 'nothing'}"
+        )
+    if config.status is not None:
+        print(f"  status page on {config.status.host}:{config.status.port}")
     return 0
 
 
