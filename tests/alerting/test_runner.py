@@ -17,6 +17,8 @@ from trioprobe.alerting import DOWN, UNKNOWN, UP, Transition
 from trioprobe.config import parse_config
 from trioprobe.metrics import Int, Kind
 from trioprobe.runner import Runner
+from trioprobe.surfacers.influx import to_lines
+from trioprobe.surfacers.prometheus import render
 
 from . import scripted_probe
 
@@ -96,6 +98,15 @@ async def test_runner_alerting_end_to_end(
         ("b", DOWN, UNKNOWN),
     ]
     assert recorder.ended
+    # Plain names; each surfacer maps them as it maps every metric.
+    prometheus = render(recorder.items)
+    assert "# TYPE up gauge" in prometheus
+    assert "# TYPE transitions counter" in prometheus
+    assert (
+        'alert_firing{ptype="scripted",probe="p",dst="b",alert="p-down",zone="z"} 1' in prometheus
+    )
+    influx = [line for em in recorder.items for line in to_lines(em)]
+    assert any(line.startswith("up,alert=p-down,dst=b,") for line in influx)
     messages = [r.getMessage() for r in caplog.records]
     assert any("alert 'p-down' fire" in m and "'b' is down" in m for m in messages), messages
     assert any("alert 'p-down' resolve" in m and "'b' is unknown" in m for m in messages)
