@@ -60,7 +60,9 @@ def sparkline(history: History, now: float) -> str:
     peak = max((lat for lat, _, _ in series if lat is not None), default=0.0) or 1.0
     parts = [
         f'<svg class="spark" width="{_SPARK_W}" height="{_SPARK_H}" '
-        f'viewBox="0 0 {_SPARK_W} {_SPARK_H}" role="img" aria-label="last hour">'
+        f'viewBox="0 0 {_SPARK_W} {_SPARK_H}" role="img" aria-label="last hour">',
+        # The frame of the hour, so a target with only a few minutes of history still reads.
+        f'<rect width="{_SPARK_W}" height="{_SPARK_H}" fill="#f3f4f6"/>',
     ]
     points: list[str] = []
     last = (0.0, 0.0)
