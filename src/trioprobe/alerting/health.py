@@ -68,7 +68,9 @@ class Health:
     ) -> None:
         self.rules = dict(rules or {})
         self.default = default or AlertRule()
-        self._entries: dict[tuple[str, str], _Entry] = {}
+        # probe -> target -> entry: per probe, so a sweep of one probe's targets costs that
+        # probe's size, not everyone's.
+        self._entries: dict[str, dict[str, _Entry]] = {}
         self._subscribers: list[trio.MemorySendChannel[Transition]] = []
         self._waiters: list[tuple[str, State, str | None, trio.Event]] = []
         self._listeners: list[Callable[[Transition], None]] = []
@@ -81,10 +83,10 @@ class Health:
     # -- input ----------------------------------------------------------------------------------
     def feed(self, probe: str, result: ProbeResult) -> Transition | None:
         """Evaluate one result of ``probe`` (call it from that probe's one owner task)."""
-        key = (probe, result.target)
-        entry = self._entries.get(key)
+        entries = self._entries.setdefault(probe, {})
+        entry = entries.get(result.target)
         if entry is None:
-            entry = self._entries[key] = _Entry(
+            entry = entries[result.target] = _Entry(
                 TargetHealth(probe, result.target, self.rule_for(probe), result.timestamp)
             )
         entry.history.add(trio.current_time(), result.success, result.latency)
@@ -97,10 +99,11 @@ class Health:
         """``probe``'s current target list: targets no longer in it are dropped, resolving their
         alerts (their state and history are forgotten, so memory follows the target list)."""
         keep = set(targets)
-        gone = [k for k in self._entries if k[0] == probe and k[1] not in keep]
+        entries = self._entries.get(probe, {})
+        gone = [target for target in entries if target not in keep]
         out = []
-        for key in gone:
-            transition = self._entries.pop(key).health.remove(time.time())
+        for target in gone:
+            transition = entries.pop(target).health.remove(time.time())
             if transition is not None:
                 out.append(transition)
                 self._emit(transition)
@@ -202,8 +205,8 @@ class Health:
 
     # -- reading ---------------------------------------------------------------------------------
     def statuses(self) -> list[TargetStatus]:
-        """Every known probe x target, in the order first seen."""
-        return [self._status(e.health) for e in self._entries.values()]
+        """Every known probe x target, grouped by probe, in the order first seen."""
+        return [self._status(e.health) for es in self._entries.values() for e in es.values()]
 
     def status(self, target: str, *, probe: str | None = None) -> TargetStatus | None:
         for status in self.statuses():
@@ -212,16 +215,16 @@ class Health:
         return None
 
     def history(self, probe: str, target: str) -> History | None:
-        entry = self._entries.get((probe, target))
+        entry = self._entries.get(probe, {}).get(target)
         return None if entry is None else entry.history
 
     def snapshot(self) -> list[tuple[TargetHealth, History]]:
-        """Every probe x target's live state and history, in the order first seen (a list copy:
+        """Every probe x target's live state and history, by probe (a list copy:
         safe to walk across checkpoints while results keep coming in)."""
-        return [(e.health, e.history) for e in self._entries.values()]
+        return [(e.health, e.history) for es in self._entries.values() for e in es.values()]
 
     def entries(self, probe: str) -> list[TargetHealth]:
-        return [e.health for (p, _), e in self._entries.items() if p == probe]
+        return [e.health for e in self._entries.get(probe, {}).values()]
 
     @staticmethod
     def _status(h: TargetHealth) -> TargetStatus:
