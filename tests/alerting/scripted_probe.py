@@ -7,7 +7,7 @@ targets succeed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -21,6 +21,19 @@ if TYPE_CHECKING:
 
 OUTCOMES: dict[str, bool] = {}
 LATENCY: dict[str, float] = {}
+
+
+def fast_config(alert: dict[str, Any], **top: Any) -> dict[str, Any]:
+    """A config: probe ``p`` of target ``x`` every 20 ms (real time), watched by ``alert``."""
+    probe = {
+        "name": "p",
+        "type": "scripted",
+        "targets": ["x"],
+        "interval": 0.02,
+        "timeout": 0.5,
+        "stats_interval": 1.0,
+    }
+    return {"probe": [probe], "alert": [alert], **top}
 
 
 @attrs.frozen

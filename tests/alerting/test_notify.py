@@ -16,6 +16,7 @@ from trioprobe.config import ConfigError, parse_config
 from trioprobe.runner import Runner
 
 from . import scripted_probe
+from .scripted_probe import fast_config
 
 SCRIPT = """\
 import json, sys
@@ -70,31 +71,19 @@ async def test_runner_runs_the_command_on_fire_and_resolve(
 ) -> None:
     out = tmp_path / "calls.jsonl"
     config = parse_config(
-        {
-            "probe": [
-                {
-                    "name": "p",
-                    "type": "scripted",
-                    "targets": ["x"],
-                    "interval": 0.02,
-                    "timeout": 0.5,
-                    "stats_interval": 1.0,
-                }
-            ],
-            "alert": [
-                {
-                    "name": "x-down",
-                    "command": [
-                        sys.executable,
-                        str(_script(tmp_path)),
-                        str(out),
-                        "{event}",
-                        "{target}",
-                        "{state}",
-                    ],
-                }
-            ],
-        }
+        fast_config(
+            {
+                "name": "x-down",
+                "command": [
+                    sys.executable,
+                    str(_script(tmp_path)),
+                    str(out),
+                    "{event}",
+                    "{target}",
+                    "{state}",
+                ],
+            }
+        )
     )
     runner = Runner(config)
     with trio.fail_after(60):
@@ -162,26 +151,14 @@ async def test_a_hanging_command_never_stalls_probing(tmp_path: Path) -> None:
     """The command hangs far longer than the test; state changes go on regardless, and the
     shutdown is bounded by shutdown_grace (the hung command is killed)."""
     config = parse_config(
-        {
-            "shutdown_grace": 0.5,
-            "probe": [
-                {
-                    "name": "p",
-                    "type": "scripted",
-                    "targets": ["x"],
-                    "interval": 0.02,
-                    "timeout": 0.5,
-                    "stats_interval": 1.0,
-                }
-            ],
-            "alert": [
-                {
-                    "name": "x-down",
-                    "command": [sys.executable, "-c", "import time; time.sleep(600)"],
-                    "command_timeout": 600.0,
-                }
-            ],
-        }
+        fast_config(
+            {
+                "name": "x-down",
+                "command": [sys.executable, "-c", "import time; time.sleep(600)"],
+                "command_timeout": 600.0,
+            },
+            shutdown_grace=0.5,
+        )
     )
     runner = Runner(config)
     with trio.fail_after(30):

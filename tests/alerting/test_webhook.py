@@ -16,6 +16,7 @@ from trioprobe.config import parse_config
 from trioprobe.runner import Runner
 
 from . import scripted_probe
+from .scripted_probe import fast_config
 
 
 class Receiver:
@@ -64,27 +65,15 @@ class Receiver:
 
 def _config(url: str, queue_dir: Path) -> Any:
     return parse_config(
-        {
-            "shutdown_grace": 0.5,
-            "probe": [
-                {
-                    "name": "p",
-                    "type": "scripted",
-                    "targets": ["x"],
-                    "interval": 0.02,
-                    "timeout": 0.5,
-                    "stats_interval": 1.0,
-                }
-            ],
-            "alert": [
-                {
-                    "name": "x-down",
-                    "webhook": f"{url}/hook",
-                    "webhook_queue_dir": str(queue_dir),
-                    "webhook_timeout": 2.0,
-                }
-            ],
-        }
+        fast_config(
+            {
+                "name": "x-down",
+                "webhook": f"{url}/hook",
+                "webhook_queue_dir": str(queue_dir),
+                "webhook_timeout": 2.0,
+            },
+            shutdown_grace=0.5,
+        )
     )
 
 
