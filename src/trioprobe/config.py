@@ -37,7 +37,7 @@ from cattrs.cols import homogenous_tuple_structure_factory, is_sequence
 from cattrs.errors import ClassValidationError
 from cattrs.v import format_exception
 
-from ._options import is_path_field
+from ._options import is_path_field, path_field
 from .metrics import Distribution, MetricsError
 from .probes import PROBE_TYPES, load_probe_type
 from .results import LATENCY_UNITS
@@ -45,10 +45,12 @@ from .surfacers import SURFACER_TYPES, load_surfacer_type
 from .surfacers._naming import BUILTIN_EXPORTS, CORE_EXPORTS, clash_warnings
 
 __all__ = [
+    "AlertSpec",
     "Config",
     "ConfigError",
     "LatencyBuckets",
     "ProbeSpec",
+    "StatusSpec",
     "SurfacerSpec",
     "TargetsFile",
     "exposition_warnings",
@@ -124,11 +126,61 @@ class SurfacerSpec:
 
 
 @attrs.frozen
+class AlertSpec:
+    """An ``[[alert]]`` table: when a probe's targets count as down, and whom to tell.
+
+    See docs/alerting.md. A target goes down after ``failure_threshold`` consecutive failures, or
+    when ``failures`` of its last ``total`` results failed (the window condition, off while
+    ``total`` is 0); it comes back up after ``success_threshold`` consecutive successes once the
+    window condition no longer holds. With ``max_latency`` (seconds) a slower success counts as a
+    failure.
+    """
+
+    name: str
+    #: The probes this alert watches; empty means every probe no other alert names.
+    probes: tuple[str, ...] = ()
+    failure_threshold: int = 3
+    success_threshold: int = 2
+    failures: int = 0
+    total: int = 0
+    max_latency: float | None = None
+    #: Seconds between re-notifications of a firing alert; 0 turns repeats off.
+    repeat_interval: float = 3600.0
+    #: Log every fire/resolve (logger ``trioprobe.alerting``).
+    log: bool = True
+    #: argv run on fire/resolve/repeat (never through a shell); ``{alert}``, ``{probe}``,
+    #: ``{target}``, ``{event}``, ``{state}``, ``{failures}``, ``{total}``, ``{since}``,
+    #: ``{error}``, ``{key}`` and ``{json}`` are replaced in each argument.
+    command: tuple[str, ...] = ()
+    command_timeout: float = 10.0
+    #: URL that gets a JSON POST per fire/resolve/repeat, durably (through a handoff queue).
+    webhook: str = ""
+    webhook_timeout: float = 10.0
+    #: The webhook's queue directory; "" means ``<tmp>/trioprobe-handoff-<uid>/alert-<name>``.
+    webhook_queue_dir: str = path_field("")
+
+
+@attrs.frozen
+class StatusSpec:
+    """The ``[status]`` table: serve the status page (``/status``, ``/status.json``)."""
+
+    host: str = "127.0.0.1"
+    #: 0 picks a free port (the CLI prints the URL).
+    port: int = 9314
+    #: Seconds between the page's own refreshes.
+    refresh: int = 5
+
+
+@attrs.frozen
 class Config:
     """A validated config: each probe and surfacer with its type-specific options."""
 
     probes: tuple[tuple[ProbeSpec, Any], ...]
     surfacers: tuple[tuple[SurfacerSpec, Any], ...]
+    #: ``[[alert]]`` tables; probes no alert names get the default conditions, without notices.
+    alerts: tuple[AlertSpec, ...] = ()
+    #: The status page, when a ``[status]`` table is given.
+    status: StatusSpec | None = None
     #: Seconds surfacers get to flush at shutdown before they are cancelled.
     shutdown_grace: float = 5.0
     #: Where relative paths in the config are resolved from.
@@ -169,7 +221,7 @@ _converter.register_structure_hook_factory(
 )
 _PROBE_KEYS = frozenset(attrs.fields_dict(ProbeSpec))
 _SURFACER_KEYS = frozenset(attrs.fields_dict(SurfacerSpec))
-_TOP_KEYS = frozenset({"probe", "surfacer", "shutdown_grace"})
+_TOP_KEYS = frozenset({"probe", "surfacer", "shutdown_grace", "alert", "status"})
 
 
 def _format_exception(exc: BaseException, type_: type | None) -> str:
@@ -305,14 +357,91 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
             options = resolve_paths(options, base_dir or Path.cwd())
         surfacers.append((sspec, options))
 
+    alerts = _parse_alerts(data.get("alert", []), names, base_dir or Path.cwd(), errors)
+    status = None
+    if "status" in data:
+        status = _structure(data["status"], StatusSpec, "$.status", errors)
+        if status is not None and not (0 <= status.port <= 65535 and status.refresh >= 1):
+            errors.append("status: expected 0 <= port <= 65535 and refresh >= 1 second")
+
     if errors:
         raise ConfigError("\n".join(errors))
     return Config(
         probes=tuple(probes),
         surfacers=tuple(surfacers),
+        alerts=alerts,
+        status=status,
         shutdown_grace=float(grace),
         base_dir=base_dir or Path.cwd(),
     )
+
+
+def _parse_alerts(
+    raw: Any, probe_names: set[str], base_dir: Path, errors: list[str]
+) -> tuple[AlertSpec, ...]:
+    if not isinstance(raw, list) or not all(isinstance(a, dict) for a in raw):
+        errors.append("alert: expected an array of tables ([[alert]])")
+        return ()
+    alerts: list[AlertSpec] = []
+    claimed: dict[str, str] = {}
+    catch_all: str | None = None
+    for i, table in enumerate(raw):
+        path = f"alert[{i}]"
+        spec = _structure(table, AlertSpec, f"$.{path}", errors)
+        if spec is None:
+            continue
+        before = len(errors)
+        _check_alert(spec, path, errors)
+        if spec.name in {a.name for a in alerts}:
+            errors.append(f"{path}.name: duplicate alert name {spec.name!r}")
+        for probe in spec.probes:
+            if probe not in probe_names:
+                errors.append(f"{path}.probes: no probe named {probe!r}")
+            elif probe in claimed:
+                errors.append(
+                    f"{path}.probes: probe {probe!r} already has alert {claimed[probe]!r}"
+                )
+            claimed[probe] = spec.name
+        if not spec.probes:
+            if catch_all is not None:
+                errors.append(f"{path}.probes: only one alert may leave `probes` empty")
+            catch_all = spec.name
+        if len(errors) == before:
+            alerts.append(resolve_paths(spec, base_dir))
+    return tuple(alerts)
+
+
+def _check_alert(spec: AlertSpec, path: str, errors: list[str]) -> None:
+    if not spec.name:
+        errors.append(f"{path}.name: must not be empty")
+    if spec.failure_threshold < 0 or spec.success_threshold < 1:
+        errors.append(f"{path}: expected failure_threshold >= 0 and success_threshold >= 1")
+    if spec.total < 0 or not (0 <= spec.failures <= spec.total):
+        errors.append(
+            f"{path}: expected 0 <= failures <= total (the window), got "
+            f"failures={spec.failures} total={spec.total}"
+        )
+    elif spec.total and spec.failures < 1:
+        errors.append(f"{path}.failures: expected >= 1 when total is set")
+    if spec.failure_threshold == 0 and spec.total == 0:
+        errors.append(f"{path}: no down condition: set failure_threshold, or failures/total")
+    for key in ("max_latency", "command_timeout", "webhook_timeout"):
+        value = getattr(spec, key)
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            errors.append(f"{path}.{key}: expected a finite number of seconds > 0, got {value}")
+    if not (spec.repeat_interval >= 0 and math.isfinite(spec.repeat_interval)):
+        errors.append(f"{path}.repeat_interval: expected seconds >= 0, got {spec.repeat_interval}")
+    if spec.webhook and not spec.webhook.startswith(("http://", "https://")):
+        errors.append(f"{path}.webhook: expected an http:// or https:// URL, got {spec.webhook!r}")
+    if spec.command and not spec.command[0]:
+        errors.append(f"{path}.command: the program (first element) must not be empty")
+    from .alerting.notify import check_template  # here: alerting imports this module
+
+    for arg in spec.command:
+        try:
+            check_template(arg)
+        except ValueError as exc:
+            errors.append(f"{path}.command: {exc}")
 
 
 def resolve_paths(options: Any, base_dir: Path) -> Any:

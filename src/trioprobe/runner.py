@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from .alerting import AlertingService, Health
 from .config import DEFAULT_SURFACER_BUFFER, Config, ConfigError, ProbeSpec, TargetsFile
 from .metrics import EventMetrics
 from .probes import Probe, TargetsFn, load_probe_type
@@ -98,7 +99,14 @@ class Runner:
         ]
         self.surfacers.extend((surfacer, DEFAULT_SURFACER_BUFFER) for surfacer in extra_surfacers)
         self.fanout: Fanout | None = None
+        #: Health state, notifications, health metrics and the status page (docs/alerting.md).
+        self.alerting = AlertingService(config)
         self._probes_scope = trio.CancelScope()
+
+    @property
+    def health(self) -> Health:
+        """Every target's health state: ``subscribe()`` to transitions, ``wait_until(...)``."""
+        return self.alerting.health
 
     def shutdown(self) -> None:
         """Begin the phased shutdown: stop the probes and let everything after them drain."""
@@ -120,6 +128,12 @@ class Runner:
                 inputs: list[trio.MemorySendChannel[ProbeResult]] = []
                 self_export = export_send.clone()
                 async with export_send:
+                    probe_targets = [(spec, targets) for spec, _, targets in self.probes]
+                    await _start(
+                        keeper_nursery,
+                        "alerting",
+                        partial(self.alerting.run, export_send.clone(), probe_targets),
+                    )
                     for spec, _, targets in self.probes:
                         send_results, receive_results = trio.open_memory_channel[ProbeResult](
                             _RESULTS_BUFFER
@@ -145,6 +159,7 @@ class Runner:
                 # Every input channel is closed now, even if a probe failed to start.
                 for send_results in inputs:
                     send_results.close()
+                self.alerting.finish()
             surfacer_nursery.cancel_scope.deadline = (
                 trio.current_time() + self.config.shutdown_grace
             )
@@ -168,9 +183,17 @@ class Runner:
         results: trio.MemoryReceiveChannel[ProbeResult],
         export: trio.MemorySendChannel[EventMetrics],
     ) -> Callable[..., Any]:
-        observe = None
+        # The alerting tap: the keeper is the one task that sees this probe's every result.
+        feed = partial(self.alerting.feed, spec.name)
+        observe: Callable[[ProbeResult], None] = feed
         if self.observe is not None:
-            observe = partial(self.observe, spec.name)
+            user_observe = partial(self.observe, spec.name)
+
+            def observe_both(result: ProbeResult) -> None:
+                feed(result)
+                user_observe(result)
+
+            observe = observe_both
         buckets = spec.latency_buckets
         return partial(
             stats_keeper,

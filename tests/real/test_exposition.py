@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import re
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ import httpx
 import trio
 
 from trioprobe._asgi import serve_asgi
-from trioprobe.cli._demo import demo_app, demo_config
+from trioprobe.cli._demo import demo_app, demo_config, serve_demo_dns, serve_echo
 from trioprobe.config import load_config, parse_config
 from trioprobe.metrics import EventMetrics, Kind, String
 from trioprobe.probing import serve_health
@@ -27,19 +28,23 @@ from trioprobe.runner import Runner
 from trioprobe.surfacers.prometheus import PrometheusSurfacer, render
 from trioprobe.zmqnet import RouterServer
 
+from .net_services import socat_udp_echo
 from .services import require_binary
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @asynccontextmanager
-async def loopback_servers() -> AsyncIterator[tuple[str, str, str]]:
-    """(http URL, health endpoint URL, zmq address), served until the block ends."""
+async def loopback_servers() -> AsyncIterator[tuple[str, str, str, str, str]]:
+    """(http URL, health endpoint URL, zmq address, tcp echo, dns server), served until the
+    block ends."""
     async with trio.open_nursery() as nursery:
         http_url = await nursery.start(serve_asgi, demo_app)
         health_url = await nursery.start(serve_health)
         zmq_addr = await nursery.start(RouterServer("tcp://127.0.0.1:0", workers=2).run)
-        yield http_url, health_url, zmq_addr
+        echo_addr = await nursery.start(serve_echo)
+        dns_addr = await nursery.start(serve_demo_dns)
+        yield http_url, health_url, zmq_addr, echo_addr, dns_addr
         nursery.cancel_scope.cancel()
 
 
@@ -64,42 +69,22 @@ def _latency_count(text: str, probe: str) -> float:
     return sum(counts)
 
 
-async def test_promtool_check_metrics_is_silent_on_every_probe_type_and_value_kind() -> None:
+def _other_probe_types(udp_port: int) -> list[dict[str, Any]]:
+    """The probe types the demo does not run: udp (against socat), ping, external."""
+    program = [sys.executable, "-c", "print('queue_depth 7'); print('errors map:kind io:2')"]
+    return [
+        {"name": "dgram", "type": "udp", "targets": [f"127.0.0.1:{udp_port}"]},
+        {"name": "icmp", "type": "ping", "targets": ["127.0.0.1"]},
+        {"name": "script", "type": "external", "targets": ["x"], "command": program},
+    ]
+
+
+async def test_promtool_check_metrics_is_silent_on_every_probe_type_and_value_kind(
+    tmp_path: Path,
+) -> None:
     promtool = require_binary("promtool", "prometheus")
-    async with loopback_servers() as (http_url, health_url, zmq_addr):
-        table: dict[str, Any] = demo_config(http_url, health_url, zmq_addr)
-        for probe in table["probe"]:
-            probe.update(interval=0.1, stats_interval=0.3)
-            probe.pop("timeout", None)
-        # /missing answers 404, so the http probe fails there: resp_code has several keys.
-        table["probe"][0]["targets"].append(f"{http_url}/missing")
-        runner = Runner(parse_config(table))
-        async with trio.open_nursery() as nursery:
-            await nursery.start(runner.run)
-            surfacer = _prometheus(runner)
-            # No built-in probe exports a string: record one beside the run's series.
-            info = EventMetrics(Kind.GAUGE).add_label("ptype", "http").add_label("probe", "web")
-            surfacer.record(info.add_label("dst", http_url).add_metric("version", String("1.2")))
-
-            def every_kind(text: str) -> bool:
-                return all(
-                    _latency_count(text, p) > 0 for p in ("web", "peer", "log", "zmq")
-                ) and all(
-                    f"\n{name}" in text
-                    for name in (
-                        "trioprobe_append_latency_seconds_bucket",
-                        "trioprobe_srtt_seconds",
-                        "trioprobe_clock_diff_seconds",
-                        "trioprobe_last_applied_index",
-                        'trioprobe_resp_code_total{code="404"',
-                        "trioprobe_validation_failure_total",
-                        "trioprobe_version_info",
-                        "trioprobe_up",
-                    )
-                )
-
-            text = await _scrape_until(f"{surfacer.url}/metrics", every_kind)
-            runner.shutdown()
+    with socat_udp_echo(tmp_path) as udp_port:
+        text = await _scrape_every_probe_type(udp_port)
     lint = await trio.to_thread.run_sync(
         lambda: subprocess.run(
             [promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60
@@ -110,11 +95,61 @@ async def test_promtool_check_metrics_is_silent_on_every_probe_type_and_value_ki
     assert report.strip() == "", report
 
 
+async def _scrape_every_probe_type(udp_port: int) -> str:
+    async with loopback_servers() as (http_url, health_url, zmq_addr, echo_addr, dns_addr):
+        table: dict[str, Any] = demo_config(http_url, health_url, zmq_addr, echo_addr, dns_addr)
+        table["probe"].extend(_other_probe_types(udp_port))
+        for probe in table["probe"]:
+            probe.update(interval=0.1, stats_interval=0.3)
+            probe.pop("timeout", None)
+        # /missing answers 404, so the http probe fails there: resp_code has several keys.
+        table["probe"][0]["targets"].append(f"{http_url}/missing")
+        # An alert on it, so the alerting service's metrics are in the run too.
+        table["alert"] = [{"name": "web-down", "probes": ["web"]}]
+        runner = Runner(parse_config(table))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run)
+            surfacer = _prometheus(runner)
+            # No built-in probe exports a string: record one beside the run's series.
+            info = EventMetrics(Kind.GAUGE).add_label("ptype", "http").add_label("probe", "web")
+            surfacer.record(info.add_label("dst", http_url).add_metric("version", String("1.2")))
+
+            probes = [p["name"] for p in table["probe"]]
+
+            def every_kind(text: str) -> bool:
+                return all(_latency_count(text, p) > 0 for p in probes) and all(
+                    f"\n{name}" in text
+                    for name in (
+                        "trioprobe_append_latency_seconds_bucket",
+                        "trioprobe_srtt_seconds",
+                        "trioprobe_clock_diff_seconds",
+                        "trioprobe_last_applied_index",
+                        'trioprobe_resp_code_total{code="404"',
+                        "trioprobe_validation_failure_total",
+                        "trioprobe_version_info",
+                        "trioprobe_up",
+                        "trioprobe_connect_latency_seconds",
+                        "trioprobe_rcode_total",
+                        "trioprobe_rtt_seconds_bucket",
+                        "trioprobe_late_total",
+                        "trioprobe_queue_depth",
+                        "trioprobe_errors_total",
+                        "trioprobe_health_up",
+                        "trioprobe_alert_firing",
+                        "trioprobe_health_transitions_total",
+                    )
+                )
+
+            text = await _scrape_until(f"{surfacer.url}/metrics", every_kind)
+            runner.shutdown()
+    return text
+
+
 async def test_example_config_shows_every_probe_latency(tmp_path: Path) -> None:
     """The shipped config mixes a bucketed latency (web) and a summed one (peers): both appear,
     whichever order the surfacer holds them in."""
     config = load_config(EXAMPLES / "config.toml")
-    async with loopback_servers() as (_, health_url, _):
+    async with loopback_servers() as (_, health_url, *_):
         probes = tuple(
             (
                 attrs.evolve(

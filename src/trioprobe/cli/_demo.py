@@ -15,6 +15,7 @@ import functools
 import random
 import socket
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import dns.exception
@@ -29,7 +30,7 @@ from ..config import Config, parse_config
 from ..probing import serve_health
 from ..zmqnet import RouterServer
 
-__all__ = ["demo_app", "run_demo", "serve_demo_dns", "serve_echo"]
+__all__ = ["StoppableServer", "demo_app", "run_demo", "serve_demo_dns", "serve_echo"]
 
 #: The one name the demo's DNS responder knows; any other name is NXDOMAIN.
 DEMO_DNS_NAME = "demo.trioprobe.test."
@@ -92,9 +93,69 @@ async def serve_demo_dns(*, task_status: trio.TaskStatus[str] = trio.TASK_STATUS
                 await sock.sendto(answer, address)
 
 
+class StoppableServer:
+    """A server of :func:`demo_app` that can be stopped (its port closes) and started again."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self._scope = trio.CancelScope()
+        self._start = trio.Event()
+
+    def stop(self) -> None:
+        self._scope.cancel()
+
+    def start(self) -> None:
+        self._start.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        port = 0
+        while True:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    self.url = await nursery.start(serve_asgi, demo_app, "127.0.0.1", port)
+                    port = int(self.url.rsplit(":", 1)[1])
+                    task_status.started(self.url)
+                    task_status = trio.TASK_STATUS_IGNORED
+            self._scope = trio.CancelScope()
+            await self._start.wait()
+            self._start = trio.Event()
+
+
+async def _with_control(
+    stoppable: StoppableServer, scope: Scope, receive: Receive, send: Send
+) -> None:
+    # POST /stoppable/stop and /stoppable/start switch the `svc` probe's target off and on.
+    if scope["type"] == "http" and scope["path"] in ("/stoppable/stop", "/stoppable/start"):
+        if scope["method"] != "POST":
+            await send_response(send, 405, b"use POST\n")
+            return
+        if scope["path"].endswith("stop"):
+            stoppable.stop()
+        else:
+            stoppable.start()
+        await send_response(send, 200, b"ok\n")
+        return
+    await demo_app(scope, receive, send)
+
+
 def demo_config(
-    http_url: str, health_url: str, zmq_addr: str, echo_addr: str, dns_addr: str
+    http_url: str,
+    health_url: str,
+    zmq_addr: str,
+    echo_addr: str,
+    dns_addr: str,
+    stoppable_url: str = "",
 ) -> dict[str, Any]:
+    svc = [
+        {
+            "name": "svc",
+            "type": "http",
+            "targets": [f"{stoppable_url}/"],
+            "interval": 0.5,
+            "timeout": 0.4,
+            "stats_interval": 2.0,
+        }
+    ]
     return {
         "shutdown_grace": 2.0,
         "probe": [
@@ -152,8 +213,15 @@ def demo_config(
                 "query_name": DEMO_DNS_NAME,
                 "answer_regex": "^127\\.0\\.0\\.1$",
             },
+            *(svc if stoppable_url else []),
         ],
         "surfacer": [{"type": "prometheus", "port": 0}],
+        "status": {"port": 0, "refresh": 2},
+        "alert": (
+            [{"name": "svc-down", "probes": ["svc"], "repeat_interval": 60.0}]
+            if stoppable_url
+            else []
+        ),
     }
 
 
@@ -162,12 +230,21 @@ async def run_demo(
     run_config: Callable[[Config, argparse.Namespace, str], Awaitable[int]],
 ) -> int:
     async with trio.open_nursery() as nursery:
-        http_url = await nursery.start(serve_asgi, demo_app)
+        stoppable = StoppableServer()
+        stoppable_url = await nursery.start(stoppable.run)
+        http_url = await nursery.start(serve_asgi, partial(_with_control, stoppable))
         health_url = await nursery.start(serve_health)
         zmq_addr = await nursery.start(RouterServer("tcp://127.0.0.1:0", workers=4).run)
         echo_addr = await nursery.start(serve_echo)
         dns_addr = await nursery.start(serve_demo_dns)
-        config = parse_config(demo_config(http_url, health_url, zmq_addr, echo_addr, dns_addr))
+        config = parse_config(
+            demo_config(http_url, health_url, zmq_addr, echo_addr, dns_addr, stoppable_url)
+        )
+        print(
+            f"stop the 'svc' target with: curl -X POST {http_url}/stoppable/stop "
+            "(start it again: .../stoppable/start)",
+            flush=True,
+        )
         status = await run_config(config, args, "trioprobe demo")
         nursery.cancel_scope.cancel()
     return status

@@ -90,6 +90,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print("  no surfacers: results are shown by `trioprobe run` only")
     for warning in exposition_warnings(config):
         print(f"  warning: {warning}")
+    for alert in config.alerts:
+        told = [k for k in ("log", "command", "webhook") if getattr(alert, k)]
+        print(
+            f"  alert {alert.name!r} on {', '.join(alert.probes) or 'every other probe'}: "
+            f"notifies by {', '.join(told) or 'nothing'}"
+        )
+    if config.status is not None:
+        print(f"  status page on {config.status.host}:{config.status.port}")
     return 0
 
 
@@ -124,6 +132,9 @@ async def run_config(config: Config, args: argparse.Namespace, title: str = "tri
                 url = getattr(surfacer, "url", None)
                 if url:
                     console.print(f"{surfacer.name} serving at {url}")
+            if runner.alerting.status_url:
+                # Printed plainly (not through rich): scripts and tests read it from stdout.
+                print(f"status page at {runner.alerting.status_url}", flush=True)
             if args.duration is not None:
                 nursery.start_soon(_shutdown_after, args.duration, runner)
             nursery.start_soon(_display, live, args, title, console)

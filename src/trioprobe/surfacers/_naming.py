@@ -66,6 +66,12 @@ KNOWN: Mapping[str, tuple[str, str]] = {
         "Latency of successful probes. A probe without latency_buckets has only the +Inf bucket.",
     ),
     "up": ("up", "1 if the target's last probe succeeded, 0 if it failed."),
+    "health_up": (
+        "health_up",
+        "1 while the alerting state of the target is up, 0 while down (absent while unknown).",
+    ),
+    "alert_firing": ("alert_firing", "1 while the target's alert is firing."),
+    "health_transitions": ("health_transitions", "Changes of the target's alerting state."),
     "failures": (
         "failures",
         "Failed probes by reason: timeout (the deadline ran out) or error (anything else; "

@@ -1,0 +1,239 @@
+"""``AlertingService``: health, notifications, metrics and the status page of a :class:`Runner`.
+
+The runner feeds every result to :attr:`AlertingService.health` from each probe's stats keeper
+(see :meth:`feed`) and runs :meth:`run` beside the keepers. Per probe, a task checks the target
+list every probe interval (removed targets resolve), re-notifies firing alerts every
+``repeat_interval``, and exports the ``up``/``alert_firing`` gauges and the ``transitions``
+counter every stats interval, through the same channel as the keepers' metrics, so every surfacer
+gets them. :meth:`finish` (called by the runner once the probes have stopped) makes a last
+export, lets the notifiers drain and ends :meth:`run`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import trio
+
+from .._asgi import serve_asgi
+from ..config import AlertSpec, Config, ProbeSpec
+from ..metrics import EventMetrics, Int, Kind
+from ..results import ProbeResult
+from .health import Health
+from .notify import (
+    NOTICE_BUFFER,
+    CommandNotifier,
+    Notice,
+    WebhookNotifier,
+    log_notice,
+)
+from .state import DOWN, UNKNOWN, UP, AlertRule, Transition
+from .status import StatusPage
+
+__all__ = ["AlertingService", "rule_of"]
+
+logger = logging.getLogger("trioprobe.alerting")
+
+Notifier = CommandNotifier | WebhookNotifier
+TargetsFn = Callable[[], Iterable[str]]
+
+
+def rule_of(spec: AlertSpec) -> AlertRule:
+    return AlertRule(
+        name=spec.name,
+        failure_threshold=spec.failure_threshold,
+        success_threshold=spec.success_threshold,
+        failures=spec.failures,
+        total=spec.total,
+        max_latency=spec.max_latency,
+    )
+
+
+class _Alert:
+    """One ``[[alert]]``'s notifiers and the channels feeding them."""
+
+    def __init__(self, spec: AlertSpec, drain_timeout: float) -> None:
+        self.spec = spec
+        self.notifiers: list[Notifier] = []
+        if spec.command:
+            self.notifiers.append(CommandNotifier(spec.command, spec.command_timeout))
+        if spec.webhook:
+            self.notifiers.append(
+                WebhookNotifier(
+                    spec.webhook,
+                    spec.webhook_queue_dir,
+                    alert=spec.name,
+                    timeout=spec.webhook_timeout,
+                    drain_timeout=drain_timeout,
+                )
+            )
+        self.channels = [trio.open_memory_channel[Notice](NOTICE_BUFFER) for _ in self.notifiers]
+        #: Notices a notifier was too far behind to take.
+        self.dropped = 0
+
+    def notify(self, notice: Notice) -> None:
+        if self.spec.log:
+            log_notice(notice)
+        for notifier, (send, _) in zip(self.notifiers, self.channels, strict=True):
+            try:
+                send.send_nowait(notice)
+            except trio.WouldBlock:
+                self.dropped += 1
+                logger.warning("%s is %d notices behind: dropped one", notifier.name, NOTICE_BUFFER)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                # The notifier has stopped (shutdown): nothing left to tell.
+                pass
+
+
+class AlertingService:
+    """Health state, notifications, metrics and the status page for one runner's probes."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.alerts = {a.name: _Alert(a, config.shutdown_grace) for a in config.alerts}
+        rules: dict[str, AlertRule] = {}
+        catch_all = next((a for a in config.alerts if not a.probes), None)
+        for spec, _ in config.probes:
+            owner = next((a for a in config.alerts if spec.name in a.probes), catch_all)
+            if owner is not None:
+                rules[spec.name] = rule_of(owner)
+        self.health = Health(rules)
+        self.health.add_listener(self._on_transition)
+        #: The status page's base URL, once serving (``None`` without a ``[status]`` table).
+        self.status_url: str | None = None
+        # (probe, target) -> (trio time of the last notice, repeats sent) of firing alerts.
+        self._firing: dict[tuple[str, str], tuple[float, int]] = {}
+        self._finished = trio.Event()
+
+    def feed(self, probe: str, result: ProbeResult) -> None:
+        """Evaluate one result (the runner's tap on the results path)."""
+        self.health.feed(probe, result)
+
+    def finish(self) -> None:
+        """The probes have stopped: export once more, drain the notifiers and end :meth:`run`."""
+        self._finished.set()
+
+    def _on_transition(self, transition: Transition) -> None:
+        key = (transition.probe, transition.target)
+        alert = self.alerts.get(transition.alert)
+        if transition.fires:
+            self._firing[key] = (trio.current_time(), 0)
+            notice = Notice("fire", transition)
+        elif transition.resolves:
+            self._firing.pop(key, None)
+            notice = Notice("resolve", transition)
+        else:
+            return
+        if alert is not None:
+            alert.notify(notice)
+
+    async def run(
+        self,
+        export: trio.MemorySendChannel[EventMetrics],
+        probes: Sequence[tuple[ProbeSpec, TargetsFn]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run until :meth:`finish`; owns ``export`` (pass a clone) and closes it when done."""
+        try:
+            await self._run(export, probes, task_status)
+        finally:
+            # Also when cancelled: subscribers' loops end instead of waiting forever.
+            self.health.close()
+
+    async def _run(
+        self,
+        export: trio.MemorySendChannel[EventMetrics],
+        probes: Sequence[tuple[ProbeSpec, TargetsFn]],
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        async with export, trio.open_nursery() as nursery:
+            notifier_nursery_done = trio.Event()
+            await nursery.start(self._run_notifiers, notifier_nursery_done)
+            status = self.config.status
+            if status is not None:
+                page = StatusPage(self.health, refresh=status.refresh)
+                url = await nursery.start(serve_asgi, page, status.host, status.port)
+                self.status_url = f"{url}/status"
+                logger.info("status page at %s", self.status_url)
+            for spec, targets in probes:
+                nursery.start_soon(self._probe_loop, spec, targets, export)
+            task_status.started()
+            await self._finished.wait()
+            for spec, targets in probes:
+                await self._export(spec, targets, export)
+            for alert in self.alerts.values():
+                for send, _ in alert.channels:
+                    send.close()
+            with trio.move_on_after(self.config.shutdown_grace):
+                await notifier_nursery_done.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _run_notifiers(
+        self, done: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                for alert in self.alerts.values():
+                    for notifier, (_, receive) in zip(alert.notifiers, alert.channels, strict=True):
+                        await nursery.start(notifier.run, receive)
+                task_status.started()
+        finally:
+            done.set()
+
+    async def _probe_loop(
+        self,
+        spec: ProbeSpec,
+        targets: TargetsFn,
+        export: trio.MemorySendChannel[EventMetrics],
+    ) -> None:
+        next_export = trio.current_time() + spec.export_interval
+        while True:
+            await trio.sleep(spec.interval)
+            self.health.set_targets(spec.name, targets())
+            self._repeat(spec.name)
+            if trio.current_time() >= next_export:
+                next_export += spec.export_interval * max(
+                    1, int((trio.current_time() - next_export) // spec.export_interval) + 1
+                )
+                await self._export(spec, targets, export)
+
+    def _repeat(self, probe: str) -> None:
+        rule = self.health.rule_for(probe)
+        alert = self.alerts.get(rule.name)
+        if alert is None or alert.spec.repeat_interval <= 0:
+            return
+        now = trio.current_time()
+        for h in self.health.entries(probe):
+            key = (probe, h.target)
+            if h.state != DOWN or key not in self._firing:
+                continue
+            last, repeats = self._firing[key]
+            if now - last >= alert.spec.repeat_interval:
+                self._firing[key] = (now, repeats + 1)
+                alert.notify(Notice("repeat", h.firing(), repeat=repeats + 1))
+
+    async def _export(
+        self, spec: ProbeSpec, targets: TargetsFn, export: trio.MemorySendChannel[EventMetrics]
+    ) -> None:
+        listed = set(targets())
+        now = time.time()
+        for h in self.health.entries(spec.name):
+            if h.target not in listed:
+                continue
+            gauge = EventMetrics(Kind.GAUGE, now)
+            if h.state != UNKNOWN:
+                gauge.add_metric("health_up", Int(1 if h.state == UP else 0))
+            gauge.add_metric("alert_firing", Int(1 if h.state == DOWN and h.rule.name else 0))
+            counter = EventMetrics(Kind.CUMULATIVE, now)
+            counter.add_metric("health_transitions", Int(h.transitions))
+            for em in (gauge, counter):
+                # The alert label keeps these apart from the keeper's own metrics of the same
+                # target (same ptype/probe/dst), which a surfacer keys by label set.
+                em.add_label("ptype", spec.type).add_label("probe", spec.name)
+                em.add_label("dst", h.target).add_label("alert", h.rule.name)
+                for k, v in spec.labels.items():
+                    em.add_label(k, v)
+                await export.send(em)

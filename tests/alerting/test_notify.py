@@ -1,0 +1,172 @@
+"""Notifications with a real command (real clock: a child process is real time), and the
+config checks of ``[[alert]]`` tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from trioprobe.alerting import DOWN, UP, CommandNotifier, Notice, Transition
+from trioprobe.config import ConfigError, parse_config
+from trioprobe.runner import Runner
+
+from . import scripted_probe
+from .scripted_probe import fast_config
+
+SCRIPT = """\
+import json, sys
+with open(sys.argv[1], "a") as f:
+    f.write(json.dumps(sys.argv[2:]) + "\\n")
+"""
+
+
+def _script(tmp_path: Path) -> Path:
+    script = tmp_path / "record_args.py"
+    script.write_text(SCRIPT)
+    return script
+
+
+def _transition(target: str = "t<1>; rm -rf /") -> Transition:
+    return Transition("p", target, UP, DOWN, 1700000000.0, 3, 5, "refused", alert="a")
+
+
+async def test_command_gets_templated_arguments_without_a_shell(tmp_path: Path) -> None:
+    out = tmp_path / "calls.jsonl"
+    argv = (sys.executable, str(_script(tmp_path)), str(out))
+    notifier = CommandNotifier(
+        (*argv, "{event}", "{alert}", "{target}", "{failures}/{total}", "{since}", "{json}"), 10.0
+    )
+    notice = Notice("fire", _transition())
+    with trio.fail_after(30):
+        assert await notifier.notify(notice)
+    (args,) = [json.loads(line) for line in out.read_text().splitlines()]
+    # The target reaches the program as one argument, verbatim: no shell ever parses it.
+    assert args[:5] == ["fire", "a", "t<1>; rm -rf /", "3/5", "2023-11-14T22:13:20+00:00"]
+    assert json.loads(args[5])["key"] == notice.key
+
+
+async def test_failing_and_hanging_commands_are_counted_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    missing = CommandNotifier((str(tmp_path / "no-such-program"),), 10.0)
+    failing = CommandNotifier((sys.executable, "-c", "import sys; sys.exit('nope')"), 10.0)
+    hanging = CommandNotifier((sys.executable, "-c", "import time; time.sleep(60)"), 0.5)
+    with trio.fail_after(30):
+        for notifier in (missing, failing, hanging):
+            assert not await notifier.notify(Notice("fire", _transition()))
+            assert notifier.failed == 1
+    text = caplog.text
+    assert "could not start" in text
+    assert "exited with 1: nope" in text
+    assert "killed after its timeout of 0.5 s" in text
+
+
+async def test_runner_runs_the_command_on_fire_and_resolve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "calls.jsonl"
+    config = parse_config(
+        fast_config(
+            {
+                "name": "x-down",
+                "command": [
+                    sys.executable,
+                    str(_script(tmp_path)),
+                    str(out),
+                    "{event}",
+                    "{target}",
+                    "{state}",
+                ],
+            }
+        )
+    )
+    runner = Runner(config)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run)
+            await runner.health.wait_until("x", UP)
+            scripted_probe.OUTCOMES["x"] = False
+            await runner.health.wait_until("x", DOWN)
+            scripted_probe.OUTCOMES["x"] = True
+            await runner.health.wait_until("x", UP)
+            runner.shutdown()  # the notifiers drain before the run ends
+    calls = [json.loads(line) for line in out.read_text().splitlines()]
+    assert calls == [["fire", "x", "down"], ["resolve", "x", "up"]]
+
+
+@pytest.mark.parametrize(
+    ("alert", "message"),
+    [
+        ({"probes": ["nope"]}, "alert[0].probes: no probe named 'nope'"),
+        ({"failures": 4, "total": 3}, "expected 0 <= failures <= total"),
+        ({"failure_threshold": 0}, "no down condition"),
+        ({"max_latency": -1.0}, "alert[0].max_latency: expected a finite number"),
+        ({"command": ["echo", "{host}"]}, "unknown field {host}"),
+        ({"command": ["echo", "{target"]}, "bad template"),
+        ({"webhook": "ftp://x"}, "alert[0].webhook: expected an http:// or https:// URL"),
+        ({"colour": "red"}, "unknown key"),
+    ],
+)
+def test_alert_config_errors_name_the_key(alert: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "probe": [{"name": "p", "type": "http", "targets": ["http://127.0.0.1:9/"]}],
+                "alert": [{"name": "a", **alert}],
+            }
+        )
+    assert message in str(info.value)
+
+
+def test_two_alerts_cannot_claim_one_probe() -> None:
+    with pytest.raises(ConfigError, match="probe 'p' already has alert 'a'"):
+        parse_config(
+            {
+                "probe": [{"name": "p", "type": "http", "targets": ["http://127.0.0.1:9/"]}],
+                "alert": [{"name": "a", "probes": ["p"]}, {"name": "b", "probes": ["p"]}],
+            }
+        )
+
+
+def test_webhook_queue_dir_is_relative_to_the_config(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "probe": [{"name": "p", "type": "http", "targets": ["http://127.0.0.1:9/"]}],
+            "alert": [{"name": "a", "webhook": "http://127.0.0.1:1/", "webhook_queue_dir": "q"}],
+            "status": {"port": 0},
+        },
+        base_dir=tmp_path,
+    )
+    assert config.alerts[0].webhook_queue_dir == os.path.join(tmp_path, "q")
+    assert config.status is not None
+    assert config.status.host == "127.0.0.1"
+
+
+async def test_a_hanging_command_never_stalls_probing(tmp_path: Path) -> None:
+    """The command hangs far longer than the test; state changes go on regardless, and the
+    shutdown is bounded by shutdown_grace (the hung command is killed)."""
+    config = parse_config(
+        fast_config(
+            {
+                "name": "x-down",
+                "command": [sys.executable, "-c", "import time; time.sleep(600)"],
+                "command_timeout": 600.0,
+            },
+            shutdown_grace=0.5,
+        )
+    )
+    runner = Runner(config)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run)
+            for _ in range(3):  # fire, resolve, fire... while the first command still hangs
+                scripted_probe.OUTCOMES["x"] = False
+                await runner.health.wait_until("x", DOWN)
+                scripted_probe.OUTCOMES["x"] = True
+                await runner.health.wait_until("x", UP)
+            runner.shutdown()
