@@ -291,29 +291,41 @@ class FileLog:
         self._fh = fh
         self._next = count + 1
 
+    async def _ensure_open(self) -> int:
+        """The next index, opening the file first if needed. Call with ``_lock`` held."""
+        if self._closed:
+            raise LogClosedError(self._name)
+        if self._next is None:
+            await trio.to_thread.run_sync(self._open_for_append)
+            if self._closed:
+                # close() ran while the thread opened the file: it left the handle to us.
+                self._close_file()
+                raise LogClosedError(self._name)
+        assert self._next is not None
+        return self._next
+
     async def next_index(self) -> int:
         async with self._lock:
-            if self._next is None:
-                await trio.to_thread.run_sync(self._open_for_append)
-            assert self._next is not None
-            return self._next
+            return await self._ensure_open()
 
     async def append(self, data: bytes) -> int:
         if self._closed:
             raise LogClosedError(self._name)
         record = _HEADER.pack(len(data), crc32c.crc32c(data)) + data
         async with self._lock:
-            if self._closed:
-                raise LogClosedError(self._name)
-            if self._next is None:
-                await trio.to_thread.run_sync(self._open_for_append)
-            assert self._next is not None
-            if self.fsync:
-                await trio.to_thread.run_sync(self._write, record)
-            else:
-                self._write(record)  # inline on purpose: see the class docstring
-            index = self._next
-            self._next += 1
+            index = await self._ensure_open()
+            try:
+                if self.fsync:
+                    await trio.to_thread.run_sync(self._write, record)
+                else:
+                    self._write(record)  # inline on purpose: see the class docstring
+            finally:
+                if self._closed:
+                    # close() was called during the write and left the file to the lock
+                    # holder: closing it here, after the thread is done with its fd, means
+                    # no write or fsync ever runs on a closed (or reused) descriptor.
+                    self._close_file()
+            self._next = index + 1
         self._watch.notify()
         return index
 
@@ -324,12 +336,22 @@ class FileLog:
             os.fsync(self._fh.fileno())
 
     def close(self) -> None:
-        """Close the file; appends and this log's readers fail with ``LogClosedError``."""
+        """Close the file; appends and this log's readers fail with ``LogClosedError``.
+
+        An append already writing (or a file being opened) in a worker thread finishes first:
+        the file is then closed by that append, under the lock that serialises the writes, so
+        the thread never sees its descriptor closed or reused under it. That append returns
+        its index (its record was written); every later one fails with ``LogClosedError``.
+        """
         self._closed = True
+        if not self._lock.locked():
+            self._close_file()
+        self._watch.notify()
+
+    def _close_file(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        self._watch.notify()
 
     async def read(self, start_index: int) -> AsyncGenerator[Entry, None]:
         start_index = max(start_index, 1)
