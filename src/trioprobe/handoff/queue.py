@@ -712,7 +712,9 @@ class DiskBackedQueue:
                     stop = min(seg.size, self._hpos + max(READ_CHUNK, need))
                 await self._fill(self._hpos, stop)
                 continue
-            nxt = resync(self._rbuf, rel, _MAX_LEN)
+            # In a thread: a corrupt region can be megabytes of candidates to try, and the
+            # event loop must not wait for that (the buffer is immutable bytes, safe to share).
+            nxt = await trio.to_thread.run_sync(resync, self._rbuf, rel, _MAX_LEN)
             self.corrupt_records += 1
             new_pos = seg.size if nxt is None else self._rbase + nxt
             logger.warning(
