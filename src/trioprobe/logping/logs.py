@@ -183,6 +183,19 @@ class MemoryLog:
             self._first = before
         self._notify()
 
+    def rewind(self, last: int) -> None:
+        """Forget every entry after index ``last`` (0: all of them), as a server restored from an
+        older backup (or wiped) does: the next append gets ``last + 1`` again, and a reader
+        already past that waits for indexes the log has yet to reach."""
+        if last < 0:
+            raise ValueError(f"cannot rewind to index {last}")
+        if last < self._first - 1:
+            self._entries.clear()
+            self._first = last + 1
+        else:
+            del self._entries[last - self._first + 1 :]
+        self._notify()
+
     def close(self) -> None:
         self._closed = True
         self._notify()
