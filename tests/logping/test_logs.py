@@ -249,6 +249,28 @@ async def test_file_log_close_during_a_threaded_write_waits_for_it(
         await log.append(b"third")
 
 
+async def test_file_log_indexes_count_other_writers_records(tmp_path: Path) -> None:
+    """Two writers (as two processes would be) on one file: each append's index is its record's
+    true position, so a pinger never sees an index below one it has read (a false rewind)."""
+    (tmp_path / "log").touch()
+    (tmp_path / "alias").symlink_to(tmp_path / "log")
+    one = FileLog(tmp_path / "log", fsync=False)
+    two = FileLog(tmp_path / "alias", fsync=True)  # another path: no shared state
+    try:
+        assert await one.append(b"a") == 1
+        assert await two.append(b"b") == 2
+        assert await two.append(b"c") == 3
+        assert await one.append(b"d") == 4  # was 2: it only counted its own records
+        assert await two.next_index() == 5
+        assert await one.append(b"e") == 5
+        assert await two.next_index() == 6
+    finally:
+        one.close()
+        two.close()
+    got = await collect(FileLog(tmp_path / "log"), 1, 5)
+    assert got == [Entry(i, d) for i, d in enumerate([b"a", b"b", b"c", b"d", b"e"], 1)]
+
+
 async def test_file_log_rejects_foreign_file(tmp_path: Path) -> None:
     (tmp_path / "log").write_bytes(b"not a log at all")
     log = FileLog(tmp_path / "log")

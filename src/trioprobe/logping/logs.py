@@ -272,6 +272,8 @@ class FileLog:
         self.poll_interval = poll_interval
         self._lock = trio.Lock()
         self._next: int | None = None  # known once the writer has scanned the file
+        #: File offset where the records this writer has counted end.
+        self._end = 0
         self._fh: Any = None
         self._closed = False
         self._watch = self._watches.setdefault(str(self.path.absolute()), _FileWatch())
@@ -303,6 +305,7 @@ class FileLog:
             raise
         self._fh = fh
         self._next = count + 1
+        self._end = end
 
     async def _ensure_open(self) -> int:
         """The next index, opening the file first if needed. Call with ``_lock`` held."""
@@ -319,14 +322,24 @@ class FileLog:
 
     async def next_index(self) -> int:
         async with self._lock:
-            return await self._ensure_open()
+            opened = self._next is not None
+            index = await self._ensure_open()
+            if opened:
+                # Count what other processes appended since, so the position is current.
+                try:
+                    await trio.to_thread.run_sync(self._catch_up, None)
+                finally:
+                    if self._closed:
+                        self._close_file()  # close() was called meanwhile and left it to us
+                index = await self._ensure_open()
+            return index
 
     async def append(self, data: bytes) -> int:
         if self._closed:
             raise LogClosedError(self._name)
         record = _HEADER.pack(len(data), crc32c.crc32c(data)) + data
         async with self._lock:
-            index = await self._ensure_open()
+            await self._ensure_open()
             try:
                 if self.fsync:
                     await trio.to_thread.run_sync(self._write, record)
@@ -338,7 +351,9 @@ class FileLog:
                     # holder: closing it here, after the thread is done with its fd, means
                     # no write or fsync ever runs on a closed (or reused) descriptor.
                     self._close_file()
-            self._next = index + 1
+            assert self._next is not None
+            index = self._next
+            self._next += 1
         self._watch.notify()
         return index
 
@@ -347,6 +362,25 @@ class FileLog:
         self._fh.flush()
         if self.fsync:
             os.fsync(self._fh.fileno())
+        # The file is opened for appending, so the offset is now the end of our record, wherever
+        # O_APPEND put it: records before its start are exactly the ones before it in the log.
+        end = self._fh.tell()
+        self._catch_up(end - len(record))
+        self._end = end
+
+    def _catch_up(self, until: int | None) -> None:
+        """Count the records another process appended between ``_end`` and ``until`` (the
+        file's size if ``None``), so this writer's indexes stay the records' true positions
+        (a pinger takes an index below one it has already read for a log that lost data)."""
+        if until is None:
+            until = os.fstat(self._fh.fileno()).st_size
+        if until <= self._end:
+            return
+        gap = os.pread(self._fh.fileno(), until - self._end, self._end)
+        count, used = _count_frames(gap)
+        assert self._next is not None
+        self._next += count
+        self._end += used
 
     def close(self) -> None:
         """Close the file; appends and this log's readers fail with ``LogClosedError``.
@@ -383,6 +417,18 @@ class FileLog:
                     await wake.wait()
         finally:
             tail.close()
+
+
+def _count_frames(buf: bytes) -> tuple[int, int]:
+    """Count the whole frames at the start of ``buf``; return (count, bytes they take)."""
+    pos = count = 0
+    while pos + _HEADER.size <= len(buf):
+        (length, _) = _HEADER.unpack_from(buf, pos)
+        if pos + _HEADER.size + length > len(buf):
+            break
+        pos += _HEADER.size + length
+        count += 1
+    return count, pos
 
 
 def _scan(buf: bytes) -> tuple[int, int]:
