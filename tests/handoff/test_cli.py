@@ -55,6 +55,18 @@ def test_missing_directory_is_a_clear_error(
     assert "is not a queue directory" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("action", ["inspect", "dump"])
+def test_a_directory_that_is_no_queue_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], action: str
+) -> None:
+    """Not an empty table with exit 0, which reads as "an empty queue"."""
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["queue", action, str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "is not a queue directory (no segment, head or lock file)" in err
+
+
 def test_a_file_is_not_called_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     f = tmp_path / "file"
     f.write_text("x")

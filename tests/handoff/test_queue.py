@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import random
 import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +15,9 @@ import pytest
 import trio
 
 from trioprobe.handoff import (
+    QueueCloseTimeoutError,
     QueueFullError,
+    QueueIOError,
     QueueLockedError,
     QueueNotOpenError,
     QueueOpenError,
@@ -216,6 +221,57 @@ async def test_corruption_in_sealed_segment_found_on_read(tmp_path: Path) -> Non
     async with open_queue(d, verify=True) as q:
         assert q.recovery.corrupt_records == 1
         assert len(await drain(q)) == 5
+
+
+async def test_corrupt_mib_in_a_middle_segment_is_skipped_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A MiB of garbage in a sealed segment: the records after it are still read, the skip is
+    counted, and the resynchronising search runs in a worker thread and tries only the few
+    offsets that can hold a record (it used to parse every offset on the Trio thread: ~1.6 s
+    per MiB with the event loop held)."""
+    d = tmp_path / "q"
+    big = 1 << 20
+    async with open_queue(d, max_segment_size=4 * big) as q:
+        await q.append(b"before")
+        await q.append(b"x" * big)
+        await q.append(b"after")
+        q.set_max_segment_size(HDR + REC + 8)
+        await q.append(b"tail-rec")  # rolls: segment 1 is sealed, 2 is the tail
+        assert q.segment_ids() == [1, 2]
+    path = d / "1"
+    data = bytearray(path.read_bytes())
+    start = HDR + REC + len(b"before")
+    data[start : start + REC + big] = random.Random(5).randbytes(REC + big)
+    path.write_bytes(bytes(data))
+
+    calls: list[bool] = []  # per resync call: did it run on the Trio thread?
+    parses = [0]
+    real_resync, real_parse = queue_mod.resync, _format.parse_record
+
+    def on_trio_thread() -> bool:
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:
+            return False
+        return True
+
+    def watched_resync(buf: bytes, off: int, max_len: int) -> int | None:
+        calls.append(on_trio_thread())
+        return real_resync(buf, off, max_len)
+
+    def counted_parse(buf: bytes, off: int, max_len: int) -> tuple[_format.Parse, int, int]:
+        parses[0] += 1
+        return real_parse(buf, off, max_len)
+
+    monkeypatch.setattr(queue_mod, "resync", watched_resync)
+    monkeypatch.setattr(_format, "parse_record", counted_parse)
+    async with open_queue(d) as q:
+        assert await drain(q) == [b"before", b"after", b"tail-rec"]
+        assert q.corrupt_records == 1
+    assert calls == [False]  # one resync, in a worker thread
+    # Random bytes have a zero top length byte at 1 offset in 256: ~4,100 candidates, not 1 Mi.
+    assert parses[0] < big // 64
 
 
 async def test_verify_scans_every_segment(tmp_path: Path) -> None:
@@ -491,7 +547,7 @@ async def test_cancelled_appenders_never_stall_the_others(tmp_path: Path) -> Non
                     await q.append(data)
                     done.append(data)
 
-        with trio.fail_after(30):
+        with trio.fail_after(120):  # a hang guard, not a speed test
             async with trio.open_nursery() as nursery:
                 for k in range(30):
                     nursery.start_soon(appender, k)
@@ -666,3 +722,102 @@ async def test_inspect_and_open_agree_on_a_head_off_a_record_boundary(tmp_path: 
         assert q.recovery.head_note == info.head_note
         assert q.position().head_offset == info.head_offset
         assert await drain(q) == [b"bbbb", b"cccc"]
+
+
+# -- disk full outside appends, and a bounded close (issue 12, item 7) ------------------------
+def full_disk_for(monkeypatch: pytest.MonkeyPatch, magic: bytes) -> list[int]:
+    """Make every write of a file starting with ``magic`` (a segment header or the head
+    file) fail with ENOSPC, as a full disk does; returns the list of failures."""
+    real = queue_mod._write_all
+    failures: list[int] = []
+
+    def write_all(fd: int, data: bytes) -> None:
+        if data.startswith(magic):
+            failures.append(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd, data)
+
+    monkeypatch.setattr(queue_mod, "_write_all", write_all)
+    return failures
+
+
+async def test_disk_full_on_open_is_a_queue_error_naming_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = tmp_path / "q"
+    failures = full_disk_for(monkeypatch, _format.SEGMENT_MAGIC)
+    with pytest.raises(QueueIOError, match=f"opening queue {d} failed: .*No space") as exc:
+        async with open_queue(d):
+            pass
+    assert failures
+    assert exc.value.errno == errno.ENOSPC
+    assert isinstance(exc.value.__cause__, OSError)
+    monkeypatch.undo()
+    async with open_queue(d) as q:  # the lock was released; space is back
+        await q.append(b"ok")
+        assert await drain(q) == [b"ok"]
+
+
+async def test_disk_full_on_the_head_file_is_a_queue_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = tmp_path / "q"
+    q = queue_mod.DiskBackedQueue(d)
+    await q.open()
+    for i in range(3):
+        await q.append(b"r%d" % i)
+    assert await q.advance()
+    full_disk_for(monkeypatch, _format.HEAD_MAGIC)
+    with pytest.raises(QueueIOError, match=f"saving the head position of queue {d} failed"):
+        await q.sync_head()
+    with pytest.raises(QueueIOError, match=f"closing queue {d} failed") as exc:
+        await q.aclose()
+    assert exc.value.errno == errno.ENOSPC
+    assert not q.is_open
+    monkeypatch.undo()
+    async with open_queue(d) as q2:  # the lock was released; nothing was lost
+        assert await drain(q2) == [b"r0", b"r1", b"r2"]  # head not saved: r0 again
+
+
+async def test_close_is_bounded_when_a_write_hangs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+) -> None:
+    """A hung fsync used to hold aclose (shielded) forever. Now it gives up after close_timeout
+    (virtual seconds here) and the hung writer releases the files when it returns."""
+    d = tmp_path / "q"
+    entered, release = threading.Event(), threading.Event()
+    real = queue_mod._fdatasync
+
+    def hung_fsync(fd: int) -> None:
+        entered.set()
+        release.wait(60)
+        real(fd)
+
+    appended: list[object] = []
+    async with trio.open_nursery() as nursery:
+        q = queue_mod.DiskBackedQueue(d, close_timeout=5.0)
+        await q.open()
+        monkeypatch.setattr(queue_mod, "_fdatasync", hung_fsync)
+
+        async def append() -> None:
+            await q.append(b"in flight")
+            appended.append(trio.current_time())
+
+        nursery.start_soon(append)
+        await trio.to_thread.run_sync(entered.wait)
+        start = trio.current_time()
+        with pytest.raises(QueueCloseTimeoutError, match=f"closing queue {d} did not finish"):
+            await q.aclose()
+        assert trio.current_time() - start == pytest.approx(5.0)
+        assert not q.is_open
+        with pytest.raises(QueueNotOpenError):
+            await q.append(b"refused")
+        with pytest.raises(QueueLockedError):  # the hung writer still holds the files
+            await queue_mod.DiskBackedQueue(d).open()
+        release.set()
+    assert appended  # the record in flight was stored and acknowledged
+    monkeypatch.undo()
+    # Released by the writer once its fsync returned. (No close bound here: under autojump a
+    # bound in Trio time would trip while the close's worker thread runs.)
+    async with open_queue(d, close_timeout=math.inf) as q2:
+        assert await drain(q2) == [b"in flight"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from contextlib import aclosing
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -139,7 +142,7 @@ async def test_file_log_round_trip_and_reopen(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes() + b"\x00\x00\x00\x09\x00")
     log2 = FileLog(path, fsync=True)
     assert await log2.append(b"r3") == 4
-    with trio.fail_after(5):
+    with trio.fail_after(120):  # a hang guard, not a speed test
         assert await collect(log2, 2, 3) == [Entry(2, b"r1"), Entry(3, b"r2"), Entry(4, b"r3")]
     log2.close()
     assert path.stat().st_size == 8 + 4 * (8 + 2)
@@ -177,10 +180,10 @@ async def test_file_log_tail_follows_appends(tmp_path: Path) -> None:
     async def read() -> None:
         got.extend(await collect(reader, 1, 2))
 
-    with trio.fail_after(5):
+    with trio.fail_after(120):  # a hang guard, not a speed test
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read)
-            await trio.sleep(0.01)
+            await trio.testing.wait_all_tasks_blocked()  # the reader waits for a wake-up
             await writer.append(b"one")
             await writer.append(b"two")
     assert got == [Entry(1, b"one"), Entry(2, b"two")]
@@ -196,6 +199,76 @@ async def test_file_log_close_fails_readers_and_appends(tmp_path: Path) -> None:
         await log.append(b"b")
     with pytest.raises(LogClosedError):
         await collect(log, 1, 5)
+
+
+@pytest.mark.parametrize("stage", ["fsync", "open"])
+async def test_file_log_close_during_a_threaded_write_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str
+) -> None:
+    """close() while a worker thread writes/fsyncs (or opens) must not close the fd under it:
+    that gave a raw OSError(EBADF), or a write into whatever file reused the fd number."""
+    log = FileLog(tmp_path / "log", fsync=True)
+    if stage == "fsync":
+        await log.append(b"first")  # opened; the next append only writes and fsyncs
+    else:
+        other = FileLog(tmp_path / "log", fsync=False)
+        await other.append(b"first")  # so opening scans an existing file (and fstats it)
+        other.close()
+    entered, release = threading.Event(), threading.Event()
+    target = "fsync" if stage == "fsync" else "fstat"
+    real = getattr(os, target)
+
+    def blocking(fd: int) -> object:
+        entered.set()
+        release.wait(30)
+        return real(fd)
+
+    monkeypatch.setattr(f"trioprobe.logping.logs.os.{target}", blocking)
+    outcome: list[object] = []
+
+    async def append() -> None:
+        try:
+            outcome.append(await log.append(b"second"))
+        except LogClosedError as exc:
+            outcome.append(exc)
+
+    with trio.fail_after(120):  # a hang guard, not a speed test
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(append)
+            await trio.to_thread.run_sync(entered.wait)
+            log.close()
+            release.set()
+    monkeypatch.undo()
+    if stage == "fsync":
+        assert outcome == [2]  # the record in flight was written and fsynced
+    else:
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], LogClosedError)
+    assert log._fh is None  # closed once the thread was done with it
+    with pytest.raises(LogClosedError):
+        await log.append(b"third")
+
+
+async def test_file_log_indexes_count_other_writers_records(tmp_path: Path) -> None:
+    """Two writers (as two processes would be) on one file: each append's index is its record's
+    true position, so a pinger never sees an index below one it has read (a false rewind)."""
+    (tmp_path / "log").touch()
+    (tmp_path / "alias").symlink_to(tmp_path / "log")
+    one = FileLog(tmp_path / "log", fsync=False)
+    two = FileLog(tmp_path / "alias", fsync=True)  # another path: no shared state
+    try:
+        assert await one.append(b"a") == 1
+        assert await two.append(b"b") == 2
+        assert await two.append(b"c") == 3
+        assert await one.append(b"d") == 4  # was 2: it only counted its own records
+        assert await two.next_index() == 5
+        assert await one.append(b"e") == 5
+        assert await two.next_index() == 6
+    finally:
+        one.close()
+        two.close()
+    got = await collect(FileLog(tmp_path / "log"), 1, 5)
+    assert got == [Entry(i, d) for i, d in enumerate([b"a", b"b", b"c", b"d", b"e"], 1)]
 
 
 async def test_file_log_rejects_foreign_file(tmp_path: Path) -> None:
@@ -216,9 +289,12 @@ def test_ping_decoding_never_raises(data: bytes) -> None:
     assert decoded is None or data.startswith(b"P")
 
 
-async def test_file_log_reader_polls_for_other_writers(tmp_path: Path) -> None:
+async def test_file_log_reader_polls_for_other_writers(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
     """A writer this process cannot notify (here: the same file under another name, as for a
-    writer in another process) is seen by polling every poll_interval."""
+    writer in another process) is seen by polling every poll_interval (virtual time, so the
+    bound below does not depend on how busy the machine is)."""
     (tmp_path / "log").touch()
     (tmp_path / "alias").symlink_to(tmp_path / "log")
     writer = FileLog(tmp_path / "alias", fsync=False)
@@ -233,13 +309,16 @@ async def test_file_log_reader_polls_for_other_writers(tmp_path: Path) -> None:
                 if len(got) == 2:
                     return
 
-    with trio.fail_after(5):
+    with trio.fail_after(10_000):  # a hang guard only: under autojump, virtual seconds
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read)
-            await trio.sleep(0.2)
+            while not got:
+                await trio.testing.wait_all_tasks_blocked()
+                await trio.sleep(0.01)
+            await trio.sleep(0.2)  # several polls that find nothing new
             appended = trio.current_time()
-            await writer.append(b"second")
+            await writer.append(b"second")  # inline write (fsync=False): no time passes
     assert [e for e, _ in got] == [Entry(1, b"first"), Entry(2, b"second")]
-    assert got[1][1] - appended < 0.5
+    assert got[1][1] - appended <= 0.05 + 1e-9  # seen at the next poll, not by a wake-up
     writer.close()
     reader.close()

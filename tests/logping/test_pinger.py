@@ -35,7 +35,7 @@ NS = 1e-9
 class FakeLog:
     """Appender and reader over a MemoryLog, with knobs the tests turn.
 
-    ``drop``: seqs whose append is acknowledged but never shows up in the log (a lost ping).
+    ``drop``: seqs whose append is acknowledged but whose entry is not the ping (a lost ping).
     ``fail``: seqs whose append raises. ``hold``: seqs whose append waits for ``release``.
     """
 
@@ -58,7 +58,8 @@ class FakeLog:
         if seq in self.fail:
             raise RuntimeError(f"append of seq {seq} failed")
         if seq in self.drop:
-            return 999
+            # Acknowledged, but what the reader finds at its index is not the ping.
+            return self.log.append_nowait(b"lost")
         return await self.log.append(data)
 
     def read(self, start_index: int) -> AsyncGenerator[Entry, None]:
@@ -477,3 +478,102 @@ def test_bad_options() -> None:
         Pinger(fake, fake, fake.log.next_index, ping_interval=0)
     with pytest.raises(ValueError, match="pings_until_disconnect"):
         Pinger(fake, fake, fake.log.next_index, pings_until_disconnect=-1)
+
+
+# --- a log that loses its data (issue 12, item 6) ------------------------------------------
+
+
+@pytest.mark.parametrize("keep", [3, 0], ids=["restored-from-older-backup", "wiped"])
+async def test_log_that_lost_data_restarts_the_round(
+    autojump_clock: trio.abc.Clock, keep: int
+) -> None:
+    """After the log forgets its newest entries, the reader waits for an index the log has not
+    reached; the next append's index going backwards restarts the round, and pinging works
+    again (it used to time out forever with 0 restarts)."""
+    log = MemoryLog()
+    outcomes: list[PingOutcome] = []
+    pinger = Pinger(log, log, log.next_index, ping_interval=1.0, on_ping=outcomes.append)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pinger.run)
+        await trio.sleep(5.5)  # pings 1..5 succeeded at indexes 1..5
+        assert pinger.metrics.pings_succeeded == 5
+        log.rewind(keep)
+        await trio.sleep(10)
+        nursery.cancel_scope.cancel()
+    m = pinger.metrics
+    assert (m.restarts, m.rewinds, m.stalls) == (1, 1, 0)
+    # Ping 6 was appended at index keep + 1 <= 5 and ended with the round; all later ones
+    # come back from the new history.
+    assert [(o.seq, o.status) for o in outcomes[5:7]] == [
+        (6, PingStatus.ABORTED),
+        (7, PingStatus.SUCCEEDED),
+    ]
+    assert all(o.status is PingStatus.SUCCEEDED for o in outcomes[6:])
+    assert len(outcomes) >= 14
+    assert m.last_applied == log.last_index
+
+
+async def test_reader_that_returns_nothing_while_appends_succeed_restarts(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    log = MemoryLog()
+    reads: list[tuple[int, float]] = []
+
+    class Silent:
+        async def read(self, start: int) -> AsyncGenerator[Entry, None]:
+            reads.append((start, trio.current_time()))
+            await trio.sleep_forever()
+            yield Entry(start, b"")  # makes this an async generator
+
+    pinger = Pinger(log, Silent(), log.next_index, ping_interval=1.0, stall_pings=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pinger.run)
+        await trio.sleep(8.5)
+        nursery.cancel_scope.cancel()
+    m = pinger.metrics
+    # Pings at t=1, 2, 3 are acknowledged and aborted at t=2, 3, 4: the third restarts the
+    # round at t=4 (new pings from t=5; the next restart is at t=8).
+    assert [t for _, t in reads] == [0.0, 4.0, 8.0]
+    assert [start for start, _ in reads] == [1, 4, 7]
+    assert (m.restarts, m.stalls, m.rewinds) == (2, 2, 0)
+    assert m.appends_succeeded == 6
+
+
+async def test_stall_detection_needs_acknowledged_appends(autojump_clock: trio.abc.Clock) -> None:
+    """Appends that fail are an outage (counted as such), not a stalled reader; stall_pings=0
+    turns the check off."""
+    fake = FakeLog()
+    fake.fail.update(range(1, 100))
+    pinger, _ = make(fake, stall_pings=2)
+    off = MemoryLog()
+
+    class Silent:
+        async def read(self, start: int) -> AsyncGenerator[Entry, None]:
+            await trio.sleep_forever()
+            yield Entry(start, b"")
+
+    quiet = Pinger(off, Silent(), off.next_index, ping_interval=INTERVAL, stall_pings=0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pinger.run)
+        await nursery.start(quiet.run)
+        await trio.sleep(50 * INTERVAL)
+        nursery.cancel_scope.cancel()
+    assert pinger.metrics.pings_append_failed >= 40
+    assert (pinger.metrics.restarts, pinger.metrics.stalls) == (0, 0)
+    assert quiet.metrics.appends_succeeded >= 40
+    assert (quiet.metrics.restarts, quiet.metrics.stalls) == (0, 0)
+
+
+def test_memory_log_rewind() -> None:
+    log = MemoryLog()
+    for i in range(5):
+        log.append_nowait(b"%d" % i)
+    log.rewind(3)
+    assert log.last_index == 3
+    assert log.append_nowait(b"again") == 4
+    log.truncate(3)
+    log.rewind(1)  # below what compaction kept: empty, next index 2
+    assert (log.first_index, log.last_index) == (2, 1)
+    assert log.append_nowait(b"x") == 2
+    with pytest.raises(ValueError, match="rewind"):
+        log.rewind(-1)

@@ -48,6 +48,8 @@ async def test_memory_log_results(autojump_clock: trio.abc.Clock) -> None:
     assert all(r.target == "memory" and r.success for r in results)
     assert all(r.latency == 0.0 for r in results)  # autojump: no time passes in memory
     assert [r.gauges["last_applied"] for r in results] == [1, 2, 3, 4, 5]
+    # The data-loss restarts are exported beside restarts (deltas, all 0 here).
+    assert all(r.extras["rewinds"] == r.extras["stalls"] == 0 for r in results)
     # Counter extras are deltas, so the keeper's sum is the pinger's total.
     assert [r.extras["appends_succeeded"] for r in results] == [1, 1, 1, 1, 1]
     dist = results[0].extras["append_latency"]

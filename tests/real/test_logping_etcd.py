@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from pathlib import Path
 
 import pytest
 import trio
@@ -56,6 +58,9 @@ async def test_pinger_on_real_etcd(etcd: Etcd) -> None:
             ping_interval=INTERVAL,
             replay_retry_interval=0.2,
             on_ping=outcomes.append,
+            # The reader is stalled on purpose below (the gate); a stall restart on a slow
+            # machine would muddle the restart count. Stalls have their own tests.
+            stall_pings=0,
         )
         m = pinger.metrics
         async with trio.open_nursery() as nursery:
@@ -96,3 +101,40 @@ async def test_pinger_on_real_etcd(etcd: Etcd) -> None:
     assert m.pings_started >= m.pings_succeeded + m.pings_aborted + m.pings_append_failed - 1
     assert m.restarts == 1  # the compaction; the outage is ridden out by the reader
     assert reader_log.reconnects >= 1
+
+
+async def test_pinger_recovers_after_etcd_loses_its_data(etcd: Etcd) -> None:
+    """etcd wiped and restarted: its revisions start again from 1, below where the reader waits.
+    The first acknowledged append's index goes backwards and restarts the round (it used to time
+    out every ping forever with 0 restarts)."""
+    data_dir = Path(next(a for a in etcd.argv if a.startswith("--data-dir=")).split("=", 1)[1])
+    async with (
+        EtcdLog(etcd.client_url, "trioprobe-test/") as appender,
+        EtcdLog(etcd.client_url, "trioprobe-test/") as reader_log,
+    ):
+        pinger = Pinger(
+            appender,
+            reader_log,
+            appender.next_index,
+            ping_interval=INTERVAL,
+            replay_retry_interval=0.2,
+        )
+        m = pinger.metrics
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pinger.run)
+            await wait_for("20 successes", lambda: m.pings_succeeded >= 20, limit=60)
+            high = m.last_applied
+            assert high >= 20
+
+            def wipe() -> None:
+                etcd.stop()
+                shutil.rmtree(data_dir)
+                etcd.start()
+
+            await trio.to_thread.run_sync(wipe)
+            await wait_for("a rewind", lambda: m.rewinds >= 1, limit=60)
+            succeeded = m.pings_succeeded
+            await wait_for("pinging again", lambda: m.pings_succeeded >= succeeded + 5, limit=60)
+            nursery.cancel_scope.cancel()
+    assert m.restarts >= 1
+    assert m.last_applied < high  # reading the new, shorter history

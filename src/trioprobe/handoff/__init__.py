@@ -13,8 +13,10 @@ See ``docs/handoff.md`` for semantics and ``docs/handoff-format.md`` for the fil
 
 from .errors import (
     HandoffError,
+    QueueCloseTimeoutError,
     QueueError,
     QueueFullError,
+    QueueIOError,
     QueueLockedError,
     QueueNotOpenError,
     QueueOpenError,
@@ -27,6 +29,7 @@ from .errors import (
 from .inspect import QueueInfo, SegmentInfo, inspect_queue, iter_records
 from .limiter import RateLimiter
 from .queue import (
+    DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_SEGMENT_SIZE,
     DEFAULT_MAX_SIZE,
     DiskBackedQueue,
@@ -62,6 +65,7 @@ __all__ = [
     "TruncatedTail",
     "DEFAULT_MAX_SIZE",
     "DEFAULT_MAX_SEGMENT_SIZE",
+    "DEFAULT_CLOSE_TIMEOUT",
     "GiB",
     "MiB",
     # offline inspection
@@ -81,6 +85,8 @@ __all__ = [
     # errors
     "HandoffError",
     "QueueError",
+    "QueueIOError",
+    "QueueCloseTimeoutError",
     "QueueNotOpenError",
     "QueueOpenError",
     "QueueFullError",

@@ -15,6 +15,8 @@ __all__ = [
     "QueueLockedError",
     "UnsafeQueueDirError",
     "QueueWriteError",
+    "QueueIOError",
+    "QueueCloseTimeoutError",
     "ReplayerClosedError",
     "RecordRejected",
 ]
@@ -70,6 +72,29 @@ class QueueWriteError(QueueError):
         super().__init__(message)
         #: How many of the call's records (a prefix) were stored before the failure.
         self.stored = stored
+
+
+class QueueIOError(QueueError):
+    """File I/O in the queue directory failed outside an append: opening (creating the directory,
+    lock file, first segment or head file), reading a segment, saving the head position, trimming
+    or rolling a segment, or closing. Disk full (``ENOSPC``) is the usual cause.
+
+    The message names the directory and what was being done; the ``OSError`` is the
+    ``__cause__`` (and ``errno`` is copied here). No record is lost by such a failure: appended
+    records stay on disk, and a head that could not be saved only means records may be read
+    again after a restart.
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        #: The failed call's errno (``errno.ENOSPC`` for a full disk), if it had one.
+        self.errno = errno
+
+
+class QueueCloseTimeoutError(QueueError):
+    """``aclose()`` could not finish within its ``close_timeout`` (a write, read or fsync in a
+    worker thread is hung, e.g. on a dead disk). The queue is closed for this process's use; the
+    files (and the directory lock) are released when the hung call returns."""
 
 
 class ReplayerClosedError(HandoffError):

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 import attrs
 
 from ._format import (
+    HEAD_FILE,
     HEADER_SIZE,
+    LOCK_FILE,
     RECORD_HEADER_SIZE,
     align_head,
     check_segment_header,
@@ -72,7 +74,15 @@ def _segments(directory: str) -> list[int]:
     if not os.path.isdir(directory):
         why = "it is not a directory" if os.path.exists(directory) else "it does not exist"
         raise QueueError(f"{directory} is not a queue directory ({why})")
-    return list_segments(directory)
+    ids = list_segments(directory)
+    if not ids and not any(
+        os.path.exists(os.path.join(directory, name)) for name in (HEAD_FILE, LOCK_FILE)
+    ):
+        # An empty table would read as "an empty queue": say it is the wrong directory.
+        raise QueueError(
+            f"{directory} is not a queue directory (no segment, {HEAD_FILE} or {LOCK_FILE} file)"
+        )
+    return ids
 
 
 def inspect_queue(directory: str | os.PathLike[str]) -> QueueInfo:

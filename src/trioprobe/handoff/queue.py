@@ -29,8 +29,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from functools import partial
 from typing import Literal
 
@@ -56,7 +56,9 @@ from ._format import (
     scan,
 )
 from .errors import (
+    QueueCloseTimeoutError,
     QueueFullError,
+    QueueIOError,
     QueueLockedError,
     QueueNotOpenError,
     QueueOpenError,
@@ -70,6 +72,7 @@ __all__ = [
     "MiB",
     "DEFAULT_MAX_SIZE",
     "DEFAULT_MAX_SEGMENT_SIZE",
+    "DEFAULT_CLOSE_TIMEOUT",
     "DiskBackedQueue",
     "QueuePosition",
     "Record",
@@ -86,6 +89,8 @@ GiB = 1 << 30
 MiB = 1 << 20
 DEFAULT_MAX_SIZE = 10 * GiB
 DEFAULT_MAX_SEGMENT_SIZE = 10 * MiB
+#: Seconds ``aclose`` waits for the write, read or fsync in flight and its own final save.
+DEFAULT_CLOSE_TIMEOUT = 30.0
 #: How much of the head segment one read brings into memory.
 READ_CHUNK = 4 * MiB
 _MAX_LEN = 2**32 - 1
@@ -256,6 +261,7 @@ class DiskBackedQueue:
         head_sync_records: int = 4096,
         head_sync_interval: float = 1.0,
         wall_clock: Callable[[], float] | None = None,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         if sync not in ("group", "record"):
             raise ValueError(f"sync must be 'group' or 'record', not {sync!r}")
@@ -269,6 +275,10 @@ class DiskBackedQueue:
         self.head_sync_records = head_sync_records
         self.head_sync_interval = head_sync_interval
         self._wall_clock = wall_clock
+        self.close_timeout = close_timeout
+        #: Set when ``aclose`` gave up waiting for a hung call: the task that finishes it closes
+        #: the files (see ``_release_late``).
+        self._late_close = False
         #: What the last ``open`` found and repaired.
         self.recovery = RecoveryReport()
         #: Corrupt records skipped since open (found on open or while reading).
@@ -312,29 +322,91 @@ class DiskBackedQueue:
         """
         if self._open:
             return
-        await trio.to_thread.run_sync(self._open_sync)
+        with self._io_errors("opening"):
+            await trio.to_thread.run_sync(self._open_sync)
         self._open = True
         self._last_head_sync = trio.current_time()
         if not self.recovery.clean:
             logger.warning("handoff queue %s recovered: %s", self.directory, self.recovery)
 
     async def aclose(self) -> None:
-        """Wait for the write in flight, persist the head and release the directory."""
+        """Wait for the write in flight, persist the head and release the directory.
+
+        Shielded from cancellation (the directory lock and the head position must not be left
+        behind), but bounded: if the write, read or fsync in flight and the final head save do
+        not finish within ``close_timeout`` seconds (a hung disk), the queue is closed for use
+        at once and :class:`QueueCloseTimeoutError` is raised; the files and the directory lock
+        are then released by the hung call's task (or thread) when it returns.
+        """
         if not self._open:
             return
-        # Shielded: closing must finish (a bounded fsync) even when the caller is cancelled,
-        # or the directory lock and the head position would be left behind.
-        with trio.CancelScope(shield=True):
+        in_thread = False
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.close_timeout
             async with self._write_lock:
-                self._open = False
-                for p in self._pending:
-                    p.state = 2
-                    p.error = QueueNotOpenError(f"queue {self.directory} was closed")
-                    p.wake()
-                self._pending.clear()
+                self._mark_closed()
                 # The reader's file I/O in flight finishes first (its fd is closed here).
                 async with self._io_lock:
-                    await trio.to_thread.run_sync(self._close_sync)
+                    in_thread = True
+                    with self._io_errors("closing"):
+                        # abandon_on_cancel: if the timeout hits, the thread finishes the close
+                        # by itself (nothing else touches the files once the queue is closed).
+                        await trio.to_thread.run_sync(self._close_sync, abandon_on_cancel=True)
+        if scope.cancelled_caught:
+            self._mark_closed()
+            if not in_thread:
+                self._late_close = True
+                # In case the hung call returned just now and nobody is left to close.
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + 1.0):
+                    await self._release_late()
+            logger.error(
+                "handoff queue %s: close did not finish within %ss (hung disk?); files are "
+                "released when the hung call returns",
+                self.directory,
+                self.close_timeout,
+            )
+            raise QueueCloseTimeoutError(
+                f"closing queue {self.directory} did not finish within {self.close_timeout}s "
+                "(a write, read or fsync is hung); its files and lock are released when it returns"
+            )
+
+    def _mark_closed(self) -> None:
+        """Refuse new use and fail the appends no writer has taken yet."""
+        self._open = False
+        for p in self._pending:
+            p.state = 2
+            p.error = QueueNotOpenError(f"queue {self.directory} was closed")
+            p.wake()
+        self._pending.clear()
+
+    async def _release_late(self) -> None:
+        """After ``aclose`` timed out: the last task to leave the locks closes the files."""
+        if self._late_close and not (self._write_lock.locked() or self._io_lock.locked()):
+            self._late_close = False
+            try:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self._close_sync, abandon_on_cancel=True)
+            except OSError as exc:
+                # This task's own operation succeeded; the close's failure is only logged.
+                logger.error("handoff queue %s: late close failed: %s", self.directory, exc)
+
+    @asynccontextmanager
+    async def _reader_io(self, what: str) -> AsyncIterator[None]:
+        """Hold the reader's I/O lock on an open queue, with I/O errors made queue errors."""
+        try:
+            async with self._io_lock:
+                self._check_open()
+                with self._io_errors(what):
+                    yield
+        finally:
+            await self._release_late()
+
+    @contextmanager
+    def _io_errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise QueueIOError(f"{what} queue {self.directory} failed: {exc}", exc.errno) from exc
 
     def remove(self) -> None:
         """Delete the queue directory and everything in it. Only allowed once closed."""
@@ -567,6 +639,7 @@ class DiskBackedQueue:
         finally:
             self._writing = False
             self._kick()
+            await self._release_late()
 
     async def _commit_batch(self) -> None:
         batch, self._pending = self._pending, []
@@ -712,7 +785,9 @@ class DiskBackedQueue:
                     stop = min(seg.size, self._hpos + max(READ_CHUNK, need))
                 await self._fill(self._hpos, stop)
                 continue
-            nxt = resync(self._rbuf, rel, _MAX_LEN)
+            # In a thread: a corrupt region can be megabytes of candidates to try, and the
+            # event loop must not wait for that (the buffer is immutable bytes, safe to share).
+            nxt = await trio.to_thread.run_sync(resync, self._rbuf, rel, _MAX_LEN)
             self.corrupt_records += 1
             new_pos = seg.size if nxt is None else self._rbase + nxt
             logger.warning(
@@ -725,8 +800,7 @@ class DiskBackedQueue:
             self._hpos = new_pos
 
     async def _open_reader(self, seg: _Segment) -> None:
-        async with self._io_lock:
-            self._check_open()
+        async with self._reader_io("reading"):
             old, self._r_fd, self._r_id = self._r_fd, -1, 0
             # Shielded: the old fd is already handed over, and a pending cancel would make
             # run_sync raise before the thread closes it (and the new fd would be lost).
@@ -737,15 +811,13 @@ class DiskBackedQueue:
 
     async def _fill(self, start: int, stop: int) -> None:
         fd = self._r_fd
-        async with self._io_lock:
-            self._check_open()
+        async with self._reader_io("reading"):
             self._rbuf = await trio.to_thread.run_sync(os.pread, fd, stop - start, start)
         self._rbase = start
 
     async def _trim_head(self) -> None:
         """Drop the fully read head segment: persist the new head first, then unlink."""
-        async with self._io_lock:
-            self._check_open()
+        async with self._reader_io("trimming a segment of"):
             old = self._segments.pop(0)
             self._hpos = HEADER_SIZE
             self._cur = None
@@ -793,8 +865,7 @@ class DiskBackedQueue:
     async def _persist_head(self, *, durable: bool = False) -> None:
         head = (self._segments[0].id, self._hpos)
         if durable or head != self._persisted_head:
-            async with self._io_lock:
-                self._check_open()
+            async with self._reader_io("saving the head position of"):
                 await trio.to_thread.run_sync(
                     partial(self._write_head_sync, *head, durable=durable)
                 )
@@ -827,10 +898,12 @@ class DiskBackedQueue:
                 # the head segment (and rolled), so it holds unread records again.
                 if self._open and self._hpos >= self._segments[0].size:
                     progress = _BatchProgress()
-                    await trio.to_thread.run_sync(self._roll_sync, progress)
+                    with self._io_errors("rolling a segment of"):
+                        await trio.to_thread.run_sync(self._roll_sync, progress)
                     self._apply(progress)
                     # Only a fully read head segment is trimmed; appends now go to the new one.
                     await self._trim_head()
+            await self._release_late()
         if purged:
             await self._persist_head()
         return purged
@@ -900,12 +973,14 @@ async def open_queue(
     head_sync_records: int = 4096,
     head_sync_interval: float = 1.0,
     wall_clock: Callable[[], float] | None = None,
+    close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
 ) -> AsyncIterator[DiskBackedQueue]:
     """Open the queue in ``directory`` for the duration of the block; it is closed on exit.
 
     ``verify=True`` checks every record of every segment on open (otherwise only the tail
     segment is scanned, and the others are checked record by record as they are read).
     ``wall_clock`` (seconds, default ``time.time``) stamps records for ``purge_older_than``.
+    ``close_timeout`` bounds the close on exit (see :meth:`DiskBackedQueue.aclose`).
     """
     queue = DiskBackedQueue(
         directory,
@@ -916,6 +991,7 @@ async def open_queue(
         head_sync_records=head_sync_records,
         head_sync_interval=head_sync_interval,
         wall_clock=wall_clock,
+        close_timeout=close_timeout,
     )
     await queue.open()
     try:

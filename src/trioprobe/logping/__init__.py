@@ -26,10 +26,12 @@ from .logs import (
 from .pinger import (
     GetReplayPosition,
     LogOrderError,
+    LogRewoundError,
     Pinger,
     PingerMetrics,
     PingOutcome,
     PingStatus,
+    ReaderStalledError,
     latency_distribution,
     new_writer_id,
     quantiles,
@@ -61,6 +63,8 @@ __all__ = [
     "quantiles",
     "GetReplayPosition",
     "LogOrderError",
+    "LogRewoundError",
+    "ReaderStalledError",
     "new_writer_id",
     # encoding
     "Ping",

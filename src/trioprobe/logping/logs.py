@@ -183,6 +183,19 @@ class MemoryLog:
             self._first = before
         self._notify()
 
+    def rewind(self, last: int) -> None:
+        """Forget every entry after index ``last`` (0: all of them), as a server restored from an
+        older backup (or wiped) does: the next append gets ``last + 1`` again, and a reader
+        already past that waits for indexes the log has yet to reach."""
+        if last < 0:
+            raise ValueError(f"cannot rewind to index {last}")
+        if last < self._first - 1:
+            self._entries.clear()
+            self._first = last + 1
+        else:
+            del self._entries[last - self._first + 1 :]
+        self._notify()
+
     def close(self) -> None:
         self._closed = True
         self._notify()
@@ -259,6 +272,8 @@ class FileLog:
         self.poll_interval = poll_interval
         self._lock = trio.Lock()
         self._next: int | None = None  # known once the writer has scanned the file
+        #: File offset where the records this writer has counted end.
+        self._end = 0
         self._fh: Any = None
         self._closed = False
         self._watch = self._watches.setdefault(str(self.path.absolute()), _FileWatch())
@@ -290,28 +305,53 @@ class FileLog:
             raise
         self._fh = fh
         self._next = count + 1
+        self._end = end
+
+    async def _ensure_open(self) -> int:
+        """The next index, opening the file first if needed. Call with ``_lock`` held."""
+        if self._closed:
+            raise LogClosedError(self._name)
+        if self._next is None:
+            await trio.to_thread.run_sync(self._open_for_append)
+            if self._closed:
+                # close() ran while the thread opened the file: it left the handle to us.
+                self._close_file()
+                raise LogClosedError(self._name)
+        assert self._next is not None
+        return self._next
 
     async def next_index(self) -> int:
         async with self._lock:
-            if self._next is None:
-                await trio.to_thread.run_sync(self._open_for_append)
-            assert self._next is not None
-            return self._next
+            opened = self._next is not None
+            index = await self._ensure_open()
+            if opened:
+                # Count what other processes appended since, so the position is current.
+                try:
+                    await trio.to_thread.run_sync(self._catch_up, None)
+                finally:
+                    if self._closed:
+                        self._close_file()  # close() was called meanwhile and left it to us
+                index = await self._ensure_open()
+            return index
 
     async def append(self, data: bytes) -> int:
         if self._closed:
             raise LogClosedError(self._name)
         record = _HEADER.pack(len(data), crc32c.crc32c(data)) + data
         async with self._lock:
-            if self._closed:
-                raise LogClosedError(self._name)
-            if self._next is None:
-                await trio.to_thread.run_sync(self._open_for_append)
+            await self._ensure_open()
+            try:
+                if self.fsync:
+                    await trio.to_thread.run_sync(self._write, record)
+                else:
+                    self._write(record)  # inline on purpose: see the class docstring
+            finally:
+                if self._closed:
+                    # close() was called during the write and left the file to the lock
+                    # holder: closing it here, after the thread is done with its fd, means
+                    # no write or fsync ever runs on a closed (or reused) descriptor.
+                    self._close_file()
             assert self._next is not None
-            if self.fsync:
-                await trio.to_thread.run_sync(self._write, record)
-            else:
-                self._write(record)  # inline on purpose: see the class docstring
             index = self._next
             self._next += 1
         self._watch.notify()
@@ -322,14 +362,43 @@ class FileLog:
         self._fh.flush()
         if self.fsync:
             os.fsync(self._fh.fileno())
+        # The file is opened for appending, so the offset is now the end of our record, wherever
+        # O_APPEND put it: records before its start are exactly the ones before it in the log.
+        end = self._fh.tell()
+        self._catch_up(end - len(record))
+        self._end = end
+
+    def _catch_up(self, until: int | None) -> None:
+        """Count the records another process appended between ``_end`` and ``until`` (the
+        file's size if ``None``), so this writer's indexes stay the records' true positions
+        (a pinger takes an index below one it has already read for a log that lost data)."""
+        if until is None:
+            until = os.fstat(self._fh.fileno()).st_size
+        if until <= self._end:
+            return
+        gap = os.pread(self._fh.fileno(), until - self._end, self._end)
+        count, used = _count_frames(gap)
+        assert self._next is not None
+        self._next += count
+        self._end += used
 
     def close(self) -> None:
-        """Close the file; appends and this log's readers fail with ``LogClosedError``."""
+        """Close the file; appends and this log's readers fail with ``LogClosedError``.
+
+        An append already writing (or a file being opened) in a worker thread finishes first:
+        the file is then closed by that append, under the lock that serialises the writes, so
+        the thread never sees its descriptor closed or reused under it. That append returns
+        its index (its record was written); every later one fails with ``LogClosedError``.
+        """
         self._closed = True
+        if not self._lock.locked():
+            self._close_file()
+        self._watch.notify()
+
+    def _close_file(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        self._watch.notify()
 
     async def read(self, start_index: int) -> AsyncGenerator[Entry, None]:
         start_index = max(start_index, 1)
@@ -348,6 +417,18 @@ class FileLog:
                     await wake.wait()
         finally:
             tail.close()
+
+
+def _count_frames(buf: bytes) -> tuple[int, int]:
+    """Count the whole frames at the start of ``buf``; return (count, bytes they take)."""
+    pos = count = 0
+    while pos + _HEADER.size <= len(buf):
+        (length, _) = _HEADER.unpack_from(buf, pos)
+        if pos + _HEADER.size + length > len(buf):
+            break
+        pos += _HEADER.size + length
+        count += 1
+    return count, pos
 
 
 def _scan(buf: bytes) -> tuple[int, int]:

@@ -19,6 +19,12 @@ Port of Akutan's ``logping`` ``Pinger`` (see docs/logping.md), with Trio structu
   match is by (writer, seq), so a read that arrives before the append's acknowledgement counts.
 - After every ``pings_until_disconnect`` finished pings, ``disconnect()`` is called on a reader that
   has it, so the latency is measured against different servers.
+- A log that lost data (etcd restored from an older backup, or wiped) hands out indexes the reader
+  has already passed, and the reader would wait forever for an index the log has not reached. So
+  the round is also restarted (counted in ``restarts`` and in ``rewinds``) when an append is
+  acknowledged with an index at or below one already acknowledged or read before that append
+  started, and (counted in ``stalls``) when ``stall_pings`` pings in a row were appended but not
+  read back while the reader returned nothing at all.
 
 All of this is plain state changed by three tasks (ticker, reader, appends) on one Trio thread, so
 the reference's event channel and mutex are unnecessary.
@@ -48,6 +54,8 @@ __all__ = [
     "PingerMetrics",
     "Pinger",
     "LogOrderError",
+    "LogRewoundError",
+    "ReaderStalledError",
     "new_writer_id",
 ]
 
@@ -61,6 +69,16 @@ QUANTILES = (0.5, 0.9, 0.95, 0.99)
 
 class LogOrderError(Exception):
     """A reader returned an index that does not increase: the log (or its client) is broken."""
+
+
+class LogRewoundError(Exception):
+    """An append got an index the log had already handed out: it lost data, so the round's
+    reader waits for an index the log may take long to reach again. Restarts the round."""
+
+
+class ReaderStalledError(Exception):
+    """Pings were appended (acknowledged) but the reader returned nothing for ``stall_pings``
+    intervals in a row. Restarts the round."""
 
 
 def new_writer_id() -> bytes:
@@ -101,6 +119,10 @@ class PingerMetrics:
     appends_failed: int = 0
     disconnects: int = 0
     restarts: int = 0
+    #: Restarts because an append's index went backwards (the log lost data).
+    rewinds: int = 0
+    #: Restarts because the reader returned nothing while appends succeeded.
+    stalls: int = 0
     replay_errors: int = 0
     last_applied: int = 0
     ping_latency: Distribution = attrs.field(factory=latency_distribution)
@@ -116,6 +138,8 @@ class PingerMetrics:
             "appends_failed": self.appends_failed,
             "disconnects": self.disconnects,
             "restarts": self.restarts,
+            "rewinds": self.rewinds,
+            "stalls": self.stalls,
             "replay_errors": self.replay_errors,
         }
 
@@ -148,7 +172,9 @@ class Pinger:
     (replay + read) start at least ``restart_delay`` seconds apart, so a reader that fails at once
     cannot make the pinger spin.
     ``latency_buckets`` makes the (empty) Distribution for each latency metric; the default has
-    fine 10% buckets, an exporter may want fewer.
+    fine 10% buckets, an exporter may want fewer. ``stall_pings`` (0: never) restarts a round
+    whose reader returned nothing while that many pings in a row were appended and timed out:
+    the sign of a log that lost data while no append has revealed it yet.
     """
 
     def __init__(
@@ -165,11 +191,15 @@ class Pinger:
         on_replay_error: Callable[[Exception], None] | None = None,
         writer_id: bytes | None = None,
         latency_buckets: Callable[[], Distribution] = latency_distribution,
+        stall_pings: int = 10,
     ) -> None:
         if ping_interval <= 0:
             raise ValueError(f"ping_interval must be > 0, got {ping_interval}")
         if pings_until_disconnect < 0:
             raise ValueError(f"pings_until_disconnect must be >= 0, got {pings_until_disconnect}")
+        if stall_pings < 0:
+            raise ValueError(f"stall_pings must be >= 0, got {stall_pings}")
+        self.stall_pings = stall_pings
         self.appender = appender
         self.reader = reader
         self.get_replay_position = get_replay_position
@@ -194,6 +224,14 @@ class Pinger:
         self._expected_index = 1
         self._appends: dict[int, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
+        #: The highest index acknowledged to an append or read in this round.
+        self._high_index = 0
+        #: Whether the ping in flight's append was acknowledged.
+        self._current_acked = False
+        #: Pings in a row aborted although acknowledged, with no entry read meanwhile.
+        self._unread_acks = 0
+        #: Why the round was ended from inside (a rewind or a stall), if it was.
+        self._round_error: Exception | None = None
 
     @property
     def last_applied(self) -> int:
@@ -227,7 +265,7 @@ class Pinger:
                 logger.info("logping: %s; stopping", error)
                 return
             self.metrics.restarts += 1
-            if isinstance(error, LogTruncatedError):
+            if isinstance(error, LogTruncatedError | LogRewoundError | ReaderStalledError):
                 logger.warning("logping: restarting: %s", error)
             else:
                 logger.error("logping: restarting after a reader error: %r", error)
@@ -256,6 +294,11 @@ class Pinger:
         """Tail from ``position`` while pinging, until the reader fails; return its error."""
         self._set_last_applied(position - 1)
         self._expected_index = position
+        # Not position - 1: a replay position is where reading starts, not an index the log
+        # has confirmed to this round.
+        self._high_index = 0
+        self._unread_acks = 0
+        self._round_error = None
         error: Exception | None = None
         async with trio.open_nursery() as nursery:
             self._reset_round(nursery)
@@ -274,6 +317,8 @@ class Pinger:
             nursery.start_soon(read)
             nursery.start_soon(self._ticker)
         self._end_round()
+        if self._round_error is not None:
+            return self._round_error
         assert error is not None
         return error
 
@@ -287,7 +332,19 @@ class Pinger:
     def _reset_round(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         self._current_seq = 0
+        self._current_acked = False
         self._next_at = trio.current_time() + self.ping_interval
+
+    def _restart_round(self, error: LogRewoundError | ReaderStalledError) -> None:
+        """End the round from inside (the reader is fine but waits for the wrong index)."""
+        if self._round_error is not None or self._nursery is None:
+            return
+        self._round_error = error
+        if isinstance(error, LogRewoundError):
+            self.metrics.rewinds += 1
+        else:
+            self.metrics.stalls += 1
+        self._nursery.cancel_scope.cancel()
 
     def _end_round(self) -> None:
         if self._current_seq:
@@ -298,7 +355,18 @@ class Pinger:
     def tick(self) -> None:
         """The ping alarm: abort the outstanding ping, if any, and start the next one."""
         if self._current_seq:
+            acked = self._current_acked
             self._finish(PingStatus.ABORTED, f"not read back within {self.ping_interval}s")
+            if acked:
+                self._unread_acks += 1
+                if self.stall_pings and self._unread_acks >= self.stall_pings:
+                    self._restart_round(
+                        ReaderStalledError(
+                            f"{self._unread_acks} pings in a row were appended but the reader "
+                            f"returned nothing (waiting for index {self._expected_index})"
+                        )
+                    )
+                    return
         self.start_ping()
 
     def start_ping(self) -> None:
@@ -322,15 +390,19 @@ class Pinger:
             # scheduling hop in between is the pinger's, not the log's.
             self._started_at = start
         failure: str | None = None
+        # An append that starts after the log acknowledged (or the reader saw) this index
+        # must get a higher one from a log that keeps its data.
+        floor = self._high_index
         try:
             with scope:
                 try:
-                    await self.appender.append(data)
+                    index = await self.appender.append(data)
                 except Exception as exc:
                     failure = repr(exc)
                 else:
                     self.metrics.appends_succeeded += 1
                     self.metrics.append_latency.add_sample(trio.current_time() - start)
+                    self._acknowledged(seq, index, floor)
                     return
             if failure is None:  # our scope was cancelled: the ping was given up on
                 failure = "append cancelled: its ping was aborted"
@@ -341,6 +413,19 @@ class Pinger:
             self.append_failed(seq, failure)
         finally:
             self._appends.pop(seq, None)
+
+    def _acknowledged(self, seq: int, index: int, floor: int) -> None:
+        if seq == self._current_seq:
+            self._current_acked = True
+        if index <= floor:
+            self._restart_round(
+                LogRewoundError(
+                    f"ping {seq} was appended at index {index}, but the log had already "
+                    f"reached index {floor}: it lost data (restored or wiped)"
+                )
+            )
+        else:
+            self._high_index = max(self._high_index, index)
 
     def append_failed(self, seq: int, error: str) -> None:
         if seq == self._current_seq:
@@ -353,6 +438,8 @@ class Pinger:
                 f"the reader returned index {entry.index}, expected {self._expected_index} or later"
             )
         self._expected_index = entry.index + 1
+        self._high_index = max(self._high_index, entry.index)
+        self._unread_acks = 0
         # Applied before the ping is finished, so on_ping sees a last_applied that includes it.
         self._set_last_applied(entry.index)
         if self._current_seq:
@@ -375,6 +462,7 @@ class Pinger:
         else:
             m.pings_append_failed += 1
         self._current_seq = 0
+        self._current_acked = False
         if self.pings_until_disconnect and seq >= self._disconnect_after:
             self._disconnect_after += self.pings_until_disconnect
             if isinstance(self.reader, Disconnector):

@@ -11,11 +11,11 @@ ping (not read back before the next was due) is a ``timeout``. Each failed attem
 replay position is a failed result too (``error`` says why), so a log that is down when pinging
 starts is visible even though no ping can start. The pinger's other counters ride along as
 ``extras`` holding the *change* since the previous result, so the keeper's sums are the pinger's
-totals: ``appends_succeeded``, ``appends_failed``, ``disconnects``, ``restarts``,
-``replay_errors``, ``results_dropped`` and ``append_latency`` (a Distribution in seconds, buckets
-from 10 µs doubling). ``last_applied`` is a gauge. When the results buffer is full a result is
-dropped, not waited for; the next one sent carries the dropped ones' counter changes, and
-``results_dropped`` counts them.
+totals: ``appends_succeeded``, ``appends_failed``, ``disconnects``, ``restarts``, ``rewinds``,
+``stalls``, ``replay_errors``, ``results_dropped`` and ``append_latency`` (a Distribution in
+seconds, buckets from 10 µs doubling). ``last_applied`` is a gauge. When the results buffer is
+full a result is dropped, not waited for; the next one sent carries the dropped ones' counter
+changes, and ``results_dropped`` counts them.
 
 The ping schedule is the pinger's own (``ping_interval``, default the probe's ``interval``): a ping
 that is not read back within one interval is aborted, so the probe's ``timeout`` is not used.
@@ -50,7 +50,15 @@ def export_buckets() -> Distribution:
     return Distribution.exponential(base=2.0, scale=1e-5, count=21)
 
 
-_COUNTERS = ("appends_succeeded", "appends_failed", "disconnects", "restarts", "replay_errors")
+_COUNTERS = (
+    "appends_succeeded",
+    "appends_failed",
+    "disconnects",
+    "restarts",
+    "rewinds",
+    "stalls",
+    "replay_errors",
+)
 
 
 def _check_log(_: object, __: object, value: str) -> None:
