@@ -225,7 +225,15 @@ class Socket:
         try:
             send(frames[0], _SNDMORE_DONTWAIT if last else _DONTWAIT)
         except zmq.Again:
+            # A refused send is a libzmq call too and may have drained the fd edge another
+            # task sleeps on (a ROUTER server dropping a reply froze its receiver this way).
+            if self._want_in or self._want_out:
+                self._events()
             return False
+        except zmq.ZMQError:
+            if self._want_in or self._want_out:
+                self._events()
+            raise
         for i in range(1, last + 1):
             send(frames[i], _SNDMORE_DONTWAIT if i < last else _DONTWAIT)
         if self._want_in or self._want_out:
@@ -246,6 +254,9 @@ class Socket:
         try:
             frame = recv(_DONTWAIT, False)
         except zmq.Again:
+            # May have drained the edge another waiter sleeps on, like a refused send.
+            if self._want_in or self._want_out:
+                self._events()
             return None
         # Frames (copy=False) carry their own "more" flag; asking the socket for RCVMORE instead
         # costs an enum conversion inside pyzmq per frame. The remaining frames of a message
