@@ -31,6 +31,12 @@ async def echo(request: bytes) -> bytes:
     return request
 
 
+async def hang_or_echo(request: bytes) -> bytes:
+    if request == b"hang":
+        await trio.sleep_forever()
+    return request
+
+
 async def failing(request: bytes) -> bytes:
     if request == b"boom":
         raise RuntimeError("handler exploded")
@@ -413,12 +419,7 @@ async def test_a_flooding_client_that_never_reads_cannot_freeze_the_server(
 async def test_a_hung_handler_is_cancelled_at_the_deadline(
     server_type: Callable[..., RepServer | RouterServer],
 ) -> None:
-    async def handler(request: bytes) -> bytes:
-        if request == b"hang":
-            await trio.sleep_forever()
-        return request
-
-    server = server_type(LOCAL, handler, handler_timeout=0.2)
+    server = server_type(LOCAL, hang_or_echo, handler_timeout=0.2)
     with trio.fail_after(30):  # hang guard only
         async with trio.open_nursery() as nursery:
             addr = await nursery.start(server.run)
@@ -471,13 +472,8 @@ async def test_all_handlers_hung_are_freed_by_the_deadline(
 ) -> None:
     """One hung handler stopped a RepServer and `workers` stopped a RouterServer, for good."""
 
-    async def handler(request: bytes) -> bytes:
-        if request == b"hang":
-            await trio.sleep_forever()
-        return request
-
     kwargs = {"workers": 2} if server_type is RouterServer else {}
-    server = server_type(LOCAL, handler, handler_timeout=0.3, **kwargs)
+    server = server_type(LOCAL, hang_or_echo, handler_timeout=0.3, **kwargs)
     hung = 2 if server_type is RouterServer else 1
     with trio.fail_after(30):  # hang guard only
         async with trio.open_nursery() as nursery:

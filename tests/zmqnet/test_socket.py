@@ -336,9 +336,10 @@ async def test_receive_bounds_the_whole_message_and_stays_in_step(
         assert router.try_recv_multipart(max_frames=8, max_size=1000) == [b"dealer-1", b"", b"fine"]
 
 
-async def test_router_send_to_a_full_peer_yields_and_can_be_cancelled() -> None:
-    """A ROUTER says "writable" while any peer has room; a send to the one full peer must not
-    spin (it froze the event loop for good: issue 12, item 2)."""
+@pytest.fixture
+async def router_with_lazy_peer() -> AsyncIterator[tuple[Socket, Socket]]:
+    """A ROUTER (HWM 1) and two DEALER peers it has heard from: ``reader`` (returned) and
+    ``lazy``, which never reads and has tiny buffers, so its pipe fills quickly."""
     router = Socket(zmq.ROUTER, hwm=1)
     reader = Socket(zmq.DEALER, identity=b"reader")
     lazy = Socket(zmq.DEALER, identity=b"lazy")
@@ -346,82 +347,82 @@ async def test_router_send_to_a_full_peer_yields_and_can_be_cancelled() -> None:
     lazy.zmq_socket.setsockopt(zmq.RCVBUF, 4096)
     addr = router.bind("tcp://127.0.0.1:0")
     try:
-        for sock in (reader, lazy):
-            sock.connect(addr)
-            await sock.send_multipart([b"hello"])
         with trio.fail_after(10):  # hang guard only
-            for _ in range(2):
+            for sock in (reader, lazy):
+                sock.connect(addr)
+                await sock.send_multipart([b"hello"])
                 await router.recv_multipart()
-            ticks = 0
-
-            async def ticker() -> None:
-                nonlocal ticks
-                while True:
-                    ticks += 1
-                    await trio.lowlevel.checkpoint()
-
-            # Send to the lazy peer (it never reads) until a send has to wait: libzmq's I/O
-            # thread and TCP take some, so the pipe fills only after a while.
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(ticker)
-                while True:
-                    before = ticks
-                    with trio.move_on_after(0.2) as scope:
-                        await router.send_multipart([b"lazy", b"z" * 65536])
-                    if scope.cancelled_caught:
-                        break
-                nursery.cancel_scope.cancel()
-            assert ticks > before  # other tasks ran while the send waited
-            # The reader, with room in its pipe, is still served.
-            await router.send_multipart([b"reader", b"for you"])
-            assert await reader.recv_multipart() == [b"for you"]
+        yield router, reader
     finally:
         for sock in (lazy, reader, router):
             await sock.aclose()
 
 
+async def fill_lazy_peer(router: Socket) -> None:
+    """Send to the lazy peer until a send has to wait: libzmq's I/O thread and TCP take some
+    first, so the pipe is full only after a while. Hangs if such a send spins."""
+    while True:
+        with trio.move_on_after(0.2) as scope:
+            await router.send_multipart([b"lazy", b"z" * 65536])
+        if scope.cancelled_caught:
+            return
+
+
+async def test_router_send_to_a_full_peer_yields_and_can_be_cancelled(
+    router_with_lazy_peer: tuple[Socket, Socket],
+) -> None:
+    """A ROUTER says "writable" while any peer has room; a send to the one full peer must not
+    spin (it froze the event loop for good: issue 12, item 2)."""
+    router, reader = router_with_lazy_peer
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    with trio.fail_after(10):  # hang guard only (a spinning send cannot even be interrupted)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            await fill_lazy_peer(router)
+            before = ticks
+            with trio.move_on_after(0.2) as scope:
+                await router.send_multipart([b"lazy", b"one more"])
+            nursery.cancel_scope.cancel()
+        assert scope.cancelled_caught
+        assert ticks > before  # other tasks ran while the send waited
+        # The reader, with room in its pipe, is still served.
+        await router.send_multipart([b"reader", b"for you"])
+        assert await reader.recv_multipart() == [b"for you"]
+
+
 @pytest.mark.parametrize("refused", ["EHOSTUNREACH", "EAGAIN"])
-async def test_a_refused_send_kicks_the_owner(refused: str) -> None:
+async def test_a_refused_send_kicks_the_owner(
+    refused: str, router_with_lazy_peer: tuple[Socket, Socket]
+) -> None:
     """A send libzmq refuses is a libzmq call too: it may consume the fd edge the receiving
     owner sleeps on, so it must kick, or the owner sleeps with a message waiting. A ROUTER
     server that dropped a reply to a full client froze its receiving task this way."""
-    router = Socket(zmq.ROUTER, hwm=1)
-    dealer = Socket(zmq.DEALER, identity=b"dealer-1")
-    lazy = Socket(zmq.DEALER, identity=b"lazy")
-    lazy.zmq_socket.setsockopt(zmq.RCVHWM, 1)
-    lazy.zmq_socket.setsockopt(zmq.RCVBUF, 4096)
-    addr = router.bind("tcp://127.0.0.1:0")
+    router, reader = router_with_lazy_peer
     got: list[list[bytes]] = []
-    try:
-        with trio.fail_after(10):  # hang guard: without the kick the owner never wakes
-            for sock in (dealer, lazy):
-                sock.connect(addr)
-                await sock.send_multipart([b"hello"])
-                await router.recv_multipart()
+    with trio.fail_after(10):  # hang guard: without the kick the owner never wakes
+        if refused == "EAGAIN":
+            await fill_lazy_peer(router)
+        async with trio.open_nursery() as nursery:
+
+            async def owner() -> None:
+                got.append(await router.recv_multipart())
+
+            nursery.start_soon(owner)
+            await trio.testing.wait_all_tasks_blocked()
+            assert reader.try_send_multipart([b"ping"])
+            # Block the event loop (deliberately) so the request reaches the router's mailbox
+            # and signals its fd before Trio polls; then have a send refused.
+            time.sleep(0.1)  # noqa: ASYNC251
             if refused == "EAGAIN":
-                # Fill the lazy peer's pipe until libzmq refuses.
-                while True:
-                    with trio.move_on_after(0.2) as scope:
-                        await router.send_multipart([b"lazy", b"z" * 65536])
-                    if scope.cancelled_caught:
-                        break
-            async with trio.open_nursery() as nursery:
-
-                async def owner() -> None:
-                    got.append(await router.recv_multipart())
-
-                nursery.start_soon(owner)
-                await trio.testing.wait_all_tasks_blocked()
-                assert dealer.try_send_multipart([b"ping"])
-                # Block the event loop (deliberately) so the request reaches the router's
-                # mailbox and signals its fd before Trio polls; then have a send refused.
-                time.sleep(0.1)  # noqa: ASYNC251
-                if refused == "EAGAIN":
-                    assert not router.try_send_multipart([b"lazy", b"more"])
-                else:
-                    with pytest.raises(zmq.ZMQError):
-                        router.try_send_multipart([b"nobody", b"x"])
-    finally:
-        for sock in (lazy, dealer, router):
-            await sock.aclose()
-    assert got == [[b"dealer-1", b"ping"]]
+                assert not router.try_send_multipart([b"lazy", b"more"])
+            else:
+                with pytest.raises(zmq.ZMQError):
+                    router.try_send_multipart([b"nobody", b"x"])
+    assert got == [[b"reader", b"ping"]]
