@@ -15,7 +15,8 @@ What a client can do to this server, and what it costs the others:
 * every connection runs in its own task, and anything it raises other than cancellation is
   caught there, counted in :class:`HTTPServerStats` and logged at most once per 10 s per kind;
 * a request (headers, body, the app's answer and sending it) must complete within
-  ``request_timeout`` seconds, and an idle keep-alive connection is closed after as long;
+  ``request_timeout`` seconds once its first byte arrived (else: closed and counted), and a
+  connection idle for as long before a request is closed quietly;
 * headers are limited to ``MAX_HEADER_BYTES`` (431) and bodies to ``MAX_BODY_BYTES`` (413);
 * at most ``max_connections`` connections are served at once; more are closed at once.
 """
@@ -72,7 +73,7 @@ class HTTPServerStats:
     requests: int = 0
     #: Requests that broke HTTP/1.1 or a size limit (answered 400/413/431 when still possible).
     bad_requests: int = 0
-    #: Connections closed because a request took longer than ``request_timeout``.
+    #: Connections closed because a started request took longer than ``request_timeout``.
     timeouts: int = 0
     #: Connections closed at once because ``max_connections`` were already open.
     rejected: int = 0
@@ -190,6 +191,13 @@ class _Server:
     async def _serve(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         while True:
+            if not conn.trailing_data[0]:
+                # Idle: no byte of a next request yet. A keep-alive connection (a scraper's)
+                # that stays idle is closed quietly; only a started request is held to time.
+                with trio.move_on_after(self.request_timeout):
+                    await self._receive_into(conn, stream)
+                if not conn.trailing_data[0] and not conn.trailing_data[1]:
+                    return
             with trio.fail_after(self.request_timeout):
                 try:
                     request = await self._read_request(conn, stream)

@@ -406,3 +406,22 @@ def test_rate_limited_log_counts_what_it_left_out(caplog: pytest.LogCaptureFixtu
         "another kind",
         "fourth x (2 more like this not logged)",
     ]
+
+
+async def test_an_idle_keep_alive_connection_is_closed_quietly(autojump_clock: object) -> None:
+    stats = HTTPServerStats()
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(partial(serve_asgi, health_app, stats=stats, request_timeout=5))
+        stream = await trio.open_tcp_stream("127.0.0.1", port_of(url))
+        async with stream:
+            await stream.send_all(b"GET /raft/probing HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = b""
+            while b"}\n" not in reply:
+                reply += await stream.receive_some(65536)
+            assert reply.startswith(b"HTTP/1.1 200")
+            start = trio.current_time()
+            assert await read_all(stream) == b""  # closed by the server, after the idle time
+            assert trio.current_time() - start == pytest.approx(5, abs=0.5)
+        assert stats.timeouts == 0
+        assert stats.requests == 1
+        nursery.cancel_scope.cancel()
