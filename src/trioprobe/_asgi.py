@@ -1,26 +1,90 @@
-"""Hosting small ASGI apps (``/metrics``, the health endpoint, the demo's target) on Hypercorn.
+"""Hosting small ASGI apps (``/metrics``, the health endpoint, the demo's target) over HTTP/1.1.
 
-Hypercorn's Trio worker is the standard ASGI server for Trio. This wraps the three details every
-caller needs: a quiet config, readiness through ``task_status`` with the real bound URL (port 0
-works), and a shutdown that is a cancellation like any other.
+The server is our own: h11 for the protocol, ``trio.serve_listeners`` for the sockets, about as
+much code as the configuration Hypercorn needed. Hypercorn's Trio worker lets one client kill the
+whole server: a malformed chunked body makes it send its 400 and its EOF from two tasks at once,
+and the ``trio.BusyResourceError`` that follows escapes the connection handler and the listener's
+nursery (``tests/probing/test_health.py`` has the attack). Hypercorn offers no hook to contain
+a failing connection short of rebuilding its worker out of internal classes, and these apps need
+none of its features (HTTP/2, websockets, TLS); the h11 server also costs a third of the CPU
+per request (``trio-notes.md`` §2.1: 0.21 ms against 0.72 ms). See docs/probing.md, "Hostile
+clients".
+
+What a client can do to this server, and what it costs the others:
+
+* every connection runs in its own task, and anything it raises other than cancellation is
+  caught there, counted in :class:`HTTPServerStats` and logged at most once per 10 s per kind;
+* a request (headers, body, the app's answer and sending it) must complete within
+  ``request_timeout`` seconds once its first byte arrived (else: closed and counted), and a
+  connection idle for as long before a request is closed quietly;
+* headers are limited to ``MAX_HEADER_BYTES`` (431) and bodies to ``MAX_BODY_BYTES`` (413);
+* at most ``max_connections`` connections are served at once; more are closed at once.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from functools import partial
-from typing import Any
+from typing import Any, Final
+from urllib.parse import unquote
 
-import hypercorn.config
-import hypercorn.trio
+import attrs
+import h11
 import trio
 
-__all__ = ["ASGIApp", "serve_asgi"]
+from ._ratelog import RateLimitedLog
+
+__all__ = [
+    "ASGIApp",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "HTTPServerStats",
+    "MAX_BODY_BYTES",
+    "MAX_HEADER_BYTES",
+    "serve_asgi",
+]
+
+log = logging.getLogger("trioprobe.http")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Request line plus headers; more is answered 431 (h11's own default is 16 KiB too).
+MAX_HEADER_BYTES: Final = 16 * 1024
+#: Request body; more is answered 413. These apps read no body at all.
+MAX_BODY_BYTES: Final = 64 * 1024
+#: Seconds for one request from its first byte awaited to its last byte sent.
+DEFAULT_REQUEST_TIMEOUT: Final = 10.0
+#: Connections served at once; a scraper or prober needs one or two.
+DEFAULT_MAX_CONNECTIONS: Final = 64
+
+_RECEIVE_BYTES: Final = 65536
+
+
+@attrs.define
+class HTTPServerStats:
+    """What one :func:`serve_asgi` server saw (pass one in to read it while it runs)."""
+
+    #: Connections accepted and served.
+    connections: int = 0
+    #: Requests answered by the app.
+    requests: int = 0
+    #: Requests that broke HTTP/1.1 or a size limit (answered 400/413/431 when still possible).
+    bad_requests: int = 0
+    #: Connections closed because a started request took longer than ``request_timeout``.
+    timeouts: int = 0
+    #: Connections closed at once because ``max_connections`` were already open.
+    rejected: int = 0
+    #: Anything else a connection raised (an app error among them: answered 500 if possible).
+    errors: int = 0
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 async def serve_asgi(
@@ -28,25 +92,246 @@ async def serve_asgi(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
-    graceful_timeout: float = 1.0,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    stats: HTTPServerStats | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``host:port`` until cancelled; ``task_status.started(url)`` once bound.
 
     ``url`` is ``http://host:port`` with the port actually bound. The app must answer the
-    ``lifespan`` scope (see :func:`answer_lifespan`).
+    ``lifespan`` scope (see :func:`answer_lifespan`); its startup completes before ``started``.
     """
-    config = hypercorn.config.Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = None
-    config.graceful_timeout = graceful_timeout
-    never = trio.Event()
+    server = _Server(
+        app, request_timeout, max_connections, stats if stats is not None else HTTPServerStats()
+    )
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        # Name the address: "[Errno 98] Address already in use: '127.0.0.1:9313'".
+        reason = exc.strerror or str(exc)
+        raise OSError(exc.errno, reason, f"{host}:{port}") from exc
+    if port == 0 and len(listeners) > 1:
+        # A name resolving to several addresses got a different free port on each: keep one.
+        for extra in listeners[1:]:
+            await extra.aclose()
+        listeners = listeners[:1]
+    sockname = listeners[0].socket.getsockname()
+    url_host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
     async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            partial(hypercorn.trio.serve, app, config, shutdown_trigger=never.wait)  # type: ignore[arg-type]
-        )
-        task_status.started(binds[0])
+        await nursery.start(server.lifespan)
+        await nursery.start(trio.serve_listeners, server.connection, listeners)
+        task_status.started(f"http://{url_host}:{sockname[1]}")
+
+
+@attrs.define
+class _Server:
+    app: ASGIApp
+    request_timeout: float
+    max_connections: int
+    stats: HTTPServerStats
+    _open: int = 0
+    _log: RateLimitedLog = attrs.field(factory=lambda: RateLimitedLog(log))
+
+    async def lifespan(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        started = False
+
+        async def receive() -> MutableMapping[str, Any]:
+            if not started:
+                return {"type": "lifespan.startup"}
+            # Shutdown is a cancellation here, as everywhere in trioprobe.
+            await trio.sleep_forever()
+            raise AssertionError("unreachable")
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "lifespan.startup.complete" and not started:
+                started = True
+                task_status.started()
+            elif message["type"] == "lifespan.startup.failed":
+                raise RuntimeError(f"ASGI app failed to start: {message.get('message', '')}")
+
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+        await self.app(scope, receive, send)
+        if not started:
+            # The app returned without answering: it has no lifespan support, which is allowed.
+            task_status.started()
+
+    async def connection(self, stream: trio.SocketStream) -> None:
+        """Serve one connection; nothing it raises (but cancellation) reaches the listener."""
+        if self._open >= self.max_connections:
+            self.stats.rejected += 1
+            self._log.warning(
+                "rejected", "HTTP server: %d connections open, refusing one", self._open
+            )
+            await trio.aclose_forcefully(stream)
+            return
+        self._open += 1
+        self.stats.connections += 1
+        try:
+            await self._serve(stream)
+        except trio.TooSlowError:
+            self.stats.timeouts += 1
+            self._log.warning(
+                "timeout",
+                "HTTP server: a request took over %gs, connection closed",
+                self.request_timeout,
+            )
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away; nothing to answer
+        except Exception as exc:
+            self.stats.errors += 1
+            self._log.warning("error", "HTTP server: connection failed: %r", exc)
+        finally:
+            self._open -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        while True:
+            if not conn.trailing_data[0]:
+                # Idle: no byte of a next request yet. A keep-alive connection (a scraper's)
+                # that stays idle is closed quietly; only a started request is held to time.
+                with trio.move_on_after(self.request_timeout):
+                    await self._receive_into(conn, stream)
+                if not conn.trailing_data[0] and not conn.trailing_data[1]:
+                    return
+            with trio.fail_after(self.request_timeout):
+                try:
+                    request = await self._read_request(conn, stream)
+                    if request is None:
+                        return
+                    body = await self._read_body(conn, stream)
+                except (h11.RemoteProtocolError, _BadRequest) as exc:
+                    await self._reject(conn, stream, exc)
+                    return
+                await self._call_app(conn, stream, request, body)
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+
+    async def _receive_into(self, conn: h11.Connection, stream: trio.SocketStream) -> None:
+        conn.receive_data(await stream.receive_some(_RECEIVE_BYTES))
+
+    async def _read_request(
+        self, conn: h11.Connection, stream: trio.SocketStream
+    ) -> h11.Request | None:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                await self._receive_into(conn, stream)
+            elif isinstance(event, h11.Request):
+                return event
+            else:
+                # ConnectionClosed between requests, or PAUSED after one we closed.
+                return None
+
+    async def _read_body(self, conn: h11.Connection, stream: trio.SocketStream) -> bytes:
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                await self._receive_into(conn, stream)
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_BODY_BYTES:
+                    raise _BadRequest(413, f"request body over {MAX_BODY_BYTES} bytes")
+            elif isinstance(event, h11.EndOfMessage):
+                return bytes(body)
+            else:
+                raise _BadRequest(400, f"unexpected {type(event).__name__} in the request body")
+
+    async def _reject(
+        self,
+        conn: h11.Connection,
+        stream: trio.SocketStream,
+        exc: h11.RemoteProtocolError | _BadRequest,
+    ) -> None:
+        self.stats.bad_requests += 1
+        self._log.warning("bad request", "HTTP server: bad request: %s", exc)
+        status = exc.status if isinstance(exc, _BadRequest) else exc.error_status_hint
+        if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            body = f"{exc}\n".encode()
+            headers = [
+                ("content-type", "text/plain; charset=utf-8"),
+                ("content-length", str(len(body))),
+                ("connection", "close"),
+            ]
+            data = conn.send(h11.Response(status_code=status, headers=headers))
+            data = (data or b"") + (conn.send(h11.Data(data=body)) or b"")
+            data += conn.send(h11.EndOfMessage()) or b""
+            await stream.send_all(data)
+
+    async def _call_app(
+        self, conn: h11.Connection, stream: trio.SocketStream, request: h11.Request, body: bytes
+    ) -> None:
+        raw_path, _, query = request.target.partition(b"?")
+        sockname = stream.socket.getsockname()
+        peername = stream.socket.getpeername()
+        scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": request.http_version.decode("ascii"),
+            "method": request.method.decode("ascii"),
+            "scheme": "http",
+            "path": unquote(raw_path.decode("latin-1")),
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": "",
+            "headers": [(name, value) for name, value in request.headers],
+            "client": (peername[0], peername[1]),
+            "server": (sockname[0], sockname[1]),
+        }
+        head = request.method == b"HEAD"
+        done = trio.Event()
+        received = False
+
+        async def receive() -> MutableMapping[str, Any]:
+            nonlocal received
+            if not received:
+                received = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
+                await stream.send_all(
+                    conn.send(h11.Response(status_code=message["status"], headers=headers)) or b""
+                )
+            elif kind == "http.response.body":
+                chunk = bytes(message.get("body", b""))
+                data = b"" if head or not chunk else conn.send(h11.Data(data=chunk)) or b""
+                if not message.get("more_body", False):
+                    data += conn.send(h11.EndOfMessage()) or b""
+                    done.set()
+                if data:
+                    await stream.send_all(data)
+            else:
+                raise RuntimeError(f"ASGI app sent an unexpected {kind!r} message")
+
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            if conn.our_state is h11.SEND_RESPONSE:
+                await self._send_500(conn, stream)
+            raise
+        if conn.our_state is h11.SEND_RESPONSE:
+            await self._send_500(conn, stream)
+            raise RuntimeError("ASGI app returned without answering")
+        if not done.is_set():
+            raise RuntimeError("ASGI app returned in the middle of its response")
+        self.stats.requests += 1
+
+    async def _send_500(self, conn: h11.Connection, stream: trio.SocketStream) -> None:
+        headers = [("content-length", "0"), ("connection", "close")]
+        data = conn.send(h11.Response(status_code=500, headers=headers)) or b""
+        data += conn.send(h11.EndOfMessage()) or b""
+        await stream.send_all(data)
 
 
 async def answer_lifespan(receive: Receive, send: Send) -> None:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 import trio
+import trio.testing
 
+from trioprobe._asgi import MAX_BODY_BYTES, HTTPServerStats, answer_lifespan, serve_asgi
+from trioprobe._ratelog import RateLimitedLog
 from trioprobe.probing import (
     DEFAULT_PATH,
     HealthApp,
@@ -18,6 +23,8 @@ from trioprobe.probing import (
     parse_rfc3339_nano,
     serve_health,
 )
+
+from ..responsiveness import ResponseTimes
 
 FIXED_NS = 1_700_000_000_123_456_789  # 2023-11-14T22:13:20.123456789Z
 
@@ -219,3 +226,202 @@ async def test_serve_health_stops_on_cancel_and_frees_the_port() -> None:
     async with httpx.AsyncClient() as client:
         with pytest.raises(httpx.ConnectError):
             await client.get(url)
+
+
+# --- hostile clients ----------------------------------------------------------------------------
+
+# Under Hypercorn this body killed the whole server: its 400 and its EOF were sent from two tasks
+# at once and the BusyResourceError escaped the listener's nursery (issue 12, item 1).
+CHUNKED_ATTACK = (
+    b"POST /raft/probing HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcdeXX\r\n"
+)
+GOOD_REQUEST = b"GET /raft/probing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def port_of(url: str) -> int:
+    return int(httpx.URL(url).port or 0)
+
+
+async def read_all(stream: trio.SocketStream) -> bytes:
+    data = b""
+    while chunk := await stream.receive_some(65536):
+        data += chunk
+    return data
+
+
+async def raw_exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` on a fresh connection and return everything until the server closes."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request)
+        try:
+            return await read_all(stream)
+        except trio.BrokenResourceError:
+            return b""  # reset by the server: fine for an attacker
+
+
+async def good_request(port: int) -> None:
+    """One well-behaved request, answered in full."""
+    reply = await raw_exchange(port, GOOD_REQUEST)
+    assert reply.startswith(b"HTTP/1.1 200"), reply
+    assert b'"OK":true' in reply
+
+
+async def test_malformed_chunked_attack_is_contained(nursery: trio.Nursery) -> None:
+    stats = HTTPServerStats()
+    url = await nursery.start(partial(serve_health, stats=stats))
+    port = port_of(url)
+    attacks = 50
+    during, after = ResponseTimes(), ResponseTimes()
+    attacked = trio.Event()
+
+    async def attacker() -> None:
+        for _ in range(attacks):
+            reply = await raw_exchange(port, CHUNKED_ATTACK)
+            # The app may already have answered 200 before the bad chunk was parsed.
+            assert reply == b"" or reply.startswith((b"HTTP/1.1 400", b"HTTP/1.1 200")), reply
+        attacked.set()
+
+    async def well_behaved() -> None:
+        while not attacked.is_set():
+            with during.measure():
+                await good_request(port)
+
+    with trio.fail_after(60):  # hang guard only
+        async with trio.open_nursery() as clients:
+            clients.start_soon(attacker)
+            clients.start_soon(well_behaved)
+        for _ in range(5):
+            with after.measure():
+                await good_request(port)
+    during.check(0.1)
+    after.check(0.1)
+    assert stats.bad_requests >= 1
+    assert stats.errors == 0
+    assert stats.requests >= len(during) + len(after)
+    nursery.cancel_scope.cancel()
+
+
+async def test_bad_requests_are_logged_rate_limited(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    stats = HTTPServerStats()
+    url = await nursery.start(partial(serve_health, stats=stats))
+    with caplog.at_level(logging.WARNING, logger="trioprobe.http"):
+        for _ in range(20):
+            reply = await raw_exchange(port_of(url), b"garbage\r\n\r\n")
+            assert reply.startswith(b"HTTP/1.1 400")
+    assert stats.bad_requests == 20
+    lines = [r for r in caplog.records if r.name == "trioprobe.http"]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert "bad request" in lines[0].getMessage()
+    nursery.cancel_scope.cancel()
+
+
+async def test_oversized_body_gets_413(nursery: trio.Nursery) -> None:
+    stats = HTTPServerStats()
+    url = await nursery.start(partial(serve_health, stats=stats))
+    size = MAX_BODY_BYTES + 1
+    head = f"POST /raft/probing HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode()
+    reply = await raw_exchange(port_of(url), head + b"x" * size)
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:100]
+    assert stats.bad_requests == 1
+    nursery.cancel_scope.cancel()
+
+
+async def test_slow_client_is_closed_after_the_request_timeout(autojump_clock: object) -> None:
+    stats = HTTPServerStats()
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(partial(serve_asgi, health_app, stats=stats, request_timeout=5))
+        host_port = url.removeprefix("http://").rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host_port[0], int(host_port[1]))
+        async with stream:
+            start = trio.current_time()
+            await stream.send_all(b"GET /raft/probing HTTP/1.1\r\nHo")  # and never the rest
+            assert await read_all(stream) == b""
+            assert trio.current_time() - start == pytest.approx(5, abs=0.5)
+        assert stats.timeouts == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_connections_over_the_limit_are_closed_at_once(nursery: trio.Nursery) -> None:
+    stats = HTTPServerStats()
+    url = await nursery.start(partial(serve_asgi, health_app, stats=stats, max_connections=2))
+    port = port_of(url)
+    held = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
+    keep_alive = b"GET /raft/probing HTTP/1.1\r\nHost: x\r\n\r\n"
+    for stream in held:
+        # An answer on a kept-alive connection: it is being served and stays open.
+        await stream.send_all(keep_alive)
+        assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 200")
+    assert await raw_exchange(port, GOOD_REQUEST) == b""
+    assert stats.rejected == 1
+    for stream in held:
+        await stream.aclose()
+    # The server sees both EOFs (loopback delivers them at once) and frees the slots.
+    await trio.testing.wait_all_tasks_blocked()
+    await good_request(port)
+    assert stats.rejected == 1
+    nursery.cancel_scope.cancel()
+
+
+async def test_an_app_error_answers_500_and_is_counted(nursery: trio.Nursery) -> None:
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await answer_lifespan(receive, send)
+            return
+        raise RuntimeError("boom")
+
+    stats = HTTPServerStats()
+    url = await nursery.start(partial(serve_asgi, broken, stats=stats))
+    reply = await raw_exchange(port_of(url), GOOD_REQUEST)
+    assert reply.startswith(b"HTTP/1.1 500"), reply
+    assert stats.errors == 1
+    nursery.cancel_scope.cancel()
+
+
+async def test_address_in_use_names_the_address(nursery: trio.Nursery) -> None:
+    url = await nursery.start(serve_health)
+    port = port_of(url)
+    with pytest.raises(BaseExceptionGroup) as info:  # from serve_health's nursery
+        await serve_health(port=port)
+    error = info.value.exceptions[0]
+    assert isinstance(error, OSError)
+    assert f"127.0.0.1:{port}" in str(error)
+    nursery.cancel_scope.cancel()
+
+
+def test_rate_limited_log_counts_what_it_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    ratelog = RateLimitedLog(logging.getLogger("test.ratelog"), 10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="test.ratelog"):
+        assert ratelog.warning("a", "first %d", 1)
+        assert not ratelog.warning("a", "second")
+        assert not ratelog.warning("a", "third")
+        assert ratelog.warning("b", "another kind")
+        now[0] = 10.0
+        assert ratelog.warning("a", "fourth %s", "x")
+    assert [r.getMessage() for r in caplog.records] == [
+        "first 1",
+        "another kind",
+        "fourth x (2 more like this not logged)",
+    ]
+
+
+async def test_an_idle_keep_alive_connection_is_closed_quietly(autojump_clock: object) -> None:
+    stats = HTTPServerStats()
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(partial(serve_asgi, health_app, stats=stats, request_timeout=5))
+        stream = await trio.open_tcp_stream("127.0.0.1", port_of(url))
+        async with stream:
+            await stream.send_all(b"GET /raft/probing HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = b""
+            while b"}\n" not in reply:
+                reply += await stream.receive_some(65536)
+            assert reply.startswith(b"HTTP/1.1 200")
+            start = trio.current_time()
+            assert await read_all(stream) == b""  # closed by the server, after the idle time
+            assert trio.current_time() - start == pytest.approx(5, abs=0.5)
+        assert stats.timeouts == 0
+        assert stats.requests == 1
+        nursery.cancel_scope.cancel()

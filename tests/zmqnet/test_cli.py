@@ -14,6 +14,7 @@ import pytest
 import zmq
 
 from trioprobe.cli import main
+from trioprobe.cli._zmqnet import DEFAULT_SERVE_ADDR
 from trioprobe.zmqnet import shared_context
 
 
@@ -142,13 +143,28 @@ def test_serve_on_a_bad_address_exits_2(capsys: pytest.CaptureFixture[str]) -> N
     assert "tcp://256.1.1.1:5" in line
 
 
+@pytest.mark.parametrize("addr", ["tcp://*:99999", "127.0.0.1:65536", "tcp://127.0.0.1:-1"])
+def test_serve_refuses_a_port_libzmq_would_misread(
+    addr: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """libzmq binds tcp://*:99999 to some random port without a word."""
+    assert main(["serve", "zmq", "--addr", addr, "--uptime", "1"]) == 2
+    line = one_error_line(capsys)
+    assert "from 0 to 65535" in line
+
+
+def test_serve_defaults_to_loopback() -> None:
+    assert DEFAULT_SERVE_ADDR == "tcp://127.0.0.1:4157"
+
+
 @pytest.mark.parametrize(
     ("argv", "address", "reason"),
     [
-        (["send", "localhost:notaport", "hi"], "tcp://localhost:notaport", "Invalid argument"),
+        (["send", "localhost:notaport", "hi"], "tcp://localhost:notaport", "not a number"),
+        (["send", "localhost:99999", "hi"], "tcp://localhost:99999", "from 0 to 65535"),
         (["send", "foo://x:1", "hi"], "foo://x:1", "Protocol not supported"),
         (["bench", "localhost:notaport", "--duration", "0.5"], "tcp://localhost:notaport",
-         "Invalid argument"),
+         "not a number"),
         (["bench", "foo://x:1", "--duration", "0.5"], "foo://x:1", "Protocol not supported"),
     ],
 )  # fmt: skip

@@ -9,21 +9,33 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 import zmq
 
 from trioprobe.zmqnet import (
+    DEFAULT_ADDR,
     Client,
     RemoteError,
+    ReplyTooLargeError,
     RepServer,
     RouterServer,
+    ServerMetrics,
     Socket,
     shared_context,
 )
+
+from ..responsiveness import ResponseTimes
 
 LOCAL = "tcp://127.0.0.1:0"
 
 
 async def echo(request: bytes) -> bytes:
+    return request
+
+
+async def hang_or_echo(request: bytes) -> bytes:
+    if request == b"hang":
+        await trio.sleep_forever()
     return request
 
 
@@ -141,6 +153,21 @@ async def test_router_workers_handle_requests_concurrently() -> None:
         return request
 
     server = RouterServer(LOCAL, slow, workers=workers)
+    # Count what the receiving task takes off the socket, to know when every request is in.
+    arrived = 0
+    all_arrived = trio.Event()
+    receive = server._receive
+
+    def counting_receive(sock: Socket, metrics: ServerMetrics) -> list[bytes] | None:
+        nonlocal arrived
+        frames = receive(sock, metrics)
+        if frames:
+            arrived += 1
+            if arrived == clients:
+                all_arrived.set()
+        return frames
+
+    server._receive = counting_receive  # type: ignore[method-assign]
     replies: list[bytes] = []
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -154,7 +181,10 @@ async def test_router_workers_handle_requests_concurrently() -> None:
                 for i in range(clients):
                     inner.start_soon(one, i)
                 await all_busy.wait()
-                await trio.sleep(0.1)  # give a fifth request the chance to (wrongly) start
+                await all_arrived.wait()
+                # Every request is queued or in a handler, and every task is blocked: a fifth
+                # request would have started by now if the workers were not the bound.
+                await trio.testing.wait_all_tasks_blocked()
                 assert peak == workers
                 release.set()
             nursery.cancel_scope.cancel()
@@ -321,3 +351,196 @@ async def test_unwritable_metrics_path_fails_before_binding(
                 await nursery.start(server.run)
     assert info.value.filename == str(missing)
     assert server.address is None  # never bound
+
+
+# --- hostile clients (issue 12) -----------------------------------------------------------------
+
+SERVER_TYPES = pytest.mark.parametrize("server_type", [RepServer, RouterServer])
+
+
+def test_default_address_is_loopback() -> None:
+    assert DEFAULT_ADDR == "tcp://127.0.0.1:4157"
+    assert RepServer().addr == RouterServer().addr == DEFAULT_ADDR
+
+
+async def timed_send(client: Client, message: bytes, times: ResponseTimes) -> None:
+    with times.measure():
+        assert await client.send(message) == message
+
+
+@SERVER_TYPES
+async def test_a_flooding_client_that_never_reads_cannot_freeze_the_server(
+    server_type: Callable[..., RepServer | RouterServer],
+) -> None:
+    """The attack of issue 12, item 2: send requests as fast as possible, read no reply. The
+    server used to spin for good on the first reply it could not deliver."""
+
+    async def handler(request: bytes) -> bytes:
+        # Big replies fill the flooder's TCP buffers and pipe after a few hundred requests.
+        return b"z" * 16384 if request == b"flood" else request
+
+    server = server_type(LOCAL, handler)
+    flooder = Socket(zmq.DEALER, identity=b"flooder")
+    flooder.zmq_socket.setsockopt(zmq.RCVHWM, 1)
+    flooder.zmq_socket.setsockopt(zmq.RCVBUF, 4096)
+    during, after = ResponseTimes(), ResponseTimes()
+    try:
+        async with trio.open_nursery() as nursery:
+            addr = await nursery.start(server.run)
+            flooder.connect(addr)
+            async with Client(addr, identity="good", timeout=30, retries=1) as good:
+                await good.send(b"warm-up")  # connect before timing anything
+                flooded = trio.Event()
+
+                async def flood() -> None:
+                    # Until the server has had to drop a good number of replies: the flooder's
+                    # pipe is full for sure, and stays so.
+                    while server.metrics.dropped < 500:
+                        await flooder.send_multipart([b"", b"flood"])
+                    flooded.set()
+
+                async def well_behaved() -> None:
+                    while not flooded.is_set():
+                        await timed_send(good, b"ping", during)
+
+                with trio.fail_after(60):  # hang guard only
+                    async with trio.open_nursery() as clients:
+                        clients.start_soon(flood)
+                        clients.start_soon(well_behaved)
+                    for _ in range(5):
+                        await timed_send(good, b"after", after)
+            nursery.cancel_scope.cancel()
+    finally:
+        await flooder.aclose()
+    during.check(0.1)
+    after.check(0.1)
+    assert server.metrics.dropped >= 500
+
+
+@SERVER_TYPES
+async def test_a_hung_handler_is_cancelled_at_the_deadline(
+    server_type: Callable[..., RepServer | RouterServer],
+) -> None:
+    server = server_type(LOCAL, hang_or_echo, handler_timeout=0.2)
+    with trio.fail_after(30):  # hang guard only
+        async with trio.open_nursery() as nursery:
+            addr = await nursery.start(server.run)
+            async with Client(addr, timeout=20, retries=1) as client:
+                with pytest.raises(RemoteError, match=r"handler timed out after 0\.2s"):
+                    await client.send(b"hang")
+                assert await client.send(b"still here") == b"still here"
+            nursery.cancel_scope.cancel()
+    assert server.metrics.timeouts == 1
+    assert server.metrics.received == 2
+
+
+async def test_router_hung_handlers_do_not_starve_other_clients() -> None:
+    """Hung handlers hold their workers; the other workers keep answering everyone else."""
+    workers = 4
+    hanging = 0
+    all_hanging = trio.Event()
+
+    async def handler(request: bytes) -> bytes:
+        nonlocal hanging
+        if request == b"hang":
+            hanging += 1
+            if hanging == workers - 1:
+                all_hanging.set()
+            await trio.sleep_forever()
+        return request
+
+    server = RouterServer(LOCAL, handler, workers=workers, handler_timeout=30)
+    with trio.fail_after(20):  # hang guard only; the deadline (30 s) never fires
+        async with trio.open_nursery() as nursery:
+            addr = await nursery.start(server.run)
+
+            async def hang(i: int) -> None:
+                async with Client(addr, identity=f"hang{i}", timeout=60, retries=1) as client:
+                    await client.send(b"hang")
+
+            for i in range(workers - 1):
+                nursery.start_soon(hang, i)
+            await all_hanging.wait()
+            async with Client(addr, identity="good", timeout=20, retries=1) as good:
+                for i in range(20):
+                    assert await good.send(str(i)) == str(i).encode()
+            assert server.metrics.timeouts == 0
+            nursery.cancel_scope.cancel()
+
+
+@SERVER_TYPES
+async def test_all_handlers_hung_are_freed_by_the_deadline(
+    server_type: Callable[..., RepServer | RouterServer],
+) -> None:
+    """One hung handler stopped a RepServer and `workers` stopped a RouterServer, for good."""
+
+    kwargs = {"workers": 2} if server_type is RouterServer else {}
+    server = server_type(LOCAL, hang_or_echo, handler_timeout=0.3, **kwargs)
+    hung = 2 if server_type is RouterServer else 1
+    with trio.fail_after(30):  # hang guard only
+        async with trio.open_nursery() as nursery:
+            addr = await nursery.start(server.run)
+
+            async def hang(i: int) -> None:
+                async with Client(addr, identity=f"hang{i}", timeout=60, retries=1) as client:
+                    with pytest.raises(RemoteError, match="timed out"):
+                        await client.send(b"hang")
+
+            async with trio.open_nursery() as inner:
+                for i in range(hung):
+                    inner.start_soon(hang, i)
+                async with Client(addr, identity="good", timeout=20, retries=1) as good:
+                    assert await good.send(b"ping") == b"ping"
+            nursery.cancel_scope.cancel()
+    assert server.metrics.timeouts == hung
+
+
+@SERVER_TYPES
+@pytest.mark.parametrize(
+    ("body", "what"),
+    [
+        # Each frame is within libzmq's per-frame limit (1 MiB); the message is not.
+        ([b"a" * 600_000, b"b" * 600_000], "1200"),
+        ([b"f"] * 9, "11 frame"),
+    ],
+)
+async def test_requests_over_the_message_limits_are_refused_and_counted(
+    server_type: Callable[..., RepServer | RouterServer], body: list[bytes], what: str
+) -> None:
+    server = server_type(LOCAL, echo)
+    dealer = Socket(zmq.DEALER, identity=b"big")
+    try:
+        with trio.fail_after(30):  # hang guard only
+            async with trio.open_nursery() as nursery:
+                addr = await nursery.start(server.run)
+                dealer.connect(addr)
+                reply = await dealer.request([b"", *body])
+                assert reply[:2] == [b"", b"ERROR"]
+                assert what.encode() in reply[2]
+                assert b"over the limit" in reply[2]
+                assert await dealer.request([b"", b"small"]) == [b"", b"small"]
+                nursery.cancel_scope.cancel()
+    finally:
+        await dealer.aclose()
+    assert server.metrics.oversized == 1
+    assert server.metrics.received == 1  # the handler saw only the small one
+
+
+async def test_client_reports_an_oversized_reply_without_resending() -> None:
+    big = b"x" * (2 << 20)
+
+    async def handler(request: bytes) -> bytes:
+        return big
+
+    server = RepServer(LOCAL, handler)
+    with trio.fail_after(30):  # hang guard only
+        async with trio.open_nursery() as nursery:
+            addr = await nursery.start(server.run)
+            async with Client(addr, timeout=20, retries=3) as client:
+                with pytest.raises(ReplyTooLargeError, match=r"2097152 bytes.*1048576"):
+                    await client.send(b"please")
+                assert client.timeouts == 0
+            assert server.metrics.received == 1  # not sent again
+            async with Client(addr, timeout=20, retries=1, max_reply_size=4 << 20) as client:
+                assert await client.send(b"please") == big
+            nursery.cancel_scope.cancel()

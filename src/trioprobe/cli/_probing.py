@@ -51,7 +51,7 @@ def _cmd_serve_health(args: argparse.Namespace) -> int:
     try:
         trio.run(_serve, args.host, args.port, args.path, args.duration)
     except (OSError, BaseExceptionGroup) as exc:
-        # Binding fails inside Hypercorn's nurseries, so the OSError arrives wrapped in groups.
+        # Binding fails inside serve_asgi's nursery, so the OSError arrives wrapped in groups.
         error = first_os_error(exc)
         if error is None:
             raise

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..zmqnet import (
+    DEFAULT_ADDR,
     DEFAULT_WORKERS,
     BenchmarkCounters,
     BenchmarkResult,
@@ -22,6 +23,7 @@ from ..zmqnet import (
     RouterServer,
     ZmqNetError,
     benchmark,
+    check_endpoint,
     shared_context,
 )
 from ..zmqnet._output import check_appendable
@@ -29,8 +31,8 @@ from ._common import CLIError, first_os_error
 
 __all__ = ["register"]
 
-#: rtreq's default: serve on every interface, port 4157.
-DEFAULT_SERVE_ADDR = "tcp://*:4157"
+#: rtreq's port, on loopback like the HTTP surfaces (tcp://*:4157 serves every interface).
+DEFAULT_SERVE_ADDR = DEFAULT_ADDR
 DEFAULT_CONNECT_ADDR = "tcp://localhost:4157"
 
 
@@ -110,11 +112,16 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _address(addr: str) -> str:
-    if "://" in addr:
-        return addr
-    if ":" not in addr:
-        raise CLIError(f"address {addr!r} needs a port (host:port or tcp://host:port)")
-    return f"tcp://{addr}"
+    if "://" not in addr:
+        if ":" not in addr:
+            raise CLIError(f"address {addr!r} needs a port (host:port or tcp://host:port)")
+        addr = f"tcp://{addr}"
+    try:
+        # libzmq would bind or connect tcp://*:99999 to some other port without a word.
+        check_endpoint(addr)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    return addr
 
 
 def _connect_address(addr: str) -> str:

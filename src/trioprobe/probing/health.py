@@ -1,11 +1,12 @@
-"""The health endpoint: etcd's ``/raft/probing`` reply as an ASGI app, and a Hypercorn server.
+"""The health endpoint: etcd's ``/raft/probing`` reply as an ASGI app, and its HTTP server.
 
 etcd peers answer ``GET /raft/probing`` with ``{"OK":true,"Now":"<RFC 3339, nanoseconds>"}`` and a
 newline (``xiang90/probing.NewHandler``). Serving the same shape lets an etcd-style prober (ours or
 etcd's own) measure round-trip time and clock difference against any trioprobe process.
 
 The app is plain ASGI 3 so any ASGI server can host it; :func:`serve_health` hosts it with
-Hypercorn's Trio worker, which is what the rest of trioprobe runs on.
+trioprobe's own small h11 server (``trioprobe._asgi``), which contains a hostile client to its
+own connection (see docs/probing.md, "Hostile clients").
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 
 import attrs
 import trio
 
-from .._asgi import ASGIApp, Receive, Scope, Send, answer_lifespan, serve_asgi
+from .._asgi import ASGIApp, HTTPServerStats, Receive, Scope, Send, answer_lifespan, serve_asgi
 
 __all__ = ["DEFAULT_PATH", "HealthApp", "format_rfc3339_nano", "health_app", "serve_health"]
 
@@ -91,17 +93,18 @@ async def serve_health(
     *,
     path: str = DEFAULT_PATH,
     app: ASGIApp | None = None,
+    stats: HTTPServerStats | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the health endpoint with Hypercorn on Trio until cancelled.
+    """Serve the health endpoint until cancelled.
 
     Reports the endpoint's full URL (``http://host:port/path``, with the real port when ``port``
-    is 0) through ``task_status.started()``. Cancellation is the way to stop it; Hypercorn's own
-    access and error logs are off so it stays quiet inside a probing process.
+    is 0) through ``task_status.started()``. Cancellation is the way to stop it. What clients
+    did wrong is counted in ``stats`` (pass one in to read it) and logged rate-limited.
     """
     if not path.startswith("/"):
         raise ValueError(f"health path must start with '/': {path!r}")
     asgi_app = app if app is not None else HealthApp(path=path)
     async with trio.open_nursery() as nursery:
-        base_url = await nursery.start(serve_asgi, asgi_app, host, port)
+        base_url = await nursery.start(partial(serve_asgi, asgi_app, host, port, stats=stats))
         task_status.started(base_url + path)

@@ -1,15 +1,24 @@
 """ZeroMQ request/reply on Trio: a native socket wrapper, REP and ROUTER servers, a Lazy Pirate
 client and a closed-loop benchmark (a Trio port of bbengfort's ``rtreq``).
 
-Usable on its own: nothing here imports the rest of trioprobe.
+Usable on its own: nothing here imports the rest of trioprobe but its rate-limited log helper
+(``trioprobe._ratelog``, standard library only).
 """
 
 from .benchmark import BenchmarkCounters, BenchmarkResult, benchmark
 from .client import Client, Transport, TransportFactory, dealer_transport, new_identity
-from .errors import MessageDroppedError, ProtocolError, RemoteError, ZmqNetError
+from .errors import (
+    MessageDroppedError,
+    MessageTooLargeError,
+    ProtocolError,
+    RemoteError,
+    ReplyTooLargeError,
+    ZmqNetError,
+)
 from .histogram import LatencyHistogram
 from .server import (
     DEFAULT_ADDR,
+    DEFAULT_HANDLER_TIMEOUT,
     DEFAULT_MAX_CLIENTS,
     DEFAULT_WORKERS,
     OTHER_CLIENTS,
@@ -18,20 +27,29 @@ from .server import (
     RouterServer,
     ServerMetrics,
 )
-from .socket import DEFAULT_MAX_MESSAGE_SIZE, Socket, shared_context
+from .socket import (
+    DEFAULT_MAX_FRAMES,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Socket,
+    check_endpoint,
+    shared_context,
+)
 from .wire import ERROR_MARKER
 
 __all__ = [
     # socket
     "Socket",
     "shared_context",
+    "check_endpoint",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_MAX_FRAMES",
     # servers
     "RepServer",
     "RouterServer",
     "ServerMetrics",
     "Handler",
     "DEFAULT_ADDR",
+    "DEFAULT_HANDLER_TIMEOUT",
     "DEFAULT_WORKERS",
     "DEFAULT_MAX_CLIENTS",
     "OTHER_CLIENTS",
@@ -52,4 +70,6 @@ __all__ = [
     "MessageDroppedError",
     "RemoteError",
     "ProtocolError",
+    "MessageTooLargeError",
+    "ReplyTooLargeError",
 ]

@@ -22,8 +22,8 @@ from typing import Protocol, Self
 import trio
 import zmq
 
-from .errors import MessageDroppedError, RemoteError
-from .socket import Socket
+from .errors import MessageDroppedError, RemoteError, ReplyTooLargeError
+from .socket import DEFAULT_MAX_MESSAGE_SIZE, Socket
 from .wire import decode_reply
 
 __all__ = ["Client", "Transport", "TransportFactory", "dealer_transport", "new_identity"]
@@ -46,8 +46,13 @@ TransportFactory = Callable[[str, bytes], Transport]
 
 
 def dealer_transport(addr: str, identity: bytes) -> Transport:
-    """The real transport: a DEALER socket with ``identity``, connected to ``addr``."""
-    sock = Socket(zmq.DEALER, identity=identity)
+    """The real transport: a DEALER socket with ``identity``, connected to ``addr``.
+
+    It sets no libzmq size limit: libzmq drops the connection of a peer whose frame is over
+    ``ZMQ_MAXMSGSIZE`` without telling why, so an oversized reply would look like a lost one
+    and be sent for again. :class:`Client` checks the size of the reply it got instead.
+    """
+    sock = Socket(zmq.DEALER, identity=identity, max_message_size=-1)
     try:
         sock.connect(addr)
     except BaseException:
@@ -67,6 +72,7 @@ class Client:
     ``identity`` is the name part of the routing id (default: the host name); every connection,
     including each reconnect, gets ``"<identity>-XXXX"`` with a new random suffix. ``retries`` is
     the total number of attempts (the reference's meaning), each bounded by ``timeout`` seconds.
+    A reply over ``max_reply_size`` bytes (default 1 MiB) raises :class:`ReplyTooLargeError`.
 
     Concurrent :meth:`send` calls on one client are served in turn; use several clients for
     concurrency. Cancelling a :meth:`send` (say, by a probe deadline) also resets the connection,
@@ -80,16 +86,21 @@ class Client:
         identity: str | None = None,
         timeout: float = 5.0,
         retries: int = 3,
+        max_reply_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         transport_factory: TransportFactory = dealer_transport,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         if retries < 1:
             raise ValueError(f"retries is the number of attempts and must be >= 1, got {retries}")
+        if max_reply_size < 0:
+            raise ValueError(f"max_reply_size must be >= 0 bytes, got {max_reply_size}")
         self.addr = addr
         self.name = identity if identity is not None else _stdlib_socket.gethostname()
         self.timeout = timeout
         self.retries = retries
+        #: Largest reply (bytes, all frames) returned; a larger one raises ReplyTooLargeError.
+        self.max_reply_size = max_reply_size
         self._factory = transport_factory
         self._transport: Transport | None = None
         self._identity: bytes | None = None
@@ -126,8 +137,10 @@ class Client:
     async def send(self, message: bytes | str) -> bytes:
         """Send ``message`` and return the reply.
 
-        Raises :class:`MessageDroppedError` when the last attempt times out, and
-        :class:`RemoteError` when the server answers with an error frame.
+        Raises :class:`MessageDroppedError` when the last attempt times out,
+        :class:`RemoteError` when the server answers with an error frame, and
+        :class:`ReplyTooLargeError` (at once, without a resend) for a reply over
+        ``max_reply_size`` bytes.
         """
         payload = message.encode() if isinstance(message, str) else message
         if self._closed:
@@ -160,6 +173,9 @@ class Client:
             with trio.move_on_after(self.timeout):
                 frames = await transport.request([b"", payload])
                 answered = True
+                size = sum(len(frame) for frame in frames)
+                if size > self.max_reply_size:
+                    raise ReplyTooLargeError(self.addr, size, self.max_reply_size)
                 if frames and not frames[0]:
                     frames = frames[1:]
                 return decode_reply(frames)

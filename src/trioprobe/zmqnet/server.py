@@ -20,12 +20,15 @@ import attrs
 import trio
 import zmq
 
+from .._ratelog import RateLimitedLog
 from ._output import check_appendable
-from .socket import DEFAULT_MAX_MESSAGE_SIZE, Socket
+from .errors import MessageTooLargeError
+from .socket import DEFAULT_MAX_FRAMES, DEFAULT_MAX_MESSAGE_SIZE, Socket
 from .wire import error_reply, split_envelope
 
 __all__ = [
     "DEFAULT_ADDR",
+    "DEFAULT_HANDLER_TIMEOUT",
     "DEFAULT_MAX_CLIENTS",
     "DEFAULT_WORKERS",
     "OTHER_CLIENTS",
@@ -37,8 +40,11 @@ __all__ = [
 
 log = logging.getLogger("trioprobe.zmqnet")
 
-#: The reference's default: every interface, port 4157.
-DEFAULT_ADDR: Final = "tcp://*:4157"
+#: The reference's port, on loopback only like the HTTP surfaces: serving every interface
+#: (``tcp://*:4157``, the reference's default) must be asked for.
+DEFAULT_ADDR: Final = "tcp://127.0.0.1:4157"
+#: Seconds a handler may take over one request before it is cancelled and an error is answered.
+DEFAULT_HANDLER_TIMEOUT: Final = 5.0
 #: The reference's default worker count (0 also means this).
 DEFAULT_WORKERS: Final = 16
 
@@ -76,6 +82,12 @@ class ServerMetrics:
     bytes_sent: int = 0
     errors: int = 0
     unroutable: int = 0
+    #: Replies dropped because the client's queue was full (it sends without reading replies).
+    dropped: int = 0
+    #: Requests whose handler ran past the deadline (answered with an error).
+    timeouts: int = 0
+    #: Requests over the size or frame limit (answered with an error, handler not called).
+    oversized: int = 0
     max_clients: int = DEFAULT_MAX_CLIENTS
 
     def increment(self, client: str, now: float) -> None:
@@ -137,6 +149,9 @@ class ServerMetrics:
         self.bytes_sent += other.bytes_sent
         self.errors += other.errors
         self.unroutable += other.unroutable
+        self.dropped += other.dropped
+        self.timeouts += other.timeouts
+        self.oversized += other.oversized
 
     def serialize(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The reference's keys (``duration`` in seconds, not a Go duration string), then extra."""
@@ -148,6 +163,9 @@ class ServerMetrics:
             "throughput": self.throughput,
             "errors": self.errors,
             "unroutable": self.unroutable,
+            "dropped": self.dropped,
+            "timeouts": self.timeouts,
+            "oversized": self.oversized,
         }
         if extra:
             data.update(extra)
@@ -188,16 +206,24 @@ class _Server:
         name: str | None = None,
         metrics_path: str | os.PathLike[str] | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frames: int = DEFAULT_MAX_FRAMES,
         hwm: int | None = None,
         max_clients: int = DEFAULT_MAX_CLIENTS,
+        handler_timeout: float | None = DEFAULT_HANDLER_TIMEOUT,
     ) -> None:
         if max_clients < 0:
             raise ValueError(f"max_clients must be >= 0, got {max_clients}")
+        if handler_timeout is not None and not handler_timeout > 0:
+            raise ValueError(f"handler_timeout must be > 0 seconds or None, got {handler_timeout}")
+        if max_frames == 0 or max_frames < -1:
+            raise ValueError(f"max_frames must be >= 1 (or -1: no limit), got {max_frames}")
         self.addr = addr
         self.handler = handler
         self.name = name if name is not None else _stdlib_socket.gethostname()
         self.metrics_path = metrics_path
         self.max_message_size = max_message_size
+        self.max_frames = max_frames
+        self.handler_timeout = handler_timeout
         self.hwm = hwm
         self.max_clients = max_clients
         self.address: str | None = None
@@ -205,6 +231,7 @@ class _Server:
         # Routing id -> metrics key, so each message does not decode its sender again. Bounded
         # like the metrics: past max_clients ids, new senders are decoded on every message.
         self._names: dict[bytes, str] = {}
+        self._log = RateLimitedLog(log)
 
     @property
     def metrics(self) -> ServerMetrics:
@@ -263,24 +290,76 @@ class _Server:
                     n = metrics.received
                     text = f"reply msg #{n}" if worker is None else f"reply msg #{n} from {worker}"
                     answer = text.encode()
+                    reply = [answer]
                 else:
-                    answer = await self.handler(request)
-                reply = [answer]
+                    reply = await self._call_handler(self.handler, request, metrics)
             except Exception as exc:
                 metrics.errors += 1
-                log.warning("%s server %s: handler failed: %r", self.kind, self.address, exc)
+                self._log.warning(
+                    "handler", "%s server %s: handler failed: %r", self.kind, self.address, exc
+                )
                 reply = error_reply(f"{type(exc).__name__}: {exc}")
-        envelope.extend(reply)
+        if self._reply(sock, envelope, reply, metrics):
+            metrics.complete(trio.current_time(), sum(len(frame) for frame in reply))
+
+    async def _call_handler(
+        self, handler: Handler, request: bytes, metrics: ServerMetrics
+    ) -> list[bytes]:
+        """The handler's answer, or an error reply when it runs past ``handler_timeout``."""
+        if self.handler_timeout is None:
+            return [await handler(request)]
+        with trio.move_on_after(self.handler_timeout):
+            return [await handler(request)]
+        metrics.timeouts += 1
+        self._log.warning(
+            "timeout",
+            "%s server %s: handler took over %gs, cancelled",
+            self.kind,
+            self.address,
+            self.handler_timeout,
+        )
+        return error_reply(f"handler timed out after {self.handler_timeout:g}s")
+
+    def _reply(
+        self, sock: Socket, envelope: list[bytes], body: list[bytes], metrics: ServerMetrics
+    ) -> bool:
+        """Send now or drop (counted); never wait. True if sent.
+
+        Waiting for a client whose queue is full would let a client that sends and never reads
+        stall everyone else (a ROUTER cannot wait for one peer: it reports writable when any
+        peer has room). A well-behaved client never has ``hwm`` replies unread.
+        """
         try:
-            if not sock.try_send_multipart(envelope):
-                await sock.send_multipart(envelope)
+            sent = sock.try_send_multipart([*envelope, *body])
         except zmq.ZMQError as exc:
             if exc.errno != errno.EHOSTUNREACH:
                 raise
             # The client went away (Lazy Pirate clients reconnect under a new identity).
             metrics.unroutable += 1
-            return
-        metrics.complete(trio.current_time(), sum(len(frame) for frame in reply))
+            return False
+        if not sent:
+            metrics.dropped += 1
+            self._log.warning(
+                "dropped",
+                "%s server %s: reply dropped, client %s does not read its replies",
+                self.kind,
+                self.address,
+                self._client(envelope[0]),
+            )
+        return sent
+
+    def _receive(self, sock: Socket, metrics: ServerMetrics) -> list[bytes] | None:
+        """The next request (None if there is none); ``[]`` for one refused as too large."""
+        try:
+            return sock.try_recv_multipart(self.max_frames, self.max_message_size)
+        except MessageTooLargeError as exc:
+            metrics.oversized += 1
+            self._log.warning("oversized", "%s server %s: %s", self.kind, self.address, exc)
+            head = exc.head
+            if len(head) > 1 or exc.frames == 1:
+                envelope, _ = split_envelope(head)
+                self._reply(sock, envelope, error_reply(str(exc)), metrics)
+            return []
 
 
 class RepServer(_Server):
@@ -307,10 +386,11 @@ class RepServer(_Server):
                 # what an EVENTS read does.
                 if await sock.wait_readable():
                     served = 0
-                frames = sock.try_recv_multipart()
+                frames = self._receive(sock, metrics)
                 if frames is None:
                     continue
-                await self._serve_one(sock, frames, metrics, None)
+                if frames:
+                    await self._serve_one(sock, frames, metrics, None)
                 served += 1
                 if served >= _BATCH:
                     # Never run dry: let other tasks (and cancellation) in now and then.
@@ -342,8 +422,10 @@ class RouterServer(_Server):
         name: str | None = None,
         metrics_path: str | os.PathLike[str] | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frames: int = DEFAULT_MAX_FRAMES,
         hwm: int | None = None,
         max_clients: int = DEFAULT_MAX_CLIENTS,
+        handler_timeout: float | None = DEFAULT_HANDLER_TIMEOUT,
         queue_size: int = 1024,
     ) -> None:
         super().__init__(
@@ -352,8 +434,10 @@ class RouterServer(_Server):
             name=name,
             metrics_path=metrics_path,
             max_message_size=max_message_size,
+            max_frames=max_frames,
             hwm=hwm,
             max_clients=max_clients,
+            handler_timeout=handler_timeout,
         )
         if workers < 0:
             raise ValueError(f"workers must be >= 0 (0 means {DEFAULT_WORKERS}), got {workers}")
@@ -363,7 +447,8 @@ class RouterServer(_Server):
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind, start the workers, report the bound address, serve until cancelled."""
         sock, address = self._open()
-        self._worker_metrics = [self._new_metrics() for _ in range(self.workers)]
+        # One per worker, and the last one for what the receiving task refuses.
+        self._worker_metrics = [self._new_metrics() for _ in range(self.workers + 1)]
         send_channel, receive_channel = trio.open_memory_channel[list[bytes]](self.queue_size)
         try:
             async with trio.open_nursery() as nursery:
@@ -376,21 +461,26 @@ class RouterServer(_Server):
                         f"worker {self.name}-{i + 1}",
                     )
                 task_status.started(address)
-                await self._receive_loop(sock, send_channel)
+                await self._receive_loop(sock, send_channel, self._worker_metrics[-1])
         finally:
             sock.close()
             self._shutdown()
 
     async def _receive_loop(
-        self, sock: Socket, requests: trio.MemorySendChannel[list[bytes]]
+        self,
+        sock: Socket,
+        requests: trio.MemorySendChannel[list[bytes]],
+        metrics: ServerMetrics,
     ) -> None:
         while True:
             received = 0
             while received < _BATCH:
-                frames = sock.try_recv_multipart()
+                frames = self._receive(sock, metrics)
                 if frames is None:
                     break
                 received += 1
+                if not frames:
+                    continue
                 try:
                     requests.send_nowait(frames)
                 except trio.WouldBlock:

@@ -22,6 +22,7 @@ socket may drain, including reading ``EVENTS``. The rules this module follows (m
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -31,15 +32,25 @@ from typing import Any, Final, Self, cast
 import trio
 import zmq
 
+from .errors import MessageTooLargeError
+
 __all__ = [
+    "DEFAULT_MAX_FRAMES",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "Socket",
+    "check_endpoint",
     "shared_context",
 ]
 
 #: Largest message a socket accepts by default (``ZMQ_MAXMSGSIZE``): a peer sending more is
-#: disconnected instead of making us buffer it. Probing messages are tiny.
+#: disconnected instead of making us buffer it. Probing messages are tiny. libzmq applies it to
+#: each *frame*; the servers also apply it to the whole message (see ``try_recv_multipart``).
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
+#: Most frames the servers accept in one message: a REQ_CORRELATE envelope and a body are 4.
+DEFAULT_MAX_FRAMES: Final = 8
+#: Longest pause, in seconds, between retries of a send that EVENTS says can go but libzmq
+#: refuses (a ROUTER whose one peer is full, see ``send_multipart``).
+_MAX_SEND_BACKOFF: Final = 0.05
 
 
 # IntFlag arithmetic is slow (about 15% of a round trip): use plain ints on the hot path.
@@ -57,6 +68,24 @@ _context_lock = threading.Lock()
 def _reason(exc: zmq.ZMQError) -> str:
     """The plain reason: pyzmq's own ``str(exc)`` repeats the address as ``(addr='...')``."""
     return zmq.strerror(exc.errno) if exc.errno is not None else str(exc)
+
+
+def check_endpoint(addr: str) -> None:
+    """Refuse a ``tcp://`` endpoint whose port libzmq would misread.
+
+    libzmq parses the port with ``strtol`` and keeps the low 16 bits, so ``tcp://*:99999`` binds
+    some other port (or a random one) without an error. ``*`` and ``0`` (any free port) and
+    1-65535 pass; other transports are left to libzmq. Raises ``ValueError`` naming the port.
+    """
+    if not addr.startswith("tcp://"):
+        return
+    host, sep, port = addr[len("tcp://") :].rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"ZeroMQ endpoint {addr!r} needs host:port")
+    if port == "*":
+        return
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ValueError(f"ZeroMQ endpoint {addr!r}: port {port!r} is not a number from 0 to 65535")
 
 
 def shared_context() -> zmq.Context[zmq.Socket[bytes]]:
@@ -156,6 +185,10 @@ class Socket:
         """Bind and return the endpoint actually bound (``tcp://127.0.0.1:0`` picks a free port)."""
         self._check_open()
         try:
+            check_endpoint(addr)
+        except ValueError as exc:
+            raise OSError(errno.EINVAL, f"cannot bind ZeroMQ socket: {exc}") from None
+        try:
             self._sock.bind(addr)
         except zmq.ZMQError as exc:
             raise OSError(
@@ -166,6 +199,10 @@ class Socket:
     def connect(self, addr: str) -> None:
         """Connect (libzmq connects in the background and reconnects by itself)."""
         self._check_open()
+        try:
+            check_endpoint(addr)
+        except ValueError as exc:
+            raise OSError(errno.EINVAL, f"cannot connect ZeroMQ socket: {exc}") from None
         try:
             self._sock.connect(addr)
         except zmq.ZMQError as exc:
@@ -188,39 +225,83 @@ class Socket:
         try:
             send(frames[0], _SNDMORE_DONTWAIT if last else _DONTWAIT)
         except zmq.Again:
+            # A refused send is a libzmq call too and may have drained the fd edge another
+            # task sleeps on (a ROUTER server dropping a reply froze its receiver this way).
+            if self._want_in or self._want_out:
+                self._events()
             return False
+        except zmq.ZMQError:
+            if self._want_in or self._want_out:
+                self._events()
+            raise
         for i in range(1, last + 1):
             send(frames[i], _SNDMORE_DONTWAIT if i < last else _DONTWAIT)
         if self._want_in or self._want_out:
             self._events()
         return True
 
-    def try_recv_multipart(self) -> list[bytes] | None:
-        """Return the next message if one is ready, else None. Never waits, never checkpoints."""
+    def try_recv_multipart(self, max_frames: int = -1, max_size: int = -1) -> list[bytes] | None:
+        """Return the next message if one is ready, else None. Never waits, never checkpoints.
+
+        With ``max_frames`` or ``max_size`` (bytes, all frames together; -1 means no limit) a
+        message over either is still read to its end, so the next one starts in step, but its
+        frames past the limit are dropped uncopied, and :class:`MessageTooLargeError` carries
+        the frames kept (the routing envelope, for an error reply) and the real totals.
+        """
         if self._closed:
             raise trio.ClosedResourceError("ZeroMQ socket is closed")
         recv = self._recv_frame
         try:
             frame = recv(_DONTWAIT, False)
         except zmq.Again:
+            # May have drained the edge another waiter sleeps on, like a refused send.
+            if self._want_in or self._want_out:
+                self._events()
             return None
         # Frames (copy=False) carry their own "more" flag; asking the socket for RCVMORE instead
         # costs an enum conversion inside pyzmq per frame. The remaining frames of a message
         # arrive with its first one.
         frames = [frame.bytes]
-        while frame.more:
-            frame = recv(_DONTWAIT, False)
-            frames.append(frame.bytes)
+        if max_frames < 0 and max_size < 0:
+            while frame.more:
+                frame = recv(_DONTWAIT, False)
+                frames.append(frame.bytes)
+        else:
+            count, size, over = 1, len(frames[0]), False
+            while frame.more:
+                frame = recv(_DONTWAIT, False)
+                count += 1
+                size += len(frame)
+                over = over or (0 <= max_frames < count) or (0 <= max_size < size)
+                if not over:
+                    frames.append(frame.bytes)
+            over = over or (0 <= max_frames < count) or (0 <= max_size < size)
+            if over:
+                if self._want_in or self._want_out:
+                    self._events()
+                raise MessageTooLargeError(frames, count, size, max_frames, max_size)
         if self._want_in or self._want_out:
             self._events()
         return frames
 
     async def send_multipart(self, frames: Sequence[bytes]) -> None:
-        """Send one message, waiting while the high-water mark is reached."""
+        """Send one message, waiting while the high-water mark is reached.
+
+        A ROUTER reports POLLOUT when *any* peer has room, so for a message to a full peer
+        EVENTS says "go" and libzmq says EAGAIN, forever if that peer never reads. Then we back
+        off in real sleeps (1 ms doubling to 50 ms) rather than spin: the wait stays
+        cancellable and other tasks run. Servers should not wait at all (they drop, counted).
+        """
         await trio.lowlevel.checkpoint_if_cancelled()
-        while not self.try_send_multipart(frames):
-            await self._wait(_POLLOUT)
+        await self._send_waiting(frames)
         await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _send_waiting(self, frames: Sequence[bytes]) -> None:
+        backoff = 0.001
+        while not self.try_send_multipart(frames):
+            if not await self._wait(_POLLOUT):
+                await trio.sleep(backoff)
+                backoff = min(2 * backoff, _MAX_SEND_BACKOFF)
 
     async def recv_multipart(self) -> list[bytes]:
         """Receive one whole message."""
@@ -239,8 +320,7 @@ class Socket:
         :class:`~trioprobe.zmqnet.Client` does) or expect a stale reply on its next receive.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        while not self.try_send_multipart(frames):
-            await self._wait(_POLLOUT)
+        await self._send_waiting(frames)
         while True:
             # Wait first: a reply can hardly be there already, and an EVENTS read is cheaper
             # than a receive that fails with EAGAIN.
