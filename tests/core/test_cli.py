@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import trioprobe
 from trioprobe.cli import main
 from trioprobe.metrics import EventMetrics
 
@@ -151,11 +152,55 @@ def test_run_surfacer_that_cannot_start_is_one_line(
 
 
 @pytest.mark.parametrize("flag", ["--duration", "--refresh"])
-@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon", "1e300"])
 def test_display_flags_must_be_positive_seconds(
     flag: str, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    assert main(["demo", flag, value]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"trioprobe: error: argument {flag}: expected a finite number")
+
+
+# Every numeric flag of every command, with a value each once took as valid (or crashed on).
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["logping", "memory", "--interval", "nan"],
+        ["logping", "memory", "--duration", "nan"],
+        ["logping", "memory", "--report", "nan"],
+        ["logping", "memory", "--disconnect-every", "-1"],
+        ["serve", "health", "--duration", "nan"],
+        ["serve", "health", "--port", "65536"],
+        ["serve", "zmq", "--uptime", "nan"],
+        ["send", "tcp://127.0.0.1:1", "x", "--timeout", "nan"],
+        ["send", "tcp://127.0.0.1:1", "x", "--retries", "0"],
+        ["bench", "tcp://127.0.0.1:1", "--duration", "nan"],
+        ["bench", "tcp://127.0.0.1:1", "--timeout", "inf"],
+        ["bench", "tcp://127.0.0.1:1", "--clients", "0"],
+        ["bench", "tcp://127.0.0.1:1", "--message-size", "-5"],
+        ["run", "x.toml", "--duration", "-inf"],
+    ],
+)
+def test_numeric_flags_are_range_checked(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    flag = next(arg for arg in argv if arg.startswith("--"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    [line] = err.splitlines()
+    assert line.startswith(f"trioprobe: error: argument {flag}: expected ")
+    assert "Traceback" not in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["demo", flag, value])
-    assert exit_info.value.code == 2
-    assert f"argument {flag}" in capsys.readouterr().err
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"trioprobe {trioprobe.__version__}\n"
+
+
+def test_usage_mistakes_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["frobnicate"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("trioprobe: error: argument COMMAND: invalid choice: 'frobnicate'")
+    assert line.endswith("(see `trioprobe --help`)")
