@@ -27,6 +27,7 @@ __all__ = [
     "COUNT",
     "KEY_RANGES",
     "MAX_SECONDS",
+    "MIN_SECONDS",
     "PORT",
     "POSITIVE_COUNT",
     "SECONDS",
@@ -87,7 +88,10 @@ class Range:
         return value
 
 
-SECONDS = Range("number of seconds", 0.0, MAX_SECONDS, low_open=True)
+#: The shortest duration accepted (1 ms): below it an interval is a busy loop, and one of 5e-324 s
+#: overflows the tick arithmetic (found by the config fuzz test).
+MIN_SECONDS = 0.001
+SECONDS = Range("number of seconds", MIN_SECONDS, MAX_SECONDS)
 SECONDS_OR_ZERO = Range("number of seconds", 0.0, MAX_SECONDS)
 COUNT = Range("an integer", 0, _MAX_INT, integer=True)
 POSITIVE_COUNT = Range("an integer", 1, _MAX_INT, integer=True)

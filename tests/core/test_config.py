@@ -110,7 +110,10 @@ PROBE = '[[probe]]\nname = "a"\ntype = "http"\ntargets = ["http://x/"]\n'
         (PROBE.replace('"http"', '"gopher"'), "probe[0].type: unknown probe type 'gopher'"),
         (PROBE + '[[surfacer]]\ntype = "pigeon"\n', "surfacer[0].type: unknown surfacer type"),
         (PROBE + "interval = 5\nstats_interval = 2\n", "probe[0].stats_interval: 2.0s is shorter"),
-        (PROBE + "interval = 0\n", "probe[0].interval: expected a finite number of seconds > 0"),
+        (
+            PROBE + "interval = 0\n",
+            "probe[0].interval: expected a finite number of seconds >= 0.001",
+        ),
         ('[[probe]]\nname = "a"\ntype = "http"\n', "probe[0]: no targets"),
         (PROBE + 'targets_file = "t.txt"\n', "probe[0]: give either `targets` or `targets_file`"),
         (PROBE + PROBE, "probe[1].name: duplicate probe name 'a'"),
@@ -220,7 +223,11 @@ PROMETHEUS = '[[surfacer]]\ntype = "prometheus"\nport = 0\n'
         (PROBE + INFLUX + "purge_interval = inf\n", "surfacer[0].purge_interval: expected"),
         (PROBE + PROMETHEUS + "expiry = -1\n", "surfacer[0].expiry: expected a finite number"),
         (PROBE + PROMETHEUS.replace("0", "70000"), "surfacer[0].port: expected a port number"),
-        (PROBE + "timeout = 1e300\n", "probe[0].timeout: expected a finite number of seconds > 0"),
+        (PROBE + "interval = 5e-324\n", "probe[0].interval: expected a finite number of seconds"),
+        (
+            PROBE + "timeout = 1e300\n",
+            "probe[0].timeout: expected a finite number of seconds >= 0.001",
+        ),
         (
             PROBE + "[probe.latency_buckets]\ncount = 1000000000\n",
             "probe[0].latency_buckets.count: expected an integer >= 1 and <= 1000",

@@ -39,5 +39,5 @@ def first_os_error(exc: BaseException) -> OSError | None:
     return find_error(exc, OSError)
 
 
-#: An argparse type: a finite number of seconds > 0 (the same range as durations in the config).
+#: An argparse type: a finite number of seconds >= 1 ms (the same range as durations in the config).
 positive_seconds = SECONDS.parse
