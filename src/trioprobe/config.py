@@ -23,8 +23,8 @@ the key path (``probe[0].interval``) and what was expected.
 
 from __future__ import annotations
 
+import errno
 import logging
-import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -43,11 +43,14 @@ from .probes import PROBE_TYPES, load_probe_type
 from .results import LATENCY_UNITS
 from .surfacers import SURFACER_TYPES, load_surfacer_type
 from .surfacers._naming import BUILTIN_EXPORTS, CORE_EXPORTS, clash_warnings
+from .validators import KEY_RANGES, check_numbers
 
 __all__ = [
     "AlertSpec",
     "Config",
     "ConfigError",
+    "MAX_CONFIG_BYTES",
+    "MAX_TARGETS_BYTES",
     "LatencyBuckets",
     "ProbeSpec",
     "StatusSpec",
@@ -64,6 +67,25 @@ logger = logging.getLogger("trioprobe.config")
 
 class ConfigError(ValueError):
     """The config cannot be used; the message says where and why, one problem per line."""
+
+
+#: The largest config file read; ``check /dev/zero`` must not read until memory runs out.
+MAX_CONFIG_BYTES = 1024 * 1024
+#: The largest targets file read (about 20,000 URLs).
+MAX_TARGETS_BYTES = 4 * 1024 * 1024
+
+
+def read_bounded(path: Path, limit: int) -> str:
+    """The UTF-8 text of ``path``, read only up to ``limit`` bytes.
+
+    Raises ``OSError`` (``EFBIG`` if the file is larger, so callers that already handle an
+    unreadable file handle this too) or ``UnicodeDecodeError``.
+    """
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than the {limit}-byte limit", str(path))
+    return data.decode("utf-8")
 
 
 @attrs.frozen
@@ -274,11 +296,12 @@ def _check_probe(spec: ProbeSpec, path: str, errors: list[str]) -> None:
         errors.append(f'{path}: no targets: give `targets = [...]` or `targets_file = "..."`')
     if spec.targets and spec.targets_file is not None:
         errors.append(f"{path}: give either `targets` or `targets_file`, not both")
-    for key in ("interval", "timeout", "stats_interval"):
-        value = getattr(spec, key)
-        # "not (x > 0)" also rejects NaN, which every comparison lets through.
-        if value is not None and not (value > 0 and math.isfinite(value)):
-            errors.append(f"{path}.{key}: expected a finite number of seconds > 0, got {value}")
+    number_errors = check_numbers(spec, path)
+    if spec.latency_buckets is not None and len(spec.latency_buckets.bounds) > 1000:
+        number_errors.append(f"{path}.latency_buckets.bounds: expected at most 1000 bounds")
+    errors.extend(number_errors)
+    if number_errors:
+        return  # the checks below assume sane numbers
     if spec.stats_interval is not None and spec.stats_interval < spec.interval:
         errors.append(
             f"{path}.stats_interval: {spec.stats_interval}s is shorter than the probe interval "
@@ -291,6 +314,8 @@ def _check_probe(spec: ProbeSpec, path: str, errors: list[str]) -> None:
             spec.latency_buckets.distribution()
         except MetricsError as exc:
             errors.append(f"{path}.latency_buckets: {exc}")
+        except OverflowError:
+            errors.append(f"{path}.latency_buckets: scale * base ** (count - 1) is too large")
 
 
 def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Config:
@@ -299,12 +324,9 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
     for key in data.keys() - _TOP_KEYS:
         errors.append(f"{key}: unknown key; expected one of {', '.join(sorted(_TOP_KEYS))}")
     grace = data.get("shutdown_grace", 5.0)
-    if (
-        not isinstance(grace, int | float)
-        or isinstance(grace, bool)
-        or not (grace >= 0 and math.isfinite(grace))
-    ):
-        errors.append(f"shutdown_grace: expected seconds >= 0, got {grace!r}")
+    problem = KEY_RANGES["shutdown_grace"].problem(grace)
+    if problem is not None:
+        errors.append(f"shutdown_grace: {problem}")
         grace = 5.0
 
     probes: list[tuple[ProbeSpec, Any]] = []
@@ -325,6 +347,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         if isinstance(type_name, str) and type_name in PROBE_TYPES:
             options_cls = load_probe_type(type_name).Options
             options = _structure(rest, options_cls, f"$.{path}", errors)
+        if options is not None:
+            errors.extend(check_numbers(options, path))
         if spec is None:
             continue
         _check_probe(spec, path, errors)
@@ -350,10 +374,10 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
                 f"{', '.join(sorted(SURFACER_TYPES))}"
             )
             continue
-        if sspec.buffer < 1:
-            errors.append(f"{path}.buffer: expected at least 1, got {sspec.buffer}")
+        errors.extend(check_numbers(sspec, path))
         options = _structure(rest, load_surfacer_type(sspec.type).Options, f"$.{path}", errors)
         if options is not None:
+            errors.extend(check_numbers(options, path))
             options = resolve_paths(options, base_dir or Path.cwd())
         surfacers.append((sspec, options))
 
@@ -361,8 +385,10 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
     status = None
     if "status" in data:
         status = _structure(data["status"], StatusSpec, "$.status", errors)
-        if status is not None and not (0 <= status.port <= 65535 and status.refresh >= 1):
-            errors.append("status: expected 0 <= port <= 65535 and refresh >= 1 second")
+        if status is not None:
+            errors.extend(check_numbers(status, "status"))
+            if status.refresh < 1:
+                errors.append(f"status.refresh: expected >= 1 second, got {status.refresh}")
 
     if errors:
         raise ConfigError("\n".join(errors))
@@ -425,12 +451,7 @@ def _check_alert(spec: AlertSpec, path: str, errors: list[str]) -> None:
         errors.append(f"{path}.failures: expected >= 1 when total is set")
     if spec.failure_threshold == 0 and spec.total == 0:
         errors.append(f"{path}: no down condition: set failure_threshold, or failures/total")
-    for key in ("max_latency", "command_timeout", "webhook_timeout"):
-        value = getattr(spec, key)
-        if value is not None and not (value > 0 and math.isfinite(value)):
-            errors.append(f"{path}.{key}: expected a finite number of seconds > 0, got {value}")
-    if not (spec.repeat_interval >= 0 and math.isfinite(spec.repeat_interval)):
-        errors.append(f"{path}.repeat_interval: expected seconds >= 0, got {spec.repeat_interval}")
+    errors.extend(check_numbers(spec, path))
     if spec.webhook and not spec.webhook.startswith(("http://", "https://")):
         errors.append(f"{path}.webhook: expected an http:// or https:// URL, got {spec.webhook!r}")
     if spec.command and not spec.command[0]:
@@ -459,20 +480,44 @@ def resolve_paths(options: Any, base_dir: Path) -> Any:
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a TOML config file; every error message starts with the file's name."""
+    """Read and validate a TOML config file; every error message starts with the file's name.
+
+    Unlike :func:`parse_config`, it also checks that each ``targets_file`` can be read, so the
+    error can name the config file and the key.
+    """
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_bounded(path, MAX_CONFIG_BYTES))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    except RecursionError:
+        # tomllib recurses once per nesting level: thousands of "[[[[" exhaust the stack.
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     try:
-        return parse_config(data, base_dir=path.parent)
+        config = parse_config(data, base_dir=path.parent)
+        _check_targets_files(config)
     except ConfigError as exc:
         raise ConfigError("\n".join(f"{path}: {line}" for line in str(exc).splitlines())) from None
+    return config
+
+
+def _check_targets_files(config: Config) -> None:
+    errors = []
+    for i, (spec, _) in enumerate(config.probes):
+        if spec.targets_file is None:
+            continue
+        file = config.base_dir / spec.targets_file
+        try:
+            TargetsFile(file)
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            errors.append(f"probe[{i}].targets_file: cannot read {file}: {reason}")
+    if errors:
+        raise ConfigError("\n".join(errors))
 
 
 def exposition_warnings(config: Config) -> list[str]:
@@ -514,7 +559,7 @@ class TargetsFile:
     def reload(self) -> None:
         """Read the file now. Raises ``OSError`` if it cannot be read (used at start-up)."""
         stat = self.path.stat()
-        text = self.path.read_text(encoding="utf-8")
+        text = read_bounded(self.path, MAX_TARGETS_BYTES)
         self._targets = parse_targets(text)
         self._stamp = (stat.st_mtime_ns, stat.st_size)
 

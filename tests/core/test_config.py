@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from trioprobe.config import (
+    MAX_CONFIG_BYTES,
+    MAX_TARGETS_BYTES,
     ConfigError,
     LatencyBuckets,
     TargetsFile,
@@ -60,6 +62,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_full_config(tmp_path: Path) -> None:
+    (tmp_path / "targets.txt").write_text("http://127.0.0.1:3/\n")
     config = load_config(_write(tmp_path, FULL))
     assert config.shutdown_grace == 2.0
     assert config.base_dir == tmp_path
@@ -107,12 +110,15 @@ PROBE = '[[probe]]\nname = "a"\ntype = "http"\ntargets = ["http://x/"]\n'
         (PROBE.replace('"http"', '"gopher"'), "probe[0].type: unknown probe type 'gopher'"),
         (PROBE + '[[surfacer]]\ntype = "pigeon"\n', "surfacer[0].type: unknown surfacer type"),
         (PROBE + "interval = 5\nstats_interval = 2\n", "probe[0].stats_interval: 2.0s is shorter"),
-        (PROBE + "interval = 0\n", "probe[0].interval: expected a finite number of seconds > 0"),
+        (
+            PROBE + "interval = 0\n",
+            "probe[0].interval: expected a finite number of seconds >= 0.001",
+        ),
         ('[[probe]]\nname = "a"\ntype = "http"\n', "probe[0]: no targets"),
         (PROBE + 'targets_file = "t.txt"\n', "probe[0]: give either `targets` or `targets_file`"),
         (PROBE + PROBE, "probe[1].name: duplicate probe name 'a'"),
         ("shutdown_grace = 1\n", "probe: no probes configured"),
-        (PROBE + "latency_buckets = { base = 1.0 }\n", "probe[0].latency_buckets:"),
+        (PROBE + "latency_buckets = { base = 1.0 }\n", "probe[0].latency_buckets.base:"),
         (PROBE + 'body_regex = "("\n', "body_regex is not a valid regular expression"),
         ("[[probe]\n", "invalid TOML"),
     ],
@@ -200,3 +206,102 @@ def test_non_finite_durations_are_rejected(key: str, value: str) -> None:
     probe = {"name": "w", "type": "http", "targets": ["http://x/"], key: float(value)}
     with pytest.raises(ConfigError, match=rf"probe\[0\]\.{key}: expected a finite number"):
         parse_config({"probe": [probe]})
+
+
+INFLUX = '[[surfacer]]\ntype = "influxdb"\nqueue_dir = "q"\n'
+PROMETHEUS = '[[surfacer]]\ntype = "prometheus"\nport = 0\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Each of these was accepted by `check` and failed at run time (issue 12, item 4).
+        (PROBE + INFLUX + "batch_interval = nan\n", "surfacer[0].batch_interval: expected"),
+        (PROBE + INFLUX + "drain_timeout = nan\n", "surfacer[0].drain_timeout: expected a finite"),
+        (PROBE + INFLUX + "max_age = nan\n", "surfacer[0].max_age: expected a finite"),
+        (PROBE + INFLUX + "request_timeout = -1\n", "surfacer[0].request_timeout: expected"),
+        (PROBE + INFLUX + "purge_interval = inf\n", "surfacer[0].purge_interval: expected"),
+        (PROBE + PROMETHEUS + "expiry = -1\n", "surfacer[0].expiry: expected a finite number"),
+        (PROBE + PROMETHEUS.replace("0", "70000"), "surfacer[0].port: expected a port number"),
+        (PROBE + "interval = 5e-324\n", "probe[0].interval: expected a finite number of seconds"),
+        (
+            PROBE + "timeout = 1e300\n",
+            "probe[0].timeout: expected a finite number of seconds >= 0.001",
+        ),
+        (
+            PROBE + "[probe.latency_buckets]\ncount = 1000000000\n",
+            "probe[0].latency_buckets.count: expected an integer >= 1 and <= 1000",
+        ),
+        (
+            PROBE + "[probe.latency_buckets]\nbase = nan\n",
+            "probe[0].latency_buckets.base: expected a finite number >= 1.01",
+        ),
+        (
+            PROBE + "[probe.latency_buckets]\nbase = 1e6\ncount = 1000\n",
+            "probe[0].latency_buckets: scale * base ** (count - 1) is too large",
+        ),
+        (
+            PROBE + "latency_buckets = { bounds = [1.0, nan] }\n",
+            "probe[0].latency_buckets.bounds[1]: expected a finite number >= 0",
+        ),
+        (PROBE + "expected_codes = [200, 9999]\n", "probe[0].expected_codes[1]: expected an HTTP"),
+        (PROBE.replace('"http"', '"zmq"') + "retries = 0\n", "probe[0]"),
+        (PROBE.replace('"http"', '"logping"') + "ping_interval = nan\n", "probe[0].ping_interval"),
+        (PROBE + "shutdown_grace = nan\n", "probe[0]: unknown key(s) (shutdown_grace)"),
+        ("shutdown_grace = nan\n" + PROBE, "shutdown_grace: expected a finite number of seconds"),
+        (PROBE + '[[surfacer]]\ntype = "lines"\nbuffer = 0\n', "surfacer[0].buffer: expected"),
+    ],
+)
+def test_absurd_numbers_are_rejected(tmp_path: Path, text: str, expected: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert expected in message
+    assert all(line.startswith(f"{path}: ") for line in message.splitlines())
+
+
+def test_zero_drain_and_grace_are_fine(tmp_path: Path) -> None:
+    text = "shutdown_grace = 0\n" + PROBE + INFLUX + "drain_timeout = 0\n"
+    config = load_config(_write(tmp_path, text))
+    assert config.shutdown_grace == 0.0
+    assert config.surfacers[0][1].drain_timeout == 0.0
+
+
+def test_deeply_nested_toml_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, "x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply") as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_config_size_is_bounded(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"larger than the {MAX_CONFIG_BYTES}-byte limit"):
+        load_config("/dev/zero")
+    big = tmp_path / "big.toml"
+    big.write_text(PROBE + "#" * MAX_CONFIG_BYTES + "\n")
+    with pytest.raises(ConfigError, match=r"cannot read config: .*byte limit"):
+        load_config(big)
+
+
+def test_targets_file_size_is_bounded(tmp_path: Path) -> None:
+    text = '[[probe]]\nname = "a"\ntype = "http"\ntargets_file = "/dev/zero"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text))
+    assert str(info.value) == (
+        f"{tmp_path / 'probe.toml'}: probe[0].targets_file: cannot read /dev/zero: "
+        f"larger than the {MAX_TARGETS_BYTES}-byte limit"
+    )
+    with pytest.raises(OSError, match="byte limit"):
+        TargetsFile(Path("/dev/zero"))
+
+
+def test_missing_targets_file_names_config_and_key(tmp_path: Path) -> None:
+    text = '[[probe]]\nname = "a"\ntype = "http"\ntargets_file = "gone.txt"\n'
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (
+        f"{path}: probe[0].targets_file: cannot read {tmp_path / 'gone.txt'}: "
+        "No such file or directory"
+    )

@@ -5,17 +5,28 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
+from .. import __version__
 from ._common import CLIError
 
 __all__ = ["CLIError", "main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument mistake is a user error like any other: one ``trioprobe: error:`` line and
+    exit 2 from :func:`main` (argparse would print the whole usage and exit the process)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CLIError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="trioprobe",
         description="Continuous health and latency probing of distributed systems, built on Trio.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve = subparsers.add_parser("serve", help="run a server: health endpoint or ZeroMQ")
     serve_subparsers = serve.add_subparsers(dest="server", metavar="SERVER", required=True)
@@ -28,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         return int(args.func(args))
     except CLIError as exc:
         print(f"trioprobe: error: {exc}", file=sys.stderr)

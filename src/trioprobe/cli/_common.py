@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-import math
 from typing import TypeVar
+
+from ..validators import SECONDS
 
 E = TypeVar("E", bound=BaseException)
 
@@ -39,12 +39,5 @@ def first_os_error(exc: BaseException) -> OSError | None:
     return find_error(exc, OSError)
 
 
-def positive_seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds > 0 (argparse turns the error into exit 2)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {text}")
-    return value
+#: An argparse type: a finite number of seconds >= 1 ms (the same range as durations in the config).
+positive_seconds = SECONDS.parse

@@ -57,6 +57,9 @@ class LiveStats:
 
     def __init__(self) -> None:
         self.targets: dict[tuple[str, str], TargetStats] = {}
+        # For changes(): (total, success) at the last call, and the state last reported.
+        self._marks: dict[tuple[str, str], tuple[int, int]] = {}
+        self._states: dict[tuple[str, str], str] = {}
 
     def observe(self, probe: str, result: ProbeResult) -> None:
         stats = self.targets.get((probe, result.target))
@@ -108,17 +111,41 @@ class LiveStats:
         return table
 
     def lines(self) -> list[str]:
+        """One line per target, with everything the table shows."""
+        return [
+            _line(probe, target, stats) for (probe, target), stats in sorted(self.targets.items())
+        ]
+
+    def changes(self) -> list[str]:
+        """Lines for the targets whose state changed since the last call, each led by the state.
+
+        A target is ``ok`` if every probe since the last call succeeded, else ``FAILING``; a
+        failing target is reported again when its error changes. Targets with no new results
+        keep their state. This is ``--quiet``: steady targets print once, not every second.
+        """
         out = []
-        for (probe, target), stats in sorted(self.targets.items()):
-            p50, p99 = stats.percentiles()
-            rate = 100.0 * stats.success / stats.total if stats.total else 0.0
-            gauges = "".join(f" {k}={_format_gauge(v)}" for k, v in stats.gauges.items())
-            error = f" last_error={stats.last_error!r}" if stats.last_error else ""
-            out.append(
-                f"{probe} {target} total={stats.total} success={rate:.1f}% "
-                f"p50={_format_seconds(p50)} p99={_format_seconds(p99)}{gauges}{error}"
-            )
+        for key, stats in sorted(self.targets.items()):
+            total, success = self._marks.get(key, (0, 0))
+            if stats.total == total:
+                continue
+            self._marks[key] = (stats.total, stats.success)
+            failed = (stats.total - total) - (stats.success - success)
+            state = f"FAILING ({stats.last_error})" if failed else "ok"
+            if self._states.get(key) != state:
+                self._states[key] = state
+                out.append(f"{'FAILING' if failed else 'ok'}: {_line(*key, stats)}")
         return out
+
+
+def _line(probe: str, target: str, stats: TargetStats) -> str:
+    p50, p99 = stats.percentiles()
+    rate = 100.0 * stats.success / stats.total if stats.total else 0.0
+    gauges = "".join(f" {k}={_format_gauge(v)}" for k, v in stats.gauges.items())
+    error = f" last_error={stats.last_error!r}" if stats.last_error else ""
+    return (
+        f"{probe} {target} total={stats.total} success={rate:.1f}% "
+        f"p50={_format_seconds(p50)} p99={_format_seconds(p99)}{gauges}{error}"
+    )
 
 
 def _format_gauge(value: float | int | str | None) -> str:

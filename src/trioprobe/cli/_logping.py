@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 from ..logping import Pinger, check_log_spec, open_log, quantiles
+from ..validators import COUNT, SECONDS
 from ._common import CLIError
 
 __all__ = ["register"]
@@ -33,11 +34,13 @@ def register(
         ),
     )
     parser.add_argument("log", metavar="LOG", help="the log to ping")
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between pings")
-    parser.add_argument("--duration", type=float, default=None, help="stop after this long")
-    parser.add_argument("--report", type=float, default=5.0, help="seconds between report lines")
+    parser.add_argument("--interval", type=SECONDS.parse, default=1.0, help="seconds between pings")
+    parser.add_argument("--duration", type=SECONDS.parse, default=None, help="stop after this long")
     parser.add_argument(
-        "--disconnect-every", type=int, default=0, help="reconnect the reader every N pings"
+        "--report", type=SECONDS.parse, default=5.0, help="seconds between report lines"
+    )
+    parser.add_argument(
+        "--disconnect-every", type=COUNT.parse, default=0, help="reconnect the reader every N pings"
     )
     parser.add_argument("--prefix", default="trioprobe/logping/", help="etcd key prefix")
     parser.set_defaults(func=_cmd_logping)

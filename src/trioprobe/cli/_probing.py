@@ -10,6 +10,7 @@ from typing import Any
 import trio
 
 from ..probing import DEFAULT_PATH, serve_health
+from ..validators import PORT, SECONDS
 from ._common import CLIError, first_os_error
 
 __all__ = ["register"]
@@ -30,13 +31,16 @@ def register(
     )
     health.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     health.add_argument(
-        "--port", type=int, default=0, help="port to bind (default 0: any free port)"
+        "--port", type=PORT.parse, default=0, help="port to bind (default 0: any free port)"
     )
     health.add_argument(
         "--path", default=DEFAULT_PATH, help=f"path of the endpoint (default {DEFAULT_PATH})"
     )
     health.add_argument(
-        "--duration", type=float, default=None, help="stop by itself after this many seconds"
+        "--duration",
+        type=SECONDS.parse,
+        default=None,
+        help="stop by itself after this many seconds",
     )
     health.set_defaults(func=_cmd_serve_health)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import Any
+from typing import Any, Literal
 
 import trio
 from rich.console import Console
@@ -44,7 +44,9 @@ def register(
 
 def _add_display_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--quiet", action="store_true", help="plain summary lines instead of a live table"
+        "--quiet",
+        action="store_true",
+        help="no live table: a line when a target turns ok or failing, a summary at exit",
     )
     parser.add_argument(
         "--duration",
@@ -118,6 +120,7 @@ async def run_config(config: Config, args: argparse.Namespace, title: str = "tri
     except ConfigError as exc:
         raise CLIError(str(exc)) from None
     console = Console()
+    display = _display_mode(config, args, console)
 
     async def run_then_stop_helpers(task_status: trio.TaskStatus[None]) -> None:
         await runner.run(task_status=task_status)
@@ -137,15 +140,37 @@ async def run_config(config: Config, args: argparse.Namespace, title: str = "tri
                 print(f"status page at {runner.alerting.status_url}", flush=True)
             if args.duration is not None:
                 nursery.start_soon(_shutdown_after, args.duration, runner)
-            nursery.start_soon(_display, live, args, title, console)
+            nursery.start_soon(_display, live, display, args.refresh, title, console)
     except* StartupError as group:
         raise CLIError(str(find_error(group, StartupError))) from None
-    if args.quiet or not console.is_terminal:
+    if display == "table":
+        console.print(live.table(f"{title}: final"))
+    else:
         for line in live.lines():
             print(line)
-    else:
-        console.print(live.table(f"{title}: final"))
     return 0
+
+
+Display = Literal["table", "changes", "lines", "none"]
+
+
+def _display_mode(config: Config, args: argparse.Namespace, console: Console) -> Display:
+    """What to show while running: the live table (a terminal), changes only (``--quiet``),
+    every target's line each refresh (stdout is not a terminal), or nothing.
+
+    A ``lines`` surfacer writing to stdout would tear the live table apart (and interleave with
+    the plain lines): then it has stdout, the display steps aside, and we say so once.
+    """
+    if any(s.type == "lines" and getattr(o, "path", None) == "-" for s, o in config.surfacers):
+        print(
+            "trioprobe: the lines surfacer writes to standard output, so no live display "
+            "(a summary follows at exit); give it a `path` to get the live table back",
+            file=sys.stderr,
+        )
+        return "none"
+    if args.quiet:
+        return "changes"
+    return "table" if console.is_terminal else "lines"
 
 
 async def _shutdown_after(seconds: float, runner: Runner) -> None:
@@ -167,18 +192,17 @@ async def _watch_signals(runner: Runner, everything: trio.CancelScope) -> None:
 
 
 async def _display(
-    live: LiveStats,
-    args: argparse.Namespace,
-    title: str,
-    console: Console,
+    live: LiveStats, mode: Display, refresh: float, title: str, console: Console
 ) -> None:
-    if args.quiet or not console.is_terminal:
+    if mode == "none":
+        return
+    if mode != "table":
         while True:
-            await trio.sleep(args.refresh)
-            for line in live.lines():
+            await trio.sleep(refresh)
+            for line in live.changes() if mode == "changes" else live.lines():
                 print(line, flush=True)
     # auto_refresh=False: rich would otherwise refresh from a thread of its own.
     with Live(live.table(title), console=console, auto_refresh=False, transient=True) as view:
         while True:
-            await trio.sleep(args.refresh)
+            await trio.sleep(refresh)
             view.update(live.table(title), refresh=True)

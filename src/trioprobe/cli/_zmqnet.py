@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..validators import COUNT, POSITIVE_COUNT, SECONDS
 from ..zmqnet import (
     DEFAULT_ADDR,
     DEFAULT_WORKERS,
@@ -63,7 +64,9 @@ def register(
     serve.add_argument(
         "--sync", action="store_true", help="answer one request at a time (a REP server)"
     )
-    serve.add_argument("--uptime", type=float, default=None, help="stop after this many seconds")
+    serve.add_argument(
+        "--uptime", type=SECONDS.parse, default=None, help="stop after this many seconds"
+    )
     serve.add_argument(
         "--metrics-out", default=None, help="append the metrics as a JSON line to this file"
     )
@@ -89,10 +92,12 @@ def register(
         ),
     )
     bench.add_argument("addr", metavar="ADDR", help="server address; host:port means tcp://")
-    bench.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
-    bench.add_argument("--clients", type=int, default=1, help="concurrent clients (default 1)")
+    bench.add_argument("--duration", type=SECONDS.parse, default=30.0, help="seconds (default 30)")
     bench.add_argument(
-        "--message-size", type=int, default=0, help="pad requests to this many bytes"
+        "--clients", type=POSITIVE_COUNT.parse, default=1, help="concurrent clients (default 1)"
+    )
+    bench.add_argument(
+        "--message-size", type=COUNT.parse, default=0, help="pad requests to this many bytes"
     )
     bench.add_argument("--results", default=None, help="append the result as a JSON line here")
     _client_options(bench)
@@ -101,10 +106,13 @@ def register(
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds per attempt (default 5)"
+        "--timeout", type=SECONDS.parse, default=5.0, help="seconds per attempt (default 5)"
     )
     parser.add_argument(
-        "--retries", type=int, default=3, help="attempts per message in all (default 3)"
+        "--retries",
+        type=POSITIVE_COUNT.parse,
+        default=3,
+        help="attempts per message in all (default 3)",
     )
     parser.add_argument(
         "--identity", default=None, help="name part of the client identity (default: host name)"

@@ -213,9 +213,17 @@ class PrometheusSurfacer:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         async with trio.open_nursery() as nursery:
-            self.url = await nursery.start(
-                serve_asgi, self.app, self.options.host, self.options.port
-            )
+            try:
+                self.url = await nursery.start(
+                    serve_asgi, self.app, self.options.host, self.options.port
+                )
+            except* OSError as group:
+                # The bind error alone ("Address already in use") does not say which address.
+                exc = group.exceptions[0]
+                while isinstance(exc, BaseExceptionGroup):
+                    exc = exc.exceptions[0]
+                where = f"{self.options.host}:{self.options.port}"
+                raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from group
             async with metrics:
                 task_status.started()
                 async for em in metrics:
