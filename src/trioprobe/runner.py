@@ -13,12 +13,14 @@ so the last results a probe produced still reach every surfacer. Cancelling the 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 import trio
 
+from ._looplag import watch_loop_lag
 from .config import DEFAULT_SURFACER_BUFFER, Config, ConfigError, ProbeSpec, TargetsFile
 from .metrics import EventMetrics
 from .probes import Probe, TargetsFn, load_probe_type
@@ -76,6 +78,10 @@ class Runner:
         config: a validated config.
         observe: called for every result (the CLI's live table uses it).
         extra_surfacers: surfacers added beside the configured ones, each with its own buffer.
+        on_loop_lag: called with each event-loop lag sample, in seconds (the live view).
+
+    While the probes run, the runner also measures its own event-loop lag and exports it as the
+    ``event_loop_lag_seconds`` Distribution (see :mod:`trioprobe._looplag`).
     """
 
     def __init__(
@@ -84,9 +90,11 @@ class Runner:
         *,
         observe: Observer | None = None,
         extra_surfacers: Sequence[Surfacer] = (),
+        on_loop_lag: Callable[[float], None] | None = None,
     ) -> None:
         self.config = config
         self.observe = observe
+        self.on_loop_lag = on_loop_lag
         self.probes: list[tuple[ProbeSpec, Probe, TargetsFn]] = []
         for spec, options in config.probes:
             targets = _targets_for(spec, config)
@@ -119,6 +127,7 @@ class Runner:
             async with trio.open_nursery() as keeper_nursery:
                 inputs: list[trio.MemorySendChannel[ProbeResult]] = []
                 async with export_send:
+                    lag_export = export_send.clone()
                     for spec, _, targets in self.probes:
                         send_results, receive_results = trio.open_memory_channel[ProbeResult](
                             _RESULTS_BUFFER
@@ -130,6 +139,7 @@ class Runner:
                 started = False
                 with self._probes_scope:
                     async with trio.open_nursery() as probe_nursery:
+                        probe_nursery.start_soon(self._watch_loop_lag, lag_export)
                         for (spec, probe, _), send_results in zip(self.probes, inputs, strict=True):
                             what = f"probe {spec.name!r}"
                             await _start(probe_nursery, what, _run_probe, probe, send_results)
@@ -144,6 +154,18 @@ class Runner:
                     send_results.close()
             surfacer_nursery.cancel_scope.deadline = (
                 trio.current_time() + self.config.shutdown_grace
+            )
+
+    async def _watch_loop_lag(self, export: trio.MemorySendChannel[EventMetrics]) -> None:
+        def emit(em: EventMetrics) -> None:
+            # A lag export is worth less than a probe's: dropped when the fan-out is behind.
+            with contextlib.suppress(trio.WouldBlock):
+                export.send_nowait(em)
+
+        intervals = [spec.export_interval for spec, _, _ in self.probes]
+        async with export:  # stops with the probes, so the fan-out still sees its inputs end
+            await watch_loop_lag(
+                emit, export_interval=min(intervals, default=10.0), on_lag=self.on_loop_lag
             )
 
     def _keeper(

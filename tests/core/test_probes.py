@@ -9,6 +9,7 @@ import httpx
 import pytest
 import trio
 
+from trioprobe._ticks import spread_offset
 from trioprobe.metrics import Map
 from trioprobe.probes._base import run_per_target, send_result
 from trioprobe.probes.http import HTTPProbe, Options
@@ -43,7 +44,7 @@ async def _start(
     return receive
 
 
-async def test_first_probe_one_interval_after_start(
+async def test_first_probes_spread_by_stable_offset(
     nursery: trio.Nursery, autojump_clock: Any
 ) -> None:
     start = trio.current_time()
@@ -54,35 +55,82 @@ async def test_first_probe_one_interval_after_start(
         return ProbeResult(target, True)
 
     receive = await _start(nursery, lambda: ["a", "b"], probe_once, interval=2.0)
-    await trio.sleep(1.9)
-    assert calls == []
-    await trio.sleep(4.2)  # to t=6.1
+    off_a, off_b = spread_offset("a", 2.0), spread_offset("b", 2.0)
+    assert 0 < off_a <= 2.0
+    assert 0 < off_b <= 2.0
+    assert off_a != off_b
+    await trio.sleep(4.0 + max(off_a, off_b) + 0.01)
     assert sorted(calls) == [
-        ("a", pytest.approx(2.0)),
-        ("a", pytest.approx(4.0)),
-        ("a", pytest.approx(6.0)),
-        ("b", pytest.approx(2.0)),
-        ("b", pytest.approx(4.0)),
-        ("b", pytest.approx(6.0)),
+        ("a", pytest.approx(off_a)),
+        ("a", pytest.approx(off_a + 2.0)),
+        ("a", pytest.approx(off_a + 4.0)),
+        ("b", pytest.approx(off_b)),
+        ("b", pytest.approx(off_b + 2.0)),
+        ("b", pytest.approx(off_b + 4.0)),
     ]
     assert len(drain(receive)) == 6  # type: ignore[arg-type]
+
+
+async def test_many_targets_spread_over_the_interval(
+    nursery: trio.Nursery, autojump_clock: Any
+) -> None:
+    """1,000 targets added at once: first probes cover the interval, never one tick."""
+    start = trio.current_time()
+    firsts: dict[str, float] = {}
+
+    async def probe_once(target: str) -> ProbeResult:
+        firsts.setdefault(target, trio.current_time() - start)
+        return ProbeResult(target, True)
+
+    targets = [f"http://10.0.{i // 256}.{i % 256}/" for i in range(1000)]
+    await _start(nursery, lambda: targets, probe_once, interval=5.0)
+    await trio.sleep(5.01)
+    assert len(firsts) == 1000
+    # Every tenth of the interval holds about a tenth of the targets (a burst would put all
+    # of them in one), and the same target always gets the same offset.
+    per_slice = [0] * 10
+    for offset in firsts.values():
+        per_slice[min(9, int(offset / 0.5))] += 1
+    assert max(per_slice) < 150, per_slice
+    assert all(firsts[t] == pytest.approx(spread_offset(t, 5.0)) for t in targets)
 
 
 async def test_missed_ticks_dropped(nursery: trio.Nursery, autojump_clock: Any) -> None:
     start = trio.current_time()
     starts: list[float] = []
+    lateness: list[float] = []
 
     async def probe_once(target: str) -> ProbeResult:
         starts.append(trio.current_time() - start)
         if len(starts) == 1:
-            await trio.sleep(2.5)  # overruns the ticks at 2 and 3
+            await trio.sleep(2.5)  # overruns the next two ticks
         return ProbeResult(target, True)
 
-    await _start(nursery, lambda: ["a"], probe_once, interval=1.0)
-    await trio.sleep(6.5)
-    # The tick pending during the overrun runs once at 3.5 (as Go's Ticker); the one at 3 is
-    # dropped instead of bursting, and the schedule stays on its grid afterwards.
-    assert starts == pytest.approx([1.0, 3.5, 4.0, 5.0, 6.0])
+    receive = await _start(nursery, lambda: ["a"], probe_once, interval=1.0)
+    first = spread_offset("a", 1.0)
+    await trio.sleep(first + 5.01)
+    # The first probe ends at first+2.5; the grid's next tick is first+3 (the ones at +1 and
+    # +2 are dropped instead of bursting), and the schedule stays on its grid afterwards.
+    assert starts == pytest.approx([first + k for k in (0, 3, 4, 5)])
+    lateness = [r.start_lateness for r in drain(receive)]  # type: ignore[attr-defined]
+    assert lateness == pytest.approx([0, 0, 0, 0])
+
+
+async def test_start_lateness_reported(nursery: trio.Nursery, autojump_clock: Any) -> None:
+    """A probe that starts after its tick (the loop was busy) says by how much."""
+
+    async def probe_once(target: str) -> ProbeResult:
+        return ProbeResult(target, True)
+
+    receive = await _start(nursery, lambda: ["a"], probe_once, interval=1.0)
+    first = spread_offset("a", 1.0)
+    await trio.sleep(first - 0.01)
+    # Hold the event loop past the tick: time.sleep-like blocking, but on the mock clock.
+    autojump_clock.jump(0.05)  # the clock moves while nothing runs, as under a stall
+    await trio.sleep(0.1)
+    results = drain(receive)
+    assert len(results) == 1
+    assert results[0].start_lateness == pytest.approx(0.04)  # type: ignore[attr-defined]
 
 
 async def test_targets_added_and_removed(nursery: trio.Nursery, autojump_clock: Any) -> None:
@@ -99,11 +147,11 @@ async def test_targets_added_and_removed(nursery: trio.Nursery, autojump_clock: 
         removed.append((target, trio.current_time() - start))
 
     await _start(nursery, lambda: current, probe_once, interval=1.0, on_target_removed=on_removed)
+    # First probes at the targets' offsets: a at 0.91, b at 0.44 (then every second).
     await trio.sleep(2.5)
-    assert sorted(probed) == ["a", "a", "b", "b"]
+    assert sorted(probed) == ["a", "a", "b", "b", "b"]
     current = ["a", "c"]
-    # The list is re-read at t=3: b stops, c starts (first probe at 4). b's own tick at 3 is due
-    # at the same instant, so whether it probes once more then is up to the scheduler.
+    # The list is re-read at t=3: b stops, c starts (its offset is 0.03: first probe at 3.03).
     await trio.sleep(1.0)
     assert removed == [("b", pytest.approx(3.0))]
     probed.clear()

@@ -24,6 +24,7 @@ import attrs
 import httpx
 import trio
 
+from .._ticks import spread_offset
 from ..probing import DEFAULT_PATH, open_prober
 from ..results import ProbeResult
 from . import TargetsFn
@@ -88,17 +89,17 @@ class EtcdProbingProbe:
         async with open_prober(self._client, results=results) as prober:
 
             def add(new: list[str]) -> None:
-                for k, target in enumerate(new):
+                for target in new:
                     try:
                         prober.add_http(
                             target,
                             self.interval,
                             [endpoint_for(target, self.options.path)],
                             timeout=self.timeout,
-                            # Targets added together get phases spread over one interval (the
-                            # last starts one interval from now, as the reference's first probe):
-                            # a thousand probes firing at one instant would make most of them late.
-                            first_probe_after=self.interval * (k + 1) / len(new),
+                            # Each target's first probe comes at its stable offset within one
+                            # interval: a thousand probes firing at one instant would make most
+                            # of them late, and their latency mostly queueing.
+                            first_probe_after=spread_offset(target, self.interval),
                         )
                     except ValueError as exc:
                         # A bad line in a targets file must not stop the other targets; it is
