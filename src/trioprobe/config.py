@@ -213,6 +213,13 @@ def _check_probe(spec: ProbeSpec, path: str, errors: list[str]) -> None:
         errors.append(f'{path}: no targets: give `targets = [...]` or `targets_file = "..."`')
     if spec.targets and spec.targets_file is not None:
         errors.append(f"{path}: give either `targets` or `targets_file`, not both")
+    check = target_checker(spec.type)
+    if check is not None:
+        for index, target in enumerate(spec.targets):
+            try:
+                check(target)
+            except ValueError as exc:
+                errors.append(f"{path}.targets[{index}]: bad target {target!r}: {exc}")
     for key in ("interval", "timeout", "stats_interval"):
         value = getattr(spec, key)
         # "not (x > 0)" also rejects NaN, which every comparison lets through.
@@ -337,25 +344,62 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError("\n".join(f"{path}: {line}" for line in str(exc).splitlines())) from None
 
 
+def target_checker(probe_type: str) -> Callable[[str], object] | None:
+    """The probe type's ``check_target`` (raises ``ValueError`` for a bad target), if it has one."""
+    if probe_type not in PROBE_TYPES:
+        return None
+    checker: Callable[[str], object] | None = getattr(
+        load_probe_type(probe_type), "check_target", None
+    )
+    return checker
+
+
 class TargetsFile:
     """A target list read from a file, re-read whenever the file's mtime or size changes.
 
     Calling it is cheap (one ``stat``), so the keeper and probes can call it every tick. If the file
     becomes unreadable, the last good list is kept and the problem is logged once.
+
+    ``check(target)``, if given, raises ``ValueError`` for a bad target. At start-up a bad line
+    is a :class:`ConfigError` naming ``file:line``; on a re-read it is logged with ``file:line``
+    and skipped (the other targets go on), and listed in :attr:`errors`.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, check: Callable[[str], object] | None = None) -> None:
         self.path = path
+        self._check = check
         self._stamp: tuple[int, int] | None = None
         self._targets: tuple[str, ...] = ()
         self._warned = False
-        self.reload()
+        #: Bad lines of the last read: target -> ``"file:line: why"``.
+        self.errors: dict[str, str] = {}
+        self.reload(strict=True)
 
-    def reload(self) -> None:
-        """Read the file now. Raises ``OSError`` if it cannot be read (used at start-up)."""
+    def reload(self, *, strict: bool = False) -> None:
+        """Read the file now. Raises ``OSError`` if it cannot be read (used at start-up), and
+        with ``strict`` a :class:`ConfigError` for a bad target."""
         stat = self.path.stat()
         text = self.path.read_text(encoding="utf-8")
-        self._targets = parse_targets(text)
+        targets: dict[str, None] = {}
+        errors: dict[str, str] = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            target = line.split("#", 1)[0].strip()
+            if not target:
+                continue
+            if self._check is not None:
+                try:
+                    self._check(target)
+                except ValueError as exc:
+                    errors[target] = f"{self.path}:{number}: bad target {target!r}: {exc}"
+                    continue
+            targets[target] = None
+        if errors and strict:
+            raise ConfigError("\n".join(errors.values()))
+        for target, message in errors.items():
+            if target not in self.errors:
+                logger.warning("%s (skipped)", message)
+        self.errors = errors
+        self._targets = tuple(targets)
         self._stamp = (stat.st_mtime_ns, stat.st_size)
 
     def __call__(self) -> Sequence[str]:

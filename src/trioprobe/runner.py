@@ -21,7 +21,14 @@ from typing import Any
 import trio
 
 from ._looplag import watch_loop_lag
-from .config import DEFAULT_SURFACER_BUFFER, Config, ConfigError, ProbeSpec, TargetsFile
+from .config import (
+    DEFAULT_SURFACER_BUFFER,
+    Config,
+    ConfigError,
+    ProbeSpec,
+    TargetsFile,
+    target_checker,
+)
 from .metrics import EventMetrics
 from .probes import Probe, TargetsFn, load_probe_type
 from .results import LATENCY_UNITS, ProbeResult
@@ -65,7 +72,7 @@ def _targets_for(spec: ProbeSpec, config: Config) -> TargetsFn:
         return lambda: targets
     path = config.base_dir / spec.targets_file
     try:
-        return TargetsFile(path)
+        return TargetsFile(path, check=target_checker(spec.type))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"probe {spec.name!r}: cannot read targets file {path}: {exc}") from None
 
@@ -107,6 +114,15 @@ class Runner:
         self.surfacers.extend((surfacer, DEFAULT_SURFACER_BUFFER) for surfacer in extra_surfacers)
         self.fanout: Fanout | None = None
         self._probes_scope = trio.CancelScope()
+
+    def config_errors(self) -> dict[tuple[str, str], str]:
+        """Bad lines of re-read targets files, skipped: (probe, target) -> ``"file:line: why"``."""
+        return {
+            (spec.name, target): message
+            for spec, _, targets in self.probes
+            if isinstance(targets, TargetsFile)
+            for target, message in targets.errors.items()
+        }
 
     def shutdown(self) -> None:
         """Begin the phased shutdown: stop the probes and let everything after them drain."""

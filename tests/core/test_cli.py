@@ -72,7 +72,10 @@ def test_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('[[probe]]\nname = "w"\ntype = "http"\ntargets = ["x"]\nintervall = 1\n', "intervall"),
+        (
+            '[[probe]]\nname = "w"\ntype = "http"\ntargets = ["http://x/"]\nintervall = 1\n',
+            "intervall",
+        ),
         ("[[probe]\n", "invalid TOML"),
     ],
 )

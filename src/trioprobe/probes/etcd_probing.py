@@ -25,6 +25,7 @@ import httpx
 import trio
 
 from .._ticks import spread_offset
+from .._urls import check_http_url
 from ..probing import DEFAULT_PATH, open_prober
 from ..results import ProbeResult
 from . import TargetsFn
@@ -33,7 +34,7 @@ from ._base import follow_targets
 if TYPE_CHECKING:
     from ..config import ProbeSpec
 
-__all__ = ["EtcdProbingProbe", "Options", "make_probe"]
+__all__ = ["check_target", "EtcdProbingProbe", "Options", "make_probe"]
 
 logger = logging.getLogger("trioprobe.probes.etcd_probing")
 
@@ -111,6 +112,11 @@ class EtcdProbingProbe:
                     prober.remove(target)
 
             await follow_targets(self.targets, self.interval, add, remove, task_status=task_status)
+
+
+#: Raises ``ValueError`` for a target that is not an ``http(s)://host`` URL; the config check and
+#: targets files use it to reject bad targets where they are written.
+check_target = check_http_url
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> EtcdProbingProbe:

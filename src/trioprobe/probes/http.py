@@ -35,6 +35,7 @@ import trio
 
 from .._httptrace import PHASES, RequestTrace, TLSInfo, tls_info
 from .._tls import load_ssl_context, ssl_context
+from .._urls import check_http_url
 from ..metrics import Distribution, Map
 from ..results import ProbeResult
 from . import TargetsFn
@@ -43,7 +44,7 @@ from ._base import ClientPerTargetProbe, PerTargetClients
 if TYPE_CHECKING:
     from ..config import ProbeSpec
 
-__all__ = ["PHASE_BUCKETS", "HTTPProbe", "Options", "make_probe"]
+__all__ = ["check_target", "PHASE_BUCKETS", "HTTPProbe", "Options", "make_probe"]
 
 #: Buckets of the phase distributions, in seconds: 10 µs to about 5 s, doubling.
 PHASE_BUCKETS = Distribution.exponential(base=2.0, scale=1e-5, count=20)
@@ -174,6 +175,11 @@ class HTTPProbe(ClientPerTargetProbe[httpx.AsyncClient]):
 
 _PHASE_EXTRAS = {phase: f"phase_{phase}" for phase in PHASES}
 _PHASE_TEMPLATES = {phase: PHASE_BUCKETS.clone() for phase in PHASES}
+
+
+#: Raises ``ValueError`` for a target that is not an ``http(s)://host`` URL; the config check and
+#: targets files use it to reject bad targets where they are written.
+check_target = check_http_url
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> HTTPProbe:

@@ -38,6 +38,7 @@ import trio
 
 from .._httptrace import RequestTrace
 from .._tls import load_ssl_context, ssl_context
+from .._urls import check_http_url
 
 if TYPE_CHECKING:
     from trioprobe.results import ProbeResult
@@ -275,13 +276,9 @@ class Status:
 
 def _check_endpoint(endpoint: str) -> httpx.URL:
     try:
-        url = httpx.URL(endpoint)
-    except (httpx.InvalidURL, TypeError) as exc:
+        return check_http_url(endpoint)
+    except ValueError as exc:
         raise ValueError(f"probing: bad endpoint URL {endpoint!r}: {exc}") from None
-    port_ok = url.port is None or 0 < url.port < 65536
-    if url.scheme not in ("http", "https") or not url.host or not port_ok:
-        raise ValueError(f"probing: bad endpoint URL {endpoint!r}: need http(s)://host[:port]/path")
-    return url
 
 
 @attrs.define(eq=False)
