@@ -198,25 +198,48 @@ async def test_https_target_reports_phases_tls_version_and_cert_expiry() -> None
 # -- unbiased SRTT ----------------------------------------------------------------------------
 
 
-async def test_srtt_after_five_probes_is_close_to_the_steady_rtt() -> None:
-    """The first sample excludes connection set-up, so SRTT is not seeded 2-3x too high."""
+async def _srtt_run(url: str, client: httpx.AsyncClient) -> tuple[float, list[float]]:
+    """SRTT after 5 probes and the RTT samples of 12 probes of one fresh prober id."""
     send, receive = trio.open_memory_channel[ProbeResult](100)
     rtts: list[float] = []
     srtts: list[float] = []
+    async with open_prober(client, results=send) as prober:
+        prober.add_http("p", 0.05, [url], timeout=5.0)
+        async for result in receive:
+            assert result.success, result.error
+            rtts.append(result.latency)
+            srtts.append(float(result.gauges["srtt"]))
+            if len(rtts) == 12:
+                break
+    return srtts[4], rtts
+
+
+async def test_srtt_after_five_probes_is_close_to_the_steady_rtt() -> None:
+    """The first sample excludes connection set-up (here TCP + a TLS handshake, several times
+    the steady RTT), so SRTT is not seeded 2-3x too high. Each attempt uses a new client, hence
+    a new connection; a load spike on this shared machine can still inflate one sample, so up to
+    three attempts are made, and one must pass."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    attempts: list[tuple[float, float, list[float]]] = []
     async with trio.open_nursery() as servers:
         # A lean h11 server: Hypercorn's own first requests are slow, which is not the prober's.
-        listeners = await servers.start(partial(trio.serve_tcp, _serve_h11, 0, host="127.0.0.1"))
-        url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/health"
+        listeners = await servers.start(
+            partial(trio.serve_ssl_over_tcp, _serve_h11, 0, server_ctx, host="127.0.0.1")
+        )
+        port = listeners[0].transport_listener.socket.getsockname()[1]
+        url = f"https://127.0.0.1:{port}/health"
         with trio.fail_after(60):
-            async with open_prober(results=send) as prober:
-                prober.add_http("p", 0.05, [url], timeout=5.0)
-                async for result in receive:
-                    assert result.success, result.error
-                    rtts.append(result.latency)
-                    srtts.append(float(result.gauges["srtt"]))
-                    if len(rtts) == 12:
-                        break
+            for _ in range(3):
+                async with httpx.AsyncClient(verify=client_ctx, timeout=None) as client:
+                    srtt, rtts = await _srtt_run(url, client)
+                steady = statistics.median(rtts[1:])
+                attempts.append((srtt, steady, rtts))
+                if steady / 1.5 <= srtt <= 1.5 * steady:
+                    break
         servers.cancel_scope.cancel()
-    steady = statistics.median(rtts[1:])
-    assert srtts[4] <= 1.5 * steady, (srtts[4], steady, rtts)
-    assert srtts[4] >= steady / 1.5, (srtts[4], steady, rtts)
+    srtt, steady, rtts = attempts[-1]
+    assert steady / 1.5 <= srtt <= 1.5 * steady, attempts
