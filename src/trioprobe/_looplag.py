@@ -51,7 +51,9 @@ async def watch_loop_lag(
     next_export = trio.current_time() + export_interval
     last_warning = -float("inf")
     task_status.started()
-    tick = trio.current_time() + period
+    start = trio.current_time()
+    ticks = 1
+    tick = start + period
     while True:
         await trio.sleep_until(tick)
         now = trio.current_time()
@@ -60,8 +62,10 @@ async def watch_loop_lag(
         window.append(late)
         if on_lag is not None:
             on_lag(late)
-        # Stay on the grid but skip ticks the stall swallowed: one sample per stall.
-        tick += period * (1 + int(late // period))
+        # Stay on the grid (k * period from the start, so no drift accumulates) but skip the
+        # ticks the stall swallowed: one sample per stall.
+        ticks += 1 + int(late // period)
+        tick = start + ticks * period
         if now >= next_export:
             emit(
                 EventMetrics(Kind.CUMULATIVE, time.time())

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,10 +13,13 @@ import pytest
 import trio
 
 from trioprobe._ticks import spread_offset
-from trioprobe.metrics import Map
+from trioprobe.cli import main
+from trioprobe.config import ConfigError, load_config
+from trioprobe.metrics import Distribution, Map, MetricsError
 from trioprobe.probes._base import run_per_target, send_result
-from trioprobe.probes.http import HTTPProbe, Options
+from trioprobe.probes.http import PHASE_BUCKETS, HTTPProbe, Options
 from trioprobe.results import ProbeResult
+from trioprobe.runner import Runner
 
 from ._util import drain
 
@@ -357,3 +363,124 @@ async def test_default_http_client_leaves_the_deadline_to_the_cancel_scope() -> 
         assert client.timeout == httpx.Timeout(None)
     finally:
         await client.aclose()
+
+
+# -- target validation -----------------------------------------------------------------------
+
+_PROBE_TOML = '[[probe]]\nname = "web"\ntype = "{type}"\ntargets = [{targets}]\n'
+
+
+@pytest.mark.parametrize("probe_type", ["http", "etcd_probing"])
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        ("127.0.0.1:8080/health", "no http:// or https:// scheme"),
+        ("", "empty target"),
+        ("   ", "empty target"),
+        ("http:///path", "no host"),
+        ("ftp://h/x", "no http:// or https:// scheme"),
+    ],
+)
+def test_config_rejects_bad_http_targets_naming_file_and_key(
+    tmp_path: Path, probe_type: str, target: str, why: str
+) -> None:
+    path = tmp_path / "probe.toml"
+    targets = f'"http://ok/", "{target}"'
+    path.write_text(_PROBE_TOML.format(type=probe_type, targets=targets))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (
+        f"{path}: probe[0].targets[1]: bad target {target!r}: {why}; "
+        + "expected http(s)://host[:port]/path"
+    )
+
+
+def test_cli_check_rejects_a_bad_target_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "probe.toml"
+    path.write_text(_PROBE_TOML.format(type="http", targets='"localhost:80"'))
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trioprobe: error: ")
+    assert f"{path}: probe[0].targets[0]: bad target 'localhost:80'" in err
+
+
+def test_targets_file_bad_line_at_start_up_names_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "targets.txt").write_text("# web servers\nhttp://a/\n\nb.example:80\n")
+    path = tmp_path / "probe.toml"
+    path.write_text('[[probe]]\nname = "web"\ntype = "http"\ntargets_file = "targets.txt"\n')
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{tmp_path / 'targets.txt'}:4: bad target 'b.example:80': no http://" in err
+
+
+def test_targets_file_bad_line_on_reread_is_skipped_logged_and_listed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    targets = tmp_path / "targets.txt"
+    targets.write_text("http://a/\n")
+    path = tmp_path / "probe.toml"
+    path.write_text('[[probe]]\nname = "web"\ntype = "http"\ntargets_file = "targets.txt"\n')
+    runner = Runner(load_config(path))
+    targets_fn = runner.probes[0][2]
+    assert list(targets_fn()) == ["http://a/"]
+    targets.write_text("http://a/\nnot a url\nhttp://c/\n")
+    os.utime(targets, ns=(1, 1))  # a new mtime, however fast the machine
+    with caplog.at_level(logging.WARNING):
+        assert list(targets_fn()) == ["http://a/", "http://c/"]
+        assert list(targets_fn()) == ["http://a/", "http://c/"]
+    warnings = [r.getMessage() for r in caplog.records if "bad target" in r.getMessage()]
+    assert len(warnings) == 1  # logged once, not at every read
+    assert f"{targets}:2: bad target 'not a url'" in warnings[0]
+    assert runner.config_errors() == {("web", "not a url"): warnings[0].removesuffix(" (skipped)")}
+
+
+def test_http_results_fold_on_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """resp-code, phase distributions and connection counts add in place: no EventMetrics is
+    built per result (11.7 µs vs 1.3 µs a fold), and the sum is the same as the general path."""
+    phase = PHASE_BUCKETS.clone()
+    phase.add_sample(0.0004)
+
+    def result(code: str, state: str) -> ProbeResult:
+        return ProbeResult(
+            "t",
+            True,
+            0.001,
+            extras={
+                "resp-code": Map("code", {code: 1}),
+                "phase_ttfb": phase,
+                "connections": Map("state", {state: 1}),
+            },
+        )
+
+    results = [result("200", "new"), result("200", "reused"), result("503", "reused")]
+    slow = results[0].metrics()
+    for r in results[1:]:
+        slow.update(r.metrics())
+    fast = results[0].metrics()
+    built: list[ProbeResult] = []
+    real_metrics = ProbeResult.metrics
+
+    def counting_metrics(self: ProbeResult, **kwargs: Any) -> Any:
+        built.append(self)
+        return real_metrics(self, **kwargs)
+
+    monkeypatch.setattr(ProbeResult, "metrics", counting_metrics)
+    for r in results[1:]:
+        r.accumulate(fast)
+    assert built == []
+    assert fast == slow
+    assert fast.metric("resp-code") == Map("code", {"200": 2, "503": 1})
+    assert fast.metric("connections") == Map("state", {"new": 1, "reused": 2})
+    ttfb = fast.metric("phase_ttfb")
+    assert isinstance(ttfb, Distribution)
+    assert ttfb.count == 3
+    # A result whose extra does not fit (another map name) takes the checked general path.
+    odd = ProbeResult("t", True, 0.001, extras={"resp-code": Map("status", {"200": 1})})
+    with pytest.raises(MetricsError):
+        odd.accumulate(fast)
+    assert built == [odd]
