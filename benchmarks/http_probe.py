@@ -107,9 +107,9 @@ def start_server() -> tuple[subprocess.Popen[str], str]:
 def _client() -> object:
     import httpx
 
-    from trioprobe.probing.prober import _ssl_context
+    from trioprobe._tls import ssl_context
 
-    return httpx.AsyncClient(verify=_ssl_context())
+    return httpx.AsyncClient(verify=ssl_context())
 
 
 WARMUP = 0.2  # seconds before the measuring window: clients built, connections open
@@ -355,6 +355,314 @@ def _mixed_lines(m: dict[str, float]) -> list[str]:
     ]
 
 
+# --- part 3: the `http` probe type as `trioprobe run` drives it, and blackbox_exporter -----------
+
+
+def _proc_rss_mib(pid: int | str = "self") -> float:
+    """Resident set size of a process now (VmRSS), MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _proc_cpu(pid: int | str = "self") -> float:
+    """User + system CPU seconds of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pct(xs: list[float], q: float) -> float:
+    ordered = sorted(xs)
+    return ordered[min(int(len(ordered) * q), len(ordered) - 1)] if ordered else float("nan")
+
+
+async def run_http_type(
+    url: str, n: int, interval: float, timeout: float, duration: float
+) -> dict[str, float]:
+    """``n`` targets of one ``http`` probe, run by the Runner with the live view's observer and
+    stats keeper, as ``trioprobe run --quiet`` runs them (the table is not rendered).
+
+    Measured: the longest event-loop stall while the targets are added and probed for the first
+    time (a 1 ms ticker's worst lateness), first-probe timeouts, then over ``duration`` seconds
+    after one more interval: missed probes (against n * duration / interval), start lateness,
+    latency, CPU per 1,000 probes, and RSS. Runs in a fresh process (see ``_in_child``).
+    """
+    from trioprobe.cli._live import LiveStats
+    from trioprobe.config import parse_config
+    from trioprobe.results import ProbeResult
+    from trioprobe.runner import Runner
+
+    targets = [f"{url}?t={i}" for i in range(n)]
+    table = {"name": "bench", "type": "http", "targets": targets}
+    table.update(interval=interval, timeout=timeout, stats_interval=max(10.0, interval))
+    config = parse_config({"probe": [table]})
+    live = LiveStats()
+    firsts: dict[str, ProbeResult] = {}
+    window: list[ProbeResult] = []
+    measuring = False
+
+    def observe(name: str, result: ProbeResult) -> None:
+        live.observe(name, result)
+        firsts.setdefault(result.target, result)
+        if measuring:
+            window.append(result)
+
+    lags: list[float] = []
+    runner = Runner(config, observe=observe, on_loop_lag=lags.append)
+    stall = [0.0]
+
+    async def fine_ticker() -> None:
+        tick = trio.current_time()
+        while True:
+            tick += 0.001
+            await trio.sleep_until(tick)
+            late = trio.current_time() - tick
+            stall[0] = max(stall[0], late)
+            tick = max(tick, trio.current_time() - 0.001)
+
+    async def lines() -> None:  # what --quiet prints every refresh
+        while True:
+            await trio.sleep(1.0)
+            live.lines()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fine_ticker)
+        await nursery.start(runner.run)
+        nursery.start_soon(lines)
+        with trio.move_on_after(3 * interval + 5):
+            while len(firsts) < n:
+                await trio.sleep(0.05)
+        first_round_stall = stall[0]
+        await trio.sleep(interval)
+        measuring = True
+        cpu0, lag0 = time.process_time(), len(lags)
+        await trio.sleep(duration)
+        cpu = time.process_time() - cpu0
+        measuring = False
+        rss = _proc_rss_mib()
+        runner.shutdown()
+        nursery.cancel_scope.cancel()
+    expected = n * duration / interval
+    ok = [r.latency for r in window if r.success]
+    return {
+        "targets": n,
+        "interval": interval,
+        "first_round_stall_ms": first_round_stall * 1e3,
+        "first_probe_timeouts": sum(r.timeout for r in firsts.values()),
+        "first_probes": len(firsts),
+        "probes": len(window),
+        "missed_pct": max(0.0, 100.0 * (1 - len(window) / expected)),
+        "failed": sum(not r.success for r in window),
+        "late_p99_ms": _pct([r.start_lateness for r in window], 0.99) * 1e3,
+        "latency_p50_ms": _pct(ok, 0.5) * 1e3,
+        "loop_lag_p99_ms": _pct(lags[lag0:], 0.99) * 1e3,
+        "cpu_ms_per_1000": cpu / max(len(window), 1) * 1e6,
+        "rss_mib": rss,
+    }
+
+
+_BLACKBOX_YML = """modules:
+  http_2xx:
+    prober: http
+    timeout: {timeout}s
+"""
+
+
+async def run_blackbox(
+    url: str, n: int, interval: float, timeout: float, duration: float
+) -> dict[str, float] | None:
+    """The same targets through Debian's ``prometheus-blackbox-exporter``, driven as Prometheus
+    drives it: one scrape of ``/probe?target=...&module=http_2xx`` per target per interval (at
+    the target's stable offset). Its figures: probe_duration_seconds p50, failed scrapes, and
+    the exporter process's CPU per 1,000 probes and RSS (the driver's own cost is not counted).
+    Returns None when the exporter is not installed.
+    """
+    import shutil
+    import socket
+    import tempfile
+    from urllib.parse import quote
+
+    import httpx
+
+    from trioprobe._ticks import spread_offset
+
+    exe = shutil.which("prometheus-blackbox-exporter")
+    if exe is None:
+        return None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    tmp = tempfile.mkdtemp(prefix="bbe-")
+    config = os.path.join(tmp, "blackbox.yml")
+    with open(config, "w") as f:
+        f.write(_BLACKBOX_YML.format(timeout=timeout))
+    proc = subprocess.Popen(
+        [exe, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    durations: list[float] = []
+    failed = [0]
+    scrapes = [0]
+    measuring = False
+    try:
+        async with httpx.AsyncClient() as probe_client:
+            with trio.fail_after(10):
+                while True:
+                    try:
+                        if (await probe_client.get(f"{base}/-/healthy")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await trio.sleep(0.05)
+
+        async def scrape(target: str, client: httpx.AsyncClient) -> None:
+            query = f"{base}/probe?module=http_2xx&target={quote(target, safe='')}"
+            tick = trio.current_time() + spread_offset(target, interval)
+            while True:
+                await trio.sleep_until(tick)
+                tick += interval
+                with trio.move_on_after(timeout + 0.5):
+                    response = await client.get(query)
+                    if measuring:
+                        scrapes[0] += 1
+                        body = response.text
+                        if "\nprobe_success 1" not in body:
+                            failed[0] += 1
+                        for line in body.splitlines():
+                            if line.startswith("probe_duration_seconds "):
+                                durations.append(float(line.split()[1]))
+                        continue
+                if measuring:
+                    failed[0] += 1
+
+        from trioprobe._tls import ssl_context
+
+        clients = [httpx.AsyncClient(verify=ssl_context(), timeout=None) for _ in range(n)]
+        async with trio.open_nursery() as nursery:
+            for i, client in enumerate(clients):
+                nursery.start_soon(scrape, f"{url}?t={i}", client)
+            await trio.sleep(2 * interval)
+            measuring = True
+            cpu0 = _proc_cpu(proc.pid)
+            await trio.sleep(duration)
+            cpu = _proc_cpu(proc.pid) - cpu0
+            measuring = False
+            rss = _proc_rss_mib(proc.pid)
+            nursery.cancel_scope.cancel()
+        for client in clients:
+            await client.aclose()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+        shutil.rmtree(tmp, ignore_errors=True)
+    expected = n * duration / interval
+    return {
+        "probes": scrapes[0],
+        "missed_pct": max(0.0, 100.0 * (1 - (scrapes[0] - failed[0]) / expected)),
+        "failed": failed[0],
+        "latency_p50_ms": _pct(durations, 0.5) * 1e3,
+        "cpu_ms_per_1000": cpu / max(scrapes[0], 1) * 1e6,
+        "rss_mib": rss,
+    }
+
+
+def _in_child(
+    url: str, n: int, interval: float, timeout: float, duration: float
+) -> dict[str, float]:
+    """``run_http_type`` in a fresh interpreter, so RSS and CPU are that run's alone."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--http-type-child",
+            json.dumps([url, n, interval, timeout, duration]),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    figures: dict[str, float] = json.loads(out.stdout.splitlines()[-1])
+    return figures
+
+
+def _target(value: float, goal: str) -> str:
+    return f"{value:10.2f}  (issue's target: {goal})"
+
+
+async def _bench_http_type(args: argparse.Namespace, url: str) -> dict[str, object]:
+    """Part 3: the issue's figures, each printed beside its target."""
+    quick = args.quick
+    print("part 3: the `http` probe type, run by the Runner as `trioprobe run` runs it")
+    if quick:
+        print(
+            "  (--quick: scaled-down sizes and short windows; figures on a shared, loaded machine)"
+        )
+    out: dict[str, object] = {}
+    adding = _in_child(url, 1000, 2.0, 1.0, 1.0 if quick else 4.0)
+    print(
+        f"  stall while adding 1,000 targets, ms  {_target(adding['first_round_stall_ms'], '<= 5')}"
+    )
+    first = _in_child(url, 100, 1.0, 0.2, 1.0)
+    print(
+        f"  first-probe timeouts, 100 targets, 0.2 s timeout "
+        f"{first['first_probe_timeouts']:.0f} of {first['first_probes']:.0f}  (target: 0)"
+    )
+    out["adding_1000"], out["first_100"] = adding, first
+    sizes = [(args.scale_targets or (500 if quick else 5000), 5.0), (None, 10.0)]
+    for size, interval in sizes:
+        if size is None:
+            if quick:
+                continue
+            size = 10000
+        duration = interval * (1 if quick else 3)
+        fig = _in_child(url, size, interval, 1.0, duration)
+        peer = await run_blackbox(url, size, interval, 1.0, duration) if args.peer else None
+        print(
+            f"  {size} targets every {interval:g} s ({size / interval:.0f} probes/s), {duration:g} s window:"
+        )
+        print(f"    {'':<28} {'trioprobe':>10} {'blackbox':>10}")
+        for key, name in [
+            ("missed_pct", "missed %"),
+            ("late_p99_ms", "start lateness p99 ms"),
+            ("latency_p50_ms", "latency p50 ms"),
+            ("loop_lag_p99_ms", "event-loop lag p99 ms"),
+            ("cpu_ms_per_1000", "CPU ms per 1,000 probes"),
+            ("rss_mib", "RSS MiB"),
+        ]:
+            theirs = f"{peer[key]:10.2f}" if peer and key in peer else f"{'-':>10}"
+            print(f"    {name:<28} {fig[key]:10.2f} {theirs}")
+        goals = (
+            "missed < 1 %, lateness p99 <= 20 ms, latency p50 within 1 ms of blackbox, "
+            "RSS <= 400 MiB (5,000 targets), <= 600 MiB (10,000)"
+        )
+        print(f"    issue's targets: {goals}; CPU per probe <= 1.0x blackbox's")
+        if peer:
+            print(
+                f"    latency p50 difference {fig['latency_p50_ms'] - peer['latency_p50_ms']:+.2f} ms,"
+                f" CPU per probe x{fig['cpu_ms_per_1000'] / peer['cpu_ms_per_1000']:.2f} blackbox's"
+            )
+        out[f"scale_{size}_{interval:g}"] = {"trioprobe": fig, "blackbox": peer}
+    if not quick:
+        print("  max targets at a 1 s interval with < 1 % missed (issue's target: 2,000):")
+        best = 0
+        for size in (500, 1000, 1500, 2000, 3000):
+            fig = _in_child(url, size, 1.0, 1.0, 3.0)
+            print(
+                f"    {size:5d}: missed {fig['missed_pct']:.2f} %, lateness p99 {fig['late_p99_ms']:.1f} ms"
+            )
+            if fig["missed_pct"] >= 1.0:
+                break
+            best = size
+        print(f"    trioprobe sustains {best} targets at 1 s")
+        out["max_at_1s"] = best
+    return out
+
+
 # --- main --------------------------------------------------------------------------------------
 
 
@@ -403,6 +711,8 @@ def _ratio(name: str, fig: tuple[float, float, float], base: tuple[float, float,
 
 
 async def _bench(args: argparse.Namespace, url: str) -> dict[str, object]:
+    if args.only_http_type:
+        return {"http_type": await _bench_http_type(args, url)}
     n = args.targets
     duration = 0.3 if args.quick else 0.8
     rounds = 1 if args.quick else 4
@@ -491,6 +801,7 @@ async def _bench(args: argparse.Namespace, url: str) -> dict[str, object]:
         "schedule_spread": spread,
         "schedule_mixed": big_mixed,
         "schedule_aligned": aligned,
+        "http_type": await _bench_http_type(args, url),
     }
 
 
@@ -502,10 +813,25 @@ if __name__ == "__main__":
         "--paced-interval", type=float, default=0.25, help="probe interval of part 1b (s)"
     )
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="part 3 also runs prometheus-blackbox-exporter on the same targets",
+    )
+    parser.add_argument(
+        "--only-http-type", action="store_true", help="run part 3 (the `http` probe type) only"
+    )
+    parser.add_argument(
+        "--scale-targets", type=int, default=None, help="part 3's size at 5 s (default 5,000)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--http-type-child", help=argparse.SUPPRESS)
     cli = parser.parse_args()
     if cli.serve:
         trio.run(_server_main)
+        sys.exit(0)
+    if cli.http_type_child:
+        print(json.dumps(trio.run(run_http_type, *json.loads(cli.http_type_child))))
         sys.exit(0)
     started = time.monotonic()
     figures = trio.run(main, cli)
