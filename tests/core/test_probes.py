@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,14 @@ import httpx
 import pytest
 import trio
 
+from trioprobe import _tls
 from trioprobe._ticks import spread_offset
 from trioprobe.cli import main
 from trioprobe.config import ConfigError, load_config
 from trioprobe.metrics import Distribution, Map, MetricsError
 from trioprobe.probes._base import run_per_target, send_result
 from trioprobe.probes.http import PHASE_BUCKETS, HTTPProbe, Options
+from trioprobe.probing import open_prober
 from trioprobe.results import ProbeResult
 from trioprobe.runner import Runner
 
@@ -484,3 +487,32 @@ def test_http_results_fold_on_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(MetricsError):
         odd.accumulate(fast)
     assert built == [odd]
+
+
+@pytest.mark.parametrize("verify", [True, False])
+async def test_http_default_clients_share_the_process_ssl_context(verify: bool) -> None:
+    probe = HTTPProbe(Options(verify_tls=verify), list, interval=1.0, timeout=1.0)
+    await _tls.load_ssl_context(verify)
+    first, second = probe._default_client(), probe._default_client()
+    contexts = {id(c._transport._pool._ssl_context) for c in (first, second)}  # type: ignore[attr-defined]
+    assert contexts == {id(_tls.ssl_context(verify))}
+    assert _tls.ssl_context(verify).verify_mode == (ssl.CERT_REQUIRED if verify else ssl.CERT_NONE)
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_prober_results_carry_start_lateness(autojump_clock: Any) -> None:
+    async def peer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"OK": True, "Now": "2026-01-01T00:00:00Z"})
+
+    send, receive = trio.open_memory_channel[ProbeResult](10)
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(peer)) as client,
+        open_prober(client, results=send) as prober,
+    ):
+        prober.add_http("p", 1.0, ["http://h/"], first_probe_after=0.5)
+        await trio.sleep(0.45)
+        autojump_clock.jump(0.1)  # the loop was held past the tick at 0.5
+        await trio.sleep(0.1)
+    (result,) = drain(receive)  # type: ignore[misc]
+    assert result.start_lateness == pytest.approx(0.05)
