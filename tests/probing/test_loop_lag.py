@@ -14,6 +14,8 @@ from trioprobe.config import parse_config
 from trioprobe.metrics import Distribution, EventMetrics
 from trioprobe.runner import Runner
 
+from ..core.test_runner import Recorder
+
 
 async def test_lag_recorded_exported_and_warned_once(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
@@ -54,24 +56,6 @@ async def test_lag_recorded_exported_and_warned_once(
     assert "latencies may be inflated by this process" in warnings[0]
 
 
-class _Collect:
-    name = "collect"
-
-    def __init__(self) -> None:
-        self.items: list[EventMetrics] = []
-
-    async def run(
-        self,
-        metrics: trio.MemoryReceiveChannel[EventMetrics],
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        async with metrics:
-            task_status.started()
-            async for em in metrics:
-                self.items.append(em)
-
-
 async def test_runner_exports_loop_lag_through_the_surfacers(autojump_clock: Any) -> None:
     config = parse_config(
         {
@@ -86,14 +70,14 @@ async def test_runner_exports_loop_lag_through_the_surfacers(autojump_clock: Any
             ]
         }
     )
-    collect = _Collect()
+    recorder = Recorder()
     lags: list[float] = []
-    runner = Runner(config, extra_surfacers=[collect], on_loop_lag=lags.append)
+    runner = Runner(config, extra_surfacers=[recorder], on_loop_lag=lags.append)
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)
         await trio.sleep(5.5)
         runner.shutdown()
-    own = [em for em in collect.items if em.labels.get("ptype") == "runner"]
+    own = recorder.own  # the runner's own metrics (ptype="runner")
     assert own
     assert isinstance(own[-1].metric(LAG_METRIC), Distribution)
     assert len(lags) >= 50  # every 100 ms
