@@ -416,7 +416,7 @@ async def run_http_type(
             window.append(result)
 
     lags: list[float] = []
-    runner = Runner(config, observe=observe, on_loop_lag=lags.append)
+    runner = Runner(config, observe=observe, on_loop_lag=lags.append, freeze_gc=True)
     stall = [0.0]
 
     class LongestStep(trio.abc.Instrument):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import ssl
@@ -516,3 +517,30 @@ async def test_prober_results_carry_start_lateness(autojump_clock: Any) -> None:
         await trio.sleep(0.1)
     (result,) = drain(receive)  # type: ignore[misc]
     assert result.start_lateness == pytest.approx(0.05)
+
+
+async def test_http_probes_leave_no_cyclic_garbage(autojump_clock: Any) -> None:
+    """httpx ties each response and its stream in a cycle (~36 objects a request for the cyclic
+    collector, whose full passes were the longest event-loop stalls); the probe breaks it."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="ok")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        probe = HTTPProbe(
+            Options(),
+            lambda: ["http://h/"],
+            interval=1.0,
+            timeout=1.0,
+            client_factory=lambda: client,
+        )
+        assert (await probe.probe_once("http://h/")).success
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(50):
+                assert (await probe.probe_once("http://h/")).success
+            garbage = gc.collect()
+        finally:
+            gc.enable()
+    assert garbage < 50  # one object a probe would already be 50; it was ~1,800

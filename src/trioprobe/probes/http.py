@@ -33,7 +33,7 @@ import attrs
 import httpx
 import trio
 
-from .._httptrace import PHASES, RequestTrace, TLSInfo, tls_info
+from .._httptrace import PHASES, RequestTrace, TLSInfo, release_response, tls_info
 from .._tls import load_ssl_context, ssl_context
 from .._urls import check_http_url
 from ..metrics import Distribution, Map
@@ -161,6 +161,7 @@ class HTTPProbe(ClientPerTargetProbe[httpx.AsyncClient]):
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return ProbeResult(target, False, latency, error=error, extras=extras)
         latency = trio.current_time() - started
+        release_response(response)
         gauges = self._trace_extras(target, trace, extras)
         codes.increment(str(response.status_code))
         if not self._success_code(response.status_code):

@@ -36,7 +36,7 @@ import attrs
 import httpx
 import trio
 
-from .._httptrace import RequestTrace
+from .._httptrace import RequestTrace, release_response
 from .._tls import load_ssl_context, ssl_context
 from .._urls import check_http_url
 
@@ -490,6 +490,7 @@ class Prober:
                 response = await client.get(endpoint, extensions={"trace": trace})
             except httpx.HTTPError as exc:
                 return exc
+            release_response(response)
             if response.status_code != 200:
                 return UnexpectedStatus(str(endpoint), response.status_code)
             remote_now = _decode_health(str(endpoint), response.content)
