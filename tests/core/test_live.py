@@ -65,8 +65,10 @@ def test_table_shows_loop_lag_and_config_errors() -> None:
     for _ in range(100):
         live.observe_loop_lag(0.030)
     live.config_errors = lambda: {("web", "nope"): "t.txt:3: bad target 'nope': no host"}
+    table = live.table()
+    assert len(table.columns) == 7  # probe target total success p50 p99 error (no gauges)
     console = Console(record=True, width=250)
-    console.print(live.table())
+    console.print(table)
     text = console.export_text()
     assert "event loop lag" in text
     assert "latencies may be inflated by this process" in text

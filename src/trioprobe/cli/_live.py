@@ -143,7 +143,8 @@ class LiveStats:
             table.add_row(*row)
         if self.config_errors is not None:
             for (probe, target), message in sorted(self.config_errors().items()):
-                blank = ["-"] * (4 + len(gauges))
+                # "config error" in the total column, then success, p50, p99 and the gauges.
+                blank = ["-"] * (3 + len(gauges))
                 status = Text("config error", style="magenta")
                 table.add_row(Text(probe), Text(target), status, *blank, Text(message))
         return table
