@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -382,10 +382,7 @@ class TargetsFile:
         text = self.path.read_text(encoding="utf-8")
         targets: dict[str, None] = {}
         errors: dict[str, str] = {}
-        for number, line in enumerate(text.splitlines(), 1):
-            target = line.split("#", 1)[0].strip()
-            if not target:
-                continue
+        for number, target in _target_lines(text):
             if self._check is not None:
                 try:
                     self._check(target)
@@ -420,7 +417,14 @@ class TargetsFile:
         return self._targets
 
 
+def _target_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, target) for each line that has one: ``#`` comments and blanks skipped."""
+    for number, line in enumerate(text.splitlines(), 1):
+        target = line.split("#", 1)[0].strip()
+        if target:
+            yield number, target
+
+
 def parse_targets(text: str) -> tuple[str, ...]:
     """One target per line; blank lines and ``#`` comments are ignored; duplicates dropped."""
-    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
-    return tuple(dict.fromkeys(line for line in lines if line))
+    return tuple(dict.fromkeys(target for _, target in _target_lines(text)))
