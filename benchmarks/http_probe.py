@@ -107,9 +107,9 @@ def start_server() -> tuple[subprocess.Popen[str], str]:
 def _client() -> object:
     import httpx
 
-    from trioprobe.probing.prober import _ssl_context
+    from trioprobe._tls import ssl_context
 
-    return httpx.AsyncClient(verify=_ssl_context())
+    return httpx.AsyncClient(verify=ssl_context())
 
 
 WARMUP = 0.2  # seconds before the measuring window: clients built, connections open
@@ -355,6 +355,409 @@ def _mixed_lines(m: dict[str, float]) -> list[str]:
     ]
 
 
+# --- part 3: the `http` probe type as `trioprobe run` drives it, and blackbox_exporter -----------
+
+
+def _proc_rss_mib(pid: int | str = "self") -> float:
+    """Resident set size of a process now (VmRSS), MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _proc_cpu(pid: int | str = "self") -> float:
+    """User + system CPU seconds of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pct(xs: list[float], q: float) -> float:
+    ordered = sorted(xs)
+    return ordered[min(int(len(ordered) * q), len(ordered) - 1)] if ordered else float("nan")
+
+
+async def run_http_type(
+    url: str, n: int, interval: float, probe_timeout: float, duration: float
+) -> dict[str, float]:
+    """``n`` targets of one ``http`` probe, run by the Runner with the live view's observer and
+    stats keeper, as ``trioprobe run --quiet`` runs them (the lines are made every second).
+
+    Measured while the targets are added and probed for the first time: the longest event-loop
+    stall (a 1 ms ticker's worst lateness, wall time) and the longest task step in CPU time (what
+    one task held the loop for by its own work, GC included; a loaded machine's preemption does
+    not count), and first-probe timeouts. Then over ``duration`` seconds, after one more
+    interval: missed probes (against n * duration / interval), start lateness, latency, loop lag,
+    CPU per 1,000 probes and RSS. Runs in a fresh process (see ``_in_child``).
+    """
+    from trioprobe.cli._live import LiveStats
+    from trioprobe.config import parse_config
+    from trioprobe.results import ProbeResult
+    from trioprobe.runner import Runner
+
+    targets = [f"{url}?t={i}" for i in range(n)]
+    table = {"name": "bench", "type": "http", "targets": targets}
+    table.update(interval=interval, timeout=probe_timeout, stats_interval=max(10.0, interval))
+    config = parse_config({"probe": [table]})
+    live = LiveStats()
+    firsts: dict[str, ProbeResult] = {}
+    all_first = trio.Event()
+    window: list[ProbeResult] = []
+    measuring = False
+
+    def observe(name: str, result: ProbeResult) -> None:
+        live.observe(name, result)
+        firsts.setdefault(result.target, result)
+        if len(firsts) == n:
+            all_first.set()
+        if measuring:
+            window.append(result)
+
+    lags: list[float] = []
+    runner = Runner(config, observe=observe, on_loop_lag=lags.append, freeze_gc=True)
+    stall = [0.0]
+
+    class LongestStep(trio.abc.Instrument):
+        def __init__(self) -> None:
+            self.started: float | None = None  # None: the step that added us (not timed)
+            self.longest = 0.0
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            self.started = time.thread_time()
+
+        def after_task_step(self, task: trio.lowlevel.Task) -> None:
+            if self.started is not None:
+                self.longest = max(self.longest, time.thread_time() - self.started)
+
+    steps = LongestStep()
+
+    async def fine_ticker() -> None:
+        tick = trio.current_time()
+        while True:
+            tick += 0.001
+            await trio.sleep_until(tick)
+            stall[0] = max(stall[0], trio.current_time() - tick)
+            tick = max(tick, trio.current_time() - 0.001)
+
+    async def lines() -> None:  # what --quiet prints every refresh
+        while True:
+            await trio.sleep(1.0)
+            live.lines()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fine_ticker)
+        trio.lowlevel.add_instrument(steps)
+        await nursery.start(runner.run)
+        nursery.start_soon(lines)
+        with trio.move_on_after(3 * interval + 5):
+            await all_first.wait()
+        trio.lowlevel.remove_instrument(steps)
+        first_round_stall = stall[0]
+        await trio.sleep(interval)
+        measuring = True
+        cpu0, lag0 = time.process_time(), len(lags)
+        await trio.sleep(duration)
+        cpu = time.process_time() - cpu0
+        measuring = False
+        rss = _proc_rss_mib()
+        runner.shutdown()
+        nursery.cancel_scope.cancel()
+    expected = n * duration / interval
+    ok = [r.latency for r in window if r.success]
+    return {
+        "targets": n,
+        "interval": interval,
+        "first_round_stall_ms": first_round_stall * 1e3,
+        "first_round_longest_step_cpu_ms": steps.longest * 1e3,
+        "first_probe_timeouts": sum(r.timeout for r in firsts.values()),
+        "first_probes": len(firsts),
+        "probes": len(window),
+        "missed_pct": max(0.0, 100.0 * (1 - len(window) / expected)),
+        "failed": sum(not r.success for r in window),
+        "late_p99_ms": _pct([r.start_lateness for r in window], 0.99) * 1e3,
+        "latency_p50_ms": _pct(ok, 0.5) * 1e3,
+        "loop_lag_p99_ms": _pct(lags[lag0:], 0.99) * 1e3,
+        "cpu_ms_per_1000": cpu / max(len(window), 1) * 1e6,
+        "rss_mib": rss,
+    }
+
+
+async def run_arrangement(url: str, n: int, *, shared: bool, duration: float) -> dict[str, float]:
+    """One ``http`` probe with ``n`` healthy targets and one hung target (accepts, never replies),
+    every 1 s with a 0.5 s timeout: per-target clients sharing the SSL context (the default), or
+    one shared pooled client (``shared``, with enough connections for every target). Reported
+    for the healthy targets only: latency p50/p99, timeouts, CPU per probe."""
+    import httpx
+
+    from trioprobe._tls import ssl_context
+    from trioprobe.probes.http import HTTPProbe, Options
+    from trioprobe.results import ProbeResult
+
+    async def hang(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    window: list[ProbeResult] = []
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, hang, 0, host="127.0.0.1"))
+        hung = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+        targets = [f"{url}?t={i}" for i in range(n)] + [hung]
+        factory = None
+        if shared:
+            limits = httpx.Limits(max_connections=n + 1, max_keepalive_connections=n + 1)
+            one = httpx.AsyncClient(verify=ssl_context(), timeout=None, limits=limits)
+            factory = lambda: one  # noqa: E731
+        probe = HTTPProbe(
+            Options(), lambda: targets, interval=1.0, timeout=0.5, client_factory=factory
+        )
+        send, receive = trio.open_memory_channel[ProbeResult](10_000)
+        measuring = False
+
+        async def consume() -> None:
+            async for result in receive:
+                if measuring and result.target != hung:
+                    window.append(result)
+
+        nursery.start_soon(consume)
+        await nursery.start(probe.run, send)
+        await trio.sleep(2.0)
+        measuring = True
+        cpu0 = time.process_time()
+        await trio.sleep(duration)
+        cpu = time.process_time() - cpu0
+        measuring = False
+        nursery.cancel_scope.cancel()
+    ok = [r.latency for r in window if r.success]
+    return {
+        "probes": len(window),
+        "timeouts": sum(r.timeout for r in window),
+        "p50_ms": _pct(ok, 0.5) * 1e3,
+        "p99_ms": _pct(ok, 0.99) * 1e3,
+        "cpu_us": cpu / max(len(window), 1) * 1e6,
+    }
+
+
+_BLACKBOX_YML = """modules:
+  http_2xx:
+    prober: http
+    timeout: {timeout}s
+"""
+
+
+def _start_blackbox(probe_timeout: float) -> tuple[subprocess.Popen[bytes], str, str] | None:
+    """Start ``prometheus-blackbox-exporter`` on a free port: (process, base URL, temp dir)."""
+    import shutil
+    import socket
+    import tempfile
+
+    exe = shutil.which("prometheus-blackbox-exporter")
+    if exe is None:
+        return None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    tmp = tempfile.mkdtemp(prefix="bbe-")
+    config = os.path.join(tmp, "blackbox.yml")
+    with open(config, "w") as f:
+        f.write(_BLACKBOX_YML.format(timeout=probe_timeout))
+    proc = subprocess.Popen(
+        [exe, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return proc, f"http://127.0.0.1:{port}", tmp
+
+
+def _stop_blackbox(proc: subprocess.Popen[bytes], tmp: str) -> None:
+    import shutil
+
+    proc.terminate()
+    proc.wait(timeout=5)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def run_blackbox(
+    url: str, n: int, interval: float, probe_timeout: float, duration: float
+) -> dict[str, float] | None:
+    """The same targets through Debian's ``prometheus-blackbox-exporter``, driven as Prometheus
+    drives it: one scrape of ``/probe?target=...&module=http_2xx`` per target per interval (at
+    the target's stable offset). Its figures: probe_duration_seconds p50, failed scrapes, and
+    the exporter process's CPU per 1,000 probes and RSS (the driver's own cost is not counted).
+    Returns None when the exporter is not installed.
+    """
+    from urllib.parse import quote
+
+    import httpx
+
+    from trioprobe._ticks import spread_offset
+    from trioprobe._tls import ssl_context
+
+    started = _start_blackbox(probe_timeout)
+    if started is None:
+        return None
+    proc, base, tmp = started
+    durations: list[float] = []
+    failed = [0]
+    scrapes = [0]
+    measuring = False
+
+    async def scrape(target: str, client: httpx.AsyncClient) -> None:
+        query = f"{base}/probe?module=http_2xx&target={quote(target, safe='')}"
+        tick = trio.current_time() + spread_offset(target, interval)
+        while True:
+            await trio.sleep_until(tick)
+            tick += interval
+            with trio.move_on_after(probe_timeout + 0.5):
+                response = await client.get(query)
+                if measuring:
+                    scrapes[0] += 1
+                    body = response.text
+                    if "\nprobe_success 1" not in body:
+                        failed[0] += 1
+                    for line in body.splitlines():
+                        if line.startswith("probe_duration_seconds "):
+                            durations.append(float(line.split()[1]))
+                continue
+            if measuring:
+                scrapes[0] += 1
+                failed[0] += 1
+
+    try:
+        clients = [httpx.AsyncClient(verify=ssl_context(), timeout=None) for _ in range(n)]
+        with trio.fail_after(10):
+            while True:  # polling a child process's port
+                try:
+                    if (await clients[0].get(f"{base}/-/healthy")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.05)
+        async with trio.open_nursery() as nursery:
+            for i, client in enumerate(clients):
+                nursery.start_soon(scrape, f"{url}?t={i}", client)
+            await trio.sleep(2 * interval)
+            measuring = True
+            cpu0 = _proc_cpu(proc.pid)
+            await trio.sleep(duration)
+            cpu = _proc_cpu(proc.pid) - cpu0
+            measuring = False
+            rss = _proc_rss_mib(proc.pid)
+            nursery.cancel_scope.cancel()
+        for client in clients:
+            await client.aclose()
+    finally:
+        _stop_blackbox(proc, tmp)
+    expected = n * duration / interval
+    return {
+        "probes": scrapes[0],
+        "missed_pct": max(0.0, 100.0 * (1 - (scrapes[0] - failed[0]) / expected)),
+        "failed": failed[0],
+        "latency_p50_ms": _pct(durations, 0.5) * 1e3,
+        "cpu_ms_per_1000": cpu / max(scrapes[0], 1) * 1e6,
+        "rss_mib": rss,
+    }
+
+
+def _child(url: str, n: int, interval: float, probe_timeout: float, duration: float) -> str:
+    spec = json.dumps([url, n, interval, probe_timeout, duration])
+    command = [sys.executable, __file__, "--http-type-child", spec]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+
+async def _in_child(
+    url: str, n: int, interval: float, probe_timeout: float, duration: float
+) -> dict[str, float]:
+    """``run_http_type`` in a fresh interpreter, so RSS and CPU are that run's alone."""
+    out = await trio.to_thread.run_sync(_child, url, n, interval, probe_timeout, duration)
+    figures: dict[str, float] = json.loads(out.splitlines()[-1])
+    return figures
+
+
+def _target(value: float, goal: str) -> str:
+    return f"{value:10.2f}  (issue's target: {goal})"
+
+
+async def _bench_http_type(args: argparse.Namespace, url: str) -> dict[str, object]:
+    """Part 3: the issue's figures, each printed beside its target."""
+    quick = args.quick
+    print("part 3: the `http` probe type, run by the Runner as `trioprobe run` runs it")
+    if quick:
+        print("  (--quick: smaller sizes, short windows)")
+    out: dict[str, object] = {}
+    adding = await _in_child(url, 1000, 2.0, 1.0, 1.0 if quick else 4.0)
+    print(
+        "  adding 1,000 targets, longest loop stall (1 ms ticker, wall) ms   "
+        + _target(adding["first_round_stall_ms"], "<= 5")
+    )
+    print(
+        "  adding 1,000 targets, longest task step (CPU time) ms           "
+        + _target(adding["first_round_longest_step_cpu_ms"], "<= 5")
+    )
+    first = await _in_child(url, 100, 1.0, 0.2, 1.0)
+    print(
+        "  first-probe timeouts, 100 targets, 0.2 s timeout                "
+        + _target(first["first_probe_timeouts"], "0")
+    )
+    out["adding_1000"], out["first_100"] = adding, first
+    n_arr = 100 if quick else 300
+    print(f"  {n_arr} healthy targets + 1 hung target, every 1 s, 0.5 s timeout (healthy only):")
+    for shared in (False, True):
+        arr = await run_arrangement(url, n_arr, shared=shared, duration=3.0)
+        name = "one shared pooled client" if shared else "per-target clients, shared SSL ctx"
+        print(
+            f"    {name:<36} probes {arr['probes']:5.0f}, timeouts {arr['timeouts']:3.0f}, "
+            f"p50 {arr['p50_ms']:6.2f} ms, p99 {arr['p99_ms']:7.2f} ms, CPU {arr['cpu_us']:6.0f} us"
+        )
+        out["arrangement_shared" if shared else "arrangement_per_target"] = arr
+    runs = [(args.scale_targets or (500 if quick else 5000), 5.0)]
+    if not quick:
+        runs.append((10000, 10.0))
+    for size, interval in runs:
+        duration = interval * (1 if quick else 3)
+        fig = await _in_child(url, size, interval, 1.0, duration)
+        peer = await run_blackbox(url, size, interval, 1.0, duration) if args.peer else None
+        rate = size / interval
+        print(
+            f"  {size} targets every {interval:g} s ({rate:.0f} probes/s), {duration:g} s window:"
+        )
+        print(f"    {'':<28} {'trioprobe':>10} {'blackbox':>10}")
+        for key, name in [
+            ("missed_pct", "missed %"),
+            ("failed", "failed probes"),
+            ("late_p99_ms", "start lateness p99 ms"),
+            ("latency_p50_ms", "latency p50 ms"),
+            ("loop_lag_p99_ms", "event-loop lag p99 ms"),
+            ("cpu_ms_per_1000", "CPU ms per 1,000 probes"),
+            ("rss_mib", "RSS MiB"),
+        ]:
+            theirs = f"{peer[key]:10.2f}" if peer and key in peer else f"{'-':>10}"
+            print(f"    {name:<28} {fig[key]:10.2f} {theirs}")
+        print(
+            "    issue's targets: missed < 1 %, lateness p99 <= 20 ms, latency p50 within 1 ms of"
+            " blackbox's, RSS <= 400 MiB (5,000 targets) / 600 MiB (10,000), CPU per probe"
+            " <= 1.0x blackbox's"
+        )
+        if peer:
+            diff = fig["latency_p50_ms"] - peer["latency_p50_ms"]
+            ratio = fig["cpu_ms_per_1000"] / peer["cpu_ms_per_1000"]
+            print(f"    latency p50 {diff:+.2f} ms vs blackbox; CPU per probe x{ratio:.2f}")
+        out[f"scale_{size}_{interval:g}"] = {"trioprobe": fig, "blackbox": peer}
+    if not quick:
+        print("  max targets at a 1 s interval with < 1 % missed (issue's target: 2,000):")
+        best = 0
+        for size in (500, 1000, 1500, 2000, 3000):
+            fig = await _in_child(url, size, 1.0, 1.0, 3.0)
+            missed, late = fig["missed_pct"], fig["late_p99_ms"]
+            print(f"    {size:5d}: missed {missed:.2f} %, lateness p99 {late:.1f} ms")
+            if missed >= 1.0:
+                break
+            best = size
+        print(f"    trioprobe sustains {best} targets at 1 s")
+        out["max_at_1s"] = best
+    return out
+
+
 # --- main --------------------------------------------------------------------------------------
 
 
@@ -403,6 +806,8 @@ def _ratio(name: str, fig: tuple[float, float, float], base: tuple[float, float,
 
 
 async def _bench(args: argparse.Namespace, url: str) -> dict[str, object]:
+    if args.only_http_type:
+        return {"http_type": await _bench_http_type(args, url)}
     n = args.targets
     duration = 0.3 if args.quick else 0.8
     rounds = 1 if args.quick else 4
@@ -491,6 +896,7 @@ async def _bench(args: argparse.Namespace, url: str) -> dict[str, object]:
         "schedule_spread": spread,
         "schedule_mixed": big_mixed,
         "schedule_aligned": aligned,
+        "http_type": await _bench_http_type(args, url),
     }
 
 
@@ -502,10 +908,25 @@ if __name__ == "__main__":
         "--paced-interval", type=float, default=0.25, help="probe interval of part 1b (s)"
     )
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="part 3 also runs prometheus-blackbox-exporter on the same targets",
+    )
+    parser.add_argument(
+        "--only-http-type", action="store_true", help="run part 3 (the `http` probe type) only"
+    )
+    parser.add_argument(
+        "--scale-targets", type=int, default=None, help="part 3's size at 5 s (default 5,000)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--http-type-child", help=argparse.SUPPRESS)
     cli = parser.parse_args()
     if cli.serve:
         trio.run(_server_main)
+        sys.exit(0)
+    if cli.http_type_child:
+        print(json.dumps(trio.run(run_http_type, *json.loads(cli.http_type_child))))
         sys.exit(0)
     started = time.monotonic()
     figures = trio.run(main, cli)

@@ -27,7 +27,7 @@ import errno
 import logging
 import os
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -296,6 +296,13 @@ def _check_probe(spec: ProbeSpec, path: str, errors: list[str]) -> None:
         errors.append(f'{path}: no targets: give `targets = [...]` or `targets_file = "..."`')
     if spec.targets and spec.targets_file is not None:
         errors.append(f"{path}: give either `targets` or `targets_file`, not both")
+    check = target_checker(spec.type)
+    if check is not None:
+        for index, target in enumerate(spec.targets):
+            try:
+                check(target)
+            except ValueError as exc:
+                errors.append(f"{path}.targets[{index}]: bad target {target!r}: {exc}")
     number_errors = check_numbers(spec, path)
     if spec.latency_buckets is not None and len(spec.latency_buckets.bounds) > 1000:
         number_errors.append(f"{path}.latency_buckets.bounds: expected at most 1000 bounds")
@@ -542,25 +549,59 @@ def exposition_warnings(config: Config) -> list[str]:
     return clash_warnings(probes, prefixes[0] if prefixes else "trioprobe_")
 
 
+def target_checker(probe_type: str) -> Callable[[str], object] | None:
+    """The probe type's ``check_target`` (raises ``ValueError`` for a bad target), if it has one."""
+    if probe_type not in PROBE_TYPES:
+        return None
+    checker: Callable[[str], object] | None = getattr(
+        load_probe_type(probe_type), "check_target", None
+    )
+    return checker
+
+
 class TargetsFile:
     """A target list read from a file, re-read whenever the file's mtime or size changes.
 
     Calling it is cheap (one ``stat``), so the keeper and probes can call it every tick. If the file
     becomes unreadable, the last good list is kept and the problem is logged once.
+
+    ``check(target)``, if given, raises ``ValueError`` for a bad target. At start-up a bad line
+    is a :class:`ConfigError` naming ``file:line``; on a re-read it is logged with ``file:line``
+    and skipped (the other targets go on), and listed in :attr:`errors`.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, check: Callable[[str], object] | None = None) -> None:
         self.path = path
+        self._check = check
         self._stamp: tuple[int, int] | None = None
         self._targets: tuple[str, ...] = ()
         self._warned = False
-        self.reload()
+        #: Bad lines of the last read: target -> ``"file:line: why"``.
+        self.errors: dict[str, str] = {}
+        self.reload(strict=True)
 
-    def reload(self) -> None:
-        """Read the file now. Raises ``OSError`` if it cannot be read (used at start-up)."""
+    def reload(self, *, strict: bool = False) -> None:
+        """Read the file now. Raises ``OSError`` if it cannot be read (used at start-up), and
+        with ``strict`` a :class:`ConfigError` for a bad target."""
         stat = self.path.stat()
         text = read_bounded(self.path, MAX_TARGETS_BYTES)
-        self._targets = parse_targets(text)
+        targets: dict[str, None] = {}
+        errors: dict[str, str] = {}
+        for number, target in _target_lines(text):
+            if self._check is not None:
+                try:
+                    self._check(target)
+                except ValueError as exc:
+                    errors[target] = f"{self.path}:{number}: bad target {target!r}: {exc}"
+                    continue
+            targets[target] = None
+        if errors and strict:
+            raise ConfigError("\n".join(errors.values()))
+        for target, message in errors.items():
+            if target not in self.errors:
+                logger.warning("%s (skipped)", message)
+        self.errors = errors
+        self._targets = tuple(targets)
         self._stamp = (stat.st_mtime_ns, stat.st_size)
 
     def __call__(self) -> Sequence[str]:
@@ -581,7 +622,14 @@ class TargetsFile:
         return self._targets
 
 
+def _target_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, target) for each line that has one: ``#`` comments and blanks skipped."""
+    for number, line in enumerate(text.splitlines(), 1):
+        target = line.split("#", 1)[0].strip()
+        if target:
+            yield number, target
+
+
 def parse_targets(text: str) -> tuple[str, ...]:
     """One target per line; blank lines and ``#`` comments are ignored; duplicates dropped."""
-    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
-    return tuple(dict.fromkeys(line for line in lines if line))
+    return tuple(dict.fromkeys(target for _, target in _target_lines(text)))

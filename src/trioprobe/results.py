@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 import attrs
 
-from .metrics import Distribution, EventMetrics, Float, Int, Kind, Value, as_value
+from .metrics import Distribution, EventMetrics, Float, Int, Kind, Map, Value, as_value
 
 __all__ = ["LATENCY_UNITS", "ProbeResult"]
 
@@ -41,6 +41,8 @@ class ProbeResult:
         extras: values accumulated like the counters (numbers are summed, Maps merged,
             Distributions combined), e.g. ``{"resp-code": Map("code", {"200": 1})}``.
         gauges: current readings where only the latest matters, e.g. ``{"srtt": 0.0012}``.
+        start_lateness: seconds between the probe's scheduled tick and its actual start; more
+            than a millisecond or two means the process itself (not the target) was slow.
     """
 
     target: str
@@ -55,6 +57,7 @@ class ProbeResult:
     gauges: Mapping[str, int | float | str] = attrs.field(
         kw_only=True, factory=dict, converter=_freeze
     )
+    start_lateness: float = attrs.field(kw_only=True, default=0.0)
 
     def metrics(
         self, *, latency_unit: float = 1.0, latency_distribution: Distribution | None = None
@@ -97,7 +100,7 @@ class ProbeResult:
         building an ``EventMetrics`` to throw away; that is most of a keeper's per-result cost.
         Anything else takes the general path, with its checks.
         """
-        if not self.extras and acc.kind is Kind.CUMULATIVE:
+        if acc.kind is Kind.CUMULATIVE and (not self.extras or _extras_fit(acc, self.extras)):
             total = acc.metric("total")
             success = acc.metric("success")
             timeouts = acc.metric("timeouts")
@@ -110,6 +113,7 @@ class ProbeResult:
                         latency.value += self.latency / latency_unit
                     if self.timeout:
                         timeouts.value += 1
+                    _add_extras(acc, self.extras)
                     return
                 if (
                     latency_distribution is not None
@@ -123,6 +127,7 @@ class ProbeResult:
                         latency.add_sample(self.latency / latency_unit)
                     if self.timeout:
                         timeouts.value += 1
+                    _add_extras(acc, self.extras)
                     return
         acc.update(
             self.metrics(latency_unit=latency_unit, latency_distribution=latency_distribution)
@@ -136,3 +141,57 @@ class ProbeResult:
         for name, value in self.gauges.items():
             em.add_metric(name, as_value(value))
         return em
+
+
+def _extras_fit(acc: EventMetrics, extras: Mapping[str, int | float | str | Value]) -> bool:
+    """Whether every extra can be added in place to the metric of that name in ``acc``."""
+    for name, value in extras.items():
+        mine = acc.metric(name)
+        kind = type(value)
+        if isinstance(value, Map):
+            if type(mine) is not Map or mine.name != value.name:
+                return False
+        elif isinstance(value, Distribution):
+            if type(mine) is not Distribution or (
+                mine.lower_bounds is not value.lower_bounds
+                and mine.lower_bounds != value.lower_bounds
+            ):
+                return False
+        elif kind is int or kind is Int:
+            if type(mine) is not Int:
+                return False
+        elif kind is float or kind is Float:
+            if type(mine) is not Float:
+                return False
+        else:
+            return False
+    return True
+
+
+def _add_extras(acc: EventMetrics, extras: Mapping[str, int | float | str | Value]) -> None:
+    """Add extras that passed :func:`_extras_fit`; nothing here can fail part-way."""
+    for name, value in extras.items():
+        mine = acc.metric(name)
+        if isinstance(value, Map):
+            assert isinstance(mine, Map)
+            counts = mine.values
+            for key, number in value.values.items():
+                if key in counts:
+                    counts[key] += number
+                else:
+                    mine.increment(key, number)
+        elif isinstance(value, Distribution):
+            assert isinstance(mine, Distribution)
+            buckets = mine.bucket_counts
+            for index, number in enumerate(value.bucket_counts):
+                if number:
+                    buckets[index] += number
+            mine.sum += value.sum
+            mine.count += value.count
+        elif isinstance(value, (int, float)):
+            assert isinstance(mine, (Int, Float))
+            mine.value += value
+        else:
+            assert isinstance(mine, (Int, Float))
+            assert isinstance(value, (Int, Float))
+            mine.value += value.value

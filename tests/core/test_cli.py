@@ -82,7 +82,10 @@ def test_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('[[probe]]\nname = "w"\ntype = "http"\ntargets = ["x"]\nintervall = 1\n', "intervall"),
+        (
+            '[[probe]]\nname = "w"\ntype = "http"\ntargets = ["http://x/"]\nintervall = 1\n',
+            "intervall",
+        ),
         ("[[probe]\n", "invalid TOML"),
     ],
 )
@@ -351,7 +354,8 @@ def test_example_config_works_with_its_ports_taken(
     tmp_path: Path, http_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The example used fixed ports (8080 to probe, 9313 to serve): now the only port to choose is
-    # the probed one, in targets.txt, which both probes read; Prometheus takes any free port.
+    # the probed one, in targets.txt, which both probes read; Prometheus and the status page take
+    # any free port.
     shipped = load_config(ROOT / "examples" / "config.toml")
     assert all(spec.targets_file == "targets.txt" for spec, _ in shipped.probes)
     assert [o.port for s, o in shipped.surfacers if s.type == "prometheus"] == [0]
@@ -360,7 +364,7 @@ def test_example_config_works_with_its_ports_taken(
     config.write_text(example.replace('path = "-"', 'path = "out.txt"'))
     (tmp_path / "targets.txt").write_text(http_url + "\n")
     with contextlib.ExitStack() as stack:
-        for port in (8080, 9313):  # taken, by us if nobody else has them
+        for port in (8080, 9313, 9314):  # taken, by us if nobody else has them
             taken = stack.enter_context(socket.socket())
             with contextlib.suppress(OSError):
                 taken.bind(("127.0.0.1", port))
@@ -368,6 +372,7 @@ def test_example_config_works_with_its_ports_taken(
         assert main(["run", str(config), "--duration", "1", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"prometheus serving at http://127\.0\.0\.1:\d+", out), out
+    assert re.search(r"http://127\.0\.0\.1:\d+/status", out), out
 
 
 # The fuzz test of issue 12 (item 4): over the config schema, with numbers that are sane, absurd,

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import trio
 
+from trioprobe._ticks import spread_offset
 from trioprobe.config import Config, ConfigError, parse_config
 from trioprobe.metrics import EventMetrics, Int, Kind
 from trioprobe.probes import PROBE_TYPES
@@ -24,11 +25,15 @@ def _fake_type(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class Recorder:
-    """A surfacer that keeps everything it receives and notes when its stream ended."""
+    """A surfacer that keeps the probes' metrics it receives and notes when its stream ended.
+
+    The runner's own metrics (event-loop lag, ``ptype="runner"``) go to ``own``.
+    """
 
     def __init__(self, name: str = "recorder") -> None:
         self.name = name
         self.items: list[EventMetrics] = []
+        self.own: list[EventMetrics] = []
         self.ended = False
 
     async def run(
@@ -40,7 +45,7 @@ class Recorder:
         async with metrics:
             task_status.started()
             async for em in metrics:
-                self.items.append(em)
+                (self.own if em.labels.get("ptype") == "runner" else self.items).append(em)
         self.ended = True
 
     def stats(self) -> list[EventMetrics]:
@@ -85,9 +90,10 @@ async def test_results_reach_surfacer(autojump_clock: Any) -> None:
     assert latest.label("ptype") == "fake"
     assert latest.label("probe") == "fake1"
     assert latest.label("zone") == "z"
-    # Probes at 1, 2, 3; the one at 4 ends at 4.001, after the tick.
-    assert latest.metric("total") == Int(3)
-    assert latest.metric("success") == Int(3)
+    # a's first probe is at its spread offset (0.91), then every second: 4 probes by t=4.
+    assert spread_offset("a", 1.0) == pytest.approx(0.909, abs=1e-3)
+    assert latest.metric("total") == Int(4)
+    assert latest.metric("success") == Int(4)
 
 
 async def test_shutdown_drains_and_returns(autojump_clock: Any) -> None:
@@ -108,13 +114,14 @@ async def test_shutdown_drains_and_returns(autojump_clock: Any) -> None:
     assert len(all_tasks()) == before
     assert recorder.ended
     probe = _probe(runner)
-    assert probe.sent == {"a": 3, "b": 3}
+    # First probes at the spread offsets (a 0.91, b 0.44), then every second, until 3.5.
+    assert probe.sent == {"a": 3, "b": 4}
     # The final export carries every result.
     for dst in ("a", "b"):
         assert recorder.latest(dst).metric("total") == Int(probe.sent[dst])
-    assert len(observed) == 6
+    assert len(observed) == 7
     assert {name for name, _ in observed} == {"fake1"}
-    assert sorted(r.target for _, r in observed) == ["a", "a", "a", "b", "b", "b"]
+    assert sorted(r.target for _, r in observed) == ["a", "a", "a", "b", "b", "b", "b"]
     assert runner.fanout is not None
     assert runner.fanout.dropped == {"recorder": 0}
 

@@ -327,7 +327,8 @@ async def test_prometheus_serves_metrics() -> None:
 
 
 def _probe_table(name: str, type_: str, **keys: Any) -> dict[str, Any]:
-    return {"name": name, "type": type_, "targets": ["x"], **keys}
+    target = "http://x/" if type_ in ("http", "etcd_probing") else "x"
+    return {"name": name, "type": type_, "targets": [target], **keys}
 
 
 def test_check_warns_about_mixed_latency_buckets(
@@ -351,7 +352,7 @@ def test_check_warns_about_mixed_latency_buckets(
     # `trioprobe check` prints it.
     path = tmp_path / "c.toml"
     path.write_text(
-        '[[probe]]\nname = "a"\ntype = "http"\ntargets = ["x"]\n'
+        '[[probe]]\nname = "a"\ntype = "http"\ntargets = ["http://x/"]\n'
         "latency_buckets = { bounds = [1.0] }\n"
         '[[probe]]\nname = "b"\ntype = "zmq"\ntargets = ["y"]\n'
         '[[surfacer]]\ntype = "prometheus"\nprefix = "my_"\n'

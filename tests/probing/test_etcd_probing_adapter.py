@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+from trioprobe._ticks import spread_offset
 from trioprobe.config import ConfigError, ProbeSpec, parse_config
 from trioprobe.probes import load_probe_type
 from trioprobe.probes.etcd_probing import EtcdProbingProbe, Options, endpoint_for, make_probe
@@ -158,4 +159,7 @@ async def test_targets_added_together_get_spread_phases(
             await nursery.start(probe.run, send)
             await trio.sleep(2.1)
             nursery.cancel_scope.cancel()
-    assert [starts[f"h{i}"] - t0 for i in range(4)] == pytest.approx([0.5, 1.0, 1.5, 2.0])
+    # Each target's first probe comes at its own stable offset within the first interval.
+    expected = [spread_offset(t, 2.0) for t in targets]
+    assert [starts[f"h{i}"] - t0 for i in range(4)] == pytest.approx(expected)
+    assert len({round(x, 6) for x in expected}) == 4

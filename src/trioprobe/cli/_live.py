@@ -1,31 +1,34 @@
 """The live view of ``trioprobe run`` and ``demo``: per-target success rate, latency, last error.
 
 It observes every :class:`~trioprobe.ProbeResult` as the keeper folds it in (exported metrics do
-not carry the last error, and their latency percentiles depend on configured buckets). Latency
-percentiles are exact over each target's most recent results, which is what "live" should mean.
+not carry the last error, and their latency percentiles depend on configured buckets).
+
+Latency percentiles come from a bounded summary per target: two histograms with fine log-spaced
+buckets (20 % wide, so an estimate is within ~10 %), the current one and the one before it, each
+holding up to 1,000 samples. The percentiles thus cover the most recent 1,000-2,000 results,
+cost O(log buckets) per result and are recomputed only for targets that got results since the
+last render. (Sorting up to 1,000 latencies per target every refresh took 53 % of a core at
+5,000 targets.) The runner's event-loop lag is shown in the caption.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections.abc import Callable, Mapping
 
 import attrs
 from rich.table import Table
 from rich.text import Text
 
+from .._looplag import LAG_BUCKETS, LAG_WARN_SECONDS
+from ..metrics import Distribution
 from ..results import ProbeResult
 
 __all__ = ["LiveStats"]
 
 _RECENT = 1000
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return math.nan
-    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
-    return sorted_values[index]
+# 1 µs to about 70 s in steps of 20 %.
+_BUCKETS = Distribution.exponential(base=1.2, scale=1e-6, count=100)
 
 
 def _format_seconds(value: float) -> str:
@@ -44,12 +47,26 @@ class TargetStats:
     success: int = 0
     timeouts: int = 0
     last_error: str = ""
-    latencies: deque[float] = attrs.field(factory=lambda: deque(maxlen=_RECENT))
+    current: Distribution = attrs.field(factory=_BUCKETS.clone)
+    previous: Distribution | None = None
     gauges: dict[str, float | int | str] = attrs.field(factory=dict)
+    _cached: tuple[float, float] | None = None
+
+    def add_latency(self, seconds: float) -> None:
+        if self.current.count >= _RECENT:
+            self.previous, self.current = self.current, _BUCKETS.clone()
+        self.current.add_sample(seconds)
+        self._cached = None
 
     def percentiles(self) -> tuple[float, float]:
-        ordered = sorted(self.latencies)
-        return _percentile(ordered, 0.5), _percentile(ordered, 0.99)
+        """p50 and p99 over the recent results (NaN before the first success)."""
+        if self._cached is None:
+            recent = self.current
+            if self.previous is not None:
+                recent = recent.clone()
+                recent.add(self.previous)
+            self._cached = recent.percentile(0.5), recent.percentile(0.99)
+        return self._cached
 
 
 class LiveStats:
@@ -60,6 +77,25 @@ class LiveStats:
         # For changes(): (total, success) at the last call, and the state last reported.
         self._marks: dict[tuple[str, str], tuple[int, int]] = {}
         self._states: dict[tuple[str, str], str] = {}
+        #: The runner's event-loop lag samples (seconds); see :meth:`observe_loop_lag`.
+        self.loop_lag = LAG_BUCKETS.clone()
+        #: Set to the Runner's ``config_errors``: skipped targets-file lines, shown as config
+        #: errors (not as failing targets).
+        self.config_errors: Callable[[], Mapping[tuple[str, str], str]] | None = None
+
+    def observe_loop_lag(self, seconds: float) -> None:
+        """One event-loop lag sample (pass as the Runner's ``on_loop_lag``)."""
+        self.loop_lag.add_sample(seconds)
+
+    def loop_lag_summary(self) -> str:
+        """``event loop lag p50 .. p99 ..``, flagged when p99 exceeds the warning threshold."""
+        if self.loop_lag.count == 0:
+            return ""
+        p50, p99 = self.loop_lag.percentile(0.5), self.loop_lag.percentile(0.99)
+        text = f"event loop lag p50={_format_seconds(p50)} p99={_format_seconds(p99)}"
+        if p99 > LAG_WARN_SECONDS:
+            text += " (latencies may be inflated by this process)"
+        return text
 
     def observe(self, probe: str, result: ProbeResult) -> None:
         stats = self.targets.get((probe, result.target))
@@ -68,7 +104,7 @@ class LiveStats:
         stats.total += 1
         if result.success:
             stats.success += 1
-            stats.latencies.append(result.latency)
+            stats.add_latency(result.latency)
         else:
             stats.last_error = result.error or "failed"
         if result.timeout:
@@ -83,7 +119,7 @@ class LiveStats:
 
     def table(self, title: str = "trioprobe") -> Table:
         gauges = self._gauge_names()
-        table = Table(title=title, expand=False)
+        table = Table(title=title, expand=False, caption=self.loop_lag_summary() or None)
         for column in ("probe", "target", "total", "success", "p50", "p99"):
             table.add_column(
                 column, justify="right" if column not in ("probe", "target") else "left"
@@ -108,6 +144,12 @@ class LiveStats:
                 Text(stats.last_error),
             ]
             table.add_row(*row)
+        if self.config_errors is not None:
+            for (probe, target), message in sorted(self.config_errors().items()):
+                # "config error" in the total column, then success, p50, p99 and the gauges.
+                blank = ["-"] * (3 + len(gauges))
+                status = Text("config error", style="magenta")
+                table.add_row(Text(probe), Text(target), status, *blank, Text(message))
         return table
 
     def lines(self) -> list[str]:

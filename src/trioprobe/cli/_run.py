@@ -116,7 +116,10 @@ async def run_config(config: Config, args: argparse.Namespace, title: str = "tri
     """Run ``config`` with the live display until a signal, ``--duration`` or a probe error."""
     live = LiveStats()
     try:
-        runner = Runner(config, observe=live.observe)
+        runner = Runner(
+            config, observe=live.observe, on_loop_lag=live.observe_loop_lag, freeze_gc=True
+        )
+        live.config_errors = runner.config_errors
     except ConfigError as exc:
         raise CLIError(str(exc)) from None
     console = Console()

@@ -24,6 +24,8 @@ import attrs
 import httpx
 import trio
 
+from .._ticks import spread_offset
+from .._urls import check_http_url
 from ..probing import DEFAULT_PATH, open_prober
 from ..results import ProbeResult
 from . import TargetsFn
@@ -32,7 +34,7 @@ from ._base import follow_targets
 if TYPE_CHECKING:
     from ..config import ProbeSpec
 
-__all__ = ["EtcdProbingProbe", "Options", "make_probe"]
+__all__ = ["check_target", "EtcdProbingProbe", "Options", "make_probe"]
 
 logger = logging.getLogger("trioprobe.probes.etcd_probing")
 
@@ -88,17 +90,17 @@ class EtcdProbingProbe:
         async with open_prober(self._client, results=results) as prober:
 
             def add(new: list[str]) -> None:
-                for k, target in enumerate(new):
+                for target in new:
                     try:
                         prober.add_http(
                             target,
                             self.interval,
                             [endpoint_for(target, self.options.path)],
                             timeout=self.timeout,
-                            # Targets added together get phases spread over one interval (the
-                            # last starts one interval from now, as the reference's first probe):
-                            # a thousand probes firing at one instant would make most of them late.
-                            first_probe_after=self.interval * (k + 1) / len(new),
+                            # Each target's first probe comes at its stable offset within one
+                            # interval: a thousand probes firing at one instant would make most
+                            # of them late, and their latency mostly queueing.
+                            first_probe_after=spread_offset(target, self.interval),
                         )
                     except ValueError as exc:
                         # A bad line in a targets file must not stop the other targets; it is
@@ -110,6 +112,11 @@ class EtcdProbingProbe:
                     prober.remove(target)
 
             await follow_targets(self.targets, self.interval, add, remove, task_status=task_status)
+
+
+#: Raises ``ValueError`` for a target that is not an ``http(s)://host`` URL; the config check and
+#: targets files use it to reject bad targets where they are written.
+check_target = check_http_url
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> EtcdProbingProbe:

@@ -41,6 +41,7 @@ import httpx
 import trio
 
 from .._options import path_field
+from .._tls import load_ssl_context
 from ..handoff import (
     DEFAULT_MAX_AGE,
     DEFAULT_MAX_SEGMENT_SIZE,
@@ -263,12 +264,14 @@ class InfluxSurfacer:
         o = self.options
         if not o.queue_dir:
             await trio.to_thread.run_sync(_prepare_default_root)
+        # The shared SSL context, loaded in a thread (a build of its own would block the loop).
+        verify = await load_ssl_context()
         async with (
             metrics,
             open_queue(
                 o.resolved_queue_dir(), max_size=o.max_size, max_segment_size=o.max_segment_size
             ) as queue,
-            httpx.AsyncClient(base_url=o.url, transport=self._transport) as client,
+            httpx.AsyncClient(base_url=o.url, transport=self._transport, verify=verify) as client,
         ):
             replayer = WriteReplayer(
                 queue,
