@@ -110,14 +110,18 @@ async def _serve_h11(stream: trio.abc.Stream) -> None:
 
 
 async def test_first_probes_of_100_targets_with_a_short_timeout_do_not_time_out() -> None:
-    """The issue's example: 100 targets, 0.2 s timeout. First probes used to time out because
-    every target built its client (and SSL context) inside its deadline, all at once."""
+    """The issue's example, 100 targets: first probes used to time out because every target built
+    its client (and SSL context, 54-213 ms each) inside its deadline, all on one tick: seconds of
+    stall for 100 targets. The issue's 0.2 s timeout is the benchmark's figure (part 3); here the
+    timeout is 2 s, so a loaded machine cannot fail the test while the old behaviour (every
+    build inside the deadlines, one after another) still does. Where builds happen is checked
+    deterministically by the stall test above."""
     async with trio.open_nursery() as servers:
         # The lean h11 server: it shares this event loop, and Hypercorn costs 3x the CPU.
         listeners = await servers.start(partial(trio.serve_tcp, _serve_h11, 0, host="127.0.0.1"))
         url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/health"
         targets = [f"{url}?t={i}" for i in range(100)]
-        probe = HTTPProbe(Options(), lambda: targets, interval=1.0, timeout=0.2)
+        probe = HTTPProbe(Options(), lambda: targets, interval=1.0, timeout=2.0)
         send, receive = trio.open_memory_channel[ProbeResult](1000)
         firsts: dict[str, ProbeResult] = {}
         with trio.fail_after(60):  # a hang guard only
