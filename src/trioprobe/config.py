@@ -29,7 +29,7 @@ import os
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 import cattrs
@@ -37,15 +37,25 @@ from cattrs.cols import homogenous_tuple_structure_factory, is_sequence
 from cattrs.errors import ClassValidationError
 from cattrs.v import format_exception
 
-from ._options import is_path_field, path_field
-from .metrics import Distribution, MetricsError
-from .probes import PROBE_TYPES, load_probe_type
+from ._options import is_path_field
+from .metrics import MetricsError
+from .probes import probe_types
+from .registry import PluginError
 from .results import LATENCY_UNITS
-from .surfacers import SURFACER_TYPES, load_surfacer_type
+from .specs import (
+    DEFAULT_SURFACER_BUFFER,
+    AlertSpec,
+    LatencyBuckets,
+    ProbeSpec,
+    StatusSpec,
+    SurfacerSpec,
+)
+from .surfacers import surfacer_types
 from .surfacers._naming import BUILTIN_EXPORTS, CORE_EXPORTS, clash_warnings
 from .validators import KEY_RANGES, check_numbers
 
 __all__ = [
+    "DEFAULT_SURFACER_BUFFER",
     "AlertSpec",
     "Config",
     "ConfigError",
@@ -86,111 +96,6 @@ def read_bounded(path: Path, limit: int) -> str:
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than the {limit}-byte limit", str(path))
     return data.decode("utf-8")
-
-
-@attrs.frozen
-class LatencyBuckets:
-    """Export latency as a distribution: explicit ``bounds``, or exponential buckets."""
-
-    bounds: tuple[float, ...] = ()
-    base: float = 2.0
-    scale: float = 1.0
-    count: int = 20
-
-    def distribution(self, unit: float = 1.0) -> Distribution:
-        """The buckets, with bounds given in ``unit`` (seconds per unit) turned into seconds."""
-        # Divide by the (whole) number of units per second: 100000 us / 1e6 is 0.1 exactly,
-        # while 100000 * 1e-6 is 0.09999999999999999, which would show in every `le` label.
-        per_second = round(1 / unit)
-        if self.bounds:
-            return Distribution.explicit(b / per_second for b in self.bounds)
-        return Distribution.exponential(
-            base=self.base, scale=self.scale / per_second, count=self.count
-        )
-
-
-@attrs.frozen
-class ProbeSpec:
-    """The keys every probe has, whatever its type."""
-
-    name: str
-    type: str
-    targets: tuple[str, ...] = ()
-    #: A file with one target per line (``#`` starts a comment); re-read when it changes.
-    targets_file: str | None = None
-    #: Seconds between probes of a target.
-    interval: float = 2.0
-    #: Seconds a single probe may take.
-    timeout: float = 1.0
-    #: Seconds between exports; default ``max(10, interval, timeout)``, as cloudprober.
-    stats_interval: float | None = None
-    #: The unit ``latency_buckets`` bounds are written in; latency is exported in seconds.
-    latency_unit: Literal["ns", "us", "ms", "s"] = "us"
-    latency_buckets: LatencyBuckets | None = None
-    #: Extra labels on every exported metric of this probe.
-    labels: Mapping[str, str] = attrs.field(factory=dict)
-
-    @property
-    def export_interval(self) -> float:
-        if self.stats_interval is not None:
-            return self.stats_interval
-        return max(10.0, self.interval, self.timeout)
-
-
-DEFAULT_SURFACER_BUFFER = 10000
-
-
-@attrs.frozen
-class SurfacerSpec:
-    type: str
-    #: Exports buffered for this surfacer before the fan-out starts dropping (and counting).
-    buffer: int = DEFAULT_SURFACER_BUFFER
-
-
-@attrs.frozen
-class AlertSpec:
-    """An ``[[alert]]`` table: when a probe's targets count as down, and whom to tell.
-
-    See docs/alerting.md. A target goes down after ``failure_threshold`` consecutive failures, or
-    when ``failures`` of its last ``total`` results failed (the window condition, off while
-    ``total`` is 0); it comes back up after ``success_threshold`` consecutive successes once the
-    window condition no longer holds. With ``max_latency`` (seconds) a slower success counts as a
-    failure.
-    """
-
-    name: str
-    #: The probes this alert watches; empty means every probe no other alert names.
-    probes: tuple[str, ...] = ()
-    failure_threshold: int = 3
-    success_threshold: int = 2
-    failures: int = 0
-    total: int = 0
-    max_latency: float | None = None
-    #: Seconds between re-notifications of a firing alert; 0 turns repeats off.
-    repeat_interval: float = 3600.0
-    #: Log every fire/resolve (logger ``trioprobe.alerting``).
-    log: bool = True
-    #: argv run on fire/resolve/repeat (never through a shell); ``{alert}``, ``{probe}``,
-    #: ``{target}``, ``{event}``, ``{state}``, ``{failures}``, ``{total}``, ``{since}``,
-    #: ``{error}``, ``{key}`` and ``{json}`` are replaced in each argument.
-    command: tuple[str, ...] = ()
-    command_timeout: float = 10.0
-    #: URL that gets a JSON POST per fire/resolve/repeat, durably (through a handoff queue).
-    webhook: str = ""
-    webhook_timeout: float = 10.0
-    #: The webhook's queue directory; "" means ``<tmp>/trioprobe-handoff-<uid>/alert-<name>``.
-    webhook_queue_dir: str = path_field("")
-
-
-@attrs.frozen
-class StatusSpec:
-    """The ``[status]`` table: serve the status page (``/status``, ``/status.json``)."""
-
-    host: str = "127.0.0.1"
-    #: 0 picks a free port (the CLI prints the URL).
-    port: int = 9314
-    #: Seconds between the page's own refreshes.
-    refresh: int = 5
 
 
 @attrs.frozen
@@ -287,10 +192,10 @@ def _split(
 
 
 def _check_probe(spec: ProbeSpec, path: str, errors: list[str]) -> None:
-    if spec.type not in PROBE_TYPES:
+    if spec.type not in probe_types:
         errors.append(
             f"{path}.type: unknown probe type {spec.type!r}; expected one of "
-            f"{', '.join(sorted(PROBE_TYPES))}"
+            f"{', '.join(probe_types.names())}"
         )
     if not spec.targets and spec.targets_file is None:
         errors.append(f'{path}: no targets: give `targets = [...]` or `targets_file = "..."`')
@@ -351,9 +256,13 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         # Check the type-specific keys even when common ones failed, to report everything at once.
         type_name = table.get("type")
         options = None
-        if isinstance(type_name, str) and type_name in PROBE_TYPES:
-            options_cls = load_probe_type(type_name).Options
-            options = _structure(rest, options_cls, f"$.{path}", errors)
+        if isinstance(type_name, str) and type_name in probe_types:
+            try:
+                options_cls = probe_types.load(type_name).Options
+            except PluginError as exc:
+                errors.append(f"{path}.type: {exc}")
+            else:
+                options = _structure(rest, options_cls, f"$.{path}", errors)
         if options is not None:
             errors.extend(check_numbers(options, path))
         if spec is None:
@@ -375,14 +284,19 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         sspec = _structure(own, SurfacerSpec, f"$.{path}", errors)
         if sspec is None:
             continue
-        if sspec.type not in SURFACER_TYPES:
+        if sspec.type not in surfacer_types:
             errors.append(
                 f"{path}.type: unknown surfacer type {sspec.type!r}; expected one of "
-                f"{', '.join(sorted(SURFACER_TYPES))}"
+                f"{', '.join(surfacer_types.names())}"
             )
             continue
         errors.extend(check_numbers(sspec, path))
-        options = _structure(rest, load_surfacer_type(sspec.type).Options, f"$.{path}", errors)
+        try:
+            options_cls = surfacer_types.load(sspec.type).Options
+        except PluginError as exc:
+            errors.append(f"{path}.type: {exc}")
+            continue
+        options = _structure(rest, options_cls, f"$.{path}", errors)
         if options is not None:
             errors.extend(check_numbers(options, path))
             options = resolve_paths(options, base_dir or Path.cwd())
@@ -536,7 +450,7 @@ def exposition_warnings(config: Config) -> list[str]:
         exports = dict(CORE_EXPORTS)
         own = BUILTIN_EXPORTS.get(spec.type)
         if own is None:
-            own = getattr(load_probe_type(spec.type), "EXPORTS", {})
+            own = getattr(probe_types.load(spec.type), "EXPORTS", {})
         exports.update(own)
         buckets = spec.latency_buckets
         bounds = (
@@ -551,11 +465,13 @@ def exposition_warnings(config: Config) -> list[str]:
 
 def target_checker(probe_type: str) -> Callable[[str], object] | None:
     """The probe type's ``check_target`` (raises ``ValueError`` for a bad target), if it has one."""
-    if probe_type not in PROBE_TYPES:
+    if probe_type not in probe_types:
         return None
-    checker: Callable[[str], object] | None = getattr(
-        load_probe_type(probe_type), "check_target", None
-    )
+    try:
+        module = probe_types.load(probe_type)
+    except PluginError:
+        return None  # parse_config reports it, once, against the probe's type
+    checker: Callable[[str], object] | None = getattr(module, "check_target", None)
     return checker
 
 

@@ -32,10 +32,10 @@ from .config import (
     target_checker,
 )
 from .metrics import EventMetrics
-from .probes import Probe, TargetsFn, load_probe_type
+from .probes import Probe, TargetsFn, probe_types
 from .results import LATENCY_UNITS, ProbeResult
 from .stats import stats_keeper
-from .surfacers import Fanout, Surfacer, load_surfacer_type
+from .surfacers import Fanout, Surfacer, surfacer_types
 
 __all__ = ["Runner", "StartupError", "run"]
 
@@ -117,10 +117,10 @@ class Runner:
         self.probes: list[tuple[ProbeSpec, Probe, TargetsFn]] = []
         for spec, options in config.probes:
             targets = _targets_for(spec, config)
-            probe = load_probe_type(spec.type).make_probe(spec, options, targets)
+            probe = probe_types.load(spec.type).make_probe(spec, options, targets)
             self.probes.append((spec, probe, targets))
         self.surfacers: list[tuple[Surfacer, int]] = [
-            (load_surfacer_type(sspec.type).make_surfacer(options), sspec.buffer)
+            (surfacer_types.load(sspec.type).make_surfacer(options), sspec.buffer)
             for sspec, options in config.surfacers
         ]
         self.surfacers.extend((surfacer, DEFAULT_SURFACER_BUFFER) for surfacer in extra_surfacers)

@@ -4,16 +4,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from trioprobe.probes import PROBE_TYPES
+from trioprobe.probes import probe_types
 
 from . import scripted_probe
 
 
 @pytest.fixture(autouse=True)
-def _scripted_type(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setitem(PROBE_TYPES, "scripted", "tests.alerting.scripted_probe")
+def _scripted_type() -> Iterator[None]:
     scripted_probe.OUTCOMES.clear()
     scripted_probe.LATENCY.clear()
-    yield
+    with probe_types.registered("scripted", "tests.alerting.scripted_probe"):
+        yield
     scripted_probe.OUTCOMES.clear()
     scripted_probe.LATENCY.clear()

@@ -17,7 +17,7 @@ from trioprobe.probes._base import run_per_target
 from trioprobe.results import ProbeResult
 
 if TYPE_CHECKING:
-    from trioprobe.config import ProbeSpec
+    from trioprobe.specs import ProbeSpec
 
 OUTCOMES: dict[str, bool] = {}
 LATENCY: dict[str, float] = {}

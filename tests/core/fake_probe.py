@@ -1,4 +1,4 @@
-"""A probe type for runner tests: registered as ``fake`` via ``PROBE_TYPES`` in the tests.
+"""A probe type for runner tests, registered as ``fake`` with ``probe_types.registered``.
 
 It probes nothing: every target "succeeds" after ``latency`` seconds (of the mock clock), and it
 can be told to fail, to test that a probe's error propagates out of the runner.
@@ -16,7 +16,7 @@ from trioprobe.probes._base import run_per_target
 from trioprobe.results import ProbeResult
 
 if TYPE_CHECKING:
-    from trioprobe.config import ProbeSpec
+    from trioprobe.specs import ProbeSpec
 
 
 @attrs.frozen

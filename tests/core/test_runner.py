@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import trio
 from trioprobe._ticks import spread_offset
 from trioprobe.config import Config, ConfigError, parse_config
 from trioprobe.metrics import EventMetrics, Int, Kind
-from trioprobe.probes import PROBE_TYPES
+from trioprobe.probes import probe_types
 from trioprobe.results import ProbeResult
 from trioprobe.runner import Runner
 
@@ -20,8 +21,9 @@ from .fake_probe import FakeProbe
 
 
 @pytest.fixture(autouse=True)
-def _fake_type(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(PROBE_TYPES, "fake", "tests.core.fake_probe")
+def _fake_type() -> Iterator[None]:
+    with probe_types.registered("fake", "tests.core.fake_probe"):
+        yield
 
 
 class Recorder:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import types
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import trio
 from trioprobe.cli import main
 from trioprobe.config import exposition_warnings, parse_config
 from trioprobe.metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String
-from trioprobe.probes import PROBE_TYPES
+from trioprobe.probes import probe_types
 from trioprobe.surfacers import Fanout
 from trioprobe.surfacers import lines as lines_mod
 from trioprobe.surfacers.influx import to_lines as influx_lines
@@ -362,16 +361,16 @@ def test_check_warns_about_mixed_latency_buckets(
     assert "  warning: my_latency_seconds has different buckets per probe" in out
 
 
-def test_check_warns_about_one_name_with_two_types(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_warns_about_one_name_with_two_types() -> None:
     module = types.ModuleType("custom_probe")
     module.EXPORTS = {"srtt": (Distribution.explicit([1.0]), Kind.CUMULATIVE)}  # type: ignore[attr-defined]
     module.Options = attrs.make_class("Options", {})  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "custom_probe", module)
-    monkeypatch.setitem(PROBE_TYPES, "custom", "custom_probe")
-    config = parse_config(
-        {"probe": [_probe_table("a", "etcd_probing"), _probe_table("b", "custom")]}
-    )
-    [warning] = exposition_warnings(config)
+    module.make_probe = None  # type: ignore[attr-defined]
+    with probe_types.registered("custom", module):
+        config = parse_config(
+            {"probe": [_probe_table("a", "etcd_probing"), _probe_table("b", "custom")]}
+        )
+        [warning] = exposition_warnings(config)
     assert warning == (
         "trioprobe_srtt_seconds is exported with different types (a gauge in 'a' (srtt); "
         "a histogram in 'b' (srtt)); all are kept: the histogram under this name, the gauge as "

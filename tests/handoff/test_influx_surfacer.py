@@ -16,7 +16,7 @@ import trio
 from trioprobe.config import parse_config
 from trioprobe.handoff import QueueWriteError, UnsafeQueueDirError
 from trioprobe.metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String
-from trioprobe.probes import PROBE_TYPES
+from trioprobe.probes import probe_types
 from trioprobe.runner import Runner
 from trioprobe.surfacers.influx import InfluxSurfacer, Options, make_surfacer, to_lines
 from trioprobe.surfacers.prometheus import render
@@ -306,33 +306,19 @@ async def test_disk_error_is_not_logged_as_a_certain_drop(caplog: pytest.LogCapt
     assert "may still be delivered" in message
 
 
-async def test_backlog_is_exported_while_influxdb_is_down(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_backlog_is_exported_while_influxdb_is_down(tmp_path: Path) -> None:
     """The runner exports the surfacer's queue backlog, so an alert can watch it grow."""
     from tests.core.test_runner import Recorder
 
-    monkeypatch.setitem(PROBE_TYPES, "fake", "tests.core.fake_probe")
     fake = FakeInflux()  # down all along
     influx = InfluxSurfacer(
         Options(url="http://influx.test", queue_dir=str(tmp_path / "hh"), batch_interval=0.01),
         transport=httpx.MockTransport(fake.handler),
     )
     recorder = Recorder()
-    config = parse_config(
-        {
-            "probe": [
-                {
-                    "name": "f",
-                    "type": "fake",
-                    "targets": ["a"],
-                    "interval": 0.05,
-                    "stats_interval": 0.1,
-                }
-            ]
-        }
-    )
-    runner = Runner(config, extra_surfacers=[influx, recorder])
+    probe = {"name": "f", "type": "fake", "targets": ["a"], "interval": 0.05, "stats_interval": 0.1}
+    with probe_types.registered("fake", "tests.core.fake_probe"):  # the runner loads it here
+        runner = Runner(parse_config({"probe": [probe]}), extra_surfacers=[influx, recorder])
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             await nursery.start(runner.run)

@@ -17,7 +17,7 @@ import trio
 from trioprobe.cli import main
 from trioprobe.config import ConfigError, load_config, parse_config
 from trioprobe.metrics import Map
-from trioprobe.probes import PROBE_TYPES, load_probe_type, ping, tcp, udp
+from trioprobe.probes import ping, probe_types, tcp, udp
 from trioprobe.probes._net import TargetError, error_cause, split_host_port
 from trioprobe.probes.external import ExternalProbe, parse_output
 from trioprobe.probes.external import Options as ExternalOptions
@@ -51,11 +51,11 @@ def _config(type_name: str, **keys: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("type_name", sorted(_REQUIRED))
 def test_types_registered_and_valid_config_accepted(type_name: str) -> None:
-    assert type_name in PROBE_TYPES
+    assert type_name in probe_types
     config = parse_config(_config(type_name))
     ((spec, options),) = config.probes
-    assert isinstance(options, load_probe_type(type_name).Options)
-    assert load_probe_type(type_name).make_probe(spec, options, list) is not None
+    assert isinstance(options, probe_types.load(type_name).Options)
+    assert probe_types.load(type_name).make_probe(spec, options, list) is not None
 
 
 @pytest.mark.parametrize("type_name", sorted(_REQUIRED))

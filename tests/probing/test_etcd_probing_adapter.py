@@ -11,14 +11,14 @@ import trio.testing
 
 from trioprobe._ticks import spread_offset
 from trioprobe.config import ConfigError, ProbeSpec, parse_config
-from trioprobe.probes import load_probe_type
+from trioprobe.probes import probe_types
 from trioprobe.probes.etcd_probing import EtcdProbingProbe, Options, endpoint_for, make_probe
 from trioprobe.probing import format_rfc3339_nano
 from trioprobe.results import ProbeResult
 
 
 def test_registered_and_configurable() -> None:
-    module = load_probe_type("etcd_probing")
+    module = probe_types.load("etcd_probing")
     assert module.make_probe is make_probe
     config = parse_config(
         {

@@ -7,7 +7,7 @@ import trio
 import zmq
 
 from trioprobe.config import ProbeSpec
-from trioprobe.probes import load_probe_type
+from trioprobe.probes import probe_types
 from trioprobe.probes.zmq import Options, make_probe
 from trioprobe.results import ProbeResult
 from trioprobe.zmqnet import RouterServer, Socket
@@ -60,7 +60,7 @@ async def test_reply_regex_mismatch_is_a_failure() -> None:
 
 
 def test_options_validate_and_type_is_registered() -> None:
-    assert load_probe_type("zmq").Options is Options
+    assert probe_types.load("zmq").Options is Options
     with pytest.raises(ValueError, match="reply_regex"):
         Options(reply_regex="(")
     with pytest.raises(ValueError, match="retries"):

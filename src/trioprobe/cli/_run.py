@@ -12,7 +12,9 @@ from rich.console import Console
 from rich.live import Live
 
 from ..config import Config, ConfigError, exposition_warnings, load_config
+from ..probes import probe_types
 from ..runner import Runner, StartupError
+from ..surfacers import surfacer_types
 from ._common import CLIError, find_error, positive_seconds
 from ._demo import run_demo
 from ._live import LiveStats
@@ -82,12 +84,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
             if spec.targets_file
             else (f"{len(spec.targets)} target(s)")
         )
+        origin = probe_types.origin(spec.type)
+        kind = f"{spec.type}, {origin}" if origin else spec.type
         print(
-            f"  probe {spec.name!r} ({spec.type}): {where}, every {spec.interval:g}s, "
+            f"  probe {spec.name!r} ({kind}): {where}, every {spec.interval:g}s, "
             f"timeout {spec.timeout:g}s, export every {spec.export_interval:g}s"
         )
     for sspec, options in config.surfacers:
-        print(f"  surfacer {sspec.type}: {options}")
+        origin = surfacer_types.origin(sspec.type)
+        print(f"  surfacer {sspec.type}{f' ({origin})' if origin else ''}: {options}")
     if not config.surfacers:
         print("  no surfacers: results are shown by `trioprobe run` only")
     for warning in exposition_warnings(config):

@@ -1,27 +1,37 @@
 """Probe adapters: one module per config probe type, binding a capability to the stats flow.
 
-A probe type is a module (``trioprobe.probes.<type>`` for the built-in ones) exporting an
-``Options`` attrs class (its type-specific config keys) and
-``make_probe(spec, options, targets) -> Probe``. The registry below maps config type names to
-those modules; they are imported only when a config uses them, so a
-capability's dependencies (pyzmq, say) cost nothing to runs that do not use it.
+A probe type is a module exporting an ``Options`` attrs class (its type-specific config keys) and
+``make_probe(spec, options, targets) -> Probe``, and optionally ``EXPORTS`` (what it exports
+beyond the common metrics, for ``trioprobe check``'s name-clash warnings) and
+``check_target(target)`` (raises ``ValueError`` for a bad target). :data:`probe_types` maps config
+type names to those modules: the built-in ones (``trioprobe.probes.<type>``), the ones installed
+packages declare in the ``trioprobe.probes`` entry-point group, and ones registered in code.
+docs/extending.md walks through writing one.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from types import ModuleType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from ..registry import Registry
 from ..results import ProbeResult
 
 if TYPE_CHECKING:
-    from ..config import ProbeSpec
+    from ._base import run_per_target, send_result
+    from ._net import ScheduledProbe
 
-__all__ = ["PROBE_TYPES", "Probe", "TargetsFn", "load_probe_type"]
+__all__ = [
+    "Probe",
+    "ScheduledProbe",
+    "TargetsFn",
+    "probe_types",
+    "run_per_target",
+    "send_result",
+]
 
 #: A callable returning the current targets; it may change between calls.
 TargetsFn = Callable[[], Sequence[str]]
@@ -39,24 +49,32 @@ class Probe(Protocol):
         """Call ``task_status.started()`` once ready, then send results until cancelled."""
 
 
-class ProbeFactory(Protocol):
-    def __call__(self, spec: ProbeSpec, options: object, targets: TargetsFn) -> Probe: ...
+#: Config ``type`` name -> probe type module.
+probe_types = Registry(
+    "probe",
+    "trioprobe.probes",
+    {
+        "http": "trioprobe.probes.http",
+        "etcd_probing": "trioprobe.probes.etcd_probing",
+        "logping": "trioprobe.probes.logping",
+        "zmq": "trioprobe.probes.zmq",
+        "tcp": "trioprobe.probes.tcp",
+        "udp": "trioprobe.probes.udp",
+        "dns": "trioprobe.probes.dns",
+        "ping": "trioprobe.probes.ping",
+        "external": "trioprobe.probes.external",
+    },
+    required=("Options", "make_probe"),
+)
 
 
-#: Config ``type`` name -> adapter module. Add an entry to plug in a probe type of your own.
-PROBE_TYPES: dict[str, str] = {
-    "http": "trioprobe.probes.http",
-    "etcd_probing": "trioprobe.probes.etcd_probing",
-    "logping": "trioprobe.probes.logping",
-    "zmq": "trioprobe.probes.zmq",
-    "tcp": "trioprobe.probes.tcp",
-    "udp": "trioprobe.probes.udp",
-    "dns": "trioprobe.probes.dns",
-    "ping": "trioprobe.probes.ping",
-    "external": "trioprobe.probes.external",
-}
+#: The helpers a probe type of your own builds on, and the modules they live in (which import
+#: this one, so they are loaded on first use).
+_HELPERS = {"run_per_target": "_base", "send_result": "_base", "ScheduledProbe": "_net"}
 
 
-def load_probe_type(type_name: str) -> ModuleType:
-    """Import the adapter module for ``type_name`` (KeyError if the type is unknown)."""
-    return importlib.import_module(PROBE_TYPES[type_name])
+def __getattr__(name: str) -> Any:
+    if name in _HELPERS:
+        module = importlib.import_module(f"{__name__}.{_HELPERS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

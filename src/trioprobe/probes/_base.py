@@ -18,7 +18,6 @@ __all__ = [
     "follow_targets",
     "run_per_target",
     "send_result",
-    "sleep_until_next_tick",
 ]
 
 
@@ -32,12 +31,6 @@ async def send_result(results: trio.MemorySendChannel[ProbeResult], result: Prob
         results.send_nowait(result)
     except trio.WouldBlock:
         await results.send(result)
-
-
-async def sleep_until_next_tick(next_tick: float, interval: float) -> float:
-    """Sleep until ``next_tick`` and return the tick after it, dropping ticks already missed."""
-    await trio.sleep_until(next_tick)
-    return next_tick_after(next_tick, interval, trio.current_time())
 
 
 async def run_per_target(
@@ -189,9 +182,6 @@ class PerTargetClients(Generic[ClientT]):
         with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT):
             for client in clients:
                 await self._close(client)
-
-    def __len__(self) -> int:
-        return len(self._clients)
 
 
 class ClientPerTargetProbe(Generic[ClientT]):

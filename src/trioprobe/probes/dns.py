@@ -36,7 +36,7 @@ from ._net import (
 )
 
 if TYPE_CHECKING:
-    from ..config import ProbeSpec
+    from ..specs import ProbeSpec
 
 __all__ = ["Options", "DNSProbe", "make_probe"]
 

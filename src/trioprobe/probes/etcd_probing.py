@@ -32,7 +32,7 @@ from . import TargetsFn
 from ._base import follow_targets
 
 if TYPE_CHECKING:
-    from ..config import ProbeSpec
+    from ..specs import ProbeSpec
 
 __all__ = ["check_target", "EtcdProbingProbe", "Options", "make_probe"]
 

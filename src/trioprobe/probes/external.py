@@ -35,7 +35,7 @@ from . import TargetsFn
 from ._net import ScheduledProbe, at_least, split_host_port
 
 if TYPE_CHECKING:
-    from ..config import ProbeSpec
+    from ..specs import ProbeSpec
 
 __all__ = ["Options", "ExternalProbe", "ParsedOutput", "make_probe", "parse_output"]
 

@@ -37,7 +37,7 @@ from . import TargetsFn
 from ._base import follow_targets
 
 if TYPE_CHECKING:
-    from ..config import ProbeSpec
+    from ..specs import ProbeSpec
 
 __all__ = ["LogPingProbe", "Options", "make_probe"]
 

@@ -38,7 +38,7 @@ from . import TargetsFn
 from ._net import BACKSTOP, ScheduledProbe, at_least
 
 if TYPE_CHECKING:
-    from ..config import ProbeSpec
+    from ..specs import ProbeSpec
 
 __all__ = ["Options", "PingProbe", "PingSocketError", "make_probe", "open_icmp_socket"]
 

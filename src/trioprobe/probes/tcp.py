@@ -38,7 +38,7 @@ from ._net import (
 )
 
 if TYPE_CHECKING:
-    from ..config import ProbeSpec
+    from ..specs import ProbeSpec
 
 __all__ = ["CAUSES", "Options", "TCPProbe", "make_probe"]
 

@@ -26,7 +26,7 @@ from ._base import ClientPerTargetProbe, PerTargetClients
 from ._net import TargetError, describe_error, split_host_port
 
 if TYPE_CHECKING:
-    from ..config import ProbeSpec
+    from ..specs import ProbeSpec
 
 __all__ = ["Options", "UDPProbe", "make_probe"]
 

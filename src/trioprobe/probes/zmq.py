@@ -21,7 +21,7 @@ from . import TargetsFn
 from ._base import ClientPerTargetProbe, PerTargetClients
 
 if TYPE_CHECKING:
-    from ..config import ProbeSpec
+    from ..specs import ProbeSpec
 
 __all__ = ["Options", "ZmqProbe", "make_probe"]
 

@@ -3,22 +3,23 @@ InfluxDB).
 
 A surfacer consumes :class:`~trioprobe.metrics.EventMetrics` from its own bounded channel until the
 channel ends, then flushes and returns. The metrics it receives are shared with the other surfacers:
-read them, never mutate them. A surfacer type is a module here exporting an ``Options`` attrs class
-(its config keys) and ``make_surfacer(options) -> Surfacer``.
+read them, never mutate them. A surfacer type is a module exporting an ``Options`` attrs class
+(its config keys) and ``make_surfacer(options) -> Surfacer``; :data:`surfacer_types` maps config
+type names to those modules (built-in, from the ``trioprobe.surfacers`` entry-point group, or
+registered in code). docs/extending.md shows one.
 """
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
 from typing import Protocol
 
 import trio
 
 from ..metrics import EventMetrics
+from ..registry import Registry
 from ._fanout import Fanout
 
-__all__ = ["SURFACER_TYPES", "Fanout", "Surfacer", "load_surfacer_type"]
+__all__ = ["Fanout", "Surfacer", "surfacer_types"]
 
 
 class Surfacer(Protocol):
@@ -36,14 +37,14 @@ class Surfacer(Protocol):
         """Call ``task_status.started()`` once ready; consume until ``EndOfChannel``; flush."""
 
 
-#: Config ``type`` name -> surfacer module. Add an entry to plug in a surfacer of your own.
-SURFACER_TYPES: dict[str, str] = {
-    "lines": "trioprobe.surfacers.lines",
-    "prometheus": "trioprobe.surfacers.prometheus",
-    "influxdb": "trioprobe.surfacers.influx",
-}
-
-
-def load_surfacer_type(type_name: str) -> ModuleType:
-    """Import the module for surfacer type ``type_name`` (KeyError if the type is unknown)."""
-    return importlib.import_module(SURFACER_TYPES[type_name])
+#: Config ``type`` name -> surfacer type module.
+surfacer_types = Registry(
+    "surfacer",
+    "trioprobe.surfacers",
+    {
+        "lines": "trioprobe.surfacers.lines",
+        "prometheus": "trioprobe.surfacers.prometheus",
+        "influxdb": "trioprobe.surfacers.influx",
+    },
+    required=("Options", "make_surfacer"),
+)

@@ -1,0 +1,131 @@
+"""The spec classes: the config keys every probe, surfacer, alert and the status page share.
+
+A leaf module (it imports only attrs and :mod:`trioprobe.metrics`): probe types, surfacers and
+:mod:`trioprobe.config` all import it, so a probe type of your own needs nothing from the config
+parser, and the config parser can look probe types up without an import cycle.
+:mod:`trioprobe.config` re-exports every name here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import attrs
+
+from ._options import path_field
+from .metrics import Distribution
+
+__all__ = [
+    "DEFAULT_SURFACER_BUFFER",
+    "AlertSpec",
+    "LatencyBuckets",
+    "ProbeSpec",
+    "StatusSpec",
+    "SurfacerSpec",
+]
+
+
+@attrs.frozen
+class LatencyBuckets:
+    """Export latency as a distribution: explicit ``bounds``, or exponential buckets."""
+
+    bounds: tuple[float, ...] = ()
+    base: float = 2.0
+    scale: float = 1.0
+    count: int = 20
+
+    def distribution(self, unit: float = 1.0) -> Distribution:
+        """The buckets, with bounds given in ``unit`` (seconds per unit) turned into seconds."""
+        # Divide by the (whole) number of units per second: 100000 us / 1e6 is 0.1 exactly,
+        # while 100000 * 1e-6 is 0.09999999999999999, which would show in every `le` label.
+        per_second = round(1 / unit)
+        if self.bounds:
+            return Distribution.explicit(b / per_second for b in self.bounds)
+        return Distribution.exponential(
+            base=self.base, scale=self.scale / per_second, count=self.count
+        )
+
+
+@attrs.frozen
+class ProbeSpec:
+    """The keys every probe has, whatever its type."""
+
+    name: str
+    type: str
+    targets: tuple[str, ...] = ()
+    #: A file with one target per line (``#`` starts a comment); re-read when it changes.
+    targets_file: str | None = None
+    #: Seconds between probes of a target.
+    interval: float = 2.0
+    #: Seconds a single probe may take.
+    timeout: float = 1.0
+    #: Seconds between exports; default ``max(10, interval, timeout)``, as cloudprober.
+    stats_interval: float | None = None
+    #: The unit ``latency_buckets`` bounds are written in; latency is exported in seconds.
+    latency_unit: Literal["ns", "us", "ms", "s"] = "us"
+    latency_buckets: LatencyBuckets | None = None
+    #: Extra labels on every exported metric of this probe.
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+
+    @property
+    def export_interval(self) -> float:
+        if self.stats_interval is not None:
+            return self.stats_interval
+        return max(10.0, self.interval, self.timeout)
+
+
+DEFAULT_SURFACER_BUFFER = 10000
+
+
+@attrs.frozen
+class SurfacerSpec:
+    type: str
+    #: Exports buffered for this surfacer before the fan-out starts dropping (and counting).
+    buffer: int = DEFAULT_SURFACER_BUFFER
+
+
+@attrs.frozen
+class AlertSpec:
+    """An ``[[alert]]`` table: when a probe's targets count as down, and whom to tell.
+
+    See docs/alerting.md. A target goes down after ``failure_threshold`` consecutive failures, or
+    when ``failures`` of its last ``total`` results failed (the window condition, off while
+    ``total`` is 0); it comes back up after ``success_threshold`` consecutive successes once the
+    window condition no longer holds. With ``max_latency`` (seconds) a slower success counts as a
+    failure.
+    """
+
+    name: str
+    #: The probes this alert watches; empty means every probe no other alert names.
+    probes: tuple[str, ...] = ()
+    failure_threshold: int = 3
+    success_threshold: int = 2
+    failures: int = 0
+    total: int = 0
+    max_latency: float | None = None
+    #: Seconds between re-notifications of a firing alert; 0 turns repeats off.
+    repeat_interval: float = 3600.0
+    #: Log every fire/resolve (logger ``trioprobe.alerting``).
+    log: bool = True
+    #: argv run on fire/resolve/repeat (never through a shell); ``{alert}``, ``{probe}``,
+    #: ``{target}``, ``{event}``, ``{state}``, ``{failures}``, ``{total}``, ``{since}``,
+    #: ``{error}``, ``{key}`` and ``{json}`` are replaced in each argument.
+    command: tuple[str, ...] = ()
+    command_timeout: float = 10.0
+    #: URL that gets a JSON POST per fire/resolve/repeat, durably (through a handoff queue).
+    webhook: str = ""
+    webhook_timeout: float = 10.0
+    #: The webhook's queue directory; "" means ``<tmp>/trioprobe-handoff-<uid>/alert-<name>``.
+    webhook_queue_dir: str = path_field("")
+
+
+@attrs.frozen
+class StatusSpec:
+    """The ``[status]`` table: serve the status page (``/status``, ``/status.json``)."""
+
+    host: str = "127.0.0.1"
+    #: 0 picks a free port (the CLI prints the URL).
+    port: int = 9314
+    #: Seconds between the page's own refreshes.
+    refresh: int = 5
