@@ -45,7 +45,7 @@ class ProbeFactory(Protocol):
 
 #: Config ``type`` name -> adapter module. Add an entry to plug in a probe type of your own.
 PROBE_TYPES: dict[str, str] = {
-    "http": "trioprobe.probes.http",
+    "http": "trioprobe.probes.http_probe",
     "etcd_probing": "trioprobe.probes.etcd_probing",
     "logping": "trioprobe.probes.logping",
     "zmq": "trioprobe.probes.zmq",
