@@ -504,7 +504,7 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
             # InvalidURL is not an HTTPError: without it, one malformed line in a targets file
             # would end the probe and the run instead of failing that target.
             latency = trio.current_time() - started
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            error = _describe(exc)
             if isinstance(exc, _TooManyRedirects):
                 error = str(exc)
                 extras["redirects"] = exc.redirects
@@ -532,6 +532,22 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
                     target, False, latency, error=error, extras=extras, gauges=gauges
                 )
         return ProbeResult(target, True, latency, extras=extras, gauges=gauges)
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message``; httpx's ConnectError from Trio often has no message of its own (it
+    wraps a ``BrokenResourceError``), so the first message down its causes stands in: that is
+    where ``CERTIFICATE_VERIFY_FAILED`` or ``Connection refused`` is."""
+    cause: BaseException | None = exc
+    for _ in range(_CAUSE_DEPTH):
+        if cause is None or str(cause):
+            break
+        cause = cause.__cause__ or cause.__context__
+    message = str(cause) if cause is not None else ""
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+_CAUSE_DEPTH = 5
 
 
 class _TooManyRedirects(Exception):
