@@ -181,6 +181,15 @@ async def test_basic_auth_from_a_file_arrives(app: tuple[App, str], tmp_path: Pa
     assert result.success, result.error
     expected = httpx.BasicAuth("probe", "pa:ss wörd")._auth_header
     assert server.seen[0].headers["authorization"] == expected
+    probe = HTTPProbe(
+        Options(basic_auth_username="probe", basic_auth_password_file=str(tmp_path / "password")),
+        list,
+        interval=1.0,
+        timeout=1.0,
+    )
+    shown = repr(probe.__dict__) + probe._parts.scrub(f"echoed {expected} and pa:ss wörd")
+    assert "pa:ss wörd" not in shown
+    assert expected.split()[1] not in shown
 
 
 async def test_host_override_is_the_host_header(app: tuple[App, str]) -> None:
