@@ -492,7 +492,7 @@ async def run_arrangement(url: str, n: int, *, shared: bool, duration: float) ->
     import httpx
 
     from trioprobe._tls import ssl_context
-    from trioprobe.probes.http import HTTPProbe, Options
+    from trioprobe.probes.http_probe import HTTPProbe, Options
     from trioprobe.results import ProbeResult
 
     async def hang(stream: trio.SocketStream) -> None:

@@ -13,7 +13,7 @@ from functools import partial
 import trio
 
 import trioprobe
-from trioprobe.probes.http import HTTPProbe, Options
+from trioprobe.probes.http_probe import HTTPProbe, Options
 from trioprobe.probing import serve_health
 
 

@@ -265,6 +265,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
                 options = _structure(rest, options_cls, f"$.{path}", errors)
         if options is not None:
             errors.extend(check_numbers(options, path))
+            options = resolve_paths(options, base_dir or Path.cwd())
         if spec is None:
             continue
         _check_probe(spec, path, errors)

@@ -117,7 +117,14 @@ class Runner:
         self.probes: list[tuple[ProbeSpec, Probe, TargetsFn]] = []
         for spec, options in config.probes:
             targets = _targets_for(spec, config)
-            probe = probe_types.load(spec.type).make_probe(spec, options, targets)
+            try:
+                probe = probe_types.load(spec.type).make_probe(spec, options, targets)
+            except ConfigError:
+                raise
+            except ValueError as exc:
+                # A probe type may find a problem only when it builds its probe (a secret file
+                # that cannot be read): the same one-line error as the config's own checks.
+                raise ConfigError(f"probe {spec.name!r}: {exc}") from None
             self.probes.append((spec, probe, targets))
         self.surfacers: list[tuple[Surfacer, int]] = [
             (surfacer_types.load(sspec.type).make_surfacer(options), sspec.buffer)

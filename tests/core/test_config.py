@@ -18,7 +18,7 @@ from trioprobe.config import (
     parse_config,
     parse_targets,
 )
-from trioprobe.probes import http
+from trioprobe.probes import http_probe as http
 from trioprobe.surfacers import lines, prometheus
 
 FULL = """

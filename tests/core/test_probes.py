@@ -20,7 +20,7 @@ from trioprobe.cli import main
 from trioprobe.config import ConfigError, load_config
 from trioprobe.metrics import Distribution, Map, MetricsError
 from trioprobe.probes._base import run_per_target, send_result
-from trioprobe.probes.http import PHASE_BUCKETS, HTTPProbe, Options
+from trioprobe.probes.http_probe import PHASE_BUCKETS, HTTPProbe, Options
 from trioprobe.probing import open_prober
 from trioprobe.results import ProbeResult
 from trioprobe.runner import Runner

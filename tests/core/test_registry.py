@@ -161,8 +161,6 @@ def test_no_probe_or_surfacer_module_imports_config() -> None:
     never the other way round."""
     offenders = []
     for path in [*(SRC / "probes").glob("*.py"), *(SRC / "surfacers").glob("*.py")]:
-        if path.name in ("http.py", "http_probe.py"):
-            continue  # edited on the richhttp branch; the merge moves its import to specs
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module == "config" and node.level == 2:
                 offenders.append(path.name)

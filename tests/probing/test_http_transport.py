@@ -22,7 +22,7 @@ import trustme
 
 from trioprobe import _tls
 from trioprobe.metrics import Distribution, Map
-from trioprobe.probes.http import HTTPProbe, Options
+from trioprobe.probes.http_probe import HTTPProbe, Options
 from trioprobe.probing import format_rfc3339_nano, open_prober
 from trioprobe.results import ProbeResult
 

@@ -4,7 +4,9 @@ A probe type is a module exporting an ``Options`` attrs class (its type-specific
 ``make_probe(spec, options, targets) -> Probe``, and optionally ``EXPORTS`` (what it exports
 beyond the common metrics, for ``trioprobe check``'s name-clash warnings) and
 ``check_target(target)`` (raises ``ValueError`` for a bad target). :data:`probe_types` maps config
-type names to those modules: the built-in ones (``trioprobe.probes.<type>``), the ones installed
+type names to those modules: the built-in ones (``trioprobe.probes.<type>``, but
+``trioprobe.probes.http_probe`` for ``http``: a module named ``http`` would shadow the standard
+library's), the ones installed
 packages declare in the ``trioprobe.probes`` entry-point group, and ones registered in code.
 docs/extending.md walks through writing one.
 """
@@ -54,7 +56,7 @@ probe_types = Registry(
     "probe",
     "trioprobe.probes",
     {
-        "http": "trioprobe.probes.http",
+        "http": "trioprobe.probes.http_probe",
         "etcd_probing": "trioprobe.probes.etcd_probing",
         "logping": "trioprobe.probes.logping",
         "zmq": "trioprobe.probes.zmq",

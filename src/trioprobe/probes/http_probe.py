@@ -1,0 +1,576 @@
+"""The ``http`` probe type: request each target URL every interval.
+
+A probe succeeds when the status code is one of ``expected_codes`` (any 2xx when empty) and
+every configured validator passes: ``body_regex``, ``header_checks``, ``json_paths`` and
+``json_subset`` (see :mod:`._http_checks`). The status code is kept as the ``resp-code`` map
+metric (keyed by ``code``) so failures can be told apart on a dashboard; each validator that
+fails counts in ``validation_failure`` (keyed by ``validator``: ``regex``, ``header``,
+``json_path``, ``json_subset``), as cloudprober does.
+
+**The request.** ``method``, ``headers`` and ``body`` (or ``body_file``) as configured; basic or
+bearer auth from a secret in an environment variable or a file, read once when the probe is
+built. A secret never appears in an error, the live table, ``check``'s output or a repr: the
+Options hold only where it comes from, and any error text that contains it is redacted.
+``host`` probes a backend by address: it becomes the ``Host`` header and, for https, the TLS
+server name (SNI) and the name the certificate is verified against, while the connection goes
+to the target's IP. With ``follow_redirects`` the probe follows up to ``max_redirects``
+redirects itself, one request at a time (so each hop is traced and freed like the first), and
+counts them in the ``redirects`` counter; without it a 3xx is the answer, checked against
+``expected_codes``.
+
+**Transport.** Each target has its own ``httpx.AsyncClient`` (with its own keep-alive
+connection), and all of them share one SSL context (:mod:`trioprobe._tls`), loaded in a worker
+thread before the probe reports ready. With the context shared a client costs ~60 µs, and it is
+built at the target's first tick, outside the probe's deadline. Per-target clients rather than one
+shared pool: httpx's pool slows down sharply when many tasks share one client (httpx #3215), and a
+hung target can then hold pool slots the others wait for; a client of its own keeps a hung target's
+trouble its own. The deadline is the scheduler's cancel scope, not httpx's ``timeout=``, so it is
+exact and testable under a mock clock.
+
+**Phases.** Every probe traces its request (httpx's ``trace`` extension) and reports each phase
+it went through as a Distribution extra in seconds: ``phase_connect`` (DNS + TCP) and
+``phase_tls`` (only when it opened a connection), ``phase_send``, ``phase_ttfb`` (time to first
+byte: server processing) and ``phase_transfer`` (reading the body); ``connections`` (a Map keyed
+``state``) counts ``new`` and ``reused`` connections. For https targets the gauges
+``tls_version`` (e.g. ``TLS 1.3``) and ``cert_expiry`` (the certificate's notAfter, seconds since
+the epoch, when it was verified) report the target's current TLS connection.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import httpx
+import trio
+
+from .._httptrace import PHASES, RequestTrace, TLSInfo, release_response, tls_info
+from .._options import path_field
+from .._tls import load_ssl_context, ssl_context
+from .._urls import check_http_url
+from ..metrics import Distribution, Map
+from ..results import ProbeResult
+from . import TargetsFn
+from ._base import ClientPerTargetProbe, PerTargetClients
+from ._http_checks import (
+    TOKEN,
+    HeaderCheck,
+    JSONPath,
+    check_header_name,
+    check_header_value,
+    check_json_value,
+    header_checks,
+    json_equal,
+    parse_json_path,
+    quote,
+    subset_mismatch,
+)
+
+if TYPE_CHECKING:
+    from ..specs import ProbeSpec
+
+__all__ = [
+    "MAX_BODY_FILE_BYTES",
+    "PHASE_BUCKETS",
+    "HTTPProbe",
+    "Options",
+    "RequestParts",
+    "check_target",
+    "make_probe",
+]
+
+#: Buckets of the phase distributions, in seconds: 10 µs to about 5 s, doubling.
+PHASE_BUCKETS = Distribution.exponential(base=2.0, scale=1e-5, count=20)
+
+
+#: The largest ``body_file`` read: a probe's request body, not an upload.
+MAX_BODY_FILE_BYTES = 1024 * 1024
+# The largest secret file read (a token or a password).
+_MAX_SECRET_BYTES = 64 * 1024
+_HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\Z")
+# Headers with keys of their own: `host` (which also sets SNI) and the auth keys (whose secret
+# would otherwise sit in the config in plain text and in every repr of it).
+_OWN_KEYS = {"host": "host", "authorization": "basic_auth_* or bearer_token_*"}
+
+
+def _check_method(_: object, __: object, value: str) -> None:
+    if not TOKEN.match(value):
+        raise ValueError(f"method: {value!r} is not an HTTP method (e.g. GET, POST, HEAD)")
+
+
+def _check_headers(_: object, __: object, value: Mapping[str, str]) -> None:
+    for name, text in value.items():
+        check_header_name(name, "headers")
+        own = _OWN_KEYS.get(name.lower())
+        if own is not None:
+            raise ValueError(f"headers: set {name} with the {own} key(s), not in headers")
+        check_header_value(name, text)
+
+
+def _check_host(_: object, __: object, value: str) -> None:
+    if value and not _HOSTNAME.match(value):
+        raise ValueError(
+            f"host: {value!r} is not a host name (no scheme, port or path: the port is the "
+            "target's)"
+        )
+
+
+def _check_json_paths(_: object, __: object, value: Mapping[str, Any]) -> None:
+    for path, expected in value.items():
+        parse_json_path(path)
+        check_json_value(expected, f"json_paths.{path}")
+
+
+def _check_json_subset(_: object, __: object, value: Mapping[str, Any]) -> None:
+    check_json_value(dict(value), "json_subset")
+
+
+def _check_header_checks(_: object, __: object, value: Mapping[str, str]) -> None:
+    header_checks(value)
+
+
+def _one_of(options: Options, *keys: str) -> None:
+    given = [key for key in keys if getattr(options, key)]
+    if len(given) > 1:
+        raise ValueError(f"give either {' or '.join(keys)}, not both")
+
+
+@attrs.frozen
+class Options:
+    """Config keys of an ``http`` probe (docs/config.md, "http")."""
+
+    method: str = attrs.field(default="GET", validator=_check_method)
+    #: Status codes that count as success; empty means any 2xx.
+    expected_codes: tuple[int, ...] = ()
+    #: If set, the body must match this regular expression (``re.search``).
+    body_regex: str | None = attrs.field(default=None)
+    headers: Mapping[str, str] = attrs.field(factory=dict, validator=_check_headers)
+    #: Verify TLS certificates.
+    verify_tls: bool = True
+    #: The request body, as text (sent UTF-8 encoded); or ``body_file``, sent as it is.
+    body: str = ""
+    body_file: str = path_field("")
+    #: Host name for the ``Host`` header, TLS SNI and certificate verification, while the
+    #: connection goes to the target URL's address.
+    host: str = attrs.field(default="", validator=_check_host)
+    #: Follow 3xx redirects (counted in ``redirects``), at most ``max_redirects`` per probe.
+    follow_redirects: bool = False
+    max_redirects: int = 10
+    basic_auth_username: str = ""
+    #: Where the basic auth password comes from: an environment variable's name, or a file.
+    basic_auth_password_env: str = ""
+    basic_auth_password_file: str = path_field("")
+    #: Where the bearer token comes from: an environment variable's name, or a file.
+    bearer_token_env: str = ""
+    bearer_token_file: str = path_field("")
+    #: JSON key path -> expected value, e.g. ``{"status" = "ok", "items[0].up" = true}``.
+    json_paths: Mapping[str, Any] = attrs.field(factory=dict, validator=_check_json_paths)
+    #: The JSON body must contain this (objects: these keys, recursively).
+    json_subset: Mapping[str, Any] = attrs.field(factory=dict, validator=_check_json_subset)
+    #: Response header -> regex its value must match (``""``: the header must be present).
+    header_checks: Mapping[str, str] = attrs.field(factory=dict, validator=_check_header_checks)
+
+    @body_regex.validator
+    def _check_regex(self, _: object, value: str | None) -> None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"body_regex is not a valid regular expression: {exc}") from None
+
+    def __attrs_post_init__(self) -> None:
+        _one_of(self, "body", "body_file")
+        _one_of(self, "basic_auth_password_env", "basic_auth_password_file")
+        _one_of(self, "bearer_token_env", "bearer_token_file")
+        basic = self.basic_auth_password_env or self.basic_auth_password_file
+        if self.basic_auth_username and not basic:
+            raise ValueError(
+                "basic_auth_username needs basic_auth_password_env or basic_auth_password_file"
+            )
+        if basic and not self.basic_auth_username:
+            raise ValueError("basic auth needs basic_auth_username beside its password")
+        if ":" in self.basic_auth_username:
+            raise ValueError("basic_auth_username must not contain ':'")
+        if basic and (self.bearer_token_env or self.bearer_token_file):
+            raise ValueError("give either basic auth or a bearer token, not both")
+
+
+def _read_limited(path: str, limit: int, key: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            data = file.read(limit + 1)
+    except OSError as exc:
+        raise ValueError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise ValueError(f"{key}: {path} is larger than the {limit}-byte limit")
+    return data
+
+
+def _secret(env: str, file: str, key: str) -> str | None:
+    """The secret named by ``<key>_env`` or ``<key>_file``; ``ValueError`` never quotes it."""
+    if env:
+        value = os.environ.get(env, "")
+        if not value:
+            raise ValueError(f"{key}_env: environment variable {env} is not set or empty")
+        return value
+    if not file:
+        return None
+    try:
+        # One trailing line break is the file's, not the secret's (echo ... > file).
+        value = _read_limited(file, _MAX_SECRET_BYTES, f"{key}_file").decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{key}_file: {file} is not UTF-8 text") from None
+    value = value.removesuffix("\n").removesuffix("\r")
+    if not value:
+        raise ValueError(f"{key}_file: {file} is empty")
+    return value
+
+
+class _Secret:
+    """A header value that must not be shown: its repr and str hide it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    __str__ = __repr__
+
+
+@attrs.define(repr=False)
+class RequestParts:
+    """What every request of a probe sends, resolved once from its Options (secrets read)."""
+
+    headers: dict[str, str]
+    body: bytes | None
+    authorization: _Secret | None
+    #: Texts to cut out of any error message (the secret in every form it is sent).
+    redact: tuple[str, ...]
+
+    @classmethod
+    def load(cls, options: Options) -> RequestParts:
+        """Read the body file and the secrets; ``ValueError`` names the key that failed."""
+        body: bytes | None = options.body.encode() if options.body else None
+        if options.body_file:
+            body = _read_limited(options.body_file, MAX_BODY_FILE_BYTES, "body_file")
+        headers = dict(options.headers)
+        authorization = None
+        redact: tuple[str, ...] = ()
+        password = _secret(
+            options.basic_auth_password_env, options.basic_auth_password_file, "basic_auth_password"
+        )
+        token = _secret(options.bearer_token_env, options.bearer_token_file, "bearer_token")
+        if password is not None:
+            pair = f"{options.basic_auth_username}:{password}".encode()
+            encoded = base64.b64encode(pair).decode("ascii")
+            authorization = _Secret(f"Basic {encoded}")
+            redact = (password, encoded)
+        elif token is not None:
+            try:
+                check_header_value("Authorization", token)
+            except ValueError:
+                key = "bearer_token_env" if options.bearer_token_env else "bearer_token_file"
+                raise ValueError(
+                    f"{key}: the token has a line break, a control or a non-ASCII character"
+                ) from None
+            authorization = _Secret(f"Bearer {token}")
+            redact = (token,)
+        return cls(headers, body, authorization, tuple(r for r in redact if r))
+
+    def scrub(self, text: str) -> str:
+        for secret in self.redact:
+            text = text.replace(secret, "<secret>")
+        return text
+
+
+class _Target:
+    """A target's client and the headers of its requests (``Host`` depends on its port)."""
+
+    __slots__ = ("client", "headers", "sni")
+
+    def __init__(self, client: httpx.AsyncClient, headers: dict[str, str], sni: str) -> None:
+        self.client = client
+        self.headers = headers
+        self.sni = sni
+
+
+class HTTPProbe(ClientPerTargetProbe[_Target]):
+    """Probes each target URL with its own client; see the module docstring.
+
+    Building it reads ``body_file`` and the auth secret (``ValueError`` naming the key if one
+    cannot be read): small files, read once, before the probe runs.
+    """
+
+    def __init__(
+        self,
+        options: Options,
+        targets: TargetsFn,
+        *,
+        interval: float,
+        timeout: float,
+        client_factory: Callable[[], httpx.AsyncClient] | None = None,
+    ) -> None:
+        self.options = options
+        self.targets = targets
+        self.interval = interval
+        self.timeout = timeout
+        self._parts = RequestParts.load(options)
+        self._pattern = re.compile(options.body_regex) if options.body_regex else None
+        self._header_checks: tuple[HeaderCheck, ...] = header_checks(options.header_checks)
+        self._json_paths: tuple[tuple[JSONPath, Any], ...] = tuple(
+            (parse_json_path(path), expected) for path, expected in options.json_paths.items()
+        )
+        self._json_subset = dict(options.json_subset)
+        self._validators = tuple(
+            name
+            for name, on in (
+                ("regex", self._pattern is not None),
+                ("header", bool(self._header_checks)),
+                ("json_path", bool(self._json_paths)),
+                ("json_subset", bool(self._json_subset)),
+            )
+            if on
+        )
+        self._client_factory = client_factory
+        self._make_client = client_factory or self._default_client
+        self._clients = PerTargetClients[_Target](self._new_target, _close_target)
+        self._tls: dict[str, TLSInfo] = {}
+
+    def _default_client(self) -> httpx.AsyncClient:
+        # timeout=None: the deadline is the probe's cancel scope. httpx's own default (5 s) would
+        # otherwise end slow probes early, as a transport error instead of a counted timeout.
+        # ssl_context() is ready (run() loaded it in a thread), so this costs tens of µs.
+        return httpx.AsyncClient(verify=ssl_context(self.options.verify_tls), timeout=None)
+
+    def _new_target(self, target: str) -> _Target:
+        headers = self._parts.headers
+        sni = ""
+        if self.options.host or self._parts.authorization is not None:
+            headers = dict(headers)
+            if self._parts.authorization is not None:
+                headers["Authorization"] = self._parts.authorization.value
+            if self.options.host:
+                headers["Host"] = sni = self.options.host
+                try:
+                    port = httpx.URL(target).port  # None when it is the scheme's default
+                except httpx.InvalidURL:
+                    port = None  # the request fails and says why
+                if port is not None:
+                    headers["Host"] = f"{self.options.host}:{port}"
+        return _Target(self._make_client(), headers, sni)
+
+    async def run(
+        self,
+        results: trio.MemorySendChannel[ProbeResult],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        if self._client_factory is None:
+            await load_ssl_context(self.options.verify_tls)
+        await super().run(results, task_status=task_status)
+
+    def _success_code(self, code: int) -> bool:
+        if self.options.expected_codes:
+            return code in self.options.expected_codes
+        return 200 <= code < 300
+
+    def _trace_extras(
+        self, target: str, traces: list[RequestTrace], extras: dict[str, Map | Distribution | int]
+    ) -> dict[str, int | float | str]:
+        """Phase distributions (summed over redirects, as blackbox does) and the connection
+        counts into ``extras``; the TLS gauges of the last request's connection."""
+        phases = traces[0].phases()
+        for trace in traces[1:]:
+            for phase, seconds in trace.phases().items():
+                phases[phase] = phases.get(phase, 0.0) + seconds
+        for phase, seconds in phases.items():
+            dist = _PHASE_TEMPLATES[phase].clone()
+            dist.add_sample(seconds)
+            extras[_PHASE_EXTRAS[phase]] = dist
+        new = sum(trace.new_connection for trace in traces)
+        connections = Map("state", {"new": new} if new else {})
+        if new < len(traces):
+            connections.increment("reused", len(traces) - new)
+        extras["connections"] = connections
+        last = traces[-1]
+        if last.ssl_object is not None:
+            self._tls[target] = tls_info(last.ssl_object)
+        elif last.new_connection:
+            self._tls.pop(target, None)  # a new plain connection: no TLS to report
+        info = self._tls.get(target)
+        if info is None:
+            return {}
+        gauges: dict[str, int | float | str] = {"tls_version": info.version}
+        if info.earliest_expiry is not None:
+            gauges["cert_expiry"] = info.earliest_expiry
+        return gauges
+
+    async def _exchange(
+        self, state: _Target, target: str, traces: list[RequestTrace]
+    ) -> tuple[httpx.Response, int]:
+        """Send the request, following redirects if configured; the last response and the
+        number of redirects followed. Each response is read and released before the next."""
+        trace = RequestTrace()
+        traces.append(trace)
+        extensions: dict[str, Any] = {"trace": trace}
+        if state.sni:
+            extensions["sni_hostname"] = state.sni
+        client = state.client
+        request = client.build_request(
+            self.options.method,
+            target,
+            headers=state.headers,
+            content=self._parts.body,
+            extensions=extensions,
+        )
+        redirects = 0
+        while True:
+            response = await client.send(request, follow_redirects=False)
+            release_response(response)
+            follow = response.next_request
+            if follow is None or not self.options.follow_redirects:
+                return response, redirects
+            if redirects == self.options.max_redirects:
+                raise _TooManyRedirects(redirects)
+            redirects += 1
+            trace = RequestTrace()
+            traces.append(trace)
+            extensions = {"trace": trace}
+            # The name override is the original host's; httpx already set Host for another.
+            if state.sni and follow.url.host == request.url.host:
+                extensions["sni_hostname"] = state.sni
+            follow.extensions = extensions
+            request = follow
+
+    def _validate(self, response: httpx.Response) -> list[tuple[str, str]]:
+        """(validator, why) for each validator the response fails."""
+        failed: list[tuple[str, str]] = []
+        if self._pattern is not None and not self._pattern.search(response.text):
+            failed.append(("regex", f"body did not match /{self._pattern.pattern}/"))
+        for check in self._header_checks:
+            problem = check.problem(response.headers)
+            if problem is not None:
+                failed.append(("header", problem))
+                break
+        if self._json_paths or self._json_subset:
+            failed.extend(self._validate_json(response.content))
+        return failed
+
+    def _validate_json(self, content: bytes) -> list[tuple[str, str]]:
+        try:
+            document = json.loads(content)
+        except ValueError:
+            reason = f"body is not JSON: {quote(content[:40].decode('utf-8', 'replace'))}"
+            names = ("json_path",) * bool(self._json_paths) + ("json_subset",) * bool(
+                self._json_subset
+            )
+            return [(name, reason) for name in names]
+        failed: list[tuple[str, str]] = []
+        for path, expected in self._json_paths:
+            found, value = path.find(document)
+            if not found:
+                failed.append(("json_path", f"JSON {path.text}: {value} missing"))
+                break
+            if not json_equal(value, expected):
+                failed.append(
+                    ("json_path", f"JSON {path.text} is {quote(value)}, expected {quote(expected)}")
+                )
+                break
+        if self._json_subset:
+            problem = subset_mismatch(document, self._json_subset)
+            if problem is not None:
+                failed.append(("json_subset", f"JSON subset: {problem}"))
+        return failed
+
+    async def probe_once(self, target: str) -> ProbeResult:
+        state = self._clients.get(target)
+        codes = Map("code")
+        extras: dict[str, Map | Distribution | int] = {"resp-code": codes}
+        if self._validators:
+            extras["validation_failure"] = Map("validator", dict.fromkeys(self._validators, 0))
+        traces: list[RequestTrace] = []
+        started = trio.current_time()
+        try:
+            response, redirects = await self._exchange(state, target, traces)
+        except (httpx.HTTPError, httpx.InvalidURL, _TooManyRedirects) as exc:
+            # InvalidURL is not an HTTPError: without it, one malformed line in a targets file
+            # would end the probe and the run instead of failing that target.
+            latency = trio.current_time() - started
+            error = _describe(exc)
+            if isinstance(exc, _TooManyRedirects):
+                error = str(exc)
+                extras["redirects"] = exc.redirects
+            elif self.options.follow_redirects:
+                extras["redirects"] = len(traces) - 1 if traces else 0
+            error = self._parts.scrub(error)
+            return ProbeResult(target, False, latency, error=error, extras=extras)
+        latency = trio.current_time() - started
+        gauges = self._trace_extras(target, traces, extras)
+        if self.options.follow_redirects:
+            extras["redirects"] = redirects
+        codes.increment(str(response.status_code))
+        if not self._success_code(response.status_code):
+            error = f"unexpected status {response.status_code} {response.reason_phrase}".rstrip()
+            return ProbeResult(target, False, latency, error=error, extras=extras, gauges=gauges)
+        if self._validators:
+            failed = self._validate(response)
+            if failed:
+                extras["validation_failure"] = Map(
+                    "validator",
+                    {name: int(any(n == name for n, _ in failed)) for name in self._validators},
+                )
+                error = self._parts.scrub("; ".join(why for _, why in failed))
+                return ProbeResult(
+                    target, False, latency, error=error, extras=extras, gauges=gauges
+                )
+        return ProbeResult(target, True, latency, extras=extras, gauges=gauges)
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message``; httpx's ConnectError from Trio often has no message of its own (it
+    wraps a ``BrokenResourceError``), so the first message down its causes stands in: that is
+    where ``CERTIFICATE_VERIFY_FAILED`` or ``Connection refused`` is."""
+    cause: BaseException | None = exc
+    for _ in range(_CAUSE_DEPTH):
+        if cause is None or str(cause):
+            break
+        cause = cause.__cause__ or cause.__context__
+    message = str(cause) if cause is not None else ""
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+_CAUSE_DEPTH = 5
+
+
+class _TooManyRedirects(Exception):
+    def __init__(self, redirects: int) -> None:
+        super().__init__(f"too many redirects: more than {redirects}")
+        self.redirects = redirects
+
+
+async def _close_target(state: _Target) -> None:
+    await state.client.aclose()
+
+
+_PHASE_EXTRAS = {phase: f"phase_{phase}" for phase in PHASES}
+_PHASE_TEMPLATES = {phase: PHASE_BUCKETS.clone() for phase in PHASES}
+
+
+#: Raises ``ValueError`` for a target that is not an ``http(s)://host`` URL; the config check and
+#: targets files use it to reject bad targets where they are written.
+check_target = check_http_url
+
+
+def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> HTTPProbe:
+    """The probe of a config entry; a body file or secret that cannot be read raises
+    ``ValueError`` naming the key, which the runner reports as a ``ConfigError`` naming the probe
+    (``trioprobe check`` prints it)."""
+    return HTTPProbe(options, targets, interval=spec.interval, timeout=spec.timeout)
