@@ -34,7 +34,7 @@ from .config import (
 from .metrics import EventMetrics
 from .probes import Probe, TargetsFn, load_probe_type
 from .results import LATENCY_UNITS, ProbeResult
-from .stats import stats_keeper
+from .stats import StatsKeeper
 from .surfacers import Fanout, Surfacer, load_surfacer_type
 
 __all__ = ["Runner", "StartupError", "run"]
@@ -267,10 +267,7 @@ class Runner:
 
             observe = observe_both
         buckets = spec.latency_buckets
-        return partial(
-            stats_keeper,
-            results,
-            export,
+        keeper = StatsKeeper(
             probe_type=spec.type,
             probe_name=spec.name,
             targets=targets,
@@ -282,6 +279,7 @@ class Runner:
             observe=observe,
             export_up=True,
         )
+        return partial(keeper.run, results, export)
 
 
 async def _run_probe(
