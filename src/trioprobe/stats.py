@@ -172,12 +172,10 @@ class StatsKeeper:
     ) -> None:
         """Fold ``results`` and send a snapshot to ``export`` every ``interval`` seconds.
 
-        Exports go through a private exporter task: the keeper only clones and hands the batch
-        over, so a slow consumer delays exports rather than the probes. Only if the exporter is
-        a whole tick behind does the hand-over wait (the back-pressure ``export`` applies).
-
-        When ``results`` is closed (all probes have stopped), the keeper makes one final export,
-        then closes ``export`` and returns: it owns that channel end, so pass it a clone.
+        The sends are a private exporter task's (see the module doc), so a slow consumer delays
+        exports rather than the probes. When ``results`` is closed (all probes have stopped),
+        the keeper makes one final export, then closes ``export`` and returns: it owns that
+        channel end, so pass it a clone.
         """
         batches_send, batches_receive = trio.open_memory_channel[list[EventMetrics]](1)
         async with trio.open_nursery() as nursery:
