@@ -5,7 +5,7 @@ Run: ``.venv/bin/python benchmarks/stats_keeper.py [--quick] [--profile]``
 1. Throughput. 100 probe tasks send pre-built ``ProbeResult`` values the way
    ``trioprobe.probes._base.send_result`` does (``send_nowait``, falling back to ``await send()``
    when the buffer is full) into a buffer of 256:
-     * project figure: ``stats_keeper`` folds every result into its per-target accumulator and
+     * project figure: ``StatsKeeper`` folds every result into its per-target accumulator and
        exports to a null consumer;
      * baseline: one task drains the same channel in batches (``receive`` then ``receive_nowait``
        until ``WouldBlock``) and does nothing with the results.
@@ -32,7 +32,7 @@ import trio
 from trioprobe.metrics import EventMetrics
 from trioprobe.probes._base import send_result
 from trioprobe.results import ProbeResult
-from trioprobe.stats import stats_keeper
+from trioprobe.stats import StatsKeeper
 
 PRODUCERS = 100
 BUFFER = 256
@@ -88,7 +88,7 @@ async def baseline_rate(total: int) -> float:
 
 
 async def keeper_rate(total: int) -> float:
-    """Results/s through ``stats_keeper`` to a null consumer; checks that nothing was lost."""
+    """Results/s through a ``StatsKeeper`` to a null consumer; checks that nothing was lost."""
     send, receive = trio.open_memory_channel[ProbeResult](BUFFER)
     export_send, export_receive = trio.open_memory_channel[EventMetrics](BUFFER)
     targets = [f"target-{i}" for i in range(PRODUCERS)]
@@ -102,17 +102,10 @@ async def keeper_rate(total: int) -> float:
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(null_consumer)
-        await nursery.start(
-            lambda task_status: stats_keeper(
-                receive,
-                export_send,
-                probe_type="bench",
-                probe_name="bench",
-                targets=lambda: targets,
-                interval=0.5,
-                task_status=task_status,
-            )
+        keeper = StatsKeeper(
+            probe_type="bench", probe_name="bench", targets=lambda: targets, interval=0.5
         )
+        await nursery.start(keeper.run, receive, export_send)
         await _start_producers(nursery, send, total)
     elapsed = time.perf_counter() - start
     counted = 0
@@ -161,16 +154,10 @@ async def export_cost(n_targets: int) -> tuple[float, float, float]:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(consume)
-        nursery.start_soon(
-            lambda: stats_keeper(
-                receive,
-                export_send,
-                probe_type="bench",
-                probe_name="bench",
-                targets=current_targets,
-                interval=interval,
-            )
+        keeper = StatsKeeper(
+            probe_type="bench", probe_name="bench", targets=current_targets, interval=interval
         )
+        nursery.start_soon(keeper.run, receive, export_send)
         await trio.sleep(interval / 2)  # everything folded; then time only the tick
         gaps.clear()
         nursery.start_soon(ticker)
@@ -207,16 +194,10 @@ async def memory_run(total: int, n_targets: int = 1000) -> tuple[float, float, i
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(consume)
-        nursery.start_soon(
-            lambda: stats_keeper(
-                receive,
-                export_send,
-                probe_type="bench",
-                probe_name="bench",
-                targets=lambda: targets,
-                interval=0.05,
-            )
+        keeper = StatsKeeper(
+            probe_type="bench", probe_name="bench", targets=lambda: targets, interval=0.05
         )
+        nursery.start_soon(keeper.run, receive, export_send)
         nursery.start_soon(produce)
     return samples[0], samples[1], exports
 
@@ -251,7 +232,7 @@ def main() -> None:
     keeper = trio.run(keeper_rate, total)
     print(f"throughput ({total:,} results, {PRODUCERS} probe tasks, buffer {BUFFER}):")
     print(f"  bare memory channel, batch drain: {base:12,.0f} results/s")
-    print(f"  stats_keeper -> null consumer:    {keeper:12,.0f} results/s")
+    print(f"  StatsKeeper -> null consumer:     {keeper:12,.0f} results/s")
     print(f"  ratio keeper/baseline:            {keeper / base:12.2f}")
     verdict = "meets" if keeper >= TARGET_RATE else "MISSES"
     print(f"  target >= {TARGET_RATE:,} results/s: {verdict}")

@@ -37,17 +37,10 @@ async def main() -> None:
                         await probe.run(results_send)
 
             flow.start_soon(run_probe)
-            flow.start_soon(
-                partial(
-                    trioprobe.stats_keeper,
-                    results_receive,
-                    export_send,
-                    probe_type="http",
-                    probe_name="example",
-                    targets=lambda: targets,
-                    interval=1.0,
-                )
+            keeper = trioprobe.StatsKeeper(
+                probe_type="http", probe_name="example", targets=lambda: targets, interval=1.0
             )
+            flow.start_soon(keeper.run, results_receive, export_send)
 
             async def stop_probe_later() -> None:
                 await trio.sleep(5)

@@ -26,7 +26,7 @@ from .metrics import (
 from .probes import Probe
 from .results import ProbeResult
 from .runner import Runner, run
-from .stats import stats_keeper
+from .stats import StatsKeeper, stats_keeper
 from .surfacers import Fanout, Surfacer
 
 __version__ = "0.1.0"
@@ -45,6 +45,7 @@ __all__ = [
     "MetricsError",
     # the flow
     "Probe",
+    "StatsKeeper",
     "stats_keeper",
     "Surfacer",
     "Fanout",

@@ -34,7 +34,7 @@ from .config import (
 from .metrics import EventMetrics
 from .probes import Probe, TargetsFn, probe_types
 from .results import LATENCY_UNITS, ProbeResult
-from .stats import stats_keeper
+from .stats import StatsKeeper
 from .surfacers import Fanout, Surfacer, surfacer_types
 
 __all__ = ["Runner", "StartupError", "run"]
@@ -274,10 +274,7 @@ class Runner:
 
             observe = observe_both
         buckets = spec.latency_buckets
-        return partial(
-            stats_keeper,
-            results,
-            export,
+        keeper = StatsKeeper(
             probe_type=spec.type,
             probe_name=spec.name,
             targets=targets,
@@ -289,6 +286,7 @@ class Runner:
             observe=observe,
             export_up=True,
         )
+        return partial(keeper.run, results, export)
 
 
 async def _run_probe(

@@ -17,13 +17,14 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 
+import attrs
 import trio
 
 from ._ticks import next_tick_after
 from .metrics import Distribution, EventMetrics, Int, Kind, MetricsError
 from .results import ProbeResult
 
-__all__ = ["stats_keeper"]
+__all__ = ["StatsKeeper", "stats_keeper"]
 
 logger = logging.getLogger("trioprobe.stats")
 
@@ -31,6 +32,192 @@ logger = logging.getLogger("trioprobe.stats")
 _MAX_BATCH = 4096
 # While cloning many targets, let probes run now and then so a large export does not stall them.
 _CLONES_PER_CHECKPOINT = 1000
+
+
+def _check_interval(_: object, __: object, interval: float) -> None:
+    if interval <= 0:
+        raise ValueError(f"stats interval must be > 0, got {interval}")
+
+
+def _copy_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+    # A copy: a caller's later change to its mapping must not relabel exports half way.
+    return dict(labels or {})
+
+
+@attrs.define(kw_only=True, eq=False)
+class StatsKeeper:
+    """Accumulates a probe's results per target and exports them every ``interval`` seconds.
+
+    Semantics (cloudprober's): a target's first result seeds its accumulator; each tick calls
+    ``targets()`` afresh and sends a clone of each listed target's accumulator, labelled ``ptype``,
+    ``probe``, ``dst`` plus ``extra_labels``; a listed target with no results exports nothing;
+    accumulators of removed targets are kept (their counters resume if the target returns).
+    Beside it goes a GAUGE ``EventMetrics`` with the target's ``gauges`` and, if ``export_up``
+    (the runner sets it), ``up``: 1 if its last result succeeded, else 0 (what an alert on a
+    target being down wants, with no ``rate()`` over the counters).
+
+    :meth:`run` is the task that does this; :meth:`fold` and :meth:`snapshot` are its two steps,
+    usable on their own (all three from one task: the keeper's state is unlocked by design).
+    """
+
+    probe_type: str
+    probe_name: str
+    #: Called every tick: the targets to export.
+    targets: Callable[[], Iterable[str]]
+    interval: float = attrs.field(validator=_check_interval)
+    #: Extra labels come after ptype/probe/dst and cannot override them (cloudprober's order).
+    extra_labels: Mapping[str, str] = attrs.field(default=None, converter=_copy_labels)
+    #: Seconds per unit of the exported latency (seconds by default).
+    latency_unit: float = 1.0
+    #: If given, latency is this distribution (cloned per target) instead of a sum.
+    latency_distribution: Distribution | None = None
+    #: If given, sees every result as it is folded in (the CLI's live view and alerting use it).
+    observe: Callable[[ProbeResult], None] | None = None
+    export_up: bool = False
+    _cumulative: dict[str, EventMetrics] = attrs.field(factory=dict, init=False)
+    _gauges: dict[str, EventMetrics] = attrs.field(factory=dict, init=False)
+    # Each target's `up` value, the same Int its gauge accumulator holds: a result sets it in
+    # place, so exporting it costs nothing beyond the clone.
+    _up: dict[str, Int] = attrs.field(factory=dict, init=False)
+
+    def fold(self, result: ProbeResult) -> None:
+        """Add ``result`` to its target's accumulators (the first result of a target seeds them).
+
+        A result that does not fit its accumulator (an extra whose type changed) is logged and
+        left out whole: one malformed result must not end the keeper, and with it the run.
+        """
+        if self.observe is not None:
+            self.observe(result)
+        target = result.target
+        acc = self._cumulative.get(target)
+        if acc is None:
+            self._cumulative[target] = result.metrics(
+                latency_unit=self.latency_unit, latency_distribution=self.latency_distribution
+            )
+        else:
+            try:
+                result.accumulate(
+                    acc,
+                    latency_unit=self.latency_unit,
+                    latency_distribution=self.latency_distribution,
+                )
+            except MetricsError as exc:
+                # cloudprober logs it and goes on; accumulate() leaves the accumulator untouched
+                # on error, so it stays consistent.
+                logger.warning(
+                    "probe %r: result for %r not added to its metrics: %s",
+                    self.probe_name,
+                    target,
+                    exc,
+                )
+        if result.gauges:
+            self._fold_gauges(result)
+        if self.export_up:
+            self._set_up(result)
+
+    def _fold_gauges(self, result: ProbeResult) -> None:
+        gauge = result.gauge_metrics()
+        if gauge is None:
+            return
+        acc = self._gauges.get(result.target)
+        if acc is None:
+            self._gauges[result.target] = gauge
+        else:
+            acc.update(gauge)
+
+    def _set_up(self, result: ProbeResult) -> None:
+        cell = self._up.get(result.target)
+        if cell is None:
+            cell = self._up[result.target] = Int()
+            acc = self._gauges.get(result.target)
+            if acc is None:
+                acc = self._gauges[result.target] = EventMetrics(Kind.GAUGE, result.timestamp)
+            acc.add_metric("up", cell)
+        cell.value = 1 if result.success else 0
+
+    async def snapshot(self, timestamp: float) -> list[EventMetrics]:
+        """Labelled clones of the listed targets' accumulators, stamped ``timestamp``.
+
+        Cloning is bounded, synchronous work; for many targets it checkpoints now and then so the
+        probes keep running.
+        """
+        batch: list[EventMetrics] = []
+        for target in self.targets():
+            for accumulators in (self._cumulative, self._gauges):
+                acc = accumulators.get(target)
+                if acc is None:
+                    continue
+                # Labels are fixed at the first export (add_label keeps the first value), so an
+                # accumulator that has its dst label needs no more: skip that work on every tick.
+                if "dst" not in acc.labels:
+                    self._label(acc, target)
+                acc.timestamp = timestamp
+                batch.append(acc.clone())
+                if len(batch) % _CLONES_PER_CHECKPOINT == 0:
+                    await trio.lowlevel.checkpoint()
+        return batch
+
+    def _label(self, acc: EventMetrics, target: str) -> None:
+        acc.add_label("ptype", self.probe_type).add_label("probe", self.probe_name)
+        acc.add_label("dst", target)
+        for key, value in self.extra_labels.items():
+            acc.add_label(key, value)
+
+    async def run(
+        self,
+        results: trio.MemoryReceiveChannel[ProbeResult],
+        export: trio.MemorySendChannel[EventMetrics],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Fold ``results`` and send a snapshot to ``export`` every ``interval`` seconds.
+
+        The sends are a private exporter task's (see the module doc), so a slow consumer delays
+        exports rather than the probes. When ``results`` is closed (all probes have stopped),
+        the keeper makes one final export, then closes ``export`` and returns: it owns that
+        channel end, so pass it a clone.
+        """
+        batches_send, batches_receive = trio.open_memory_channel[list[EventMetrics]](1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_send_batches, batches_receive, export)
+            async with batches_send, results:
+                task_status.started()
+                await self._fold_and_tick(results, batches_send)
+
+    async def _fold_and_tick(
+        self,
+        results: trio.MemoryReceiveChannel[ProbeResult],
+        batches: trio.MemorySendChannel[list[EventMetrics]],
+    ) -> None:
+        fold = self.fold  # looked up once: this loop runs for every result
+        next_tick = trio.current_time() + self.interval
+        while True:
+            closed = False
+            with trio.move_on_at(next_tick):
+                try:
+                    fold(await results.receive())
+                    for _ in range(_MAX_BATCH):
+                        fold(results.receive_nowait())
+                except trio.WouldBlock:
+                    pass
+                except trio.EndOfChannel:
+                    closed = True
+            if closed:
+                await batches.send(await self.snapshot(time.time()))
+                return
+            if trio.current_time() >= next_tick:
+                next_tick = next_tick_after(next_tick, self.interval, trio.current_time())
+                await batches.send(await self.snapshot(time.time()))
+
+
+async def _send_batches(
+    batches: trio.MemoryReceiveChannel[list[EventMetrics]],
+    export: trio.MemorySendChannel[EventMetrics],
+) -> None:
+    async with export, batches:
+        async for batch in batches:
+            for em in batch:
+                await export.send(em)
 
 
 async def stats_keeper(
@@ -48,117 +235,19 @@ async def stats_keeper(
     export_up: bool = False,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accumulate ``results`` per target and export them every ``interval`` seconds.
+    """``StatsKeeper(...).run(results, export)`` as one call: the function form of the keeper.
 
-    Semantics (cloudprober's): a target's first result seeds its accumulator; each tick calls
-    ``targets()`` afresh and sends a clone of each listed target's accumulator, labelled ``ptype``,
-    ``probe``, ``dst`` plus ``extra_labels``; a listed target with no results exports nothing;
-    accumulators of removed targets are kept (their counters resume if the target returns).
-    Beside it goes a GAUGE ``EventMetrics`` with the target's ``gauges`` and, if ``export_up``
-    (the runner sets it), ``up``: 1 if its last result succeeded, else 0 (what an alert on a
-    target being down wants, with no ``rate()`` over the counters).
-
-    When ``results`` is closed (all probes have stopped), the keeper makes one final export, then
-    closes ``export`` and returns: it owns that channel end, so pass it a clone.
-
-    ``observe``, if given, sees every result as it is folded in (the CLI's live view uses it).
+    The keywords are :class:`StatsKeeper`'s; see it for the semantics.
     """
-    if interval <= 0:
-        raise ValueError(f"stats interval must be > 0, got {interval}")
-    # Extra labels come after ptype/probe/dst and cannot override them (cloudprober's order).
-    extra = dict(extra_labels or {})
-    cumulative: dict[str, EventMetrics] = {}
-    gauges: dict[str, EventMetrics] = {}
-    # Each target's `up` value, the same Int its gauge accumulator holds: a result sets it in
-    # place, so exporting it costs nothing beyond the clone.
-    up: dict[str, Int] = {}
-
-    def fold(result: ProbeResult) -> None:
-        if observe is not None:
-            observe(result)
-        acc = cumulative.get(result.target)
-        if acc is None:
-            cumulative[result.target] = result.metrics(
-                latency_unit=latency_unit, latency_distribution=latency_distribution
-            )
-        else:
-            try:
-                result.accumulate(
-                    acc, latency_unit=latency_unit, latency_distribution=latency_distribution
-                )
-            except MetricsError as exc:
-                # One malformed result (an extra whose type changed) must not end the keeper
-                # and with it the whole run; cloudprober logs it and goes on. update() leaves
-                # the accumulator untouched on error, so it stays consistent.
-                logger.warning(
-                    "probe %r: result for %r not added to its metrics: %s",
-                    probe_name,
-                    result.target,
-                    exc,
-                )
-        gauge = result.gauge_metrics()
-        if gauge is not None:
-            acc = gauges.get(result.target)
-            if acc is None:
-                gauges[result.target] = gauge
-            else:
-                acc.update(gauge)
-        if export_up:
-            cell = up.get(result.target)
-            if cell is None:
-                cell = up[result.target] = Int()
-                acc = gauges.get(result.target)
-                if acc is None:
-                    acc = gauges[result.target] = EventMetrics(Kind.GAUGE, result.timestamp)
-                acc.add_metric("up", cell)
-            cell.value = 1 if result.success else 0
-
-    async def snapshot(timestamp: float) -> list[EventMetrics]:
-        batch: list[EventMetrics] = []
-        for target in targets():
-            for accumulators in (cumulative, gauges):
-                acc = accumulators.get(target)
-                if acc is None:
-                    continue
-                # Labels are fixed at the first export (add_label keeps the first value), so an
-                # accumulator that has its dst label needs no more: skip that work on every tick.
-                if "dst" not in acc.labels:
-                    acc.add_label("ptype", probe_type).add_label("probe", probe_name)
-                    acc.add_label("dst", target)
-                    for key, value in extra.items():
-                        acc.add_label(key, value)
-                acc.timestamp = timestamp
-                batch.append(acc.clone())
-                if len(batch) % _CLONES_PER_CHECKPOINT == 0:
-                    await trio.lowlevel.checkpoint()
-        return batch
-
-    async def exporter(batches: trio.MemoryReceiveChannel[list[EventMetrics]]) -> None:
-        async with export, batches:
-            async for batch in batches:
-                for em in batch:
-                    await export.send(em)
-
-    handoff_send, handoff_receive = trio.open_memory_channel[list[EventMetrics]](1)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(exporter, handoff_receive)
-        async with handoff_send, results:
-            task_status.started()
-            next_tick = trio.current_time() + interval
-            while True:
-                closed = False
-                with trio.move_on_at(next_tick):
-                    try:
-                        fold(await results.receive())
-                        for _ in range(_MAX_BATCH):
-                            fold(results.receive_nowait())
-                    except trio.WouldBlock:
-                        pass
-                    except trio.EndOfChannel:
-                        closed = True
-                if closed:
-                    await handoff_send.send(await snapshot(time.time()))
-                    return
-                if trio.current_time() >= next_tick:
-                    next_tick = next_tick_after(next_tick, interval, trio.current_time())
-                    await handoff_send.send(await snapshot(time.time()))
+    keeper = StatsKeeper(
+        probe_type=probe_type,
+        probe_name=probe_name,
+        targets=targets,
+        interval=interval,
+        extra_labels=extra_labels,
+        latency_unit=latency_unit,
+        latency_distribution=latency_distribution,
+        observe=observe,
+        export_up=export_up,
+    )
+    await keeper.run(results, export, task_status=task_status)

@@ -13,7 +13,7 @@ import trio.testing
 
 from trioprobe.metrics import Distribution, EventMetrics, Float, Int, Kind, Map
 from trioprobe.results import ProbeResult
-from trioprobe.stats import stats_keeper
+from trioprobe.stats import StatsKeeper, stats_keeper
 
 from ._util import all_tasks, drain
 
@@ -29,16 +29,14 @@ class Keeper:
             kw.pop("export_buf", 1000)
         )
         self.done = trio.Event()
-        self.fn = partial(
-            stats_keeper,
-            results_receive,
-            export_send,
+        self.keeper = StatsKeeper(
             probe_type=kw.pop("probe_type", "http"),
             probe_name=kw.pop("probe_name", "web"),
             targets=targets,
             interval=kw.pop("interval", 2.0),
             **kw,
         )
+        self.fn = partial(self.keeper.run, results_receive, export_send)
         self.nursery = nursery
 
     async def start(self) -> Keeper:
@@ -288,3 +286,68 @@ async def test_rejects_bad_interval() -> None:
         await stats_keeper(receive, esend, probe_type="x", probe_name="y", targets=list, interval=0)
     for ch in (send, receive, esend, ereceive):
         ch.close()
+
+
+async def test_function_form_runs_a_keeper(nursery: trio.Nursery, autojump_clock: Any) -> None:
+    """``stats_keeper(...)`` (public before StatsKeeper) is still the same keeper in one call."""
+    send, receive = trio.open_memory_channel[ProbeResult](8)
+    export_send, export_receive = trio.open_memory_channel[EventMetrics](8)
+    await nursery.start(
+        partial(
+            stats_keeper,
+            receive,
+            export_send,
+            probe_type="http",
+            probe_name="web",
+            targets=lambda: ["a"],
+            interval=1.0,
+            extra_labels={"zone": "z1"},
+            export_up=True,
+        )
+    )
+    send.send_nowait(ProbeResult("a", False))
+    send.close()
+    items = [em async for em in export_receive]  # final export, then the keeper closes it
+    assert [(em.kind, em.label("zone")) for em in items] == [
+        (Kind.CUMULATIVE, "z1"),
+        (Kind.GAUGE, "z1"),
+    ]
+    assert items[1].metric("up") == Int(0)
+
+
+async def test_fold_and_snapshot_are_steps_of_their_own() -> None:
+    """The keeper's two steps, without its task: what a caller owning its own loop would use."""
+    labels = {"zone": "z1"}
+    seen: list[ProbeResult] = []
+    keeper = StatsKeeper(
+        probe_type="http",
+        probe_name="web",
+        targets=lambda: ["a", "b"],
+        interval=1.0,
+        extra_labels=labels,
+        observe=seen.append,
+        export_up=True,
+    )
+    labels["zone"] = "changed later"  # the keeper took a copy
+    assert await keeper.snapshot(1.0) == []  # no results yet: nothing to export
+    results = [ProbeResult("a", True, 0.5), ProbeResult("a", False, timeout=True)]
+    for result in results:
+        keeper.fold(result)
+    assert seen == results
+    cumulative, gauge = await keeper.snapshot(123.0)
+    assert cumulative.metric("total") == Int(2)
+    assert cumulative.metric("timeouts") == Int(1)
+    assert cumulative.metric("latency") == Float(0.5)
+    assert gauge.metric("up") == Int(0)
+    for em in (cumulative, gauge):
+        assert em.timestamp == 123.0
+        assert dict(em.labels) == {"ptype": "http", "probe": "web", "dst": "a", "zone": "z1"}
+    keeper.fold(ProbeResult("a", True, 0.25))
+    assert cumulative.metric("total") == Int(2)  # a snapshot is a copy
+    again, _ = await keeper.snapshot(124.0)
+    assert again.metric("total") == Int(3)
+
+
+def test_keeper_rejects_bad_interval() -> None:
+    with pytest.raises(ValueError, match="stats interval must be > 0, got -1"):
+        StatsKeeper(probe_type="x", probe_name="y", targets=list, interval=-1)

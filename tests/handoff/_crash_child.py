@@ -16,8 +16,8 @@ from typing import Literal
 
 import trio
 
+from trioprobe.handoff import disk_queue as queue_mod
 from trioprobe.handoff import open_queue
-from trioprobe.handoff import queue as queue_mod
 
 LANES = 4
 

@@ -28,7 +28,7 @@ from trioprobe.handoff import (
     inspect_queue,
     open_queue,
 )
-from trioprobe.handoff import queue as queue_mod
+from trioprobe.handoff import disk_queue as queue_mod
 
 HDR = _format.HEADER_SIZE
 REC = _format.RECORD_HEADER_SIZE
@@ -795,7 +795,7 @@ async def test_close_is_bounded_when_a_write_hangs(
 
     appended: list[object] = []
     async with trio.open_nursery() as nursery:
-        q = queue_mod.DiskBackedQueue(d, close_timeout=5.0)
+        q = queue_mod.DiskBackedQueue(d, queue_mod.QueueOptions(close_timeout=5.0))
         await q.open()
         monkeypatch.setattr(queue_mod, "_fdatasync", hung_fsync)
 

@@ -453,3 +453,22 @@ async def test_send_failures_warn_at_start_and_then_rate_limited(
         await wait_until(lambda: r.consecutive_failures >= 1)
         assert len(warnings()) == before + 1  # a new outage warns at once
         nursery.cancel_scope.cancel()
+
+
+async def test_a_step_says_bytes_or_why_not_never_both() -> None:
+    """A replay step returns the bytes it delivered (an int) or an _Outcome, never an int
+    standing for "idle" or "failed" that could pass for a byte count."""
+    from trioprobe.handoff.replayer import _Outcome
+
+    q, rx = MemQueue(), Receiver()
+    r = WriteReplayer(q, rx)
+    assert await r._step() is _Outcome.IDLE
+    await r.write(b"")  # an empty record: 0 bytes delivered, not a sentinel
+    await r.write(b"abc")
+    assert await r._step() == 0
+    rx.fail_next = 1
+    assert await r._step() is _Outcome.FAILED
+    assert await r._step() == 3
+    q.open = False
+    assert await r._step() is _Outcome.CLOSED
+    assert [d for _, d in rx.received] == [b"", b"abc"]

@@ -11,6 +11,7 @@ Usable on its own (it imports nothing else from trioprobe)::
 See ``docs/handoff.md`` for semantics and ``docs/handoff-format.md`` for the file format.
 """
 
+from .disk_queue import DiskBackedQueue, QueueOptions, SyncPolicy, open_queue
 from .errors import (
     HandoffError,
     QueueCloseTimeoutError,
@@ -26,62 +27,25 @@ from .errors import (
     SegmentFullError,
     UnsafeQueueDirError,
 )
-from .inspect import QueueInfo, SegmentInfo, inspect_queue, iter_records
+from .inspection import inspect_queue, iter_records
 from .limiter import RateLimiter
-from .queue import (
-    DEFAULT_CLOSE_TIMEOUT,
-    DEFAULT_MAX_SEGMENT_SIZE,
-    DEFAULT_MAX_SIZE,
-    DiskBackedQueue,
-    GiB,
-    MiB,
-    QueuePosition,
-    Record,
-    RecoveryReport,
-    SyncPolicy,
-    TruncatedTail,
-    check_private_dir,
-    open_queue,
-)
-from .replayer import (
-    DEFAULT_MAX_AGE,
-    DEFAULT_PURGE_INTERVAL,
-    DEFAULT_RETRY_INTERVAL,
-    DEFAULT_RETRY_MAX_INTERVAL,
-    ReplayerStats,
-    ReplayQueue,
-    WriteReplayer,
-)
+from .replayer import WriteReplayer
 
+# What users call, construct or catch. The values these return (Record, RecoveryReport,
+# QueuePosition, ReplayerStats, QueueInfo...), the defaults and the size units are importable from
+# their modules: trioprobe.handoff.disk_queue, .replayer and .inspection.
 __all__ = [
     # queue
     "open_queue",
-    "check_private_dir",
-    "DiskBackedQueue",
-    "QueuePosition",
-    "Record",
-    "RecoveryReport",
+    "QueueOptions",
     "SyncPolicy",
-    "TruncatedTail",
-    "DEFAULT_MAX_SIZE",
-    "DEFAULT_MAX_SEGMENT_SIZE",
-    "DEFAULT_CLOSE_TIMEOUT",
-    "GiB",
-    "MiB",
+    "DiskBackedQueue",
     # offline inspection
     "inspect_queue",
     "iter_records",
-    "QueueInfo",
-    "SegmentInfo",
     # replay
     "WriteReplayer",
-    "ReplayerStats",
-    "ReplayQueue",
     "RateLimiter",
-    "DEFAULT_RETRY_INTERVAL",
-    "DEFAULT_RETRY_MAX_INTERVAL",
-    "DEFAULT_MAX_AGE",
-    "DEFAULT_PURGE_INTERVAL",
     # errors
     "HandoffError",
     "QueueError",

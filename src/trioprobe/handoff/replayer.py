@@ -19,6 +19,7 @@ Differences from the reference (metric-store's fork of InfluxDB's hinted handoff
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -49,9 +50,16 @@ DEFAULT_PURGE_INTERVAL = 3600.0
 #: While sends keep failing, how often (seconds) a reminder warning is logged.
 FAILURE_WARNING_INTERVAL = 60.0
 
-_IDLE = -1
-_FAILED = -2
-_CLOSED = -3
+
+class _Outcome(enum.Enum):
+    """Why a replay step delivered nothing (a delivery is told by its byte count, an ``int``)."""
+
+    #: The queue is empty.
+    IDLE = enum.auto()
+    #: Reading the head, sending it or advancing past it failed: retry after a backoff.
+    FAILED = enum.auto()
+    #: The queue was closed: the replayer's work is over.
+    CLOSED = enum.auto()
 
 
 class ReplayQueue(Protocol):
@@ -196,38 +204,38 @@ class WriteReplayer:
 
     async def _replay_loop(self) -> None:
         while True:
-            sent = await self._step()
-            if sent == _CLOSED:
-                return
-            if sent == _IDLE:
-                if self._inflight == 0:
-                    self._idle.set()
-                with trio.move_on_after(self.retry_max_interval):
-                    await self._wake.wait()
-                self._wake = trio.Event()
-            elif sent == _FAILED:
-                await trio.sleep(self.current_retry_interval)
-                self.current_retry_interval = min(
-                    2 * self.current_retry_interval, self.retry_max_interval
-                )
-            else:
-                self.current_retry_interval = self.retry_interval
-                await self.limiter.wait(sent)
+            match await self._step():
+                case _Outcome.CLOSED:
+                    return
+                case _Outcome.IDLE:
+                    if self._inflight == 0:
+                        self._idle.set()
+                    with trio.move_on_after(self.retry_max_interval):
+                        await self._wake.wait()
+                    self._wake = trio.Event()
+                case _Outcome.FAILED:
+                    await trio.sleep(self.current_retry_interval)
+                    self.current_retry_interval = min(
+                        2 * self.current_retry_interval, self.retry_max_interval
+                    )
+                case int(sent):
+                    self.current_retry_interval = self.retry_interval
+                    await self.limiter.wait(sent)
 
-    async def _step(self) -> int:
-        """Try to deliver the head record: its size, or _IDLE / _FAILED / _CLOSED."""
+    async def _step(self) -> int | _Outcome:
+        """Try to deliver the head record: the bytes delivered (or dropped), else why not."""
         async with self._head_lock:
             try:
                 data = await self.queue.current()
             except QueueNotOpenError:
-                return _CLOSED
+                return _Outcome.CLOSED
             except (HandoffError, OSError) as exc:
                 self.read_errors += 1
                 self.last_error = exc
                 logger.warning("handoff %s: reading the head failed: %s", self.queue.directory, exc)
-                return _FAILED
+                return _Outcome.FAILED
             if data is None:
-                return _IDLE
+                return _Outcome.IDLE
             try:
                 await self._send(data)
             except RecordRejected as exc:
@@ -243,7 +251,7 @@ class WriteReplayer:
                 self.replay_errors += 1
                 self.last_error = exc
                 self._send_failed(exc)
-                return _FAILED
+                return _Outcome.FAILED
             else:
                 self.replayed_bytes += len(data)
                 self.replayed_records += 1
@@ -257,11 +265,11 @@ class WriteReplayer:
             try:
                 await self.queue.advance()
             except QueueNotOpenError:
-                return _CLOSED
+                return _Outcome.CLOSED
             except (HandoffError, OSError) as exc:
                 self.read_errors += 1
                 self.last_error = exc
-                return _FAILED
+                return _Outcome.FAILED
             return len(data)
 
     def _send_failed(self, exc: Exception) -> None:

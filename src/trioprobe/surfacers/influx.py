@@ -43,19 +43,19 @@ import trio
 from .._options import path_field
 from .._tls import load_ssl_context
 from ..handoff import (
-    DEFAULT_MAX_AGE,
-    DEFAULT_MAX_SEGMENT_SIZE,
-    DEFAULT_MAX_SIZE,
-    DEFAULT_PURGE_INTERVAL,
-    DEFAULT_RETRY_INTERVAL,
-    DEFAULT_RETRY_MAX_INTERVAL,
     DiskBackedQueue,
     HandoffError,
     QueueWriteError,
     RecordRejected,
     WriteReplayer,
-    check_private_dir,
     open_queue,
+)
+from ..handoff.disk_queue import DEFAULT_MAX_SEGMENT_SIZE, DEFAULT_MAX_SIZE, check_private_dir
+from ..handoff.replayer import (
+    DEFAULT_MAX_AGE,
+    DEFAULT_PURGE_INTERVAL,
+    DEFAULT_RETRY_INTERVAL,
+    DEFAULT_RETRY_MAX_INTERVAL,
 )
 from ..metrics import EventMetrics, Float, Int, Kind, Map, String
 from ._naming import cumulative_buckets, exported_values

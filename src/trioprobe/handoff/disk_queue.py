@@ -24,15 +24,17 @@ tasks may ``append`` concurrently.
 
 from __future__ import annotations
 
+import enum
 import fcntl
+import inspect
 import logging
 import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
-from functools import partial
-from typing import Literal
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
+from functools import partial, update_wrapper
+from typing import Concatenate, Literal, ParamSpec
 
 import attrs
 import trio
@@ -74,6 +76,7 @@ __all__ = [
     "DEFAULT_MAX_SEGMENT_SIZE",
     "DEFAULT_CLOSE_TIMEOUT",
     "DiskBackedQueue",
+    "QueueOptions",
     "QueuePosition",
     "Record",
     "RecoveryReport",
@@ -96,6 +99,50 @@ READ_CHUNK = 4 * MiB
 _MAX_LEN = 2**32 - 1
 
 SyncPolicy = Literal["group", "record"]
+
+
+def _check_sync(_: object, __: object, sync: str) -> None:
+    if sync not in ("group", "record"):
+        raise ValueError(f"sync must be 'group' or 'record', not {sync!r}")
+
+
+def _check_segment_size(_: object, __: object, size: int) -> None:
+    if size <= HEADER_SIZE + RECORD_HEADER_SIZE:
+        raise ValueError(f"max_segment_size {size} is too small to hold a record")
+
+
+@attrs.frozen(kw_only=True)
+class QueueOptions:
+    """How a queue sizes, syncs and checks its files: the one list of a queue's options.
+
+    :func:`open_queue` takes them as keywords (``open_queue(dir, max_size=...)``), and
+    :class:`DiskBackedQueue` as this value, so each option is declared, defaulted and checked
+    here only.
+    """
+
+    #: Bytes the queue may take on disk (record framing included; a new segment's 16-byte header
+    #: may go over by that much). An append beyond it raises :class:`QueueFullError`.
+    max_size: int = DEFAULT_MAX_SIZE
+    #: The size at which a new segment starts. A record that cannot fit in an empty segment is
+    #: refused with :class:`SegmentFullError`.
+    max_segment_size: int = attrs.field(
+        default=DEFAULT_MAX_SEGMENT_SIZE, validator=_check_segment_size
+    )
+    #: ``"group"``: appends that arrive while a write is in flight share the next fsync;
+    #: ``"record"``: every record is fsynced on its own.
+    sync: SyncPolicy = attrs.field(default="group", validator=_check_sync)
+    #: Check every record of every segment on open (otherwise only the tail segment is scanned,
+    #: and the others are checked record by record as they are read).
+    verify: bool = False
+    #: The head position is saved after this many advances...
+    head_sync_records: int = 4096
+    #: ...or this many seconds, whichever comes first (and when a segment is trimmed, and on
+    #: close): after a crash, at most that much is read again.
+    head_sync_interval: float = 1.0
+    #: Stamps records for ``purge_older_than`` (seconds; ``None`` means ``time.time``).
+    wall_clock: Callable[[], float] | None = None
+    #: Seconds ``aclose`` waits for the call in flight (see :meth:`DiskBackedQueue.aclose`).
+    close_timeout: float = DEFAULT_CLOSE_TIMEOUT
 
 
 @attrs.frozen
@@ -165,14 +212,25 @@ class _Segment:
     size: int
 
 
+class _Stage(enum.Enum):
+    """Where an append's records are in the group commit."""
+
+    #: In the pending list; no writer has them yet (a cancelled append can still withdraw).
+    WAITING = enum.auto()
+    #: Taken into a writer's batch: their fate is that batch's.
+    WRITING = enum.auto()
+    #: Written (or failed, see ``error``) and the appender may return.
+    DONE = enum.auto()
+
+
 class _Pending:
-    __slots__ = ("error", "records", "size", "state", "task")
+    __slots__ = ("error", "records", "size", "stage", "task")
 
     def __init__(self, records: list[bytes]) -> None:
         #: Encoded records, written contiguously and in order.
         self.records = records
         self.size = sum(len(r) for r in records)
-        self.state = 0  # 0 waiting, 1 taken by a writer, 2 done
+        self.stage = _Stage.WAITING
         self.error: BaseException | None = None
         #: The appending task while it is parked: woken when the record is done, or when it
         #: should become the writer. (Cheaper than an Event; this path runs once per append.)
@@ -245,37 +303,14 @@ _fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 class DiskBackedQueue:
     """A durable FIFO of byte records in ``directory``. Use :func:`open_queue` to open one.
 
-    ``max_size`` bounds the bytes on disk (record framing included; a new segment's 16-byte header
-    may go over by that much). ``max_segment_size`` is the size at which a new segment starts; a
-    record that cannot fit in an empty segment is refused with :class:`SegmentFullError`.
+    ``options`` (:class:`QueueOptions`) sets its size bounds, sync policy and checks.
     """
 
     def __init__(
-        self,
-        directory: str | os.PathLike[str],
-        *,
-        max_size: int = DEFAULT_MAX_SIZE,
-        max_segment_size: int = DEFAULT_MAX_SEGMENT_SIZE,
-        sync: SyncPolicy = "group",
-        verify: bool = False,
-        head_sync_records: int = 4096,
-        head_sync_interval: float = 1.0,
-        wall_clock: Callable[[], float] | None = None,
-        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        self, directory: str | os.PathLike[str], options: QueueOptions | None = None
     ) -> None:
-        if sync not in ("group", "record"):
-            raise ValueError(f"sync must be 'group' or 'record', not {sync!r}")
-        if max_segment_size <= HEADER_SIZE + RECORD_HEADER_SIZE:
-            raise ValueError(f"max_segment_size {max_segment_size} is too small to hold a record")
         self.directory = os.fspath(directory)
-        self.max_size = max_size
-        self.max_segment_size = max_segment_size
-        self.sync: SyncPolicy = sync
-        self.verify = verify
-        self.head_sync_records = head_sync_records
-        self.head_sync_interval = head_sync_interval
-        self._wall_clock = wall_clock
-        self.close_timeout = close_timeout
+        self.options = QueueOptions() if options is None else options
         #: Set when ``aclose`` gave up waiting for a hung call: the task that finishes it closes
         #: the files (see ``_release_late``).
         self._late_close = False
@@ -341,8 +376,9 @@ class DiskBackedQueue:
         if not self._open:
             return
         in_thread = False
+        timeout = self.options.close_timeout
         with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + self.close_timeout
+            scope.deadline = trio.current_time() + timeout
             async with self._write_lock:
                 self._mark_closed()
                 # The reader's file I/O in flight finishes first (its fd is closed here).
@@ -363,10 +399,10 @@ class DiskBackedQueue:
                 "handoff queue %s: close did not finish within %ss (hung disk?); files are "
                 "released when the hung call returns",
                 self.directory,
-                self.close_timeout,
+                timeout,
             )
             raise QueueCloseTimeoutError(
-                f"closing queue {self.directory} did not finish within {self.close_timeout}s "
+                f"closing queue {self.directory} did not finish within {timeout}s "
                 "(a write, read or fsync is hung); its files and lock are released when it returns"
             )
 
@@ -374,7 +410,7 @@ class DiskBackedQueue:
         """Refuse new use and fail the appends no writer has taken yet."""
         self._open = False
         for p in self._pending:
-            p.state = 2
+            p.stage = _Stage.DONE
             p.error = QueueNotOpenError(f"queue {self.directory} was closed")
             p.wake()
         self._pending.clear()
@@ -470,7 +506,7 @@ class DiskBackedQueue:
         for i in ids:
             path = os.path.join(d, str(i))
             is_tail = i == ids[-1]
-            if is_tail or self.verify:
+            if is_tail or self.options.verify:
                 with open(path, "rb") as f:
                     data = f.read()
                 problem = check_segment_header(data)
@@ -567,9 +603,10 @@ class DiskBackedQueue:
 
     # -- appending --------------------------------------------------------------------------
     def _now_ns(self) -> int:
-        if self._wall_clock is None:
+        wall_clock = self.options.wall_clock
+        if wall_clock is None:
             return time.time_ns()
-        return int(self._wall_clock() * 1e9)
+        return int(wall_clock() * 1e9)
 
     async def append(self, data: bytes) -> None:
         """Append one record; return once it is durable (fsynced) under the sync policy.
@@ -588,18 +625,18 @@ class DiskBackedQueue:
         """
         self._check_open()
         for data in records:
-            if HEADER_SIZE + RECORD_HEADER_SIZE + len(data) > self.max_segment_size:
+            if HEADER_SIZE + RECORD_HEADER_SIZE + len(data) > self.options.max_segment_size:
                 raise SegmentFullError(
                     f"record of {len(data)} bytes does not fit in a segment of "
-                    f"{self.max_segment_size} bytes (queue {self.directory})"
+                    f"{self.options.max_segment_size} bytes (queue {self.directory})"
                 )
         now = self._now_ns()
         p = _Pending([encode_record(data, now) for data in records])
         size = p.size
-        if self._usage + self._reserved + size > self.max_size:
+        if self._usage + self._reserved + size > self.options.max_size:
             raise QueueFullError(
                 f"queue {self.directory} is full: {self._usage + self._reserved} of "
-                f"{self.max_size} bytes used, {len(records)} record(s) need {size}"
+                f"{self.options.max_size} bytes used, {len(records)} record(s) need {size}"
             )
         self._pending.append(p)
         self._reserved += size
@@ -607,13 +644,13 @@ class DiskBackedQueue:
         # pending record in one batch; otherwise it waits until a writer has stored its record
         # or hands it the lead. No background task is needed, so open_queue needs no nursery.
         try:
-            while p.state != 2:
+            while p.stage is not _Stage.DONE:
                 if self._writing:
                     await p.park()
                 else:
                     await self._commit_pending()
         finally:
-            if p.state == 0:
+            if p.stage is _Stage.WAITING:
                 # Cancelled before any writer took it: it was never written.
                 self._pending.remove(p)
                 self._reserved -= size
@@ -629,7 +666,7 @@ class DiskBackedQueue:
     async def _commit_pending(self) -> None:
         self._writing = True
         try:
-            if self.sync == "group":
+            if self.options.sync == "group":
                 # Let tasks that are runnable right now (e.g. the ones the last batch woke)
                 # add their records first, so they share this fsync.
                 await trio.lowlevel.cancel_shielded_checkpoint()
@@ -644,7 +681,7 @@ class DiskBackedQueue:
     async def _commit_batch(self) -> None:
         batch, self._pending = self._pending, []
         for p in batch:
-            p.state = 1
+            p.stage = _Stage.WRITING
         progress = _BatchProgress()
         failure: BaseException | None = None
         try:
@@ -669,7 +706,7 @@ class DiskBackedQueue:
                 stored = min(durable, len(p.records))
                 durable -= stored
                 self._reserved -= p.size
-                p.state = 2
+                p.stage = _Stage.DONE
                 p.error = None
                 if failure is not None and stored < len(p.records):
                     p.error = self._write_error(failure, stored, len(p.records))
@@ -698,6 +735,7 @@ class DiskBackedQueue:
 
     def _write_batch(self, records: list[bytes], progress: _BatchProgress) -> None:
         """Worker thread: write and fsync ``records`` to the tail, rolling segments as needed."""
+        options = self.options  # one value for the whole batch
         chunk: list[bytes] = []
         chunk_size = 0
 
@@ -720,12 +758,12 @@ class DiskBackedQueue:
 
         for rec in records:
             end = self._w_size + chunk_size
-            if end + len(rec) > self.max_segment_size and end > HEADER_SIZE:
+            if end + len(rec) > options.max_segment_size and end > HEADER_SIZE:
                 flush()
                 self._roll_sync(progress)
             chunk.append(rec)
             chunk_size += len(rec)
-            if self.sync == "record":
+            if options.sync == "record":
                 flush()
         flush()
 
@@ -753,8 +791,8 @@ class DiskBackedQueue:
         if self._hpos >= self._segments[0].size and len(self._segments) > 1:
             await self._trim_head()
         elif (
-            self._advanced >= self.head_sync_records
-            or trio.current_time() - self._last_head_sync >= self.head_sync_interval
+            self._advanced >= self.options.head_sync_records
+            or trio.current_time() - self._last_head_sync >= self.options.head_sync_interval
         ):
             await self._persist_head()
         return True
@@ -919,9 +957,7 @@ class DiskBackedQueue:
 
     def set_max_segment_size(self, size: int) -> None:
         """Change the segment size; a tail already at or over it is closed by the next append."""
-        if size <= HEADER_SIZE + RECORD_HEADER_SIZE:
-            raise ValueError(f"max_segment_size {size} is too small to hold a record")
-        self.max_segment_size = size
+        self.options = attrs.evolve(self.options, max_segment_size=size)
 
     def disk_usage(self) -> int:
         """Bytes of all segments (headers and framing included), as last known durable."""
@@ -962,37 +998,55 @@ def _swap_reader(old_fd: int, path: str) -> int:
     return os.open(path, os.O_RDONLY)
 
 
+_P = ParamSpec("_P")
+_QueueContext = AbstractAsyncContextManager[DiskBackedQueue]
+
+
+def _options_as_keywords(
+    options: Callable[_P, QueueOptions],
+) -> Callable[
+    [Callable[[str | os.PathLike[str], QueueOptions], _QueueContext]],
+    Callable[Concatenate[str | os.PathLike[str], _P], _QueueContext],
+]:
+    """Make ``opener(directory, options)`` callable as ``opener(directory, **options)``.
+
+    The keywords are ``options``' own parameters (for mypy too, through the ParamSpec), so the
+    queue's options are declared once, in :class:`QueueOptions`, not copied into a signature.
+    """
+
+    def decorate(
+        opener: Callable[[str | os.PathLike[str], QueueOptions], _QueueContext],
+    ) -> Callable[Concatenate[str | os.PathLike[str], _P], _QueueContext]:
+        def call(
+            directory: str | os.PathLike[str], /, *args: _P.args, **kwargs: _P.kwargs
+        ) -> _QueueContext:
+            return opener(directory, options(*args, **kwargs))
+
+        update_wrapper(call, opener)
+        # What help() and IDEs show: the directory, then the options' keywords.
+        first = next(iter(inspect.signature(opener).parameters.values()))
+        keywords = inspect.signature(options).parameters.values()
+        call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [first.replace(kind=inspect.Parameter.POSITIONAL_ONLY), *keywords],
+            return_annotation=_QueueContext,
+        )
+        return call
+
+    return decorate
+
+
+@_options_as_keywords(QueueOptions)
 @asynccontextmanager
 async def open_queue(
-    directory: str | os.PathLike[str],
-    *,
-    max_size: int = DEFAULT_MAX_SIZE,
-    max_segment_size: int = DEFAULT_MAX_SEGMENT_SIZE,
-    sync: SyncPolicy = "group",
-    verify: bool = False,
-    head_sync_records: int = 4096,
-    head_sync_interval: float = 1.0,
-    wall_clock: Callable[[], float] | None = None,
-    close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    directory: str | os.PathLike[str], options: QueueOptions
 ) -> AsyncIterator[DiskBackedQueue]:
     """Open the queue in ``directory`` for the duration of the block; it is closed on exit.
 
-    ``verify=True`` checks every record of every segment on open (otherwise only the tail
-    segment is scanned, and the others are checked record by record as they are read).
-    ``wall_clock`` (seconds, default ``time.time``) stamps records for ``purge_older_than``.
-    ``close_timeout`` bounds the close on exit (see :meth:`DiskBackedQueue.aclose`).
+    Called as ``open_queue(directory, **options)``: the keywords are the fields of
+    :class:`QueueOptions`, all optional. ``close_timeout`` bounds the close on exit (see
+    :meth:`DiskBackedQueue.aclose`).
     """
-    queue = DiskBackedQueue(
-        directory,
-        max_size=max_size,
-        max_segment_size=max_segment_size,
-        sync=sync,
-        verify=verify,
-        head_sync_records=head_sync_records,
-        head_sync_interval=head_sync_interval,
-        wall_clock=wall_clock,
-        close_timeout=close_timeout,
-    )
+    queue = DiskBackedQueue(directory, options)
     await queue.open()
     try:
         yield queue

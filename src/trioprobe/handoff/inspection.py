@@ -23,8 +23,8 @@ from ._format import (
     resolve_head,
     scan,
 )
+from .disk_queue import Record
 from .errors import QueueError
-from .queue import Record
 
 __all__ = ["QueueInfo", "SegmentInfo", "inspect_queue", "iter_records"]
 
