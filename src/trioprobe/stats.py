@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import trio
 
+from ._groups import open_nursery
 from ._ticks import next_tick_after
 from .metrics import Distribution, EventMetrics, Int, Kind, MetricsError
 from .results import ProbeResult
@@ -140,7 +141,7 @@ async def stats_keeper(
                     await export.send(em)
 
     handoff_send, handoff_receive = trio.open_memory_channel[list[EventMetrics]](1)
-    async with trio.open_nursery() as nursery:
+    async with open_nursery() as nursery:
         nursery.start_soon(exporter, handoff_receive)
         async with handoff_send, results:
             task_status.started()

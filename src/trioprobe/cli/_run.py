@@ -11,9 +11,10 @@ import trio
 from rich.console import Console
 from rich.live import Live
 
+from .._groups import leaves
 from ..config import Config, ConfigError, exposition_warnings, load_config
 from ..runner import Runner, StartupError
-from ._common import CLIError, find_error, positive_seconds
+from ._common import CLIError, positive_seconds
 from ._demo import run_demo
 from ._live import LiveStats
 
@@ -145,7 +146,7 @@ async def run_config(config: Config, args: argparse.Namespace, title: str = "tri
                 nursery.start_soon(_shutdown_after, args.duration, runner)
             nursery.start_soon(_display, live, display, args.refresh, title, console)
     except* StartupError as group:
-        raise CLIError(str(find_error(group, StartupError))) from None
+        raise CLIError(*(str(error) for error in leaves(group))) from None
     if display == "table":
         console.print(live.table(f"{title}: final"))
     else:
