@@ -25,7 +25,7 @@ from trioprobe.handoff import QueueLockedError, open_queue
 from trioprobe.probing import HealthApp, open_prober, serve_health
 from trioprobe.results import ProbeResult
 from trioprobe.testing import FakeTarget, LeakError, assert_no_leaks, start_fake_target
-from trioprobe.zmqnet import Client, MessageDroppedError, RouterServer, Socket
+from trioprobe.zmqnet import Client, MessageDroppedError, RouterServer, Socket, benchmark
 
 # --- the shared unwrap -----------------------------------------------------------------------
 
@@ -207,6 +207,14 @@ async def test_client_failure_is_one_zmqnet_error() -> None:
         with trio.fail_after(10), pytest.raises(MessageDroppedError):
             async with Client(addr, timeout=0.2, retries=1) as client:
                 await client.send("anyone?")
+
+
+async def test_benchmark_client_failure_is_one_exception(autojump_clock: Any) -> None:
+    def no_transport(addr: str, identity: bytes) -> Any:
+        raise OSError(24, "Too many open files")
+
+    with pytest.raises(OSError, match="Too many open files"):
+        await benchmark("tcp://127.0.0.1:1", duration=5, transport_factory=no_transport)
 
 
 # --- alerting: Health.track ------------------------------------------------------------------
