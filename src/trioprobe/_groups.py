@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import TypeVar
 
 import trio
+import trio.lowlevel
 
 E = TypeVar("E", bound=BaseException)
 
@@ -31,9 +32,12 @@ class open_nursery:
     def __init__(self) -> None:
         self._manager = trio.open_nursery()
 
+    # Like trio's own nursery manager: a KeyboardInterrupt must not land between the two halves.
+    @trio.lowlevel.enable_ki_protection
     async def __aenter__(self) -> trio.Nursery:
         return await self._manager.__aenter__()
 
+    @trio.lowlevel.enable_ki_protection
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
