@@ -25,7 +25,7 @@ from .metrics import (
 )
 from .probes import Probe
 from .results import ProbeResult
-from .runner import Runner, run
+from .runner import Runner, StartupError, run
 from .stats import StatsKeeper, stats_keeper
 from .surfacers import Fanout, Surfacer
 
@@ -57,5 +57,6 @@ __all__ = [
     "load_config",
     "parse_config",
     "Runner",
+    "StartupError",
     "run",
 ]

@@ -32,6 +32,7 @@ import attrs
 import h11
 import trio
 
+from ._groups import open_nursery
 from ._ratelog import RateLimitedLog
 
 __all__ = [
@@ -118,10 +119,15 @@ async def serve_asgi(
         listeners = listeners[:1]
     sockname = listeners[0].socket.getsockname()
     url_host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.lifespan)
-        await nursery.start(trio.serve_listeners, server.connection, listeners)
-        task_status.started(f"http://{url_host}:{sockname[1]}")
+    try:
+        async with open_nursery() as nursery:
+            await nursery.start(server.lifespan)
+            await nursery.start(trio.serve_listeners, server.connection, listeners)
+            task_status.started(f"http://{url_host}:{sockname[1]}")
+    finally:
+        # serve_listeners closes them once it runs; an app that fails its start-up comes first.
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
 
 
 @attrs.define

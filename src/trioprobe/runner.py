@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from ._groups import open_nursery
 from ._looplag import watch_loop_lag
 from .alerting import AlertingService, Health
 from .config import (
@@ -51,6 +52,9 @@ class StartupError(Exception):
     """A probe or surfacer failed before it was ready (a port in use, a locked queue directory).
 
     The message names the part and says why; the original exception is the ``__cause__``.
+    :meth:`Runner.run` and :func:`run` raise it as itself, not inside an exception group, so
+    ``except StartupError`` works around them (docs/errors.md); two parts failing at once still
+    come as a group of both.
     """
 
 
@@ -158,7 +162,7 @@ class Runner:
         """Run until :meth:`shutdown` has finished draining, or until cancelled."""
         export_send, export_receive = trio.open_memory_channel[EventMetrics](_EXPORT_BUFFER)
         sinks: list[tuple[str, trio.MemorySendChannel[EventMetrics]]] = []
-        async with trio.open_nursery() as surfacer_nursery:
+        async with open_nursery() as surfacer_nursery:
             for surfacer, buffer in self.surfacers:
                 send, receive = trio.open_memory_channel[EventMetrics](buffer)
                 sinks.append((surfacer.name, send))
@@ -166,7 +170,7 @@ class Runner:
             self.fanout = Fanout(sinks)
             await surfacer_nursery.start(self.fanout.run, export_receive)
 
-            async with trio.open_nursery() as keeper_nursery:
+            async with open_nursery() as keeper_nursery:
                 inputs: list[trio.MemorySendChannel[ProbeResult]] = []
                 self_export = export_send.clone()
                 async with export_send:
@@ -187,7 +191,7 @@ class Runner:
                         )
                 started = False
                 with self._probes_scope:
-                    async with trio.open_nursery() as probe_nursery:
+                    async with open_nursery() as probe_nursery:
                         if self.freeze_gc:
                             await probe_nursery.start(self._freeze_gc_after_start)
                         probe_nursery.start_soon(self._watch_loop_lag, lag_export)
@@ -308,9 +312,11 @@ async def run(
 ) -> None:
     """Run ``config`` until cancelled; ``task_status.started(runner)`` once every probe runs.
 
+    A part that cannot start raises :class:`StartupError`, as itself (not in a group).
+
     Call ``runner.shutdown()`` on the runner it reports for a graceful stop.
     """
     runner = Runner(config, observe=observe)
-    async with trio.open_nursery() as nursery:
+    async with open_nursery() as nursery:
         await nursery.start(runner.run)
         task_status.started(runner)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 import attrs
 import trio
 
+from ._groups import open_nursery
 from ._ticks import next_tick_after
 from .metrics import Distribution, EventMetrics, Int, Kind, MetricsError
 from .results import ProbeResult
@@ -178,7 +179,7 @@ class StatsKeeper:
         channel end, so pass it a clone.
         """
         batches_send, batches_receive = trio.open_memory_channel[list[EventMetrics]](1)
-        async with trio.open_nursery() as nursery:
+        async with open_nursery() as nursery:
             nursery.start_soon(_send_batches, batches_receive, export)
             async with batches_send, results:
                 task_status.started()

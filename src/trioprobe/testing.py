@@ -45,6 +45,8 @@ import httpx
 import trio
 import trio.lowlevel
 
+from ._groups import open_nursery
+
 if TYPE_CHECKING:
     from .logping import MemoryLog
 
@@ -210,7 +212,7 @@ class FakeTarget:
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve HTTP/1.1 on ``host:port`` until cancelled; reports ``http://host:port``."""
-        async with trio.open_nursery() as nursery:
+        async with open_nursery() as nursery:
             listeners: list[trio.SocketListener] = await nursery.start(
                 partial(trio.serve_tcp, self._serve_connection, port, host=host)
             )

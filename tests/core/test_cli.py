@@ -268,6 +268,20 @@ def test_live_stats_changes() -> None:
     assert line.startswith("ok: p a total=6 ")
 
 
+def _run_with_lines_surfacer(
+    tmp_path: Path, url: str, lines_path: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[object], io.StringIO]:
+    """``trioprobe run`` for 1 s with a ``lines`` surfacer writing to ``lines_path``; returns the
+    live tables it opened and what it wrote to the terminal."""
+    terminal = io.StringIO()
+    monkeypatch.setattr(_run, "Console", lambda: Console(file=terminal, force_terminal=True))
+    tables: list[object] = []
+    monkeypatch.setattr(_run, "Live", lambda *a, **k: tables.append(a) or Live(*a, **k))
+    text = STEADY.format(url=url) + f'[[surfacer]]\ntype = "lines"\npath = "{lines_path}"\n'
+    assert main(["run", str(_write(tmp_path, text)), "--duration", "1", "--refresh", "0.1"]) == 0
+    return tables, terminal
+
+
 def test_lines_on_stdout_takes_the_terminal_from_the_live_table(
     tmp_path: Path,
     http_url: str,
@@ -275,12 +289,7 @@ def test_lines_on_stdout_takes_the_terminal_from_the_live_table(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Both used to write to the terminal, the table tearing through the surfacer's lines.
-    terminal = io.StringIO()
-    monkeypatch.setattr(_run, "Console", lambda: Console(file=terminal, force_terminal=True))
-    tables: list[object] = []
-    monkeypatch.setattr(_run, "Live", lambda *a, **k: tables.append(a) or Live(*a, **k))
-    text = STEADY.format(url=http_url) + '[[surfacer]]\ntype = "lines"\npath = "-"\n'
-    assert main(["run", str(_write(tmp_path, text)), "--duration", "1", "--refresh", "0.1"]) == 0
+    tables, _ = _run_with_lines_surfacer(tmp_path, http_url, "-", monkeypatch)
     assert tables == []
     captured = capsys.readouterr()
     assert "the lines surfacer writes to standard output, so no live display" in captured.err
@@ -296,12 +305,7 @@ def test_live_table_when_stdout_is_free(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The positive control of the test above: with the lines in a file, the table is shown.
-    terminal = io.StringIO()
-    monkeypatch.setattr(_run, "Console", lambda: Console(file=terminal, force_terminal=True))
-    tables: list[object] = []
-    monkeypatch.setattr(_run, "Live", lambda *a, **k: tables.append(a) or Live(*a, **k))
-    text = STEADY.format(url=http_url) + '[[surfacer]]\ntype = "lines"\npath = "out.txt"\n'
-    assert main(["run", str(_write(tmp_path, text)), "--duration", "1", "--refresh", "0.1"]) == 0
+    tables, terminal = _run_with_lines_surfacer(tmp_path, http_url, "out.txt", monkeypatch)
     assert len(tables) == 1
     assert "no live display" not in capsys.readouterr().err
     assert "trioprobe: final" in terminal.getvalue()

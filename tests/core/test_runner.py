@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,14 +10,15 @@ from typing import Any
 import pytest
 import trio
 
+import trioprobe
 from trioprobe._ticks import spread_offset
 from trioprobe.config import Config, ConfigError, parse_config
 from trioprobe.metrics import EventMetrics, Int, Kind
 from trioprobe.probes import probe_types
 from trioprobe.results import ProbeResult
 from trioprobe.runner import Runner
+from trioprobe.testing import assert_no_leaks
 
-from ._util import all_tasks
 from .fake_probe import FakeProbe
 
 
@@ -106,14 +108,12 @@ async def test_shutdown_drains_and_returns(autojump_clock: Any) -> None:
         observe=lambda name, r: observed.append((name, r)),
         extra_surfacers=[recorder],
     )
-    before = len(all_tasks())
-    async with trio.open_nursery() as nursery:
+    async with assert_no_leaks(threads=False, fds=False), trio.open_nursery() as nursery:
         await nursery.start(runner.run)
         await trio.sleep(3.5)
         assert recorder.items == []  # no tick yet
         runner.shutdown()
         # run() ends by itself: nothing here cancels the nursery.
-    assert len(all_tasks()) == before
     assert recorder.ended
     probe = _probe(runner)
     # First probes at the spread offsets (a 0.91, b 0.44), then every second, until 3.5.
@@ -130,23 +130,20 @@ async def test_shutdown_drains_and_returns(autojump_clock: Any) -> None:
 
 async def test_cancel_outer_scope_returns_promptly(autojump_clock: Any) -> None:
     runner = Runner(_config(), extra_surfacers=[Recorder()])
-    before = len(all_tasks())
-    start = trio.current_time()
-    with trio.move_on_after(3.0):
-        await runner.run()
-    assert trio.current_time() - start == pytest.approx(3.0)
-    assert len(all_tasks()) == before
+    async with assert_no_leaks(threads=False, fds=False):
+        start = trio.current_time()
+        with trio.move_on_after(3.0):
+            await runner.run()
+        assert trio.current_time() - start == pytest.approx(3.0)
 
 
 async def test_probe_error_propagates(autojump_clock: Any) -> None:
     recorder = Recorder()
     runner = Runner(_config(fail_at=2.5), extra_surfacers=[recorder])
-    before = len(all_tasks())
-    with pytest.RaisesGroup(
-        pytest.RaisesExc(RuntimeError, match="failed on purpose"), flatten_subgroups=True
-    ):
-        await runner.run()
-    assert len(all_tasks()) == before
+    async with assert_no_leaks(threads=False, fds=False):
+        # Itself, not in the groups of the nurseries it crossed.
+        with pytest.raises(RuntimeError, match="failed on purpose"):
+            await runner.run()
 
 
 async def test_targets_file_changes_reach_probes(tmp_path: Path, autojump_clock: Any) -> None:
@@ -197,3 +194,75 @@ async def test_shutdown_before_start(autojump_clock: Any) -> None:
             await nursery.start(runner.run)
     assert recorder.ended
     assert recorder.items == []
+
+
+# --- the runner's boundary: errors a caller can catch (see also tests/test_boundaries.py) ------
+
+
+class FailingSurfacer:
+    """A surfacer that cannot start (``at_start``) or fails once ``go`` is set."""
+
+    def __init__(self, name: str, *, at_start: bool = False, go: trio.Event | None = None) -> None:
+        self.name = name
+        self.at_start = at_start
+        self.go = go
+
+    async def run(
+        self,
+        metrics: trio.MemoryReceiveChannel[EventMetrics],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        # `with`, not `async with`: aclose()'s checkpoint in a cancelled scope would replace
+        # the error with Cancelled, and the second surfacer's failure would be lost.
+        with metrics:
+            if self.at_start:
+                raise OSError(98, "Address already in use", "127.0.0.1:9313")
+            task_status.started()
+            if self.go is not None:
+                await self.go.wait()
+                raise OSError(5, f"{self.name} failed")
+            async for _ in metrics:
+                pass
+
+
+async def test_startup_error_is_raised_as_itself(autojump_clock: Any) -> None:
+    runner = Runner(_config(), extra_surfacers=[FailingSurfacer("bad", at_start=True)])
+    async with assert_no_leaks(threads=False, fds=False):
+        with pytest.raises(trioprobe.StartupError, match="surfacer 'bad' could not start"):
+            await runner.run()
+
+
+async def test_run_raises_startup_error_as_itself(autojump_clock: Any) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = parse_config(
+            {
+                "probe": [{"name": "fake1", "type": "fake", "targets": ["a"], "interval": 1.0}],
+                "surfacer": [{"type": "prometheus", "port": port}],
+            }
+        )
+        with pytest.raises(trioprobe.StartupError, match=f"127.0.0.1:{port}"):
+            await trioprobe.run(config)
+
+
+async def test_callers_observer_error_comes_back_as_itself(autojump_clock: Any) -> None:
+    def observe(name: str, result: ProbeResult) -> None:
+        raise ValueError("the caller's observer")
+
+    runner = Runner(_config(), observe=observe, extra_surfacers=[Recorder()])
+    with pytest.raises(ValueError, match="the caller's observer"):
+        await runner.run()
+
+
+async def test_two_parts_failing_at_once_are_a_group(autojump_clock: Any) -> None:
+    go = trio.Event()
+    surfacers = [FailingSurfacer("x", go=go), FailingSurfacer("y", go=go)]
+    # The first result releases both surfacers in the same step: both fail, neither is hidden.
+    runner = Runner(_config(), observe=lambda name, result: go.set(), extra_surfacers=surfacers)
+    with pytest.RaisesGroup(
+        pytest.RaisesExc(OSError, match="x failed"), pytest.RaisesExc(OSError, match="y failed")
+    ):
+        await runner.run()

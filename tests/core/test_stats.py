@@ -14,8 +14,9 @@ import trio.testing
 from trioprobe.metrics import Distribution, EventMetrics, Float, Int, Kind, Map
 from trioprobe.results import ProbeResult
 from trioprobe.stats import StatsKeeper, stats_keeper
+from trioprobe.testing import assert_no_leaks
 
-from ._util import all_tasks, drain
+from ._util import drain
 
 
 class Keeper:
@@ -268,15 +269,14 @@ async def test_accepts_results_while_export_stalls(
 
 
 async def test_cancellation_leaves_no_task(autojump_clock: Any) -> None:
-    before = len(all_tasks())
-    async with trio.open_nursery() as nursery:
-        keeper = await Keeper(nursery, lambda: ["a"], interval=1.0, export_buf=0).start()
-        keeper.results.send_nowait(ProbeResult("a", True))
-        await trio.sleep(1.5)  # the exporter is blocked sending
-        assert len(all_tasks()) > before
-        nursery.cancel_scope.cancel()
-    assert keeper.done.is_set()
-    assert len(all_tasks()) == before
+    async with assert_no_leaks(threads=False, fds=False):
+        async with trio.open_nursery() as nursery:
+            keeper = await Keeper(nursery, lambda: ["a"], interval=1.0, export_buf=0).start()
+            keeper.results.send_nowait(ProbeResult("a", True))
+            await trio.sleep(1.5)  # the exporter is blocked sending
+            assert nursery.child_tasks
+            nursery.cancel_scope.cancel()
+        assert keeper.done.is_set()
 
 
 async def test_rejects_bad_interval() -> None:

@@ -8,6 +8,7 @@ import httpx
 import trio
 
 from trioprobe.probing import open_prober, serve_health
+from trioprobe.testing import start_health_endpoint
 
 
 async def wait_for(predicate: Callable[[], bool], limit: float = 5.0) -> None:
@@ -19,7 +20,7 @@ async def wait_for(predicate: Callable[[], bool], limit: float = 5.0) -> None:
 
 async def test_prober_with_its_own_clients_against_serve_health() -> None:
     async with trio.open_nursery() as servers:
-        url = await servers.start(serve_health)
+        url = await start_health_endpoint(servers)
         async with open_prober() as prober:
             # A generous timeout: on a loaded machine a 20 ms deadline would count as loss.
             status = prober.add_http("local", 0.02, [url], timeout=5.0)
@@ -37,7 +38,7 @@ async def test_prober_with_its_own_clients_against_serve_health() -> None:
 async def test_outage_and_recovery() -> None:
     async with open_prober() as prober:
         async with trio.open_nursery() as servers:
-            url = await servers.start(serve_health)
+            url = await start_health_endpoint(servers)
             status = prober.add_http("p", 0.02, [url], timeout=5.0)
             await wait_for(lambda: status.health and status.total >= 3)
             servers.cancel_scope.cancel()

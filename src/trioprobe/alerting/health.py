@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 import attrs
 import trio
 
+from .._groups import open_nursery
 from ..results import ProbeResult
 from .history import History
 from .state import DOWN, UNKNOWN, UP, AlertRule, State, TargetHealth, Transition
@@ -123,7 +124,7 @@ class Health:
         With ``targets``, the list is checked every ``sweep_interval`` seconds, so a target
         removed from it resolves as it would in the runner.
         """
-        async with results, trio.open_nursery() as nursery:
+        async with results, open_nursery() as nursery:
             if targets is not None:
                 nursery.start_soon(self._sweep, probe, targets, sweep_interval)
             task_status.started()

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 import trio
 
 from .._asgi import serve_asgi
+from .._groups import open_nursery
 from ..config import AlertSpec, Config, ProbeSpec
 from ..metrics import EventMetrics, Int, Kind
 from ..results import ProbeResult
@@ -149,7 +150,7 @@ class AlertingService:
         probes: Sequence[tuple[ProbeSpec, TargetsFn]],
         task_status: trio.TaskStatus[None],
     ) -> None:
-        async with export, trio.open_nursery() as nursery:
+        async with export, open_nursery() as nursery:
             notifier_nursery_done = trio.Event()
             await nursery.start(self._run_notifiers, notifier_nursery_done)
             status = self.config.status
@@ -175,7 +176,7 @@ class AlertingService:
         self, done: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         try:
-            async with trio.open_nursery() as nursery:
+            async with open_nursery() as nursery:
                 for alert in self.alerts.values():
                     for notifier, (_, receive) in zip(alert.notifiers, alert.channels, strict=True):
                         await nursery.start(notifier.run, receive)

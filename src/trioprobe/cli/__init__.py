@@ -43,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         return int(args.func(args))
     except CLIError as exc:
-        print(f"trioprobe: error: {exc}", file=sys.stderr)
+        for message in exc.messages:
+            print(f"trioprobe: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

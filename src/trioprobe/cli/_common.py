@@ -2,41 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from ..validators import SECONDS
 
-E = TypeVar("E", bound=BaseException)
-
-__all__ = ["CLIError", "find_error", "first_os_error", "positive_seconds"]
+__all__ = ["CLIError", "positive_seconds"]
 
 
 class CLIError(Exception):
-    """A user mistake (bad argument, unreadable file, bad config).
+    """A user mistake (bad argument, unreadable file, bad config), or several at once.
 
-    ``main`` prints it as one line and exits with code 2, without a traceback.
+    ``main`` prints each message as one ``trioprobe: error:`` line and exits with code 2, without
+    a traceback. Several messages come from an exception group: every error of it is reported,
+    not only the first (two servers failing to bind are two lines).
     """
 
+    def __init__(self, *messages: str) -> None:
+        super().__init__(*messages)
+        self.messages = messages
 
-def find_error(exc: BaseException, kind: type[E]) -> E | None:
-    """The first ``kind`` in ``exc`` or its exception groups, or ``None``.
-
-    An error raised in a task arrives wrapped in the exception groups of every nursery it
-    crossed; a command looks inside them for the one it can explain to the user.
-    """
-    if isinstance(exc, kind):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = find_error(inner, kind)
-            if found is not None:
-                return found
-    return None
-
-
-def first_os_error(exc: BaseException) -> OSError | None:
-    """The first ``OSError`` in ``exc`` or its groups (a server's bind failure), or ``None``."""
-    return find_error(exc, OSError)
+    def __str__(self) -> str:
+        return "\n".join(self.messages)
 
 
 #: An argparse type: a finite number of seconds >= 1 ms (the same range as durations in the config).

@@ -9,9 +9,10 @@ from typing import Any
 
 import trio
 
+from .._groups import leaves
 from ..probing import DEFAULT_PATH, serve_health
 from ..validators import PORT, SECONDS
-from ._common import CLIError, first_os_error
+from ._common import CLIError
 
 __all__ = ["register"]
 
@@ -54,13 +55,14 @@ def _cmd_serve_health(args: argparse.Namespace) -> int:
         raise CLIError(f"--duration must be positive, got {args.duration}")
     try:
         trio.run(_serve, args.host, args.port, args.path, args.duration)
-    except (OSError, BaseExceptionGroup) as exc:
-        # Binding fails inside serve_asgi's nursery, so the OSError arrives wrapped in groups.
-        error = first_os_error(exc)
-        if error is None:
-            raise
-        why = error.strerror or str(error)
-        raise CLIError(f"cannot serve on {args.host}:{args.port}: {why}") from None
+    except* OSError as group:
+        # The command's own nursery wraps serve_health's error in a group: report each one.
+        raise CLIError(
+            *(
+                f"cannot serve on {args.host}:{args.port}: {error.strerror or error}"
+                for error in leaves(group)
+            )
+        ) from None
     return 0
 
 

@@ -11,11 +11,12 @@ import trio
 from rich.console import Console
 from rich.live import Live
 
+from .._groups import leaves
 from ..config import Config, ConfigError, exposition_warnings, load_config
 from ..probes import probe_types
 from ..runner import Runner, StartupError
 from ..surfacers import surfacer_types
-from ._common import CLIError, find_error, positive_seconds
+from ._common import CLIError, positive_seconds
 from ._demo import run_demo
 from ._live import LiveStats
 
@@ -150,7 +151,7 @@ async def run_config(config: Config, args: argparse.Namespace, title: str = "tri
                 nursery.start_soon(_shutdown_after, args.duration, runner)
             nursery.start_soon(_display, live, display, args.refresh, title, console)
     except* StartupError as group:
-        raise CLIError(str(find_error(group, StartupError))) from None
+        raise CLIError(*(str(error) for error in leaves(group))) from None
     if display == "table":
         console.print(live.table(f"{title}: final"))
     else:

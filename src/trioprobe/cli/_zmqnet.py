@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from .._groups import leaves
 from ..validators import COUNT, POSITIVE_COUNT, SECONDS
 from ..zmqnet import (
     DEFAULT_ADDR,
@@ -28,7 +29,7 @@ from ..zmqnet import (
     shared_context,
 )
 from ..zmqnet._output import check_appendable
-from ._common import CLIError, first_os_error
+from ._common import CLIError
 
 __all__ = ["register"]
 
@@ -184,12 +185,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
     try:
         trio.run(_serve, server, args.uptime)
-    except (OSError, BaseExceptionGroup) as exc:
+    except* OSError as group:
         # A bind or --metrics-out error surfaces through the nursery, in an exception group.
-        error = first_os_error(exc)
-        if error is None:
-            raise
-        raise CLIError(_describe(error)) from None
+        raise CLIError(*(_describe(error) for error in leaves(group))) from None
     print(server.metrics.summary(), flush=True)
     return 0
 
@@ -251,11 +249,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     try:
         # Still possible: the final append failing (say, the disk is full) after the run.
         result = trio.run(_bench, addr, args, console)
-    except (OSError, BaseExceptionGroup) as exc:
-        error = first_os_error(exc)
-        if error is None:
-            raise
-        raise CLIError(_describe(error)) from None
+    except* OSError as group:
+        raise CLIError(*(_describe(error) for error in leaves(group))) from None
     console.print(_summary(result))
     if args.results:
         console.print(f"appended result to {args.results}")

@@ -8,6 +8,7 @@ from typing import Generic, TypeVar
 import attrs
 import trio
 
+from .._groups import open_nursery
 from .._ticks import next_tick_after, spread_offset
 from ..results import ProbeResult
 from . import TargetsFn
@@ -91,7 +92,7 @@ async def run_per_target(
         with scope:
             await probe_target(target)
 
-    async with trio.open_nursery() as nursery:
+    async with open_nursery() as nursery:
 
         def start(new: list[str]) -> None:
             for target in new:

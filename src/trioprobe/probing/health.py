@@ -20,6 +20,7 @@ import attrs
 import trio
 
 from .._asgi import ASGIApp, HTTPServerStats, Receive, Scope, Send, answer_lifespan, serve_asgi
+from .._groups import open_nursery
 
 __all__ = ["DEFAULT_PATH", "HealthApp", "format_rfc3339_nano", "health_app", "serve_health"]
 
@@ -105,6 +106,6 @@ async def serve_health(
     if not path.startswith("/"):
         raise ValueError(f"health path must start with '/': {path!r}")
     asgi_app = app if app is not None else HealthApp(path=path)
-    async with trio.open_nursery() as nursery:
+    async with open_nursery() as nursery:
         base_url = await nursery.start(partial(serve_asgi, asgi_app, host, port, stats=stats))
         task_status.started(base_url + path)

@@ -36,6 +36,7 @@ import attrs
 import httpx
 import trio
 
+from .._groups import open_nursery
 from .._httptrace import RequestTrace, release_response
 from .._tls import load_ssl_context, ssl_context
 from .._urls import check_http_url
@@ -603,7 +604,7 @@ async def open_prober(
     if client is None:
         # Built once per process, in a thread: never on the loop inside a probe's deadline.
         await load_ssl_context()
-    async with trio.open_nursery() as nursery:
+    async with open_nursery() as nursery:
         prober = Prober(
             nursery,
             client=client,

@@ -217,13 +217,10 @@ class PrometheusSurfacer:
                 self.url = await nursery.start(
                     serve_asgi, self.app, self.options.host, self.options.port
                 )
-            except* OSError as group:
+            except OSError as exc:  # serve_asgi raises it as itself, not in a group
                 # The bind error alone ("Address already in use") does not say which address.
-                exc = group.exceptions[0]
-                while isinstance(exc, BaseExceptionGroup):
-                    exc = exc.exceptions[0]
                 where = f"{self.options.host}:{self.options.port}"
-                raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from group
+                raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from exc
             async with metrics:
                 task_status.started()
                 async for em in metrics:

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 import trio
 
+from .._groups import open_nursery
 from ._output import check_appendable
 from .client import Client, TransportFactory, dealer_transport
 from .errors import MessageDroppedError, RemoteError
@@ -165,7 +166,7 @@ async def benchmark(
 
     live.started = trio.current_time()
     with trio.move_on_after(duration):
-        async with trio.open_nursery() as nursery:
+        async with open_nursery() as nursery:
             for i in range(clients):
                 nursery.start_soon(run_client, i)
     wall = trio.current_time() - live.started

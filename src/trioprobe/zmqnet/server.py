@@ -20,6 +20,7 @@ import attrs
 import trio
 import zmq
 
+from .._groups import open_nursery
 from .._ratelog import RateLimitedLog
 from ._output import check_appendable
 from .errors import MessageTooLargeError
@@ -451,7 +452,7 @@ class RouterServer(_Server):
         self._worker_metrics = [self._new_metrics() for _ in range(self.workers + 1)]
         send_channel, receive_channel = trio.open_memory_channel[list[bytes]](self.queue_size)
         try:
-            async with trio.open_nursery() as nursery:
+            async with open_nursery() as nursery:
                 for i in range(self.workers):
                     nursery.start_soon(
                         self._worker,
