@@ -21,7 +21,7 @@ import trio
 from ._output import check_appendable
 from .client import Client, TransportFactory, dealer_transport
 from .errors import MessageDroppedError, RemoteError
-from .histogram import LatencyHistogram
+from .latency import LatencyStats
 
 __all__ = ["BenchmarkCounters", "BenchmarkResult", "benchmark"]
 
@@ -45,7 +45,7 @@ class BenchmarkResult:
     drops: int
     errors: int
     latency_total: float
-    histogram: LatencyHistogram
+    histogram: LatencyStats
 
     @property
     def throughput(self) -> float:
@@ -127,7 +127,7 @@ async def benchmark(
     if results is not None:
         check_appendable(results)
     live = counters if counters is not None else BenchmarkCounters()
-    histogram = LatencyHistogram()
+    histogram = LatencyStats()
     latency_total = 0.0
     padding = b"\0" * message_size
 
