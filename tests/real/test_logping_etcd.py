@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 import trio
 
 from trioprobe.logping import Entry, EtcdLog, Pinger, PingOutcome, PingStatus, quantiles
+from trioprobe.logping.logs import read_with
 
 from .services import Etcd
 
@@ -27,11 +27,16 @@ class GatedReader:
         self.gate = trio.Event()
         self.gate.set()
 
-    async def read(self, start_index: int) -> AsyncGenerator[Entry, None]:
-        async with aclosing(self.log.read(start_index)) as entries:
-            async for entry in entries:
-                await self.gate.wait()
-                yield entry
+    def read(
+        self, start_index: int
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Entry]]:
+        async def feed(send: trio.MemorySendChannel[Entry]) -> None:
+            async with self.log.read(start_index) as entries:
+                async for entry in entries:
+                    await self.gate.wait()
+                    await send.send(entry)
+
+        return read_with(feed)
 
     def disconnect(self) -> None:
         self.log.disconnect()

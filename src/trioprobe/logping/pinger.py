@@ -36,12 +36,11 @@ import enum
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from contextlib import aclosing
 
 import attrs
 import trio
 
-from ..metrics import Distribution
+from .._histogram import Distribution
 from .encoding import WRITER_ID_LEN, decode_ping, encode_ping
 from .logs import Disconnector, Entry, LogAppender, LogClosedError, LogReader, LogTruncatedError
 
@@ -306,7 +305,7 @@ class Pinger:
             async def read() -> None:
                 nonlocal error
                 try:
-                    async with aclosing(self.reader.read(position)) as entries:
+                    async with self.reader.read(position) as entries:
                         async for entry in entries:
                             self.apply(entry)
                     error = LogOrderError("the log's read stream ended without an error")
