@@ -235,7 +235,7 @@ async def test_main_loop_succeeded_aborted_append_failed(autojump_clock: trio.ab
         assert [decode_ping(d).seq for d in fake.appended] == [1]  # type: ignore[union-attr]
         assert outcomes[0].seq == 1
         assert outcomes[0].status is PingStatus.SUCCEEDED
-        assert pinger.current_seq == 0
+        assert pinger.current_seq is None
         assert pinger.next_at == pytest.approx(t0 + 2 * INTERVAL)
 
         await trio.sleep(INTERVAL)  # seq 2 started, never echoed
@@ -308,7 +308,7 @@ async def test_start_ping_apply_normal(autojump_clock: trio.abc.Clock) -> None:
         assert fake.appended == [encode_ping(pinger.writer_id, 1)]
         now = trio.current_time()
         pinger.apply(Entry(1, fake.appended[0]))
-        assert pinger.current_seq == 0
+        assert pinger.current_seq is None
         assert pinger.last_applied == 1
         assert [(o.seq, o.status) for o in outcomes] == [(1, PingStatus.SUCCEEDED)]
         assert outcomes[0].latency == pytest.approx(0.01)
@@ -327,11 +327,11 @@ async def test_start_ping_apply_inverted(autojump_clock: trio.abc.Clock) -> None
         await trio.sleep(0.01)
         assert pinger.metrics.appends_succeeded == 0  # still held
         pinger.apply(Entry(5, encode_ping(pinger.writer_id, 1)))
-        assert pinger.current_seq == 0
+        assert pinger.current_seq is None
         assert [o.status for o in outcomes] == [PingStatus.SUCCEEDED]
         fake.release.set()
         await trio.sleep(0.01)
-        assert pinger.current_seq == 0
+        assert pinger.current_seq is None
         assert pinger.metrics.appends_succeeded == 1
         assert len(outcomes) == 1
 
@@ -352,7 +352,7 @@ async def test_append_ping_error(autojump_clock: trio.abc.Clock) -> None:
         assert pinger.current_seq == 1  # active until the failure is reported
         fake.release.set()
         await trio.sleep(0.01)
-        assert pinger.current_seq == 0
+        assert pinger.current_seq is None
     assert [(o.seq, o.status) for o in outcomes] == [(1, PingStatus.APPEND_FAILED)]
     assert pinger.metrics.appends_failed == 1
 
