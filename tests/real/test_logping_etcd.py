@@ -80,8 +80,15 @@ async def test_pinger_on_real_etcd(etcd: Etcd) -> None:
             assert m.restarts == 0
 
             # 2. Compaction past the reader's position: a restart, not a crash.
+            appended = m.appends_succeeded
             reader.gate = trio.Event()  # the reader stalls; pings keep being appended
-            await wait_for("3 aborts", lambda: m.pings_aborted >= 3)
+            # Entries appended during the stall, so the compaction passes the reader's position
+            # even with the entry its feeding task fetched ahead (a loaded machine can abort
+            # pings before their appends land).
+            await wait_for(
+                "3 aborts and 3 appends",
+                lambda: m.pings_aborted >= 3 and m.appends_succeeded >= appended + 3,
+            )
             compact_at = await appender.next_index() - 1
             await appender.compact(compact_at)
             reader_log.disconnect()  # the reader reconnects from a compacted revision

@@ -122,9 +122,10 @@ async def read_with(
 ) -> AsyncIterator[trio.MemoryReceiveChannel[Entry]]:
     """The ``read`` of a log: a channel that ``feed`` (run in a task inside this block) fills.
 
-    The channel has no buffer, so ``feed`` runs only as far ahead as the reader, as a generator
-    would. Leaving the block cancels ``feed``. An error of ``feed`` (or of the block) is raised
-    from the ``async with`` as itself, not wrapped in an exception group.
+    The channel has no buffer; unlike a generator's, ``feed``'s task runs on while the reader
+    handles an entry, so it may fetch the next one meanwhile. Leaving the block cancels ``feed``.
+    An error of ``feed`` (or of the block) is raised from the ``async with`` as itself, not
+    wrapped in an exception group.
     """
     send, receive = trio.open_memory_channel[Entry](0)
 
