@@ -14,8 +14,7 @@ from __future__ import annotations
 import trio
 
 from trioprobe.alerting import DOWN, UP, Health, Transition
-from trioprobe.probing import open_prober, serve_health
-from trioprobe.results import ProbeResult
+from trioprobe.probing import ProbeRecord, open_prober, serve_health
 
 
 async def application(
@@ -51,11 +50,11 @@ async def main() -> None:
             "primary": await nursery.start(primary),
             "backup": await nursery.start(serve_health),
         }
-        results_send, results_receive = trio.open_memory_channel[ProbeResult](100)
-        # The Health's owner task for this channel: it feeds every result in, in order.
-        await nursery.start(health.track, "peers", results_receive)
+        records_send, records_receive = trio.open_memory_channel[ProbeRecord](100)
+        # The Health's owner task for this channel: it feeds every probe in, in order.
+        await nursery.start(health.track, "peers", records_receive)
         nursery.start_soon(application, health, health.subscribe(), peers)
-        async with results_send, open_prober(results=results_send) as prober:
+        async with records_send, open_prober(records=records_send) as prober:
             for name, url in peers.items():
                 prober.add_http(name, 0.05, [url])
             await trio.sleep(1.0)

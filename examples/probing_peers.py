@@ -14,7 +14,7 @@ import logging
 
 import trio
 
-from trioprobe.probing import RTTHistogram, monitor, open_prober, serve_health
+from trioprobe.probing import monitor, open_prober, rtt_histogram, serve_health
 
 
 async def main() -> None:
@@ -30,7 +30,7 @@ async def main() -> None:
         flaky_url = await nursery.start(peer, flaky_scope)
         print(f"peers: {stable_url} and {flaky_url}")
 
-        histogram = RTTHistogram()
+        histogram = rtt_histogram()
         async with open_prober() as prober:
             stable = prober.add_http("stable", 0.1, [stable_url])
             flaky = prober.add_http("flaky", 0.1, [flaky_url])

@@ -22,7 +22,8 @@ from trioprobe.alerting import Health
 from trioprobe.cli import CLIError, main
 from trioprobe.cli import _probing as cli_probing
 from trioprobe.handoff import QueueLockedError, open_queue
-from trioprobe.probing import HealthApp, open_prober, serve_health
+from trioprobe.probing import ProbeRecord, open_prober, serve_health
+from trioprobe.probing.health import HealthApp
 from trioprobe.results import ProbeResult
 from trioprobe.testing import FakeTarget, LeakError, assert_no_leaks, start_fake_target
 from trioprobe.zmqnet import Client, MessageDroppedError, RouterServer, Socket, benchmark
@@ -91,11 +92,11 @@ async def test_open_prober_returns_the_callers_error() -> None:
 
 
 async def test_open_prober_one_failed_probe_is_one_exception(autojump_clock: Any) -> None:
-    send, receive = trio.open_memory_channel[ProbeResult](1)
-    await receive.aclose()  # where the prober reports results is gone: its probe task fails
+    send, receive = trio.open_memory_channel[ProbeRecord](1)
+    await receive.aclose()  # where the prober reports records is gone: its probe task fails
 
     async def block() -> None:
-        async with open_prober(FakeTarget().client(), results=send) as prober:
+        async with open_prober(FakeTarget().client(), records=send) as prober:
             prober.add_http("a", 1.0, ["http://target/health"], first_probe_after=0)
             await trio.sleep(10)
 
@@ -104,14 +105,14 @@ async def test_open_prober_one_failed_probe_is_one_exception(autojump_clock: Any
 
 
 async def test_open_prober_two_failed_probes_are_a_group() -> None:
-    send, receive = trio.open_memory_channel[ProbeResult](0)
+    send, receive = trio.open_memory_channel[ProbeRecord](0)
     # Both probes wait to report; closing the other end fails both at once: two errors, and
     # neither is hidden behind the other.
     with (
         trio.fail_after(10),
         pytest.RaisesGroup(trio.BrokenResourceError, trio.BrokenResourceError),
     ):
-        async with open_prober(FakeTarget().client(), results=send) as prober:
+        async with open_prober(FakeTarget().client(), records=send) as prober:
             prober.add_http("a", 60.0, ["http://target/health"], first_probe_after=0)
             prober.add_http("b", 60.0, ["http://target/health"], first_probe_after=0)
             await trio.testing.wait_all_tasks_blocked()

@@ -7,29 +7,65 @@ The core is a flow of values through tasks a nursery owns::
 The capability packages (:mod:`trioprobe.probing`, :mod:`trioprobe.logping`,
 :mod:`trioprobe.handoff`, :mod:`trioprobe.zmqnet`) are usable on their own; the names below are
 the core that binds them together.
+
+Importing this package loads none of them: each name is imported on first use (PEP 562), so
+``import trioprobe.handoff`` costs the queue and its leaf modules only, not the config loader
+(cattrs), the surfacers or the HTTP clients.
 """
 
 from __future__ import annotations
 
-from .config import Config, ConfigError, ProbeSpec, SurfacerSpec, load_config, parse_config
-from .metrics import (
-    Distribution,
-    EventMetrics,
-    Float,
-    Int,
-    Kind,
-    Map,
-    MetricsError,
-    String,
-    Value,
-)
-from .probes import Probe
-from .results import ProbeResult
-from .runner import Runner, StartupError, run
-from .stats import StatsKeeper, stats_keeper
-from .surfacers import Fanout, Surfacer
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import Config, ConfigError, ProbeSpec, SurfacerSpec, load_config, parse_config
+    from .metrics import (
+        Distribution,
+        EventMetrics,
+        Float,
+        Int,
+        Kind,
+        Map,
+        MetricsError,
+        String,
+        Value,
+    )
+    from .probes import Probe
+    from .results import ProbeResult
+    from .runner import Runner, StartupError, run
+    from .stats import StatsKeeper, stats_keeper
+    from .surfacers import Fanout, Surfacer
 
 __version__ = "0.1.0"
+
+#: Where each name of ``__all__`` lives, for :func:`__getattr__`.
+_LAZY = {
+    "ProbeResult": "results",
+    "EventMetrics": "metrics",
+    "Kind": "metrics",
+    "Int": "metrics",
+    "Float": "metrics",
+    "String": "metrics",
+    "Map": "metrics",
+    "Distribution": "metrics",
+    "Value": "metrics",
+    "MetricsError": "metrics",
+    "Probe": "probes",
+    "StatsKeeper": "stats",
+    "stats_keeper": "stats",
+    "Surfacer": "surfacers",
+    "Fanout": "surfacers",
+    "Config": "config",
+    "ConfigError": "config",
+    "ProbeSpec": "config",
+    "SurfacerSpec": "config",
+    "load_config": "config",
+    "parse_config": "config",
+    "Runner": "runner",
+    "StartupError": "runner",
+    "run": "runner",
+}
 
 __all__ = [
     # results and metrics
@@ -60,3 +96,16 @@ __all__ = [
     "StartupError",
     "run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -485,7 +485,7 @@ def _snapshot(check_tasks: bool) -> _Snapshot:
 
 
 def _zmq_context_started() -> bool:
-    module = sys.modules.get("trioprobe.zmqnet.socket")
+    module = sys.modules.get("trioprobe.zmqnet.sockets")
     return module is not None and getattr(module, "_context", None) is not None
 
 
@@ -572,10 +572,10 @@ def _leaks(before: _Snapshot, after: _Snapshot) -> Leaks:
 def _warm_process_singletons() -> None:
     """Start trioprobe's process-wide zmq context (its I/O threads and fds live for the whole
     process) before the first snapshot, so its first use inside a block is not a leak."""
-    if "trioprobe.zmqnet.socket" in sys.modules:
+    if "trioprobe.zmqnet.sockets" in sys.modules:
         import zmq
 
-        from .zmqnet.socket import shared_context
+        from .zmqnet.sockets import shared_context
 
         shared_context().socket(zmq.PAIR).close(linger=0)
 

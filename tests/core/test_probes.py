@@ -21,7 +21,7 @@ from trioprobe.config import ConfigError, load_config
 from trioprobe.metrics import Distribution, Map, MetricsError
 from trioprobe.probes._base import run_per_target, send_result
 from trioprobe.probes.http_probe import PHASE_BUCKETS, HTTPProbe, Options
-from trioprobe.probing import open_prober
+from trioprobe.probing import ProbeRecord, open_prober
 from trioprobe.results import ProbeResult
 from trioprobe.runner import Runner
 
@@ -502,14 +502,14 @@ async def test_http_default_clients_share_the_process_ssl_context(verify: bool) 
     await second.aclose()
 
 
-async def test_prober_results_carry_start_lateness(autojump_clock: Any) -> None:
+async def test_prober_records_carry_start_lateness(autojump_clock: Any) -> None:
     async def peer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"OK": True, "Now": "2026-01-01T00:00:00Z"})
 
-    send, receive = trio.open_memory_channel[ProbeResult](10)
+    send, receive = trio.open_memory_channel[ProbeRecord](10)
     async with (
         httpx.AsyncClient(transport=httpx.MockTransport(peer)) as client,
-        open_prober(client, results=send) as prober,
+        open_prober(client, records=send) as prober,
     ):
         prober.add_http("p", 1.0, ["http://h/"], first_probe_after=0.5)
         await trio.sleep(0.45)

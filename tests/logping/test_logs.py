@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from contextlib import aclosing
 from pathlib import Path
 
 import pytest
@@ -21,11 +20,10 @@ from trioprobe.logping import (
     LogClosedError,
     LogTruncatedError,
     MemoryLog,
-    Ping,
-    decode_ping,
-    encode_ping,
 )
+from trioprobe.logping.encoding import Ping, decode_ping, encode_ping
 from trioprobe.logping.logs import prefix_end
+from trioprobe.testing import assert_no_leaks
 
 
 def test_ping_encoding_is_akutans_protobuf_layout() -> None:
@@ -52,7 +50,7 @@ def test_prefix_end() -> None:
 
 async def collect(log: MemoryLog | FileLog, start: int, n: int) -> list[Entry]:
     out: list[Entry] = []
-    async with aclosing(log.read(start)) as entries:
+    async with log.read(start) as entries:
         async for entry in entries:
             out.append(entry)
             if len(out) == n:
@@ -303,7 +301,7 @@ async def test_file_log_reader_polls_for_other_writers(
     got: list[tuple[Entry, float]] = []
 
     async def read() -> None:
-        async with aclosing(reader.read(1)) as entries:
+        async with reader.read(1) as entries:
             async for entry in entries:
                 got.append((entry, trio.current_time()))
                 if len(got) == 2:
@@ -322,3 +320,32 @@ async def test_file_log_reader_polls_for_other_writers(
     assert got[1][1] - appended <= 0.05 + 1e-9  # seen at the next poll, not by a wake-up
     writer.close()
     reader.close()
+
+
+async def test_read_errors_come_from_the_block_as_themselves(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    log = MemoryLog()
+    await log.append(b"a")
+    log.truncate(2)
+    with pytest.raises(LogTruncatedError):  # not an ExceptionGroup
+        async with log.read(1) as entries:
+            await entries.receive()
+    with pytest.raises(KeyError):  # the reader's own error, unwrapped too
+        async with log.read(2) as entries:
+            raise KeyError("mine")
+
+
+async def test_an_abandoned_read_releases_its_file_and_task_at_once(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """No ``aclosing``: leaving the block (here after one entry) closes the tail's file and ends
+    the task that fed the channel, before the block's exit returns."""
+    log = FileLog(tmp_path / "log", fsync=False)
+    for data in (b"a", b"b", b"c"):
+        await log.append(data)
+    async with assert_no_leaks(threads=False, settle=0.0), log.read(1) as entries:
+        assert await entries.receive() == Entry(1, b"a")
+    with pytest.raises(trio.ClosedResourceError):
+        entries.receive_nowait()
+    log.close()

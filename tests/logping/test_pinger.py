@@ -6,8 +6,7 @@ Everything runs under ``autojump_clock`` with in-memory fakes, so timings are ex
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 import trio
@@ -21,15 +20,22 @@ from trioprobe.logping import (
     Pinger,
     PingOutcome,
     PingStatus,
-    decode_ping,
-    encode_ping,
     latency_distribution,
-    new_writer_id,
     quantiles,
+    read_with,
 )
+from trioprobe.logping.encoding import decode_ping, encode_ping
+from trioprobe.logping.logs import EntrySink
+from trioprobe.logping.pinger import new_writer_id
 
 INTERVAL = 0.1
 NS = 1e-9
+Entries = AbstractAsyncContextManager[trio.MemoryReceiveChannel[Entry]]
+
+
+async def _never(send: EntrySink) -> None:
+    """A reader that never delivers an entry."""
+    await trio.sleep_forever()
 
 
 class FakeLog:
@@ -62,7 +68,7 @@ class FakeLog:
             return self.log.append_nowait(b"lost")
         return await self.log.append(data)
 
-    def read(self, start_index: int) -> AsyncGenerator[Entry, None]:
+    def read(self, start_index: int) -> Entries:
         self.read_starts.append(start_index)
         return self.log.read(start_index)
 
@@ -127,11 +133,13 @@ class ScriptedReader:
         self.errors = errors
         self.calls: list[tuple[int, int]] = []
 
-    async def read(self, start_index: int) -> AsyncGenerator[Entry, None]:
-        self.calls.append((start_index, self.pinger_ref[0].last_applied))
-        await trio.sleep(1)
-        raise self.errors.pop(0)
-        yield Entry(0, b"")  # makes this an async generator
+    def read(self, start_index: int) -> Entries:
+        async def feed(send: EntrySink) -> None:
+            self.calls.append((start_index, self.pinger_ref[0].last_applied))
+            await trio.sleep(1)
+            raise self.errors.pop(0)
+
+        return read_with(feed)
 
 
 async def test_run_restarts_on_truncated_and_error_and_stops_on_closed(
@@ -227,7 +235,7 @@ async def test_main_loop_succeeded_aborted_append_failed(autojump_clock: trio.ab
         assert [decode_ping(d).seq for d in fake.appended] == [1]  # type: ignore[union-attr]
         assert outcomes[0].seq == 1
         assert outcomes[0].status is PingStatus.SUCCEEDED
-        assert pinger.current_seq == 0
+        assert pinger.current_seq is None
         assert pinger.next_at == pytest.approx(t0 + 2 * INTERVAL)
 
         await trio.sleep(INTERVAL)  # seq 2 started, never echoed
@@ -274,7 +282,7 @@ async def test_no_disconnect_without_support(autojump_clock: trio.abc.Clock) -> 
     log = MemoryLog()
 
     class Reader:  # no disconnect()
-        def read(self, start: int) -> AsyncGenerator[Entry, None]:
+        def read(self, start: int) -> Entries:
             return log.read(start)
 
     pinger = Pinger(log, Reader(), log.next_index, ping_interval=INTERVAL, pings_until_disconnect=1)
@@ -300,7 +308,7 @@ async def test_start_ping_apply_normal(autojump_clock: trio.abc.Clock) -> None:
         assert fake.appended == [encode_ping(pinger.writer_id, 1)]
         now = trio.current_time()
         pinger.apply(Entry(1, fake.appended[0]))
-        assert pinger.current_seq == 0
+        assert pinger.current_seq is None
         assert pinger.last_applied == 1
         assert [(o.seq, o.status) for o in outcomes] == [(1, PingStatus.SUCCEEDED)]
         assert outcomes[0].latency == pytest.approx(0.01)
@@ -319,11 +327,11 @@ async def test_start_ping_apply_inverted(autojump_clock: trio.abc.Clock) -> None
         await trio.sleep(0.01)
         assert pinger.metrics.appends_succeeded == 0  # still held
         pinger.apply(Entry(5, encode_ping(pinger.writer_id, 1)))
-        assert pinger.current_seq == 0
+        assert pinger.current_seq is None
         assert [o.status for o in outcomes] == [PingStatus.SUCCEEDED]
         fake.release.set()
         await trio.sleep(0.01)
-        assert pinger.current_seq == 0
+        assert pinger.current_seq is None
         assert pinger.metrics.appends_succeeded == 1
         assert len(outcomes) == 1
 
@@ -344,7 +352,7 @@ async def test_append_ping_error(autojump_clock: trio.abc.Clock) -> None:
         assert pinger.current_seq == 1  # active until the failure is reported
         fake.release.set()
         await trio.sleep(0.01)
-        assert pinger.current_seq == 0
+        assert pinger.current_seq is None
     assert [(o.seq, o.status) for o in outcomes] == [(1, PingStatus.APPEND_FAILED)]
     assert pinger.metrics.appends_failed == 1
 
@@ -414,12 +422,15 @@ async def test_out_of_order_index_restarts(autojump_clock: trio.abc.Clock) -> No
     calls = 0
 
     class Backwards:
-        async def read(self, start: int) -> AsyncGenerator[Entry, None]:
-            nonlocal calls
-            calls += 1
-            yield Entry(start + 1, b"x")
-            yield Entry(start, b"y")
-            await trio.sleep_forever()
+        def read(self, start: int) -> Entries:
+            async def feed(send: EntrySink) -> None:
+                nonlocal calls
+                calls += 1
+                await send.send(Entry(start + 1, b"x"))
+                await send.send(Entry(start, b"y"))
+                await trio.sleep_forever()
+
+            return read_with(feed)
 
     async def replay() -> int:
         return 10
@@ -443,8 +454,8 @@ async def test_pinger_on_memory_log_end_to_end(autojump_clock: trio.abc.Clock) -
     assert m.last_applied == 10
     assert m.ping_latency.count == 10
     assert m.ping_latency.percentile(0.99) <= 1e-5  # autojump: no time passes while pinging
-    async with aclosing(log.read(1)) as entries:
-        first = await entries.__anext__()
+    async with log.read(1) as entries:
+        first = await entries.receive()
     assert decode_ping(first.data) is not None
 
 
@@ -520,10 +531,9 @@ async def test_reader_that_returns_nothing_while_appends_succeed_restarts(
     reads: list[tuple[int, float]] = []
 
     class Silent:
-        async def read(self, start: int) -> AsyncGenerator[Entry, None]:
+        def read(self, start: int) -> Entries:
             reads.append((start, trio.current_time()))
-            await trio.sleep_forever()
-            yield Entry(start, b"")  # makes this an async generator
+            return read_with(_never)
 
     pinger = Pinger(log, Silent(), log.next_index, ping_interval=1.0, stall_pings=3)
     async with trio.open_nursery() as nursery:
@@ -548,9 +558,8 @@ async def test_stall_detection_needs_acknowledged_appends(autojump_clock: trio.a
     off = MemoryLog()
 
     class Silent:
-        async def read(self, start: int) -> AsyncGenerator[Entry, None]:
-            await trio.sleep_forever()
-            yield Entry(start, b"")
+        def read(self, start: int) -> Entries:
+            return read_with(_never)
 
     quiet = Pinger(off, Silent(), off.next_index, ping_interval=INTERVAL, stall_pings=0)
     async with trio.open_nursery() as nursery:

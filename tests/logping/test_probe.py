@@ -13,8 +13,10 @@ import pytest
 import trio
 
 from trioprobe.config import ConfigError, ProbeSpec, parse_config
-from trioprobe.logping import LogClients, LogUnavailableError, encode_ping, open_log
+from trioprobe.logping import LogUnavailableError, open_log
 from trioprobe.logping import pinger as pinger_module
+from trioprobe.logping.encoding import encode_ping
+from trioprobe.logping.logs import LogClients
 from trioprobe.metrics import Distribution
 from trioprobe.probes import logping as logping_probe
 from trioprobe.probes.logping import LogPingProbe, Options, make_probe

@@ -10,7 +10,7 @@ import sys
 import urllib.request
 
 from trioprobe.cli import main
-from trioprobe.probing import parse_rfc3339_nano
+from trioprobe.probing.prober import parse_rfc3339_nano
 
 
 def test_serve_health_answers_and_stops_on_sigterm() -> None:

@@ -10,10 +10,18 @@ import trio
 import trio.testing
 
 from trioprobe._ticks import spread_offset
+from trioprobe.alerting import DOWN, UP, AlertRule, Health
 from trioprobe.config import ConfigError, ProbeSpec, parse_config
 from trioprobe.probes import probe_types
-from trioprobe.probes.etcd_probing import EtcdProbingProbe, Options, endpoint_for, make_probe
-from trioprobe.probing import format_rfc3339_nano
+from trioprobe.probes.etcd_probing import (
+    EtcdProbingProbe,
+    Options,
+    endpoint_for,
+    make_probe,
+    probe_result,
+)
+from trioprobe.probing import ProbeRecord, ProbeTimeout, open_prober
+from trioprobe.probing.health import format_rfc3339_nano
 from trioprobe.results import ProbeResult
 
 
@@ -163,3 +171,53 @@ async def test_targets_added_together_get_spread_phases(
     expected = [spread_offset(t, 2.0) for t in targets]
     assert [starts[f"h{i}"] - t0 for i in range(4)] == pytest.approx(expected)
     assert len({round(x, 6) for x in expected}) == 4
+
+
+def test_probe_result_from_records() -> None:
+    """The adapter's half of the Prober's records: what the stats keeper and alerting read."""
+    url = "http://a:2380/raft/probing"
+    ok = probe_result(ProbeRecord("a", url, True, 0.02, 0.03, 0.5, None, 0.01))
+    assert (ok.target, ok.success, ok.latency, ok.timeout, ok.error) == (
+        "a",
+        True,
+        0.02,
+        False,
+        None,
+    )
+    assert dict(ok.gauges) == {"srtt": 0.03, "clock_diff": 0.5}
+    assert ok.start_lateness == 0.01
+    late = probe_result(ProbeRecord("a", url, False, 0.0, 0.03, 0.5, ProbeTimeout(url, 1.0)))
+    assert (late.success, late.timeout) == (False, True)
+    assert late.error == f"{url}: no reply within 1 s"
+    assert dict(late.gauges) == {"srtt": 0.03, "clock_diff": 0.5}
+    refused = probe_result(
+        ProbeRecord("a", url, False, 0.0, 0.0, 0.0, httpx.ConnectError("connection refused"))
+    )
+    assert not refused.timeout
+    assert refused.error == f"{url}: ConnectError: connection refused"
+
+
+async def test_health_tracks_a_probers_records(autojump_clock: trio.testing.MockClock) -> None:
+    """``Health.track`` takes the standalone Prober's records channel directly."""
+    up = True
+
+    async def peer(request: httpx.Request) -> httpx.Response:
+        if not up:
+            return httpx.Response(503)
+        return httpx.Response(200, json={"OK": True, "Now": format_rfc3339_nano(0)})
+
+    health = Health(default=AlertRule(failure_threshold=2, success_threshold=1))
+    send, receive = trio.open_memory_channel[ProbeRecord | ProbeResult](10)
+    async with (
+        trio.open_nursery() as nursery,
+        httpx.AsyncClient(transport=httpx.MockTransport(peer)) as client,
+    ):
+        await nursery.start(health.track, "peers", receive)
+        async with send, open_prober(client, records=send) as prober:
+            prober.add_http("peer-2", 1.0, ["http://peer-2/raft/probing"])
+            await health.wait_until("peer-2", UP)
+            up = False
+            status = await health.wait_until("peer-2", DOWN)
+    assert status.probe == "peers"
+    assert status.error is not None
+    assert "503" in status.error

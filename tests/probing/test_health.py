@@ -15,14 +15,9 @@ import trio.testing
 
 from trioprobe._asgi import MAX_BODY_BYTES, HTTPServerStats, answer_lifespan, serve_asgi
 from trioprobe._ratelog import RateLimitedLog
-from trioprobe.probing import (
-    DEFAULT_PATH,
-    HealthApp,
-    format_rfc3339_nano,
-    health_app,
-    parse_rfc3339_nano,
-    serve_health,
-)
+from trioprobe.probing import health_app, serve_health
+from trioprobe.probing.health import DEFAULT_PATH, HealthApp, format_rfc3339_nano
+from trioprobe.probing.prober import parse_rfc3339_nano
 
 from ..responsiveness import ResponseTimes
 

@@ -23,7 +23,8 @@ import trustme
 from trioprobe import _tls
 from trioprobe.metrics import Distribution, Map
 from trioprobe.probes.http_probe import HTTPProbe, Options
-from trioprobe.probing import format_rfc3339_nano, open_prober
+from trioprobe.probing import ProbeRecord, open_prober
+from trioprobe.probing.health import format_rfc3339_nano
 from trioprobe.results import ProbeResult
 
 # -- the stall test: builds are off the loop and outside deadlines ----------------------------
@@ -206,15 +207,15 @@ async def test_https_target_reports_phases_tls_version_and_cert_expiry() -> None
 
 async def _srtt_run(url: str, client: httpx.AsyncClient) -> tuple[float, list[float]]:
     """SRTT after 5 probes and the RTT samples of 12 probes of one fresh prober id."""
-    send, receive = trio.open_memory_channel[ProbeResult](100)
+    send, receive = trio.open_memory_channel[ProbeRecord](100)
     rtts: list[float] = []
     srtts: list[float] = []
-    async with open_prober(client, results=send) as prober:
+    async with open_prober(client, records=send) as prober:
         prober.add_http("p", 0.05, [url], timeout=5.0)
-        async for result in receive:
-            assert result.success, result.error
-            rtts.append(result.latency)
-            srtts.append(float(result.gauges["srtt"]))
+        async for record in receive:
+            assert record.success, record.error
+            rtts.append(record.rtt)
+            srtts.append(record.srtt)
             if len(rtts) == 12:
                 break
     return srtts[4], rtts

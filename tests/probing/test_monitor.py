@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 
 import httpx
 import pytest
 import trio
 import trio.testing
 
-from trioprobe.probing import RTT_BUCKETS, RTTHistogram, format_rfc3339_nano, monitor, open_prober
+from trioprobe.metrics import Distribution
+from trioprobe.probing import monitor, open_prober, rtt_histogram
+from trioprobe.probing.health import format_rfc3339_nano
+from trioprobe.probing.monitor import RTT_BUCKETS
 
 URL = "http://peer/raft/probing"
 LOCAL_NOW = 1_700_000_000.0
@@ -44,18 +48,18 @@ def test_rtt_buckets_are_etcds() -> None:
     assert all(b == pytest.approx(2 * a) for a, b in itertools.pairwise(RTT_BUCKETS))
 
 
-def test_rtt_histogram_le_semantics() -> None:
-    h = RTTHistogram()
+def test_rtt_histogram_is_a_distribution_with_etcds_buckets() -> None:
+    h = rtt_histogram()
+    assert isinstance(h, Distribution)  # the one histogram type
     for x in [0.00005, 0.0001, 0.00011, 0.002, 10.0]:
         h.add_sample(x)
     assert h.count == 5
     assert h.sum == pytest.approx(10.00226)
-    assert h.counts[0] == 2  # <= 0.1 ms, bound included
-    assert h.counts[1] == 1  # (0.1, 0.2] ms
-    assert h.counts[-1] == 1  # +Inf
-    cumulative = h.cumulative()
-    assert cumulative[-1] == (float("inf"), 5)
-    assert [n for _, n in cumulative] == sorted(n for _, n in cumulative)
+    assert h.lower_bounds == (-math.inf, 0.0, *RTT_BUCKETS)
+    assert h.bucket_counts[1] == 1  # [0, 0.1 ms)
+    assert h.bucket_counts[2] == 2  # [0.1 ms, 0.2 ms): a sample on a bound counts above it
+    assert h.bucket_counts[-1] == 1  # [3.2768 s, inf)
+    assert sum(h.bucket_counts) == 5
 
 
 async def test_check_schedule_5s_then_30s_healthy_5s_unhealthy(

@@ -16,20 +16,20 @@ import trio
 import trio.testing
 
 from trioprobe.probing import (
-    ALPHA,
     BadHealthReply,
     NotOK,
     ProbeExistsError,
     ProbeNotFoundError,
     Prober,
+    ProbeRecord,
     ProbeTimeout,
     ProbingError,
     Status,
     UnexpectedStatus,
-    format_rfc3339_nano,
     open_prober,
 )
-from trioprobe.results import ProbeResult
+from trioprobe.probing.health import format_rfc3339_nano
+from trioprobe.probing.prober import ALPHA
 
 URL = "http://peer-a:2380/raft/probing"
 LOCAL_NOW = 1_700_000_000.0
@@ -483,29 +483,32 @@ async def test_bad_timeout_and_string_endpoints(autojump_clock: trio.testing.Moc
 # --- beyond the reference -----------------------------------------------------------------------
 
 
-async def test_results_channel_carries_every_probe(autojump_clock: trio.testing.MockClock) -> None:
-    send, receive = trio.open_memory_channel[ProbeResult](16)
+async def test_records_channel_carries_every_probe(autojump_clock: trio.testing.MockClock) -> None:
+    send, receive = trio.open_memory_channel[ProbeRecord](16)
     peer = Recorder([0.02, math.inf, 0.04], remote_now=LOCAL_NOW - 0.5)
-    async with prober_with(peer, results=send) as prober:
+    async with prober_with(peer, records=send) as prober:
         prober.add_http("a", 1.0, [URL])
         await trio.sleep(3.5)
     send.close()
     got = [r async for r in receive]
-    assert [(r.target, r.success, r.timeout) for r in got] == [
+    assert [(r.probe_id, r.success, r.timeout) for r in got] == [
         ("a", True, False),
         ("a", False, True),
         ("a", True, False),
     ]
-    assert got[0].latency == pytest.approx(0.02)
-    assert got[0].gauges["srtt"] == pytest.approx(0.02)
-    assert got[0].gauges["clock_diff"] == pytest.approx(0.5 - 0.01)
-    assert got[1].error is not None
-    assert "no reply within 1 s" in got[1].error
-    assert got[1].gauges["srtt"] == pytest.approx(0.02)  # survives the failure
+    assert all(r.endpoint == URL for r in got)
+    assert got[0].rtt == pytest.approx(0.02)
+    assert got[0].srtt == pytest.approx(0.02)
+    assert got[0].clock_diff == pytest.approx(0.5 - 0.01)
+    assert isinstance(got[1].error, ProbeTimeout)
+    assert got[1].error_text is not None
+    assert "no reply within 1 s" in got[1].error_text
+    assert got[1].rtt == 0.0
+    assert got[1].srtt == pytest.approx(0.02)  # survives the failure
     srtt = 0.875 * 0.02 + 0.125 * 0.04
-    assert got[2].gauges["srtt"] == pytest.approx(srtt)
-    metrics = got[2].metrics()
-    assert metrics.metric("total") is not None
+    assert got[2].srtt == pytest.approx(srtt)
+    assert got[2].error is None
+    assert got[2].error_text is None
 
 
 async def test_max_in_flight_bounds_a_shared_client(
@@ -533,15 +536,16 @@ def test_status_repr_is_readable() -> None:
 async def test_result_error_names_endpoint_and_kind_for_transport_errors(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    send, receive = trio.open_memory_channel[ProbeResult](4)
-    async with prober_with(_connect_error, results=send) as prober:
+    send, receive = trio.open_memory_channel[ProbeRecord](4)
+    async with prober_with(_connect_error, records=send) as prober:
         prober.add_http("a", 1.0, [URL])
         await trio.sleep(1.5)
     send.close()
-    [result] = [r async for r in receive]
-    assert not result.success
-    assert not result.timeout
-    assert result.error == f"{URL}: ConnectError: connection refused"
+    [record] = [r async for r in receive]
+    assert not record.success
+    assert not record.timeout
+    assert isinstance(record.error, httpx.ConnectError)
+    assert record.error_text == f"{URL}: ConnectError: connection refused"
 
 
 async def test_add_after_close_is_an_error(autojump_clock: trio.testing.MockClock) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,20 +12,24 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trioprobe.zmqnet import LatencyHistogram, RouterServer, benchmark
+from trioprobe.metrics import Distribution
+from trioprobe.zmqnet import RouterServer, benchmark
+from trioprobe.zmqnet.latency import LatencyStats
 
 from .test_client import FakeServer
 
 
 @given(st.lists(st.integers(min_value=0, max_value=10**12), min_size=1, max_size=300))
-def test_histogram_percentiles_within_relative_precision(values: list[int]) -> None:
-    h = LatencyHistogram()
+def test_latency_percentiles_within_relative_precision(values: list[int]) -> None:
+    h = LatencyStats()
+    assert isinstance(h.buckets, Distribution)  # the one histogram type, log-linear buckets
     for v in values:
         h.record(v)
     ordered = sorted(values)
     for q in (0.0, 0.5, 0.9, 0.99, 0.999, 1.0):
         exact = ordered[max(0, -(-int(q * 1e9) * len(values) // int(1e9)) - 1)]
         got = h.percentile(q)
+        assert isinstance(got, int)
         assert abs(got - exact) <= max(1, exact) / 2**7 + 1, (q, exact, got)
     assert (h.minimum, h.maximum, h.samples, h.total) == (
         ordered[0],
@@ -34,8 +39,22 @@ def test_histogram_percentiles_within_relative_precision(values: list[int]) -> N
     )
 
 
-def test_histogram_statistics_and_merge() -> None:
-    a, b = LatencyHistogram(), LatencyHistogram()
+def test_log_linear_buckets_are_hdr_style() -> None:
+    d = Distribution.log_linear(precision_bits=2, max_value=32)
+    # Width 1 below 2**2, then 4 buckets per power of two, up to the first bound >= 32.
+    assert d.lower_bounds == (
+        -math.inf,
+        *map(float, [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14]),
+        *map(float, [16, 20, 24, 28, 32, 40, 48, 56]),
+    )
+    scaled = Distribution.log_linear(precision_bits=2, unit=0.5, max_value=8)
+    assert scaled.lower_bounds[1:6] == (0.0, 0.5, 1.0, 1.5, 2.0)
+    with pytest.raises(ValueError, match="precision_bits"):
+        Distribution.log_linear(precision_bits=0)
+
+
+def test_latency_statistics_and_merge() -> None:
+    a, b = LatencyStats(), LatencyStats()
     for v in (2, 4, 4, 4):
         a.record(v)
     for v in (5, 5, 7, 9):
@@ -45,8 +64,12 @@ def test_histogram_statistics_and_merge() -> None:
     assert a.mean == 5.0
     assert a.variance == pytest.approx(32 / 7)  # sample variance, as the reference computes it
     assert (a.minimum, a.maximum) == (2, 9)
-    assert a.percentile(0.5) == 4
-    assert LatencyHistogram().percentile(0.5) == 0
+    # The 4th of 8 samples is the last 4: interpolation puts it at the top of the [4, 5) bucket.
+    assert a.percentile(0.5) == 5
+    assert a.percentile(0.0) == 2
+    assert a.percentile(1.0) == 9
+    assert a.buckets.count == 8
+    assert LatencyStats().percentile(0.5) == 0
     with pytest.raises(ValueError, match="quantile"):
         a.percentile(1.5)
 

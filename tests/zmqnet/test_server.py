@@ -13,7 +13,6 @@ import trio.testing
 import zmq
 
 from trioprobe.zmqnet import (
-    DEFAULT_ADDR,
     Client,
     RemoteError,
     ReplyTooLargeError,
@@ -23,6 +22,7 @@ from trioprobe.zmqnet import (
     Socket,
     shared_context,
 )
+from trioprobe.zmqnet.server import DEFAULT_ADDR, OTHER_CLIENTS
 
 from ..responsiveness import ResponseTimes
 
@@ -230,7 +230,7 @@ def test_metrics_merge_keeps_earliest_start_and_latest_finish() -> None:
 
 
 def test_metrics_count_at_most_max_clients_ids_and_the_rest_together() -> None:
-    from trioprobe.zmqnet import OTHER_CLIENTS, ServerMetrics
+    from trioprobe.zmqnet import ServerMetrics
 
     a = ServerMetrics(max_clients=2)
     for client in ("x", "y", "z", "w", "x", "z"):
@@ -254,7 +254,6 @@ async def test_server_bounds_tracked_clients(
     Going through a real server also shows it counts with ServerMetrics.increment (the bound
     lives there), so the unit-tested path is the one the servers use.
     """
-    from trioprobe.zmqnet import OTHER_CLIENTS
 
     server = server_type(LOCAL, echo, max_clients=2)
     with trio.fail_after(10):

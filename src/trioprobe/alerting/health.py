@@ -2,9 +2,9 @@
 
 Results come in through :meth:`Health.feed` (the runner calls it from each probe's stats keeper,
 the one task that owns that probe's results) or :meth:`Health.track` (an owner task of its own,
-for a results channel such as the standalone :class:`~trioprobe.probing.Prober`'s). Everything
-here is synchronous state changed without an ``await`` in between, by one task per probe, so no
-locks are needed. What the state changes produce goes out without blocking that task:
+for a channel of results, or of the standalone :class:`~trioprobe.probing.Prober`'s records).
+Everything here is synchronous state changed without an ``await`` in between, by one task per
+probe, so no locks are needed. What the state changes produce goes out without blocking that task:
 
 * :meth:`Health.subscribe` gives a memory channel of :class:`Transition` values; a subscriber
   that falls ``buffer`` transitions behind loses the newest ones (counted in ``dropped``);
@@ -22,6 +22,8 @@ import attrs
 import trio
 
 from .._groups import open_nursery
+from ..probes.etcd_probing import probe_result
+from ..probing import ProbeRecord
 from ..results import ProbeResult
 from .history import History
 from .state import DOWN, UNKNOWN, UP, AlertRule, State, TargetHealth, Transition
@@ -113,13 +115,16 @@ class Health:
     async def track(
         self,
         probe: str,
-        results: trio.MemoryReceiveChannel[ProbeResult],
+        results: trio.MemoryReceiveChannel[ProbeResult | ProbeRecord],
         *,
         targets: Callable[[], Iterable[str]] | None = None,
         sweep_interval: float = 1.0,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Own ``results`` (a probe's channel) until it ends: feed each result in.
+
+        A :class:`~trioprobe.probing.ProbeRecord` (from ``open_prober(records=...)``) is fed in
+        as the ``etcd_probing`` probe type would report it.
 
         With ``targets``, the list is checked every ``sweep_interval`` seconds, so a target
         removed from it resolves as it would in the runner.
@@ -129,6 +134,8 @@ class Health:
                 nursery.start_soon(self._sweep, probe, targets, sweep_interval)
             task_status.started()
             async for result in results:
+                if isinstance(result, ProbeRecord):
+                    result = probe_result(result)
                 self.feed(probe, result)
             nursery.cancel_scope.cancel()
 

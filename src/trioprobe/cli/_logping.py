@@ -13,7 +13,8 @@ from typing import Any
 
 import trio
 
-from ..logping import Pinger, check_log_spec, open_log, quantiles
+from ..logping import Pinger, open_log, quantiles
+from ..logping.logs import check_log_spec
 from ..validators import COUNT, SECONDS
 from ._common import CLIError
 

@@ -10,7 +10,8 @@ from typing import Any
 import trio
 
 from .._groups import leaves
-from ..probing import DEFAULT_PATH, serve_health
+from ..probing import serve_health
+from ..probing.health import DEFAULT_PATH
 from ..validators import PORT, SECONDS
 from ._common import CLIError
 

@@ -16,8 +16,6 @@ from rich.table import Table
 from .._groups import leaves
 from ..validators import COUNT, POSITIVE_COUNT, SECONDS
 from ..zmqnet import (
-    DEFAULT_ADDR,
-    DEFAULT_WORKERS,
     BenchmarkCounters,
     BenchmarkResult,
     Client,
@@ -29,13 +27,13 @@ from ..zmqnet import (
     shared_context,
 )
 from ..zmqnet._output import check_appendable
+from ..zmqnet.server import DEFAULT_ADDR, DEFAULT_WORKERS
 from ._common import CLIError
 
 __all__ = ["register"]
 
 #: rtreq's port, on loopback like the HTTP surfaces (tcp://*:4157 serves every interface).
 DEFAULT_SERVE_ADDR = DEFAULT_ADDR
-DEFAULT_CONNECT_ADDR = "tcp://localhost:4157"
 
 
 def register(

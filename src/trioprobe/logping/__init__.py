@@ -2,10 +2,16 @@
 
 ``Pinger`` appends ping entries through one client and times how long each takes to come back
 through a separate reader. ``MemoryLog``, ``FileLog`` and ``EtcdLog`` are the logs it can ping;
-anything with ``append``/``read`` (the ``Log`` protocol) works. See docs/logping.md.
+anything with ``append``/``read`` (the ``Log`` protocol; :func:`read_with` makes a ``read``)
+works. See docs/logping.md.
+
+Usable on its own: nothing here imports the rest of trioprobe but its small leaf modules (the
+TLS context and the histogram type). Less used names stay importable from the submodules:
+``logs`` (``LogClients``, ``check_log_spec``), ``pinger`` (``GetReplayPosition``,
+``new_writer_id``) and ``encoding`` (``Ping``, ``PING_TYPE``, ``WRITER_ID_LEN``,
+``encode_ping``, ``decode_ping``).
 """
 
-from .encoding import PING_TYPE, WRITER_ID_LEN, Ping, decode_ping, encode_ping
 from .logs import (
     Disconnector,
     Entry,
@@ -13,18 +19,16 @@ from .logs import (
     FileLog,
     Log,
     LogAppender,
-    LogClients,
     LogClosedError,
     LogError,
     LogReader,
     LogTruncatedError,
     LogUnavailableError,
     MemoryLog,
-    check_log_spec,
     open_log,
+    read_with,
 )
 from .pinger import (
-    GetReplayPosition,
     LogOrderError,
     LogRewoundError,
     Pinger,
@@ -33,7 +37,6 @@ from .pinger import (
     PingStatus,
     ReaderStalledError,
     latency_distribution,
-    new_writer_id,
     quantiles,
 )
 
@@ -44,16 +47,15 @@ __all__ = [
     "LogAppender",
     "LogReader",
     "Disconnector",
+    "read_with",
     "MemoryLog",
     "FileLog",
     "EtcdLog",
+    "open_log",
     "LogError",
     "LogTruncatedError",
     "LogClosedError",
     "LogUnavailableError",
-    "LogClients",
-    "open_log",
-    "check_log_spec",
     # pinger
     "Pinger",
     "PingerMetrics",
@@ -61,15 +63,7 @@ __all__ = [
     "PingStatus",
     "latency_distribution",
     "quantiles",
-    "GetReplayPosition",
     "LogOrderError",
     "LogRewoundError",
     "ReaderStalledError",
-    "new_writer_id",
-    # encoding
-    "Ping",
-    "PING_TYPE",
-    "WRITER_ID_LEN",
-    "encode_ping",
-    "decode_ping",
 ]

@@ -1,13 +1,17 @@
 """Logs the pinger can append to and tail: the protocol, its errors, and three implementations.
 
 A log is a sequence of ``Entry(index, data)`` with strictly increasing indexes. ``append`` returns
-the index the entry got; ``read(start)`` yields every entry with an index >= ``start`` and then
-follows the tail, forever, until it fails:
+the index the entry got; ``async with log.read(start) as entries`` gives a receive channel of every
+entry with an index >= ``start``, following the tail forever, until it fails (the failure is raised
+by the ``async with``; a normal end of the channel means the log ended without one):
 
 - ``LogTruncatedError``: entries at or after ``start`` were discarded (compaction), so the reader
   cannot deliver what it was asked for. The pinger restarts from a fresh replay position.
 - ``LogClosedError``: the log was closed; the pinger stops.
 - ``LogUnavailableError`` (or any other exception): the server went away; the pinger restarts.
+
+The channel is fed by a task inside that block, so leaving it, early or by an error, stops the
+reader and releases its connection or file at once: there is no generator to ``aclose``.
 
 Indexes may have gaps (an etcd revision counts writes to the whole key space), but never go back.
 ``disconnect()`` is optional: a log that has a server connection drops it and reconnects by itself
@@ -22,7 +26,7 @@ import logging
 import os
 import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -49,6 +53,7 @@ __all__ = [
     "LogClients",
     "check_log_spec",
     "open_log",
+    "read_with",
 ]
 
 logger = logging.getLogger("trioprobe.logping")
@@ -100,9 +105,50 @@ class LogAppender(Protocol):
 class LogReader(Protocol):
     """Tails a log."""
 
-    def read(self, start_index: int) -> AsyncGenerator[Entry, None]:
-        """Yield the entries from ``start_index`` on and follow the tail; see the module doc."""
+    def read(
+        self, start_index: int
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Entry]]:
+        """A channel of the entries from ``start_index`` on, following the tail; see the module
+        doc (:func:`read_with` builds one from a function that sends the entries)."""
         ...
+
+
+EntrySink = trio.MemorySendChannel[Entry]
+
+
+@asynccontextmanager
+async def read_with(
+    feed: Callable[[EntrySink], Awaitable[None]],
+) -> AsyncIterator[trio.MemoryReceiveChannel[Entry]]:
+    """The ``read`` of a log: a channel that ``feed`` (run in a task inside this block) fills.
+
+    The channel has no buffer; unlike a generator's, ``feed``'s task runs on while the reader
+    handles an entry, so it may fetch the next one meanwhile. Leaving the block cancels ``feed``.
+    An error of ``feed`` (or of the block) is raised from the ``async with`` as itself, not
+    wrapped in an exception group.
+    """
+    send, receive = trio.open_memory_channel[Entry](0)
+
+    async def run() -> None:
+        await feed(send)
+        # Closed only when feed ends normally: on an error the nursery cancels the reader
+        # instead, so the reader sees that error, not an EndOfChannel of its own.
+        send.close()
+
+    try:
+        async with trio.open_nursery(strict_exception_groups=True) as nursery:
+            nursery.start_soon(run)
+            try:
+                yield receive
+            finally:
+                # Cancel first: a feed blocked in send() would see the closed channel as a
+                # BrokenResourceError, an error of ours on top of the reader's way out.
+                nursery.cancel_scope.cancel()
+                receive.close()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 @runtime_checkable
@@ -205,7 +251,12 @@ class MemoryLog:
     def disconnect(self) -> None:
         self.disconnects += 1
 
-    async def read(self, start_index: int) -> AsyncGenerator[Entry, None]:
+    def read(
+        self, start_index: int
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Entry]]:
+        return read_with(lambda send: self._feed(start_index, send))
+
+    async def _feed(self, start_index: int, send: EntrySink) -> None:
         pos = max(start_index, 1)
         while True:
             if self._closed:
@@ -214,7 +265,7 @@ class MemoryLog:
                 raise LogTruncatedError(self._name, pos, self._first)
             if pos <= self.last_index:
                 data = self._entries[pos - self._first]
-                yield Entry(pos, data)
+                await send.send(Entry(pos, data))
                 pos += 1
             else:
                 await self._changed.wait()
@@ -402,7 +453,12 @@ class FileLog:
             self._fh.close()
             self._fh = None
 
-    async def read(self, start_index: int) -> AsyncGenerator[Entry, None]:
+    def read(
+        self, start_index: int
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Entry]]:
+        return read_with(lambda send: self._feed(start_index, send))
+
+    async def _feed(self, start_index: int, send: EntrySink) -> None:
         start_index = max(start_index, 1)
         tail = _Tail(self.path)
         try:
@@ -414,7 +470,7 @@ class FileLog:
                 for data in tail.read_records(self._name):
                     index += 1
                     if index >= start_index:
-                        yield Entry(index, data)
+                        await send.send(Entry(index, data))
                 with trio.move_on_after(self.poll_interval):
                     await wake.wait()
         finally:
@@ -610,15 +666,20 @@ class EtcdLog:
         for scope in self._watch_scopes:
             scope.cancel()
 
-    async def read(self, start_index: int) -> AsyncGenerator[Entry, None]:
+    def read(
+        self, start_index: int
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Entry]]:
+        return read_with(lambda send: self._feed(start_index, send))
+
+    async def _feed(self, start_index: int, send: EntrySink) -> None:
         pos = max(start_index, 1)
         while True:
             generation = self._disconnects
             try:
                 async with self._watch(pos) as stream:
                     while self._disconnects == generation:
-                        # A generator must not yield inside a cancel scope (it is suspended
-                        # outside it), so only the wait for the next batch runs in one.
+                        # Only the wait for the next batch runs in the scope disconnect()
+                        # cancels: an entry being handed to the reader is never lost.
                         with trio.CancelScope() as scope:
                             self._watch_scopes.add(scope)
                             try:
@@ -628,7 +689,7 @@ class EtcdLog:
                         if scope.cancelled_caught:
                             break
                         for entry in batch:
-                            yield entry
+                            await send.send(entry)
                             pos = entry.index + 1
                 # disconnect() was called: open a new stream from the next revision.
             except LogUnavailableError as exc:

@@ -36,12 +36,11 @@ import enum
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from contextlib import aclosing
 
 import attrs
 import trio
 
-from ..metrics import Distribution
+from .._histogram import Distribution
 from .encoding import WRITER_ID_LEN, decode_ping, encode_ping
 from .logs import Disconnector, Entry, LogAppender, LogClosedError, LogReader, LogTruncatedError
 
@@ -217,7 +216,7 @@ class Pinger:
         self._ran = False
         # Round state (reset by _reset_round):
         self._next_seq = 1
-        self._current_seq = 0  # 0: idle
+        self._current_seq: int | None = None  # None: no ping in flight
         self._started_at = 0.0
         self._next_at = 0.0
         self._disconnect_after = pings_until_disconnect
@@ -239,8 +238,8 @@ class Pinger:
         return self.metrics.last_applied
 
     @property
-    def current_seq(self) -> int:
-        """The seq of the ping in flight, 0 when idle."""
+    def current_seq(self) -> int | None:
+        """The seq of the ping in flight, None when there is none."""
         return self._current_seq
 
     @property
@@ -306,7 +305,7 @@ class Pinger:
             async def read() -> None:
                 nonlocal error
                 try:
-                    async with aclosing(self.reader.read(position)) as entries:
+                    async with self.reader.read(position) as entries:
                         async for entry in entries:
                             self.apply(entry)
                     error = LogOrderError("the log's read stream ended without an error")
@@ -331,7 +330,7 @@ class Pinger:
 
     def _reset_round(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
-        self._current_seq = 0
+        self._current_seq = None
         self._current_acked = False
         self._next_at = trio.current_time() + self.ping_interval
 
@@ -347,14 +346,14 @@ class Pinger:
         self._nursery.cancel_scope.cancel()
 
     def _end_round(self) -> None:
-        if self._current_seq:
+        if self._current_seq is not None:
             self._finish(PingStatus.ABORTED, "the reader restarted")
         self._nursery = None
         self._appends.clear()
 
     def tick(self) -> None:
         """The ping alarm: abort the outstanding ping, if any, and start the next one."""
-        if self._current_seq:
+        if self._current_seq is not None:
             acked = self._current_acked
             self._finish(PingStatus.ABORTED, f"not read back within {self.ping_interval}s")
             if acked:
@@ -442,13 +441,14 @@ class Pinger:
         self._unread_acks = 0
         # Applied before the ping is finished, so on_ping sees a last_applied that includes it.
         self._set_last_applied(entry.index)
-        if self._current_seq:
+        if self._current_seq is not None:
             ping = decode_ping(entry.data)
             if ping is not None and ping.writer == self.writer_id and ping.seq == self._current_seq:
                 self._finish(PingStatus.SUCCEEDED)
 
     def _finish(self, status: PingStatus, error: str | None = None) -> None:
         seq = self._current_seq
+        assert seq is not None, "no ping in flight"
         latency = trio.current_time() - self._started_at
         m = self.metrics
         if status is PingStatus.SUCCEEDED:
@@ -461,7 +461,7 @@ class Pinger:
                 scope.cancel()
         else:
             m.pings_append_failed += 1
-        self._current_seq = 0
+        self._current_seq = None
         self._current_acked = False
         if self.pings_until_disconnect and seq >= self._disconnect_after:
             self._disconnect_after += self.pings_until_disconnect

@@ -12,7 +12,9 @@ URLs); a config that wants several addresses of one peer lists them as separate 
 
 Every probe flows as a ``ProbeResult``: ``latency`` is that probe's RTT, and the gauges ``srtt``
 and ``clock_diff`` (seconds; positive when the local clock is ahead) carry the Prober's running
-estimates. ``timeout`` (the probe spec's) bounds each probe in a Trio cancel scope.
+estimates. ``timeout`` (the probe spec's) bounds each probe in a Trio cancel scope. The Prober
+reports its own :class:`~trioprobe.probing.ProbeRecord` values (it stands alone); this adapter
+turns each into a ``ProbeResult`` with :func:`probe_result`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import trio
 
 from .._ticks import spread_offset
 from .._urls import check_http_url
-from ..probing import DEFAULT_PATH, open_prober
+from ..probing import ProbeRecord, open_prober
+from ..probing.health import DEFAULT_PATH
 from ..results import ProbeResult
 from . import TargetsFn
 from ._base import follow_targets
@@ -34,7 +37,7 @@ from ._base import follow_targets
 if TYPE_CHECKING:
     from ..specs import ProbeSpec
 
-__all__ = ["check_target", "EtcdProbingProbe", "Options", "make_probe"]
+__all__ = ["check_target", "EtcdProbingProbe", "Options", "make_probe", "probe_result"]
 
 logger = logging.getLogger("trioprobe.probes.etcd_probing")
 
@@ -50,6 +53,47 @@ class Options:
     def _check_path(self, _: object, value: str) -> None:
         if not value.startswith("/"):
             raise ValueError(f"path must start with '/': {value!r}")
+
+
+def probe_result(record: ProbeRecord) -> ProbeResult:
+    """One Prober probe as a ``ProbeResult``: target = the probe id, ``latency`` = its RTT, and
+    the gauges ``srtt`` and ``clock_diff`` (seconds; gauges, since only the latest value means
+    anything)."""
+    gauges = {"srtt": record.srtt, "clock_diff": record.clock_diff}
+    if record.success:
+        return ProbeResult(
+            record.probe_id,
+            True,
+            record.rtt,
+            gauges=gauges,
+            start_lateness=record.start_lateness,
+        )
+    return ProbeResult(
+        record.probe_id,
+        False,
+        error=record.error_text,
+        timeout=record.timeout,
+        gauges=gauges,
+        start_lateness=record.start_lateness,
+    )
+
+
+async def forward_records(
+    records: trio.MemoryReceiveChannel[ProbeRecord],
+    results: trio.MemorySendChannel[ProbeResult],
+) -> None:
+    """Own ``records`` until it ends, sending each as a ``ProbeResult`` to ``results``.
+
+    Sends do not yield when ``results`` has room and apply back-pressure when it is full, as the
+    Prober does on its own channel.
+    """
+    async with records:
+        async for record in records:
+            result = probe_result(record)
+            try:
+                results.send_nowait(result)
+            except trio.WouldBlock:
+                await results.send(result)
 
 
 def endpoint_for(target: str, path: str) -> str:
@@ -87,7 +131,14 @@ class EtcdProbingProbe:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        async with open_prober(self._client, results=results) as prober:
+        # One record in flight at a time: the Prober's back-pressure still reaches ``results``.
+        records_send, records_receive = trio.open_memory_channel[ProbeRecord](0)
+        async with (
+            trio.open_nursery() as nursery,
+            records_send,
+            open_prober(self._client, records=records_send) as prober,
+        ):
+            nursery.start_soon(forward_records, records_receive, results)
 
             def add(new: list[str]) -> None:
                 for target in new:

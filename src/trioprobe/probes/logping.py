@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from ..logping import Pinger, PingOutcome, PingStatus, check_log_spec, open_log
+from ..logping import Pinger, PingOutcome, PingStatus, open_log
+from ..logping.logs import check_log_spec
 from ..logping.pinger import PingerMetrics
 from ..metrics import Distribution
 from ..results import ProbeResult

@@ -2,44 +2,41 @@
 
 - :data:`health_app` / :func:`serve_health`: the ``{"OK":true,"Now":...}`` health endpoint.
 - :func:`open_prober` / :class:`Prober` / :class:`Status`: probe such endpoints, tracking loss,
-  smoothed RTT and clock difference.
+  smoothed RTT and clock difference; :class:`ProbeRecord`: one probe, for a records channel.
 - :func:`monitor`: etcd's periodic health and clock-drift warnings for one probe.
 
-Usable on its own: nothing here imports the rest of trioprobe, except ``trioprobe.results``
-when a results channel is requested.
+Usable on its own: nothing here imports the rest of trioprobe but its small leaf modules (the
+HTTP server host, TLS context, request trace, histogram). Less used names stay importable from
+the submodules: ``health`` (``DEFAULT_PATH``, ``HealthApp``, ``format_rfc3339_nano``), ``prober``
+(``ALPHA``, ``parse_rfc3339_nano``) and ``monitor`` (``RTT_BUCKETS``, ``SampleSink``).
 """
 
-from .health import DEFAULT_PATH, HealthApp, format_rfc3339_nano, health_app, serve_health
-from .monitor import RTT_BUCKETS, RTTHistogram, SampleSink, monitor
+from .health import health_app, serve_health
+from .monitor import monitor, rtt_histogram
 from .prober import (
-    ALPHA,
     BadHealthReply,
     NotOK,
     ProbeExistsError,
     ProbeFailure,
     ProbeNotFoundError,
     Prober,
+    ProbeRecord,
     ProbeTimeout,
     ProbingError,
     Status,
     UnexpectedStatus,
     open_prober,
-    parse_rfc3339_nano,
 )
 
 __all__ = [
     # health endpoint
-    "DEFAULT_PATH",
-    "HealthApp",
     "health_app",
     "serve_health",
-    "format_rfc3339_nano",
     # prober
     "open_prober",
     "Prober",
     "Status",
-    "ALPHA",
-    "parse_rfc3339_nano",
+    "ProbeRecord",
     # errors
     "ProbingError",
     "ProbeExistsError",
@@ -51,7 +48,5 @@ __all__ = [
     "ProbeTimeout",
     # monitor
     "monitor",
-    "RTTHistogram",
-    "RTT_BUCKETS",
-    "SampleSink",
+    "rtt_histogram",
 ]

@@ -10,16 +10,15 @@ reported; :func:`monitor` compares the absolute value.
 
 from __future__ import annotations
 
-import bisect
 import logging
 from typing import Protocol
 
-import attrs
 import trio
 
+from .._histogram import Distribution
 from .prober import Status
 
-__all__ = ["RTT_BUCKETS", "RTTHistogram", "SampleSink", "monitor"]
+__all__ = ["RTT_BUCKETS", "SampleSink", "monitor", "rtt_histogram"]
 
 RTT_BUCKETS: tuple[float, ...] = tuple(0.0001 * 2**k for k in range(16))
 """Upper bounds in seconds, 0.1 ms … 3.2768 s: Prometheus' ``ExponentialBuckets(0.0001, 2, 16)``."""
@@ -28,41 +27,20 @@ _log = logging.getLogger("trioprobe.probing")
 
 
 class SampleSink(Protocol):
-    """Anything that takes samples: :class:`RTTHistogram`, or ``trioprobe.metrics.Distribution``."""
+    """Anything that takes samples, such as a ``Distribution`` (:func:`rtt_histogram`)."""
 
     def add_sample(self, value: float, /) -> None: ...
 
 
-@attrs.define
-class RTTHistogram:
-    """A fixed-bucket histogram of seconds with Prometheus ``le`` semantics.
+def rtt_histogram() -> Distribution:
+    """An empty histogram for :func:`monitor` with etcd's SRTT buckets (:data:`RTT_BUCKETS`).
 
-    Kept here (rather than using ``trioprobe.metrics``) so the probing package stands alone.
-    ``counts[i]`` counts samples ``<= bounds[i]`` and above the previous bound; the last entry
-    counts the samples above every bound (``+Inf``).
+    trioprobe's one histogram type, so it adds, subtracts and prints like any metric value.
+    Its buckets count by lower bound: ``[0, 0.1 ms)``, ``[0.1 ms, 0.2 ms)``, ...,
+    ``[3.2768 s, inf)`` (Prometheus' buckets are ``le``; the two differ only for a sample exactly
+    on a bound).
     """
-
-    bounds: tuple[float, ...] = RTT_BUCKETS
-    counts: list[int] = attrs.field()
-    count: int = 0
-    sum: float = 0.0
-
-    @counts.default
-    def _zero_counts(self) -> list[int]:
-        return [0] * (len(self.bounds) + 1)
-
-    def add_sample(self, value: float, /) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.count += 1
-        self.sum += value
-
-    def cumulative(self) -> list[tuple[float, int]]:
-        """``(le, count)`` pairs as Prometheus exposes them, ending with ``(inf, count)``."""
-        out, running = [], 0
-        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            running += n
-            out.append((bound, running))
-        return out
+    return Distribution.explicit((0.0, *RTT_BUCKETS))
 
 
 async def monitor(

@@ -17,8 +17,8 @@ the RTT samples:
   of 3-5x the steady one biased SRTT (and ``clock_diff`` by half of that) for many probes.
 
 What this adds is stated where it happens: a per-probe deadline in a Trio cancel scope, a
-precise error for a malformed ``Now``, and an optional channel of
-:class:`~trioprobe.results.ProbeResult`.
+precise error for a malformed ``Now``, and an optional channel of :class:`ProbeRecord` (one per
+probe; trioprobe's ``etcd_probing`` probe type turns them into its results).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 import attrs
 import httpx
@@ -41,9 +40,6 @@ from .._httptrace import RequestTrace, release_response
 from .._tls import load_ssl_context, ssl_context
 from .._urls import check_http_url
 
-if TYPE_CHECKING:
-    from trioprobe.results import ProbeResult
-
 __all__ = [
     "ALPHA",
     "BadHealthReply",
@@ -51,6 +47,7 @@ __all__ = [
     "ProbeExistsError",
     "ProbeFailure",
     "ProbeNotFoundError",
+    "ProbeRecord",
     "ProbeTimeout",
     "Prober",
     "ProbingError",
@@ -272,6 +269,47 @@ class Status:
         )
 
 
+@attrs.frozen
+class ProbeRecord:
+    """One completed probe, as sent to ``open_prober(records=...)``.
+
+    A plain value of this package (not trioprobe's ``ProbeResult``), so the prober stands alone;
+    ``trioprobe.probes.etcd_probing.probe_result`` converts one for the stats keeper and alerting.
+    """
+
+    #: The probe id.
+    probe_id: str
+    #: The endpoint this probe asked.
+    endpoint: str
+    success: bool
+    #: This probe's round-trip time in seconds, connection set-up excluded; 0.0 on failure.
+    rtt: float
+    #: The id's smoothed RTT and ``local - remote`` clock difference (seconds) after this probe.
+    srtt: float
+    clock_diff: float
+    #: Why it failed: an httpx error or a :class:`ProbeFailure`; None on success.
+    error: Exception | None = None
+    #: How late (seconds) the probe started relative to its tick.
+    start_lateness: float = 0.0
+
+    @property
+    def timeout(self) -> bool:
+        """Whether the probe failed by missing its deadline."""
+        return isinstance(self.error, ProbeTimeout)
+
+    @property
+    def error_text(self) -> str | None:
+        """The error as one line naming the endpoint and, for transport errors, the kind."""
+        error = self.error
+        if error is None:
+            return None
+        if isinstance(error, ProbeFailure):
+            return str(error)  # already names the endpoint
+        # httpx's messages ("All connection attempts failed") name neither the URL nor the kind
+        # of failure; a dashboard line needs both.
+        return f"{self.endpoint}: {type(error).__name__}: {error}".rstrip(": ")
+
+
 # --- the prober ---------------------------------------------------------------------------------
 
 
@@ -305,14 +343,14 @@ class Prober:
         *,
         client: httpx.AsyncClient | None,
         max_in_flight: int | None,
-        results: trio.MemorySendChannel[ProbeResult] | None,
+        records: trio.MemorySendChannel[ProbeRecord] | None,
         wall_clock: Callable[[], float],
         on_tick: Callable[[str, float], None] | None,
     ) -> None:
         self._nursery = nursery
         self._client = client
         self._limiter = trio.CapacityLimiter(max_in_flight) if max_in_flight else None
-        self._results = results
+        self._records = records
         self._wall_clock = wall_clock
         self._on_tick = on_tick
         self._probes: dict[str, _Probe] = {}
@@ -468,13 +506,23 @@ class Prober:
         else:
             rtt, remote_now = outcome
             status.record_success(rtt, self._wall_clock(), remote_now)
-        if self._results is not None:
-            result = _make_result(status, endpoint, outcome, rtt, lateness)
+        if self._records is not None:
+            error = outcome if isinstance(outcome, Exception) else None
+            record = ProbeRecord(
+                status.probe_id,
+                str(endpoint),
+                error is None,
+                rtt,
+                status.srtt,
+                status.clock_diff,
+                error,
+                lateness,
+            )
             try:
                 # No checkpoint when there is room (``send`` always yields); back-pressure if full.
-                self._results.send_nowait(result)
+                self._records.send_nowait(record)
             except trio.WouldBlock:
-                await self._results.send(result)
+                await self._records.send(record)
         return not isinstance(outcome, Exception)
 
     async def _request(
@@ -540,50 +588,12 @@ def _decode_health(endpoint: str, body: bytes) -> float | ProbeFailure:
         return BadHealthReply(endpoint, f'"Now" is not an RFC 3339 time: {now!r}')
 
 
-_ProbeResult: type[ProbeResult] | None = None
-
-
-def _make_result(
-    status: Status,
-    endpoint: httpx.URL,
-    outcome: tuple[float, float] | Exception,
-    rtt: float,
-    lateness: float,
-) -> ProbeResult:
-    """The probe as a :class:`~trioprobe.results.ProbeResult` for the stats keeper.
-
-    Imported lazily so :mod:`trioprobe.probing` stays usable without the rest of trioprobe.
-    """
-    global _ProbeResult
-    if _ProbeResult is None:
-        from trioprobe.results import ProbeResult
-
-        _ProbeResult = ProbeResult
-    gauges = {"srtt": status.srtt, "clock_diff": status.clock_diff}
-    if isinstance(outcome, Exception):
-        if isinstance(outcome, ProbeFailure):
-            error = str(outcome)  # already names the endpoint
-        else:
-            # httpx's messages ("All connection attempts failed") name neither the URL nor the
-            # kind of failure; a dashboard line needs both.
-            error = f"{endpoint}: {type(outcome).__name__}: {outcome}".rstrip(": ")
-        return _ProbeResult(
-            status.probe_id,
-            False,
-            error=error,
-            timeout=isinstance(outcome, ProbeTimeout),
-            gauges=gauges,
-            start_lateness=lateness,
-        )
-    return _ProbeResult(status.probe_id, True, rtt, gauges=gauges, start_lateness=lateness)
-
-
 @asynccontextmanager
 async def open_prober(
     client: httpx.AsyncClient | None = None,
     *,
     max_in_flight: int | None = None,
-    results: trio.MemorySendChannel[ProbeResult] | None = None,
+    records: trio.MemorySendChannel[ProbeRecord] | None = None,
     wall_clock: Callable[[], float] = time.time,
     on_tick: Callable[[str, float], None] | None = None,
 ) -> AsyncIterator[Prober]:
@@ -593,8 +603,8 @@ async def open_prober(
       each probe id gets its own client (sharing one SSL context), closed when the id stops.
     - ``max_in_flight``: bound concurrent requests (a ``CapacityLimiter``); worth setting when
       many ids share one ``client``, whose pool slows down at high queue depth.
-    - ``results``: every probe is also sent there as a ``ProbeResult`` (target = probe id,
-      ``gauges`` ``srtt`` and ``clock_diff`` in seconds). Not closed here.
+    - ``records``: every probe is also sent there as a :class:`ProbeRecord` (back-pressure when
+      the channel is full). Not closed here.
     - ``wall_clock``: the local clock compared with the remote ``Now`` (injectable for tests).
     - ``on_tick``: instrumentation, called as ``on_tick(id, lateness)`` when a probe starts,
       with how late it starts relative to its tick.
@@ -609,7 +619,7 @@ async def open_prober(
             nursery,
             client=client,
             max_in_flight=max_in_flight,
-            results=results,
+            records=records,
             wall_clock=wall_clock,
             on_tick=on_tick,
         )

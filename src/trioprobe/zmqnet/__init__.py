@@ -1,12 +1,17 @@
 """ZeroMQ request/reply on Trio: a native socket wrapper, REP and ROUTER servers, a Lazy Pirate
 client and a closed-loop benchmark (a Trio port of bbengfort's ``rtreq``).
 
-Usable on its own: nothing here imports the rest of trioprobe but its rate-limited log helper
-(``trioprobe._ratelog``, standard library only).
+Usable on its own: nothing here imports the rest of trioprobe but its small leaf modules (the
+rate-limited log helper and the histogram type). Less used names stay importable from the
+submodules: ``sockets`` (``DEFAULT_MAX_MESSAGE_SIZE``, ``DEFAULT_MAX_FRAMES``), ``server``
+(``Handler``, ``DEFAULT_ADDR``, ``DEFAULT_WORKERS``, ``DEFAULT_MAX_CLIENTS``,
+``DEFAULT_HANDLER_TIMEOUT``, ``OTHER_CLIENTS``), ``client`` (``Transport``, ``TransportFactory``,
+``dealer_transport``, ``new_identity``), ``latency`` (``LatencyStats``) and ``wire``
+(``ERROR_MARKER``).
 """
 
 from .benchmark import BenchmarkCounters, BenchmarkResult, benchmark
-from .client import Client, Transport, TransportFactory, dealer_transport, new_identity
+from .client import Client
 from .errors import (
     MessageDroppedError,
     MessageTooLargeError,
@@ -15,56 +20,24 @@ from .errors import (
     ReplyTooLargeError,
     ZmqNetError,
 )
-from .histogram import LatencyHistogram
-from .server import (
-    DEFAULT_ADDR,
-    DEFAULT_HANDLER_TIMEOUT,
-    DEFAULT_MAX_CLIENTS,
-    DEFAULT_WORKERS,
-    OTHER_CLIENTS,
-    Handler,
-    RepServer,
-    RouterServer,
-    ServerMetrics,
-)
-from .socket import (
-    DEFAULT_MAX_FRAMES,
-    DEFAULT_MAX_MESSAGE_SIZE,
-    Socket,
-    check_endpoint,
-    shared_context,
-)
-from .wire import ERROR_MARKER
+from .server import RepServer, RouterServer, ServerMetrics
+from .sockets import Socket, check_endpoint, shared_context
 
 __all__ = [
     # socket
     "Socket",
     "shared_context",
     "check_endpoint",
-    "DEFAULT_MAX_MESSAGE_SIZE",
-    "DEFAULT_MAX_FRAMES",
     # servers
     "RepServer",
     "RouterServer",
     "ServerMetrics",
-    "Handler",
-    "DEFAULT_ADDR",
-    "DEFAULT_HANDLER_TIMEOUT",
-    "DEFAULT_WORKERS",
-    "DEFAULT_MAX_CLIENTS",
-    "OTHER_CLIENTS",
-    "ERROR_MARKER",
     # client
     "Client",
-    "Transport",
-    "TransportFactory",
-    "dealer_transport",
-    "new_identity",
     # benchmark
     "benchmark",
     "BenchmarkResult",
     "BenchmarkCounters",
-    "LatencyHistogram",
     # errors
     "ZmqNetError",
     "MessageDroppedError",

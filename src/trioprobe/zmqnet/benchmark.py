@@ -22,7 +22,7 @@ from .._groups import open_nursery
 from ._output import check_appendable
 from .client import Client, TransportFactory, dealer_transport
 from .errors import MessageDroppedError, RemoteError
-from .histogram import LatencyHistogram
+from .latency import LatencyStats
 
 __all__ = ["BenchmarkCounters", "BenchmarkResult", "benchmark"]
 
@@ -46,7 +46,7 @@ class BenchmarkResult:
     drops: int
     errors: int
     latency_total: float
-    histogram: LatencyHistogram
+    histogram: LatencyStats
 
     @property
     def throughput(self) -> float:
@@ -128,7 +128,7 @@ async def benchmark(
     if results is not None:
         check_appendable(results)
     live = counters if counters is not None else BenchmarkCounters()
-    histogram = LatencyHistogram()
+    histogram = LatencyStats()
     latency_total = 0.0
     padding = b"\0" * message_size
 

@@ -23,7 +23,7 @@ import trio
 import zmq
 
 from .errors import MessageDroppedError, RemoteError, ReplyTooLargeError
-from .socket import DEFAULT_MAX_MESSAGE_SIZE, Socket
+from .sockets import DEFAULT_MAX_MESSAGE_SIZE, Socket
 from .wire import decode_reply
 
 __all__ = ["Client", "Transport", "TransportFactory", "dealer_transport", "new_identity"]

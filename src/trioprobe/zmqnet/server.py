@@ -24,7 +24,7 @@ from .._groups import open_nursery
 from .._ratelog import RateLimitedLog
 from ._output import check_appendable
 from .errors import MessageTooLargeError
-from .socket import DEFAULT_MAX_FRAMES, DEFAULT_MAX_MESSAGE_SIZE, Socket
+from .sockets import DEFAULT_MAX_FRAMES, DEFAULT_MAX_MESSAGE_SIZE, Socket
 from .wire import error_reply, split_envelope
 
 __all__ = [

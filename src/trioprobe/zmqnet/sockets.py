@@ -426,7 +426,7 @@ class Socket:
                     except trio.ClosedResourceError:
                         if self._closed:
                             raise
-                        # Not closed: a kick (see _kick_owner). Re-read EVENTS.
+                        # Not closed: a kick (see _events: notify_closing). Re-read EVENTS.
                     finally:
                         self._owned = False
                         # Hand the fd over: whoever still needs it re-reads EVENTS and one of
