@@ -46,7 +46,7 @@ import trio
 async def _serve_connection(stream: trio.SocketStream) -> None:
     import h11
 
-    from trioprobe.probing import format_rfc3339_nano
+    from trioprobe.probing.health import format_rfc3339_nano
 
     conn = h11.Connection(h11.SERVER)
     try:
