@@ -16,8 +16,7 @@ import logging
 import random
 import socket as _stdlib_socket
 from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 import trio
 import zmq
@@ -66,7 +65,7 @@ def new_identity(name: str) -> bytes:
     return f"{name}-{random.getrandbits(16):04X}".encode()
 
 
-class Client:
+class Client(trio.abc.AsyncResource):
     """Sends requests to one server, one at a time, with timeouts and Lazy Pirate retries.
 
     ``identity`` is the name part of the routing id (default: the host name); every connection,
@@ -192,14 +191,3 @@ class Client:
     async def aclose(self) -> None:
         self.close()
         await trio.lowlevel.checkpoint()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -26,8 +26,7 @@ import errno
 import os
 import threading
 from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Any, Final, Self, cast
+from typing import Any, Final, cast
 
 import trio
 import zmq
@@ -105,7 +104,7 @@ def shared_context() -> zmq.Context[zmq.Socket[bytes]]:
     return _context
 
 
-class Socket:
+class Socket(trio.abc.AsyncResource):
     """A pyzmq socket usable from any number of Trio tasks at once.
 
     Create it, :meth:`bind` or :meth:`connect` it, then ``await`` :meth:`send_multipart` and
@@ -361,17 +360,6 @@ class Socket:
         """Close (even when cancelled: the checkpoint comes after the close)."""
         self.close()
         await trio.lowlevel.checkpoint()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- the waiting protocol ------------------------------------------------------------------
 
