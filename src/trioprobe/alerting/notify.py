@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import re
 import string
 import subprocess
 from datetime import UTC, datetime
@@ -31,7 +29,7 @@ import httpx
 import trio
 
 from ..handoff import HandoffError, RecordRejected, WriteReplayer, open_queue
-from ..surfacers.influx import _default_queue_root, _prepare_default_root
+from ..handoff.disk_queue import default_queue_dir, prepare_default_root
 from .state import Transition
 
 __all__ = [
@@ -216,8 +214,7 @@ class WebhookError(Exception):
 
 
 def default_webhook_dir(alert: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", alert)
-    return os.path.join(_default_queue_root(), f"alert-{safe}")
+    return default_queue_dir(f"alert-{alert}")
 
 
 class WebhookNotifier:
@@ -254,7 +251,7 @@ class WebhookNotifier:
         ``drain_timeout`` seconds (the rest stays on disk, delivered on the next start)."""
         directory = self.queue_dir
         if self._default_dir:
-            await trio.to_thread.run_sync(_prepare_default_root)
+            await trio.to_thread.run_sync(prepare_default_root)
         async with (
             notices,
             open_queue(directory) as queue,

@@ -29,7 +29,9 @@ import fcntl
 import inspect
 import logging
 import os
+import re
 import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
@@ -268,6 +270,32 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def default_queue_dir(name: str) -> str:
+    """A queue directory for ``name`` under this user's default root in the system's temporary
+    folder (``<tmp>/trioprobe-handoff-<uid>/<name>``, ``name`` made file-name safe).
+
+    Per user, so two users' queues never share (or fight over) one directory. Call
+    :func:`prepare_default_root` (blocking: in a worker thread) before opening a queue there.
+    """
+    return os.path.join(_default_root(), re.sub(r"[^A-Za-z0-9_.-]", "_", name))
+
+
+def _default_root() -> str:
+    return os.path.join(tempfile.gettempdir(), f"trioprobe-handoff-{os.getuid()}")
+
+
+def prepare_default_root() -> None:
+    """Create the default queues' parent privately, and refuse one another user planted.
+
+    The queue checks its own directory, but whoever owns the parent could rename it away and
+    put their own in its place; so the parent of the default location is checked too.
+    """
+    root = _default_root()
+    with suppress(FileExistsError):
+        os.mkdir(root, 0o700)
+    check_private_dir(root)
 
 
 def check_private_dir(path: str) -> None:

@@ -27,12 +27,8 @@ tag or string values are replaced by spaces (line protocol has no escape for the
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from functools import partial
 
@@ -50,7 +46,12 @@ from ..handoff import (
     WriteReplayer,
     open_queue,
 )
-from ..handoff.disk_queue import DEFAULT_MAX_SEGMENT_SIZE, DEFAULT_MAX_SIZE, check_private_dir
+from ..handoff.disk_queue import (
+    DEFAULT_MAX_SEGMENT_SIZE,
+    DEFAULT_MAX_SIZE,
+    default_queue_dir,
+    prepare_default_root,
+)
 from ..handoff.replayer import (
     DEFAULT_MAX_AGE,
     DEFAULT_PURGE_INTERVAL,
@@ -128,25 +129,7 @@ class Options:
     def resolved_queue_dir(self) -> str:
         if self.queue_dir:
             return self.queue_dir
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.database)
-        return os.path.join(_default_queue_root(), f"influxdb-{safe}")
-
-
-def _default_queue_root() -> str:
-    # Per user, so two users' surfacers never share (or fight over) one queue.
-    return os.path.join(tempfile.gettempdir(), f"trioprobe-handoff-{os.getuid()}")
-
-
-def _prepare_default_root() -> None:
-    """Create the default queues' parent privately, and refuse one another user planted.
-
-    The queue checks its own directory, but whoever owns the parent could rename it away and
-    put their own in its place; so the parent of the default location is checked too.
-    """
-    root = _default_queue_root()
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(root, 0o700)
-    check_private_dir(root)
+        return default_queue_dir(f"influxdb-{self.database}")
 
 
 class InfluxError(Exception):
@@ -263,7 +246,7 @@ class InfluxSurfacer:
     ) -> None:
         o = self.options
         if not o.queue_dir:
-            await trio.to_thread.run_sync(_prepare_default_root)
+            await trio.to_thread.run_sync(prepare_default_root)
         # The shared SSL context, loaded in a thread (a build of its own would block the loop).
         verify = await load_ssl_context()
         async with (
