@@ -1,9 +1,9 @@
 """The ``tcp`` probe type: connect to ``host:port``, optionally over TLS, optionally exchange.
 
 A probe connects (``connect_latency``), then with ``tls`` does the handshake
-(``tls_handshake_duration`` and, when the certificate was verified, ``cert_expiry`` seconds left
-as a gauge), then with
-``query`` and/or ``expect`` sends the query and reads until the reply matches ``expect``
+(``tls_handshake_duration`` and, when the certificate was verified, the gauge ``cert_expiry``, its
+notAfter in seconds since the epoch), then with ``query`` and/or ``expect`` sends the query and
+reads until the reply matches ``expect``
 (``exchange_latency``), as blackbox_exporter's tcp module does. Latency is the whole probe.
 Each failure is counted in the ``errors`` map under one fixed cause (``refused``, ``timeout``,
 ``dns``, ``tls``, ``mismatch``, ``closed``, ``other``), so the label set stays bounded.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import ssl
-import time
 from typing import TYPE_CHECKING
 
 import attrs
@@ -173,8 +172,10 @@ class TCPProbe(ScheduledProbe[Options]):
                 cert = tls.getpeercert()
                 if cert and "notAfter" in cert:
                     expiry = ssl.cert_time_to_seconds(str(cert["notAfter"]))
+                    # The notAfter as seconds since the epoch, as the http probe and blackbox's
+                    # probe_ssl_earliest_cert_expiry report it (alert on `- time() < 86400*14`).
                     # Whole seconds, as an int: the live table shows floats as durations.
-                    attempt.gauges["cert_expiry"] = round(expiry - time.time())
+                    attempt.gauges["cert_expiry"] = round(expiry)
             if self._query is None and self._expect is None:
                 return None
             attempt.step = "exchange"

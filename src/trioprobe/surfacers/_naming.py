@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import attrs
 
+from .._httptrace import PHASES
 from ..metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String, Value
 
 __all__ = [
@@ -224,6 +225,11 @@ BUILTIN_EXPORTS: Mapping[str, Mapping[str, tuple[Value, Kind]]] = {
     "http": {
         "resp-code": (Map("code"), Kind.CUMULATIVE),
         "validation_failure": (Map("validator"), Kind.CUMULATIVE),
+        "redirects": (Int(), Kind.CUMULATIVE),
+        "connections": (Map("state"), Kind.CUMULATIVE),
+        **{f"phase_{phase}": (Distribution((-math.inf,)), Kind.CUMULATIVE) for phase in PHASES},
+        "tls_version": (String(), Kind.GAUGE),
+        "cert_expiry": (Int(), Kind.GAUGE),
     },
     "etcd_probing": {"srtt": (Float(), Kind.GAUGE), "clock_diff": (Float(), Kind.GAUGE)},
     "logping": {
@@ -242,6 +248,23 @@ BUILTIN_EXPORTS: Mapping[str, Mapping[str, tuple[Value, Kind]]] = {
         "last_applied": (Int(), Kind.GAUGE),
     },
     "zmq": {},
+    "tcp": {
+        "connect_latency": (Float(), Kind.CUMULATIVE),
+        "tls_handshake_duration": (Float(), Kind.CUMULATIVE),
+        "exchange_latency": (Float(), Kind.CUMULATIVE),
+        "errors": (Map("cause"), Kind.CUMULATIVE),
+        "cert_expiry": (Int(), Kind.GAUGE),
+    },
+    "udp": {"late": (Int(), Kind.CUMULATIVE), "reordered": (Int(), Kind.CUMULATIVE)},
+    "dns": {"rcode": (Map("rcode"), Kind.CUMULATIVE)},
+    "ping": {
+        "sent": (Int(), Kind.CUMULATIVE),
+        "received": (Int(), Kind.CUMULATIVE),
+        "rtt": (Distribution((-math.inf,)), Kind.CUMULATIVE),
+        "ttl": (Int(), Kind.GAUGE),
+    },
+    # What an external program prints is known only at run time.
+    "external": {},
 }
 
 
