@@ -23,6 +23,16 @@ shared and single runs swing by +-10 %.
    each probe's start relative to its tick (p50/p99/max), dropped ticks,
    and the garbage collector's pauses; then the same after ``gc.freeze()``, and with all 1,000
    ids added at once (every tick on the same instant), to show why the spread matters.
+3. ``--only-http-type`` runs part 3 alone: the ``http`` probe type as ``trioprobe run`` runs it
+   (each size in a fresh process), its figures beside issue 10's targets. ``--peer`` adds a
+   column for Debian's ``prometheus-blackbox-exporter`` on the same targets, driven by a real
+   Debian ``prometheus`` on loopback (a ``file_sd_configs`` job with blackbox's relabelling,
+   ``scrape_interval`` = the probe interval, ``scrape_timeout`` = the probe timeout + the
+   exporter's 0.5 s offset); its figures come from the window's raw samples read back from
+   Prometheus's API (see ``run_blackbox``), and its CPU and RSS are the exporter's alone
+   (Prometheus's CPU is shown apart as ``driver_cpu_ms_per_1000`` in the JSON, not compared).
+   Without either binary the column is left out, saying which is missing. ``--peer-only``
+   runs only the exporter's scale run (``--scale-targets`` sets its size).
 """
 
 from __future__ import annotations
@@ -681,8 +691,10 @@ async def run_blackbox(
     column counts probes not made); failed = scrapes with ``up`` 0 (the scrape itself failed)
     plus those with ``probe_success`` 0; latency p50 = the median of ``probe_duration_seconds``
     over the successful probes (a sample matched to its ``probe_success`` by series and
-    timestamp), pooled over all targets like trioprobe's. Returns None when the exporter or
-    Prometheus is not installed.
+    timestamp), pooled over all targets like trioprobe's; ``connect_p50_ms`` = the median TCP
+    connect phase of all probes (blackbox opens a new connection every probe, so at scale the
+    target server's accept rate shows here). Returns None when the exporter or Prometheus is
+    not installed.
     """
     import httpx
 
@@ -702,7 +714,7 @@ async def run_blackbox(
             return None
         prom_proc, prom_base, prom_tmp = prom
         print(
-            f"    blackbox driven by Prometheus ({n} file_sd targets, scrape_interval"
+            f"  blackbox driven by Prometheus ({n} file_sd targets, scrape_interval"
             f" {_ms(interval)}, scrape_timeout"
             f" {_ms(min(probe_timeout + _BLACKBOX_TIMEOUT_OFFSET, interval))})"
         )
@@ -729,7 +741,6 @@ async def run_blackbox(
                     except httpx.TransportError:
                         pass
                     await trio.sleep(0.25)
-            t0 = time.time()
             cpu0, prom_cpu0 = _proc_cpu(proc.pid), _proc_cpu(prom_proc.pid)
             await trio.sleep(duration)
             t1 = time.time()
@@ -738,10 +749,12 @@ async def run_blackbox(
             rss = _proc_rss_mib(proc.pid)
             # A sample is stamped with its scrape's start and appended when the scrape ends.
             await trio.sleep(probe_timeout + _BLACKBOX_TIMEOUT_OFFSET + 1.0)
-            window = _ms(t1 - t0)
+            # Exactly `duration` of millisecond timestamps, (t1 - duration, t1]: Prometheus 2's
+            # range selectors include both ends, so a whole interval could count a target twice.
+            window = f"{round(duration * 1000) - 1}ms"
 
-            async def samples(metric: str) -> dict[tuple[str, str], float]:
-                rows = await query(f'{metric}{{job="blackbox"}}[{window}]', t1)
+            async def samples(metric: str, labels: str = "") -> dict[tuple[str, str], float]:
+                rows = await query(f'{metric}{{job="blackbox"{labels}}}[{window}]', t1)
                 return {
                     (str(row["metric"]["instance"]), str(ts)): float(v)  # type: ignore[index]
                     for row in rows
@@ -751,6 +764,8 @@ async def run_blackbox(
             up = await samples("up")
             success = await samples("probe_success")
             durations = await samples("probe_duration_seconds")
+            # Where a slow probe's time goes: blackbox opens a new connection every probe.
+            connects = await samples("probe_http_duration_seconds", ',phase="connect"')
     finally:
         if prom_proc is not None:
             _stop_blackbox(prom_proc, prom_tmp)
@@ -764,6 +779,7 @@ async def run_blackbox(
         "latency_p50_ms": _pct(ok, 0.5) * 1e3,
         "cpu_ms_per_1000": cpu / max(scrapes, 1) * 1e6,
         "rss_mib": rss,
+        "connect_p50_ms": _pct(list(connects.values()), 0.5) * 1e3,
         "driver_cpu_ms_per_1000": prom_cpu / max(scrapes, 1) * 1e6,
     }
 
@@ -826,12 +842,12 @@ async def _bench_http_type(args: argparse.Namespace, url: str) -> dict[str, obje
         runs.append((10000, 10.0))
     for size, interval in runs:
         duration = interval * (1 if quick else 3)
-        fig = await _in_child(url, size, interval, 1.0, duration)
-        peer = await run_blackbox(url, size, interval, 1.0, duration) if args.peer else None
         rate = size / interval
         print(
             f"  {size} targets every {interval:g} s ({rate:.0f} probes/s), {duration:g} s window:"
         )
+        fig = await _in_child(url, size, interval, 1.0, duration)
+        peer = await run_blackbox(url, size, interval, 1.0, duration) if args.peer else None
         print(f"    {'':<28} {'trioprobe':>10} {'blackbox':>10}")
         for key, name in [
             ("missed_pct", "missed %"),
