@@ -23,6 +23,16 @@ shared and single runs swing by +-10 %.
    each probe's start relative to its tick (p50/p99/max), dropped ticks,
    and the garbage collector's pauses; then the same after ``gc.freeze()``, and with all 1,000
    ids added at once (every tick on the same instant), to show why the spread matters.
+3. ``--only-http-type`` runs part 3 alone: the ``http`` probe type as ``trioprobe run`` runs it
+   (each size in a fresh process), its figures beside issue 10's targets. ``--peer`` adds a
+   column for Debian's ``prometheus-blackbox-exporter`` on the same targets, driven by a real
+   Debian ``prometheus`` on loopback (a ``file_sd_configs`` job with blackbox's relabelling,
+   ``scrape_interval`` = the probe interval, ``scrape_timeout`` = the probe timeout + the
+   exporter's 0.5 s offset); its figures come from the window's raw samples read back from
+   Prometheus's API (see ``run_blackbox``), and its CPU and RSS are the exporter's alone
+   (Prometheus's CPU is shown apart as ``driver_cpu_ms_per_1000`` in the JSON, not compared).
+   Without either binary the column is left out, saying which is missing. ``--peer-only``
+   runs only the exporter's scale run (``--scale-targets`` sets its size).
 """
 
 from __future__ import annotations
@@ -545,18 +555,23 @@ _BLACKBOX_YML = """modules:
 """
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _start_blackbox(probe_timeout: float) -> tuple[subprocess.Popen[bytes], str, str] | None:
     """Start ``prometheus-blackbox-exporter`` on a free port: (process, base URL, temp dir)."""
     import shutil
-    import socket
     import tempfile
 
     exe = shutil.which("prometheus-blackbox-exporter")
     if exe is None:
         return None
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _free_port()
     tmp = tempfile.mkdtemp(prefix="bbe-")
     config = os.path.join(tmp, "blackbox.yml")
     with open(config, "w") as f:
@@ -570,92 +585,202 @@ def _start_blackbox(probe_timeout: float) -> tuple[subprocess.Popen[bytes], str,
 
 
 def _stop_blackbox(proc: subprocess.Popen[bytes], tmp: str) -> None:
+    """Stop a child started by ``_start_blackbox`` or ``_start_prometheus``; remove its temp dir."""
     import shutil
 
     proc.terminate()
-    proc.wait(timeout=5)
+    try:
+        proc.wait(timeout=15)  # Prometheus flushes its head block on SIGTERM
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _ms(seconds: float) -> str:
+    # Prometheus durations take whole numbers only ("1.5s" is rejected), so milliseconds.
+    return f"{round(seconds * 1000)}ms"
+
+
+# Blackbox's documented relabelling: the target list becomes the `target` URL parameter and the
+# `instance` label, and every scrape goes to the exporter.
+_PROMETHEUS_YML = """global:
+  scrape_interval: {interval}
+  scrape_timeout: {scrape_timeout}
+  evaluation_interval: 1h
+scrape_configs:
+  - job_name: blackbox
+    metrics_path: /probe
+    params:
+      module: [http_2xx]
+    file_sd_configs:
+      - files: [{targets}]
+    relabel_configs:
+      - source_labels: [__address__]
+        target_label: __param_target
+      - source_labels: [__param_target]
+        target_label: instance
+      - target_label: __address__
+        replacement: {exporter}
+"""
+
+# blackbox_exporter's default --timeout-offset: it probes for min(module timeout, Prometheus's
+# X-Prometheus-Scrape-Timeout-Seconds - offset), so the scrape timeout is the probe timeout plus
+# this, or the exporter would cut the probe short.
+_BLACKBOX_TIMEOUT_OFFSET = 0.5
+
+
+def _start_prometheus(
+    exporter: str, targets: list[str], interval: float, probe_timeout: float
+) -> tuple[subprocess.Popen[bytes], str, str] | None:
+    """Start a Prometheus on a free loopback port that scrapes ``targets`` through the exporter
+    (host:port) with blackbox's relabelling: (process, base URL, temp dir), or None if Debian's
+    ``prometheus`` is not installed."""
+    import shutil
+    import tempfile
+
+    exe = shutil.which("prometheus")
+    if exe is None:
+        return None
+    port = _free_port()
+    tmp = tempfile.mkdtemp(prefix="bbe-prom-")
+    sd_file = os.path.join(tmp, "targets.json")
+    with open(sd_file, "w") as f:
+        json.dump([{"targets": targets}], f)
+    # Prometheus requires scrape_timeout <= scrape_interval.
+    scrape_timeout = min(probe_timeout + _BLACKBOX_TIMEOUT_OFFSET, interval)
+    config = os.path.join(tmp, "prometheus.yml")
+    with open(config, "w") as f:
+        f.write(
+            _PROMETHEUS_YML.format(
+                interval=_ms(interval),
+                scrape_timeout=_ms(scrape_timeout),
+                targets=json.dumps(sd_file),
+                exporter=exporter,
+            )
+        )
+    proc = subprocess.Popen(
+        [
+            exe,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={os.path.join(tmp, 'tsdb')}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return proc, f"http://127.0.0.1:{port}", tmp
 
 
 async def run_blackbox(
     url: str, n: int, interval: float, probe_timeout: float, duration: float
 ) -> dict[str, float] | None:
-    """The same targets through Debian's ``prometheus-blackbox-exporter``, driven as Prometheus
-    drives it: one scrape of ``/probe?target=...&module=http_2xx`` per target per interval (at
-    the target's stable offset). Its figures: probe_duration_seconds p50, failed scrapes, and
-    the exporter process's CPU per 1,000 probes and RSS (the driver's own cost is not counted).
-    Returns None when the exporter is not installed.
+    """The same targets through Debian's ``prometheus-blackbox-exporter``, driven by a real
+    Prometheus (Debian's ``prometheus``, on loopback with a temporary data directory): a
+    ``file_sd_configs`` job of the ``n`` targets with blackbox's relabelling (``__param_target``,
+    ``__address__`` -> the exporter, ``module: [http_2xx]``), ``scrape_interval`` = the probe
+    interval and ``scrape_timeout`` = the probe timeout + the exporter's 0.5 s timeout offset.
+
+    Once every target has been scraped, a ``duration`` window is timed (wall clock) and the
+    exporter's CPU measured over it from /proc; Prometheus's own cost, the driver's, is not
+    counted (returned apart as ``driver_cpu_ms_per_1000``). The figures are then computed from
+    the raw samples of the window, read back with range-vector instant queries at the window's
+    end (``up[w]``, ``probe_success[w]``, ``probe_duration_seconds[w]``): every ``up`` sample
+    is a scrape made (missed = scrapes not made against n * duration / interval, as trioprobe's
+    column counts probes not made); failed = scrapes with ``up`` 0 (the scrape itself failed)
+    plus those with ``probe_success`` 0; latency p50 = the median of ``probe_duration_seconds``
+    over the successful probes (a sample matched to its ``probe_success`` by series and
+    timestamp), pooled over all targets like trioprobe's; ``connect_p50_ms`` = the median TCP
+    connect phase of all probes (blackbox opens a new connection every probe, so at scale the
+    target server's accept rate shows here). Returns None when the exporter or Prometheus is
+    not installed.
     """
-    from urllib.parse import quote
-
     import httpx
-
-    from trioprobe._ticks import spread_offset
-    from trioprobe._tls import ssl_context
 
     started = _start_blackbox(probe_timeout)
     if started is None:
+        print("    (prometheus-blackbox-exporter not installed: no blackbox column)")
         return None
     proc, base, tmp = started
-    durations: list[float] = []
-    failed = [0]
-    scrapes = [0]
-    measuring = False
-
-    async def scrape(target: str, client: httpx.AsyncClient) -> None:
-        query = f"{base}/probe?module=http_2xx&target={quote(target, safe='')}"
-        tick = trio.current_time() + spread_offset(target, interval)
-        while True:
-            await trio.sleep_until(tick)
-            tick += interval
-            with trio.move_on_after(probe_timeout + 0.5):
-                response = await client.get(query)
-                if measuring:
-                    scrapes[0] += 1
-                    body = response.text
-                    if "\nprobe_success 1" not in body:
-                        failed[0] += 1
-                    for line in body.splitlines():
-                        if line.startswith("probe_duration_seconds "):
-                            durations.append(float(line.split()[1]))
-                continue
-            if measuring:
-                scrapes[0] += 1
-                failed[0] += 1
-
+    prom_proc: subprocess.Popen[bytes] | None = None
+    prom_tmp = ""
     try:
-        clients = [httpx.AsyncClient(verify=ssl_context(), timeout=None) for _ in range(n)]
-        with trio.fail_after(10):
-            while True:  # polling a child process's port
-                try:
-                    if (await clients[0].get(f"{base}/-/healthy")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await trio.sleep(0.05)
-        async with trio.open_nursery() as nursery:
-            for i, client in enumerate(clients):
-                nursery.start_soon(scrape, f"{url}?t={i}", client)
-            await trio.sleep(2 * interval)
-            measuring = True
-            cpu0 = _proc_cpu(proc.pid)
+        exporter = base.removeprefix("http://")
+        targets = [f"{url}?t={i}" for i in range(n)]
+        prom = _start_prometheus(exporter, targets, interval, probe_timeout)
+        if prom is None:
+            print("    (prometheus not installed: no blackbox column)")
+            return None
+        prom_proc, prom_base, prom_tmp = prom
+        print(
+            f"  blackbox driven by Prometheus ({n} file_sd targets, scrape_interval"
+            f" {_ms(interval)}, scrape_timeout"
+            f" {_ms(min(probe_timeout + _BLACKBOX_TIMEOUT_OFFSET, interval))})"
+        )
+        async with httpx.AsyncClient(timeout=30.0) as client:
+
+            async def query(expr: str, at: float | None = None) -> list[dict[str, object]]:
+                params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+                response = await client.get(f"{prom_base}/api/v1/query", params=params)
+                response.raise_for_status()
+                result: list[dict[str, object]] = response.json()["data"]["result"]
+                return result
+
+            async def scraped() -> int:
+                rows = await query('count(up{job="blackbox"})')
+                return int(float(rows[0]["value"][1])) if rows else 0  # type: ignore[index]
+
+            with trio.fail_after(60 + 3 * interval):  # Prometheus starting, then one round
+                while True:  # polling child processes' ports and Prometheus's state
+                    try:
+                        exporter_up = (await client.get(f"{base}/-/healthy")).is_success
+                        ready = (await client.get(f"{prom_base}/-/ready")).is_success
+                        if exporter_up and ready and await scraped() >= n:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await trio.sleep(0.25)
+            cpu0, prom_cpu0 = _proc_cpu(proc.pid), _proc_cpu(prom_proc.pid)
             await trio.sleep(duration)
+            t1 = time.time()
             cpu = _proc_cpu(proc.pid) - cpu0
-            measuring = False
+            prom_cpu = _proc_cpu(prom_proc.pid) - prom_cpu0
             rss = _proc_rss_mib(proc.pid)
-            nursery.cancel_scope.cancel()
-        for client in clients:
-            await client.aclose()
+            # A sample is stamped with its scrape's start and appended when the scrape ends.
+            await trio.sleep(probe_timeout + _BLACKBOX_TIMEOUT_OFFSET + 1.0)
+            # Exactly `duration` of millisecond timestamps, (t1 - duration, t1]: Prometheus 2's
+            # range selectors include both ends, so a whole interval could count a target twice.
+            window = f"{round(duration * 1000) - 1}ms"
+
+            async def samples(metric: str, labels: str = "") -> dict[tuple[str, str], float]:
+                rows = await query(f'{metric}{{job="blackbox"{labels}}}[{window}]', t1)
+                return {
+                    (str(row["metric"]["instance"]), str(ts)): float(v)  # type: ignore[index]
+                    for row in rows
+                    for ts, v in row["values"]  # type: ignore[attr-defined]
+                }
+
+            up = await samples("up")
+            success = await samples("probe_success")
+            durations = await samples("probe_duration_seconds")
+            # Where a slow probe's time goes: blackbox opens a new connection every probe.
+            connects = await samples("probe_http_duration_seconds", ',phase="connect"')
     finally:
+        if prom_proc is not None:
+            _stop_blackbox(prom_proc, prom_tmp)
         _stop_blackbox(proc, tmp)
-    expected = n * duration / interval
+    scrapes = len(up)
+    ok = [d for key, d in durations.items() if success.get(key) == 1.0]
     return {
-        "probes": scrapes[0],
-        "missed_pct": max(0.0, 100.0 * (1 - (scrapes[0] - failed[0]) / expected)),
-        "failed": failed[0],
-        "latency_p50_ms": _pct(durations, 0.5) * 1e3,
-        "cpu_ms_per_1000": cpu / max(scrapes[0], 1) * 1e6,
+        "probes": scrapes,
+        "missed_pct": max(0.0, 100.0 * (1 - scrapes / (n * duration / interval))),
+        "failed": sum(v == 0.0 for v in up.values()) + sum(v == 0.0 for v in success.values()),
+        "latency_p50_ms": _pct(ok, 0.5) * 1e3,
+        "cpu_ms_per_1000": cpu / max(scrapes, 1) * 1e6,
         "rss_mib": rss,
+        "connect_p50_ms": _pct(list(connects.values()), 0.5) * 1e3,
+        "driver_cpu_ms_per_1000": prom_cpu / max(scrapes, 1) * 1e6,
     }
 
 
@@ -681,6 +806,8 @@ def _target(value: float, goal: str) -> str:
 async def _bench_http_type(args: argparse.Namespace, url: str) -> dict[str, object]:
     """Part 3: the issue's figures, each printed beside its target."""
     quick = args.quick
+    if args.peer_only:
+        return await _bench_peer_only(args, url)
     print("part 3: the `http` probe type, run by the Runner as `trioprobe run` runs it")
     if quick:
         print("  (--quick: smaller sizes, short windows)")
@@ -715,12 +842,12 @@ async def _bench_http_type(args: argparse.Namespace, url: str) -> dict[str, obje
         runs.append((10000, 10.0))
     for size, interval in runs:
         duration = interval * (1 if quick else 3)
-        fig = await _in_child(url, size, interval, 1.0, duration)
-        peer = await run_blackbox(url, size, interval, 1.0, duration) if args.peer else None
         rate = size / interval
         print(
             f"  {size} targets every {interval:g} s ({rate:.0f} probes/s), {duration:g} s window:"
         )
+        fig = await _in_child(url, size, interval, 1.0, duration)
+        peer = await run_blackbox(url, size, interval, 1.0, duration) if args.peer else None
         print(f"    {'':<28} {'trioprobe':>10} {'blackbox':>10}")
         for key, name in [
             ("missed_pct", "missed %"),
@@ -756,6 +883,22 @@ async def _bench_http_type(args: argparse.Namespace, url: str) -> dict[str, obje
         print(f"    trioprobe sustains {best} targets at 1 s")
         out["max_at_1s"] = best
     return out
+
+
+async def _bench_peer_only(args: argparse.Namespace, url: str) -> dict[str, object]:
+    """``--peer-only``: part 3's scale run through blackbox_exporter alone (no trioprobe side)."""
+    size = args.scale_targets or (500 if args.quick else 5000)
+    interval = 5.0
+    duration = interval * (1 if args.quick else 3)
+    print(
+        f"part 3, blackbox_exporter only: {size} targets every {interval:g} s,"
+        f" {duration:g} s window"
+    )
+    peer = await run_blackbox(url, size, interval, 1.0, duration)
+    if peer:
+        for key, value in peer.items():
+            print(f"    {key:<28} {value:10.2f}")
+    return {f"scale_{size}_{interval:g}": {"trioprobe": None, "blackbox": peer}}
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -912,6 +1055,11 @@ if __name__ == "__main__":
         "--peer",
         action="store_true",
         help="part 3 also runs prometheus-blackbox-exporter on the same targets",
+    )
+    parser.add_argument(
+        "--peer-only",
+        action="store_true",
+        help="with --only-http-type: part 3's scale run through blackbox_exporter only",
     )
     parser.add_argument(
         "--only-http-type", action="store_true", help="run part 3 (the `http` probe type) only"
