@@ -114,15 +114,16 @@ async def test_first_probes_of_100_targets_with_a_short_timeout_do_not_time_out(
     """The issue's example, 100 targets: first probes used to time out because every target built
     its client (and SSL context, 54-213 ms each) inside its deadline, all on one tick: seconds of
     stall for 100 targets. The issue's 0.2 s timeout is the benchmark's figure (part 3); here the
-    timeout is 2 s, so a loaded machine cannot fail the test while the old behaviour (every
-    build inside the deadlines, one after another) still does. Where builds happen is checked
-    deterministically by the stall test above."""
+    timeout is 5 s, so a loaded machine cannot fail the test (2 s failed once beside CPU burners
+    and a 5,000-target benchmark: 2.2 s latencies) while the old behaviour (every build inside
+    the deadlines, one after another: 100 x 54-213 ms) still does. Where builds happen is
+    checked deterministically by the stall test above."""
     async with trio.open_nursery() as servers:
         # The lean h11 server: it shares this event loop, and Hypercorn costs 3x the CPU.
         listeners = await servers.start(partial(trio.serve_tcp, _serve_h11, 0, host="127.0.0.1"))
         url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/health"
         targets = [f"{url}?t={i}" for i in range(100)]
-        probe = HTTPProbe(Options(), lambda: targets, interval=1.0, timeout=2.0)
+        probe = HTTPProbe(Options(), lambda: targets, interval=1.0, timeout=5.0)
         send, receive = trio.open_memory_channel[ProbeResult](1000)
         firsts: dict[str, ProbeResult] = {}
         with trio.fail_after(60):  # a hang guard only

@@ -42,7 +42,9 @@ class GatedReader:
         self.log.disconnect()
 
 
-async def wait_for(what: str, predicate: object, limit: float = 10.0) -> None:
+async def wait_for(what: str, predicate: object, limit: float = 30.0) -> None:
+    """Poll a real service's effect; ``limit`` is a hang guard, generous for a loaded machine
+    (10 s failed once in a soak run beside CPU burners and a 5,000-target benchmark)."""
     assert callable(predicate)
     with trio.fail_after(limit):
         while not predicate():  # noqa: ASYNC110 - polling a real service's effect
