@@ -111,13 +111,20 @@ async def _results(probe: HTTPProbe, count: int) -> list[ProbeResult]:
     return results
 
 
+# The transport of the test being run: the tests against the ASGI app run on both paths (the
+# lean h11 path is the default for http://; "httpx" forces httpx), set by the `app` fixture.
+_transport = ["auto"]
+
+
 async def _probe(url: str, count: int = 1, **options: Any) -> list[ProbeResult]:
+    options.setdefault("transport", _transport[0])
     probe = HTTPProbe(Options(**options), lambda: [url], interval=0.05, timeout=10.0)
     return await _results(probe, count)
 
 
-@pytest.fixture
-async def app(nursery: trio.Nursery) -> tuple[App, str]:
+@pytest.fixture(params=["auto", "httpx"])
+async def app(nursery: trio.Nursery, request: pytest.FixtureRequest) -> tuple[App, str]:
+    _transport[0] = request.param
     app = App()
     url = await nursery.start(partial(serve_asgi, app))
     return app, url
@@ -151,7 +158,11 @@ async def test_bearer_token_from_env_arrives_and_is_never_shown(
 ) -> None:
     server, url = app
     monkeypatch.setenv("PROBE_TOKEN", SECRET)
-    options = Options(bearer_token_env="PROBE_TOKEN", json_paths={"auth": "something else"})
+    options = Options(
+        bearer_token_env="PROBE_TOKEN",
+        json_paths={"auth": "something else"},
+        transport=_transport[0],
+    )
     probe = HTTPProbe(options, lambda: [f"{url}/echo-auth"], interval=0.05, timeout=10.0)
     [result] = await _results(probe, 1)
     assert server.seen[0].headers["authorization"] == f"Bearer {SECRET}"
