@@ -89,7 +89,8 @@ class LeanConnection:
         try:
             stream = await trio.open_tcp_stream(self.host, self.port)
         except OSError as exc:
-            raise LeanError("ConnectError", _os_message(exc)) from None
+            # Trio's own summary ("all attempts to connect to host:port failed"): httpx's words.
+            raise LeanError("ConnectError", str(exc)) from None
         self._stream, self._conn = stream, h11.Connection(h11.CLIENT)
         return stream, self._conn
 
@@ -179,6 +180,11 @@ class LeanConnection:
                     data = await stream.receive_some(_READ_SIZE)
                 except (trio.BrokenResourceError, OSError) as exc:
                     raise LeanError("ReadError", _os_message(exc)) from None
+                if not data and conn.their_state is h11.SEND_RESPONSE:
+                    # httpx's words for the same thing.
+                    raise LeanError(
+                        "RemoteProtocolError", "Server disconnected without sending a response."
+                    )
                 try:
                     conn.receive_data(data)
                 except h11.RemoteProtocolError as exc:
@@ -187,21 +193,20 @@ class LeanConnection:
             if isinstance(event, h11.InformationalResponse):
                 continue
             if isinstance(event, h11.ConnectionClosed):
-                raise LeanError("RemoteProtocolError", "server disconnected without a response")
+                raise LeanError(
+                    "RemoteProtocolError", "Server disconnected without sending a response."
+                )
             return event
 
 
 def _os_message(exc: BaseException) -> str:
-    """The OS's words (``Connection refused``, ``Connection reset by peer``): Trio wraps them in
-    a BrokenResourceError or a multi-attempt OSError whose own text says less."""
+    """The OS's words (``Connection reset by peer``), which Trio wraps in a BrokenResourceError:
+    the first message down the causes, as the httpx path reports it."""
     cause: BaseException | None = exc
     for _ in range(5):
         if cause is None:
             break
         if isinstance(cause, OSError) and cause.strerror:
             return f"[Errno {cause.errno}] {cause.strerror}"
-        if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
-            cause = cause.exceptions[0]  # open_tcp_stream's failed attempts, one per address
-            continue
         cause = cause.__cause__ or cause.__context__
     return str(exc)
