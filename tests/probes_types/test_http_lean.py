@@ -226,6 +226,7 @@ def test_which_targets_take_the_lean_path(options: dict[str, Any], lean: bool) -
     probe = HTTPProbe(Options(**options), list, interval=1.0, timeout=1.0)
     assert (probe._new_target("http://127.0.0.1:1/").lean is not None) is lean
     assert probe._new_target("https://127.0.0.1:1/").lean is None
+    assert probe._new_target("http://u:p@127.0.0.1:1/").lean is None
 
 
 def test_transport_key_is_checked() -> None:

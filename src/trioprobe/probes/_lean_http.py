@@ -132,7 +132,7 @@ class LeanConnection:
             raise LeanError("LocalProtocolError", str(exc)) from None
         try:
             await stream.send_all(data)
-        except (trio.BrokenResourceError, OSError) as exc:
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise LeanError("WriteError", _os_message(exc)) from None
         sent = trio.current_time()
         phases["send"] = sent - start
@@ -161,7 +161,7 @@ class LeanConnection:
             self._drop()  # h11 says no keep-alive (e.g. Connection: close, HTTP/1.0)
         return LeanResponse(
             event.status_code,
-            event.reason.decode("latin-1"),
+            event.reason.decode("ascii", errors="ignore"),  # as httpx decodes it
             event.headers.raw_items(),
             b"".join(chunks),
             phases,
@@ -178,7 +178,7 @@ class LeanConnection:
             if event is h11.NEED_DATA:
                 try:
                     data = await stream.receive_some(_READ_SIZE)
-                except (trio.BrokenResourceError, OSError) as exc:
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     raise LeanError("ReadError", _os_message(exc)) from None
                 if not data and conn.their_state is h11.SEND_RESPONSE:
                     # httpx's words for the same thing.

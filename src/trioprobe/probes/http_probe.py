@@ -407,13 +407,14 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
 
     def _lean_target(self, target: str) -> _Target | None:
         """The lean path's connection and headers for a plain ``http://`` target; None for one
-        the httpx path takes (https, or a URL httpx will reject with its own words)."""
+        the httpx path takes (https, user:password@ in the URL, or a URL httpx will reject
+        with its own words)."""
         try:
             url = httpx.URL(target)
         except httpx.InvalidURL:
             return None
-        if url.scheme != "http" or not url.host:
-            return None
+        if url.scheme != "http" or not url.host or url.userinfo:
+            return None  # https, or credentials in the URL: httpx's own rules apply
         host = url.netloc.decode("ascii")
         if self.options.host:
             host = self.options.host if url.port is None else f"{self.options.host}:{url.port}"
