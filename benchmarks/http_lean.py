@@ -1,9 +1,10 @@
 """CPU per probe of the ``http`` probe type's two paths against the same local server.
 
-The server (an h11 keep-alive server, in its own process so its CPU is not counted) answers a
-small JSON body. Each path probes it ``--probes`` times per round, through ``probe_once`` (the
-whole probe: request, phases, result), from ``--targets`` concurrent targets; the figure is this
-process's CPU time per probe, the median of ``--rounds`` alternating rounds.
+The server (benchmarks/http_probe.py's h11 keep-alive health endpoint, in its own process so
+its CPU is not counted) answers a small JSON body. Each path probes it ``--probes`` times per
+round, through ``probe_once`` (the whole probe: request, phases, result), from ``--targets``
+concurrent targets; the figure is this process's CPU time per probe, the median of
+``--rounds`` alternating rounds.
 
     PYTHONPATH=src python benchmarks/http_lean.py [--probes 3000] [--targets 20] [--rounds 5]
 """
@@ -12,45 +13,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import time
 
-import h11
 import trio
 
+# The same server as benchmarks/http_probe.py's (this folder is on sys.path when run as a script).
+from http_probe import start_server
+
 from trioprobe.probes.http_probe import HTTPProbe, Options
-
-_BODY = b'{"health":"true"}'
-
-
-async def _serve_one(stream: trio.SocketStream) -> None:
-    conn = h11.Connection(h11.SERVER)
-    try:
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                conn.receive_data(data)
-            elif isinstance(event, h11.EndOfMessage):
-                headers = [("content-type", "application/json"), ("content-length", "17")]
-                out = conn.send(h11.Response(status_code=200, headers=headers)) or b""
-                out += conn.send(h11.Data(data=_BODY)) or b""
-                out += conn.send(h11.EndOfMessage()) or b""
-                await stream.send_all(out)
-                conn.start_next_cycle()
-            elif not isinstance(event, h11.Request):
-                return
-    except (trio.BrokenResourceError, h11.RemoteProtocolError):
-        return
-
-
-async def _serve() -> None:
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    print(listeners[0].socket.getsockname()[1], flush=True)
-    await trio.serve_listeners(_serve_one, listeners)
 
 
 async def _round(url: str, transport: str, probes: int, targets: int) -> float:
@@ -93,24 +63,17 @@ def _us(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--probes", type=int, default=3000)
     parser.add_argument("--targets", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    if args.serve:
-        trio.run(_serve)
-        return
     # The server runs in its own process, so its CPU is not counted.
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True
-    )
+    server, url = start_server()
     try:
-        assert server.stdout is not None
-        url = f"http://127.0.0.1:{int(server.stdout.readline())}/health"
         trio.run(_main, args, url)
     finally:
-        server.terminate()
+        assert server.stdin is not None
+        server.stdin.close()  # it exits when its stdin closes
         server.wait()
 
 
