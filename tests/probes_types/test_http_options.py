@@ -145,6 +145,15 @@ async def test_method_headers_and_body_reach_the_server(app: tuple[App, str]) ->
     assert "authorization" not in seen.headers
 
 
+async def test_head_reads_no_body(app: tuple[App, str]) -> None:
+    """The reply to HEAD announces a body it does not send: a probe must not wait for it."""
+    server, url = app
+    results = await _probe(f"{url}/json", count=2, method="HEAD")
+    assert all(r.success for r in results), [r.error for r in results]
+    assert [s.method for s in server.seen] == ["HEAD", "HEAD"]
+    assert results[1].extras["connections"] == Map("state", {"reused": 1})
+
+
 async def test_body_file_is_sent_as_it_is(app: tuple[App, str], tmp_path: Path) -> None:
     server, url = app
     (tmp_path / "body.bin").write_bytes(b"\x00raw\nbytes")
