@@ -111,13 +111,20 @@ async def _results(probe: HTTPProbe, count: int) -> list[ProbeResult]:
     return results
 
 
+# The transport of the test being run: the tests against the ASGI app run on both paths (the
+# lean h11 path is the default for http://; "httpx" forces httpx), set by the `app` fixture.
+_transport = ["auto"]
+
+
 async def _probe(url: str, count: int = 1, **options: Any) -> list[ProbeResult]:
+    options.setdefault("transport", _transport[0])
     probe = HTTPProbe(Options(**options), lambda: [url], interval=0.05, timeout=10.0)
     return await _results(probe, count)
 
 
-@pytest.fixture
-async def app(nursery: trio.Nursery) -> tuple[App, str]:
+@pytest.fixture(params=["auto", "httpx"])
+async def app(nursery: trio.Nursery, request: pytest.FixtureRequest) -> tuple[App, str]:
+    _transport[0] = request.param
     app = App()
     url = await nursery.start(partial(serve_asgi, app))
     return app, url
@@ -138,6 +145,15 @@ async def test_method_headers_and_body_reach_the_server(app: tuple[App, str]) ->
     assert "authorization" not in seen.headers
 
 
+async def test_head_reads_no_body(app: tuple[App, str]) -> None:
+    """The reply to HEAD announces a body it does not send: a probe must not wait for it."""
+    server, url = app
+    results = await _probe(f"{url}/json", count=2, method="HEAD")
+    assert all(r.success for r in results), [r.error for r in results]
+    assert [s.method for s in server.seen] == ["HEAD", "HEAD"]
+    assert results[1].extras["connections"] == Map("state", {"reused": 1})
+
+
 async def test_body_file_is_sent_as_it_is(app: tuple[App, str], tmp_path: Path) -> None:
     server, url = app
     (tmp_path / "body.bin").write_bytes(b"\x00raw\nbytes")
@@ -151,7 +167,11 @@ async def test_bearer_token_from_env_arrives_and_is_never_shown(
 ) -> None:
     server, url = app
     monkeypatch.setenv("PROBE_TOKEN", SECRET)
-    options = Options(bearer_token_env="PROBE_TOKEN", json_paths={"auth": "something else"})
+    options = Options(
+        bearer_token_env="PROBE_TOKEN",
+        json_paths={"auth": "something else"},
+        transport=_transport[0],
+    )
     probe = HTTPProbe(options, lambda: [f"{url}/echo-auth"], interval=0.05, timeout=10.0)
     [result] = await _results(probe, 1)
     assert server.seen[0].headers["authorization"] == f"Bearer {SECRET}"
