@@ -304,6 +304,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         surfacers.append((sspec, options))
 
     alerts = _parse_alerts(data.get("alert", []), names, base_dir or Path.cwd(), errors)
+    errors.extend(_shared_queue_dirs(surfacers, alerts))
     status = None
     if "status" in data:
         status = _structure(data["status"], StatusSpec, "$.status", errors)
@@ -357,6 +358,40 @@ def _parse_alerts(
         if len(errors) == before:
             alerts.append(resolve_paths(spec, base_dir))
     return tuple(alerts)
+
+
+def _shared_queue_dirs(
+    surfacers: Sequence[tuple[SurfacerSpec, Any]], alerts: Sequence[AlertSpec]
+) -> list[str]:
+    """A handoff queue directory is locked by whoever opens it first, so two users of one
+    directory pass every other check and then fail at start-up: say so here instead."""
+    from .alerting.notify import default_webhook_dir  # here: alerting imports this module
+
+    users = [
+        (f"surfacer[{i}].queue_dir", options.resolved_queue_dir())
+        for i, (_, options) in enumerate(surfacers)
+        if hasattr(options, "resolved_queue_dir")
+    ]
+    users += [
+        (
+            f"alert {spec.name!r}: webhook_queue_dir",
+            spec.webhook_queue_dir or default_webhook_dir(spec.name),
+        )
+        for spec in alerts
+        if spec.webhook
+    ]
+    first: dict[str, str] = {}
+    errors = []
+    for where, directory in users:
+        key = os.path.normpath(directory)
+        if key in first:
+            errors.append(
+                f"{where}: {directory} is also {first[key]}'s queue; a queue directory has one "
+                "user (give each its own queue_dir)"
+            )
+        else:
+            first[key] = where
+    return errors
 
 
 def _check_alert(spec: AlertSpec, path: str, errors: list[str]) -> None:

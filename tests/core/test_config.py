@@ -305,3 +305,31 @@ def test_missing_targets_file_names_config_and_key(tmp_path: Path) -> None:
         f"{path}: probe[0].targets_file: cannot read {tmp_path / 'gone.txt'}: "
         "No such file or directory"
     )
+
+
+def test_two_users_of_one_queue_directory_are_refused(tmp_path: Path) -> None:
+    # Found by the config fuzz test in a soak run: `check` accepted two influxdb surfacers on one
+    # queue_dir, and `run` then failed at start-up on the queue's lock.
+    influx = {"type": "influxdb", "url": "http://127.0.0.1:9", "queue_dir": str(tmp_path / "q")}
+    alert = {
+        "name": "a",
+        "webhook": "http://127.0.0.1:9/hook",
+        "webhook_queue_dir": str(tmp_path / "q"),
+    }
+    table = {
+        "probe": [{"name": "p", "type": "http", "targets": ["http://127.0.0.1:9/"]}],
+        "surfacer": [influx, dict(influx)],
+        "alert": [alert],
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config(table)
+    assert str(caught.value).splitlines() == [
+        f"surfacer[1].queue_dir: {tmp_path / 'q'} is also surfacer[0].queue_dir's queue; a queue "
+        "directory has one user (give each its own queue_dir)",
+        f"alert 'a': webhook_queue_dir: {tmp_path / 'q'} is also surfacer[0].queue_dir's queue; a "
+        "queue directory has one user (give each its own queue_dir)",
+    ]
+    # Each on its own directory (the default ones included): fine.
+    table["surfacer"] = [influx, {**influx, "queue_dir": str(tmp_path / "r")}]
+    table["alert"] = [{"name": "a", "webhook": "http://127.0.0.1:9/hook"}]
+    parse_config(table)
