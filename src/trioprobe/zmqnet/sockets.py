@@ -182,31 +182,25 @@ class Socket(trio.abc.AsyncResource):
 
     def bind(self, addr: str) -> str:
         """Bind and return the endpoint actually bound (``tcp://127.0.0.1:0`` picks a free port)."""
-        self._check_open()
-        try:
-            check_endpoint(addr)
-        except ValueError as exc:
-            raise OSError(errno.EINVAL, f"cannot bind ZeroMQ socket: {exc}") from None
-        try:
-            self._sock.bind(addr)
-        except zmq.ZMQError as exc:
-            raise OSError(
-                exc.errno, f"cannot bind ZeroMQ socket to {addr!r}: {_reason(exc)}"
-            ) from exc
+        self._attach("bind", self._sock.bind, addr)
         return cast(bytes, self._sock.getsockopt(zmq.LAST_ENDPOINT)).decode()
 
     def connect(self, addr: str) -> None:
         """Connect (libzmq connects in the background and reconnects by itself)."""
+        self._attach("connect", self._sock.connect, addr)
+
+    def _attach(self, verb: str, call: Callable[[str], object], addr: str) -> None:
+        # Checked here: libzmq keeps only a port's low 16 bits, so a bad port binds another.
         self._check_open()
         try:
             check_endpoint(addr)
         except ValueError as exc:
-            raise OSError(errno.EINVAL, f"cannot connect ZeroMQ socket: {exc}") from None
+            raise OSError(errno.EINVAL, f"cannot {verb} ZeroMQ socket: {exc}") from None
         try:
-            self._sock.connect(addr)
+            call(addr)
         except zmq.ZMQError as exc:
             raise OSError(
-                exc.errno, f"cannot connect ZeroMQ socket to {addr!r}: {_reason(exc)}"
+                exc.errno, f"cannot {verb} ZeroMQ socket to {addr!r}: {_reason(exc)}"
             ) from exc
 
     # -- I/O -----------------------------------------------------------------------------------
