@@ -84,14 +84,19 @@ async def test_pinger_on_real_etcd(etcd: Etcd) -> None:
             # 2. Compaction past the reader's position: a restart, not a crash.
             appended = m.appends_succeeded
             reader.gate = trio.Event()  # the reader stalls; pings keep being appended
-            # Entries appended during the stall, so the compaction passes the reader's position
-            # even with the entry its feeding task fetched ahead (a loaded machine can abort
-            # pings before their appends land).
+            # Entries appended during the stall fill what the stalled reader can hold: the gate
+            # holds one, and the log's feeding task one watch batch it cannot hand on (a loaded
+            # machine can abort pings before their appends land, hence both counts).
             await wait_for(
                 "3 aborts and 3 appends",
                 lambda: m.pings_aborted >= 3 and m.appends_succeeded >= appended + 3,
             )
-            compact_at = await appender.next_index() - 1
+            # Two entries past all it holds (the pinger ignores what is not a ping), compacted at
+            # the second: the reader's next watch starts below the compaction, however far its
+            # held batch reached. (Compacting at the newest ping raced with that batch: if it
+            # ended there, the next watch started at the compaction itself, which etcd allows.)
+            await appender.append(b"not a ping")
+            compact_at = await appender.append(b"not a ping")
             await appender.compact(compact_at)
             reader_log.disconnect()  # the reader reconnects from a compacted revision
             reader.gate.set()
