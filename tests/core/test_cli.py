@@ -531,8 +531,9 @@ def test_fuzz_check_accepts_what_runs_and_rejects_in_one_line_per_problem(
         if status == 2:
             lines = err.getvalue().splitlines()
             assert lines
-            assert lines[0].startswith(f"trioprobe: error: {path}: ")
-            assert all(line.startswith(f"{path}: ") for line in lines[1:]), lines
+            # Every problem on a line of its own, each led by the prefix.
+            prefix = f"trioprobe: error: {path}: "
+            assert all(line.startswith(prefix) for line in lines), lines
             assert len(set(lines)) == len(lines), lines
             return
         assert status == 0, err.getvalue()

@@ -101,7 +101,10 @@ PROBE = '[[probe]]\nname = "a"\ntype = "http"\ntargets = ["http://x/"]\n'
     [
         (PROBE + "bogus = 1\n", "probe[0].bogus: unknown key"),
         ("colour = 1\n" + PROBE, "colour: unknown key"),
-        (PROBE + '[[surfacer]]\ntype = "lines"\ncolour = "red"\n', "surfacer[0].colour: unknown key"),
+        (
+            PROBE + '[[surfacer]]\ntype = "lines"\ncolour = "red"\n',
+            "surfacer[0].colour: unknown key",
+        ),
         (PROBE + 'interval = "fast"\n', "probe[0].interval: expected a duration such as 5s"),
         (PROBE + 'expected_codes = "200"\n', "probe[0].expected_codes: invalid value for type"),
         (PROBE.replace('["http://x/"]', '"http://x/"'), "probe[0].targets: invalid value"),

@@ -69,7 +69,8 @@ def test_config_accepts_durations_in_every_seconds_key() -> None:
     assert config.shutdown_grace == 60.0
     assert config.surfacers[0][1].expiry == 5400.0
     assert (config.alerts[0].repeat_interval, config.alerts[0].max_latency) == (7200.0, 0.25)
-    assert config.status is not None and config.status.refresh == 10
+    assert config.status is not None
+    assert config.status.refresh == 10
 
 
 @pytest.mark.parametrize(
