@@ -336,6 +336,25 @@ async def test_read_errors_come_from_the_block_as_themselves(
             raise KeyError("mine")
 
 
+async def test_read_leaves_the_callers_exceptions_as_they_were(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The block's error keeps its cause, and a group the caller raises stays that group: only
+    the group ``read``'s own nursery made is unwrapped (the ``_groups`` rule, docs/errors.md)."""
+    log = MemoryLog()
+    await log.append(b"a")
+    cause = ValueError("why")
+    with pytest.raises(KeyError) as info:
+        async with log.read(1):
+            raise KeyError("mine") from cause
+    assert info.value.__cause__ is cause
+    with pytest.raises(ExceptionGroup) as group_info:
+        async with log.read(1):
+            raise ExceptionGroup("the caller's", [KeyError("one")])
+    assert group_info.value.message == "the caller's"
+    assert [type(e) for e in group_info.value.exceptions] == [KeyError]
+
+
 async def test_an_abandoned_read_releases_its_file_and_task_at_once(
     tmp_path: Path, autojump_clock: trio.abc.Clock
 ) -> None:

@@ -8,7 +8,10 @@ by the ``async with``; a normal end of the channel means the log ended without o
 - ``LogTruncatedError``: entries at or after ``start`` were discarded (compaction), so the reader
   cannot deliver what it was asked for. The pinger restarts from a fresh replay position.
 - ``LogClosedError``: the log was closed; the pinger stops.
-- ``LogUnavailableError`` (or any other exception): the server went away; the pinger restarts.
+- ``LogUnavailableError``: the server went away; the pinger restarts.
+
+A log raises ``LogError`` (or ``OSError`` for a file it cannot use) for a failure of the log; any
+other exception from a log is a bug, and the pinger lets it end its run (docs/errors.md).
 
 The channel is fed by a task inside that block, so leaving it, early or by an error, stops the
 reader and releases its connection or file at once: there is no generator to ``aclose``.
@@ -25,8 +28,8 @@ import json
 import logging
 import os
 import struct
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -35,6 +38,7 @@ import crc32c
 import httpx
 import trio
 
+from .. import _groups
 from .._tls import ssl_context
 
 __all__ = [
@@ -135,20 +139,17 @@ async def read_with(
         # instead, so the reader sees that error, not an EndOfChannel of its own.
         send.close()
 
-    try:
-        async with trio.open_nursery(strict_exception_groups=True) as nursery:
-            nursery.start_soon(run)
-            try:
-                yield receive
-            finally:
-                # Cancel first: a feed blocked in send() would see the closed channel as a
-                # BrokenResourceError, an error of ours on top of the reader's way out.
-                nursery.cancel_scope.cancel()
-                receive.close()
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+    # _groups unwraps only the group its nursery made: an ExceptionGroup the caller raises in
+    # the block comes back as itself, and every error keeps its own __cause__ and __context__.
+    async with _groups.open_nursery() as nursery:
+        nursery.start_soon(run)
+        try:
+            yield receive
+        finally:
+            # Cancel first: a feed blocked in send() would see the closed channel as a
+            # BrokenResourceError, an error of ours on top of the reader's way out.
+            nursery.cancel_scope.cancel()
+            receive.close()
 
 
 @runtime_checkable
@@ -711,9 +712,8 @@ class _WatchStream:
     def __init__(self, log: EtcdLog, start: int) -> None:
         self.log = log
         self.start = start
-        self._cm: Any = None
-        self._lines: AsyncGenerator[str, None] | None = None
-        self._resp: httpx.Response | None = None
+        self._stack = AsyncExitStack()
+        self._lines: AsyncIterator[str] | None = None
 
     async def __aenter__(self) -> _WatchStream:
         log = self.log
@@ -724,35 +724,28 @@ class _WatchStream:
                 "start_revision": str(self.start),
             }
         }
-        self._cm = log._client.stream("POST", f"{log.url}/v3/watch", json=body)
-        try:
-            resp = await self._cm.__aenter__()
-        except httpx.HTTPError as exc:
-            raise LogUnavailableError(f"log {log.name!r}: cannot open a watch: {exc!r}") from exc
-        if resp.status_code != 200:
-            await self._cm.__aexit__(None, None, None)
-            raise LogUnavailableError(f"log {log.name!r}: watch answered {resp.status_code}")
-        self._resp = resp
-        self._lines = resp.aiter_lines()
+        async with AsyncExitStack() as stack:
+            try:
+                resp = await stack.enter_async_context(
+                    log._client.stream("POST", f"{log.url}/v3/watch", json=body)
+                )
+            except httpx.HTTPError as exc:
+                msg = f"log {log.name!r}: cannot open a watch: {exc!r}"
+                raise LogUnavailableError(msg) from exc
+            if resp.status_code != 200:
+                raise LogUnavailableError(f"log {log.name!r}: watch answered {resp.status_code}")
+            lines = resp.aiter_lines()
+            # Runs before the response's own exit, which the stack entered first.
+            stack.push_async_callback(_finish_lines, resp, lines)
+            self._lines = lines
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        # Bounded and shielded: a reader leaving on cancellation must still release the
+        # connection, and a server that does not answer must not hold the reader up.
         with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-            if self._lines is not None:
-                # httpx's line iterator is a chain of async generators, and aclose() on the
-                # outer one leaves the inner ones unfinished (a ResourceWarning when collected).
-                # Closing the response first makes the next read fail through the whole chain,
-                # which finishes every generator in it.
-                assert self._resp is not None
-                await self._resp.aclose()
-                try:
-                    while True:
-                        await self._lines.__anext__()
-                except StopAsyncIteration:
-                    pass
-                except Exception:  # expected: the stream was closed under it
-                    pass
-            await self._cm.__aexit__(*exc)
+            await self._stack.__aexit__(*exc)
 
     async def next_batch(self) -> list[Entry]:
         assert self._lines is not None
@@ -788,6 +781,21 @@ class _WatchStream:
             ]
             if entries:
                 return entries
+
+
+async def _finish_lines(resp: httpx.Response, lines: AsyncIterator[str]) -> None:
+    """Close ``resp`` and run ``lines`` to its end.
+
+    httpx's line iterator is a chain of async generators, and ``aclose()`` on the outer one
+    leaves the inner ones unfinished (a ResourceWarning when collected). Closing the response
+    first makes the next read fail through the whole chain, which finishes every generator in it.
+    """
+    await resp.aclose()
+    try:
+        async for _ in lines:
+            pass
+    except (httpx.StreamError, httpx.HTTPError):
+        pass  # the failure closing the response was meant to cause
 
 
 # --- opening a log from a spec string ---------------------------------------------------------
