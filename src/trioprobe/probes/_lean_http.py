@@ -20,6 +20,8 @@ from __future__ import annotations
 import h11
 import trio
 
+from .._urls import host_name_problem
+
 __all__ = ["MAX_BODY_BYTES", "LeanConnection", "LeanError", "LeanResponse"]
 
 #: The largest response body the lean path reads; a larger one fails the probe.
@@ -91,6 +93,10 @@ class LeanConnection:
         except OSError as exc:
             # Trio's own summary ("all attempts to connect to host:port failed"): httpx's words.
             raise LeanError("ConnectError", str(exc)) from None
+        except UnicodeError:
+            # The resolver's IDNA encoding refused the name (an empty or over-long label).
+            problem = host_name_problem(self.host) or f"cannot encode host name {self.host!r}"
+            raise LeanError("ConnectError", problem) from None
         self._stream, self._conn = stream, h11.Connection(h11.CLIENT)
         return stream, self._conn
 

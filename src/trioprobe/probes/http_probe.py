@@ -632,9 +632,10 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
         started = trio.current_time()
         try:
             response, redirects = await self._exchange(state, target, traces)
-        except (httpx.HTTPError, httpx.InvalidURL, _TooManyRedirects) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, _TooManyRedirects, UnicodeError) as exc:
             # InvalidURL is not an HTTPError: without it, one malformed line in a targets file
-            # would end the probe and the run instead of failing that target.
+            # would end the probe and the run instead of failing that target. UnicodeError:
+            # the resolver refused the host name (an empty or over-long label), unwrapped.
             latency = trio.current_time() - started
             error = _describe(exc)
             if isinstance(exc, _TooManyRedirects):
@@ -668,6 +669,8 @@ def _describe(exc: BaseException) -> str:
         if cause is None or str(cause):
             break
         cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, UnicodeError):
+        return "ConnectError: a host name label is empty or longer than 63 characters"
     message = str(cause) if cause is not None else ""
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 

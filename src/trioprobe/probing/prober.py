@@ -537,7 +537,7 @@ class Prober:
             start = trio.current_time()  # just before the request is built, as in the reference
             try:
                 response = await client.get(endpoint, extensions={"trace": trace})
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, UnicodeError) as exc:  # UnicodeError: a bad host name
                 return exc
             release_response(response)
             if response.status_code != 200:
