@@ -639,13 +639,15 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def _check_targets_files(config: Config) -> None:
-    errors = []
+    errors: list[str] = []
     for i, (spec, _) in enumerate(config.probes):
         if spec.targets_file is None:
             continue
         file = config.base_dir / spec.targets_file
         try:
-            TargetsFile(file)
+            TargetsFile(file, check=target_checker(spec.type))
+        except ConfigError as exc:
+            errors.extend(f"probe[{i}].targets_file: {line}" for line in str(exc).splitlines())
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             errors.append(f"probe[{i}].targets_file: cannot read {file}: {reason}")
