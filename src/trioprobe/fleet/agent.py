@@ -70,7 +70,7 @@ class FleetAgent:
         await self.membership.leave()
 
     def self_metrics(self) -> list[EventMetrics]:
-        """``trioprobe_fleet_*``: connected, members, owned targets, etcd writes, re-registrations."""
+        """``trioprobe_fleet_*``: connected, members, owned targets, etcd writes, re-joins."""
         m = self.membership
         gauges = EventMetrics(Kind.GAUGE).add_label("fleet", self.spec.name)
         gauges.add_metric("fleet_connected", Int(1 if m.connected else 0))
