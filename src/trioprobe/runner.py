@@ -17,7 +17,7 @@ import contextlib
 import gc
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -37,6 +37,9 @@ from .probes import Probe, TargetsFn, probe_types
 from .results import LATENCY_UNITS, ProbeResult
 from .stats import StatsKeeper
 from .surfacers import Fanout, Surfacer, surfacer_types
+
+if TYPE_CHECKING:
+    from .fleet.agent import FleetAgent
 
 __all__ = ["Runner", "StartupError", "run"]
 
@@ -73,6 +76,14 @@ def _root_cause(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+def _fleet_agent(config: Config) -> FleetAgent | None:
+    if config.fleet is None:
+        return None
+    from .fleet.agent import FleetAgent  # here: a config without [fleet] never loads it
+
+    return FleetAgent(config.fleet)
 
 
 def _targets_for(spec: ProbeSpec, config: Config) -> TargetsFn:
@@ -122,8 +133,15 @@ class Runner:
         self.on_loop_lag = on_loop_lag
         self.freeze_gc = freeze_gc
         self.probes: list[tuple[ProbeSpec, Probe, TargetsFn]] = []
+        #: This process's fleet membership, with a ``[fleet]`` table (docs/fleet.md).
+        self.fleet = _fleet_agent(config)
+        self._sources: list[tuple[ProbeSpec, TargetsFn]] = []
         for spec, options in config.probes:
             targets = _targets_for(spec, config)
+            self._sources.append((spec, targets))
+            if self.fleet is not None:
+                # The ownership filter: every probe type sees only what this agent owns.
+                targets = self.fleet.wrap(spec.name, targets)
             try:
                 probe = probe_types.load(spec.type).make_probe(spec, options, targets)
             except ConfigError:
@@ -141,7 +159,11 @@ class Runner:
         self.fanout: Fanout | None = None
         #: Health state, notifications, health metrics and the status page (docs/alerting.md).
         self.alerting = AlertingService(config)
+        if self.fleet is not None:
+            fleet_alerts = self.fleet.use_alerts(self.alerting.rule_of, self.alerting.send)
+            self.alerting.vote = fleet_alerts.local
         self._probes_scope = trio.CancelScope()
+        self._leaving: trio.Event | None = None
 
     @property
     def health(self) -> Health:
@@ -152,13 +174,26 @@ class Runner:
         """Bad lines of re-read targets files, skipped: (probe, target) -> ``"file:line: why"``."""
         return {
             (spec.name, target): message
-            for spec, _, targets in self.probes
+            for spec, targets in self._sources
             if isinstance(targets, TargetsFile)
             for target, message in targets.errors.items()
         }
 
     def shutdown(self) -> None:
-        """Begin the phased shutdown: stop the probes and let everything after them drain."""
+        """Begin the phased shutdown: stop the probes and let everything after them drain.
+
+        A fleet agent first revokes its lease (so the others take its targets over at once),
+        then stops its probes.
+        """
+        if self.fleet is not None and self._leaving is not None:
+            self._leaving.set()
+        else:
+            self._probes_scope.cancel()
+
+    async def _leave_fleet_on_shutdown(self, leaving: trio.Event) -> None:
+        assert self.fleet is not None
+        await leaving.wait()
+        await self.fleet.leave()
         self._probes_scope.cancel()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -166,11 +201,17 @@ class Runner:
         export_send, export_receive = trio.open_memory_channel[EventMetrics](_EXPORT_BUFFER)
         sinks: list[tuple[str, trio.MemorySendChannel[EventMetrics]]] = []
         async with open_nursery() as surfacer_nursery:
+            if self.fleet is not None:
+                # First: a refused name or an unreachable etcd stops the start-up here.
+                await _start(surfacer_nursery, "fleet", self.fleet.run)
+                self._leaving = trio.Event()
+                surfacer_nursery.start_soon(self._leave_fleet_on_shutdown, self._leaving)
             for surfacer, buffer in self.surfacers:
                 send, receive = trio.open_memory_channel[EventMetrics](buffer)
                 sinks.append((surfacer.name, send))
                 await _start(surfacer_nursery, f"surfacer {surfacer.name!r}", surfacer.run, receive)
-            self.fanout = Fanout(sinks)
+            labels = {"agent": self.fleet.name} if self.fleet is not None else {}
+            self.fanout = Fanout(sinks, labels=labels)
             await surfacer_nursery.start(self.fanout.run, export_receive)
 
             async with open_nursery() as keeper_nursery:
@@ -222,7 +263,9 @@ class Runner:
     async def _export_self_metrics(self, export: trio.MemorySendChannel[EventMetrics]) -> None:
         """Every shortest export interval, the surfacers' own metrics (a handoff queue's
         backlog, say), so they can be watched and alerted on like the probes'."""
-        sources = [s for s, _ in self.surfacers if hasattr(s, "self_metrics")]
+        sources: list[Any] = [s for s, _ in self.surfacers if hasattr(s, "self_metrics")]
+        if self.fleet is not None:
+            sources.append(self.fleet)
         interval = min((spec.export_interval for spec, _, _ in self.probes), default=10.0)
         async with export:
             while sources:
