@@ -150,7 +150,45 @@ def _run_phases(server: TargetServer, etcd: Etcd, agents: dict[str, Agent]) -> N
     _wait("takeover from the paused agent", lambda: _exactly(server, others, REPLICAS, window))
     agents["a3"].signal(signal.SIGCONT)
     resumed = time.monotonic()
-    _wait("no double coverage after SIGCONT", lambda: _exactly(server, live, REPLICAS, window))
-    print(f"back to exactly {REPLICAS} per target {time.monotonic() - resumed:.2f}s after SIGCONT")
+
+    def back() -> bool:
+        now = time.monotonic()
+        recent = server.probers(now - window, now)
+        rejoined = any("a3" in agents for agents in recent.values())
+        return now > resumed + window and rejoined and _exactly(server, live, REPLICAS, window)
+
+    _wait("the resumed agent back, with exactly 2 agents per target", back)
+    print(f"exactly {REPLICAS} per target again {time.monotonic() - resumed:.2f}s after SIGCONT")
     time.sleep(window)
     assert _exactly(server, live, REPLICAS, window)
+
+
+def test_a_second_agent_with_a_live_name_is_refused(etcd: Etcd, tmp_path: Path) -> None:
+    with TargetServer() as server:
+        (tmp_path / "targets.txt").write_text(server.url(0) + "\n")
+        fields = {
+            "etcd": etcd.client_url,
+            "fleet": "t",
+            "replicas": 1,
+            "ttl": TTL,
+            "interval": INTERVAL,
+            "timeout": 1.5,
+            "extra": "",
+        }
+        first = Agent(tmp_path, "same", **fields)
+        first.start()
+        try:
+            _wait("the first agent probing", lambda: bool(server.probers(0.0)))
+            (tmp_path / "second").mkdir()
+            (tmp_path / "second" / "targets.txt").write_text(server.url(0) + "\n")
+            second = Agent(tmp_path / "second", "same", **fields)
+            second.start()
+            assert second.wait(60) == 2
+            errors = [ln for ln in second.output().splitlines() if ln.strip()]
+            assert errors == [
+                "trioprobe: error: fleet could not start: agent name 'same' is already live in "
+                f"fleet 't'; give this agent another name, or wait for the other one's lease "
+                f"({TTL}s) to expire"
+            ]
+        finally:
+            first.stop()
