@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -74,19 +74,26 @@ class EtcdSDSource(Source):
     ) -> None:
         delay = self.backoff
         attempt = 0
+        started = False
+
+        def ready() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                task_status.started()
+
         # No client-wide read timeout: a watch is idle between changes by design.
         timeout = httpx.Timeout(self.timeout, read=None)
         async with httpx.AsyncClient(timeout=timeout) as client:
             while True:
                 endpoint = self.endpoints[attempt % len(self.endpoints)]
                 try:
-                    await self._follow(client, endpoint, feed, task_status)
+                    await self._follow(client, endpoint, feed, ready)
                 except (httpx.HTTPError, SourceError, trio.TooSlowError, ValueError) as exc:
                     feed.fail(f"etcd {endpoint}: {_reason(exc)}")
                 else:
                     delay = self.backoff  # the watch ended cleanly: start over at once
-                task_status.started()
-                task_status = trio.TASK_STATUS_IGNORED
+                ready()
                 attempt += 1
                 await trio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF)
@@ -96,7 +103,7 @@ class EtcdSDSource(Source):
         client: httpx.AsyncClient,
         endpoint: str,
         feed: Feed,
-        task_status: trio.TaskStatus[None],
+        ready: Callable[[], None],
     ) -> None:
         with trio.fail_after(self.timeout):
             resp = await client.post(
@@ -109,7 +116,7 @@ class EtcdSDSource(Source):
         for kv in reply.get("kvs", ()):
             self._put(kv)
         self._publish(feed)
-        task_status.started()
+        ready()
         body = {
             "create_request": {
                 "key": _b64(self.prefix),
@@ -121,9 +128,13 @@ class EtcdSDSource(Source):
         async with client.stream("POST", f"{endpoint}/v3/watch", json=body) as stream:
             if stream.status_code != 200:
                 raise SourceError(f"watch answered {stream.status_code}")
-            async for line in stream.aiter_lines():
-                if line.strip() and self._apply(json.loads(line)):
-                    self._publish(feed)
+            lines = stream.aiter_lines()
+            try:
+                async for line in lines:
+                    if line.strip() and self._apply(json.loads(line)):
+                        self._publish(feed)
+            finally:
+                await _close_lines(stream, lines)
         raise SourceError("the watch stream ended")
 
     def _apply(self, message: dict[str, Any]) -> bool:
@@ -149,9 +160,13 @@ class EtcdSDSource(Source):
         where = f"etcd key {key.decode('utf-8', errors='replace')!r}"
         try:
             labels = parse_label_object(base64.b64decode(kv.get("value", "")), where)
+        except SourceError as exc:  # this key is skipped, the others kept
+            self._kvs[key] = str(exc)
+            return
+        try:
             if self.check is not None:
                 self.check(address)
-        except ValueError as exc:  # SourceError too: this key is skipped, the others kept
+        except ValueError as exc:
             self._kvs[key] = f"{where}: bad target {address!r}: {exc}"
             return
         self._kvs[key] = Target(address, labels)
@@ -166,6 +181,20 @@ class EtcdSDSource(Source):
             else:
                 bad[key.decode("utf-8", errors="replace")] = entry
         feed.publish(tuple(targets.values()), bad)
+
+
+async def _close_lines(stream: httpx.Response, lines: AsyncIterator[str]) -> None:
+    # httpx's line iterator is a chain of async generators that aclose() on the outer one
+    # leaves unfinished; closing the response makes the next read end them all (as EtcdLog).
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        await stream.aclose()
+        try:
+            while True:
+                await lines.__anext__()
+        except StopAsyncIteration:
+            pass
+        except Exception:  # expected: the stream was closed under it
+            pass
 
 
 def _reply(resp: httpx.Response, path: str) -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """File sources: ``targets_file`` (one target per line) and ``file_sd`` (Prometheus's format).
 
-Both poll the file's stamp (mtime, size, inode) every ``poll`` seconds and re-read it when it
-changed, the ``stat``, the read and the parse all in a worker thread. A read is used only if the
-file did not change during it nor in the ``settle`` seconds after it, so a rewrite in place
-(truncate, then write) is never taken for the file's new content; and a file that reads empty
-where it had targets must read empty at two polls in a row before the targets are dropped.
+Both poll the file's stamp (mtime, size, inode) every ``poll`` seconds with a ``stat`` and
+re-read it when it changed, the open, the read and the parse in a worker thread. A read is used
+only if the file did not change during it nor in the ``settle`` seconds after it, so a rewrite
+in place (truncate, then write) is never taken for the file's new content; and a file that reads
+empty where it had targets must read empty at two polls in a row before the targets are dropped.
 """
 
 from __future__ import annotations
@@ -84,13 +84,17 @@ class _FileSource(Source):
             await trio.sleep(self.poll)
 
     async def _poll_once(self, feed: Feed) -> None:
-        stamp = await trio.to_thread.run_sync(path_stamp, self.path)
+        # A stat is metadata (microseconds, and it never blocks on a FIFO or a device), so it
+        # runs here; the open, read and parse, which can take milliseconds, run in a thread.
+        # A thread only when the file changed also keeps mock-clock tests deterministic.
+        stamp = path_stamp(self.path)
         if stamp == self._stamp and feed.current is not None:
             return
         try:
-            (targets, bad), stamp = await trio.to_thread.run_sync(self.read)
+            # Abandoned on cancel: the result would be thrown away, so shutdown never waits.
+            (targets, bad), stamp = await trio.to_thread.run_sync(self.read, abandon_on_cancel=True)
             await trio.sleep(self.settle)
-            if await trio.to_thread.run_sync(path_stamp, self.path) != stamp:
+            if path_stamp(self.path) != stamp:
                 raise FileChanged("the file changed just after it was read")
         except FileChanged:
             # Being rewritten: not a failure, and not the file's content. Read it next poll.

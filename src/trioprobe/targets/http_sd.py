@@ -81,7 +81,7 @@ class HttpSDSource(Source):
             etag = resp.headers.get("etag")
         data = bytes(body)
         if len(data) > _PARSE_IN_THREAD:
-            parsed = await trio.to_thread.run_sync(self._parse, data)
+            parsed = await trio.to_thread.run_sync(self._parse, data, abandon_on_cancel=True)
         else:
             parsed = self._parse(data)
         self._etag = etag
