@@ -35,7 +35,7 @@ class _Agent:
             lambda alert, notice: self.sent.append(notice),
         )
         self.scope = trio.CancelScope()
-        self.targets = self.ownership.wrap("web", lambda: TARGETS)
+        self.targets = lambda: self.ownership.filter("web", TARGETS)
 
     async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
         with self.scope:

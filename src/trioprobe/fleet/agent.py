@@ -4,13 +4,14 @@ and the agent's own metrics, started before the probes and left before they drai
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import trio
 
 from .. import __version__
 from ..alerting.notify import Notice
 from ..metrics import EventMetrics, Int, Kind
+from ..targets import Target
 from ._etcd import EtcdClient
 from .alerts import FleetAlerts
 from .membership import AgentInfo, Membership
@@ -48,9 +49,12 @@ class FleetAgent:
     def name(self) -> str:
         return self.spec.agent
 
-    def wrap(self, probe: str, targets: Callable[[], Sequence[str]]) -> Callable[[], list[str]]:
-        """``targets`` narrowed to what this agent owns (the ownership filter)."""
-        return self.ownership.wrap(probe, targets)
+    def snapshot_filter(self, probe: str, targets: tuple[Target, ...]) -> list[Target]:
+        """The ownership filter, for the targets layer's seam."""
+        return self.ownership.snapshot_filter(probe, targets)
+
+    def on_ownership_change(self, callback: Callable[[], None]) -> None:
+        self.ownership.on_change(callback)
 
     def use_alerts(
         self, rule_of: Callable[[str], tuple[str, int]], send: Callable[[str, Notice], None]

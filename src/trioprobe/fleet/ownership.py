@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import trio
 
+from ..targets import Target
 from .membership import Membership
 from .rendezvous import key_of, owners
 
@@ -38,6 +39,7 @@ class Ownership:
         self.me = membership.info.name
         self._tables: dict[str, _Table] = {}
         self._keys: dict[tuple[str, str], int] = {}
+        self._callbacks: list[Callable[[], None]] = []
 
     def _key(self, probe: str, target: str) -> int:
         key = self._keys.get((probe, target))
@@ -71,17 +73,26 @@ class Ownership:
         """Targets owned, over every probe (exported as ``trioprobe_fleet_owned_targets``)."""
         return sum(sum(table.owned.values()) for table in self._tables.values())
 
-    def wrap(self, probe: str, targets: Callable[[], Sequence[str]]) -> Callable[[], list[str]]:
-        """A targets callable that lists only what this agent owns of ``targets()``."""
-        return lambda: self.filter(probe, targets())
+    def snapshot_filter(self, probe: str, targets: tuple[Target, ...]) -> list[Target]:
+        """The targets layer's seam (:data:`trioprobe.targets.SnapshotFilter`)."""
+        owned = set(self.filter(probe, [t.address for t in targets]))
+        return [t for t in targets if t.address in owned]
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after each recomputation (the runner re-applies the filter then)."""
+        self._callbacks.append(callback)
 
     async def run(self) -> None:
         """Recompute the tables whenever the member set changes, until cancelled."""
-        generation = self.membership.generation
         while True:
-            generation = await self.membership.wait_changed(generation)
-            for probe in list(self._tables):
+            generation = self.membership.generation
+            stale = [p for p, t in list(self._tables.items()) if t.generation != generation]
+            for probe in stale:
                 await self._recompute(probe)
+            if stale and self.membership.generation == generation:
+                for callback in self._callbacks:
+                    callback()
+            await self.membership.wait_changed(generation)
 
     async def _recompute(self, probe: str) -> None:
         old = self._tables[probe]
