@@ -296,7 +296,8 @@ class Membership:
                 await self.etcd.revoke(self.lease)
             except EtcdError as exc:
                 logger.warning("fleet %r: could not revoke the lease: %s", self.fleet, exc)
-        self._drop_self()
+        # This agent's own view keeps itself: its probes are stopping anyway, and dropping its
+        # targets now would empty the final export of what it probed.
 
     # --- the mirror -------------------------------------------------------------------------
 
