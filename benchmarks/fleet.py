@@ -157,6 +157,16 @@ def etcd_writes(client: str) -> float:
     return total
 
 
+BASELINE = """
+[[probe]]
+name = "web"
+type = "http"
+targets_file = "{targets}"
+interval = {interval}
+timeout = {timeout}
+headers = {{ "X-Agent" = "{agent}" }}
+"""
+
 CONFIG = """
 [fleet]
 etcd = ["{etcd}"]
@@ -193,6 +203,11 @@ def main() -> None:
     parser.add_argument("--ttl", type=float, default=10.0)
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--settle-limit", type=float, default=180.0)
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="first run one agent without [fleet] on one agent's share of the targets",
+    )
     args = parser.parse_args()
     workdir = args.workdir = Path(tempfile.mkdtemp(prefix="trioprobe-fleet-bench-"))
     server = TargetServer()
@@ -239,6 +254,41 @@ def start_agent(
         log.close()
 
 
+def baseline(args: argparse.Namespace, workdir: Path) -> None:
+    """One process without [fleet] probing one agent's share: its CPU per probe, for comparison."""
+    share = args.targets * args.replicas // (args.agents - 1)
+    lines = (workdir / "targets.txt").read_text().splitlines()[:share]
+    (workdir / "baseline.txt").write_text("".join(f"{line}\n" for line in lines))
+    config = workdir / "baseline.toml"
+    config.write_text(
+        BASELINE.format(
+            targets="baseline.txt",
+            interval=args.interval,
+            timeout=min(5.0, args.interval / 2),
+            agent="baseline",
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trioprobe.cli", "run", str(config), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=workdir,
+    )
+    try:
+        time.sleep(3 * args.interval)
+        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(args.window)
+        cpu = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+        per_probe = cpu / (share / args.interval)
+        print(
+            f"baseline without [fleet], {share} targets: CPU {cpu * 100:.1f}% "
+            f"({per_probe * 1e6:.0f} us/probe), RSS {rss_mib(proc.pid):.0f} MiB"
+        )
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def settle(args: argparse.Namespace, server: TargetServer, live: set[str]) -> float:
     """Seconds until every target was probed by exactly ``replicas`` of ``live`` in the last
     two intervals (or exit when it does not happen within --settle-limit)."""
@@ -282,6 +332,8 @@ def run(
     client: str,
     procs: dict[str, subprocess.Popen[bytes]],
 ) -> None:
+    if args.baseline:
+        baseline(args, workdir)
     names = [f"agent-{i}" for i in range(args.agents)]
     print(
         f"fleet: {args.agents} agents, {args.targets} targets, replicas={args.replicas}, "
