@@ -65,6 +65,7 @@ probe_types = Registry(
         "dns": "trioprobe.probes.dns",
         "ping": "trioprobe.probes.ping",
         "external": "trioprobe.probes.external",
+        "grpc": "trioprobe.probes.grpc",
     },
     required=("Options", "make_probe"),
 )
