@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._looplag import LAG_BUCKETS, LAG_WARN_SECONDS
-from ..metrics import Distribution
+from ..metrics import Distribution, Map
 from ..results import ProbeResult
 
 __all__ = ["LiveStats"]
@@ -49,7 +49,7 @@ class TargetStats:
     last_error: str = ""
     current: Distribution = attrs.field(factory=_BUCKETS.clone)
     previous: Distribution | None = None
-    gauges: dict[str, float | int | str] = attrs.field(factory=dict)
+    gauges: dict[str, float | int | str | Map] = attrs.field(factory=dict)
     _cached: tuple[float, float] | None = None
 
     def add_latency(self, seconds: float) -> None:
@@ -190,9 +190,11 @@ def _line(probe: str, target: str, stats: TargetStats) -> str:
     )
 
 
-def _format_gauge(value: float | int | str | None) -> str:
+def _format_gauge(value: float | int | str | Map | None) -> str:
     if value is None:
         return "-"
+    if isinstance(value, Map):
+        return " ".join(f"{key}={_format_gauge(number)}" for key, number in value.values.items())
     if isinstance(value, float):
         # Gauges reported in seconds (srtt, clock_diff) read best as durations.
         return _format_seconds(value)

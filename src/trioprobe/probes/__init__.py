@@ -66,6 +66,7 @@ probe_types = Registry(
         "ping": "trioprobe.probes.ping",
         "external": "trioprobe.probes.external",
         "grpc": "trioprobe.probes.grpc",
+        "script": "trioprobe.probes.script",
     },
     required=("Options", "make_probe"),
 )
