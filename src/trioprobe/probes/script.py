@@ -29,6 +29,7 @@ import attrs
 import trio
 
 from .._options import module_field, path_field
+from .._scrub import register_secret, secret_forms
 from ..checks import CheckFn, CheckReport, load_check, new_http_client, run_check
 from ..metrics import Map
 from ..results import ProbeResult
@@ -107,6 +108,8 @@ def client_headers(options: Options) -> dict[str, str]:
     headers = dict(options.headers)
     token = _token(options)
     if token:
+        # A target that echoes the request would otherwise put the token in an error message.
+        register_secret(secret_forms(token))
         headers["Authorization"] = f"Bearer {token}"
     return headers
 
