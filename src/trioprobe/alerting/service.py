@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+import attrs
 import trio
 
 from .._asgi import serve_asgi
@@ -23,13 +24,9 @@ from ..config import AlertSpec, Config, ProbeSpec
 from ..metrics import EventMetrics, Int, Kind
 from ..results import ProbeResult
 from .health import Health
-from .notify import (
-    NOTICE_BUFFER,
-    CommandNotifier,
-    Notice,
-    WebhookNotifier,
-    log_notice,
-)
+from .notice import Notice
+from .notify import NOTICE_BUFFER, CommandNotifier, WebhookNotifier, log_notice
+from .queued import QueuedNotifier
 from .state import DOWN, UNKNOWN, UP, AlertRule, Transition
 from .status import StatusPage
 
@@ -37,7 +34,7 @@ __all__ = ["AlertingService", "rule_of"]
 
 logger = logging.getLogger("trioprobe.alerting")
 
-Notifier = CommandNotifier | WebhookNotifier
+Notifier = CommandNotifier | QueuedNotifier
 TargetsFn = Callable[[], Iterable[str]]
 
 
@@ -53,15 +50,20 @@ def rule_of(spec: AlertSpec) -> AlertRule:
 
 
 class _Alert:
-    """One ``[[alert]]``'s notifiers and the channels feeding them."""
+    """One ``[[alert]]``'s notifiers, and the task that hands notices to them.
+
+    Notices come in through :meth:`notify` (synchronous, from a probe's owner task) into one
+    bounded inbox. :meth:`dispatch` queues each batch in every durable notifier (on disk, with
+    the alert state), and only then logs it and passes it to the command notifier: a logged
+    notice is one a SIGKILL can no longer lose.
+    """
 
     def __init__(self, spec: AlertSpec, drain_timeout: float) -> None:
         self.spec = spec
-        self.notifiers: list[Notifier] = []
-        if spec.command:
-            self.notifiers.append(CommandNotifier(spec.command, spec.command_timeout))
+        self.command = CommandNotifier(spec.command, spec.command_timeout) if spec.command else None
+        self.durable: list[QueuedNotifier] = []
         if spec.webhook:
-            self.notifiers.append(
+            self.durable.append(
                 WebhookNotifier(
                     spec.webhook,
                     spec.webhook_queue_dir,
@@ -70,22 +72,75 @@ class _Alert:
                     drain_timeout=drain_timeout,
                 )
             )
-        self.channels = [trio.open_memory_channel[Notice](NOTICE_BUFFER) for _ in self.notifiers]
-        #: Notices a notifier was too far behind to take.
+        self.inbox, self._inbox_out = trio.open_memory_channel[Notice](NOTICE_BUFFER)
+        self._command_in, self._command_out = trio.open_memory_channel[Notice](NOTICE_BUFFER)
+        #: Notices dropped because the alert was :data:`NOTICE_BUFFER` notices behind.
         self.dropped = 0
+        #: (probe, target) -> the fire notice of alerts a previous run left firing.
+        self.restored: dict[tuple[str, str], Notice] = {}
+
+    @property
+    def notifiers(self) -> list[Notifier]:
+        return [*([self.command] if self.command else []), *self.durable]
 
     def notify(self, notice: Notice) -> None:
-        if self.spec.log:
-            log_notice(notice)
-        for notifier, (send, _) in zip(self.notifiers, self.channels, strict=True):
+        try:
+            self.inbox.send_nowait(notice)
+        except trio.WouldBlock:
+            self.dropped += 1
+            logger.warning(
+                "alert %r is %d notices behind: dropped a %s of %r",
+                self.spec.name,
+                NOTICE_BUFFER,
+                notice.event,
+                notice.transition.target,
+            )
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The alert has stopped (shutdown): nothing left to tell.
+            pass
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start the notifiers, then dispatch until the inbox is closed and drained."""
+        async with open_nursery() as nursery:
+            if self.command is not None:
+                await nursery.start(self.command.run, self._command_out)
+            for notifier in self.durable:
+                await nursery.start(notifier.run)
+                for entry in notifier.state.firing.values():
+                    t = entry.notice.transition
+                    self.restored.setdefault((t.probe, t.target), entry.notice)
+            task_status.started()
             try:
-                send.send_nowait(notice)
-            except trio.WouldBlock:
-                self.dropped += 1
-                logger.warning("%s is %d notices behind: dropped one", notifier.name, NOTICE_BUFFER)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                # The notifier has stopped (shutdown): nothing left to tell.
-                pass
+                await self._dispatch()
+            finally:
+                self._command_in.close()
+                for notifier in self.durable:
+                    notifier.close()
+
+    async def _dispatch(self) -> None:
+        async with self._inbox_out:
+            async for first in self._inbox_out:
+                batch = [first]
+                while len(batch) < NOTICE_BUFFER:
+                    try:
+                        batch.append(self._inbox_out.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                for notifier in self.durable:
+                    await notifier.enqueue(batch)
+                for notice in batch:
+                    if self.spec.log:
+                        log_notice(notice)
+                    if self.command is not None:
+                        try:
+                            self._command_in.send_nowait(notice)
+                        except trio.WouldBlock:
+                            self.dropped += 1
+                            logger.warning(
+                                "%s is %d notices behind: dropped one",
+                                self.command.name,
+                                NOTICE_BUFFER,
+                            )
 
 
 class AlertingService:
@@ -119,16 +174,37 @@ class AlertingService:
     def _on_transition(self, transition: Transition) -> None:
         key = (transition.probe, transition.target)
         alert = self.alerts.get(transition.alert)
+        restored = alert.restored.pop(key, None) if alert is not None else None
         if transition.fires:
+            if restored is not None:
+                # Still down after a restart: the fire was sent by the previous run; carry on
+                # with its repeats instead of firing twice.
+                self._firing[key] = (trio.current_time(), restored.repeat)
+                return
             self._firing[key] = (trio.current_time(), 0)
             notice = Notice("fire", transition)
         elif transition.resolves:
             self._firing.pop(key, None)
             notice = Notice("resolve", transition)
+        elif restored is not None:
+            # unknown -> up after a restart: resolve what the previous run fired.
+            notice = Notice("resolve", attrs.evolve(transition, old=DOWN))
         else:
             return
         if alert is not None:
             alert.notify(notice)
+
+    @staticmethod
+    def _resolve_restored(alert: _Alert, gone: list[tuple[str, str]]) -> None:
+        """Resolve the alerts a previous run fired for (probe, target) pairs that are ``gone``."""
+        for key in gone:
+            fired = alert.restored.pop(key).transition
+            alert.notify(
+                Notice(
+                    "resolve",
+                    attrs.evolve(fired, old=DOWN, new=UNKNOWN, since=time.time(), reason="removed"),
+                )
+            )
 
     async def run(
         self,
@@ -151,8 +227,18 @@ class AlertingService:
         task_status: trio.TaskStatus[None],
     ) -> None:
         async with export, open_nursery() as nursery:
-            notifier_nursery_done = trio.Event()
-            await nursery.start(self._run_notifiers, notifier_nursery_done)
+            notifiers_done = trio.Event()
+            await nursery.start(self._run_alerts, notifiers_done)
+            watched = {
+                name: {
+                    spec.name for spec, _ in probes if self.health.rule_for(spec.name).name == name
+                }
+                for name in self.alerts
+            }
+            for name, alert in self.alerts.items():
+                # A probe this alert no longer watches cannot resolve what it fired.
+                gone = [k for k in alert.restored if k[0] not in watched[name]]
+                self._resolve_restored(alert, gone)
             status = self.config.status
             if status is not None:
                 page = StatusPage(self.health, refresh=status.refresh)
@@ -166,20 +252,18 @@ class AlertingService:
             for spec, targets in probes:
                 await self._export(spec, targets, export)
             for alert in self.alerts.values():
-                for send, _ in alert.channels:
-                    send.close()
+                alert.inbox.close()
             with trio.move_on_after(self.config.shutdown_grace):
-                await notifier_nursery_done.wait()
+                await notifiers_done.wait()
             nursery.cancel_scope.cancel()
 
-    async def _run_notifiers(
+    async def _run_alerts(
         self, done: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         try:
             async with open_nursery() as nursery:
                 for alert in self.alerts.values():
-                    for notifier, (_, receive) in zip(alert.notifiers, alert.channels, strict=True):
-                        await nursery.start(notifier.run, receive)
+                    await nursery.start(alert.run)
                 task_status.started()
         finally:
             done.set()
@@ -193,7 +277,12 @@ class AlertingService:
         next_export = trio.current_time() + spec.export_interval
         while True:
             await trio.sleep(spec.interval)
-            self.health.set_targets(spec.name, targets())
+            listed = set(targets())
+            self.health.set_targets(spec.name, listed)
+            alert = self.alerts.get(self.health.rule_for(spec.name).name)
+            if alert is not None and alert.restored:
+                gone = [k for k in alert.restored if k[0] == spec.name and k[1] not in listed]
+                self._resolve_restored(alert, gone)
             self._repeat(spec.name)
             if trio.current_time() >= next_export:
                 next_export += spec.export_interval * max(
