@@ -192,13 +192,32 @@ class QueuedNotifier:
         try:
             with trio.fail_after(self.timeout):
                 async with client.stream("POST", url, content=data, headers=headers) as resp:
-                    body = bytearray()
-                    async for chunk in resp.aiter_raw():
-                        body += chunk[: REPLY_LIMIT - len(body)]
-                        if len(body) >= REPLY_LIMIT:
-                            break
-                    return Reply(resp.status_code, bytes(body), resp.headers.get("location"))
+                    body = await _read_bounded(resp)
+                    return Reply(resp.status_code, body, resp.headers.get("location"))
         except (trio.TooSlowError, httpx.TimeoutException):
             raise self.error(f"{url}: no complete reply within {self.timeout:g} s") from None
         except httpx.HTTPError as exc:
             raise self.error(f"{url}: {type(exc).__name__}: {exc}") from exc
+
+
+async def _read_bounded(resp: httpx.Response) -> bytes:
+    """Up to :data:`REPLY_LIMIT` bytes of ``resp``'s body; past that the connection is closed.
+
+    Closing the socket (rather than leaving the loop) ends httpx's nested body generators with a
+    read error, so none is left half-iterated for the garbage collector.
+    """
+    body = bytearray()
+    network = resp.extensions.get("network_stream")
+    try:
+        async for chunk in resp.aiter_raw():
+            if len(body) >= REPLY_LIMIT:
+                continue  # the socket is closed: the next read ends the loop
+            body += chunk[: REPLY_LIMIT - len(body)]
+            if len(body) >= REPLY_LIMIT:
+                if network is None:
+                    break
+                await network.aclose()
+    except httpx.HTTPError:
+        if len(body) < REPLY_LIMIT:
+            raise
+    return bytes(body)
