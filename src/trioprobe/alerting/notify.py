@@ -23,6 +23,7 @@ import subprocess
 import httpx
 import trio
 
+from .._spawn import EscapeWatch, run_in_group
 from ..handoff.disk_queue import default_queue_dir
 from .firing import FiringEntry
 from .notice import Notice
@@ -104,6 +105,8 @@ class CommandNotifier:
         self.argv = argv
         self.timeout = timeout
         self.name = f"command {argv[0]!r}"
+        #: Counts the processes that left the command's process group and outlived it.
+        self.watch = EscapeWatch(f"alert {self.name}")
         self.succeeded = 0
         self.failed = 0
 
@@ -125,8 +128,8 @@ class CommandNotifier:
         why: str | None = None
         with trio.move_on_after(self.timeout) as scope:
             try:
-                done = await trio.run_process(
-                    argv, check=False, stdin=b"", stdout=subprocess.DEVNULL, capture_stderr=True
+                done = await run_in_group(
+                    argv, self.watch, stdin=b"", stdout=subprocess.DEVNULL, capture_stderr=True
                 )
             except OSError as exc:
                 why = f"could not start: {exc}"
@@ -135,7 +138,8 @@ class CommandNotifier:
                     tail = done.stderr.decode(errors="replace")[-_STDERR_TAIL:].strip()
                     why = f"exited with {done.returncode}" + (f": {tail}" if tail else "")
         if scope.cancelled_caught:
-            why = f"killed after its timeout of {self.timeout:g} s"
+            why = f"killed (with its process group) after its timeout of {self.timeout:g} s"
+        await self.watch.sweep_if_due()
         if why is None:
             self.succeeded += 1
             return True
