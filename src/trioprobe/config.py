@@ -366,6 +366,7 @@ def _shared_queue_dirs(
     """A handoff queue directory is locked by whoever opens it first, so two users of one
     directory pass every other check and then fail at start-up: say so here instead."""
     from .alerting.notify import default_webhook_dir  # here: alerting imports this module
+    from .handoff.disk_queue import default_queue_dir
 
     users = [
         (f"surfacer[{i}].queue_dir", options.resolved_queue_dir())
@@ -379,6 +380,14 @@ def _shared_queue_dirs(
         )
         for spec in alerts
         if spec.webhook
+    ]
+    users += [
+        (
+            f"alert {spec.name!r}: alertmanager_queue_dir",
+            spec.alertmanager_queue_dir or default_queue_dir(f"alert-{spec.name}-alertmanager"),
+        )
+        for spec in alerts
+        if spec.alertmanager
     ]
     first: dict[str, str] = {}
     errors = []
@@ -411,6 +420,13 @@ def _check_alert(spec: AlertSpec, path: str, errors: list[str]) -> None:
     errors.extend(check_numbers(spec, path))
     if spec.webhook and not spec.webhook.startswith(("http://", "https://")):
         errors.append(f"{path}.webhook: expected an http:// or https:// URL, got {spec.webhook!r}")
+    if spec.alertmanager and not spec.alertmanager.startswith(("http://", "https://")):
+        errors.append(
+            f"{path}.alertmanager: expected Alertmanager's http:// or https:// base URL "
+            f"(e.g. http://127.0.0.1:9093), got {spec.alertmanager!r}"
+        )
+    if not spec.severity:
+        errors.append(f"{path}.severity: must not be empty")
     if spec.command and not spec.command[0]:
         errors.append(f"{path}.command: the program (first element) must not be empty")
     from .alerting.notify import check_template  # here: alerting imports this module

@@ -118,6 +118,14 @@ class AlertSpec:
     webhook_timeout: float = 10.0
     #: The webhook's queue directory; "" means ``<tmp>/trioprobe-handoff-<uid>/alert-<name>``.
     webhook_queue_dir: str = path_field("")
+    #: Alertmanager's base URL (``http://host:9093``): firing alerts are POSTed to its
+    #: ``/api/v2/alerts``, re-sent while firing and resolved with ``endsAt``, durably.
+    alertmanager: str = ""
+    alertmanager_timeout: float = 10.0
+    #: Its queue directory; "" means ``<tmp>/trioprobe-handoff-<uid>/alert-<name>-alertmanager``.
+    alertmanager_queue_dir: str = path_field("")
+    #: The ``severity`` label of the alerts sent to Alertmanager.
+    severity: str = "critical"
 
 
 @attrs.frozen

@@ -33,14 +33,19 @@ Key = tuple[str, str]
 
 
 class FiringEntry:
-    """One firing alert: its latest fire/repeat notice and when it began firing."""
+    """One firing alert: the notice that fired it, and the repeats sent since."""
 
-    __slots__ = ("notice", "starts_at")
+    __slots__ = ("notice", "repeats")
 
-    def __init__(self, notice: Notice, starts_at: float) -> None:
+    def __init__(self, notice: Notice, repeats: int = 0) -> None:
+        #: The fire notice (a repeat keeps it: what identifies the alert must not change).
         self.notice = notice
-        #: Wall-clock time the alert began firing (a repeat keeps the fire's).
-        self.starts_at = starts_at
+        self.repeats = repeats
+
+    @property
+    def starts_at(self) -> float:
+        """Wall-clock time the alert began firing."""
+        return self.notice.transition.since
 
 
 class FiringState:
@@ -61,8 +66,10 @@ class FiringState:
         if notice.event == "resolve":
             return self.firing.pop(key, None)
         old = self.firing.get(key)
-        starts_at = old.starts_at if old is not None and notice.event == "repeat" else t.since
-        self.firing[key] = FiringEntry(notice, starts_at)
+        if notice.event == "repeat" and old is not None:
+            old.repeats = notice.repeat
+        else:
+            self.firing[key] = FiringEntry(notice, notice.repeat)
         return None
 
     def load_sync(self) -> None:
@@ -80,7 +87,7 @@ class FiringState:
             for item in doc["firing"]:
                 notice = notice_from_document(item["notice"])
                 t = notice.transition
-                self.firing[(t.probe, t.target)] = FiringEntry(notice, float(item["starts_at"]))
+                self.firing[(t.probe, t.target)] = FiringEntry(notice, int(item["repeats"]))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self.firing.clear()
             os.replace(self.path, self.path + ".bad")
@@ -97,8 +104,7 @@ class FiringState:
         doc: dict[str, Any] = {
             "version": _VERSION,
             "firing": [
-                {"notice": e.notice.document(), "starts_at": e.starts_at}
-                for e in self.firing.values()
+                {"notice": e.notice.document(), "repeats": e.repeats} for e in self.firing.values()
             ],
         }
         tmp = self.path + ".tmp"

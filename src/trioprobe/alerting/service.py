@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from urllib.parse import urlencode
 
 import attrs
 import trio
@@ -23,6 +24,8 @@ from .._groups import open_nursery
 from ..config import AlertSpec, Config, ProbeSpec
 from ..metrics import EventMetrics, Int, Kind
 from ..results import ProbeResult
+from .alertmanager import AlertmanagerNotifier
+from .firing import FiringEntry
 from .health import Health
 from .notice import Notice
 from .notify import NOTICE_BUFFER, CommandNotifier, WebhookNotifier, log_notice
@@ -58,7 +61,14 @@ class _Alert:
     notice is one a SIGKILL can no longer lose.
     """
 
-    def __init__(self, spec: AlertSpec, drain_timeout: float) -> None:
+    def __init__(
+        self,
+        spec: AlertSpec,
+        drain_timeout: float,
+        *,
+        probe_labels: Mapping[str, Mapping[str, str]] | None = None,
+        generator_url: Callable[[str, str], str] | None = None,
+    ) -> None:
         self.spec = spec
         self.command = CommandNotifier(spec.command, spec.command_timeout) if spec.command else None
         self.durable: list[QueuedNotifier] = []
@@ -72,12 +82,25 @@ class _Alert:
                     drain_timeout=drain_timeout,
                 )
             )
+        if spec.alertmanager:
+            self.durable.append(
+                AlertmanagerNotifier(
+                    spec.alertmanager,
+                    spec.alertmanager_queue_dir,
+                    alert=spec.name,
+                    severity=spec.severity,
+                    probe_labels=probe_labels,
+                    generator_url=generator_url,
+                    timeout=spec.alertmanager_timeout,
+                    drain_timeout=drain_timeout,
+                )
+            )
         self.inbox, self._inbox_out = trio.open_memory_channel[Notice](NOTICE_BUFFER)
         self._command_in, self._command_out = trio.open_memory_channel[Notice](NOTICE_BUFFER)
         #: Notices dropped because the alert was :data:`NOTICE_BUFFER` notices behind.
         self.dropped = 0
-        #: (probe, target) -> the fire notice of alerts a previous run left firing.
-        self.restored: dict[tuple[str, str], Notice] = {}
+        #: (probe, target) -> alerts a previous run left firing.
+        self.restored: dict[tuple[str, str], FiringEntry] = {}
 
     @property
     def notifiers(self) -> list[Notifier]:
@@ -108,7 +131,7 @@ class _Alert:
                 await nursery.start(notifier.run)
                 for entry in notifier.state.firing.values():
                     t = entry.notice.transition
-                    self.restored.setdefault((t.probe, t.target), entry.notice)
+                    self.restored.setdefault((t.probe, t.target), entry)
             task_status.started()
             try:
                 await self._dispatch()
@@ -148,7 +171,16 @@ class AlertingService:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.alerts = {a.name: _Alert(a, config.shutdown_grace) for a in config.alerts}
+        labels = {spec.name: spec.labels for spec, _ in config.probes}
+        self.alerts = {
+            a.name: _Alert(
+                a,
+                config.shutdown_grace,
+                probe_labels=labels,
+                generator_url=self.detail_url,
+            )
+            for a in config.alerts
+        }
         rules: dict[str, AlertRule] = {}
         catch_all = next((a for a in config.alerts if not a.probes), None)
         for spec, _ in config.probes:
@@ -162,6 +194,12 @@ class AlertingService:
         # (probe, target) -> (trio time of the last notice, repeats sent) of firing alerts.
         self._firing: dict[tuple[str, str], tuple[float, int]] = {}
         self._finished = trio.Event()
+
+    def detail_url(self, probe: str, target: str) -> str:
+        """The status page's URL for one probe x target ("" without a status page)."""
+        if self.status_url is None:
+            return ""
+        return f"{self.status_url}?{urlencode({'probe': probe, 'target': target})}"
 
     def feed(self, probe: str, result: ProbeResult) -> None:
         """Evaluate one result (the runner's tap on the results path)."""
@@ -179,7 +217,7 @@ class AlertingService:
             if restored is not None:
                 # Still down after a restart: the fire was sent by the previous run; carry on
                 # with its repeats instead of firing twice.
-                self._firing[key] = (trio.current_time(), restored.repeat)
+                self._firing[key] = (trio.current_time(), restored.repeats)
                 return
             self._firing[key] = (trio.current_time(), 0)
             notice = Notice("fire", transition)
@@ -198,7 +236,7 @@ class AlertingService:
     def _resolve_restored(alert: _Alert, gone: list[tuple[str, str]]) -> None:
         """Resolve the alerts a previous run fired for (probe, target) pairs that are ``gone``."""
         for key in gone:
-            fired = alert.restored.pop(key).transition
+            fired = alert.restored.pop(key).notice.transition
             alert.notify(
                 Notice(
                     "resolve",
