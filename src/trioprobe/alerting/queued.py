@@ -134,6 +134,7 @@ class QueuedNotifier:
             replayer = WriteReplayer(
                 queue,
                 partial(self.send, client),
+                transient_errors=(self.error, httpx.HTTPError),
                 retry_interval=min(0.1, retry_max),
                 retry_max_interval=retry_max,
             )
