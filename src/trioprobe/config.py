@@ -50,6 +50,7 @@ from .specs import (
     DEFAULT_SURFACER_BUFFER,
     AlertSpec,
     LatencyBuckets,
+    MaintenanceSpec,
     ProbeSpec,
     StatusSpec,
     SurfacerSpec,
@@ -112,6 +113,8 @@ class Config:
     alerts: tuple[AlertSpec, ...] = ()
     #: The status page, when a ``[status]`` table is given.
     status: StatusSpec | None = None
+    #: ``[[maintenance]]`` windows: when notifications are held.
+    maintenance: tuple[MaintenanceSpec, ...] = ()
     #: Seconds surfacers get to flush at shutdown before they are cancelled.
     shutdown_grace: float = 5.0
     #: Where relative paths in the config are resolved from.
@@ -152,7 +155,7 @@ _converter.register_structure_hook_factory(
 )
 _PROBE_KEYS = frozenset(attrs.fields_dict(ProbeSpec))
 _SURFACER_KEYS = frozenset(attrs.fields_dict(SurfacerSpec))
-_TOP_KEYS = frozenset({"probe", "surfacer", "shutdown_grace", "alert", "status"})
+_TOP_KEYS = frozenset({"probe", "surfacer", "shutdown_grace", "alert", "status", "maintenance"})
 
 
 def _format_exception(exc: BaseException, type_: type | None) -> str:
@@ -395,9 +398,14 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
             raw_status, quiet = _known_durations(raw_status, StatusSpec, "status", errors)
         status = _structure(raw_status, StatusSpec, "$.status", errors, quiet)
         if status is not None:
+            status = resolve_paths(status, base_dir or Path.cwd())
             errors.extend(check_numbers(status, "status"))
             if status.refresh < 1:
                 errors.append(f"status.refresh: expected >= 1 second, got {status.refresh}")
+
+    maintenance = _parse_maintenance(data.get("maintenance", []), names, errors)
+    for alert_index, alert in enumerate(alerts):
+        errors.extend(_check_depends_on(alert, f"alert[{alert_index}]", names))
 
     if errors:
         raise ConfigError("\n".join(errors))
@@ -406,9 +414,75 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         surfacers=tuple(surfacers),
         alerts=alerts,
         status=status,
+        maintenance=maintenance,
         shutdown_grace=float(grace),
         base_dir=base_dir or Path.cwd(),
     )
+
+
+def _parse_maintenance(
+    raw: object, probes: set[str], errors: list[str]
+) -> tuple[MaintenanceSpec, ...]:
+    from .alerting.maintenance import MAX_RECURRING_DURATION, Cron, parse_time
+
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        errors.append("maintenance: expected an array of tables ([[maintenance]])")
+        return ()
+    out = []
+    for i, table in enumerate(raw):
+        path = f"maintenance[{i}]"
+        table, quiet = _known_durations(table, MaintenanceSpec, path, errors)
+        spec = _structure(table, MaintenanceSpec, f"$.{path}", errors, quiet)
+        if spec is None:
+            continue
+        problems = []
+        if bool(spec.start and spec.end) == bool(spec.cron):
+            problems.append(f"{path}: give either start and end, or cron and duration")
+        for key in ("start", "end"):
+            try:
+                if getattr(spec, key):
+                    parse_time(getattr(spec, key))
+            except ValueError as exc:
+                problems.append(f"{path}.{key}: {exc}")
+        if (
+            spec.start
+            and spec.end
+            and not problems
+            and parse_time(spec.end) <= parse_time(spec.start)
+        ):
+            problems.append(f"{path}.end: must be after start")
+        if spec.cron:
+            try:
+                Cron.parse(spec.cron)
+            except ValueError as exc:
+                problems.append(f"{path}.cron: {exc}")
+            if not 0 < spec.duration <= MAX_RECURRING_DURATION:
+                problems.append(
+                    f"{path}.duration: expected > 0 and <= {MAX_RECURRING_DURATION:g} s with cron"
+                )
+        problems += [f"{path}.probes: unknown probe {p!r}" for p in spec.probes if p not in probes]
+        errors.extend(problems)
+        if not problems:
+            out.append(spec)
+    return tuple(out)
+
+
+def _check_depends_on(spec: AlertSpec, path: str, probes: set[str]) -> list[str]:
+    from .alerting.depends import parse_dependency
+
+    errors = []
+    for item in spec.depends_on:
+        try:
+            probe, _ = parse_dependency(item, probes)
+        except ValueError as exc:
+            errors.append(f"{path}.depends_on: {exc}")
+            continue
+        if probe in spec.probes:
+            errors.append(
+                f"{path}.depends_on: {item!r} is a probe this alert watches (a target cannot "
+                "depend on its own probe)"
+            )
+    return errors
 
 
 def _known_durations(

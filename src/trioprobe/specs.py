@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_SURFACER_BUFFER",
     "AlertSpec",
     "LatencyBuckets",
+    "MaintenanceSpec",
     "ProbeSpec",
     "StatusSpec",
     "SurfacerSpec",
@@ -126,6 +127,30 @@ class AlertSpec:
     alertmanager_queue_dir: str = path_field("")
     #: The ``severity`` label of the alerts sent to Alertmanager.
     severity: str = "critical"
+    #: Probes (``"gw"``) or probe:target pairs (``"gw:10.0.0.1:80"``) this alert's targets
+    #: depend on: while one is down they are ``blocked`` and send no notifications.
+    depends_on: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class MaintenanceSpec:
+    """A ``[[maintenance]]`` table: when notifications for some targets are held.
+
+    Either ``start`` and ``end`` (ISO 8601; UTC without an offset) or ``cron`` (five fields, UTC)
+    and ``duration`` (seconds). ``probes``, ``targets`` and ``labels`` (probe labels) narrow its
+    scope; each empty means any. See docs/alerting.md.
+    """
+
+    name: str
+    start: str = ""
+    end: str = ""
+    cron: str = ""
+    duration: float = 0.0
+    probes: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+    #: Count the window in uptime and SLOs (by default it is left out of them).
+    count_in_slo: bool = False
 
 
 @attrs.frozen
@@ -137,3 +162,7 @@ class StatusSpec:
     port: int = 9314
     #: Seconds between the page's own refreshes.
     refresh: int = 5
+    #: The bearer token that write endpoints (acknowledge) require, read from this environment
+    #: variable or file at start-up; without one, writes are allowed only on a loopback address.
+    token_env: str = ""
+    token_file: str = path_field("")

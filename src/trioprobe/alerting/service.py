@@ -21,12 +21,15 @@ import trio
 
 from .._asgi import serve_asgi
 from .._groups import open_nursery
-from ..config import AlertSpec, Config, ProbeSpec
+from ..config import AlertSpec, Config, ProbeSpec, StatusSpec
 from ..metrics import EventMetrics, Int, Kind
 from ..results import ProbeResult
 from .alertmanager import AlertmanagerNotifier
+from .api import AlertsAPI, is_loopback, read_token
+from .depends import first_down, parse_dependency
 from .firing import FiringEntry
 from .health import Health
+from .maintenance import Window
 from .notice import Notice
 from .notify import NOTICE_BUFFER, CommandNotifier, WebhookNotifier, log_notice
 from .queued import QueuedNotifier
@@ -189,10 +192,23 @@ class AlertingService:
                 rules[spec.name] = rule_of(owner)
         self.health = Health(rules)
         self.health.add_listener(self._on_transition)
+        #: The status server's app (status page and alerts API), once serving.
+        self.api: AlertsAPI | None = None
         #: The status page's base URL, once serving (``None`` without a ``[status]`` table).
         self.status_url: str | None = None
         # (probe, target) -> (trio time of the last notice, repeats sent) of firing alerts.
         self._firing: dict[tuple[str, str], tuple[float, int]] = {}
+        #: (probe, target) -> why its alert is held, for targets down whose fire waits.
+        self.held: dict[tuple[str, str], str] = {}
+        #: Firing alerts acknowledged: no repeats until they resolve.
+        self.acknowledged: set[tuple[str, str]] = set()
+        names = {spec.name for spec, _ in config.probes}
+        self._depends = {
+            a.name: [parse_dependency(d, names) for d in a.depends_on] for a in config.alerts
+        }
+        self._windows = [Window(m) for m in config.maintenance]
+        self._probe_labels = labels
+        self._epoch: tuple[float, float] | None = None
         self._finished = trio.Event()
 
     def detail_url(self, probe: str, target: str) -> str:
@@ -219,10 +235,18 @@ class AlertingService:
                 # with its repeats instead of firing twice.
                 self._firing[key] = (trio.current_time(), restored.repeats)
                 return
+            why = self.hold_reason(transition.alert, *key)
+            if why is not None:
+                # Held (blocked or in maintenance): fired, if still down, once released.
+                self.held[key] = why
+                return
             self._firing[key] = (trio.current_time(), 0)
             notice = Notice("fire", transition)
         elif transition.resolves:
-            self._firing.pop(key, None)
+            self.held.pop(key, None)
+            self.acknowledged.discard(key)
+            if self._firing.pop(key, None) is None:
+                return  # its fire was held: nobody was told, nobody needs the resolve
             notice = Notice("resolve", transition)
         elif restored is not None:
             # unknown -> up after a restart: resolve what the previous run fired.
@@ -231,6 +255,64 @@ class AlertingService:
             return
         if alert is not None:
             alert.notify(notice)
+
+    def wall_time(self) -> float:
+        """Wall-clock now, advancing with Trio's clock (so windows follow a test's MockClock)."""
+        if self._epoch is None:
+            return time.time()
+        wall, clock = self._epoch
+        return wall + trio.current_time() - clock
+
+    def hold_reason(self, alert: str, probe: str, target: str) -> str | None:
+        """Why notifications for ``probe``/``target`` are held now: ``"blocked"`` (a
+        dependency is down), ``"maintenance"`` (a window is open), or ``None``."""
+        deps = self._depends.get(alert)
+        if deps and first_down(self.health, deps) is not None:
+            return "blocked"
+        if self._windows:
+            labels = self._probe_labels.get(probe, {})
+            now = self.wall_time()
+            for window in self._windows:
+                if window.covers(probe, target, labels) and window.is_open(now):
+                    return "maintenance"
+        return None
+
+    def _release(self, probe: str) -> None:
+        """Fire the held alerts of ``probe`` whose hold is over and that are still down."""
+        for key in [k for k in self.held if k[0] == probe]:
+            entry = self.health.entry(*key)
+            if entry is None or entry.state != DOWN:
+                del self.held[key]
+                continue
+            why = self.hold_reason(entry.rule.name, *key)
+            if why is not None:
+                self.held[key] = why
+                continue
+            del self.held[key]
+            self._firing[key] = (trio.current_time(), 0)
+            alert = self.alerts.get(entry.rule.name)
+            if alert is not None:
+                alert.notify(Notice("fire", entry.firing()))
+
+    def acknowledge(self, key: str) -> bool:
+        """Stop the repeats of the firing alert whose fire notice has ``key``, until it
+        resolves; whether such an alert was firing."""
+        for probe, target in self._firing:
+            entry = self.health.entry(probe, target)
+            if entry is None or entry.state != DOWN:
+                continue
+            if self.fire_key(probe, target) == key:
+                self.acknowledged.add((probe, target))
+                logger.info("alert on probe %r target %r acknowledged", probe, target)
+                return True
+        return False
+
+    def fire_key(self, probe: str, target: str) -> str | None:
+        """The id of the firing alert of ``probe``/``target`` (its fire notice's key)."""
+        entry = self.health.entry(probe, target)
+        if entry is None or entry.state != DOWN or (probe, target) not in self._firing:
+            return None
+        return Notice("fire", attrs.evolve(entry.firing(), old=UP)).key
 
     @staticmethod
     def _resolve_restored(alert: _Alert, gone: list[tuple[str, str]]) -> None:
@@ -252,6 +334,7 @@ class AlertingService:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run until :meth:`finish`; owns ``export`` (pass a clone) and closes it when done."""
+        self._epoch = (time.time(), trio.current_time())
         try:
             await self._run(export, probes, task_status)
         finally:
@@ -277,19 +360,8 @@ class AlertingService:
                 # A probe this alert no longer watches cannot resolve what it fired.
                 gone = [k for k in alert.restored if k[0] not in watched[name]]
                 self._resolve_restored(alert, gone)
-            status = self.config.status
-            if status is not None:
-                page = StatusPage(self.health, refresh=status.refresh)
-                try:
-                    url = await nursery.start(serve_asgi, page, status.host, status.port)
-                except OSError as exc:
-                    # Name the part that failed: the runner would otherwise blame "alerting",
-                    # which a config with no [[alert]] does not even have.
-                    from ..runner import StartupError  # here: the runner imports this module
-
-                    raise StartupError(f"the status page could not start: {exc}") from exc
-                self.status_url = f"{url}/status"
-                logger.info("status page at %s", self.status_url)
+            if self.config.status is not None:
+                await self._serve_status(nursery, self.config.status)
             for spec, targets in probes:
                 nursery.start_soon(self._probe_loop, spec, targets, export)
             task_status.started()
@@ -301,6 +373,28 @@ class AlertingService:
             with trio.move_on_after(self.config.shutdown_grace):
                 await notifiers_done.wait()
             nursery.cancel_scope.cancel()
+
+    async def _serve_status(self, nursery: trio.Nursery, status: StatusSpec) -> None:
+        from ..runner import StartupError  # here: the runner imports this module
+
+        try:
+            token = await trio.to_thread.run_sync(read_token, status)
+        except ValueError as exc:
+            raise StartupError(f"the status page could not start: {exc}") from None
+        page = StatusPage(self.health, refresh=status.refresh)
+        app = self.api = AlertsAPI(self, page, token=token, loopback=is_loopback(status.host))
+        try:
+            url = await nursery.start(serve_asgi, app, status.host, status.port)
+        except OSError as exc:
+            # Name the part that failed: the runner would otherwise blame "alerting",
+            # which a config with no [[alert]] does not even have.
+            raise StartupError(f"the status page could not start: {exc}") from exc
+        self.status_url = f"{url}/status"
+        logger.info("status page at %s", self.status_url)
+
+    def firing_keys(self) -> list[tuple[str, str]]:
+        """The (probe, target) pairs whose alert is firing (notified, not resolved)."""
+        return [k for k in self._firing if self.health.rule_for(k[0]).name]
 
     async def _run_alerts(
         self, done: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -324,6 +418,7 @@ class AlertingService:
             await trio.sleep(spec.interval)
             listed = set(targets())
             self.health.set_targets(spec.name, listed)
+            self._release(spec.name)
             alert = self.alerts.get(self.health.rule_for(spec.name).name)
             if alert is not None and alert.restored:
                 gone = [k for k in alert.restored if k[0] == spec.name and k[1] not in listed]
@@ -343,7 +438,9 @@ class AlertingService:
         now = trio.current_time()
         for h in self.health.entries(probe):
             key = (probe, h.target)
-            if h.state != DOWN or key not in self._firing:
+            if h.state != DOWN or key not in self._firing or key in self.acknowledged:
+                continue
+            if self.hold_reason(rule.name, probe, h.target) is not None:
                 continue
             last, repeats = self._firing[key]
             if now - last >= alert.spec.repeat_interval:
