@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
-import string
 import subprocess
 
 import httpx
 import trio
 
 from .._spawn import EscapeWatch, run_in_group
+from .._templates import check_template as _check_template
+from .._templates import render_template
 from ..handoff.disk_queue import default_queue_dir
 from .firing import FiringEntry
 from .notice import Notice
@@ -67,16 +68,7 @@ _STDERR_TAIL = 500
 
 def check_template(arg: str) -> None:
     """Raise ``ValueError`` naming the problem if ``arg`` is not a valid command template."""
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(arg) if f is not None]
-    except ValueError as exc:
-        raise ValueError(f"bad template {arg!r}: {exc} (write {{{{ for a literal brace)") from None
-    for field in fields:
-        if field not in COMMAND_FIELDS:
-            raise ValueError(
-                f"unknown field {{{field}}} in {arg!r}; expected one of "
-                + ", ".join(f"{{{f}}}" for f in sorted(COMMAND_FIELDS))
-            )
+    _check_template(arg, COMMAND_FIELDS)
 
 
 def log_notice(notice: Notice) -> None:
@@ -124,7 +116,7 @@ class CommandNotifier:
     async def notify(self, notice: Notice) -> bool:
         """Run the command for ``notice``; whether it exited 0 in time (failures are logged)."""
         fields = notice.fields()
-        argv = [arg.format_map(fields) for arg in self.argv]
+        argv = [render_template(arg, fields) for arg in self.argv]
         why: str | None = None
         with trio.move_on_after(self.timeout) as scope:
             try:
