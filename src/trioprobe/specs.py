@@ -156,6 +156,8 @@ class AlertSpec:
     #: Probes (``"gw"``) or probe:target pairs (``"gw:10.0.0.1:80"``) this alert's targets
     #: depend on: while one is down they are ``blocked`` and send no notifications.
     depends_on: tuple[str, ...] = ()
+    #: In a fleet: how many of a target's live owners must see it down (docs/fleet.md).
+    quorum: int = 1
 
 
 @attrs.frozen
