@@ -27,12 +27,13 @@ from .._templates import check_template as _check_template
 from .._templates import render_template
 from ..handoff.disk_queue import default_queue_dir
 from .firing import FiringEntry
-from .notice import Notice
+from .notice import Event, Notice
 from .queued import DeliveryError, QueuedNotifier, check_reply
 
 __all__ = [
     "COMMAND_FIELDS",
     "CommandNotifier",
+    "Event",
     "Notice",
     "WebhookError",
     "WebhookNotifier",
