@@ -62,6 +62,9 @@ DEFAULT_REQUEST_TIMEOUT: Final = 10.0
 DEFAULT_MAX_CONNECTIONS: Final = 64
 
 _RECEIVE_BYTES: Final = 65536
+# After an error reply: how long and how much to read before closing (see _linger).
+_LINGER_SECONDS: Final = 1.0
+_LINGER_BYTES: Final = 256 * 1024
 
 
 @attrs.define
@@ -229,6 +232,7 @@ class _Server:
             if event is h11.NEED_DATA:
                 await self._receive_into(conn, stream)
             elif isinstance(event, h11.Request):
+                _refuse_ambiguous_framing(event)
                 return event
             else:
                 # ConnectionClosed between requests, or PAUSED after one we closed.
@@ -269,6 +273,7 @@ class _Server:
             data = (data or b"") + (conn.send(h11.Data(data=body)) or b"")
             data += conn.send(h11.EndOfMessage()) or b""
             await stream.send_all(data)
+            await _linger(stream)
 
     async def _call_app(
         self, conn: h11.Connection, stream: trio.SocketStream, request: h11.Request, body: bytes
@@ -338,6 +343,33 @@ class _Server:
         data = conn.send(h11.Response(status_code=500, headers=headers)) or b""
         data += conn.send(h11.EndOfMessage()) or b""
         await stream.send_all(data)
+
+
+async def _linger(stream: trio.SocketStream) -> None:
+    """Half-close, then read (and drop) what the client still sends, briefly and boundedly.
+
+    Closing a socket with unread bytes in it makes the kernel answer with a reset, which may
+    destroy our error reply before the client has read it; reading a little first lets the
+    reply arrive. Bounded in bytes and time, so an attacker gains nothing by sending more.
+    """
+    with trio.move_on_after(_LINGER_SECONDS):
+        await stream.send_eof()
+        left = _LINGER_BYTES
+        while left > 0 and (chunk := await stream.receive_some(_RECEIVE_BYTES)):
+            left -= len(chunk)
+
+
+def _refuse_ambiguous_framing(request: h11.Request) -> None:
+    """Refuse a request framed both by ``Content-Length`` and ``Transfer-Encoding``.
+
+    h11 follows RFC 9112 §6.3 and frames such a body as chunked; a proxy in front of us might
+    have framed it by its length, so the rest of the body would be a second, smuggled request
+    to us. §6.1 says a server may reject it, and must close the connection after answering it:
+    there is no honest client that sends both.
+    """
+    names = {name for name, _ in request.headers}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        raise _BadRequest(400, "both Content-Length and Transfer-Encoding (RFC 9112 section 6.1)")
 
 
 async def answer_lifespan(receive: Receive, send: Send) -> None:
