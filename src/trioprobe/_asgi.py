@@ -18,7 +18,11 @@ What a client can do to this server, and what it costs the others:
   ``request_timeout`` seconds once its first byte arrived (else: closed and counted), and a
   connection idle for as long before a request is closed quietly;
 * headers are limited to ``MAX_HEADER_BYTES`` (431) and bodies to ``MAX_BODY_BYTES`` (413);
-* at most ``max_connections`` connections are served at once; more are closed at once.
+* at most ``max_connections`` connections are served at once. When they are all taken, a new
+  client takes the slot of the connection idle the longest (no byte of a request in progress),
+  one that never sent a request first, then a kept-alive one; if every connection is in the
+  middle of a request, the new one is closed at once. So idle sockets, however many and however
+  quickly re-opened, cannot lock a scraper out: they only shed each other.
 """
 
 from __future__ import annotations
@@ -79,8 +83,10 @@ class HTTPServerStats:
     bad_requests: int = 0
     #: Connections closed because a started request took longer than ``request_timeout``.
     timeouts: int = 0
-    #: Connections closed at once because ``max_connections`` were already open.
+    #: Connections closed at once because ``max_connections`` were open, none of them idle.
     rejected: int = 0
+    #: Idle connections closed to make room for a new one (``max_connections`` were open).
+    shed: int = 0
     #: Anything else a connection raised (an app error among them: answered 500 if possible).
     errors: int = 0
 
@@ -133,14 +139,45 @@ async def serve_asgi(
             await trio.aclose_forcefully(listener)
 
 
+@attrs.define(eq=False)
+class _Slot:
+    """One served connection, as the shedding policy sees it."""
+
+    #: Set while the connection waits for the first byte of a request: cancelling it sheds it.
+    idle: trio.CancelScope | None = None
+    #: When that wait began (trio time).
+    idle_since: float = 0.0
+    #: Requests answered on it; a connection that never sent one is shed before a scraper's.
+    requests: int = 0
+    shed: bool = False
+
+
 @attrs.define
 class _Server:
     app: ASGIApp
     request_timeout: float
     max_connections: int
     stats: HTTPServerStats
-    _open: int = 0
+    _slots: set[_Slot] = attrs.field(factory=set)
     _log: RateLimitedLog = attrs.field(factory=lambda: RateLimitedLog(log))
+
+    def _shed_one(self) -> bool:
+        """Close the connection idle the longest (never used ones first); False if none is."""
+        idle = [slot for slot in self._slots if slot.idle is not None]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda slot: (slot.requests > 0, slot.idle_since))
+        assert victim.idle is not None
+        victim.idle.cancel()
+        victim.shed = True
+        self._slots.discard(victim)
+        self.stats.shed += 1
+        self._log.warning(
+            "shed",
+            "HTTP server: %d connections open, closed the one idle the longest",
+            self.max_connections,
+        )
+        return True
 
     async def lifespan(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -170,17 +207,20 @@ class _Server:
 
     async def connection(self, stream: trio.SocketStream) -> None:
         """Serve one connection; nothing it raises (but cancellation) reaches the listener."""
-        if self._open >= self.max_connections:
+        if len(self._slots) >= self.max_connections and not self._shed_one():
             self.stats.rejected += 1
             self._log.warning(
-                "rejected", "HTTP server: %d connections open, refusing one", self._open
+                "rejected",
+                "HTTP server: %d connections open, all busy, refusing one",
+                len(self._slots),
             )
             await trio.aclose_forcefully(stream)
             return
-        self._open += 1
+        slot = _Slot()
+        self._slots.add(slot)
         self.stats.connections += 1
         try:
-            await self._serve(stream)
+            await self._serve(stream, slot)
         except trio.TooSlowError:
             self.stats.timeouts += 1
             self._log.warning(
@@ -194,17 +234,23 @@ class _Server:
             self.stats.errors += 1
             self._log.warning("error", "HTTP server: connection failed: %r", exc)
         finally:
-            self._open -= 1
+            self._slots.discard(slot)
             await trio.aclose_forcefully(stream)
 
-    async def _serve(self, stream: trio.SocketStream) -> None:
+    async def _serve(self, stream: trio.SocketStream, slot: _Slot) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         while True:
             if not conn.trailing_data[0]:
                 # Idle: no byte of a next request yet. A keep-alive connection (a scraper's)
                 # that stays idle is closed quietly; only a started request is held to time.
-                with trio.move_on_after(self.request_timeout):
+                # While idle it may be shed to admit a new client (see _shed_one).
+                slot.idle_since = trio.current_time()
+                slot.idle = trio.CancelScope(deadline=slot.idle_since + self.request_timeout)
+                with slot.idle:
                     await self._receive_into(conn, stream)
+                slot.idle = None
+                if slot.shed:
+                    return  # even if a byte came in the same instant: its slot is given away
                 if not conn.trailing_data[0] and not conn.trailing_data[1]:
                     return
             with trio.fail_after(self.request_timeout):
@@ -219,6 +265,7 @@ class _Server:
                 await self._call_app(conn, stream, request, body)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
+            slot.requests += 1
             conn.start_next_cycle()
 
     async def _receive_into(self, conn: h11.Connection, stream: trio.SocketStream) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 import trio
+import trio.testing
 
 from trioprobe._asgi import HTTPServerStats, serve_asgi
 from trioprobe.probing import health_app
@@ -48,4 +49,71 @@ async def test_http_1_0_without_host_and_obs_fold_are_accepted(nursery: trio.Nur
         )
         reply = await raw_exchange(port_of(url), folded)
         assert reply.startswith(b"HTTP/1.1 200"), reply
+    nursery.cancel_scope.cancel()
+
+
+GOOD = b"GET /raft/probing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+KEEP_ALIVE = b"GET /raft/probing HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def _idle_client(port: int, budget: list[int], stop: trio.Event) -> None:
+    """Connect, send nothing, and re-connect as soon as the server closes: issue 24 #6."""
+    while budget[0] > 0 and not stop.is_set():
+        budget[0] -= 1
+        with trio.move_on_after(30):  # hang guard: the server closes idle ones after 10 s
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                try:
+                    while await stream.receive_some(4096):
+                        pass
+                except trio.BrokenResourceError:
+                    pass
+        # Pacing only (re-connecting at once works too, at more CPU on a shared machine).
+        await trio.sleep(0.01)
+
+
+async def _keep_alive_scrape(stream: trio.SocketStream) -> bool:
+    await stream.send_all(KEEP_ALIVE)
+    reply = b""
+    with trio.move_on_after(5):
+        while b"}\n" not in reply:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                break
+            reply += chunk
+    return reply.startswith(b"HTTP/1.1 200") and b"}\n" in reply
+
+
+async def test_idle_connections_are_shed_so_scrapes_keep_being_served(
+    nursery: trio.Nursery,
+) -> None:
+    slots = 8
+    stats = HTTPServerStats()
+    url = await nursery.start(partial(serve_asgi, health_app, stats=stats, max_connections=slots))
+    port = port_of(url)
+    budget = [3000]  # connections the idle clients may open in all
+    stop = trio.Event()
+    fresh_ok = kept_ok = 0
+    scrapes = 30
+    with trio.fail_after(120):  # hang guard only: the verdict is by counts
+        async with trio.open_nursery() as attack:
+            for _ in range(3 * slots):
+                attack.start_soon(_idle_client, port, budget, stop)
+            # Every slot is taken by idle connections before the scraper comes.
+            await trio.testing.wait_all_tasks_blocked()
+            assert stats.connections >= slots, stats
+            scraper = await trio.open_tcp_stream("127.0.0.1", port)
+            async with scraper:
+                for _ in range(scrapes):
+                    kept_ok += await _keep_alive_scrape(scraper)
+                    # A scraper on a fresh connection each time (a restarted Prometheus).
+                    reply = await raw_exchange(port, GOOD)
+                    fresh_ok += reply.startswith(b"HTTP/1.1 200")
+                    await trio.sleep(0.01)
+            shed_during = stats.shed
+            stop.set()
+            attack.cancel_scope.cancel()
+    assert budget[0] > 0, "the idle clients ran out of connections before the scrapes ended"
+    assert shed_during >= scrapes, stats  # the slots really were full of idle connections
+    assert (fresh_ok, kept_ok) == (scrapes, scrapes), stats
     nursery.cancel_scope.cancel()
