@@ -431,9 +431,18 @@ async def answer_lifespan(receive: Receive, send: Send) -> None:
 
 
 async def send_response(
-    send: Send, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8"
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = b"text/plain; charset=utf-8",
+    *,
+    slice_bytes: int | None = None,
 ) -> None:
-    """Send a complete, non-streaming HTTP response."""
+    """Send a complete HTTP response with a ``Content-Length``.
+
+    With ``slice_bytes``, the body goes out that many bytes at a time, so a connection holds
+    one slice beyond ``body`` (which a large, shared body must not be copied whole for).
+    """
     await send(
         {
             "type": "http.response.start",
@@ -444,4 +453,10 @@ async def send_response(
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    step = slice_bytes or len(body) or 1
+    view = memoryview(body)
+    for start in range(0, max(len(body), 1), step):
+        more = start + step < len(body)
+        await send(
+            {"type": "http.response.body", "body": view[start : start + step], "more_body": more}
+        )
