@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -138,6 +139,13 @@ class Runner:
             for sspec, options in config.surfacers
         ]
         self.surfacers.extend((surfacer, DEFAULT_SURFACER_BUFFER) for surfacer in extra_surfacers)
+        # A surfacer that can read the keepers at scrape time (prometheus) gets fresh counts at
+        # every scrape, whatever the stats_interval (docs/metrics.md, "Fresh at every scrape").
+        self._keepers: list[StatsKeeper] = []
+        for surfacer, _ in self.surfacers:
+            attach = getattr(surfacer, "attach_live_source", None)
+            if attach is not None:
+                attach(self.live_metrics)
         self.fanout: Fanout | None = None
         #: Health state, notifications, health metrics and the status page (docs/alerting.md).
         self.alerting = AlertingService(config)
@@ -219,6 +227,18 @@ class Runner:
                 trio.current_time() + self.config.shutdown_grace
             )
 
+    async def live_metrics(self) -> list[EventMetrics]:
+        """Every keeper's current state, as its next export would send it.
+
+        A scrape-time read from another task: safe because the keepers' state is only ever
+        touched from this thread, and a snapshot clones one accumulator at a time.
+        """
+        now = time.time()
+        batch: list[EventMetrics] = []
+        for keeper in self._keepers:
+            batch.extend(await keeper.snapshot(now))
+        return batch
+
     async def _export_self_metrics(self, export: trio.MemorySendChannel[EventMetrics]) -> None:
         """Every shortest export interval, the surfacers' own metrics (a handoff queue's
         backlog, say), so they can be watched and alerted on like the probes'."""
@@ -293,6 +313,7 @@ class Runner:
             observe=observe,
             export_up=True,
         )
+        self._keepers.append(keeper)
         return partial(keeper.run, results, export)
 
 

@@ -22,6 +22,9 @@ What a scrape costs, and what a client can make it cost (docs/metrics.md, "/metr
   is that copy and, later, dropping expired series in chunks of ``_EXPIRE_CHUNK``;
 * one render per content type is in flight at a time: concurrent scrapes wait for it and share
   its body, and a body is reused while no series changed or for ``MIN_RENDER_INTERVAL``;
+* with a live source (:meth:`PrometheusSurfacer.attach_live_source`; the runner attaches its
+  keepers), a render first reads every target's current state, so each scrape is fresh
+  whatever the ``stats_interval`` (docs/metrics.md, "Fresh at every scrape");
 * the body goes out in ``SEND_SLICE`` slices, so a connection buffers one slice beyond the
   shared body; one that does not read is closed after the server's ``request_timeout``.
 """
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -64,8 +67,11 @@ __all__ = [
 MIN_RENDER_INTERVAL: Final = 0.5
 #: Bytes of the body handed to the connection at a time (all it buffers beyond the shared body).
 SEND_SLICE: Final = 64 * 1024
-# Expired series dropped per event-loop step.
+# Expired series dropped, or live series recorded, per event-loop step.
 _EXPIRE_CHUNK: Final = 1000
+
+#: Reads the current state of every target at scrape time (the runner's keepers).
+LiveSource = Callable[[], Awaitable[list["EventMetrics"]]]
 
 Encoder = Callable[[Any], bytes]
 _Entry = tuple["EventMetrics", float]
@@ -226,10 +232,27 @@ class PrometheusSurfacer:
         self._rendering: dict[str, trio.Event] = {}
         #: Bodies rendered so far (tests and the benchmark read it).
         self.renders = 0
+        self._live: LiveSource | None = None
+
+    def attach_live_source(self, source: LiveSource) -> None:
+        """Read ``source`` before each render, so a scrape sees the targets' current counts.
+
+        Without one, a scrape sees the latest export (every ``stats_interval``). A render
+        happens at most every ``MIN_RENDER_INTERVAL`` however many scrapers, so the source is
+        read at most that often too.
+        """
+        self._live = source
 
     def record(self, em: EventMetrics) -> None:
         key = (em.kind, tuple(sorted(em.labels.items())))
-        self._series[key] = (em, trio.current_time())
+        now = trio.current_time()
+        held = self._series.get(key)
+        if held is not None and held[0].timestamp > em.timestamp:
+            # An export cloned before a scrape-time read arrived after it: keeping the newer
+            # counts is what keeps a counter from going back (Prometheus would see a reset).
+            self._series[key] = (held[0], now)
+            return
+        self._series[key] = (em, now)
         self._generation += 1
 
     def _current(self) -> list[EventMetrics]:
@@ -254,8 +277,11 @@ class PrometheusSurfacer:
         while True:
             now = trio.current_time()
             cached = self._rendered.get(content_type)
+            # With a live source the series change without a record(): only age tells.
+            unchanged = self._live is None and cached is not None
             if cached is not None and (
-                cached.generation == self._generation or now - cached.at < MIN_RENDER_INTERVAL
+                (unchanged and cached.generation == self._generation)
+                or now - cached.at < MIN_RENDER_INTERVAL
             ):
                 return cached.body, content_type
             in_flight = self._rendering.get(content_type)
@@ -269,6 +295,8 @@ class PrometheusSurfacer:
     async def _render(self, encoder: Encoder, content_type: str) -> bytes:
         event = self._rendering[content_type] = trio.Event()
         try:
+            if self._live is not None:
+                await self._record_live(self._live)
             generation, now = self._generation, trio.current_time()
             cutoff = now - self.options.expiry
             # A C-level copy of the table: O(series) but microseconds, and then nothing the
@@ -284,6 +312,13 @@ class PrometheusSurfacer:
             event.set()
         await self._expire(expired, cutoff)
         return body
+
+    async def _record_live(self, source: LiveSource) -> None:
+        fresh = await source()
+        for start in range(0, len(fresh), _EXPIRE_CHUNK):
+            for em in fresh[start : start + _EXPIRE_CHUNK]:
+                self.record(em)
+            await trio.lowlevel.checkpoint()
 
     async def _expire(self, keys: list[tuple[object, ...]], cutoff: float) -> None:
         for start in range(0, len(keys), _EXPIRE_CHUNK):
