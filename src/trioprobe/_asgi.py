@@ -18,6 +18,11 @@ What a client can do to this server, and what it costs the others:
   ``request_timeout`` seconds once its first byte arrived (else: closed and counted), and a
   connection idle for as long before a request is closed quietly;
 * headers are limited to ``MAX_HEADER_BYTES`` (431) and bodies to ``MAX_BODY_BYTES`` (413);
+* out of file descriptors (``EMFILE``): the server holds ``FD_RESERVE`` spare descriptors from
+  its start and gives one up to accept a connection (taking it back when the connection
+  closes), so a process whose probes used every descriptor still answers its scrapes; with
+  none left, it backs off (0.1 s doubling to 1 s), counts the failures and logs one line per
+  10 s, never a traceback per attempt (trio.serve_listeners logs one every 0.1 s);
 * at most ``max_connections`` connections are served at once. When they are all taken, a new
   client takes the slot of the connection idle the longest (no byte of a request in progress),
   one that never sent a request first, then a kept-alive one; if every connection is in the
@@ -27,7 +32,9 @@ What a client can do to this server, and what it costs the others:
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 from urllib.parse import unquote
@@ -43,6 +50,7 @@ __all__ = [
     "ASGIApp",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_REQUEST_TIMEOUT",
+    "FD_RESERVE",
     "HTTPServerStats",
     "MAX_BODY_BYTES",
     "MAX_HEADER_BYTES",
@@ -65,7 +73,15 @@ DEFAULT_REQUEST_TIMEOUT: Final = 10.0
 #: Connections served at once; a scraper or prober needs one or two.
 DEFAULT_MAX_CONNECTIONS: Final = 64
 
+#: Spare file descriptors each server holds, to accept connections when the process has none.
+FD_RESERVE: Final = 8
+
 _RECEIVE_BYTES: Final = 65536
+# accept() errors that mean "no resources now", as trio.serve_listeners lists them.
+_ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
+_ACCEPT_BACKOFF: Final = (0.1, 1.0)
 # After an error reply: how long and how much to read before closing (see _linger).
 _LINGER_SECONDS: Final = 1.0
 _LINGER_BYTES: Final = 256 * 1024
@@ -89,6 +105,10 @@ class HTTPServerStats:
     shed: int = 0
     #: Anything else a connection raised (an app error among them: answered 500 if possible).
     errors: int = 0
+    #: ``accept`` failures for want of resources (``EMFILE``: out of file descriptors...).
+    accept_errors: int = 0
+    #: Connections accepted with a descriptor of the server's reserve (the process had none).
+    accepted_from_reserve: int = 0
 
 
 class _BadRequest(Exception):
@@ -129,14 +149,46 @@ async def serve_asgi(
     sockname = listeners[0].socket.getsockname()
     url_host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
     try:
+        server.reserve.refill()
         async with open_nursery() as nursery:
             await nursery.start(server.lifespan)
-            await nursery.start(trio.serve_listeners, server.connection, listeners)
+            for listener in listeners:
+                nursery.start_soon(server.accept_loop, listener, nursery)
             task_status.started(f"http://{url_host}:{sockname[1]}")
     finally:
-        # serve_listeners closes them once it runs; an app that fails its start-up comes first.
+        server.reserve.close()
         for listener in listeners:
             await trio.aclose_forcefully(listener)
+
+
+class _FdReserve:
+    """Spare descriptors (``/dev/null`` opened), given up one at a time to accept a connection.
+
+    Why: when probes have used every descriptor the process may have, ``accept`` fails with
+    ``EMFILE`` and the scrapes that would show the problem cannot be answered.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._fds: list[int] = []  # filled by refill() once the server runs
+
+    def release(self) -> bool:
+        """Close one spare, so the next ``accept`` can have its descriptor; False if none."""
+        if not self._fds:
+            return False
+        os.close(self._fds.pop())
+        return True
+
+    def refill(self) -> None:
+        while len(self._fds) < self.count:
+            try:
+                self._fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:
+                return  # none to spare now: try again when a connection closes
+
+    def close(self) -> None:
+        while self._fds:
+            os.close(self._fds.pop())
 
 
 @attrs.define(eq=False)
@@ -160,6 +212,36 @@ class _Server:
     stats: HTTPServerStats
     _slots: set[_Slot] = attrs.field(factory=set)
     _log: RateLimitedLog = attrs.field(factory=lambda: RateLimitedLog(log))
+    reserve: _FdReserve = attrs.field(factory=lambda: _FdReserve(FD_RESERVE))
+
+    async def accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        """Accept connections until cancelled; running out of descriptors is survived."""
+        backoff = _ACCEPT_BACKOFF[0]
+        from_reserve = False
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                self.stats.accept_errors += 1
+                self._log.warning(
+                    "accept",
+                    "HTTP server: cannot accept a connection: %s (RLIMIT_NOFILE: see "
+                    "docs/probing.md, 'Hostile clients')",
+                    os.strerror(exc.errno or 0),
+                )
+                # Nothing runs between this close and the accept: the descriptor is its.
+                from_reserve = self.reserve.release()
+                if not from_reserve:
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, _ACCEPT_BACKOFF[1])
+                continue
+            backoff = _ACCEPT_BACKOFF[0]
+            if from_reserve:
+                self.stats.accepted_from_reserve += 1
+                from_reserve = False
+            nursery.start_soon(self.connection, stream)
 
     def _shed_one(self) -> bool:
         """Close the connection idle the longest (never used ones first); False if none is."""
@@ -215,6 +297,7 @@ class _Server:
                 len(self._slots),
             )
             await trio.aclose_forcefully(stream)
+            self.reserve.refill()
             return
         slot = _Slot()
         self._slots.add(slot)
@@ -236,6 +319,7 @@ class _Server:
         finally:
             self._slots.discard(slot)
             await trio.aclose_forcefully(stream)
+            self.reserve.refill()
 
     async def _serve(self, stream: trio.SocketStream, slot: _Slot) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
@@ -453,10 +537,11 @@ async def send_response(
             ],
         }
     )
-    step = slice_bytes or len(body) or 1
-    view = memoryview(body)
-    for start in range(0, max(len(body), 1), step):
-        more = start + step < len(body)
-        await send(
-            {"type": "http.response.body", "body": view[start : start + step], "more_body": more}
-        )
+    if slice_bytes is None or len(body) <= slice_bytes:
+        await send({"type": "http.response.body", "body": body})
+        return
+    # ASGI bodies are bytes: each slice is a copy, one slice at a time.
+    for start in range(0, len(body), slice_bytes):
+        more = start + slice_bytes < len(body)
+        chunk = body[start : start + slice_bytes]
+        await send({"type": "http.response.body", "body": chunk, "more_body": more})

@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 
+from ._fdlimit import ensure_fd_limit, fd_needs
 from ._groups import open_nursery
 from ._looplag import watch_loop_lag
 from .alerting import AlertingService, Health
@@ -171,6 +172,9 @@ class Runner:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until :meth:`shutdown` has finished draining, or until cancelled."""
+        # Descriptors for every target and server, before any is opened (docs/probing.md).
+        listed = sum(len(list(listing())) for _, _, listing in self.probes)
+        ensure_fd_limit(fd_needs(listed, servers=len(self.surfacers) + 1))
         export_send, export_receive = trio.open_memory_channel[EventMetrics](_EXPORT_BUFFER)
         sinks: list[tuple[str, trio.MemorySendChannel[EventMetrics]]] = []
         async with open_nursery() as surfacer_nursery:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
+import os
+import resource
+from collections.abc import Iterator
 from functools import partial
 
+import pytest
 import trio
 import trio.testing
 
@@ -125,4 +132,62 @@ async def test_idle_connections_are_shed_so_scrapes_keep_being_served(
     assert budget[0] > 0, "the idle clients ran out of connections before the scrapes ended"
     assert (fresh_ok, kept_ok) == (scrapes, scrapes), stats
     assert shed_during >= scrapes, stats  # the slots really were full of idle connections
+    nursery.cancel_scope.cancel()
+
+
+@contextlib.contextmanager
+def _out_of_descriptors(spare: int) -> Iterator[None]:
+    """Use up every file descriptor the process may open, ``spare`` aside (issue 24 #7)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    filler: list[int] = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 64, hard))
+    try:
+        for _ in range(128):  # bounded: the limit is 64 above what is open
+            try:
+                filler.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError as exc:
+                if exc.errno != errno.EMFILE:
+                    raise
+                break
+        else:
+            raise AssertionError("the descriptor limit did not bite")
+        for _ in range(spare):
+            os.close(filler.pop())
+        yield
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def _request_on(sock: trio.socket.SocketType, port: int) -> bytes:
+    stream = trio.SocketStream(sock)
+    async with stream:
+        await sock.connect(("127.0.0.1", port))
+        await stream.send_all(GOOD)
+        reply = b""
+        with trio.move_on_after(10):  # hang guard: the verdict is the reply
+            while chunk := await stream.receive_some(65536):
+                reply += chunk
+        return reply
+
+
+async def test_out_of_descriptors_the_server_still_answers_from_its_reserve(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    stats = HTTPServerStats()
+    url = await nursery.start(partial(serve_asgi, health_app, stats=stats))
+    scrapes = 3
+    # The scraper's sockets are made first: with no descriptor left it could not make them.
+    sockets = [trio.socket.socket() for _ in range(scrapes)]
+    with caplog.at_level(logging.WARNING, logger="trioprobe.http"), _out_of_descriptors(0):
+        replies = [await _request_on(sock, port_of(url)) for sock in sockets]
+    assert [r.split(b"\r\n", 1)[0] for r in replies] == [b"HTTP/1.1 200 "] * scrapes, replies
+    assert stats.accepted_from_reserve == scrapes
+    assert stats.accept_errors == scrapes
+    # One line for all of them, without a traceback (trio's own loop logged one per 0.1 s).
+    lines = [r for r in caplog.records if "cannot accept" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].exc_info is None
     nursery.cancel_scope.cancel()
