@@ -184,3 +184,21 @@ async def test_clients_that_never_read_hold_no_copy_of_the_body() -> None:
     # Without slicing, every connection held its own copy of the whole body (h11 joins it).
     assert peak - base < size, (peak - base, size)
     assert surfacer.renders == 1
+
+
+async def test_a_reused_body_still_drops_expired_series(autojump_clock: object) -> None:
+    surfacer = PrometheusSurfacer(Options(port=0, expiry=60.0))
+    surfacer.record(target_series(1))
+    assert b'dst="http://t1/"' in (await surfacer.body(""))[0]
+    await trio.sleep(30)
+    surfacer.record(target_series(2))
+    body, _ = await surfacer.body("")
+    assert b'dst="http://t1/"' in body
+    assert b'dst="http://t2/"' in body
+    # Nothing recorded since, but t1 was last seen 61 s ago: the cached body is stale.
+    await trio.sleep(31)
+    body, _ = await surfacer.body("")
+    assert b'dst="http://t1/"' not in body
+    assert b'dst="http://t2/"' in body
+    await trio.sleep(31)
+    assert (await surfacer.body(""))[0] == b""

@@ -196,14 +196,16 @@ def render(series: Iterable[EventMetrics], prefix: str = "trioprobe_") -> str:
 
 def _encode_snapshot(
     entries: list[tuple[tuple[object, ...], _Entry]], cutoff: float, prefix: str, encoder: Encoder
-) -> tuple[bytes, list[tuple[object, ...]]]:
-    """The body of the entries seen at or after ``cutoff``, and the keys of the others.
+) -> tuple[bytes, list[tuple[object, ...]], float]:
+    """The body of the entries seen at or after ``cutoff``, the keys of the others, and when
+    the oldest entry in the body was seen (``inf`` if none).
 
     Runs in a worker thread: it reads only the snapshot list and the immutable metrics in it.
     """
     live = [em for _, (em, seen) in entries if seen >= cutoff]
     expired = [key for key, (_, seen) in entries if seen < cutoff]
-    return encoder(_Families(collect(live, prefix))), expired
+    oldest = min((seen for _, (_, seen) in entries if seen >= cutoff), default=math.inf)
+    return encoder(_Families(collect(live, prefix))), expired, oldest
 
 
 @attrs.define
@@ -212,6 +214,8 @@ class _Rendered:
     #: The surfacer's generation the snapshot was taken at, and the trio time it was taken.
     generation: int
     at: float
+    #: When a series in it expires: the body is stale then even if nothing was recorded.
+    valid_until: float
 
 
 class PrometheusSurfacer:
@@ -280,7 +284,7 @@ class PrometheusSurfacer:
             # With a live source the series change without a record(): only age tells.
             unchanged = self._live is None and cached is not None
             if cached is not None and (
-                (unchanged and cached.generation == self._generation)
+                (unchanged and cached.generation == self._generation and now < cached.valid_until)
                 or now - cached.at < MIN_RENDER_INTERVAL
             ):
                 return cached.body, content_type
@@ -302,11 +306,12 @@ class PrometheusSurfacer:
             # A C-level copy of the table: O(series) but microseconds, and then nothing the
             # loop does (record, expire) can change what the worker thread reads.
             entries = list(self._series.items())
-            body, expired = await trio.to_thread.run_sync(
+            body, expired, oldest = await trio.to_thread.run_sync(
                 _encode_snapshot, entries, cutoff, self.options.prefix, encoder
             )
             self.renders += 1
-            self._rendered[content_type] = _Rendered(body, generation, now)
+            valid_until = oldest + self.options.expiry
+            self._rendered[content_type] = _Rendered(body, generation, now, valid_until)
         finally:
             del self._rendering[content_type]
             event.set()
