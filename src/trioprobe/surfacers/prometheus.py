@@ -21,7 +21,9 @@ What a scrape costs, and what a client can make it cost (docs/metrics.md, "/metr
   ``EventMetrics`` in it are clones nobody changes), never on the event loop, whose only work
   is that copy and, later, dropping expired series in chunks of ``_EXPIRE_CHUNK``;
 * one render per content type is in flight at a time: concurrent scrapes wait for it and share
-  its body, and a body is reused while no series changed or for ``MIN_RENDER_INTERVAL``;
+  its body, and a body is reused while no series changed, or for ``MIN_RENDER_INTERVAL`` or
+  twice the last render's duration, whichever is longer (so rendering takes at most about half
+  of a core, however often clients scrape);
 * with a live source (:meth:`PrometheusSurfacer.attach_live_source`; the runner attaches its
   keepers), a render first reads every target's current state, so each scrape is fresh
   whatever the ``stats_interval`` (docs/metrics.md, "Fresh at every scrape");
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -237,6 +240,7 @@ class PrometheusSurfacer:
         #: Bodies rendered so far (tests and the benchmark read it).
         self.renders = 0
         self._live: LiveSource | None = None
+        self._render_seconds = 0.0
 
     def attach_live_source(self, source: LiveSource) -> None:
         """Read ``source`` before each render, so a scrape sees the targets' current counts.
@@ -285,7 +289,7 @@ class PrometheusSurfacer:
             unchanged = self._live is None and cached is not None
             if cached is not None and (
                 (unchanged and cached.generation == self._generation and now < cached.valid_until)
-                or now - cached.at < MIN_RENDER_INTERVAL
+                or now - cached.at < self.reuse_for
             ):
                 return cached.body, content_type
             in_flight = self._rendering.get(content_type)
@@ -295,6 +299,15 @@ class PrometheusSurfacer:
             if (done := self._rendered.get(content_type)) is not None and done is not cached:
                 return done.body, content_type
             # That render failed (its scraper got the error): try again.
+
+    @property
+    def reuse_for(self) -> float:
+        """Seconds a rendered body is served after its snapshot, even if series changed.
+
+        Twice the last render's duration bounds the rendering thread to about half a core,
+        however often scrapers ask (a large body can take seconds to render).
+        """
+        return max(MIN_RENDER_INTERVAL, 2 * self._render_seconds)
 
     async def _render(self, encoder: Encoder, content_type: str) -> bytes:
         event = self._rendering[content_type] = trio.Event()
@@ -306,10 +319,12 @@ class PrometheusSurfacer:
             # A C-level copy of the table: O(series) but microseconds, and then nothing the
             # loop does (record, expire) can change what the worker thread reads.
             entries = list(self._series.items())
+            started = time.perf_counter()  # real time: the cost, whatever trio's clock does
             body, expired, oldest = await trio.to_thread.run_sync(
                 _encode_snapshot, entries, cutoff, self.options.prefix, encoder
             )
             self.renders += 1
+            self._render_seconds = time.perf_counter() - started
             valid_until = oldest + self.options.expiry
             self._rendered[content_type] = _Rendered(body, generation, now, valid_until)
         finally:
