@@ -80,15 +80,22 @@ async def test_a_scrape_renders_no_series_on_the_event_loop(
     surfacer = PrometheusSurfacer(Options(port=0))
     for i in range(series):
         surfacer.record(target_series(i))
-    send, receive = trio.open_memory_channel[EventMetrics](0)
-    with trio.fail_after(120):  # hang guard only
-        async with trio.open_nursery() as nursery:
-            await nursery.start(surfacer.run, receive)
-            async with httpx.AsyncClient(base_url=str(surfacer.url), timeout=60) as client:
-                response = await client.get("/metrics")
-            assert response.status_code == 200
-            assert response.text.count("trioprobe_probes_total{") == series
-            send.close()
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    # The app in memory, as the server calls it: no socket timeout can depend on machine load.
+    scope = {"type": "http", "method": "GET", "path": "/metrics", "headers": []}
+    with trio.fail_after(300):  # hang guard only
+        await surfacer.app(scope, receive, send)
+    await trio.lowlevel.checkpoint()  # ends this task's step, so the instrument has seen it
+    assert sent[0]["status"] == 200
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    assert body.count(b"trioprobe_probes_total{") == series
     assert everywhere[0] >= series
     # The old render turned all 1,000 in one step; a chunked one could do a bounded few.
     assert counter.max_per_step == 0, counter.max_per_step
