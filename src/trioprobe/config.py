@@ -45,6 +45,7 @@ from .results import LATENCY_UNITS
 from .specs import (
     DEFAULT_SURFACER_BUFFER,
     AlertSpec,
+    HistorySpec,
     LatencyBuckets,
     ProbeSpec,
     StatusSpec,
@@ -59,6 +60,7 @@ __all__ = [
     "AlertSpec",
     "Config",
     "ConfigError",
+    "HistorySpec",
     "MAX_CONFIG_BYTES",
     "MAX_TARGETS_BYTES",
     "LatencyBuckets",
@@ -108,6 +110,8 @@ class Config:
     alerts: tuple[AlertSpec, ...] = ()
     #: The status page, when a ``[status]`` table is given.
     status: StatusSpec | None = None
+    #: Per-target history in SQLite, when a ``[history]`` table is given (docs/history.md).
+    history: HistorySpec | None = None
     #: Seconds surfacers get to flush at shutdown before they are cancelled.
     shutdown_grace: float = 5.0
     #: Where relative paths in the config are resolved from.
@@ -148,7 +152,7 @@ _converter.register_structure_hook_factory(
 )
 _PROBE_KEYS = frozenset(attrs.fields_dict(ProbeSpec))
 _SURFACER_KEYS = frozenset(attrs.fields_dict(SurfacerSpec))
-_TOP_KEYS = frozenset({"probe", "surfacer", "shutdown_grace", "alert", "status"})
+_TOP_KEYS = frozenset({"probe", "surfacer", "shutdown_grace", "alert", "status", "history"})
 
 
 def _format_exception(exc: BaseException, type_: type | None) -> str:
@@ -219,6 +223,8 @@ def _check_probe(spec: ProbeSpec, path: str, errors: list[str]) -> None:
             f"{path}.stats_interval: {spec.stats_interval}s is shorter than the probe interval "
             f"({spec.interval}s); expected at least the interval"
         )
+    if spec.slo is not None and not 0 < spec.slo < 1:
+        errors.append(f"{path}.slo: expected a ratio between 0 and 1 (0.999), got {spec.slo}")
     if spec.latency_unit not in LATENCY_UNITS:
         errors.append(f"{path}.latency_unit: expected one of ns, us, ms, s")
     if spec.latency_buckets is not None:
@@ -313,6 +319,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
             if status.refresh < 1:
                 errors.append(f"status.refresh: expected >= 1 second, got {status.refresh}")
 
+    history = _parse_history(data, base_dir or Path.cwd(), errors)
     if errors:
         raise ConfigError("\n".join(errors))
     return Config(
@@ -320,9 +327,32 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         surfacers=tuple(surfacers),
         alerts=alerts,
         status=status,
+        history=history,
         shutdown_grace=float(grace),
         base_dir=base_dir or Path.cwd(),
     )
+
+
+def _parse_history(
+    data: Mapping[str, Any], base_dir: Path, errors: list[str]
+) -> HistorySpec | None:
+    if "history" not in data:
+        return None
+    spec: HistorySpec | None = _structure(data["history"], HistorySpec, "$.history", errors)
+    if spec is None:
+        return None
+    errors.extend(check_numbers(spec, "history"))
+    if not 1 <= spec.rollup <= 3600 or 3600 % spec.rollup:
+        errors.append(
+            f"history.rollup: expected seconds that divide an hour (60), got {spec.rollup}"
+        )
+    for key in ("keep_minutes_hours", "keep_hours_days", "keep_days_days"):
+        if getattr(spec, key) < 1:
+            errors.append(f"history.{key}: expected at least 1, got {getattr(spec, key)}")
+    if not spec.path:
+        spec = attrs.evolve(spec, path="trioprobe-history.sqlite")
+    resolved: HistorySpec = resolve_paths(spec, base_dir)
+    return resolved
 
 
 def _parse_alerts(

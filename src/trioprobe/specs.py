@@ -19,6 +19,7 @@ from .metrics import Distribution
 __all__ = [
     "DEFAULT_SURFACER_BUFFER",
     "AlertSpec",
+    "HistorySpec",
     "LatencyBuckets",
     "ProbeSpec",
     "StatusSpec",
@@ -67,6 +68,11 @@ class ProbeSpec:
     latency_buckets: LatencyBuckets | None = None
     #: Extra labels on every exported metric of this probe.
     labels: Mapping[str, str] = attrs.field(factory=dict)
+    #: The share of probes that should succeed (``0.999``); with ``[history]`` the error budget
+    #: and burn rates are exported (docs/history.md).
+    slo: float | None = None
+    #: Seconds the SLO is measured over (30 days).
+    slo_window: float = 30 * 86400.0
 
     @property
     def export_interval(self) -> float:
@@ -129,3 +135,19 @@ class StatusSpec:
     port: int = 9314
     #: Seconds between the page's own refreshes.
     refresh: int = 5
+
+
+@attrs.frozen
+class HistorySpec:
+    """The ``[history]`` table: keep per-target history in SQLite (docs/history.md)."""
+
+    #: The database file; "" means ``trioprobe-history.sqlite`` beside the config.
+    path: str = path_field("")
+    #: Seconds per finest row (60: per-minute rollups); it must divide an hour. Smaller only
+    #: for tests: the retention of this tier is counted in seconds all the same.
+    rollup: int = 60
+    #: How long each tier is kept: rollup periods (minutes) for 48 hours, hours for 90 days,
+    #: days for 730 days (2 years).
+    keep_minutes_hours: int = 48
+    keep_hours_days: int = 90
+    keep_days_days: int = 730

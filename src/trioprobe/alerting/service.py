@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import trio
 
@@ -107,6 +108,8 @@ class AlertingService:
         # (probe, target) -> (trio time of the last notice, repeats sent) of firing alerts.
         self._firing: dict[tuple[str, str], tuple[float, int]] = {}
         self._finished = trio.Event()
+        #: The runner's history service (for the status page), when ``[history]`` is set.
+        self.history: Any = None
 
     def feed(self, probe: str, result: ProbeResult) -> None:
         """Evaluate one result (the runner's tap on the results path)."""
@@ -155,7 +158,12 @@ class AlertingService:
             await nursery.start(self._run_notifiers, notifier_nursery_done)
             status = self.config.status
             if status is not None:
-                page = StatusPage(self.health, refresh=status.refresh)
+                page = StatusPage(
+                    self.health,
+                    refresh=status.refresh,
+                    history=self.history,
+                    order=[spec.name for spec, _ in self.config.probes],
+                )
                 url = await nursery.start(serve_asgi, page, status.host, status.port)
                 self.status_url = f"{url}/status"
                 logger.info("status page at %s", self.status_url)
