@@ -60,7 +60,7 @@ async def _run_span(
         else:
             # The writer thread runs in real time while the mock clock jumps: wait until the
             # last closed period is written, then stop as a kill would (the open one is lost).
-            while service.flushed_until < end // 60 * 60:
+            while service.flushed_until < end // 60 * 60:  # noqa: ASYNC110 - mock time
                 await trio.sleep(1)
             nursery.cancel_scope.cancel()
     return service
@@ -110,8 +110,10 @@ async def test_uptime_matches_ground_truth_across_downsampling_and_a_restart(
         assert a.burn_rates["1h"] == pytest.approx((1 - ok1 / n1) / 0.01)
         assert a.budget_remaining == pytest.approx(1 - (n - ok) / (0.01 * n))
         # Latency: half at 4 ms, half at 20 ms, so p50 is in the 2.5-5 ms bucket, p99 at 20 ms.
-        assert a.p50_24h is not None and 0.0025 <= a.p50_24h <= 0.025
-        assert a.p99_24h is not None and 0.01 <= a.p99_24h <= 0.025
+        assert a.p50_24h is not None
+        assert 0.0025 <= a.p50_24h <= 0.025
+        assert a.p99_24h is not None
+        assert 0.01 <= a.p99_24h <= 0.025
         b = summary.targets[("web", "b")]
         assert b.uptime("30d") == 1.0
         # Daily figures add up to the whole.
@@ -120,7 +122,8 @@ async def test_uptime_matches_ground_truth_across_downsampling_and_a_restart(
         assert sum(d.successes for d in days.values()) == ok
         rows = store.read_conn.execute("SELECT tier, count(*) FROM rollup GROUP BY tier")
         tiers = dict(rows.fetchall())
-        assert tiers[1] > 0 and tiers[2] > 0  # hours and days were written
+        assert tiers[1] > 0
+        assert tiers[2] > 0
         # Minutes past 48 h were pruned (pruning runs with each hour's rollup, so up to an hour
         # and the rollup lag more stay).
         assert tiers[0] <= 2 * (49 * 60 + 3)
@@ -158,8 +161,11 @@ async def test_incidents_from_transitions_survive_a_restart(
     def tr(old: str, new: str, t: float) -> Transition:
         return Transition("web", "a", old, new, t, 3, 10, "ConnectError: refused", "web-down")  # type: ignore[arg-type]
 
-    for transitions in ([tr("up", "down", T0 + 100)], [tr("unknown", "down", T0 + 200)],
-                        [tr("down", "up", T0 + 300)]):
+    for transitions in (
+        [tr("up", "down", T0 + 100)],
+        [tr("unknown", "down", T0 + 200)],
+        [tr("down", "up", T0 + 300)],
+    ):
         service = HistoryService(_spec(tmp_path), [PROBE], wall=wall)
         async with trio.open_nursery() as nursery:
             await nursery.start(service.run)
@@ -179,11 +185,12 @@ async def test_a_corrupt_database_is_moved_aside(
     autojump_clock: trio.abc.Clock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = Path(_spec(tmp_path).path)
-    path.write_bytes(b"this is not a database" * 100)
+    await trio.Path(path).write_bytes(b"this is not a database" * 100)
     store = await trio.to_thread.run_sync(open_store, path)
     store.close()
-    aside = list(tmp_path.glob("h.sqlite.corrupt-*"))
-    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not")
+    aside = await trio.Path(tmp_path).glob("h.sqlite.corrupt-*")
+    assert len(aside) == 1
+    assert (await aside[0].read_bytes()).startswith(b"this is not")
     assert any("moved to" in r.getMessage() for r in caplog.records)
     assert sqlite3.connect(path).execute("SELECT count(*) FROM target").fetchone() == (0,)
 

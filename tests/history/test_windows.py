@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from trioprobe.history import Counts, burn_rate, error_budget_remaining
@@ -28,13 +30,18 @@ def test_a_plan_covers_the_window_once(a: int, b: int, hours_done: int, days_don
     ranges = plan(a, b, hours_done, days_done)
     spans = _covered(ranges)
     # Contiguous, no overlap, exactly [a, b).
-    assert spans[0][0] == a and spans[-1][1] == b
-    assert all(x[1] == y[0] for x, y in zip(spans, spans[1:], strict=False))
+    assert spans[0][0] == a
+    assert spans[-1][1] == b
+    assert all(x[1] == y[0] for x, y in itertools.pairwise(spans))
     for tier, lo, hi in ranges:
         if tier == TIER_DAY:
-            assert lo % DAY == 0 and hi % DAY == 0 and hi <= days_done
+            assert lo % DAY == 0
+            assert hi % DAY == 0
+            assert hi <= days_done
         if tier == TIER_HOUR:
-            assert lo % HOUR == 0 and hi % HOUR == 0 and hi <= hours_done
+            assert lo % HOUR == 0
+            assert hi % HOUR == 0
+            assert hi <= hours_done
 
 
 def test_the_coarsest_rows_answer_the_middle() -> None:
@@ -55,7 +62,8 @@ def test_slo_figures() -> None:
     assert burn_rate(hour, 0.999) == pytest.approx((1 / 60) / 0.001)
     assert burn_rate(Counts(), 0.999) is None
     assert error_budget_remaining(Counts(), 0.999) is None
-    assert Counts(4, 3).uptime == 0.75 and Counts().uptime is None
+    assert Counts(4, 3).uptime == 0.75
+    assert Counts().uptime is None
 
 
 def test_config_history_table_and_slo(tmp_path: object) -> None:
