@@ -188,7 +188,7 @@ async def test_a_corrupt_database_is_moved_aside(
     await trio.Path(path).write_bytes(b"this is not a database" * 100)
     store = await trio.to_thread.run_sync(open_store, path)
     store.close()
-    aside = await trio.Path(tmp_path).glob("h.sqlite.corrupt-*")
+    aside = list(await trio.Path(tmp_path).glob("h.sqlite.corrupt-*"))
     assert len(aside) == 1
     assert (await aside[0].read_bytes()).startswith(b"this is not")
     assert any("moved to" in r.getMessage() for r in caplog.records)
