@@ -258,6 +258,62 @@ async def test_rejected_record_is_dropped(autojump_clock: trio.testing.MockClock
     assert (r.dropped_records, r.replay_errors) == (1, 0)
 
 
+async def test_a_bug_in_send_ends_run_instead_of_being_retried(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """docs/errors.md: a ``TypeError`` in ``send`` is a bug, not an outage of the receiver. It
+    ends ``run`` (and the caller's nursery) after one attempt; the record stays queued."""
+    q = MemQueue()
+    attempts = 0
+
+    async def send(data: bytes) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise TypeError("a bug in send")
+
+    r = WriteReplayer(q, send)
+    await r.write(b"a")
+    with (
+        trio.fail_after(60),
+        pytest.RaisesGroup(pytest.RaisesExc(TypeError, match="a bug"), flatten_subgroups=True),
+    ):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(r.run)
+            await trio.sleep_forever()
+    assert attempts == 1
+    assert r.replay_errors == 0
+    assert await q.current() == b"a"
+
+
+async def test_transient_errors_adds_the_receivers_own_errors(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An error type the caller declares transient is retried like ``OSError``."""
+
+    class ReceiverSaid5xx(Exception):
+        pass
+
+    q = MemQueue()
+    got: list[bytes] = []
+    failures = 3
+
+    async def send(data: bytes) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise ReceiverSaid5xx("503")
+        got.append(data)
+
+    r = WriteReplayer(q, send, transient_errors=(ReceiverSaid5xx,))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(r.run)
+        await r.write(b"a")
+        await r.wait_drained()
+        nursery.cancel_scope.cancel()
+    assert got == [b"a"]
+    assert r.replay_errors == 3
+
+
 async def test_closed_queue_ends_run_and_refuses_writes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -221,7 +221,7 @@ async def test_file_log_close_during_a_threaded_write_waits_for_it(
         release.wait(30)
         return real(fd)
 
-    monkeypatch.setattr(f"trioprobe.logping.logs.os.{target}", blocking)
+    monkeypatch.setattr(os, target, blocking)
     outcome: list[object] = []
 
     async def append() -> None:
@@ -334,6 +334,121 @@ async def test_read_errors_come_from_the_block_as_themselves(
     with pytest.raises(KeyError):  # the reader's own error, unwrapped too
         async with log.read(2) as entries:
             raise KeyError("mine")
+
+
+def frame_size(data: bytes) -> int:
+    return 8 + len(data)  # u32 length, u32 CRC32C, payload
+
+
+async def test_file_log_reader_restarts_from_where_the_last_reader_got(tmp_path: Path) -> None:
+    """A reader (re)started past what an earlier reader of the file read starts there, instead
+    of reading (on the event loop) every record from the file's start again."""
+    writer = FileLog(tmp_path / "log", fsync=False)
+    reader = FileLog(tmp_path / "log")
+    records = [b"record %04d" % i for i in range(1000)]
+    with trio.fail_after(60):  # a hang guard, not a speed test
+        for data in records:
+            await writer.append(data)
+        size = (tmp_path / "log").stat().st_size
+        got = await collect(reader, 1, 1000)
+        assert [e.data for e in got] == records
+        assert reader.bytes_read == size
+        for restart in range(3):
+            await writer.append(b"new %d" % restart)
+            before = reader.bytes_read
+            assert await collect(reader, 1001 + restart, 1) == [
+                Entry(1001 + restart, b"new %d" % restart)
+            ]
+            assert reader.bytes_read - before == frame_size(b"new %d" % restart)
+        # A start before the bookmark still gets every record from there.
+        before = reader.bytes_read
+        assert [e.index for e in await collect(reader, 500, 504)] == list(range(500, 1004))
+        assert reader.bytes_read - before == (tmp_path / "log").stat().st_size
+    writer.close()
+    reader.close()
+
+
+async def test_file_log_reader_does_not_trust_a_bookmark_of_a_replaced_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "log"
+    with trio.fail_after(60):
+        first = FileLog(path, fsync=False)
+        for data in (b"a", b"b", b"c"):
+            await first.append(data)
+        assert [e.data for e in await collect(first, 1, 3)] == [b"a", b"b", b"c"]
+        first.close()
+        path.unlink()
+        second = FileLog(path, fsync=False)
+        for data in (b"x", b"y", b"z", b"w"):
+            await second.append(data)
+        # The bookmark says "3 records end at offset N": of another file, so not used.
+        assert await collect(second, 4, 1) == [Entry(4, b"w")]
+        assert second.bytes_read == path.stat().st_size
+        # Rewritten in place (same inode), the record before the bookmark changed: not used.
+        assert [e.data for e in await collect(second, 1, 4)] == [b"x", b"y", b"z", b"w"]
+        second.close()
+        os.truncate(path, 8)
+        third = FileLog(path, fsync=False)
+        for data in (b"longer record one", b"longer record two", b"three", b"four", b"five"):
+            await third.append(data)
+        assert await collect(third, 5, 1) == [Entry(5, b"five")]
+        third.close()
+
+
+async def test_file_log_reads_a_large_backlog_in_a_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening the file and reading a backlog above INLINE_READ_MAX run in a worker thread; the
+    few bytes of a fresh append are read inline (a thread hop would dominate the latency)."""
+    from trioprobe.logping.logs import tail
+
+    on_loop: list[tuple[bool, int]] = []
+    real_read = tail.Tail._read
+
+    def spy(self: tail.Tail) -> list[tuple[int, bytes]]:
+        before = self._pending() if self._fh is not None else -1
+        on_loop.append((threading.current_thread() is threading.main_thread(), before))
+        return real_read(self)
+
+    monkeypatch.setattr(tail.Tail, "_read", spy)
+    monkeypatch.setattr(tail, "READ_MAX", 128 * 1024)
+    log = FileLog(tmp_path / "log", fsync=False)
+    with trio.fail_after(60):
+        for _ in range(4):  # 4 records of 100 kB: more than one READ_MAX in all
+            await log.append(b"x" * 100_000)
+        got: list[Entry] = []
+        async with log.read(1) as entries:
+            for _ in range(4):
+                got.append(await entries.receive())
+            await log.append(b"small")
+            got.append(await entries.receive())
+    assert [e.index for e in got] == [1, 2, 3, 4, 5]
+    assert on_loop[0] == (False, -1)  # the open
+    big = [(loop, pending) for loop, pending in on_loop if pending > tail.INLINE_READ_MAX]
+    assert big
+    assert not any(loop for loop, _ in big)
+    assert any(loop and 0 < pending <= tail.INLINE_READ_MAX for loop, pending in on_loop)
+    log.close()
+
+
+async def test_read_leaves_the_callers_exceptions_as_they_were(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The block's error keeps its cause, and a group the caller raises stays that group: only
+    the group ``read``'s own nursery made is unwrapped (the ``_groups`` rule, docs/errors.md)."""
+    log = MemoryLog()
+    await log.append(b"a")
+    cause = ValueError("why")
+    with pytest.raises(KeyError) as info:
+        async with log.read(1):
+            raise KeyError("mine") from cause
+    assert info.value.__cause__ is cause
+    with pytest.raises(ExceptionGroup) as group_info:
+        async with log.read(1):
+            raise ExceptionGroup("the caller's", [KeyError("one")])
+    assert group_info.value.message == "the caller's"
+    assert [type(e) for e in group_info.value.exceptions] == [KeyError]
 
 
 async def test_an_abandoned_read_releases_its_file_and_task_at_once(

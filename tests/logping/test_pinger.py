@@ -16,6 +16,7 @@ from trioprobe.logping import (
     Entry,
     LogClosedError,
     LogTruncatedError,
+    LogUnavailableError,
     MemoryLog,
     Pinger,
     PingOutcome,
@@ -62,7 +63,7 @@ class FakeLog:
         if seq in self.hold:
             await self.release.wait()
         if seq in self.fail:
-            raise RuntimeError(f"append of seq {seq} failed")
+            raise LogUnavailableError(f"append of seq {seq} failed")
         if seq in self.drop:
             # Acknowledged, but what the reader finds at its index is not the ping.
             return self.log.append_nowait(b"lost")
@@ -154,7 +155,7 @@ async def test_run_restarts_on_truncated_and_error_and_stops_on_closed(
 
     ref: list[Pinger] = []
     reader = ScriptedReader(
-        ref, [LogTruncatedError("x", 41), RuntimeError("generic"), LogClosedError("x")]
+        ref, [LogTruncatedError("x", 41), LogUnavailableError("generic"), LogClosedError("x")]
     )
     pinger = Pinger(FakeLog(), reader, replay, ping_interval=10.0)
     ref.append(pinger)
@@ -165,6 +166,67 @@ async def test_run_restarts_on_truncated_and_error_and_stops_on_closed(
     assert pinger.replays == 3
     assert pinger.metrics.restarts == 2
     assert pinger.last_applied == 60
+
+
+async def test_a_bug_in_the_reader_ends_run_instead_of_being_retried(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """docs/errors.md: only a failure of the log restarts a round. A ``TypeError`` in the reader
+    is a bug: it comes out of ``run()`` as itself, after one round, with no restart."""
+    replays: list[int] = []
+
+    async def replay() -> int:
+        replays.append(1)
+        return 1
+
+    ref: list[Pinger] = []
+    reader = ScriptedReader(ref, [TypeError("a bug in the reader"), LogClosedError("x")])
+    pinger = Pinger(FakeLog(), reader, replay, ping_interval=10.0)
+    ref.append(pinger)
+    with trio.fail_after(10), pytest.raises(TypeError, match="a bug in the reader"):
+        await pinger.run()
+    assert replays == [1]
+    assert len(reader.calls) == 1
+    assert pinger.metrics.restarts == 0
+
+
+async def test_a_bug_in_an_append_ends_run_instead_of_being_counted(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A failing append is a measurement only when the log failed; a ``TypeError`` is not."""
+
+    class BuggyAppender:
+        calls = 0
+
+        async def append(self, data: bytes) -> int:
+            self.calls += 1
+            raise TypeError("a bug in the appender")
+
+    log = MemoryLog()
+    appender = BuggyAppender()
+    pinger = Pinger(appender, log, log.next_index, ping_interval=INTERVAL)
+    with trio.fail_after(10), pytest.raises(TypeError, match="a bug in the appender"):
+        await pinger.run()
+    assert appender.calls == 1
+    assert pinger.metrics.appends_failed == 0
+    assert pinger.metrics.restarts == 0
+
+
+async def test_a_bug_in_the_replay_position_is_not_retried(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    calls = 0
+
+    async def replay() -> int:
+        nonlocal calls
+        calls += 1
+        raise TypeError("a bug in replay")
+
+    pinger = Pinger(FakeLog(), FakeLog(), replay)
+    with trio.fail_after(10), pytest.raises(TypeError, match="a bug in replay"):
+        await pinger.run()
+    assert calls == 1
+    assert pinger.metrics.replay_errors == 0
 
 
 async def test_replay_position_is_retried_until_it_succeeds(autojump_clock: trio.abc.Clock) -> None:

@@ -260,6 +260,7 @@ class WebhookNotifier:
             replayer = WriteReplayer(
                 queue,
                 partial(self._send, client),
+                transient_errors=(WebhookError, httpx.HTTPError),
                 retry_interval=min(0.1, WEBHOOK_RETRY_MAX_INTERVAL),
                 retry_max_interval=WEBHOOK_RETRY_MAX_INTERVAL,
             )

@@ -14,7 +14,11 @@ Differences from the reference (metric-store's fork of InfluxDB's hinted handoff
 * ``rate_limit`` is honoured (the fork ignores it), with sub-second delays;
 * a ``send`` that raises :class:`RecordRejected` drops that record (counted), so a poison record
   cannot block the queue forever;
-* purging and replaying never interleave: both hold the head lock.
+* purging and replaying never interleave: both hold the head lock;
+* only a *transient* failure of ``send`` is retried: ``OSError``, ``trio.TooSlowError``,
+  :class:`HandoffError` and the types given as ``transient_errors`` (say ``httpx.HTTPError``
+  and the receiver's own error). Anything else is a bug in ``send``: it ends ``run()`` (and so
+  the caller's nursery) as itself, instead of being logged and retried forever (docs/errors.md).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from .errors import HandoffError, QueueNotOpenError, RecordRejected, ReplayerClo
 from .limiter import RateLimiter
 
 __all__ = [
+    "TRANSIENT_SEND_ERRORS",
     "ReplayQueue",
     "DEFAULT_MAX_AGE",
     "DEFAULT_PURGE_INTERVAL",
@@ -49,6 +54,10 @@ DEFAULT_MAX_AGE = 7 * 24 * 3600.0
 DEFAULT_PURGE_INTERVAL = 3600.0
 #: While sends keep failing, how often (seconds) a reminder warning is logged.
 FAILURE_WARNING_INTERVAL = 60.0
+
+TRANSIENT_SEND_ERRORS: tuple[type[Exception], ...] = (HandoffError, OSError, trio.TooSlowError)
+"""What any ``send`` may raise for a delivery that can succeed later (the receiver is down, or
+slow past the caller's ``fail_after``); the replayer keeps the record and retries it."""
 
 
 class _Outcome(enum.Enum):
@@ -97,7 +106,9 @@ class WriteReplayer:
     """Queues writes durably and replays them through ``send`` in order.
 
     Start it with ``await nursery.start(replayer.run)``; ``write()`` works before that too (the
-    records wait on disk). ``run`` returns when the queue is closed.
+    records wait on disk). ``run`` returns when the queue is closed. ``transient_errors`` adds
+    to :data:`TRANSIENT_SEND_ERRORS` the errors of ``send`` that mean "try again later" (an
+    HTTP client's, the receiver's 5xx); any other error of ``send`` ends ``run``.
     """
 
     def __init__(
@@ -111,6 +122,7 @@ class WriteReplayer:
         purge_interval: float = DEFAULT_PURGE_INTERVAL,
         rate_limit: float = 0,
         wall_clock: Callable[[], float] = time.time,
+        transient_errors: tuple[type[Exception], ...] = (),
     ) -> None:
         if not 0 < retry_interval <= retry_max_interval:
             raise ValueError(
@@ -121,6 +133,7 @@ class WriteReplayer:
             raise ValueError(f"purge_interval must be > 0 s, got {purge_interval}")
         self.queue = queue
         self._send = send
+        self._transient = TRANSIENT_SEND_ERRORS + tuple(transient_errors)
         self.retry_interval = retry_interval
         self.retry_max_interval = retry_max_interval
         self.max_age = max_age
@@ -247,7 +260,7 @@ class WriteReplayer:
                     len(data),
                     exc,
                 )
-            except Exception as exc:
+            except self._transient as exc:
                 self.replay_errors += 1
                 self.last_error = exc
                 self._send_failed(exc)

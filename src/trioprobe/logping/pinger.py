@@ -4,9 +4,13 @@ Port of Akutan's ``logping`` ``Pinger`` (see docs/logping.md), with Trio structu
 
 - ``run()`` loops: get a replay position (retried until it succeeds), set ``last_applied`` to the
   entry before it, then tail the log from there while pinging. When the reader fails with
-  ``LogTruncatedError`` or any other error (or its stream ends), the round's tasks are cancelled,
-  ``restarts`` is counted and the loop starts again from a fresh replay position. ``LogClosedError``
-  ends ``run()``.
+  ``LogTruncatedError`` or another failure of the log (or its stream ends), the round's tasks are
+  cancelled, ``restarts`` is counted and the loop starts again from a fresh replay position.
+  ``LogClosedError`` ends ``run()``.
+- Only a failure of the log is retried: :data:`TRANSIENT_ERRORS` (``LogError``, ``OSError``,
+  ``httpx.HTTPError``) from the replay position, the reader or an append. Anything else (a
+  ``TypeError`` in a log client, say) is a bug: it ends the round's nursery and comes out of
+  ``run()`` as itself, instead of being logged and retried forever (docs/errors.md).
 - One ping is in flight at a time. Pings are scheduled *start to start*: the next ping starts one
   ``ping_interval`` after the previous one started, whether or not that one came back. This is what
   the reference's code does (its docs say "after the previous read"); we keep it because it makes
@@ -38,11 +42,21 @@ import secrets
 from collections.abc import Awaitable, Callable
 
 import attrs
+import httpx
 import trio
 
+from .. import _groups
 from .._histogram import Distribution
 from .encoding import WRITER_ID_LEN, decode_ping, encode_ping
-from .logs import Disconnector, Entry, LogAppender, LogClosedError, LogReader, LogTruncatedError
+from .logs import (
+    Disconnector,
+    Entry,
+    LogAppender,
+    LogClosedError,
+    LogError,
+    LogReader,
+    LogTruncatedError,
+)
 
 __all__ = [
     "GetReplayPosition",
@@ -56,6 +70,7 @@ __all__ = [
     "LogRewoundError",
     "ReaderStalledError",
     "new_writer_id",
+    "TRANSIENT_ERRORS",
 ]
 
 logger = logging.getLogger("trioprobe.logping")
@@ -65,8 +80,13 @@ GetReplayPosition = Callable[[], Awaitable[int]]
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (LogError, OSError, httpx.HTTPError)
+"""What a log's clients raise when the log or its server fails: the pinger measures and rides
+these out (counted, retried, the round restarted). ``httpx.HTTPError`` is there for a log client
+built on httpx that does not wrap its errors; the logs of this package raise ``LogError``."""
 
-class LogOrderError(Exception):
+
+class LogOrderError(LogError):
     """A reader returned an index that does not increase: the log (or its client) is broken."""
 
 
@@ -275,7 +295,7 @@ class Pinger:
         while True:
             try:
                 position = await self.get_replay_position()
-            except Exception as exc:
+            except TRANSIENT_ERRORS as exc:
                 self.metrics.replay_errors += 1
                 logger.warning(
                     "logping: getting the replay position failed (retrying in %ss): %r",
@@ -290,7 +310,11 @@ class Pinger:
             return position
 
     async def run_round(self, position: int) -> Exception:
-        """Tail from ``position`` while pinging, until the reader fails; return its error."""
+        """Tail from ``position`` while pinging, until the reader fails; return its error.
+
+        Only a failure of the log (:data:`TRANSIENT_ERRORS`) is returned; any other error of the
+        reader, an append or ``on_ping`` is raised, as itself, after the round's tasks stopped.
+        """
         self._set_last_applied(position - 1)
         self._expected_index = position
         # Not position - 1: a replay position is where reading starts, not an index the log
@@ -299,7 +323,7 @@ class Pinger:
         self._unread_acks = 0
         self._round_error = None
         error: Exception | None = None
-        async with trio.open_nursery() as nursery:
+        async with _groups.open_nursery() as nursery:
             self._reset_round(nursery)
 
             async def read() -> None:
@@ -309,7 +333,7 @@ class Pinger:
                         async for entry in entries:
                             self.apply(entry)
                     error = LogOrderError("the log's read stream ended without an error")
-                except Exception as exc:
+                except TRANSIENT_ERRORS as exc:
                     error = exc
                 nursery.cancel_scope.cancel()
 
@@ -396,7 +420,7 @@ class Pinger:
             with scope:
                 try:
                     index = await self.appender.append(data)
-                except Exception as exc:
+                except TRANSIENT_ERRORS as exc:
                     failure = repr(exc)
                 else:
                     self.metrics.appends_succeeded += 1

@@ -259,6 +259,7 @@ class InfluxSurfacer:
             replayer = WriteReplayer(
                 queue,
                 partial(self._send, client),
+                transient_errors=(InfluxError, httpx.HTTPError),
                 retry_interval=o.retry_interval,
                 retry_max_interval=o.retry_max_interval,
                 max_age=o.max_age,
