@@ -103,7 +103,9 @@ def test_history_survives_sigkill(tmp_path: Path) -> None:
         _wait_for_requests(target, first, 5)
         _phase(target, True, 2.0)
         _phase(target, False, 2.0)
-        _phase(target, True, 1.5)
+        # Up long enough for the recovery to be written (the period, plus the write grace,
+        # plus slack for a busy machine) before the kill.
+        _phase(target, True, 4.0)
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=30)
         killed_at = time.time()

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from urllib.parse import parse_qsl, unquote
 
+import attrs
 import trio
 
 from .._asgi import Receive, Scope, Send, answer_lifespan, send_response
@@ -50,6 +51,22 @@ def select(rows: Sequence[Row], f: Filter) -> tuple[list[Row], int, int]:
     """The page's rows (down first, probes in config order), how many matched, how many down."""
     kept = sorted((r for r in rows if f.keep(r)), key=lambda r: r.order)
     down = sum(r.state == DOWN for r in rows)
+    start = (f.page - 1) * PAGE_SIZE
+    return kept[start : start + PAGE_SIZE], len(kept), down
+
+
+async def select_async(rows: Sequence[Row], f: Filter) -> tuple[list[Row], int, int]:
+    """:func:`select` in chunks: rows arrive in first-seen order, so grouping them by (down,
+    probe rank) and joining the groups is the sort, with a checkpoint every chunk."""
+    groups: dict[tuple[int, int], list[Row]] = {}
+    down = 0
+    for i, r in enumerate(rows, 1):
+        down += r.state == DOWN
+        if f.keep(r):
+            groups.setdefault((r.order[0], r.order[1]), []).append(r)
+        if i % _COPY_CHUNK == 0:
+            await trio.lowlevel.checkpoint()
+    kept = [r for key in sorted(groups) for r in groups[key]]
     start = (f.page - 1) * PAGE_SIZE
     return kept[start : start + PAGE_SIZE], len(kept), down
 
@@ -179,10 +196,8 @@ class StatusPage:
             return 200, body, api.JSON
         if path == "/api/v1/targets":
             rows = await collect_rows(self.health, self.summary, self.order)
-            f = Filter.from_query(query)
-            kept = await trio.to_thread.run_sync(
-                lambda: sorted((r for r in rows if f.keep(r)), key=lambda r: r.order)
-            )
+            everyone = attrs.evolve(Filter.from_query(query), page=1)
+            kept, _, _ = await select_async(rows, everyone)
             return await api.targets_json(kept, self.summary)
         if path == "/api/v1/incidents":
             return await api.incidents_json(self.history, query)
@@ -202,7 +217,7 @@ class StatusPage:
         summary = self.summary
         rows = await collect_rows(self.health, summary, self.order)
         f = Filter.from_query(query)
-        page, matched, down = await trio.to_thread.run_sync(select, rows, f)
+        page, matched, down = await select_async(rows, f)
         parts = overview_parts(
             page,
             matched,

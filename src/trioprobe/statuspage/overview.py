@@ -19,6 +19,7 @@ from .svg import day_bar, sparkline
 
 __all__ = ["PAGE_SIZE", "Filter", "overview_parts"]
 
+#: Rows per page; without a page limit the whole list is one page.
 PAGE_SIZE = 500
 _DAY = 86400
 _STATES = ("down", "up", "unknown")
