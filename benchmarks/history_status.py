@@ -20,7 +20,6 @@ the median of ``--repeat`` runs.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import tempfile
@@ -32,8 +31,8 @@ import trio
 
 from trioprobe.alerting import AlertRule, Health
 from trioprobe.history import HistoryService, compute_summary
-from trioprobe.history.store import Store, encode_bounds
 from trioprobe.history.service import DEFAULT_BOUNDS
+from trioprobe.history.store import Store, encode_bounds
 from trioprobe.results import ProbeResult
 from trioprobe.specs import HistorySpec, ProbeSpec
 from trioprobe.statuspage import StatusPage
@@ -64,12 +63,11 @@ def build(path: Path, targets: int, now: int) -> None:
     for tid in range(1, targets + 1):
         flaky = tid % 50 == 0
 
-        def minute(t: int) -> tuple[Any, ...]:
+        rows: list[tuple[Any, ...]] = []
+        for t in range(first_minute, now // 60 * 60, 60):
             fails = 1 if flaky and rng.random() < 0.05 else 0
-            return (tid, 0, t, 6, 6 - fails, 0.02, '{"5":4,"6":2}',
-                    "ReadTimeout: timed out" if fails else None)
-
-        rows = [minute(t) for t in range(first_minute, now // 60 * 60, 60)]
+            error = "ReadTimeout: timed out" if fails else None
+            rows.append((tid, 0, t, 6, 6 - fails, 0.02, '{"5":4,"6":2}', error))
         rows += [
             (tid, 1, h, 360, 360 - (3 if flaky else 0), 1.2, '{"5":240,"6":120}', None)
             for h in range((now - 30 * DAY) // HOUR * HOUR, hours_done, HOUR)
@@ -111,8 +109,13 @@ async def serve(page: StatusPage, path: str, query: bytes = b"") -> tuple[float,
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "GET", "path": path, "query_string": query,
-             "raw_path": path.encode()}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "query_string": query,
+        "raw_path": path.encode(),
+    }
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ticker)
         await trio.lowlevel.checkpoint()
@@ -130,8 +133,10 @@ async def main(args: argparse.Namespace) -> None:
     if not db.exists():
         t0 = time.perf_counter()
         await trio.to_thread.run_sync(build, db, args.targets, now)
-        print(f"built {db}: {db.stat().st_size / 2**20:.0f} MiB in "
-              f"{time.perf_counter() - t0:.0f} s ({args.targets} targets, 30 days)")
+        print(
+            f"built {db}: {db.stat().st_size / 2**20:.0f} MiB in "
+            f"{time.perf_counter() - t0:.0f} s ({args.targets} targets, 30 days)"
+        )
     else:
         print(f"reusing {db}: {db.stat().st_size / 2**20:.0f} MiB")
     probes = [ProbeSpec(name=n, type="http", targets=("x",), slo=0.999) for n in ("api", "web")]
@@ -139,19 +144,28 @@ async def main(args: argparse.Namespace) -> None:
     service._store = await trio.to_thread.run_sync(Store, db)
     took = []
     for _ in range(args.repeat):
-        summary = await service.read(lambda s: compute_summary(s, now // 60 * 60,
-                                                                {p.name: p for p in probes}))
+        summary = await service.read(
+            lambda s: compute_summary(s, now // 60 * 60, {p.name: p for p in probes})
+        )
         took.append(summary.took)
     service.summary = summary
-    print(f"summary of {len(summary.targets)} targets: {statistics.median(took) * 1000:.0f} ms "
-          "(reader thread)")
+    print(
+        f"summary of {len(summary.targets)} targets: {statistics.median(took) * 1000:.0f} ms "
+        "(reader thread)"
+    )
     health = Health({"api": AlertRule("down"), "web": AlertRule("down")})
     for i in range(args.targets):
         for k in range(3):
-            ok = not (i % 500 == 0)
-            health.feed("web" if i % 2 else "api",
-                        ProbeResult(target_name(i), ok, 0.003 + k * 0.001,
-                                    error=None if ok else "ConnectError: refused"))
+            ok = i % 500 != 0
+            health.feed(
+                "web" if i % 2 else "api",
+                ProbeResult(
+                    target_name(i),
+                    ok,
+                    0.003 + k * 0.001,
+                    error=None if ok else "ConnectError: refused",
+                ),
+            )
     page = StatusPage(health, history=service, order=["web", "api"])
     one = target_name(101).replace("/", "%2F")
     cases = [
@@ -171,8 +185,9 @@ async def main(args: argparse.Namespace) -> None:
         ms = statistics.median(r[0] for r in runs) * 1000
         size = runs[0][1] / 1024
         step = statistics.median(r[2] for r in runs) * 1000
-        label = (path if len(path) < 40 else path[:37] + "...") + ("?" + query.decode() if query
-                                                                  else "")
+        label = (path if len(path) < 40 else path[:37] + "...") + (
+            "?" + query.decode() if query else ""
+        )
         print(f"{label[:58]:<58} {ms:7.1f} {size:8.1f} {step:21.2f}")
     await trio.to_thread.run_sync(service._store.close)
     if not args.keep and not args.db:

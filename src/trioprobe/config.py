@@ -23,11 +23,14 @@ the key path (``probe[0].interval``) and what was expected.
 
 from __future__ import annotations
 
+import difflib
 import errno
 import logging
 import os
 import tomllib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import types
+import typing
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from cattrs.cols import homogenous_tuple_structure_factory, is_sequence
 from cattrs.errors import ClassValidationError
 from cattrs.v import format_exception
 
+from ._durations import DURATION_EXAMPLE, parse_duration
 from ._options import is_path_field
 from .metrics import MetricsError
 from .probes import probe_types
@@ -53,7 +57,15 @@ from .specs import (
 )
 from .surfacers import surfacer_types
 from .surfacers._naming import BUILTIN_EXPORTS, CORE_EXPORTS, clash_warnings
-from .validators import KEY_RANGES, check_numbers
+from .targets import (
+    MAX_TARGETS_BYTES,
+    FileSDSource,
+    SourceError,
+    TargetsFile,
+    TargetsFileSource,
+    target_lines,
+)
+from .validators import KEY_RANGES, SECONDS, SECONDS_OR_ZERO, check_numbers, range_for
 
 __all__ = [
     "DEFAULT_SURFACER_BUFFER",
@@ -83,8 +95,6 @@ class ConfigError(ValueError):
 
 #: The largest config file read; ``check /dev/zero`` must not read until memory runs out.
 MAX_CONFIG_BYTES = 1024 * 1024
-#: The largest targets file read (about 20,000 URLs).
-MAX_TARGETS_BYTES = 4 * 1024 * 1024
 
 
 def read_bounded(path: Path, limit: int) -> str:
@@ -179,12 +189,120 @@ def _tidy(message: str) -> str:
     return f"{where}: {text}" if text else message
 
 
-def _structure(data: Any, cls: type[Any], path: str, errors: list[str]) -> Any:
+def _structure(
+    data: Any, cls: type[Any], path: str, errors: list[str], quiet: Collection[str] = ()
+) -> Any:
+    """``data`` structured as ``cls``, or ``None`` with its problems added to ``errors``.
+
+    Messages about the key paths in ``quiet`` are dropped: each was already reported as part of
+    another problem (one line per problem: a misspelt required key is one mistake, not an unknown
+    key plus a missing one).
+    """
     try:
         return _converter.structure(data, cls)
     except Exception as exc:  # cattrs raises many kinds; each becomes a message
-        errors.extend(_describe(exc, path))
+        messages = _describe(exc, path)
+        errors.extend(m for m in messages if m.partition(": ")[0] not in quiet)
         return None
+
+
+def _closest(word: str, choices: Collection[str]) -> str | None:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _suggest(word: str, choices: Collection[str]) -> str:
+    """``; did you mean 'x'?`` for the closest of ``choices``, or ``; expected one of ...``
+    when nothing is close and the list is short enough to read in one line."""
+    close = _closest(word, choices)
+    if close is not None:
+        return f"; did you mean {close!r}?"
+    if len(choices) <= 12:
+        return f"; expected one of {', '.join(sorted(choices))}"
+    return ""
+
+
+def _unknown_keys(
+    table: Mapping[str, Any],
+    known: Collection[str],
+    path: str,
+    errors: list[str],
+    required: Collection[str] = (),
+) -> tuple[dict[str, Any], set[str]]:
+    """``table`` without its unknown keys, each reported on a line of its own with the closest
+    known key; and the key paths suggested (a required key suggested must not also be reported
+    as missing: a misspelt key is one mistake).
+
+    A key the table already sets is not suggested; a missing ``required`` key is, more
+    leniently (``qnam`` is taken for a missing ``query_name``).
+    """
+    kept = {key: value for key, value in table.items() if key in known}
+    unset = [key for key in known if key not in table]
+    missing = [key for key in required if key not in table]
+    suggested: set[str] = set()
+    for key in [key for key in table if key not in kept]:
+        lenient = difflib.get_close_matches(key, missing, n=1, cutoff=0.4)
+        close = lenient[0] if lenient else _closest(key, unset)
+        if close is not None:
+            errors.append(f"{path}.{key}: unknown key; did you mean {close!r}?")
+            suggested.add(f"{path}.{close}")
+        else:
+            errors.append(f"{path}.{key}: unknown key{_suggest(key, known)}")
+    return kept, suggested
+
+
+#: Integer keys that are whole seconds: a duration is accepted if it is a whole number of them.
+_WHOLE_SECONDS = frozenset({"refresh"})
+
+
+def _duration_keys(cls: type[Any]) -> dict[str, bool]:
+    """The keys of attrs class ``cls`` that are seconds: name -> whether it is whole seconds.
+
+    A float key is seconds unless :data:`~trioprobe.validators.KEY_RANGES` says otherwise
+    (``base``, ``scale``), as everywhere in the config."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # a plugin's Options with unresolvable annotations: no durations then
+        return {}
+    keys: dict[str, bool] = {}
+    for field in attrs.fields(cls):
+        hint = hints.get(field.name)
+        if hint is float or (
+            typing.get_origin(hint) in (typing.Union, types.UnionType)
+            and set(typing.get_args(hint)) == {float, type(None)}
+        ):
+            if range_for(field.name, 1.0) in (SECONDS, SECONDS_OR_ZERO):
+                keys[field.name] = False
+        elif hint is int and field.name in _WHOLE_SECONDS:
+            keys[field.name] = True
+    return keys
+
+
+def _durations(
+    table: Mapping[str, Any], cls: type[Any], path: str, errors: list[str]
+) -> tuple[dict[str, Any], set[str]]:
+    """``table`` with durations written as text (``"5s"``, ``"1m30s"``) in its seconds keys made
+    numbers of seconds; and the key paths of the bad ones (reported here, once)."""
+    out = dict(table)
+    bad: set[str] = set()
+    if not attrs.has(cls):
+        return out, bad
+    for key, whole in _duration_keys(cls).items():
+        value = table.get(key)
+        if not isinstance(value, str):
+            continue
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            errors.append(f"{path}.{key}: expected {DURATION_EXAMPLE}, got {value!r}")
+            bad.add(f"{path}.{key}")
+            continue
+        if whole and not seconds.is_integer():
+            errors.append(f"{path}.{key}: expected a whole number of seconds, got {value!r}")
+            bad.add(f"{path}.{key}")
+            continue
+        out[key] = int(seconds) if whole else seconds
+    return out, bad
 
 
 def _split(
@@ -197,14 +315,9 @@ def _split(
 
 def _check_probe(spec: ProbeSpec, path: str, errors: list[str]) -> None:
     if spec.type not in probe_types:
-        errors.append(
-            f"{path}.type: unknown probe type {spec.type!r}; expected one of "
-            f"{', '.join(probe_types.names())}"
-        )
-    if not spec.targets and spec.targets_file is None:
-        errors.append(f'{path}: no targets: give `targets = [...]` or `targets_file = "..."`')
-    if spec.targets and spec.targets_file is not None:
-        errors.append(f"{path}: give either `targets` or `targets_file`, not both")
+        hint = _suggest(spec.type, probe_types.names())
+        errors.append(f"{path}.type: unknown probe type {spec.type!r}{hint}")
+    _check_sources(spec, path, errors)
     check = target_checker(spec.type)
     if check is not None:
         for index, target in enumerate(spec.targets):
@@ -236,12 +349,69 @@ def _check_probe(spec: ProbeSpec, path: str, errors: list[str]) -> None:
             errors.append(f"{path}.latency_buckets: scale * base ** (count - 1) is too large")
 
 
+_SOURCE_KEYS = "targets, targets_file, file_sd, http_sd, dns_sd or etcd_sd"
+
+
+def _check_sources(spec: ProbeSpec, path: str, errors: list[str]) -> None:
+    """The target sources' own keys (docs/targets.md); their contents are read later."""
+    has_source = (
+        spec.targets or spec.targets_file or spec.file_sd or spec.http_sd or spec.dns_sd
+    ) or spec.etcd_sd is not None
+    if not has_source:
+        errors.append(
+            f"{path}: no targets: give at least one of {_SOURCE_KEYS} (see docs/targets.md)"
+        )
+    for key in ("targets_file", "file_sd"):
+        if getattr(spec, key) == "":
+            errors.append(f"{path}.{key}: expected a file path, got an empty string")
+    if spec.http_sd is not None and not spec.http_sd.startswith(("http://", "https://")):
+        errors.append(f"{path}.http_sd: expected an http:// or https:// URL, got {spec.http_sd!r}")
+    for i, name in enumerate(spec.dns_sd):
+        if not name or len(name) > 253:
+            errors.append(f"{path}.dns_sd[{i}]: expected a DNS name, got {name!r}")
+    if spec.dns_sd and spec.dns_sd_type != "SRV" and spec.dns_sd_port is None:
+        errors.append(f"{path}.dns_sd_port: required with dns_sd_type = {spec.dns_sd_type!r}")
+    if spec.dns_sd_port is not None and not 1 <= spec.dns_sd_port <= 65535:
+        errors.append(f"{path}.dns_sd_port: expected a port number 1-65535, got {spec.dns_sd_port}")
+    if spec.dns_sd_server is not None:
+        _check_dns_server(spec.dns_sd_server, f"{path}.dns_sd_server", errors)
+    if spec.etcd_sd is not None:
+        if not spec.etcd_sd.endpoints:
+            errors.append(f"{path}.etcd_sd.endpoints: expected at least one http:// URL")
+        for i, url in enumerate(spec.etcd_sd.endpoints):
+            if not url.startswith(("http://", "https://")):
+                errors.append(
+                    f"{path}.etcd_sd.endpoints[{i}]: expected an http(s):// URL, got {url!r}"
+                )
+        if not spec.etcd_sd.prefix:
+            errors.append(f"{path}.etcd_sd.prefix: must not be empty (every key would be a target)")
+    if "{address}" not in spec.target_template:
+        errors.append(f"{path}.target_template: expected a template containing {{address}}")
+
+
+def _check_dns_server(server: str, where: str, errors: list[str]) -> None:
+    from .targets.dns_sd import split_server  # here: dnspython is imported only when used
+
+    try:
+        host, port = split_server(server)
+    except ValueError:
+        host, port = "", 0
+    if not host or not 0 < port <= 65535:
+        errors.append(f"{where}: expected host, host:port or [v6]:port, got {server!r}")
+
+
 def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Config:
     """Validate a parsed TOML document; :class:`ConfigError` lists every problem found."""
     errors: list[str] = []
     for key in data.keys() - _TOP_KEYS:
-        errors.append(f"{key}: unknown key; expected one of {', '.join(sorted(_TOP_KEYS))}")
+        errors.append(f"{key}: unknown key{_suggest(key, _TOP_KEYS)}")
     grace = data.get("shutdown_grace", 5.0)
+    if isinstance(grace, str):
+        try:
+            grace = parse_duration(grace)
+        except ValueError as exc:
+            errors.append(f"shutdown_grace: {exc}")
+            grace = 5.0
     problem = KEY_RANGES["shutdown_grace"].problem(grace)
     if problem is not None:
         errors.append(f"shutdown_grace: {problem}")
@@ -256,27 +426,12 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         errors.append("probe: no probes configured; add at least one [[probe]] table")
     names: set[str] = set()
     for i, table in enumerate(raw_probes):
-        path = f"probe[{i}]"
-        own, rest = _split(table, _PROBE_KEYS)
-        spec = _structure(own, ProbeSpec, f"$.{path}", errors)
-        # Check the type-specific keys even when common ones failed, to report everything at once.
-        type_name = table.get("type")
-        options = None
-        if isinstance(type_name, str) and type_name in probe_types:
-            try:
-                options_cls = probe_types.load(type_name).Options
-            except PluginError as exc:
-                errors.append(f"{path}.type: {exc}")
-            else:
-                options = _structure(rest, options_cls, f"$.{path}", errors)
-        if options is not None:
-            errors.extend(check_numbers(options, path))
-            options = resolve_paths(options, base_dir or Path.cwd())
-        if spec is None:
+        parsed = _parse_probe(table, f"probe[{i}]", base_dir or Path.cwd(), errors)
+        if parsed is None:
             continue
-        _check_probe(spec, path, errors)
+        spec, options = parsed
         if spec.name in names:
-            errors.append(f"{path}.name: duplicate probe name {spec.name!r}")
+            errors.append(f"probe[{i}].name: duplicate probe name {spec.name!r}")
         names.add(spec.name)
         probes.append((spec, options))
 
@@ -286,34 +441,19 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         errors.append("surfacer: expected an array of tables ([[surfacer]])")
         raw_surfacers = []
     for i, table in enumerate(raw_surfacers):
-        path = f"surfacer[{i}]"
-        own, rest = _split(table, _SURFACER_KEYS)
-        sspec = _structure(own, SurfacerSpec, f"$.{path}", errors)
-        if sspec is None:
-            continue
-        if sspec.type not in surfacer_types:
-            errors.append(
-                f"{path}.type: unknown surfacer type {sspec.type!r}; expected one of "
-                f"{', '.join(surfacer_types.names())}"
-            )
-            continue
-        errors.extend(check_numbers(sspec, path))
-        try:
-            options_cls = surfacer_types.load(sspec.type).Options
-        except PluginError as exc:
-            errors.append(f"{path}.type: {exc}")
-            continue
-        options = _structure(rest, options_cls, f"$.{path}", errors)
-        if options is not None:
-            errors.extend(check_numbers(options, path))
-            options = resolve_paths(options, base_dir or Path.cwd())
-        surfacers.append((sspec, options))
+        surfacer = _parse_surfacer(table, f"surfacer[{i}]", base_dir or Path.cwd(), errors)
+        if surfacer is not None:
+            surfacers.append(surfacer)
 
     alerts = _parse_alerts(data.get("alert", []), names, base_dir or Path.cwd(), errors)
     errors.extend(_shared_queue_dirs(surfacers, alerts))
     status = None
     if "status" in data:
-        status = _structure(data["status"], StatusSpec, "$.status", errors)
+        raw_status = data["status"]
+        quiet: set[str] = set()
+        if isinstance(raw_status, Mapping):
+            raw_status, quiet = _known_durations(raw_status, StatusSpec, "status", errors)
+        status = _structure(raw_status, StatusSpec, "$.status", errors, quiet)
         if status is not None:
             errors.extend(check_numbers(status, "status"))
             if status.refresh < 1:
@@ -338,7 +478,11 @@ def _parse_history(
 ) -> HistorySpec | None:
     if "history" not in data:
         return None
-    spec: HistorySpec | None = _structure(data["history"], HistorySpec, "$.history", errors)
+    raw = data["history"]
+    quiet: set[str] = set()
+    if isinstance(raw, Mapping):
+        raw, quiet = _known_durations(raw, HistorySpec, "history", errors)
+    spec: HistorySpec | None = _structure(raw, HistorySpec, "$.history", errors, quiet)
     if spec is None:
         return None
     errors.extend(check_numbers(spec, "history"))
@@ -355,6 +499,95 @@ def _parse_history(
     return resolved
 
 
+def _known_durations(
+    table: Mapping[str, Any],
+    cls: type[Any],
+    path: str,
+    errors: list[str],
+    common: Collection[str] = (),
+) -> tuple[dict[str, Any], set[str]]:
+    """``table`` (of attrs class ``cls``) without unknown keys and with durations made seconds,
+    and the key paths whose problems are already reported. ``common`` keys (split off before)
+    are known too: ``intervl`` is closest to the common ``interval``."""
+    known = attrs.fields_dict(cls).keys() | common
+    required = [f.name for f in attrs.fields(cls) if f.default is attrs.NOTHING]
+    kept, suggested = _unknown_keys(table, known, path, errors, required)
+    kept, bad = _durations(kept, cls, path, errors)
+    return kept, suggested | bad
+
+
+def _options_class(
+    registry: Any, type_name: object, path: str, errors: list[str]
+) -> type[Any] | None:
+    """The ``Options`` class of a probe or surfacer type, if the type is known and loads."""
+    if not isinstance(type_name, str) or type_name not in registry:
+        return None
+    try:
+        cls: type[Any] = registry.load(type_name).Options
+    except PluginError as exc:
+        errors.append(f"{path}.type: {exc}")
+        return None
+    return cls if attrs.has(cls) else None
+
+
+def _parse_probe(
+    table: Mapping[str, Any], path: str, base_dir: Path, errors: list[str]
+) -> tuple[ProbeSpec, Any] | None:
+    options_cls = _options_class(probe_types, table.get("type"), path, errors)
+    own, rest = _split(table, _PROBE_KEYS)
+    own, quiet = _durations(own, ProbeSpec, path, errors)
+    if isinstance(own.get("latency_buckets"), Mapping):
+        buckets, nested = _unknown_keys(
+            own["latency_buckets"],
+            attrs.fields_dict(LatencyBuckets),
+            f"{path}.latency_buckets",
+            errors,
+        )
+        own["latency_buckets"] = buckets
+        quiet |= nested
+    # Unknown keys are only known as such once the type is: an unknown type is its own error.
+    if options_cls is not None:
+        rest, rest_quiet = _known_durations(rest, options_cls, path, errors, _PROBE_KEYS)
+        quiet |= rest_quiet
+    spec = _structure(own, ProbeSpec, f"$.{path}", errors, quiet)
+    # Check the type-specific keys even when common ones failed, to report everything at once.
+    options = None
+    if options_cls is not None:
+        options = _structure(rest, options_cls, f"$.{path}", errors, quiet)
+    if options is not None:
+        errors.extend(check_numbers(options, path))
+        options = resolve_paths(options, base_dir)
+    if spec is None:
+        return None
+    _check_probe(spec, path, errors)
+    return spec, options
+
+
+def _parse_surfacer(
+    table: Mapping[str, Any], path: str, base_dir: Path, errors: list[str]
+) -> tuple[SurfacerSpec, Any] | None:
+    own, rest = _split(table, _SURFACER_KEYS)
+    sspec = _structure(own, SurfacerSpec, f"$.{path}", errors)
+    if sspec is None:
+        return None
+    if sspec.type not in surfacer_types:
+        errors.append(
+            f"{path}.type: unknown surfacer type {sspec.type!r}"
+            f"{_suggest(sspec.type, surfacer_types.names())}"
+        )
+        return None
+    errors.extend(check_numbers(sspec, path))
+    options_cls = _options_class(surfacer_types, sspec.type, path, errors)
+    if options_cls is None:
+        return None
+    rest, quiet = _known_durations(rest, options_cls, path, errors, _SURFACER_KEYS)
+    options = _structure(rest, options_cls, f"$.{path}", errors, quiet)
+    if options is not None:
+        errors.extend(check_numbers(options, path))
+        options = resolve_paths(options, base_dir)
+    return sspec, options
+
+
 def _parse_alerts(
     raw: Any, probe_names: set[str], base_dir: Path, errors: list[str]
 ) -> tuple[AlertSpec, ...]:
@@ -366,7 +599,8 @@ def _parse_alerts(
     catch_all: str | None = None
     for i, table in enumerate(raw):
         path = f"alert[{i}]"
-        spec = _structure(table, AlertSpec, f"$.{path}", errors)
+        table, quiet = _known_durations(table, AlertSpec, path, errors)
+        spec = _structure(table, AlertSpec, f"$.{path}", errors, quiet)
         if spec is None:
             continue
         before = len(errors)
@@ -493,16 +727,28 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def _check_targets_files(config: Config) -> None:
-    errors = []
+    """Read each probe's file sources now (``check`` and start-up): a file that is missing, not
+    a regular file, too big or not the right format is an error naming the key."""
+    errors: list[str] = []
     for i, (spec, _) in enumerate(config.probes):
-        if spec.targets_file is None:
-            continue
-        file = config.base_dir / spec.targets_file
-        try:
-            TargetsFile(file)
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            errors.append(f"probe[{i}].targets_file: cannot read {file}: {reason}")
+        check = target_checker(spec.type)
+        sources: list[tuple[str, TargetsFileSource | FileSDSource]] = []
+        if spec.targets_file is not None:
+            file = config.base_dir / spec.targets_file
+            sources.append(("targets_file", TargetsFileSource(file, check)))
+        if spec.file_sd is not None:
+            file = config.base_dir / spec.file_sd
+            sources.append(("file_sd", FileSDSource(file, check, template=spec.target_template)))
+        for key, source in sources:
+            try:
+                _, bad = source.preload()
+            except SourceError as exc:
+                errors.append(f"probe[{i}].{key}: {exc}")
+            except OSError as exc:
+                reason = exc.strerror or exc
+                errors.append(f"probe[{i}].{key}: cannot read {source.path}: {reason}")
+            else:
+                errors.extend(f"probe[{i}].{key}: {message}" for message in bad.values())
     if errors:
         raise ConfigError("\n".join(errors))
 
@@ -541,77 +787,6 @@ def target_checker(probe_type: str) -> Callable[[str], object] | None:
     return checker
 
 
-class TargetsFile:
-    """A target list read from a file, re-read whenever the file's mtime or size changes.
-
-    Calling it is cheap (one ``stat``), so the keeper and probes can call it every tick. If the file
-    becomes unreadable, the last good list is kept and the problem is logged once.
-
-    ``check(target)``, if given, raises ``ValueError`` for a bad target. At start-up a bad line
-    is a :class:`ConfigError` naming ``file:line``; on a re-read it is logged with ``file:line``
-    and skipped (the other targets go on), and listed in :attr:`errors`.
-    """
-
-    def __init__(self, path: Path, check: Callable[[str], object] | None = None) -> None:
-        self.path = path
-        self._check = check
-        self._stamp: tuple[int, int] | None = None
-        self._targets: tuple[str, ...] = ()
-        self._warned = False
-        #: Bad lines of the last read: target -> ``"file:line: why"``.
-        self.errors: dict[str, str] = {}
-        self.reload(strict=True)
-
-    def reload(self, *, strict: bool = False) -> None:
-        """Read the file now. Raises ``OSError`` if it cannot be read (used at start-up), and
-        with ``strict`` a :class:`ConfigError` for a bad target."""
-        stat = self.path.stat()
-        text = read_bounded(self.path, MAX_TARGETS_BYTES)
-        targets: dict[str, None] = {}
-        errors: dict[str, str] = {}
-        for number, target in _target_lines(text):
-            if self._check is not None:
-                try:
-                    self._check(target)
-                except ValueError as exc:
-                    errors[target] = f"{self.path}:{number}: bad target {target!r}: {exc}"
-                    continue
-            targets[target] = None
-        if errors and strict:
-            raise ConfigError("\n".join(errors.values()))
-        for target, message in errors.items():
-            if target not in self.errors:
-                logger.warning("%s (skipped)", message)
-        self.errors = errors
-        self._targets = tuple(targets)
-        self._stamp = (stat.st_mtime_ns, stat.st_size)
-
-    def __call__(self) -> Sequence[str]:
-        try:
-            stat = self.path.stat()
-            if (stat.st_mtime_ns, stat.st_size) != self._stamp:
-                self.reload()
-                self._warned = False
-        except (OSError, UnicodeDecodeError) as exc:
-            if not self._warned:
-                logger.warning(
-                    "cannot re-read targets file %s (keeping %d targets): %s",
-                    self.path,
-                    len(self._targets),
-                    exc,
-                )
-                self._warned = True
-        return self._targets
-
-
-def _target_lines(text: str) -> Iterator[tuple[int, str]]:
-    """(line number, target) for each line that has one: ``#`` comments and blanks skipped."""
-    for number, line in enumerate(text.splitlines(), 1):
-        target = line.split("#", 1)[0].strip()
-        if target:
-            yield number, target
-
-
 def parse_targets(text: str) -> tuple[str, ...]:
     """One target per line; blank lines and ``#`` comments are ignored; duplicates dropped."""
-    return tuple(dict.fromkeys(target for _, target in _target_lines(text)))
+    return tuple(dict.fromkeys(target for _, target in target_lines(text)))

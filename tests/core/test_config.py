@@ -99,10 +99,13 @@ PROBE = '[[probe]]\nname = "a"\ntype = "http"\ntargets = ["http://x/"]\n'
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (PROBE + "bogus = 1\n", "probe[0]: unknown key(s) (bogus)"),
+        (PROBE + "bogus = 1\n", "probe[0].bogus: unknown key"),
         ("colour = 1\n" + PROBE, "colour: unknown key"),
-        (PROBE + '[[surfacer]]\ntype = "lines"\ncolour = "red"\n', "surfacer[0]: unknown key(s)"),
-        (PROBE + 'interval = "fast"\n', "probe[0].interval: invalid value for type"),
+        (
+            PROBE + '[[surfacer]]\ntype = "lines"\ncolour = "red"\n',
+            "surfacer[0].colour: unknown key",
+        ),
+        (PROBE + 'interval = "fast"\n', "probe[0].interval: expected a duration such as 5s"),
         (PROBE + 'expected_codes = "200"\n', "probe[0].expected_codes: invalid value for type"),
         (PROBE.replace('["http://x/"]', '"http://x/"'), "probe[0].targets: invalid value"),
         (PROBE + "interval = true\n", "probe[0].interval: invalid value for type"),
@@ -115,7 +118,12 @@ PROBE = '[[probe]]\nname = "a"\ntype = "http"\ntargets = ["http://x/"]\n'
             "probe[0].interval: expected a finite number of seconds >= 0.001",
         ),
         ('[[probe]]\nname = "a"\ntype = "http"\n', "probe[0]: no targets"),
-        (PROBE + 'targets_file = "t.txt"\n', "probe[0]: give either `targets` or `targets_file`"),
+        (
+            PROBE + 'dns_sd = ["a.example"]\ndns_sd_type = "A"\n',
+            "probe[0].dns_sd_port: required with dns_sd_type = 'A'",
+        ),
+        (PROBE + 'http_sd = "ftp://x/"\n', "probe[0].http_sd: expected an http:// or https://"),
+        (PROBE + 'etcd_sd = { endpoints = [], prefix = "" }\n', "probe[0].etcd_sd.prefix:"),
         (PROBE + PROBE, "probe[1].name: duplicate probe name 'a'"),
         ("shutdown_grace = 1\n", "probe: no probes configured"),
         (PROBE + "latency_buckets = { base = 1.0 }\n", "probe[0].latency_buckets.base:"),
@@ -247,7 +255,7 @@ PROMETHEUS = '[[surfacer]]\ntype = "prometheus"\nport = 0\n'
         (PROBE + "expected_codes = [200, 9999]\n", "probe[0].expected_codes[1]: expected an HTTP"),
         (PROBE.replace('"http"', '"zmq"') + "retries = 0\n", "probe[0]"),
         (PROBE.replace('"http"', '"logping"') + "ping_interval = nan\n", "probe[0].ping_interval"),
-        (PROBE + "shutdown_grace = nan\n", "probe[0]: unknown key(s) (shutdown_grace)"),
+        (PROBE + "shutdown_grace = nan\n", "probe[0].shutdown_grace: unknown key"),
         ("shutdown_grace = nan\n" + PROBE, "shutdown_grace: expected a finite number of seconds"),
         (PROBE + '[[surfacer]]\ntype = "lines"\nbuffer = 0\n', "surfacer[0].buffer: expected"),
     ],
@@ -284,16 +292,29 @@ def test_config_size_is_bounded(tmp_path: Path) -> None:
         load_config(big)
 
 
-def test_targets_file_size_is_bounded(tmp_path: Path) -> None:
+def test_targets_file_must_be_a_regular_file(tmp_path: Path) -> None:
+    # A device (or a FIFO, see tests/targets) is refused before any read could block.
     text = '[[probe]]\nname = "a"\ntype = "http"\ntargets_file = "/dev/zero"\n'
     with pytest.raises(ConfigError) as info:
         load_config(_write(tmp_path, text))
     assert str(info.value) == (
         f"{tmp_path / 'probe.toml'}: probe[0].targets_file: cannot read /dev/zero: "
+        "not a regular file (a character device)"
+    )
+    with pytest.raises(OSError, match="not a regular file"):
+        TargetsFile(Path("/dev/zero"))
+
+
+def test_targets_file_size_is_bounded(tmp_path: Path) -> None:
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"#" * (MAX_TARGETS_BYTES + 1))
+    text = '[[probe]]\nname = "a"\ntype = "http"\ntargets_file = "big.txt"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text))
+    assert str(info.value) == (
+        f"{tmp_path / 'probe.toml'}: probe[0].targets_file: cannot read {big}: "
         f"larger than the {MAX_TARGETS_BYTES}-byte limit"
     )
-    with pytest.raises(OSError, match="byte limit"):
-        TargetsFile(Path("/dev/zero"))
 
 
 def test_missing_targets_file_names_config_and_key(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -164,7 +164,14 @@ class AlertingService:
                     history=self.history,
                     order=[spec.name for spec, _ in self.config.probes],
                 )
-                url = await nursery.start(serve_asgi, page, status.host, status.port)
+                try:
+                    url = await nursery.start(serve_asgi, page, status.host, status.port)
+                except OSError as exc:
+                    # Name the part that failed: the runner would otherwise blame "alerting",
+                    # which a config with no [[alert]] does not even have.
+                    from ..runner import StartupError  # here: the runner imports this module
+
+                    raise StartupError(f"the status page could not start: {exc}") from exc
                 self.status_url = f"{url}/status"
                 logger.info("status page at %s", self.status_url)
             for spec, targets in probes:
@@ -228,6 +235,8 @@ class AlertingService:
         self, spec: ProbeSpec, targets: TargetsFn, export: trio.MemorySendChannel[EventMetrics]
     ) -> None:
         listed = set(targets())
+        # Discovery labels, when the targets come from the targets layer (docs/targets.md).
+        labels_of: Callable[[str], Mapping[str, str]] | None = getattr(targets, "labels_of", None)
         now = time.time()
         for h in self.health.entries(spec.name):
             if h.target not in listed:
@@ -244,5 +253,7 @@ class AlertingService:
                 em.add_label("ptype", spec.type).add_label("probe", spec.name)
                 em.add_label("dst", h.target).add_label("alert", h.rule.name)
                 for k, v in spec.labels.items():
+                    em.add_label(k, v)
+                for k, v in (labels_of(h.target) if labels_of is not None else {}).items():
                     em.add_label(k, v)
                 await export.send(em)
