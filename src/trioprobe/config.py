@@ -670,8 +670,10 @@ def _check_alert(spec: AlertSpec, path: str, errors: list[str]) -> None:
         )
     elif spec.total and spec.failures < 1:
         errors.append(f"{path}.failures: expected >= 1 when total is set")
-    if spec.failure_threshold == 0 and spec.total == 0:
-        errors.append(f"{path}: no down condition: set failure_threshold, or failures/total")
+    if spec.failure_threshold == 0 and spec.total == 0 and spec.burn_rate_above is None:
+        errors.append(
+            f"{path}: no down condition: set failure_threshold, failures/total or burn_rate_above"
+        )
     errors.extend(check_numbers(spec, path))
     if spec.webhook and not spec.webhook.startswith(("http://", "https://")):
         errors.append(f"{path}.webhook: expected an http:// or https:// URL, got {spec.webhook!r}")

@@ -161,6 +161,7 @@ class Runner:
         if config.history is not None:
             self.history = HistoryService(config.history, [spec for spec, _ in config.probes])
             self.health.add_listener(self.history.on_transition)
+            self.history.listeners.append(self._pass_burn_rates)
             self.alerting.history = self.history
         self._probes_scope = trio.CancelScope()
 
@@ -168,6 +169,11 @@ class Runner:
     def health(self) -> Health:
         """Every target's health state: ``subscribe()`` to transitions, ``wait_until(...)``."""
         return self.alerting.health
+
+    def _pass_burn_rates(self, summary: Any) -> None:
+        self.health.set_burn_rates(
+            {key: ts.burn_rates for key, ts in summary.targets.items() if ts.burn_rates}
+        )
 
     def config_errors(self) -> dict[tuple[str, str], str]:
         """Bad entries of re-read target sources, skipped: (probe, target) -> ``"where: why"``."""

@@ -136,6 +136,10 @@ class AlertSpec:
     failures: int = 0
     total: int = 0
     max_latency: float | None = None
+    #: With ``[history]`` and the probe's ``slo``: down while the error budget burns faster than
+    #: this over ``burn_rate_window`` (14.4 over 1 h spends 2 % of 30 days' budget in an hour).
+    burn_rate_above: float | None = None
+    burn_rate_window: Literal["1h", "6h"] = "1h"
     #: Seconds between re-notifications of a firing alert; 0 turns repeats off.
     repeat_interval: float = 3600.0
     #: Log every fire/resolve (logger ``trioprobe.alerting``).

@@ -50,6 +50,8 @@ def rule_of(spec: AlertSpec) -> AlertRule:
         failures=spec.failures,
         total=spec.total,
         max_latency=spec.max_latency,
+        burn_rate_above=spec.burn_rate_above,
+        burn_rate_window=spec.burn_rate_window,
     )
 
 

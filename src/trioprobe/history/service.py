@@ -118,6 +118,8 @@ class HistoryService:
         self.summary: Summary = EMPTY
         #: Rollup rows lost to failed writes.
         self.dropped = 0
+        #: Called with each new summary, on the loop (the runner passes burn rates to health).
+        self.listeners: list[Callable[[Summary], None]] = []
         #: Every period that starts before this (wall clock) is written.
         self.flushed_until = -math.inf
 
@@ -212,6 +214,8 @@ class HistoryService:
                 self._reader, lambda: compute_summary(self._live_store(), cut, self.probes)
             )
             self.summary = summary
+            for listener in self.listeners:
+                listener(summary)
             # A summary of a large fleet costs; never spend more than a fifth of the time on it.
             self._next_summary = now + max(0.0, 4 * summary.took)
             self._summarized.set()
@@ -254,6 +258,13 @@ class HistoryService:
         old.close()
         _store._move_aside(self.path, why)
         self._store = _store.Store(self.path)
+
+    async def flush(self) -> Summary:
+        """Write every closed period now and compute a new summary (tools and tests; the
+        service does this by itself after each period)."""
+        self._next_summary = 0.0
+        await self._flush(final=False)
+        return self.summary
 
     async def wait_summary(self) -> Summary:
         """The next summary (tests and tools: figures as of the next period's end)."""

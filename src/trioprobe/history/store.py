@@ -54,6 +54,12 @@ CREATE TABLE IF NOT EXISTS transition(
     error TEXT);
 CREATE INDEX IF NOT EXISTS transition_by_target ON transition(target_id, t);
 """
+_UPSERT = (
+    "INSERT INTO rollup VALUES(?,{tier},?,?,?,?,?,?) ON CONFLICT DO UPDATE SET "
+    "probes=probes+excluded.probes, successes=successes+excluded.successes, "
+    "latency_sum=latency_sum+excluded.latency_sum, "
+    "hist=hist_merge(hist, excluded.hist), error=coalesce(excluded.error, error)"
+)
 #: Failure reasons are kept per minute, cut to this many characters.
 MAX_ERROR_CHARS = 200
 
@@ -202,13 +208,13 @@ class Store:
                 )
                 for r in rows
             ]
-            c.executemany(
-                "INSERT INTO rollup VALUES(?,0,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET "
-                "probes=probes+excluded.probes, successes=successes+excluded.successes, "
-                "latency_sum=latency_sum+excluded.latency_sum, "
-                "hist=hist_merge(hist, excluded.hist), error=coalesce(excluded.error, error)",
-                params,
-            )
+            c.executemany(_UPSERT.format(tier=TIER_MINUTE), params)
+            # A period that arrives after its hour (or day) was rolled up (a result that came
+            # late, a clock that stepped back) is added there too, so every tier stays whole.
+            hours_done, days_done = self._meta("hours_done", 0), self._meta("days_done", 0)
+            for tier, step, done in ((TIER_HOUR, HOUR, hours_done), (TIER_DAY, DAY, days_done)):
+                late = [(p[0], p[1] // step * step, *p[2:6], None) for p in params if p[1] < done]
+                c.executemany(_UPSERT.format(tier=tier), late)
             for tr in transitions:
                 self._transition(tr)
             c.execute("COMMIT")
@@ -254,10 +260,15 @@ class Store:
         target_hour = int((now - 2 * step) // HOUR * HOUR)
         hours_done = self._meta("hours_done", 0)
         if not hours_done:
-            # A new store: nothing before this hour was recorded.
-            self._set_meta("hours_done", target_hour)
-            self._set_meta("days_done", target_hour // DAY * DAY)
-            return False
+            # A new store (small: this runs once, after its first write): roll up from the
+            # hour of its oldest minute on, so every minute is covered by some tier.
+            first = self.write_conn.execute("SELECT min(t) FROM rollup WHERE tier=0").fetchone()
+            start = target_hour if first[0] is None else min(target_hour, first[0] // HOUR * HOUR)
+            hours_done = start
+            self._set_meta("hours_done", start)
+            self._set_meta("days_done", start // DAY * DAY)
+            if start >= target_hour:
+                return False
         if hours_done >= target_hour:
             return False
         # After a long stop, only what minutes still exist for can be rolled up.
