@@ -26,9 +26,9 @@ th{background:#eee}.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.down{background:#fff0f0}.err{color:#6e7781;overflow-wrap:anywhere}
 .target{word-break:normal;overflow-wrap:normal}
 .target a{color:inherit}
-col.c-probe{width:7em}col.c-target{width:22em}col.c-state{width:5.5em}col.c-since{width:10em}
-col.c-up{width:5.5em}col.c-days{width:372px}col.c-lat{width:5.5em}col.c-spark{width:190px}
-col.c-alert{width:8em}
+col.c-probe{width:6em}col.c-state{width:5em}col.c-since{width:9.5em}
+col.c-up{width:5.5em}col.c-days{width:284px}col.c-lat{width:5em}col.c-spark{width:132px}
+col.c-alert{width:9em}.target .err{font-size:.9em;margin-top:2px}
 form.filter{margin:0 0 1em}form.filter input,form.filter select{margin-right:.5em}
 .pages a{margin-right:.6em}.muted{color:#6e7781}
 """
@@ -42,18 +42,19 @@ def ms(seconds: float | None) -> str:
     return "&ndash;" if seconds is None else f"{seconds * 1000:.1f} ms"
 
 
-def when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+def when(ts: float, *, zone: bool = True) -> str:
+    text = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return text + " UTC" if zone else text
 
 
 def wrap_target(target: str) -> str:
-    """The escaped target with break opportunities after ``/``, ``?``, ``&``, ``.`` and ``:``
-    followed by a non-digit, so a URL wraps between its parts, never inside a port number."""
+    """The escaped target with break opportunities after ``/``, ``?``, ``&``, and after ``.``
+    or ``:`` followed by a non-digit, so a URL wraps between its parts, never inside a port
+    number or an address."""
     out = []
-    text = html.escape(target)
-    for i, ch in enumerate(text):
-        out.append(ch)
-        nxt = text[i + 1] if i + 1 < len(text) else ""
+    for i, ch in enumerate(target):
+        out.append(html.escape(ch))
+        nxt = target[i + 1] if i + 1 < len(target) else ""
         if ch in "/?&" or (ch in ".:" and nxt and not nxt.isdigit()):
             out.append("<wbr>")
     return "".join(out)

@@ -58,11 +58,11 @@ class Filter:
 _HEAD = (
     '<colgroup><col class="c-probe"><col class="c-target"><col class="c-state">'
     '<col class="c-since"><col class="c-up"><col class="c-up"><col class="c-days">'
-    '<col class="c-lat"><col class="c-lat"><col class="c-spark"><col class="c-alert"><col>'
-    "</colgroup><tr><th>probe</th><th>target</th><th>state</th><th>since</th>"
+    '<col class="c-lat"><col class="c-lat"><col class="c-spark"><col class="c-alert">'
+    "</colgroup><tr><th>probe</th><th>target (last error)</th><th>state</th><th>since (UTC)</th>"
     '<th class="num">uptime 24 h</th><th class="num">uptime 30 d</th><th>last 90 days</th>'
     '<th class="num">p50 24 h</th><th class="num">p99 24 h</th><th>last hour</th>'
-    "<th>alert</th><th>last error</th></tr>"
+    "<th>alert</th></tr>"
 )
 
 
@@ -102,12 +102,14 @@ def row_html(
         up24 = pct(row.history.success_ratio(now, 3600))
         up30, days = "&ndash;", '<span class="muted">no history</span>'
         p50, p99 = ms(row.history.percentile(0.5)), ms(row.history.percentile(0.99))
+    # The last error only while it matters: a recovered target's old error is history.
+    error = f'<div class="err">{e(row.error)}</div>' if row.error and row.state != "up" else ""
     cells = [
         f"<td>{e(row.probe)}</td>",
         f'<td class="target"><a href="{e(detail_href(row.probe, row.target))}">'
-        f"{wrap_target(row.target)}</a></td>",
+        f"{wrap_target(row.target)}</a>{error}</td>",
         f'<td class="state">{e(row.state)}</td>',
-        f"<td>{when(row.since)}</td>",
+        f"<td>{when(row.since, zone=False)}</td>",
         f'<td class="num">{up24}</td>',
         f'<td class="num">{up30}</td>',
         f"<td>{days}</td>",
@@ -115,7 +117,6 @@ def row_html(
         f'<td class="num">{p99}</td>',
         f"<td>{sparkline(row.history, now)}</td>",
         f"<td>{'FIRING: ' + e(row.alert) if row.firing else ''}</td>",
-        f'<td class="err">{e(row.error or "") if row.state != "up" else ""}</td>',
     ]
     return (
         f'<tr class="{e(row.state)}" data-state="{e(row.state)}" data-probe="{e(row.probe)}" '

@@ -16,7 +16,7 @@ from ..history import DayFigure, Incident
 
 __all__ = ["badge", "day_bar", "latency_chart", "sparkline"]
 
-_SPARK_W = 180
+_SPARK_W = 120
 _SPARK_H = 24
 _DAY = 86400
 
@@ -84,7 +84,7 @@ def day_bar(
 ) -> str:
     """The last ``count`` days' uptime, one bar each; a run of equal days with no incident is
     drawn (and hovered) as one, which keeps a row of a healthy target under a kilobyte."""
-    w, gap, h = 3, 1, 18
+    w, gap, h = 2, 1, 18
     width = count * (w + gap)
     out = [
         f'<svg class="days" width="{width}" height="{h}" viewBox="0 0 {width} {h}" '
