@@ -31,6 +31,8 @@ class Filter:
     state: str = ""
     text: str = ""
     page: int = 1
+    #: One exact target (alert notices link to ``/status?probe=...&target=...``).
+    target: str = ""
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> Filter:
@@ -40,7 +42,11 @@ class Filter:
             page = 1
         state = query.get("state", "")
         return cls(
-            query.get("probe", ""), state if state in _STATES else "", query.get("q", ""), page
+            query.get("probe", ""),
+            state if state in _STATES else "",
+            query.get("q", ""),
+            page,
+            query.get("target", ""),
         )
 
     def keep(self, row: Row) -> bool:
@@ -48,10 +54,12 @@ class Filter:
             (not self.probe or row.probe == self.probe)
             and (not self.state or row.state == self.state)
             and (not self.text or self.text.lower() in row.target.lower())
+            and (not self.target or row.target == self.target)
         )
 
     def link(self, page: int) -> str:
-        args = {"probe": self.probe, "state": self.state, "q": self.text, "page": str(page)}
+        args = {"probe": self.probe, "state": self.state, "q": self.text, "target": self.target}
+        args["page"] = str(page)
         return "/status?" + urlencode({k: v for k, v in args.items() if v})
 
 
