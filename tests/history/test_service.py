@@ -233,3 +233,18 @@ def test_size_per_target_per_day_is_bounded(tmp_path: Path) -> None:
     # docs/history.md: ~80 KiB per target per day of minutes (kept 2 days), which bounds the
     # whole store at 2 x 80 + 90 x 24 x ~60 B + 730 x ~60 B per target.
     assert per_target_day < 100 * 1024
+
+
+async def test_an_unusable_path_turns_history_off_not_probing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "file"
+    await trio.Path(blocker).write_text("a file where a folder should be")
+    service = HistoryService(HistorySpec(path=str(blocker / "h.sqlite")), [PROBE])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        service.feed("web", ProbeResult("a", True, 0.001))
+        service.finish()
+    assert service.disabled
+    assert not service._open
+    assert any("history is off: cannot open" in r.getMessage() for r in caplog.records)

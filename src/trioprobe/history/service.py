@@ -116,6 +116,8 @@ class HistoryService:
         self._next_summary = 0.0
         #: The latest summary (replaced whole, never changed in place).
         self.summary: Summary = EMPTY
+        #: True when the store could not be opened at all: nothing is recorded.
+        self.disabled = False
         #: Rollup rows lost to failed writes.
         self.dropped = 0
         #: Called with each new summary, on the loop (the runner passes burn rates to health).
@@ -125,6 +127,8 @@ class HistoryService:
 
     # -- input (on the loop, synchronous) -----------------------------------------------------
     def feed(self, probe: str, result: ProbeResult) -> None:
+        if self.disabled:
+            return
         key = (probe, result.target, int(result.timestamp // self.step) * self.step)
         acc = self._open.get(key)
         if acc is None:
@@ -160,7 +164,19 @@ class HistoryService:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Open the store, then write every period until :meth:`finish` (owns ``export``)."""
-        self._store = await trio.to_thread.run_sync(_store.open_store, self.path)
+        try:
+            self._store = await trio.to_thread.run_sync(_store.open_store, self.path)
+        except (OSError, sqlite3.Error) as exc:
+            # Not a damaged file (that is moved aside) but a path that cannot be used at all
+            # (a folder without permission): run without history rather than not at all.
+            logger.error("history is off: cannot open %s: %s", self.path, exc)
+            self.disabled = True
+            self._open.clear()
+            if export is not None:
+                export.close()
+            task_status.started()
+            await self._finished.wait()
+            return
         try:
             async with open_nursery() as nursery:
                 if export is not None:

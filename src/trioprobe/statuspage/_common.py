@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from urllib.parse import quote
 
 import attrs
 
-from ..alerting.health import Health
 from ..alerting.history import History
 from ..alerting.state import DOWN, TargetHealth
 from ..history import Summary, TargetSummary
@@ -84,16 +84,19 @@ class Row:
 
 
 def snapshot_rows(
-    health: Health, summary: Summary, probe_order: list[str], start: int, stop: int
+    entries: Sequence[tuple[TargetHealth, History]],
+    summary: Summary,
+    probe_order: Sequence[str],
+    start: int,
+    stop: int,
 ) -> list[Row]:
-    """Rows ``start:stop`` of the health snapshot; sort key: down/firing first, then config
-    order of the probe, then the order targets were first seen."""
+    """Rows ``start:stop`` of ``entries`` (a :meth:`Health.snapshot`); sort key: down first,
+    then config order of the probe, then the order targets were first seen."""
     rank = {p: i for i, p in enumerate(probe_order)}
-    out = []
-    entries = health.snapshot()[start:stop]
-    for n, (h, history) in enumerate(entries, start):
-        out.append(_row(h, history, summary, rank, n))
-    return out
+    return [
+        _row(h, history, summary, rank, n)
+        for n, (h, history) in enumerate(entries[start:stop], start)
+    ]
 
 
 def _row(h: TargetHealth, history: History, summary: Summary, rank: dict[str, int], n: int) -> Row:

@@ -39,10 +39,10 @@ _COPY_CHUNK = 256
 
 
 async def collect_rows(health: Health, summary: Summary, order: Sequence[str]) -> list[Row]:
-    count = len(health.snapshot())
+    entries = health.snapshot()  # a list copy: later chunks see the same targets
     rows: list[Row] = []
-    for start in range(0, count, _COPY_CHUNK):
-        rows.extend(snapshot_rows(health, summary, list(order), start, start + _COPY_CHUNK))
+    for start in range(0, len(entries), _COPY_CHUNK):
+        rows.extend(snapshot_rows(entries, summary, order, start, start + _COPY_CHUNK))
         await trio.lowlevel.checkpoint()
     return rows
 
@@ -90,7 +90,8 @@ def render_html(
 ) -> str:
     """The whole overview at once (tests, tools); ``now`` is the Trio clock reading."""
     now = trio.current_time() if now is None else now
-    rows = snapshot_rows(health, summary, list(order), 0, len(health.snapshot()))
+    entries = health.snapshot()
+    rows = snapshot_rows(entries, summary, order, 0, len(entries))
     f = Filter.from_query(query or {})
     page, matched, down = select(rows, f)
     parts = overview_parts(
@@ -126,7 +127,8 @@ def _json_parts(rows: Sequence[Row], now: float) -> Iterator[str]:
 def render_json(health: Health, *, now: float | None = None) -> str:
     """``/status.json``: every target's live state, in the order first seen."""
     now = trio.current_time() if now is None else now
-    rows = snapshot_rows(health, EMPTY_SUMMARY, [], 0, len(health.snapshot()))
+    entries = health.snapshot()
+    rows = snapshot_rows(entries, EMPTY_SUMMARY, [], 0, len(entries))
     return "".join(_json_parts(rows, now))
 
 
@@ -170,6 +172,12 @@ class StatusPage:
         self.order = list(order)
 
     @property
+    def store(self) -> HistoryService | None:
+        """The history, if there is one that records (not one that could not open its file)."""
+        history = self.history
+        return None if history is None or history.disabled else history
+
+    @property
     def summary(self) -> Summary:
         return self.history.summary if self.history is not None else EMPTY_SUMMARY
 
@@ -200,10 +208,10 @@ class StatusPage:
             kept, _, _ = await select_async(rows, everyone)
             return await api.targets_json(kept, self.summary)
         if path == "/api/v1/incidents":
-            return await api.incidents_json(self.history, query)
+            return await api.incidents_json(self.store, query)
         pair = _pair(scope, "/api/v1/targets/", "/history")
         if pair is not None:
-            return await api.history_json(self.history, *pair, query)
+            return await api.history_json(self.store, *pair, query)
         for kind in ("uptime-24h", "status", "p99-24h"):
             pair = _pair(scope, "/badge/", f"/{kind}.svg")
             if pair is not None:
@@ -232,9 +240,10 @@ class StatusPage:
         return 200, await _join(parts), b"text/html; charset=utf-8"
 
     async def _row(self, probe: str, target: str) -> Row | None:
-        for i, (h, _) in enumerate(self.health.snapshot()):
+        entries = self.health.snapshot()
+        for i, (h, _) in enumerate(entries):
             if h.probe == probe and h.target == target:
-                return snapshot_rows(self.health, self.summary, self.order, i, i + 1)[0]
+                return snapshot_rows(entries, self.summary, self.order, i, i + 1)[0]
         return None
 
     async def _detail(self, probe: str, target: str) -> tuple[int, bytes, bytes]:
@@ -243,8 +252,9 @@ class StatusPage:
             return 404, b"not found: no such probe and target", b"text/plain; charset=utf-8"
         detail = None
         now = time.time()
-        if self.history is not None:
-            now = self.history.wall()
-            detail = await self.history.read(lambda store: gather(store, probe, target, now))
+        history = self.store
+        if history is not None:
+            now = history.wall()
+            detail = await history.read(lambda store: gather(store, probe, target, now))
         body = detail_html(row, detail, now, self.refresh)
         return 200, body.encode(), b"text/html; charset=utf-8"
