@@ -41,7 +41,7 @@ from cattrs.errors import ClassValidationError
 from cattrs.v import format_exception
 
 from ._durations import DURATION_EXAMPLE, parse_duration
-from ._options import is_path_field
+from ._options import is_path_value
 from .fleet.spec import FleetSpec
 from .metrics import MetricsError
 from .probes import probe_types
@@ -819,7 +819,7 @@ def resolve_paths(options: Any, base_dir: Path) -> Any:
     changes = {}
     for field in attrs.fields(type(options)):
         value = getattr(options, field.name)
-        if is_path_field(field) and value not in ("", "-") and not os.path.isabs(value):
+        if is_path_value(field, value) and value not in ("", "-") and not os.path.isabs(value):
             changes[field.name] = str(base_dir / value)
     return attrs.evolve(options, **changes) if changes else options
 
