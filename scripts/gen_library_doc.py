@@ -95,10 +95,20 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _annotation(cls: type[Any], field: attrs.Attribute[Any]) -> str:
+    """The field's type as written in the source. (``field.type`` is no good: it is the string
+    until something, cattrs for one, resolves it in place to the class.)"""
+    for klass in cls.__mro__:
+        written = vars(klass).get("__annotations__", {}).get(field.name)
+        if written is not None:
+            return written if isinstance(written, str) else inspect.formatannotation(written)
+    return inspect.formatannotation(field.type)
+
+
 def field_rows(options: type[Any]) -> list[tuple[str, str, str]]:
     """(name, type, default) of every field: what the test compares with the page."""
     return [
-        (field.name, f"`{_cell(str(field.type))}`", _default(field))
+        (field.name, f"`{_cell(_annotation(options, field))}`", _default(field))
         for field in attrs.fields(options)
     ]
 

@@ -47,6 +47,8 @@ def _snippet() -> str:
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+# Each wait has its own hang guard; the default per-test timeout would cut them short.
+@pytest.mark.timeout(600)
 def test_readme_example_stops_cleanly_on_ctrl_c(tmp_path: Path, url: str) -> None:
     code, count = re.subn(r'TARGETS = \["[^"]*"\]', f'TARGETS = ["{url}"]', _snippet())
     assert count == 1, "the README example's TARGETS line changed"
