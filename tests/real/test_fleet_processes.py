@@ -238,9 +238,16 @@ def test_one_flaky_vantage_point_pages_only_without_quorum(
         try:
             for agent in agents.values():
                 agent.start()
-            _wait(
-                "two agents probing the target", lambda: len(server.probers(0.0).get(path, ())) == 2
-            )
+
+            def settled() -> bool:
+                # Every agent has joined (each probes something) and the target has its 2 owners:
+                # picked before that, the victim could lose the target to a later joiner.
+                now = time.monotonic()
+                recent = server.probers(now - 2, now)
+                joined = set().union(*recent.values()) == set(agents)
+                return joined and len(recent.get(path, ())) == 2
+
+            _wait("all agents joined, two probing the target", settled)
             victim = sorted(server.probers(time.monotonic() - 2, time.monotonic())[path])[-1]
             server.fail_for.add((victim, path))
             failed_from = len(server.log)
