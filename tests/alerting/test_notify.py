@@ -147,14 +147,24 @@ def test_webhook_queue_dir_is_relative_to_the_config(tmp_path: Path) -> None:
     assert config.status.host == "127.0.0.1"
 
 
+HANG = "import os, sys, time; open(sys.argv[1], 'a').write(str(os.getpid())); time.sleep(600)"
+
+
 async def test_a_hanging_command_never_stalls_probing(tmp_path: Path) -> None:
     """The command hangs far longer than the test; state changes go on regardless, and the
-    shutdown is bounded by shutdown_grace (the hung command is killed)."""
+    shutdown is bounded by shutdown_grace (the hung command is killed).
+
+    What is asserted cannot depend on the machine's load: the state changes happen while the
+    command hangs; the shutdown waits the grace (at least 0.5 s) and then returns without
+    waiting for the command (which would take 600 s: the hang guard is 30 s); and the command's
+    process is gone (killed and reaped) when the runner returns.
+    """
+    pid_file = tmp_path / "pid"
     config = parse_config(
         fast_config(
             {
                 "name": "x-down",
-                "command": [sys.executable, "-c", "import time; time.sleep(600)"],
+                "command": [sys.executable, "-c", HANG, str(pid_file)],
                 "command_timeout": 600.0,
             },
             shutdown_grace=0.5,
@@ -169,4 +179,15 @@ async def test_a_hanging_command_never_stalls_probing(tmp_path: Path) -> None:
                 await runner.health.wait_until("x", DOWN)
                 scripted_probe.OUTCOMES["x"] = True
                 await runner.health.wait_until("x", UP)
+            while not pid_file.exists() or not pid_file.read_text():  # noqa: ASYNC110
+                await trio.sleep(0.01)  # the command started (it runs in real time)
+            pid = int(pid_file.read_text())
+            os.kill(pid, 0)  # alive: it hangs while the states changed
+            stopped_at = trio.current_time()
             runner.shutdown()
+        took = trio.current_time() - stopped_at
+    # The notifier was given its grace, and not the command's 600 s: the fail_after(30) above
+    # is what bounds the other side.
+    assert took >= 0.5
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed and reaped, not left running

@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import math
+import os
 import re
 import socket
 import tempfile
@@ -311,20 +312,36 @@ def test_live_table_when_stdout_is_free(
     assert "trioprobe: final" in terminal.getvalue()
 
 
-# Hypercorn's create_sockets does not close the socket whose bind failed; collected here, its
-# ResourceWarning would otherwise fail whichever later test happens to run the GC.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def _socket_fds() -> set[tuple[str, str]]:
+    """(fd, inode) of every open socket of this process."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # the fd listdir itself used, closed meanwhile
+        if target.startswith("socket:"):
+            found.add((fd, target))
+    return found
+
+
 def test_prometheus_port_in_use_names_the_address(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The bind failure is one line naming the address, and the path that reports it closes
+    every socket it opened (no warning filter: a leaked socket fails this test when the GC
+    below finds it, and the fd table is compared too)."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         text = STEADY.format(url="http://127.0.0.1:9/")
         text += f'[[surfacer]]\ntype = "prometheus"\nport = {port}\n'
-        assert main(["run", str(_write(tmp_path, text)), "--duration", "1", "--quiet"]) == 2
-    gc.collect()
+        config = _write(tmp_path, text)
+        before = _socket_fds()
+        assert main(["run", str(config), "--duration", "1", "--quiet"]) == 2
+        gc.collect()
+        assert _socket_fds() - before == set()
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("trioprobe: error: surfacer 'prometheus' could not start: ")
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in line
