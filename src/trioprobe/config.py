@@ -23,11 +23,14 @@ the key path (``probe[0].interval``) and what was expected.
 
 from __future__ import annotations
 
+import difflib
 import errno
 import logging
 import os
 import tomllib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import types
+import typing
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from cattrs.cols import homogenous_tuple_structure_factory, is_sequence
 from cattrs.errors import ClassValidationError
 from cattrs.v import format_exception
 
+from ._durations import DURATION_EXAMPLE, parse_duration
 from ._options import is_path_field
 from .metrics import MetricsError
 from .probes import probe_types
@@ -52,7 +56,7 @@ from .specs import (
 )
 from .surfacers import surfacer_types
 from .surfacers._naming import BUILTIN_EXPORTS, CORE_EXPORTS, clash_warnings
-from .validators import KEY_RANGES, check_numbers
+from .validators import KEY_RANGES, SECONDS, SECONDS_OR_ZERO, check_numbers, range_for
 
 __all__ = [
     "DEFAULT_SURFACER_BUFFER",
@@ -175,12 +179,120 @@ def _tidy(message: str) -> str:
     return f"{where}: {text}" if text else message
 
 
-def _structure(data: Any, cls: type[Any], path: str, errors: list[str]) -> Any:
+def _structure(
+    data: Any, cls: type[Any], path: str, errors: list[str], quiet: Collection[str] = ()
+) -> Any:
+    """``data`` structured as ``cls``, or ``None`` with its problems added to ``errors``.
+
+    Messages about the key paths in ``quiet`` are dropped: each was already reported as part of
+    another problem (one line per problem: a misspelt required key is one mistake, not an unknown
+    key plus a missing one).
+    """
     try:
         return _converter.structure(data, cls)
     except Exception as exc:  # cattrs raises many kinds; each becomes a message
-        errors.extend(_describe(exc, path))
+        messages = _describe(exc, path)
+        errors.extend(m for m in messages if m.partition(": ")[0] not in quiet)
         return None
+
+
+def _closest(word: str, choices: Collection[str]) -> str | None:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _suggest(word: str, choices: Collection[str]) -> str:
+    """``; did you mean 'x'?`` for the closest of ``choices``, or ``; expected one of ...``
+    when nothing is close and the list is short enough to read in one line."""
+    close = _closest(word, choices)
+    if close is not None:
+        return f"; did you mean {close!r}?"
+    if len(choices) <= 12:
+        return f"; expected one of {', '.join(sorted(choices))}"
+    return ""
+
+
+def _unknown_keys(
+    table: Mapping[str, Any],
+    known: Collection[str],
+    path: str,
+    errors: list[str],
+    required: Collection[str] = (),
+) -> tuple[dict[str, Any], set[str]]:
+    """``table`` without its unknown keys, each reported on a line of its own with the closest
+    known key; and the key paths suggested (a required key suggested must not also be reported
+    as missing: a misspelt key is one mistake).
+
+    A key the table already sets is not suggested; a missing ``required`` key is, more
+    leniently (``qnam`` is taken for a missing ``query_name``).
+    """
+    kept = {key: value for key, value in table.items() if key in known}
+    unset = [key for key in known if key not in table]
+    missing = [key for key in required if key not in table]
+    suggested: set[str] = set()
+    for key in [key for key in table if key not in kept]:
+        lenient = difflib.get_close_matches(key, missing, n=1, cutoff=0.4)
+        close = lenient[0] if lenient else _closest(key, unset)
+        if close is not None:
+            errors.append(f"{path}.{key}: unknown key; did you mean {close!r}?")
+            suggested.add(f"{path}.{close}")
+        else:
+            errors.append(f"{path}.{key}: unknown key{_suggest(key, known)}")
+    return kept, suggested
+
+
+#: Integer keys that are whole seconds: a duration is accepted if it is a whole number of them.
+_WHOLE_SECONDS = frozenset({"refresh"})
+
+
+def _duration_keys(cls: type[Any]) -> dict[str, bool]:
+    """The keys of attrs class ``cls`` that are seconds: name -> whether it is whole seconds.
+
+    A float key is seconds unless :data:`~trioprobe.validators.KEY_RANGES` says otherwise
+    (``base``, ``scale``), as everywhere in the config."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # a plugin's Options with unresolvable annotations: no durations then
+        return {}
+    keys: dict[str, bool] = {}
+    for field in attrs.fields(cls):
+        hint = hints.get(field.name)
+        if hint is float or (
+            typing.get_origin(hint) in (typing.Union, types.UnionType)
+            and set(typing.get_args(hint)) == {float, type(None)}
+        ):
+            if range_for(field.name, 1.0) in (SECONDS, SECONDS_OR_ZERO):
+                keys[field.name] = False
+        elif hint is int and field.name in _WHOLE_SECONDS:
+            keys[field.name] = True
+    return keys
+
+
+def _durations(
+    table: Mapping[str, Any], cls: type[Any], path: str, errors: list[str]
+) -> tuple[dict[str, Any], set[str]]:
+    """``table`` with durations written as text (``"5s"``, ``"1m30s"``) in its seconds keys made
+    numbers of seconds; and the key paths of the bad ones (reported here, once)."""
+    out = dict(table)
+    bad: set[str] = set()
+    if not attrs.has(cls):
+        return out, bad
+    for key, whole in _duration_keys(cls).items():
+        value = table.get(key)
+        if not isinstance(value, str):
+            continue
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            errors.append(f"{path}.{key}: expected {DURATION_EXAMPLE}, got {value!r}")
+            bad.add(f"{path}.{key}")
+            continue
+        if whole and not seconds.is_integer():
+            errors.append(f"{path}.{key}: expected a whole number of seconds, got {value!r}")
+            bad.add(f"{path}.{key}")
+            continue
+        out[key] = int(seconds) if whole else seconds
+    return out, bad
 
 
 def _split(
@@ -193,10 +305,8 @@ def _split(
 
 def _check_probe(spec: ProbeSpec, path: str, errors: list[str]) -> None:
     if spec.type not in probe_types:
-        errors.append(
-            f"{path}.type: unknown probe type {spec.type!r}; expected one of "
-            f"{', '.join(probe_types.names())}"
-        )
+        hint = _suggest(spec.type, probe_types.names())
+        errors.append(f"{path}.type: unknown probe type {spec.type!r}{hint}")
     if not spec.targets and spec.targets_file is None:
         errors.append(f'{path}: no targets: give `targets = [...]` or `targets_file = "..."`')
     if spec.targets and spec.targets_file is not None:
@@ -234,8 +344,14 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
     """Validate a parsed TOML document; :class:`ConfigError` lists every problem found."""
     errors: list[str] = []
     for key in data.keys() - _TOP_KEYS:
-        errors.append(f"{key}: unknown key; expected one of {', '.join(sorted(_TOP_KEYS))}")
+        errors.append(f"{key}: unknown key{_suggest(key, _TOP_KEYS)}")
     grace = data.get("shutdown_grace", 5.0)
+    if isinstance(grace, str):
+        try:
+            grace = parse_duration(grace)
+        except ValueError as exc:
+            errors.append(f"shutdown_grace: {exc}")
+            grace = 5.0
     problem = KEY_RANGES["shutdown_grace"].problem(grace)
     if problem is not None:
         errors.append(f"shutdown_grace: {problem}")
@@ -250,27 +366,12 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         errors.append("probe: no probes configured; add at least one [[probe]] table")
     names: set[str] = set()
     for i, table in enumerate(raw_probes):
-        path = f"probe[{i}]"
-        own, rest = _split(table, _PROBE_KEYS)
-        spec = _structure(own, ProbeSpec, f"$.{path}", errors)
-        # Check the type-specific keys even when common ones failed, to report everything at once.
-        type_name = table.get("type")
-        options = None
-        if isinstance(type_name, str) and type_name in probe_types:
-            try:
-                options_cls = probe_types.load(type_name).Options
-            except PluginError as exc:
-                errors.append(f"{path}.type: {exc}")
-            else:
-                options = _structure(rest, options_cls, f"$.{path}", errors)
-        if options is not None:
-            errors.extend(check_numbers(options, path))
-            options = resolve_paths(options, base_dir or Path.cwd())
-        if spec is None:
+        parsed = _parse_probe(table, f"probe[{i}]", base_dir or Path.cwd(), errors)
+        if parsed is None:
             continue
-        _check_probe(spec, path, errors)
+        spec, options = parsed
         if spec.name in names:
-            errors.append(f"{path}.name: duplicate probe name {spec.name!r}")
+            errors.append(f"probe[{i}].name: duplicate probe name {spec.name!r}")
         names.add(spec.name)
         probes.append((spec, options))
 
@@ -280,34 +381,19 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         errors.append("surfacer: expected an array of tables ([[surfacer]])")
         raw_surfacers = []
     for i, table in enumerate(raw_surfacers):
-        path = f"surfacer[{i}]"
-        own, rest = _split(table, _SURFACER_KEYS)
-        sspec = _structure(own, SurfacerSpec, f"$.{path}", errors)
-        if sspec is None:
-            continue
-        if sspec.type not in surfacer_types:
-            errors.append(
-                f"{path}.type: unknown surfacer type {sspec.type!r}; expected one of "
-                f"{', '.join(surfacer_types.names())}"
-            )
-            continue
-        errors.extend(check_numbers(sspec, path))
-        try:
-            options_cls = surfacer_types.load(sspec.type).Options
-        except PluginError as exc:
-            errors.append(f"{path}.type: {exc}")
-            continue
-        options = _structure(rest, options_cls, f"$.{path}", errors)
-        if options is not None:
-            errors.extend(check_numbers(options, path))
-            options = resolve_paths(options, base_dir or Path.cwd())
-        surfacers.append((sspec, options))
+        surfacer = _parse_surfacer(table, f"surfacer[{i}]", base_dir or Path.cwd(), errors)
+        if surfacer is not None:
+            surfacers.append(surfacer)
 
     alerts = _parse_alerts(data.get("alert", []), names, base_dir or Path.cwd(), errors)
     errors.extend(_shared_queue_dirs(surfacers, alerts))
     status = None
     if "status" in data:
-        status = _structure(data["status"], StatusSpec, "$.status", errors)
+        raw_status = data["status"]
+        quiet: set[str] = set()
+        if isinstance(raw_status, Mapping):
+            raw_status, quiet = _known_durations(raw_status, StatusSpec, "status", errors)
+        status = _structure(raw_status, StatusSpec, "$.status", errors, quiet)
         if status is not None:
             errors.extend(check_numbers(status, "status"))
             if status.refresh < 1:
@@ -325,6 +411,95 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
     )
 
 
+def _known_durations(
+    table: Mapping[str, Any],
+    cls: type[Any],
+    path: str,
+    errors: list[str],
+    common: Collection[str] = (),
+) -> tuple[dict[str, Any], set[str]]:
+    """``table`` (of attrs class ``cls``) without unknown keys and with durations made seconds,
+    and the key paths whose problems are already reported. ``common`` keys (split off before)
+    are known too: ``intervl`` is closest to the common ``interval``."""
+    known = attrs.fields_dict(cls).keys() | common
+    required = [f.name for f in attrs.fields(cls) if f.default is attrs.NOTHING]
+    kept, suggested = _unknown_keys(table, known, path, errors, required)
+    kept, bad = _durations(kept, cls, path, errors)
+    return kept, suggested | bad
+
+
+def _options_class(
+    registry: Any, type_name: object, path: str, errors: list[str]
+) -> type[Any] | None:
+    """The ``Options`` class of a probe or surfacer type, if the type is known and loads."""
+    if not isinstance(type_name, str) or type_name not in registry:
+        return None
+    try:
+        cls: type[Any] = registry.load(type_name).Options
+    except PluginError as exc:
+        errors.append(f"{path}.type: {exc}")
+        return None
+    return cls if attrs.has(cls) else None
+
+
+def _parse_probe(
+    table: Mapping[str, Any], path: str, base_dir: Path, errors: list[str]
+) -> tuple[ProbeSpec, Any] | None:
+    options_cls = _options_class(probe_types, table.get("type"), path, errors)
+    own, rest = _split(table, _PROBE_KEYS)
+    own, quiet = _durations(own, ProbeSpec, path, errors)
+    if isinstance(own.get("latency_buckets"), Mapping):
+        buckets, nested = _unknown_keys(
+            own["latency_buckets"],
+            attrs.fields_dict(LatencyBuckets),
+            f"{path}.latency_buckets",
+            errors,
+        )
+        own["latency_buckets"] = buckets
+        quiet |= nested
+    # Unknown keys are only known as such once the type is: an unknown type is its own error.
+    if options_cls is not None:
+        rest, rest_quiet = _known_durations(rest, options_cls, path, errors, _PROBE_KEYS)
+        quiet |= rest_quiet
+    spec = _structure(own, ProbeSpec, f"$.{path}", errors, quiet)
+    # Check the type-specific keys even when common ones failed, to report everything at once.
+    options = None
+    if options_cls is not None:
+        options = _structure(rest, options_cls, f"$.{path}", errors, quiet)
+    if options is not None:
+        errors.extend(check_numbers(options, path))
+        options = resolve_paths(options, base_dir)
+    if spec is None:
+        return None
+    _check_probe(spec, path, errors)
+    return spec, options
+
+
+def _parse_surfacer(
+    table: Mapping[str, Any], path: str, base_dir: Path, errors: list[str]
+) -> tuple[SurfacerSpec, Any] | None:
+    own, rest = _split(table, _SURFACER_KEYS)
+    sspec = _structure(own, SurfacerSpec, f"$.{path}", errors)
+    if sspec is None:
+        return None
+    if sspec.type not in surfacer_types:
+        errors.append(
+            f"{path}.type: unknown surfacer type {sspec.type!r}"
+            f"{_suggest(sspec.type, surfacer_types.names())}"
+        )
+        return None
+    errors.extend(check_numbers(sspec, path))
+    options_cls = _options_class(surfacer_types, sspec.type, path, errors)
+    if options_cls is None:
+        return None
+    rest, quiet = _known_durations(rest, options_cls, path, errors, _SURFACER_KEYS)
+    options = _structure(rest, options_cls, f"$.{path}", errors, quiet)
+    if options is not None:
+        errors.extend(check_numbers(options, path))
+        options = resolve_paths(options, base_dir)
+    return sspec, options
+
+
 def _parse_alerts(
     raw: Any, probe_names: set[str], base_dir: Path, errors: list[str]
 ) -> tuple[AlertSpec, ...]:
@@ -336,7 +511,8 @@ def _parse_alerts(
     catch_all: str | None = None
     for i, table in enumerate(raw):
         path = f"alert[{i}]"
-        spec = _structure(table, AlertSpec, f"$.{path}", errors)
+        table, quiet = _known_durations(table, AlertSpec, path, errors)
+        spec = _structure(table, AlertSpec, f"$.{path}", errors, quiet)
         if spec is None:
             continue
         before = len(errors)

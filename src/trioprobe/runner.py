@@ -62,7 +62,10 @@ async def _start(nursery: trio.Nursery, what: str, fn: Callable[..., Any], *args
     try:
         await nursery.start(fn, *args)
     except Exception as exc:
-        raise StartupError(f"{what} could not start: {_root_cause(exc)}") from exc
+        cause = _root_cause(exc)
+        if isinstance(cause, StartupError):  # a part of the part, already named (status page)
+            raise cause from cause.__cause__
+        raise StartupError(f"{what} could not start: {cause}") from exc
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -172,7 +172,8 @@ def test_display_flags_must_be_positive_seconds(
 ) -> None:
     assert main(["demo", flag, value]) == 2
     [line] = capsys.readouterr().err.splitlines()
-    assert line.startswith(f"trioprobe: error: argument {flag}: expected a finite number")
+    # A number out of range, or text that is no duration ("soon", "nan").
+    assert line.startswith(f"trioprobe: error: argument {flag}: expected a ")
 
 
 # Every numeric flag of every command, with a value each once took as valid (or crashed on).
@@ -345,6 +346,24 @@ def test_prometheus_port_in_use_names_the_address(
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("trioprobe: error: surfacer 'prometheus' could not start: ")
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in line
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_status_page_port_in_use_names_the_status_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No [[alert]] at all: the error must blame the status page, not "alerting".
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        text = STEADY.format(url="http://127.0.0.1:9/") + f"[status]\nport = {port}\n"
+        assert main(["run", str(_write(tmp_path, text)), "--duration", "1", "--quiet"]) == 2
+    gc.collect()
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("trioprobe: error: the status page could not start: "), line
+    assert "Address already in use" in line
+    assert "alerting" not in line
 
 
 def test_missing_targets_file_names_config_and_key(
@@ -529,8 +548,9 @@ def test_fuzz_check_accepts_what_runs_and_rejects_in_one_line_per_problem(
         if status == 2:
             lines = err.getvalue().splitlines()
             assert lines
-            assert lines[0].startswith(f"trioprobe: error: {path}: ")
-            assert all(line.startswith(f"{path}: ") for line in lines[1:]), lines
+            # Every problem on a line of its own, each led by the prefix.
+            prefix = f"trioprobe: error: {path}: "
+            assert all(line.startswith(prefix) for line in lines), lines
             assert len(set(lines)) == len(lines), lines
             return
         assert status == 0, err.getvalue()

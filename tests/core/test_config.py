@@ -99,10 +99,13 @@ PROBE = '[[probe]]\nname = "a"\ntype = "http"\ntargets = ["http://x/"]\n'
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (PROBE + "bogus = 1\n", "probe[0]: unknown key(s) (bogus)"),
+        (PROBE + "bogus = 1\n", "probe[0].bogus: unknown key"),
         ("colour = 1\n" + PROBE, "colour: unknown key"),
-        (PROBE + '[[surfacer]]\ntype = "lines"\ncolour = "red"\n', "surfacer[0]: unknown key(s)"),
-        (PROBE + 'interval = "fast"\n', "probe[0].interval: invalid value for type"),
+        (
+            PROBE + '[[surfacer]]\ntype = "lines"\ncolour = "red"\n',
+            "surfacer[0].colour: unknown key",
+        ),
+        (PROBE + 'interval = "fast"\n', "probe[0].interval: expected a duration such as 5s"),
         (PROBE + 'expected_codes = "200"\n', "probe[0].expected_codes: invalid value for type"),
         (PROBE.replace('["http://x/"]', '"http://x/"'), "probe[0].targets: invalid value"),
         (PROBE + "interval = true\n", "probe[0].interval: invalid value for type"),
@@ -247,7 +250,7 @@ PROMETHEUS = '[[surfacer]]\ntype = "prometheus"\nport = 0\n'
         (PROBE + "expected_codes = [200, 9999]\n", "probe[0].expected_codes[1]: expected an HTTP"),
         (PROBE.replace('"http"', '"zmq"') + "retries = 0\n", "probe[0]"),
         (PROBE.replace('"http"', '"logping"') + "ping_interval = nan\n", "probe[0].ping_interval"),
-        (PROBE + "shutdown_grace = nan\n", "probe[0]: unknown key(s) (shutdown_grace)"),
+        (PROBE + "shutdown_grace = nan\n", "probe[0].shutdown_grace: unknown key"),
         ("shutdown_grace = nan\n" + PROBE, "shutdown_grace: expected a finite number of seconds"),
         (PROBE + '[[surfacer]]\ntype = "lines"\nbuffer = 0\n', "surfacer[0].buffer: expected"),
     ],

@@ -375,7 +375,7 @@ PROBE = '[[probe]]\nname = "api"\ntype = "http"\ntargets = ["http://127.0.0.1:9/
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ("methd = 'GET'\n", "probe[0]: unknown key(s) (methd)"),
+        ("methd = 'GET'\n", "probe[0].methd: unknown key; did you mean 'method'?"),
         ("method = 'GE T'\n", "probe[0]: method: 'GE T' is not an HTTP method"),
         ("headers = { 'X Bad' = 'v' }\n", "probe[0]: headers: 'X Bad' is not a valid header name"),
         ("headers = { 'X-A' = \"a\\nb\" }\n", "headers: the value of header 'X-A' has a line"),

@@ -64,7 +64,7 @@ def test_types_registered_and_valid_config_accepted(type_name: str) -> None:
 def test_check_names_bad_key_of_each_type(type_name: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(_config(type_name, bogus_key=1))
-    assert "probe[0]: unknown key(s) (bogus_key)" in str(info.value)
+    assert "probe[0].bogus_key: unknown key" in str(info.value)
 
 
 @pytest.mark.parametrize(

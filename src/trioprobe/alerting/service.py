@@ -156,7 +156,14 @@ class AlertingService:
             status = self.config.status
             if status is not None:
                 page = StatusPage(self.health, refresh=status.refresh)
-                url = await nursery.start(serve_asgi, page, status.host, status.port)
+                try:
+                    url = await nursery.start(serve_asgi, page, status.host, status.port)
+                except OSError as exc:
+                    # Name the part that failed: the runner would otherwise blame "alerting",
+                    # which a config with no [[alert]] does not even have.
+                    from ..runner import StartupError  # here: the runner imports this module
+
+                    raise StartupError(f"the status page could not start: {exc}") from exc
                 self.status_url = f"{url}/status"
                 logger.info("status page at %s", self.status_url)
             for spec, targets in probes:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from ..validators import SECONDS
+import argparse
+from collections.abc import Callable
 
-__all__ = ["CLIError", "positive_seconds"]
+from .._durations import parse_duration
+from ..validators import SECONDS, Range
+
+__all__ = ["CLIError", "positive_seconds", "seconds_in"]
 
 
 class CLIError(Exception):
@@ -17,11 +21,32 @@ class CLIError(Exception):
 
     def __init__(self, *messages: str) -> None:
         super().__init__(*messages)
-        self.messages = messages
+        # A ConfigError's text holds one problem per line: each gets its own prefix, so that
+        # every line on stderr reads `trioprobe: error: ...` (one line per problem, always).
+        self.messages = tuple(
+            line for message in messages for line in (message.splitlines() or [message])
+        )
 
     def __str__(self) -> str:
         return "\n".join(self.messages)
 
 
-#: An argparse type: a finite number of seconds >= 1 ms (the same range as durations in the config).
-positive_seconds = SECONDS.parse
+def seconds_in(bounds: Range) -> Callable[[str], float]:
+    """An argparse ``type`` for a duration flag: ``5s``, ``500ms``, ``1m30s`` or plain seconds,
+    within ``bounds`` (the same forms and ranges as durations in the config)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = parse_duration(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        problem = bounds.problem(value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    return parse
+
+
+#: An argparse type: a duration of at least 1 ms (the same range as durations in the config).
+positive_seconds = seconds_in(SECONDS)

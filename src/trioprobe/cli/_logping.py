@@ -15,8 +15,8 @@ import trio
 
 from ..logping import Pinger, open_log, quantiles
 from ..logping.logs import check_log_spec
-from ..validators import COUNT, SECONDS
-from ._common import CLIError
+from ..validators import COUNT
+from ._common import CLIError, positive_seconds
 
 __all__ = ["register"]
 
@@ -35,10 +35,14 @@ def register(
         ),
     )
     parser.add_argument("log", metavar="LOG", help="the log to ping")
-    parser.add_argument("--interval", type=SECONDS.parse, default=1.0, help="seconds between pings")
-    parser.add_argument("--duration", type=SECONDS.parse, default=None, help="stop after this long")
     parser.add_argument(
-        "--report", type=SECONDS.parse, default=5.0, help="seconds between report lines"
+        "--interval", type=positive_seconds, default=1.0, help="seconds between pings"
+    )
+    parser.add_argument(
+        "--duration", type=positive_seconds, default=None, help="stop after this long"
+    )
+    parser.add_argument(
+        "--report", type=positive_seconds, default=5.0, help="seconds between report lines"
     )
     parser.add_argument(
         "--disconnect-every", type=COUNT.parse, default=0, help="reconnect the reader every N pings"

@@ -12,8 +12,8 @@ import trio
 from .._groups import leaves
 from ..probing import serve_health
 from ..probing.health import DEFAULT_PATH
-from ..validators import PORT, SECONDS
-from ._common import CLIError
+from ..validators import PORT
+from ._common import CLIError, positive_seconds
 
 __all__ = ["register"]
 
@@ -40,7 +40,7 @@ def register(
     )
     health.add_argument(
         "--duration",
-        type=SECONDS.parse,
+        type=positive_seconds,
         default=None,
         help="stop by itself after this many seconds",
     )

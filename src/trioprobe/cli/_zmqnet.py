@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .._groups import leaves
-from ..validators import COUNT, POSITIVE_COUNT, SECONDS
+from ..validators import COUNT, POSITIVE_COUNT
 from ..zmqnet import (
     BenchmarkCounters,
     BenchmarkResult,
@@ -28,7 +28,7 @@ from ..zmqnet import (
 )
 from ..zmqnet._output import check_appendable
 from ..zmqnet.server import DEFAULT_ADDR, DEFAULT_WORKERS
-from ._common import CLIError
+from ._common import CLIError, positive_seconds
 
 __all__ = ["register"]
 
@@ -64,7 +64,7 @@ def register(
         "--sync", action="store_true", help="answer one request at a time (a REP server)"
     )
     serve.add_argument(
-        "--uptime", type=SECONDS.parse, default=None, help="stop after this many seconds"
+        "--uptime", type=positive_seconds, default=None, help="stop after this many seconds"
     )
     serve.add_argument(
         "--metrics-out", default=None, help="append the metrics as a JSON line to this file"
@@ -91,7 +91,9 @@ def register(
         ),
     )
     bench.add_argument("addr", metavar="ADDR", help="server address; host:port means tcp://")
-    bench.add_argument("--duration", type=SECONDS.parse, default=30.0, help="seconds (default 30)")
+    bench.add_argument(
+        "--duration", type=positive_seconds, default=30.0, help="seconds (default 30)"
+    )
     bench.add_argument(
         "--clients", type=POSITIVE_COUNT.parse, default=1, help="concurrent clients (default 1)"
     )
@@ -105,7 +107,7 @@ def register(
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--timeout", type=SECONDS.parse, default=5.0, help="seconds per attempt (default 5)"
+        "--timeout", type=positive_seconds, default=5.0, help="seconds per attempt (default 5)"
     )
     parser.add_argument(
         "--retries",
