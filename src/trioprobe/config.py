@@ -30,7 +30,7 @@ import os
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,14 @@ from .specs import (
 )
 from .surfacers import surfacer_types
 from .surfacers._naming import BUILTIN_EXPORTS, CORE_EXPORTS, clash_warnings
+from .targets import (
+    MAX_TARGETS_BYTES,
+    FileSDSource,
+    SourceError,
+    TargetsFile,
+    TargetsFileSource,
+    target_lines,
+)
 from .validators import KEY_RANGES, SECONDS, SECONDS_OR_ZERO, check_numbers, range_for
 
 __all__ = [
@@ -85,8 +93,6 @@ class ConfigError(ValueError):
 
 #: The largest config file read; ``check /dev/zero`` must not read until memory runs out.
 MAX_CONFIG_BYTES = 1024 * 1024
-#: The largest targets file read (about 20,000 URLs).
-MAX_TARGETS_BYTES = 4 * 1024 * 1024
 
 
 def read_bounded(path: Path, limit: int) -> str:
@@ -307,10 +313,7 @@ def _check_probe(spec: ProbeSpec, path: str, errors: list[str]) -> None:
     if spec.type not in probe_types:
         hint = _suggest(spec.type, probe_types.names())
         errors.append(f"{path}.type: unknown probe type {spec.type!r}{hint}")
-    if not spec.targets and spec.targets_file is None:
-        errors.append(f'{path}: no targets: give `targets = [...]` or `targets_file = "..."`')
-    if spec.targets and spec.targets_file is not None:
-        errors.append(f"{path}: give either `targets` or `targets_file`, not both")
+    _check_sources(spec, path, errors)
     check = target_checker(spec.type)
     if check is not None:
         for index, target in enumerate(spec.targets):
@@ -338,6 +341,57 @@ def _check_probe(spec: ProbeSpec, path: str, errors: list[str]) -> None:
             errors.append(f"{path}.latency_buckets: {exc}")
         except OverflowError:
             errors.append(f"{path}.latency_buckets: scale * base ** (count - 1) is too large")
+
+
+_SOURCE_KEYS = "targets, targets_file, file_sd, http_sd, dns_sd or etcd_sd"
+
+
+def _check_sources(spec: ProbeSpec, path: str, errors: list[str]) -> None:
+    """The target sources' own keys (docs/targets.md); their contents are read later."""
+    has_source = (
+        spec.targets or spec.targets_file or spec.file_sd or spec.http_sd or spec.dns_sd
+    ) or spec.etcd_sd is not None
+    if not has_source:
+        errors.append(
+            f"{path}: no targets: give at least one of {_SOURCE_KEYS} (see docs/targets.md)"
+        )
+    for key in ("targets_file", "file_sd"):
+        if getattr(spec, key) == "":
+            errors.append(f"{path}.{key}: expected a file path, got an empty string")
+    if spec.http_sd is not None and not spec.http_sd.startswith(("http://", "https://")):
+        errors.append(f"{path}.http_sd: expected an http:// or https:// URL, got {spec.http_sd!r}")
+    for i, name in enumerate(spec.dns_sd):
+        if not name or len(name) > 253:
+            errors.append(f"{path}.dns_sd[{i}]: expected a DNS name, got {name!r}")
+    if spec.dns_sd and spec.dns_sd_type != "SRV" and spec.dns_sd_port is None:
+        errors.append(f"{path}.dns_sd_port: required with dns_sd_type = {spec.dns_sd_type!r}")
+    if spec.dns_sd_port is not None and not 1 <= spec.dns_sd_port <= 65535:
+        errors.append(f"{path}.dns_sd_port: expected a port number 1-65535, got {spec.dns_sd_port}")
+    if spec.dns_sd_server is not None:
+        _check_dns_server(spec.dns_sd_server, f"{path}.dns_sd_server", errors)
+    if spec.etcd_sd is not None:
+        if not spec.etcd_sd.endpoints:
+            errors.append(f"{path}.etcd_sd.endpoints: expected at least one http:// URL")
+        for i, url in enumerate(spec.etcd_sd.endpoints):
+            if not url.startswith(("http://", "https://")):
+                errors.append(
+                    f"{path}.etcd_sd.endpoints[{i}]: expected an http(s):// URL, got {url!r}"
+                )
+        if not spec.etcd_sd.prefix:
+            errors.append(f"{path}.etcd_sd.prefix: must not be empty (every key would be a target)")
+    if "{address}" not in spec.target_template:
+        errors.append(f"{path}.target_template: expected a template containing {{address}}")
+
+
+def _check_dns_server(server: str, where: str, errors: list[str]) -> None:
+    from .targets.dns_sd import split_server  # here: dnspython is imported only when used
+
+    try:
+        host, port = split_server(server)
+    except ValueError:
+        host, port = "", 0
+    if not host or not 0 < port <= 65535:
+        errors.append(f"{where}: expected host, host:port or [v6]:port, got {server!r}")
 
 
 def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Config:
@@ -639,16 +693,28 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def _check_targets_files(config: Config) -> None:
-    errors = []
+    """Read each probe's file sources now (``check`` and start-up): a file that is missing, not
+    a regular file, too big or not the right format is an error naming the key."""
+    errors: list[str] = []
     for i, (spec, _) in enumerate(config.probes):
-        if spec.targets_file is None:
-            continue
-        file = config.base_dir / spec.targets_file
-        try:
-            TargetsFile(file)
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            errors.append(f"probe[{i}].targets_file: cannot read {file}: {reason}")
+        check = target_checker(spec.type)
+        sources: list[tuple[str, TargetsFileSource | FileSDSource]] = []
+        if spec.targets_file is not None:
+            file = config.base_dir / spec.targets_file
+            sources.append(("targets_file", TargetsFileSource(file, check)))
+        if spec.file_sd is not None:
+            file = config.base_dir / spec.file_sd
+            sources.append(("file_sd", FileSDSource(file, check, template=spec.target_template)))
+        for key, source in sources:
+            try:
+                _, bad = source.preload()
+            except SourceError as exc:
+                errors.append(f"probe[{i}].{key}: {exc}")
+            except OSError as exc:
+                reason = exc.strerror or exc
+                errors.append(f"probe[{i}].{key}: cannot read {source.path}: {reason}")
+            else:
+                errors.extend(f"probe[{i}].{key}: {message}" for message in bad.values())
     if errors:
         raise ConfigError("\n".join(errors))
 
@@ -687,77 +753,6 @@ def target_checker(probe_type: str) -> Callable[[str], object] | None:
     return checker
 
 
-class TargetsFile:
-    """A target list read from a file, re-read whenever the file's mtime or size changes.
-
-    Calling it is cheap (one ``stat``), so the keeper and probes can call it every tick. If the file
-    becomes unreadable, the last good list is kept and the problem is logged once.
-
-    ``check(target)``, if given, raises ``ValueError`` for a bad target. At start-up a bad line
-    is a :class:`ConfigError` naming ``file:line``; on a re-read it is logged with ``file:line``
-    and skipped (the other targets go on), and listed in :attr:`errors`.
-    """
-
-    def __init__(self, path: Path, check: Callable[[str], object] | None = None) -> None:
-        self.path = path
-        self._check = check
-        self._stamp: tuple[int, int] | None = None
-        self._targets: tuple[str, ...] = ()
-        self._warned = False
-        #: Bad lines of the last read: target -> ``"file:line: why"``.
-        self.errors: dict[str, str] = {}
-        self.reload(strict=True)
-
-    def reload(self, *, strict: bool = False) -> None:
-        """Read the file now. Raises ``OSError`` if it cannot be read (used at start-up), and
-        with ``strict`` a :class:`ConfigError` for a bad target."""
-        stat = self.path.stat()
-        text = read_bounded(self.path, MAX_TARGETS_BYTES)
-        targets: dict[str, None] = {}
-        errors: dict[str, str] = {}
-        for number, target in _target_lines(text):
-            if self._check is not None:
-                try:
-                    self._check(target)
-                except ValueError as exc:
-                    errors[target] = f"{self.path}:{number}: bad target {target!r}: {exc}"
-                    continue
-            targets[target] = None
-        if errors and strict:
-            raise ConfigError("\n".join(errors.values()))
-        for target, message in errors.items():
-            if target not in self.errors:
-                logger.warning("%s (skipped)", message)
-        self.errors = errors
-        self._targets = tuple(targets)
-        self._stamp = (stat.st_mtime_ns, stat.st_size)
-
-    def __call__(self) -> Sequence[str]:
-        try:
-            stat = self.path.stat()
-            if (stat.st_mtime_ns, stat.st_size) != self._stamp:
-                self.reload()
-                self._warned = False
-        except (OSError, UnicodeDecodeError) as exc:
-            if not self._warned:
-                logger.warning(
-                    "cannot re-read targets file %s (keeping %d targets): %s",
-                    self.path,
-                    len(self._targets),
-                    exc,
-                )
-                self._warned = True
-        return self._targets
-
-
-def _target_lines(text: str) -> Iterator[tuple[int, str]]:
-    """(line number, target) for each line that has one: ``#`` comments and blanks skipped."""
-    for number, line in enumerate(text.splitlines(), 1):
-        target = line.split("#", 1)[0].strip()
-        if target:
-            yield number, target
-
-
 def parse_targets(text: str) -> tuple[str, ...]:
     """One target per line; blank lines and ``#`` comments are ignored; duplicates dropped."""
-    return tuple(dict.fromkeys(target for _, target in _target_lines(text)))
+    return tuple(dict.fromkeys(target for _, target in target_lines(text)))

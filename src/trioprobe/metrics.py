@@ -281,6 +281,11 @@ class EventMetrics:
     def metric(self, name: str) -> Value | None:
         return self._metrics.get(name)
 
+    def set_labels(self, labels: Mapping[str, str]) -> Self:
+        """Replace every label (a target whose discovery labels changed is relabelled)."""
+        self._labels = dict(labels)
+        return self
+
     def label(self, key: str) -> str:
         return self._labels.get(key, "")
 

@@ -29,14 +29,14 @@ from .config import (
     Config,
     ConfigError,
     ProbeSpec,
-    TargetsFile,
     target_checker,
 )
 from .metrics import EventMetrics
-from .probes import Probe, TargetsFn, probe_types
+from .probes import Probe, probe_types
 from .results import LATENCY_UNITS, ProbeResult
 from .stats import StatsKeeper
 from .surfacers import Fanout, Surfacer, surfacer_types
+from .targets import ProbeTargets, SnapshotFilter, SourceError, sources_for
 
 __all__ = ["Runner", "StartupError", "run"]
 
@@ -75,15 +75,24 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def _targets_for(spec: ProbeSpec, config: Config) -> TargetsFn:
-    if spec.targets_file is None:
-        targets = spec.targets
-        return lambda: targets
-    path = config.base_dir / spec.targets_file
+def targets_for(
+    spec: ProbeSpec, config: Config, target_filter: SnapshotFilter | None = None
+) -> ProbeTargets:
+    """The probe's target set, with its file and list sources read (a start-up check: this
+    blocks, so call it before the run or in a thread)."""
+    sources = sources_for(spec, config.base_dir, target_checker(spec.type))
+    targets = ProbeTargets(spec.name, sources, filter=target_filter)
     try:
-        return TargetsFile(path, check=target_checker(spec.type))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"probe {spec.name!r}: cannot read targets file {path}: {exc}") from None
+        targets.preload()
+    except SourceError as exc:
+        raise ConfigError(f"probe {spec.name!r}: {exc}") from None
+    except OSError as exc:
+        where = exc.filename or "targets"
+        reason = exc.strerror or exc
+        raise ConfigError(
+            f"probe {spec.name!r}: cannot read targets file {where}: {reason}"
+        ) from None
+    return targets
 
 
 class Runner:
@@ -103,6 +112,9 @@ class Runner:
             from 77-130 to 32-74 ms. It costs two full collections: one before probing starts,
             one pause (like the collector's own) after the first round. It is process-wide, and
             undone when the probes stop: the CLI sets it, embedding code decides for itself.
+        target_filter: applied to every probe's targets before anyone reads them (the fleet's
+            ownership seam, see :data:`trioprobe.targets.SnapshotFilter`); after a change of
+            what it keeps, call :meth:`refilter_targets`.
 
     While the probes run, the runner also measures its own event-loop lag and exports it as the
     ``event_loop_lag_seconds`` Distribution (see :mod:`trioprobe._looplag`).
@@ -116,14 +128,16 @@ class Runner:
         extra_surfacers: Sequence[Surfacer] = (),
         on_loop_lag: Callable[[float], None] | None = None,
         freeze_gc: bool = False,
+        target_filter: SnapshotFilter | None = None,
     ) -> None:
         self.config = config
+        self.target_filter = target_filter
         self.observe = observe
         self.on_loop_lag = on_loop_lag
         self.freeze_gc = freeze_gc
-        self.probes: list[tuple[ProbeSpec, Probe, TargetsFn]] = []
+        self.probes: list[tuple[ProbeSpec, Probe, ProbeTargets]] = []
         for spec, options in config.probes:
-            targets = _targets_for(spec, config)
+            targets = targets_for(spec, config, target_filter)
             try:
                 probe = probe_types.load(spec.type).make_probe(spec, options, targets)
             except ConfigError:
@@ -149,13 +163,17 @@ class Runner:
         return self.alerting.health
 
     def config_errors(self) -> dict[tuple[str, str], str]:
-        """Bad lines of re-read targets files, skipped: (probe, target) -> ``"file:line: why"``."""
+        """Bad entries of re-read target sources, skipped: (probe, target) -> ``"where: why"``."""
         return {
             (spec.name, target): message
             for spec, _, targets in self.probes
-            if isinstance(targets, TargetsFile)
-            for target, message in targets.errors.items()
+            for target, message in targets.bad_targets().items()
         }
+
+    def refilter_targets(self) -> None:
+        """Apply :attr:`target_filter` to every probe's targets again (ownership changed)."""
+        for _, _, targets in self.probes:
+            targets.refilter()
 
     def shutdown(self) -> None:
         """Begin the phased shutdown: stop the probes and let everything after them drain."""
@@ -198,6 +216,9 @@ class Runner:
                         if self.freeze_gc:
                             await probe_nursery.start(self._freeze_gc_after_start)
                         probe_nursery.start_soon(self._watch_loop_lag, lag_export)
+                        for spec, _, targets in self.probes:
+                            what = f"targets of probe {spec.name!r}"
+                            await _start(probe_nursery, what, targets.run)
                         for (spec, probe, _), send_results in zip(self.probes, inputs, strict=True):
                             what = f"probe {spec.name!r}"
                             await _start(probe_nursery, what, _run_probe, probe, send_results)
@@ -222,13 +243,14 @@ class Runner:
     async def _export_self_metrics(self, export: trio.MemorySendChannel[EventMetrics]) -> None:
         """Every shortest export interval, the surfacers' own metrics (a handoff queue's
         backlog, say), so they can be watched and alerted on like the probes'."""
-        sources = [s for s, _ in self.surfacers if hasattr(s, "self_metrics")]
+        sources = [s.self_metrics for s, _ in self.surfacers if hasattr(s, "self_metrics")]
+        sources += [targets.collect for _, _, targets in self.probes]
         interval = min((spec.export_interval for spec, _, _ in self.probes), default=10.0)
         async with export:
             while sources:
                 await trio.sleep(interval)
-                for surfacer in sources:
-                    for em in surfacer.self_metrics():
+                for collect in sources:
+                    for em in collect():
                         await export.send(em)
 
     async def _freeze_gc_after_start(
@@ -265,7 +287,7 @@ class Runner:
     def _keeper(
         self,
         spec: ProbeSpec,
-        targets: TargetsFn,
+        targets: ProbeTargets,
         results: trio.MemoryReceiveChannel[ProbeResult],
         export: trio.MemorySendChannel[EventMetrics],
     ) -> Callable[..., Any]:
@@ -292,6 +314,7 @@ class Runner:
             ),
             observe=observe,
             export_up=True,
+            labels_of=targets.labels_of,
         )
         return partial(keeper.run, results, export)
 

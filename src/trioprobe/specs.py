@@ -19,6 +19,7 @@ from .metrics import Distribution
 __all__ = [
     "DEFAULT_SURFACER_BUFFER",
     "AlertSpec",
+    "EtcdSDSpec",
     "LatencyBuckets",
     "ProbeSpec",
     "StatusSpec",
@@ -48,6 +49,15 @@ class LatencyBuckets:
 
 
 @attrs.frozen
+class EtcdSDSpec:
+    """``etcd_sd = { endpoints = [...], prefix = "..." }``: every key under ``prefix`` is a
+    target (the key without the prefix), its value optional JSON labels (docs/targets.md)."""
+
+    endpoints: tuple[str, ...]
+    prefix: str
+
+
+@attrs.frozen
 class ProbeSpec:
     """The keys every probe has, whatever its type."""
 
@@ -56,6 +66,22 @@ class ProbeSpec:
     targets: tuple[str, ...] = ()
     #: A file with one target per line (``#`` starts a comment); re-read when it changes.
     targets_file: str | None = None
+    #: Prometheus file_sd file (JSON, or YAML by its .yml/.yaml extension); see docs/targets.md.
+    file_sd: str | None = None
+    #: Prometheus HTTP SD URL, fetched every ``refresh_interval`` seconds.
+    http_sd: str | None = None
+    #: DNS names resolved (``dns_sd_type`` records) at their TTL.
+    dns_sd: tuple[str, ...] = ()
+    dns_sd_type: Literal["SRV", "A", "AAAA"] = "SRV"
+    #: The port of A/AAAA targets (SRV records carry their own).
+    dns_sd_port: int | None = None
+    #: ``host[:port]`` of the DNS server to ask; the system's resolvers when not given.
+    dns_sd_server: str | None = None
+    etcd_sd: EtcdSDSpec | None = None
+    #: Seconds between http_sd fetches; the longest wait between dns_sd resolutions.
+    refresh_interval: float = 30.0
+    #: How a discovered address becomes this probe's target (``"http://{address}/health"``).
+    target_template: str = "{address}"
     #: Seconds between probes of a target.
     interval: float = 2.0
     #: Seconds a single probe may take.

@@ -75,11 +75,16 @@ class StatsKeeper:
     #: If given, sees every result as it is folded in (the CLI's live view and alerting use it).
     observe: Callable[[ProbeResult], None] | None = None
     export_up: bool = False
+    #: A target's discovery labels (``ProbeTargets.labels_of``): exported after
+    #: ``extra_labels``, which win a clash, as ptype/probe/dst win over both.
+    labels_of: Callable[[str], Mapping[str, str]] | None = None
     _cumulative: dict[str, EventMetrics] = attrs.field(factory=dict, init=False)
     _gauges: dict[str, EventMetrics] = attrs.field(factory=dict, init=False)
     # Each target's `up` value, the same Int its gauge accumulator holds: a result sets it in
     # place, so exporting it costs nothing beyond the clone.
     _up: dict[str, Int] = attrs.field(factory=dict, init=False)
+    # The discovery labels each target's accumulators carry, to relabel them when they change.
+    _discovered: dict[str, Mapping[str, str]] = attrs.field(factory=dict, init=False)
 
     def fold(self, result: ProbeResult) -> None:
         """Add ``result`` to its target's accumulators (the first result of a target seeds them).
@@ -143,7 +148,13 @@ class StatsKeeper:
         probes keep running.
         """
         batch: list[EventMetrics] = []
+        labels_of = self.labels_of
         for target in self.targets():
+            if labels_of is not None:
+                discovered = labels_of(target)
+                if discovered != self._discovered.get(target, {}):
+                    self._discovered[target] = discovered
+                    self._unlabel(target)
             for accumulators in (self._cumulative, self._gauges):
                 acc = accumulators.get(target)
                 if acc is None:
@@ -158,10 +169,19 @@ class StatsKeeper:
                     await trio.lowlevel.checkpoint()
         return batch
 
+    def _unlabel(self, target: str) -> None:
+        # The next export labels them afresh (see snapshot): a change of discovery labels.
+        for accumulators in (self._cumulative, self._gauges):
+            acc = accumulators.get(target)
+            if acc is not None:
+                acc.set_labels({})
+
     def _label(self, acc: EventMetrics, target: str) -> None:
         acc.add_label("ptype", self.probe_type).add_label("probe", self.probe_name)
         acc.add_label("dst", target)
         for key, value in self.extra_labels.items():
+            acc.add_label(key, value)
+        for key, value in self._discovered.get(target, {}).items():
             acc.add_label(key, value)
 
     async def run(

@@ -114,6 +114,7 @@ KEY_RANGES: Mapping[str, Range] = {
     "retries": POSITIVE_COUNT,
     "max_size": POSITIVE_COUNT,
     "max_segment_size": POSITIVE_COUNT,
+    "max_body_bytes": POSITIVE_COUNT,
     "expected_codes": Range("an HTTP status code", 100, 599, integer=True),
     # [probe.latency_buckets]: bounds are in the probe's latency unit, not seconds.
     "count": BUCKET_COUNT,

@@ -118,7 +118,12 @@ PROBE = '[[probe]]\nname = "a"\ntype = "http"\ntargets = ["http://x/"]\n'
             "probe[0].interval: expected a finite number of seconds >= 0.001",
         ),
         ('[[probe]]\nname = "a"\ntype = "http"\n', "probe[0]: no targets"),
-        (PROBE + 'targets_file = "t.txt"\n', "probe[0]: give either `targets` or `targets_file`"),
+        (
+            PROBE + 'dns_sd = ["a.example"]\ndns_sd_type = "A"\n',
+            "probe[0].dns_sd_port: required with dns_sd_type = 'A'",
+        ),
+        (PROBE + 'http_sd = "ftp://x/"\n', "probe[0].http_sd: expected an http:// or https://"),
+        (PROBE + 'etcd_sd = { endpoints = [], prefix = "" }\n', "probe[0].etcd_sd.prefix:"),
         (PROBE + PROBE, "probe[1].name: duplicate probe name 'a'"),
         ("shutdown_grace = 1\n", "probe: no probes configured"),
         (PROBE + "latency_buckets = { base = 1.0 }\n", "probe[0].latency_buckets.base:"),
@@ -287,16 +292,29 @@ def test_config_size_is_bounded(tmp_path: Path) -> None:
         load_config(big)
 
 
-def test_targets_file_size_is_bounded(tmp_path: Path) -> None:
+def test_targets_file_must_be_a_regular_file(tmp_path: Path) -> None:
+    # A device (or a FIFO, see tests/targets) is refused before any read could block.
     text = '[[probe]]\nname = "a"\ntype = "http"\ntargets_file = "/dev/zero"\n'
     with pytest.raises(ConfigError) as info:
         load_config(_write(tmp_path, text))
     assert str(info.value) == (
         f"{tmp_path / 'probe.toml'}: probe[0].targets_file: cannot read /dev/zero: "
+        "not a regular file (a character device)"
+    )
+    with pytest.raises(OSError, match="not a regular file"):
+        TargetsFile(Path("/dev/zero"))
+
+
+def test_targets_file_size_is_bounded(tmp_path: Path) -> None:
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"#" * (MAX_TARGETS_BYTES + 1))
+    text = '[[probe]]\nname = "a"\ntype = "http"\ntargets_file = "big.txt"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text))
+    assert str(info.value) == (
+        f"{tmp_path / 'probe.toml'}: probe[0].targets_file: cannot read {big}: "
         f"larger than the {MAX_TARGETS_BYTES}-byte limit"
     )
-    with pytest.raises(OSError, match="byte limit"):
-        TargetsFile(Path("/dev/zero"))
 
 
 def test_missing_targets_file_names_config_and_key(tmp_path: Path) -> None:

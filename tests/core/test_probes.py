@@ -422,21 +422,26 @@ def test_targets_file_bad_line_at_start_up_names_file_and_line(
     assert f"{tmp_path / 'targets.txt'}:4: bad target 'b.example:80': no http://" in err
 
 
-def test_targets_file_bad_line_on_reread_is_skipped_logged_and_listed(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+async def test_targets_file_bad_line_on_reread_is_skipped_logged_and_listed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, autojump_clock: Any
 ) -> None:
     targets = tmp_path / "targets.txt"
     targets.write_text("http://a/\n")
     path = tmp_path / "probe.toml"
     path.write_text('[[probe]]\nname = "web"\ntype = "http"\ntargets_file = "targets.txt"\n')
     runner = Runner(load_config(path))
-    targets_fn = runner.probes[0][2]
-    assert list(targets_fn()) == ["http://a/"]
-    targets.write_text("http://a/\nnot a url\nhttp://c/\n")
-    os.utime(targets, ns=(1, 1))  # a new mtime, however fast the machine
-    with caplog.at_level(logging.WARNING):
-        assert list(targets_fn()) == ["http://a/", "http://c/"]
-        assert list(targets_fn()) == ["http://a/", "http://c/"]
+    probe_targets = runner.probes[0][2]
+    assert list(probe_targets()) == ["http://a/"]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(probe_targets.run)
+        generation = probe_targets.snapshot.generation
+        targets.write_text("http://a/\nnot a url\nhttp://c/\n")
+        os.utime(targets, ns=(1, 1))  # a new mtime, however fast the machine
+        with caplog.at_level(logging.WARNING):
+            await probe_targets.wait_changed(generation)
+            assert list(probe_targets()) == ["http://a/", "http://c/"]
+            await trio.sleep(5)  # five more polls: the bad line is not logged again
+        nursery.cancel_scope.cancel()
     warnings = [r.getMessage() for r in caplog.records if "bad target" in r.getMessage()]
     assert len(warnings) == 1  # logged once, not at every read
     assert f"{targets}:2: bad target 'not a url'" in warnings[0]

@@ -168,7 +168,12 @@ async def test_targets_file_changes_reach_probes(tmp_path: Path, autojump_clock:
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)
         await trio.sleep(2.5)
+        targets = runner.probes[0][2]
+        generation = targets.snapshot.generation
         path.write_text("a\nb\n")
+        # The file is read in a worker thread, which the mock clock does not wait for: wait
+        # for the new snapshot, not for a number of (virtual) seconds.
+        await targets.wait_changed(generation)
         await trio.sleep(3.0)
         runner.shutdown()
     assert {em.label("dst") for em in recorder.items} == {"a", "b"}

@@ -16,7 +16,6 @@ import pytest
 import trio
 
 from trioprobe.metrics import Distribution, Map
-from trioprobe.probes import _lean_http
 from trioprobe.probes.http_probe import HTTPProbe, Options
 from trioprobe.results import ProbeResult
 from trioprobe.testing import assert_no_leaks
@@ -118,13 +117,10 @@ async def test_hostile_replies_fail_the_probe_with_a_clear_error(
     await probe._clients.aclose()
 
 
-async def test_a_body_over_the_limit_fails_the_probe(
-    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_lean_http, "MAX_BODY_BYTES", 1000)
+async def test_a_body_over_the_limit_fails_the_probe(nursery: trio.Nursery) -> None:
     reply = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000
     url = await _serve(nursery, partial(_reply_once, reply))
-    probe = _probe(url)
+    probe = _probe(url, max_body_bytes=1000)
     result = await _once(probe, url)
     assert not result.success
     assert result.error == "ReadError: response body larger than the 1000-byte limit"

@@ -80,7 +80,7 @@ def test_check_names_bad_key_of_each_type(type_name: str) -> None:
         ("ping", {"socket_kind": "magic"}, "probe[0].socket_kind"),
         ("ping", {"packets": 0}, "packets must be >= 1, got 0"),
         ("external", {"command": []}, "command must be a non-empty array"),
-        ("external", {"command": ["x", "{nope}"]}, "unknown placeholder {nope}"),
+        ("external", {"command": ["x", "{nope}"]}, "unknown field {nope}"),
         ("external", {"command": "/bin/true"}, "probe[0].command"),
     ],
 )

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import string
 import subprocess
 from datetime import UTC, datetime
 from functools import partial
@@ -28,6 +27,8 @@ import attrs
 import httpx
 import trio
 
+from .._templates import check_template as _check_template
+from .._templates import render_template
 from ..handoff import HandoffError, RecordRejected, WriteReplayer, open_queue
 from ..handoff.disk_queue import default_queue_dir, prepare_default_root
 from .state import Transition
@@ -72,16 +73,7 @@ _STDERR_TAIL = 500
 
 def check_template(arg: str) -> None:
     """Raise ``ValueError`` naming the problem if ``arg`` is not a valid command template."""
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(arg) if f is not None]
-    except ValueError as exc:
-        raise ValueError(f"bad template {arg!r}: {exc} (write {{{{ for a literal brace)") from None
-    for field in fields:
-        if field not in COMMAND_FIELDS:
-            raise ValueError(
-                f"unknown field {{{field}}} in {arg!r}; expected one of "
-                + ", ".join(f"{{{f}}}" for f in sorted(COMMAND_FIELDS))
-            )
+    _check_template(arg, COMMAND_FIELDS)
 
 
 @attrs.frozen
@@ -184,7 +176,7 @@ class CommandNotifier:
     async def notify(self, notice: Notice) -> bool:
         """Run the command for ``notice``; whether it exited 0 in time (failures are logged)."""
         fields = notice.fields()
-        argv = [arg.format_map(fields) for arg in self.argv]
+        argv = [render_template(arg, fields) for arg in self.argv]
         why: str | None = None
         with trio.move_on_after(self.timeout) as scope:
             try:

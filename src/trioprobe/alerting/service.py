@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import trio
 
@@ -227,6 +227,8 @@ class AlertingService:
         self, spec: ProbeSpec, targets: TargetsFn, export: trio.MemorySendChannel[EventMetrics]
     ) -> None:
         listed = set(targets())
+        # Discovery labels, when the targets come from the targets layer (docs/targets.md).
+        labels_of: Callable[[str], Mapping[str, str]] | None = getattr(targets, "labels_of", None)
         now = time.time()
         for h in self.health.entries(spec.name):
             if h.target not in listed:
@@ -243,5 +245,7 @@ class AlertingService:
                 em.add_label("ptype", spec.type).add_label("probe", spec.name)
                 em.add_label("dst", h.target).add_label("alert", h.rule.name)
                 for k, v in spec.labels.items():
+                    em.add_label(k, v)
+                for k, v in (labels_of(h.target) if labels_of is not None else {}).items():
                     em.add_label(k, v)
                 await export.send(em)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.live import Live
 
 from .._groups import leaves
-from ..config import Config, ConfigError, exposition_warnings, load_config
+from ..config import Config, ConfigError, ProbeSpec, exposition_warnings, load_config
 from ..probes import probe_types
 from ..runner import Runner, StartupError
 from ..surfacers import surfacer_types
@@ -80,11 +80,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     print(f"{args.config}: OK")
     for spec, _ in config.probes:
-        where = (
-            f"targets file {spec.targets_file}"
-            if spec.targets_file
-            else (f"{len(spec.targets)} target(s)")
-        )
+        where = _sources_summary(spec)
         origin = probe_types.origin(spec.type)
         kind = f"{spec.type}, {origin}" if origin else spec.type
         print(
@@ -107,6 +103,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if config.status is not None:
         print(f"  status page on {config.status.host}:{config.status.port}")
     return 0
+
+
+def _sources_summary(spec: ProbeSpec) -> str:
+    parts = [f"{len(spec.targets)} target(s)"] if spec.targets else []
+    for key in ("targets_file", "file_sd", "http_sd"):
+        value = getattr(spec, key)
+        if value:
+            parts.append(f"targets file {value}" if key == "targets_file" else f"{key} {value}")
+    if spec.dns_sd:
+        parts.append(f"dns_sd {spec.dns_sd_type} {', '.join(spec.dns_sd)}")
+    if spec.etcd_sd is not None:
+        parts.append(f"etcd_sd prefix {spec.etcd_sd.prefix!r}")
+    return " + ".join(parts)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import trio
 from .._groups import open_nursery
 from .._ticks import next_tick_after, spread_offset
 from ..results import ProbeResult
+from ..targets import ProbeTargets
 from . import TargetsFn
 
 __all__ = [
@@ -121,11 +122,14 @@ async def follow_targets(
     between chunks: starting a task costs ~5 µs, so 1,000 targets added in one step would hold
     the event loop for several milliseconds. ``on_removed`` is awaited for each target that went
     away. Duplicates count once. ``task_status.started()`` comes after the first targets were
-    added.
+    added. A :class:`~trioprobe.targets.ProbeTargets` is not polled: its changes are awaited,
+    so a new target starts as soon as its source reports it.
     """
     current: dict[str, None] = {}
     started = False
+    watched = targets if isinstance(targets, ProbeTargets) else None
     while True:
+        generation = watched.snapshot.generation if watched is not None else 0
         wanted = dict.fromkeys(targets())
         for target in [t for t in current if t not in wanted]:
             del current[target]
@@ -139,7 +143,10 @@ async def follow_targets(
         if not started:
             task_status.started()
             started = True
-        await trio.sleep(interval)
+        if watched is not None:
+            await watched.wait_changed(generation)
+        else:
+            await trio.sleep(interval)
 
 
 _ADD_CHUNK = 100

@@ -12,7 +12,9 @@ A connection is reused while h11 allows it (both sides kept it alive and the exc
 checked for a server-side close before reuse (an idle socket that is readable has been closed
 or sent something unasked: either way it is not reused), and dropped on any error or
 cancellation: the next probe opens a new one. A response body is read up to
-:data:`MAX_BODY_BYTES`; h11 bounds the header block (16 KiB).
+:data:`MAX_BODY_BYTES` (the ``max_body_bytes`` option); h11 bounds the header block (16 KiB);
+at most :data:`MAX_INFORMATIONAL` informational (1xx) responses precede the answer. A server
+that sends bytes past its response (an unasked second one) loses the connection.
 """
 
 from __future__ import annotations
@@ -20,11 +22,17 @@ from __future__ import annotations
 import h11
 import trio
 
-__all__ = ["MAX_BODY_BYTES", "LeanConnection", "LeanError", "LeanResponse"]
+from .._httpbody import MAX_BODY_BYTES as _DEFAULT_MAX_BODY
+from .._urls import host_name_problem
 
-#: The largest response body the lean path reads; a larger one fails the probe.
-MAX_BODY_BYTES = 4 * 1024 * 1024
+__all__ = ["MAX_BODY_BYTES", "MAX_INFORMATIONAL", "LeanConnection", "LeanError", "LeanResponse"]
+
+#: The largest response body the lean path reads by default; a larger one fails the probe.
+MAX_BODY_BYTES = _DEFAULT_MAX_BODY
 _READ_SIZE = 65536
+#: Informational (1xx) responses accepted before the final one; more fail the exchange. Real
+#: servers send one (100 Continue, 103 Early Hints) or two.
+MAX_INFORMATIONAL = 8
 
 
 class LeanError(Exception):
@@ -66,12 +74,13 @@ class LeanResponse:
 class LeanConnection:
     """A target's connection: ``host``/``port`` to connect to and the request line's target."""
 
-    __slots__ = ("_conn", "_stream", "host", "path", "port")
+    __slots__ = ("_conn", "_stream", "host", "max_body", "path", "port")
 
-    def __init__(self, host: str, port: int, path: bytes) -> None:
+    def __init__(self, host: str, port: int, path: bytes, max_body: int = MAX_BODY_BYTES) -> None:
         self.host = host
         self.port = port
         self.path = path
+        self.max_body = max_body
         self._stream: trio.SocketStream | None = None
         self._conn: h11.Connection | None = None
 
@@ -91,6 +100,10 @@ class LeanConnection:
         except OSError as exc:
             # Trio's own summary ("all attempts to connect to host:port failed"): httpx's words.
             raise LeanError("ConnectError", str(exc)) from None
+        except UnicodeError:
+            # The resolver's IDNA encoding refused the name (an empty or over-long label).
+            problem = host_name_problem(self.host) or f"cannot encode host name {self.host!r}"
+            raise LeanError("ConnectError", problem) from None
         self._stream, self._conn = stream, h11.Connection(h11.CLIENT)
         return stream, self._conn
 
@@ -136,7 +149,7 @@ class LeanConnection:
             raise LeanError("WriteError", _os_message(exc)) from None
         sent = trio.current_time()
         phases["send"] = sent - start
-        event = await self._next(stream, conn)
+        event = await self._response(stream, conn)
         if not isinstance(event, h11.Response):
             raise LeanError("RemoteProtocolError", "no response from the server")
         headed = trio.current_time()
@@ -147,18 +160,24 @@ class LeanConnection:
             part = await self._next(stream, conn)
             if isinstance(part, h11.Data):
                 size += len(part.data)
-                if size > MAX_BODY_BYTES:
+                if size > self.max_body:
                     raise LeanError(
-                        "ReadError", f"response body larger than the {MAX_BODY_BYTES}-byte limit"
+                        "ReadError", f"response body larger than the {self.max_body}-byte limit"
                     )
                 chunks.append(bytes(part.data))
             elif isinstance(part, h11.EndOfMessage):
                 break
         phases["transfer"] = trio.current_time() - headed
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+        if (
+            conn.our_state is h11.DONE
+            and conn.their_state is h11.DONE
+            and not conn.trailing_data[0]
+        ):
             conn.start_next_cycle()
         else:
-            self._drop()  # h11 says no keep-alive (e.g. Connection: close, HTTP/1.0)
+            # h11 says no keep-alive (e.g. Connection: close, HTTP/1.0), or the server sent
+            # bytes past the response (a second, unasked one): never taken for the next answer.
+            self._drop()
         return LeanResponse(
             event.status_code,
             event.reason.decode("ascii", errors="ignore"),  # as httpx decodes it
@@ -168,8 +187,22 @@ class LeanConnection:
             new,
         )
 
+    async def _response(self, stream: trio.SocketStream, conn: h11.Connection) -> object:
+        """The response's head, after at most :data:`MAX_INFORMATIONAL` informational (1xx)
+        ones, with a checkpoint after each: a target sending ``100 Continue`` in a loop must
+        neither hold the event loop nor keep the probe going."""
+        for _ in range(MAX_INFORMATIONAL + 1):
+            event = await self._next(stream, conn)
+            if not isinstance(event, h11.InformationalResponse):
+                return event
+            await trio.lowlevel.checkpoint()
+        raise LeanError(
+            "RemoteProtocolError",
+            f"more than {MAX_INFORMATIONAL} informational (1xx) responses to one request",
+        )
+
     async def _next(self, stream: trio.SocketStream, conn: h11.Connection) -> object:
-        """The next response event, reading as needed; informational (1xx) ones skipped."""
+        """The next response event, reading as needed (informational ones included)."""
         while True:
             try:
                 event = conn.next_event()
@@ -189,8 +222,6 @@ class LeanConnection:
                     conn.receive_data(data)
                 except h11.RemoteProtocolError as exc:
                     raise LeanError("RemoteProtocolError", str(exc)) from None
-                continue
-            if isinstance(event, h11.InformationalResponse):
                 continue
             if isinstance(event, h11.ConnectionClosed):
                 raise LeanError(

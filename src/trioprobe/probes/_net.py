@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 import trio
 
+from .._urls import host_name_problem
 from ..metrics import Map
 from ..results import ProbeResult
 from . import TargetsFn
@@ -27,6 +28,7 @@ __all__ = [
     "TargetError",
     "at_least",
     "check_regex",
+    "check_target_host",
     "describe_error",
     "error_cause",
     "error_causes",
@@ -85,6 +87,18 @@ def split_host_port(target: str, default_port: int | None = None) -> tuple[str, 
     return host, port
 
 
+def check_target_host(target: str) -> None:
+    """Raise :class:`TargetError` unless ``target`` is ``host[:port]`` with a host name that can
+    be resolved (see :func:`~trioprobe._urls.host_name_problem`); a type's ``check_target``.
+
+    A missing port is not an error here: a type's ``port`` option may supply it.
+    """
+    host, _ = split_host_port(target, 0)
+    problem = host_name_problem(host)
+    if problem is not None:
+        raise TargetError(f"target {target!r}: {problem}")
+
+
 def _leaves(exc: BaseException) -> Iterable[BaseException]:
     # trio.open_tcp_stream raises one OSError whose __cause__ groups each address's error.
     yield exc
@@ -99,7 +113,8 @@ def _leaves(exc: BaseException) -> Iterable[BaseException]:
 def error_cause(exc: BaseException) -> str:
     """The cause of a connection error: ``refused``, ``dns``, ``tls``, ``timeout`` or ``other``."""
     for leaf in _leaves(exc):
-        if isinstance(leaf, socket.gaierror):
+        # UnicodeError: the resolver's IDNA encoding refused the name (an empty or long label).
+        if isinstance(leaf, socket.gaierror | UnicodeError):
             return "dns"
         if isinstance(leaf, ssl.SSLError | ssl.CertificateError):
             return "tls"

@@ -21,7 +21,6 @@ import math
 import os
 import re
 import signal
-import string
 import subprocess
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from .._templates import TemplateError, check_template, render_template
 from ..metrics import Map
 from ..results import ProbeResult
 from . import TargetsFn
@@ -41,7 +41,8 @@ __all__ = ["Options", "ExternalProbe", "ParsedOutput", "make_probe", "parse_outp
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _RESERVED = frozenset({"total", "success", "timeouts", "latency", "bad_output_lines"})
-_FIELDS = frozenset({"target", "host", "port", "probe", "labels"})
+_FIELDS = frozenset({"target", "host", "port", "probe"})
+_MAPPINGS = frozenset({"labels"})
 # Bytes of standard error kept for the error message of a failed run.
 _STDERR_TAIL = 2048
 
@@ -55,16 +56,9 @@ def _check_command(
         )
     for item in value:
         try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(item) if f is not None]
-        except ValueError as exc:
-            raise ValueError(f"{attribute.name}: bad template {item!r}: {exc}") from None
-        for field in fields:
-            root = re.split(r"[.\[]", field, maxsplit=1)[0]
-            if root not in _FIELDS or "." in field or (root == "labels") != ("[" in field):
-                raise ValueError(
-                    f"{attribute.name}: unknown placeholder {{{field}}} in {item!r}; expected "
-                    "{target}, {host}, {port}, {probe} or {labels[NAME]} ({{ }} for a brace)"
-                )
+            check_template(item, _FIELDS, _MAPPINGS)
+        except TemplateError as exc:
+            raise ValueError(f"{attribute.name}: {exc}") from None
 
 
 @attrs.frozen
@@ -88,26 +82,63 @@ class ParsedOutput:
     gauges: dict[str, int | float] = attrs.field(factory=dict)
     counters: dict[str, int | float | Map] = attrs.field(factory=dict)
     bad_lines: int = 0
+    #: Why the output cannot be used (a value out of range), or ``None``.
+    problem: str | None = None
+
+
+class _OutOfRange(Exception):
+    """A value that reads as a number trioprobe cannot hold (overflow, too many digits)."""
+
+
+#: Integers beyond a signed 64-bit range are refused: no counter or gauge means that, and a
+#: 310-digit one overflowed ``float()`` downstream (a crash, then 500s on every scrape).
+_INT_LIMIT = 2**63
+#: A value longer than this is refused before it is parsed (and never quoted whole).
+_MAX_VALUE_CHARS = 64
+_NON_FINITE = frozenset({"nan", "inf", "infinity"})
 
 
 def _number(text: str) -> int | float | None:
+    """The number in ``text``; ``None`` if it is not one (or NaN/infinity, which no metric
+    holds); :class:`_OutOfRange` if it is one that does not fit."""
+    if len(text) > _MAX_VALUE_CHARS:
+        if text.lstrip("+-")[:1].isdigit() or text.lstrip("+-")[:1] == ".":
+            raise _OutOfRange(f"{len(text)} characters")
+        return None
     # Integers stay integers: a count or a port is not a duration (the live table shows floats
     # as seconds) and exports without a ".0".
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         pass
+    else:
+        if not -_INT_LIMIT < value < _INT_LIMIT:
+            raise _OutOfRange(f"{len(text)} digits, beyond 64 bits")
+        return value
     try:
-        value = float(text)
+        number = float(text)
     except ValueError:
         return None
-    return value if math.isfinite(value) else None
+    if math.isfinite(number):
+        return number
+    if text.strip().lstrip("+-").lower() in _NON_FINITE:
+        return None
+    raise _OutOfRange("overflows a float")
+
+
+def _numbers(pairs: list[tuple[str, str, str]]) -> list[tuple[str, int | float | None]]:
+    return [(k, _number(v)) for k, sep, v in pairs if sep and k]
 
 
 def parse_output(text: str, counters: frozenset[str] = frozenset()) -> ParsedOutput:
-    """Read ``name value`` and ``name map:KEY k:v ...`` lines; see the module docstring."""
+    """Read ``name value`` and ``name map:KEY k:v ...`` lines; see the module docstring.
+
+    A value that is a number out of range is refused (counted as a bad line) and named in
+    ``problem``, which fails the probe: the program meant a metric that cannot be kept.
+    """
     out = ParsedOutput()
     bad = 0
+    problem: str | None = None
     for line in text.splitlines():
         parts = line.split()
         if not parts or parts[0].startswith("#") or not _NAME.match(parts[0]):
@@ -116,30 +147,41 @@ def parse_output(text: str, counters: frozenset[str] = frozenset()) -> ParsedOut
         if name in _RESERVED or not values:
             bad += 1
             continue
-        if values[0].startswith("map:"):
-            key = values[0][4:]
-            pairs = [v.rpartition(":") for v in values[1:]]
-            numbers = [(k, _number(v)) for k, sep, v in pairs if sep and k]
-            if (
-                not _NAME.match(key)
-                or len(numbers) != len(pairs)
-                or any(n is None for _, n in numbers)
-            ):
-                bad += 1
-                continue
-            out.counters[name] = Map(key, {k: n for k, n in numbers if n is not None})
+        try:
+            stored = _parse_line(out, name, values, counters)
+        except _OutOfRange as exc:
+            bad += 1
+            problem = problem or f"value of {name[:64]} out of range ({exc})"
             continue
-        value = _number(values[0]) if len(values) == 1 else None
-        if value is None:
-            if len(values) == 1:
-                bad += 1
-            continue  # free text ("name: something happened") is not a metric line
-        if name in counters:
-            # Always a float: a counter summed over runs must keep one type ("5" then "5.5").
-            out.counters[name] = float(value)
-        else:
-            out.gauges[name] = value
-    return attrs.evolve(out, bad_lines=bad)
+        if stored is None:
+            bad += 1
+    return attrs.evolve(out, bad_lines=bad, problem=problem)
+
+
+def _parse_line(
+    out: ParsedOutput, name: str, values: list[str], counters: frozenset[str]
+) -> bool | None:
+    """Store one line's metric in ``out``: True if stored, False for free text, None for a bad
+    metric line."""
+    if values[0].startswith("map:"):
+        key = values[0][4:]
+        pairs = [v.rpartition(":") for v in values[1:]]
+        numbers = _numbers(pairs)
+        if not _NAME.match(key) or len(numbers) != len(pairs) or any(n is None for _, n in numbers):
+            return None
+        out.counters[name] = Map(key, {k: n for k, n in numbers if n is not None})
+        return True
+    if len(values) != 1:
+        return False  # free text ("name: something happened") is not a metric line
+    value = _number(values[0])
+    if value is None:
+        return None
+    if name in counters:
+        # Always a float: a counter summed over runs must keep one type ("5" then "5.5").
+        out.counters[name] = float(value)
+    else:
+        out.gauges[name] = value
+    return True
 
 
 async def _kill_group(process: trio.Process) -> None:
@@ -199,7 +241,7 @@ class ExternalProbe(ScheduledProbe[Options]):
             "probe": self._probe_name,
             "labels": self._labels,
         }
-        return [item.format_map(fields) for item in self.options.command]
+        return [render_template(item, fields) for item in self.options.command]
 
     async def probe_once(self, target: str) -> ProbeResult:
         started = trio.current_time()
@@ -254,8 +296,11 @@ class ExternalProbe(ScheduledProbe[Options]):
             "bad_output_lines": parsed.bad_lines,
         }
         code = process.returncode
-        if code == 0:
+        if code == 0 and parsed.problem is None:
             return ProbeResult(target, True, latency, extras=extras, gauges=parsed.gauges)
+        if code == 0:
+            error = f"output: {parsed.problem}"
+            return ProbeResult(target, False, latency, error=error, extras=extras)
         why = (
             f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
         )

@@ -55,6 +55,7 @@ import attrs
 import httpx
 import trio
 
+from .._httpbody import ACCEPT_ENCODING, MAX_BODY_BYTES, BodyTooLarge, decode_body, send_bounded
 from .._httptrace import PHASES, RequestTrace, TLSInfo, release_response, tls_info
 from .._options import path_field
 from .._tls import load_ssl_context, ssl_context
@@ -77,6 +78,7 @@ from ._http_checks import (
     subset_mismatch,
 )
 from ._lean_http import LeanConnection, LeanError, LeanResponse
+from ._net import at_least
 
 if TYPE_CHECKING:
     from ..specs import ProbeSpec
@@ -194,6 +196,9 @@ class Options:
     #: ``auto``: plain ``http://`` targets use the lean h11 path (about a third of httpx's CPU
     #: per probe) unless ``follow_redirects`` is set; ``httpx``: always httpx.
     transport: str = attrs.field(default="auto", validator=_check_transport)
+    #: The largest response body read (after decompression) on either path; a larger one fails
+    #: the probe (``ReadError: response body larger than the N-byte limit``).
+    max_body_bytes: int = attrs.field(default=MAX_BODY_BYTES, validator=at_least(1))
 
     @body_regex.validator
     def _check_regex(self, _: object, value: str | None) -> None:
@@ -382,7 +387,13 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
         # timeout=None: the deadline is the probe's cancel scope. httpx's own default (5 s) would
         # otherwise end slow probes early, as a transport error instead of a counted timeout.
         # ssl_context() is ready (run() loaded it in a thread), so this costs tens of µs.
-        return httpx.AsyncClient(verify=ssl_context(self.options.verify_tls), timeout=None)
+        # Accept-Encoding: only what _httpbody decodes under its bound (httpx would add br/zstd
+        # when their packages are installed); configured headers still override it.
+        return httpx.AsyncClient(
+            verify=ssl_context(self.options.verify_tls),
+            timeout=None,
+            headers={"Accept-Encoding": ACCEPT_ENCODING},
+        )
 
     def _new_target(self, target: str) -> _Target:
         if self._lean:
@@ -433,7 +444,9 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
         body = self._parts.body
         if (body or self.options.method in _BODY_METHODS) and "content-length" not in given:
             headers.append((b"Content-Length", str(len(body or b"")).encode("ascii")))
-        connection = LeanConnection(url.host, url.port or 80, url.raw_path)
+        connection = LeanConnection(
+            url.host, url.port or 80, url.raw_path, max_body=self.options.max_body_bytes
+        )
         return _Target(None, {}, "", lean=connection, lean_headers=headers)
 
     async def run(
@@ -503,7 +516,7 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
         )
         redirects = 0
         while True:
-            response = await client.send(request, follow_redirects=False)
+            response = await send_bounded(client, request, self.options.max_body_bytes)
             release_response(response)
             follow = response.next_request
             if follow is None or not self.options.follow_redirects:
@@ -567,7 +580,10 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
             if isinstance(response, LeanResponse):
                 # The validators read an httpx.Response (text decoding, multi-value headers):
                 # built only when there is something to validate, so the checks are the same code.
-                response = httpx.Response(code, headers=response.headers, content=response.content)
+                try:
+                    response = _lean_as_httpx(response, self.options.max_body_bytes)
+                except httpx.HTTPError as exc:
+                    return ProbeResult(target, False, latency, error=_describe(exc), extras=extras)
             failed = self._validate(response)
             if failed:
                 extras["validation_failure"] = Map(
@@ -632,9 +648,10 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
         started = trio.current_time()
         try:
             response, redirects = await self._exchange(state, target, traces)
-        except (httpx.HTTPError, httpx.InvalidURL, _TooManyRedirects) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, _TooManyRedirects, UnicodeError) as exc:
             # InvalidURL is not an HTTPError: without it, one malformed line in a targets file
-            # would end the probe and the run instead of failing that target.
+            # would end the probe and the run instead of failing that target. UnicodeError:
+            # the resolver refused the host name (an empty or over-long label), unwrapped.
             latency = trio.current_time() - started
             error = _describe(exc)
             if isinstance(exc, _TooManyRedirects):
@@ -659,6 +676,15 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
         )
 
 
+def _lean_as_httpx(lean: LeanResponse, limit: int) -> httpx.Response:
+    """An httpx.Response of a lean one, its body decoded under ``limit``: httpx.Response's own
+    ``content=`` would inflate a gzip bomb the server sent unasked, without bound."""
+    response = httpx.Response(lean.status_code, headers=lean.headers)
+    encoding = response.headers.get("content-encoding", "")
+    response._content = decode_body(lean.content, encoding, limit)
+    return response
+
+
 def _describe(exc: BaseException) -> str:
     """``Type: message``; httpx's ConnectError from Trio often has no message of its own (it
     wraps a ``BrokenResourceError``), so the first message down its causes stands in: that is
@@ -668,6 +694,10 @@ def _describe(exc: BaseException) -> str:
         if cause is None or str(cause):
             break
         cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, BodyTooLarge):
+        return f"ReadError: {exc}"  # the lean path's words for the same failure
+    if isinstance(exc, UnicodeError):
+        return "ConnectError: a host name label is empty or longer than 63 characters"
     message = str(cause) if cause is not None else ""
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 

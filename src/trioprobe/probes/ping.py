@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Literal
 import attrs
 import trio
 
+from .._urls import check_host_name, host_name_problem
 from ..metrics import Distribution
 from ..results import LATENCY_UNITS, ProbeResult
 from . import TargetsFn
@@ -40,7 +41,14 @@ from ._net import BACKSTOP, ScheduledProbe, at_least
 if TYPE_CHECKING:
     from ..specs import ProbeSpec
 
-__all__ = ["Options", "PingProbe", "PingSocketError", "make_probe", "open_icmp_socket"]
+__all__ = [
+    "Options",
+    "PingProbe",
+    "PingSocketError",
+    "check_target",
+    "make_probe",
+    "open_icmp_socket",
+]
 
 _ICMP_HEADER = struct.Struct("!BBHHH")  # type, code, checksum, identifier, sequence
 _ECHO_REQUEST: dict[int, int] = {socket.AF_INET: 8, socket.AF_INET6: 128}
@@ -337,6 +345,9 @@ class PingProbe(ScheduledProbe[Options]):
         cached = self._addresses.get(target)
         if cached is not None:
             return cached
+        problem = host_name_problem(target)
+        if problem is not None:
+            raise OSError(problem)
         family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(self.options.ip_version, 0)
         infos = await trio.socket.getaddrinfo(target, None, family, socket.SOCK_RAW)
         if not infos:
@@ -352,7 +363,7 @@ class PingProbe(ScheduledProbe[Options]):
         started = trio.current_time()
         try:
             family, address = await self._resolve(target)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:
             return self._fail(target, started, f"cannot resolve {target!r}: {exc}")
         icmp = self._sockets.get(family)
         if icmp is None:
@@ -399,6 +410,10 @@ class PingProbe(ScheduledProbe[Options]):
         return ProbeResult(
             target, False, latency, error=error, timeout=received == 0, extras=extras, gauges=gauges
         )
+
+
+#: Raises ``ValueError`` for a target (a host name or IP address) that cannot be resolved.
+check_target = check_host_name
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> PingProbe:

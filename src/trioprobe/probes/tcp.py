@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from .._urls import host_name_problem
 from ..metrics import Map
 from ..results import ProbeResult
 from . import TargetsFn
@@ -30,6 +31,7 @@ from ._net import (
     TargetError,
     at_least,
     check_regex,
+    check_target_host,
     describe_error,
     error_cause,
     error_causes,
@@ -39,7 +41,7 @@ from ._net import (
 if TYPE_CHECKING:
     from ..specs import ProbeSpec
 
-__all__ = ["CAUSES", "Options", "TCPProbe", "make_probe"]
+__all__ = ["CAUSES", "Options", "TCPProbe", "check_target", "make_probe"]
 
 #: The keys of the ``errors`` map, fixed so the exported label set is bounded.
 CAUSES = ("refused", "timeout", "dns", "tls", "mismatch", "closed", "other")
@@ -133,7 +135,7 @@ class TCPProbe(ScheduledProbe[Options]):
                 failure = await self._probe(target, attempt)
             except TargetError as exc:
                 failure = _Failure("other", str(exc))
-            except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+            except (OSError, trio.BrokenResourceError, ssl.SSLError, UnicodeError) as exc:
                 failure = _Failure(error_cause(exc), f"{attempt.step}: {describe_error(exc)}")
         latency = trio.current_time() - started
         if deadline.cancelled_caught:
@@ -154,6 +156,9 @@ class TCPProbe(ScheduledProbe[Options]):
 
     async def _probe(self, target: str, attempt: _Attempt) -> _Failure | None:
         host, port = split_host_port(target, self.options.port)
+        problem = host_name_problem(host)
+        if problem is not None:
+            return _Failure("dns", problem)
         t0 = trio.current_time()
         stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
         try:
@@ -210,6 +215,11 @@ class TCPProbe(ScheduledProbe[Options]):
             f"reply {reply[:80]!r}... ({limit} bytes) did not match "
             f"/{self._expect.pattern.decode()}/",
         )
+
+
+#: Raises ``ValueError`` for a target whose host cannot be resolved (``a..b:80``): the config
+#: check and targets files reject it where it is written.
+check_target = check_target_host
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> TCPProbe:

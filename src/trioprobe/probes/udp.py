@@ -20,15 +20,16 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from .._urls import host_name_problem
 from ..results import ProbeResult
 from . import TargetsFn
 from ._base import ClientPerTargetProbe, PerTargetClients
-from ._net import TargetError, describe_error, split_host_port
+from ._net import TargetError, check_target_host, describe_error, split_host_port
 
 if TYPE_CHECKING:
     from ..specs import ProbeSpec
 
-__all__ = ["Options", "UDPProbe", "make_probe"]
+__all__ = ["Options", "UDPProbe", "check_target", "make_probe"]
 
 # magic (4 bytes), sequence number, send time in ns (wall clock, for a peer's own use).
 _HEADER = struct.Struct("!4sQQ")
@@ -96,6 +97,9 @@ class UDPProbe(ClientPerTargetProbe[_Peer]):
 
     async def _open(self, target: str, peer: _Peer) -> trio.socket.SocketType:
         host, port = split_host_port(target, self.options.port)
+        problem = host_name_problem(host)
+        if problem is not None:
+            raise TargetError(f"target {target!r}: {problem}")
         infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         if not infos:
             raise TargetError(f"target {target!r}: no address")
@@ -160,7 +164,7 @@ class UDPProbe(ClientPerTargetProbe[_Peer]):
             finally:
                 # Timed out or failed: a reply that still comes is late, not this probe's.
                 peer.pending.pop(seq, None)
-        except (OSError, TargetError) as exc:
+        except (OSError, TargetError, UnicodeError) as exc:
             error = describe_error(exc)
             latency = trio.current_time() - started
             return ProbeResult(target, False, latency, error=error, extras=self._counts(peer))
@@ -174,6 +178,10 @@ class UDPProbe(ClientPerTargetProbe[_Peer]):
         counts = {"late": peer.late, "reordered": peer.reordered}
         peer.late = peer.reordered = 0
         return counts
+
+
+#: Raises ``ValueError`` for a target whose host cannot be resolved (``a..b:80``).
+check_target = check_target_host
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> UDPProbe:

@@ -36,6 +36,7 @@ import httpx
 import trio
 
 from .._groups import open_nursery
+from .._httpbody import send_bounded
 from .._httptrace import RequestTrace, release_response
 from .._tls import load_ssl_context, ssl_context
 from .._urls import check_http_url
@@ -536,8 +537,10 @@ class Prober:
             trace = RequestTrace()
             start = trio.current_time()  # just before the request is built, as in the reference
             try:
-                response = await client.get(endpoint, extensions={"trace": trace})
-            except httpx.HTTPError as exc:
+                # Read under the probes' body limit: a 1 GiB reply must not fill the memory.
+                request = client.build_request("GET", endpoint, extensions={"trace": trace})
+                response = await send_bounded(client, request)
+            except (httpx.HTTPError, UnicodeError) as exc:  # UnicodeError: a bad host name
                 return exc
             release_response(response)
             if response.status_code != 200:

@@ -1,0 +1,381 @@
+"""Membership on etcd: one key per live agent, held by the agent's lease.
+
+Keys under ``trioprobe/fleet/<fleet>/``::
+
+    members/<agent>                     JSON AgentInfo, under the agent's lease
+    votes/<agent>\\0<probe>\\0<target>    b"down", under the agent's lease, only while down
+
+Writes, by design: a lease keep-alive every ``lease_ttl / 3`` seconds per agent (0.3 writes/s at
+the default 10 s), plus one write per registration and per vote change. Reads are one prefix
+range per (re)connection and one watch stream, so an agent learns of a join, a leave or a vote
+within a round trip, not a polling period.
+
+Failure handling:
+
+* etcd unreachable: the member and vote mirror is frozen as last seen (fail-static: the
+  ownership computed from it stays, so nothing stops being probed), ``connected`` turns False,
+  it is logged once, and the loops retry by themselves until etcd answers again.
+* the lease expired while this agent was paused or cut off (a keep-alive answers TTL 0, or the
+  watch reports this agent's key deleted): it drops itself from its view at once (so it stops
+  probing what others have taken over), grants a new lease, registers again and re-publishes its
+  votes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable
+
+import attrs
+import trio
+
+from ._etcd import EtcdClient, EtcdError, Event, KeyValue
+from .rendezvous import Member
+
+__all__ = ["AgentInfo", "FleetError", "FleetNameInUse", "Membership"]
+
+logger = logging.getLogger("trioprobe.fleet")
+
+ROOT = "trioprobe/fleet/"
+
+
+class FleetError(Exception):
+    """The fleet cannot be joined (the message says why, on one line)."""
+
+
+class FleetNameInUse(FleetError):
+    """Another live agent already holds this agent's name."""
+
+
+@attrs.frozen
+class AgentInfo:
+    """What an agent registers about itself (``members/<name>``)."""
+
+    name: str
+    zone: str = ""
+    weight: float = 1.0
+    version: str = ""
+    #: Wall-clock start time (seconds since the epoch): compared across hosts.
+    started: float = 0.0
+    metrics_url: str = ""
+    status_url: str = ""
+
+    def encode(self) -> bytes:
+        return json.dumps(attrs.asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> AgentInfo | None:
+        try:
+            raw = json.loads(data)
+            info = cls(**{f.name: raw[f.name] for f in attrs.fields(cls) if f.name in raw})
+            weight = float(info.weight)
+        except (ValueError, TypeError, KeyError):
+            return None
+        if not math.isfinite(weight) or weight < 0:
+            return None
+        return info
+
+
+class Membership:
+    """This agent's registration, and a mirror of every member and vote of its fleet."""
+
+    def __init__(
+        self,
+        etcd: EtcdClient,
+        fleet: str,
+        info: AgentInfo,
+        *,
+        lease_ttl: float = 10.0,
+        retry: float = 1.0,
+    ) -> None:
+        self.etcd = etcd
+        self.fleet = fleet
+        self.info = info
+        self.lease_ttl = lease_ttl
+        self.retry = retry
+        self.prefix = f"{ROOT}{fleet}/".encode()
+        self._members_prefix = self.prefix + b"members/"
+        self._votes_prefix = self.prefix + b"votes/"
+        #: Whether the last call to etcd succeeded (exported as ``trioprobe_fleet_connected``).
+        self.connected = False
+        #: Live members as last seen in etcd, with the revision each registered at.
+        self.members: dict[str, tuple[AgentInfo, int]] = {}
+        #: (probe, target) -> {agent: revision of its down vote}.
+        self.votes: dict[tuple[str, str], dict[str, int]] = {}
+        #: Grows whenever the live member set changes; the ownership cache is keyed by it.
+        self.generation = 0
+        #: Registrations after the first (a lease found expired).
+        self.reregistrations = 0
+        self.lease = 0
+        self._registered = False
+        #: The revision of the current registration: an older delete of our key is stale.
+        self._registered_at = 0
+        self._left = False
+        self._changed = trio.Event()
+        self._wake_keepalive = trio.Event()
+        self._own_votes: dict[tuple[str, str], bool] = {}
+        self._pending_votes: set[tuple[str, str]] = set()
+        self._votes_waiting = trio.Event()
+        self._live_cache: tuple[int, list[Member]] = (-1, [])
+
+    # --- the view -------------------------------------------------------------------------
+
+    def live(self) -> list[Member]:
+        """The live members ownership is computed from: as last seen in etcd, plus this agent
+        while it holds a registration (before the watch has echoed it back)."""
+        generation, cached = self._live_cache
+        if generation == self.generation:
+            return cached
+        infos = {name: info for name, (info, _) in self.members.items()}
+        if self._registered:
+            infos[self.info.name] = self.info
+        members = [Member(i.name, i.zone, i.weight) for i in infos.values()]
+        self._live_cache = (self.generation, members)
+        return members
+
+    async def wait_changed(self, generation: int) -> int:
+        """Wait until the member set differs from ``generation``; the new generation."""
+        while self.generation == generation:
+            await self._changed.wait()
+        return self.generation
+
+    def _bump(self) -> None:
+        self.generation += 1
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _set_connected(self, connected: bool, why: object = None) -> None:
+        if connected and not self.connected:
+            logger.info("fleet %r: connected to etcd", self.fleet)
+        elif not connected and self.connected:
+            # Once per outage: the loops retry quietly until etcd answers again.
+            logger.warning(
+                "fleet %r: etcd unreachable (%s); probing the last assignment until it is back",
+                self.fleet,
+                why,
+            )
+        self.connected = connected
+
+    # --- votes ------------------------------------------------------------------------------
+
+    def set_vote(self, probe: str, target: str, down: bool) -> None:
+        """Publish (or withdraw) this agent's down vote; never blocks, coalesces changes."""
+        key = (probe, target)
+        if self._own_votes.get(key, False) == down:
+            return
+        if down:
+            self._own_votes[key] = True
+        else:
+            self._own_votes.pop(key, None)
+        self._pending_votes.add(key)
+        self._votes_waiting.set()
+
+    def _vote_key(self, agent: str, probe: str, target: str) -> bytes:
+        return self._votes_prefix + "\x00".join((agent, probe, target)).encode()
+
+    async def _vote_writer(self) -> None:
+        while True:
+            await self._votes_waiting.wait()
+            self._votes_waiting = trio.Event()
+            while self._pending_votes and self._registered:
+                key = self._pending_votes.pop()
+                etcd_key = self._vote_key(self.info.name, *key)
+                try:
+                    if self._own_votes.get(key, False):
+                        await self.etcd.put(etcd_key, b"down", self.lease)
+                    else:
+                        await self.etcd.delete(etcd_key)
+                except EtcdError as exc:
+                    self._pending_votes.add(key)
+                    self._set_connected(False, exc)
+                    await trio.sleep(self.retry)
+
+    # --- registration and lease ------------------------------------------------------------
+
+    async def _register(self, *, first: bool) -> None:
+        lease = await self.etcd.grant(max(1, math.ceil(self.lease_ttl)))
+        key = self._members_prefix + self.info.name.encode()
+        revision = await self.etcd.create(key, self.info.encode(), lease)
+        if not revision:
+            await self.etcd.revoke(lease)
+            raise FleetNameInUse(
+                f"agent name {self.info.name!r} is already live in fleet {self.fleet!r}; "
+                f"give this agent another name, or wait for the other one's lease "
+                f"({self.lease_ttl:g}s) to expire"
+            )
+        self.lease = lease
+        self._registered_at = revision
+        self._registered = True
+        self._bump()
+        if not first:
+            self.reregistrations += 1
+            # The old lease took this agent's votes with it: publish them again.
+            self._pending_votes.update(k for k, down in self._own_votes.items() if down)
+            self._votes_waiting.set()
+
+    async def start(self) -> None:
+        """Register, retrying while etcd is unreachable for up to ``lease_ttl`` seconds.
+
+        Raises :class:`FleetNameInUse`, or :class:`FleetError` if etcd never answered.
+        """
+        last: EtcdError | None = None
+        with trio.move_on_after(max(self.lease_ttl, self.etcd.timeout)):
+            while True:
+                try:
+                    await self._register(first=True)
+                except EtcdError as exc:
+                    last = exc
+                    await trio.sleep(self.retry)
+                    continue
+                self._set_connected(True)
+                return
+        raise FleetError(f"fleet {self.fleet!r}: cannot register with etcd: {last}")
+
+    async def _keepalive_loop(self) -> None:
+        period = self.lease_ttl / 3
+        while not self._left:
+            with trio.move_on_after(period):
+                await self._wake_keepalive.wait()
+            self._wake_keepalive = trio.Event()
+            if self._left:
+                return
+            try:
+                if self._registered and await self.etcd.keepalive(self.lease) > 0:
+                    self._set_connected(True)
+                    continue
+                if self._registered:
+                    logger.warning(
+                        "fleet %r: the lease of agent %r expired (paused or cut off); "
+                        "registering again",
+                        self.fleet,
+                        self.info.name,
+                    )
+                    self._drop_self()
+                await self._register(first=False)
+                self._set_connected(True)
+            except FleetNameInUse as exc:
+                logger.error("fleet %r: %s; retrying", self.fleet, exc)
+            except EtcdError as exc:
+                self._set_connected(False, exc)
+
+    def _drop_self(self) -> None:
+        if self._registered:
+            self._registered = False
+            self.members.pop(self.info.name, None)
+            self._bump()
+
+    async def leave(self) -> None:
+        """Revoke the lease, so the others take this agent's targets over at once (lameduck).
+
+        Bounded: with etcd unreachable, the lease simply expires after ``lease_ttl``.
+        """
+        self._left = True
+        self._wake_keepalive.set()
+        if not self._registered:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(self.etcd.timeout):
+            try:
+                await self.etcd.revoke(self.lease)
+            except EtcdError as exc:
+                logger.warning("fleet %r: could not revoke the lease: %s", self.fleet, exc)
+        self._drop_self()
+
+    # --- the mirror -------------------------------------------------------------------------
+
+    async def _watch_loop(self, *, task_status: trio.TaskStatus[None]) -> None:
+        started = False
+        while True:
+            try:
+                revision, kvs = await self.etcd.range_prefix(self.prefix)
+                self._reset(kvs)
+                self._set_connected(True)
+                if not started:
+                    task_status.started()
+                    started = True
+                async with self.etcd.watch(self.prefix, revision + 1) as watch:
+                    while True:
+                        self._apply(await watch.next_batch())
+            except EtcdError as exc:
+                self._set_connected(False, exc)
+            if not started:
+                # Ownership works from this agent alone until the member list can be read.
+                task_status.started()
+                started = True
+            await trio.sleep(self.retry)
+
+    def _reset(self, kvs: Iterable[KeyValue]) -> None:
+        before = set(self.members)
+        self.members = {}
+        self.votes = {}
+        for kv in kvs:
+            self._put(kv)
+        if self.info.name not in self.members and self._registered:
+            self._drop_self()  # our key is gone: the lease expired while we could not see it
+            self._wake_keepalive.set()
+        if set(self.members) != before:
+            self._bump()
+
+    def _apply(self, events: list[Event]) -> None:
+        changed = False
+        for event in events:
+            key = event.kv.key
+            if key.startswith(self._members_prefix):
+                name = key[len(self._members_prefix) :].decode(errors="replace")
+                changed = True
+                if not event.deleted:
+                    self._put(event.kv)
+                elif name == self.info.name and event.kv.mod_revision > self._registered_at:
+                    self.members.pop(name, None)
+                    if not self._left:
+                        self._drop_self()
+                        self._wake_keepalive.set()
+                else:
+                    self.members.pop(name, None)
+            elif event.deleted:
+                self._drop_vote(key)
+            else:
+                self._put(event.kv)
+        if changed:
+            self._bump()
+
+    def _put(self, kv: KeyValue) -> None:
+        if kv.key.startswith(self._members_prefix):
+            info = AgentInfo.decode(kv.value)
+            if info is not None:
+                self.members[info.name] = (info, kv.mod_revision)
+            return
+        parts = self._vote_parts(kv.key)
+        if parts is not None:
+            agent, probe, target = parts
+            self.votes.setdefault((probe, target), {})[agent] = kv.mod_revision
+
+    def _drop_vote(self, key: bytes) -> None:
+        parts = self._vote_parts(key)
+        if parts is None:
+            return
+        agent, probe, target = parts
+        votes = self.votes.get((probe, target))
+        if votes is not None:
+            votes.pop(agent, None)
+            if not votes:
+                del self.votes[(probe, target)]
+
+    def _vote_parts(self, key: bytes) -> tuple[str, str, str] | None:
+        if not key.startswith(self._votes_prefix):
+            return None
+        parts = key[len(self._votes_prefix) :].decode(errors="replace").split("\x00", 2)
+        return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Register (raising :class:`FleetNameInUse` or :class:`FleetError`), then keep the
+        lease, the mirror and the votes up to date until cancelled."""
+        await self.start()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._keepalive_loop)
+            nursery.start_soon(self._vote_writer)
+            await nursery.start(self._watch_loop)
+            task_status.started()

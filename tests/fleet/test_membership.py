@@ -1,0 +1,164 @@
+"""Membership on a fake etcd gateway, timed by the MockClock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+import trio
+
+from trioprobe.fleet._etcd import EtcdClient
+from trioprobe.fleet.membership import AgentInfo, FleetError, FleetNameInUse, Membership
+
+from .fake_etcd import FakeEtcd
+
+TTL = 3.0
+
+
+def _membership(fake: FakeEtcd, name: str, **info: object) -> Membership:
+    client = EtcdClient(["http://etcd.test"], client=httpx.AsyncClient(transport=fake))
+    return Membership(client, "f1", AgentInfo(name, **info), lease_ttl=TTL)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def _agent(
+    nursery: trio.Nursery, fake: FakeEtcd, name: str
+) -> AsyncIterator[tuple[Membership, trio.CancelScope]]:
+    m = _membership(fake, name)
+    scope = trio.CancelScope()
+
+    async def run(*, task_status: trio.TaskStatus[None]) -> None:
+        with scope:
+            await m.run(task_status=task_status)
+
+    await nursery.start(run)
+    yield m, scope
+
+
+async def _until(pred: Callable[[], bool], limit: float = 30.0) -> float:
+    """Wait (in mock time) until ``pred()``; how long it took."""
+    start = trio.current_time()
+    with trio.fail_after(limit):
+        while not pred():  # noqa: ASYNC110 - polling state another task changes
+            await trio.sleep(0.05)
+    return trio.current_time() - start
+
+
+def _names(m: Membership) -> set[str]:
+    return {member.name for member in m.live()}
+
+
+@pytest.fixture
+async def fake(nursery: trio.Nursery) -> FakeEtcd:
+    etcd = FakeEtcd()
+    nursery.start_soon(etcd.run)
+    return etcd
+
+
+async def test_agents_see_each_other_join_and_leave(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, fake: FakeEtcd
+) -> None:
+    async with _agent(nursery, fake, "a") as (a, _), _agent(nursery, fake, "b") as (b, b_scope):
+        await _until(lambda: _names(a) == {"a", "b"} == _names(b))
+        gen = a.generation
+        await b.leave()
+        # Revoked: gone from a's view at once, not after the lease's TTL.
+        assert await _until(lambda: _names(a) == {"a"}) < 0.5
+        assert a.generation > gen
+        b_scope.cancel()
+
+
+async def test_a_live_name_is_refused(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, fake: FakeEtcd
+) -> None:
+    async with _agent(nursery, fake, "a"):
+        with pytest.raises(FleetNameInUse, match="'a' is already live in fleet 'f1'"):
+            await _membership(fake, "a").start()
+    # The refused agent's lease was revoked, not left to expire.
+    assert len(fake.leases) == 1
+
+
+async def test_unreachable_etcd_at_start_is_a_bounded_error(
+    autojump_clock: trio.testing.MockClock, fake: FakeEtcd
+) -> None:
+    fake.stop()
+    start = trio.current_time()
+    with pytest.raises(FleetError, match="cannot register with etcd"):
+        await _membership(fake, "a").start()
+    assert trio.current_time() - start <= TTL + 3
+
+
+async def test_a_killed_agent_expires_within_its_lease(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, fake: FakeEtcd
+) -> None:
+    async with _agent(nursery, fake, "a") as (a, _), _agent(nursery, fake, "b") as (_, b_scope):
+        await _until(lambda: _names(a) == {"a", "b"})
+        b_scope.cancel()  # dies without revoking: like kill -9
+        took = await _until(lambda: _names(a) == {"a"})
+        assert took <= TTL + 0.5
+
+
+async def test_fail_static_then_rejoin(
+    autojump_clock: trio.testing.MockClock,
+    nursery: trio.Nursery,
+    fake: FakeEtcd,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with _agent(nursery, fake, "a") as (a, _), _agent(nursery, fake, "b") as (b, _):
+        await _until(lambda: _names(a) == {"a", "b"} and a.connected)
+        gen = a.generation
+        fake.stop()
+        await _until(lambda: not a.connected and not b.connected)
+        await trio.sleep(30)  # far past the lease: the view stays as last seen
+        assert _names(a) == {"a", "b"}
+        assert a.generation == gen
+        assert caplog.text.count("etcd unreachable") == 2  # once per agent, not per retry
+        fake.start()
+        await _until(lambda: a.connected and b.connected)
+        await trio.sleep(2 * TTL)
+        assert _names(a) == {"a", "b"} == _names(b)
+        assert len(fake.leases) == 2
+
+
+async def test_expired_lease_is_detected_and_registered_again(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, fake: FakeEtcd
+) -> None:
+    async with _agent(nursery, fake, "a") as (a, _), _agent(nursery, fake, "b") as (b, _):
+        await _until(lambda: _names(a) == {"a", "b"})
+        a.set_vote("web", "http://t/", down=True)
+        await _until(lambda: "a" in b.votes.get(("web", "http://t/"), {}))
+        old = a.lease
+        fake.expire_lease(old)  # as if a had been paused past its lease
+        await _until(lambda: a.reregistrations == 1 and a.lease != old)
+        await _until(lambda: _names(b) == {"a", "b"} == _names(a))
+        # Its vote went with the old lease and is published again under the new one.
+        await _until(lambda: "a" in b.votes.get(("web", "http://t/"), {}))
+        assert fake.lease_of(b"trioprobe/fleet/f1/members/a") == a.lease
+
+
+async def test_votes_vanish_with_a_dead_agent(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, fake: FakeEtcd
+) -> None:
+    async with _agent(nursery, fake, "a") as (a, _), _agent(nursery, fake, "b") as (b, b_scope):
+        b.set_vote("web", "http://t/", down=True)
+        await _until(lambda: "b" in a.votes.get(("web", "http://t/"), {}))
+        b.set_vote("web", "http://t/", down=False)
+        await _until(lambda: ("web", "http://t/") not in a.votes)
+        b.set_vote("web", "http://t/", down=True)
+        await _until(lambda: ("web", "http://t/") in a.votes)
+        b_scope.cancel()
+        await _until(lambda: ("web", "http://t/") not in a.votes, limit=TTL + 1)
+
+
+async def test_steady_state_writes_are_bounded(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, fake: FakeEtcd
+) -> None:
+    async with _agent(nursery, fake, "a") as (a, _):
+        await trio.sleep(1)
+        before = a.etcd.writes
+        await trio.sleep(60)
+        writes = a.etcd.writes - before
+        # One keep-alive every lease_ttl / 3: 1 write/s at this small TTL, 0.3/s at 10 s.
+        assert 60 / (TTL / 3) - 1 <= writes <= 60 / (TTL / 3) + 1
