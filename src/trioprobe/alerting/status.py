@@ -175,6 +175,7 @@ def render_html(health: Health, *, refresh: int = 5, now: float | None = None) -
 
 
 def render_json(health: Health, *, now: float | None = None) -> str:
+    """The page's data as JSON (``/status.json``): one object per target, for scripts."""
     now = trio.current_time() if now is None else now
     return "".join(_json_parts(health.snapshot(), now))
 

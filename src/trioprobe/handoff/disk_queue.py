@@ -97,6 +97,8 @@ DEFAULT_CLOSE_TIMEOUT = 30.0
 #: How much of the head segment one read brings into memory.
 READ_CHUNK = 4 * MiB
 
+#: ``QueueOptions.sync``: ``"group"`` shares an fsync among concurrent appends, ``"record"``
+#: fsyncs each record on its own.
 SyncPolicy = Literal["group", "record"]
 
 

@@ -40,6 +40,8 @@ class BenchmarkCounters:
 
 @attrs.frozen
 class BenchmarkResult:
+    """What one :func:`benchmark` run measured; ``write`` appends it as one JSON line."""
+
     addr: str
     clients: int
     duration: float
