@@ -193,18 +193,17 @@ async def test_a_hanging_command_never_stalls_probing(tmp_path: Path) -> None:
         os.kill(pid, 0)  # killed and reaped, not left running
 
 
-def test_a_notifier_1024_notices_behind_drops_the_next_one(
+def test_an_alert_1024_notices_behind_drops_the_next_one(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Probing never waits for a notifier: once a notifier's buffer (NOTICE_BUFFER notices) is
-    full, the next notice is dropped for it, counted and logged, and the buffered ones stay."""
+    """Probing never waits for notifications: once an alert's inbox (NOTICE_BUFFER notices) is
+    full, the next notice is dropped, counted and logged, and the buffered ones stay."""
     from trioprobe.alerting.service import NOTICE_BUFFER, _Alert
 
     config = parse_config(
         fast_config({"name": "x-down", "command": [sys.executable, "-c", "pass"], "log": False})
     )
     alert = _Alert(config.alerts[0], 1.0)
-    [(_, receive)] = alert.channels
     notices = [
         Notice("fire", Transition("p", f"t{i}", UP, DOWN, float(i), 3, 5, "x", alert="x-down"))
         for i in range(NOTICE_BUFFER + 2)
@@ -215,10 +214,11 @@ def test_a_notifier_1024_notices_behind_drops_the_next_one(
     assert alert.dropped == 0
     alert.notify(notices[NOTICE_BUFFER])
     assert alert.dropped == 1
-    assert "is 1024 notices behind: dropped one" in caplog.text
+    assert "'x-down' is 1024 notices behind: dropped a fire of 't1024'" in caplog.text
     # What was buffered is still there, in order; a free slot takes the next notice again.
-    assert receive.receive_nowait() is notices[0]
+    inbox = alert._inbox_out
+    assert inbox.receive_nowait() is notices[0]
     alert.notify(notices[NOTICE_BUFFER + 1])
     assert alert.dropped == 1
-    kept = [receive.receive_nowait() for _ in range(NOTICE_BUFFER)]
+    kept = [inbox.receive_nowait() for _ in range(NOTICE_BUFFER)]
     assert kept == [*notices[1:NOTICE_BUFFER], notices[NOTICE_BUFFER + 1]]

@@ -218,12 +218,13 @@ async def test_a_refused_notice_is_dropped_and_the_next_delivered(tmp_path: Path
     def answer(request: httpx.Request) -> httpx.Response:
         key = json.loads(request.content)["key"]
         attempts.append(key)
+        # Unread streams, as a real connection's: the notifier reads a bounded reply itself.
         if key == refused.key:
-            return httpx.Response(400, text="bad notice")
+            return httpx.Response(400, stream=httpx.ByteStream(b"bad notice"))
         if key == busy.key and attempts.count(key) < 3:
-            return httpx.Response(429, text="slow down")
+            return httpx.Response(429, stream=httpx.ByteStream(b"slow down"))
         delivered.append(key)
-        return httpx.Response(200)
+        return httpx.Response(200, stream=httpx.ByteStream(b"ok"))
 
     notifier = notify.WebhookNotifier(
         "http://receiver.invalid/hook",
@@ -231,13 +232,11 @@ async def test_a_refused_notice_is_dropped_and_the_next_delivered(tmp_path: Path
         transport=httpx.MockTransport(answer),
         drain_timeout=30.0,
     )
-    send, receive = trio.open_memory_channel[Notice](10)
     with trio.fail_after(60):  # a hang guard: the queue's files are real, so is the time
         async with trio.open_nursery() as nursery:
-            await nursery.start(notifier.run, receive)
-            for notice in (refused, busy, fine):
-                await send.send(notice)
-            await send.aclose()  # run() drains what is queued, then returns
+            await nursery.start(notifier.run)
+            await notifier.enqueue([refused, busy, fine])
+            notifier.close()  # run() drains what is queued, then returns
     assert attempts.count(refused.key) == 1
     assert attempts.count(busy.key) == 3
     assert delivered == [busy.key, fine.key]
