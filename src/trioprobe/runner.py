@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._fdlimit import ensure_fd_limit, fd_needs
 from ._groups import open_nursery
 from ._looplag import watch_loop_lag
 from .alerting import AlertingService, Health
@@ -169,6 +171,13 @@ class Runner:
             for sspec, options in config.surfacers
         ]
         self.surfacers.extend((surfacer, DEFAULT_SURFACER_BUFFER) for surfacer in extra_surfacers)
+        # A surfacer that can read the keepers at scrape time (prometheus) gets fresh counts at
+        # every scrape, whatever the stats_interval (docs/metrics.md, "Fresh at every scrape").
+        self._keepers: list[StatsKeeper] = []
+        for surfacer, _ in self.surfacers:
+            attach = getattr(surfacer, "attach_live_source", None)
+            if attach is not None:
+                attach(self.live_metrics)
         self.fanout: Fanout | None = None
         #: Health state, notifications, health metrics and the status page (docs/alerting.md).
         self.alerting = AlertingService(config)
@@ -215,6 +224,9 @@ class Runner:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until :meth:`shutdown` has finished draining, or until cancelled."""
+        # Descriptors for every target and server, before any is opened (docs/probing.md).
+        listed = sum(len(list(listing())) for _, _, listing in self.probes)
+        ensure_fd_limit(fd_needs(listed, servers=len(self.surfacers) + 1))
         export_send, export_receive = trio.open_memory_channel[EventMetrics](_EXPORT_BUFFER)
         sinks: list[tuple[str, trio.MemorySendChannel[EventMetrics]]] = []
         async with open_nursery() as surfacer_nursery:
@@ -279,6 +291,18 @@ class Runner:
             surfacer_nursery.cancel_scope.deadline = (
                 trio.current_time() + self.config.shutdown_grace
             )
+
+    async def live_metrics(self) -> list[EventMetrics]:
+        """Every keeper's current state, as its next export would send it.
+
+        A scrape-time read from another task: safe because the keepers' state is only ever
+        touched from this thread, and a snapshot clones one accumulator at a time.
+        """
+        now = time.time()
+        batch: list[EventMetrics] = []
+        for keeper in self._keepers:
+            batch.extend(await keeper.snapshot(now))
+        return batch
 
     async def _export_self_metrics(self, export: trio.MemorySendChannel[EventMetrics]) -> None:
         """Every shortest export interval, the surfacers' own metrics (a handoff queue's
@@ -358,6 +382,7 @@ class Runner:
             export_up=True,
             labels_of=targets.labels_of,
         )
+        self._keepers.append(keeper)
         return partial(keeper.run, results, export)
 
 
