@@ -80,20 +80,23 @@ def _documented_assignments(module_name: str) -> frozenset[str]:
     return frozenset(found)
 
 
-def _defining_modules(package: str, name: str) -> list[str]:
-    """The package itself and the modules it imports ``name`` from (for a constant)."""
+def _defining_modules(package: str, name: str) -> list[tuple[str, str]]:
+    """(module, name there) for the package itself and where it imports ``name`` from."""
     module = sys.modules[package]
-    candidates = [package]
+    candidates = [(package, name)]
     try:
         tree = ast.parse(inspect.getsource(module))
     except (OSError, TypeError):
         return candidates
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and any(a.name == name for a in node.names):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        for alias in node.names:
+            if (alias.asname or alias.name) != name:
+                continue
             base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
-            candidates.append(base)
-            if base in sys.modules:
-                candidates.extend(_defining_modules(base, name) if base != package else [])
+            if base != package and base in sys.modules:
+                candidates.extend(_defining_modules(base, alias.name))
     return candidates
 
 
@@ -137,7 +140,9 @@ def test_every_export_is_documented(package: str, name: str) -> None:
     if inspect.isclass(obj) or inspect.isfunction(obj) or isinstance(obj, types.ModuleType):
         assert inspect.getdoc(obj), f"{package}.{name} has no docstring"
         return
-    documented = any(name in _documented_assignments(m) for m in _defining_modules(package, name))
+    documented = any(
+        there in _documented_assignments(m) for m, there in _defining_modules(package, name)
+    )
     assert documented, (
         f"{package}.{name} ({type(obj).__name__}) is not documented: add a '#:' comment above "
         "its assignment or a string literal after it"
