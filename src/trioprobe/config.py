@@ -51,6 +51,7 @@ from .specs import (
     AlertSpec,
     LatencyBuckets,
     ProbeSpec,
+    ReloadSpec,
     StatusSpec,
     SurfacerSpec,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "MAX_TARGETS_BYTES",
     "LatencyBuckets",
     "ProbeSpec",
+    "ReloadSpec",
     "StatusSpec",
     "SurfacerSpec",
     "TargetsFile",
@@ -122,6 +124,8 @@ class Config:
     shutdown_grace: float = 5.0
     #: Where relative paths in the config are resolved from.
     base_dir: Path = attrs.field(factory=Path.cwd)
+    #: The ``[reload]`` table, when given.
+    reload: ReloadSpec | None = None
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
@@ -158,7 +162,7 @@ _converter.register_structure_hook_factory(
 )
 _PROBE_KEYS = frozenset(attrs.fields_dict(ProbeSpec))
 _SURFACER_KEYS = frozenset(attrs.fields_dict(SurfacerSpec))
-_TOP_KEYS = frozenset({"probe", "surfacer", "shutdown_grace", "alert", "status"})
+_TOP_KEYS = frozenset({"probe", "surfacer", "shutdown_grace", "alert", "status", "reload"})
 
 
 def _format_exception(exc: BaseException, type_: type | None) -> str:
@@ -453,6 +457,12 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
             if status.refresh < 1:
                 errors.append(f"status.refresh: expected >= 1 second, got {status.refresh}")
 
+    reload = None
+    if "reload" in data:
+        reload = _structure(data["reload"], ReloadSpec, "$.reload", errors)
+        if reload is not None:
+            errors.extend(check_numbers(reload, "reload"))
+
     if errors:
         raise ConfigError("\n".join(errors))
     return Config(
@@ -462,6 +472,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         status=status,
         shutdown_grace=float(grace),
         base_dir=base_dir or Path.cwd(),
+        reload=reload,
     )
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "EtcdSDSpec",
     "LatencyBuckets",
     "ProbeSpec",
+    "ReloadSpec",
     "StatusSpec",
     "SurfacerSpec",
 ]
@@ -144,6 +145,15 @@ class AlertSpec:
     webhook_timeout: float = 10.0
     #: The webhook's queue directory; "" means ``<tmp>/trioprobe-handoff-<uid>/alert-<name>``.
     webhook_queue_dir: str = path_field("")
+
+
+@attrs.frozen
+class ReloadSpec:
+    """The ``[reload]`` table: reload when the config file changes (docs/config.md, Reload)."""
+
+    watch: bool = False
+    #: Seconds between checks of the config file's stamp.
+    interval: float = 1.0
 
 
 @attrs.frozen

@@ -102,6 +102,11 @@ class AlertingService:
                 rules[spec.name] = rule_of(owner)
         self.health = Health(rules)
         self.health.add_listener(self._on_transition)
+        # The runner's reloads add and remove probes while running (see watch/unwatch).
+        self._nursery: trio.Nursery | None = None
+        self._notifier_nursery: trio.Nursery | None = None
+        self._export_send: trio.MemorySendChannel[EventMetrics] | None = None
+        self._watched: dict[str, tuple[ProbeSpec, TargetsFn, trio.CancelScope]] = {}
         #: The status page's base URL, once serving (``None`` without a ``[status]`` table).
         self.status_url: str | None = None
         # (probe, target) -> (trio time of the last notice, repeats sent) of firing alerts.
@@ -166,11 +171,13 @@ class AlertingService:
                     raise StartupError(f"the status page could not start: {exc}") from exc
                 self.status_url = f"{url}/status"
                 logger.info("status page at %s", self.status_url)
+            self._nursery, self._export_send = nursery, export
             for spec, targets in probes:
-                nursery.start_soon(self._probe_loop, spec, targets, export)
+                self.watch(spec, targets)
             task_status.started()
             await self._finished.wait()
-            for spec, targets in probes:
+            for spec, targets, scope in self._watched.values():
+                scope.cancel()
                 await self._export(spec, targets, export)
             for alert in self.alerts.values():
                 for send, _ in alert.channels:
@@ -184,12 +191,78 @@ class AlertingService:
     ) -> None:
         try:
             async with open_nursery() as nursery:
+                self._notifier_nursery = nursery
                 for alert in self.alerts.values():
-                    for notifier, (_, receive) in zip(alert.notifiers, alert.channels, strict=True):
-                        await nursery.start(notifier.run, receive)
+                    await self._start_notifiers(alert)
                 task_status.started()
         finally:
             done.set()
+
+    async def _start_notifiers(self, alert: _Alert) -> None:
+        assert self._notifier_nursery is not None
+        for notifier, (_, receive) in zip(alert.notifiers, alert.channels, strict=True):
+            await self._notifier_nursery.start(notifier.run, receive)
+
+    def watch(self, spec: ProbeSpec, targets: TargetsFn) -> None:
+        """Follow ``spec``'s probe: its target list, repeats and metrics (at start, and for a
+        probe a reload adds or restarts)."""
+        assert self._nursery is not None
+        assert self._export_send is not None
+        scope = trio.CancelScope()
+        self._watched[spec.name] = (spec, targets, scope)
+        self._nursery.start_soon(self._watch, spec, targets, self._export_send, scope)
+
+    async def _watch(
+        self,
+        spec: ProbeSpec,
+        targets: TargetsFn,
+        export: trio.MemorySendChannel[EventMetrics],
+        scope: trio.CancelScope,
+    ) -> None:
+        with scope:
+            await self._probe_loop(spec, targets, export)
+
+    async def unwatch(self, probe: str, *, forget: bool) -> None:
+        """Stop following ``probe`` after one last export (a reload removed or restarts it).
+        With ``forget`` (removed) its targets are dropped, resolving what fired."""
+        watched = self._watched.pop(probe, None)
+        if watched is None or self._export_send is None:
+            return
+        spec, targets, scope = watched
+        scope.cancel()
+        await self._export(spec, targets, self._export_send)
+        if forget:
+            self.health.set_targets(probe, ())
+
+    async def update_config(self, config: Config) -> None:
+        """A reload: each probe's rule follows the new ``[[alert]]`` tables (target states are
+        kept, and their rule is replaced); alerts whose table is unchanged keep their
+        notifiers and queues; changed and new ones start theirs, removed ones drain."""
+        old, self.config = self.alerts, config
+        self.alerts = {}
+        for spec in config.alerts:
+            kept = old.get(spec.name)
+            if kept is not None and kept.spec == spec:
+                self.alerts[spec.name] = kept
+                continue
+            alert = self.alerts[spec.name] = _Alert(spec, config.shutdown_grace)
+            await self._start_notifiers(alert)
+        for name, alert in old.items():
+            if self.alerts.get(name) is not alert:
+                for send, _ in alert.channels:
+                    send.close()  # the notifier drains its queue and returns
+        catch_all = next((a for a in config.alerts if not a.probes), None)
+        rules: dict[str, AlertRule] = {}
+        for probe_spec, _ in config.probes:
+            name = probe_spec.name
+            owner = next((a for a in config.alerts if name in a.probes), catch_all)
+            if owner is not None:
+                rules[name] = rule_of(owner)
+        self.health.rules = rules
+        for probe in {spec.name for spec, _ in config.probes}:
+            rule = self.health.rule_for(probe)
+            for h in self.health.entries(probe):
+                h.rule = rule
 
     async def _probe_loop(
         self,
