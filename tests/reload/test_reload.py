@@ -236,3 +236,35 @@ async def test_reload_watch_reloads_when_the_file_changes(
         runner.shutdown()
     assert outcomes[0].ok
     assert [spec.name for spec, _, _ in runner.probes] == ["keep", "change", "new"]
+
+
+async def test_reload_applies_alert_rules_and_keeps_unchanged_notifiers(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    alerts = (
+        '[[alert]]\nname = "a"\nprobes = ["keep"]\nfailure_threshold = 3\nlog = false\n'
+        '[[alert]]\nname = "b"\nprobes = ["change"]\nfailure_threshold = 3\nlog = false\n'
+    )
+    path = tmp_path / "probe.toml"
+    path.write_text(_toml(BEFORE) + alerts)
+    runner = Runner(load_config(path), config_path=path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        await trio.sleep(3)
+        kept_alert = runner.alerting.alerts["a"]
+        states = {h.target: h for h in runner.health.entries("keep")}
+        changed = alerts.replace(
+            'probes = ["change"]\nfailure_threshold = 3',
+            'probes = ["change"]\nfailure_threshold = 7',
+        )
+        path.write_text(_toml(BEFORE) + changed)
+        outcome = await runner.request_reload()
+        assert outcome.ok, outcome.message
+        assert outcome.message.endswith("alerts changed; 3 probe(s) untouched")
+        await trio.sleep(2)
+        runner.shutdown()
+    assert runner.alerting.alerts["a"] is kept_alert  # unchanged: same notifiers
+    assert runner.health.rule_for("change").failure_threshold == 7
+    assert all(h.rule.failure_threshold == 7 for h in runner.health.entries("change"))
+    # The unchanged probe's target states are the same objects: nothing was reset.
+    assert {h.target: h for h in runner.health.entries("keep")} == states
