@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 import attrs
 
+from ._scrub import scrub
 from .metrics import Distribution, EventMetrics, Float, Int, Kind, Map, Value, as_value
 
 __all__ = ["LATENCY_UNITS", "ProbeResult"]
@@ -27,6 +28,12 @@ def _freeze(mapping: Mapping[str, object]) -> Mapping[str, object]:
     return MappingProxyType(dict(mapping))
 
 
+def _scrub_error(error: str | None) -> str | None:
+    # Every error a probe reports passes here, so no configured secret (nor a fragment of one)
+    # reaches the live table, /status, /status.json, InfluxDB, logs or notices.
+    return error if error is None else scrub(error)
+
+
 @attrs.frozen
 class ProbeResult:
     """The outcome of probing ``target`` once.
@@ -36,7 +43,8 @@ class ProbeResult:
         success: whether the probe succeeded.
         latency: seconds the probe took; only counted when ``success`` is true.
         timestamp: wall-clock time (``time.time()``) when the result was made.
-        error: why it failed, for people (``None`` on success).
+        error: why it failed, for people (``None`` on success); scrubbed of every registered
+            secret (:func:`trioprobe._scrub.scrub`) when the result is made.
         timeout: the failure was the probe's deadline running out.
         extras: values accumulated like the counters (numbers are summed, Maps merged,
             Distributions combined), e.g. ``{"resp-code": Map("code", {"200": 1})}``.
@@ -49,7 +57,7 @@ class ProbeResult:
     success: bool
     latency: float = 0.0
     timestamp: float = attrs.field(kw_only=True, factory=time.time)
-    error: str | None = attrs.field(kw_only=True, default=None)
+    error: str | None = attrs.field(kw_only=True, default=None, converter=_scrub_error)
     timeout: bool = attrs.field(kw_only=True, default=False)
     extras: Mapping[str, int | float | str | Value] = attrs.field(
         kw_only=True, factory=dict, converter=_freeze

@@ -20,6 +20,8 @@ from typing import Any
 import attrs
 import httpx
 
+from .._scrub import scrub
+
 __all__ = [
     "HeaderCheck",
     "JSONPath",
@@ -198,11 +200,13 @@ def check_json_value(value: Any, key: str) -> None:
 
 
 def quote(value: Any) -> str:
-    """``value`` as JSON, cut to a length an error line can carry."""
+    """``value`` as JSON, scrubbed of secrets (a target may echo the token), then cut to a length
+    an error line can carry: scrubbed first, so the cut cannot leave part of a secret behind."""
     try:
         text = json.dumps(value, ensure_ascii=False, default=str)
     except ValueError:
         text = repr(value)
+    text = scrub(text)
     return text if len(text) <= _QUOTE else text[: _QUOTE - 3] + "..."
 
 

@@ -58,6 +58,7 @@ import trio
 from .._httpbody import ACCEPT_ENCODING, MAX_BODY_BYTES, BodyTooLarge, decode_body, send_bounded
 from .._httptrace import PHASES, RequestTrace, TLSInfo, release_response, tls_info
 from .._options import path_field
+from .._scrub import register_secret, scrub, secret_forms
 from .._tls import load_ssl_context, ssl_context
 from .._urls import check_http_url
 from ..metrics import Distribution, Map
@@ -298,6 +299,7 @@ class RequestParts:
             encoded = base64.b64encode(pair).decode("ascii")
             authorization = _Secret(f"Basic {encoded}")
             redact = (password, encoded)
+            register_secret(secret_forms(password, user=options.basic_auth_username))
         elif token is not None:
             try:
                 check_header_value("Authorization", token)
@@ -308,12 +310,14 @@ class RequestParts:
                 ) from None
             authorization = _Secret(f"Bearer {token}")
             redact = (token,)
+            register_secret(secret_forms(token))
         return cls(headers, body, authorization, tuple(r for r in redact if r))
 
     def scrub(self, text: str) -> str:
+        """``text`` without any secret (this probe's or another's), whole or in part."""
         for secret in self.redact:
             text = text.replace(secret, "<secret>")
-        return text
+        return scrub(text)
 
 
 class _Target:

@@ -256,7 +256,7 @@ BUILTIN_EXPORTS: Mapping[str, Mapping[str, tuple[Value, Kind]]] = {
         "cert_expiry": (Int(), Kind.GAUGE),
     },
     "udp": {"late": (Int(), Kind.CUMULATIVE), "reordered": (Int(), Kind.CUMULATIVE)},
-    "dns": {"rcode": (Map("rcode"), Kind.CUMULATIVE)},
+    "dns": {"rcode": (Map("rcode"), Kind.CUMULATIVE), "ignored_replies": (Int(), Kind.CUMULATIVE)},
     "ping": {
         "sent": (Int(), Kind.CUMULATIVE),
         "received": (Int(), Kind.CUMULATIVE),
