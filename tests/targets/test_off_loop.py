@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ def _big_file(generation: int) -> bytes:
 
 def _rewrite(path: Path, stop: threading.Event) -> int:
     generation = 0
-    while not stop.is_set() and generation < 100:  # bounded: at most 10 s of rewrites
+    while not stop.is_set() and generation < 600:  # bounded: at most 60 s of rewrites
         generation += 1
         with path.open("wb") as file:  # in place, as the reproduction did
             file.write(_big_file(generation))
@@ -52,7 +52,9 @@ def _p99(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=100)[98] if len(samples) > 2 else 0.0
 
 
-async def _run(path: Path | None, seconds: float) -> tuple[list[float], int]:
+async def _run(
+    path: Path | None, seconds: float, until: Callable[[], bool] = lambda: True
+) -> tuple[list[float], int]:
     probes: list[dict[str, Any]] = [
         {
             "name": "many",
@@ -78,6 +80,10 @@ async def _run(path: Path | None, seconds: float) -> tuple[list[float], int]:
 
         nursery.start_soon(writer)
         await trio.sleep(seconds)
+        # However busy the machine, go on until enough reads were seen (bounded below).
+        with trio.fail_after(60):
+            while not until():  # noqa: ASYNC110 - the watcher's reads happen in threads
+                await trio.sleep(0.1)
         stop.set()
         runner.shutdown()
     return lags, writes
@@ -106,13 +112,13 @@ async def test_targets_file_is_read_and_parsed_off_the_trio_thread(
     path.write_bytes(content)
     quiet_lags, _ = await _run(None, 4.0)
     where.clear()  # the start-up read (before the run, by design) is not what is measured
-    lags, writes = await _run(path, 4.0)
+    lags, writes = await _run(path, 4.0, lambda: sum(n == "read" for n, _ in where) >= 3)
     reads = [name for name, _ in where if name == "read"]
     on_trio_thread = [name for name, on_loop in where if on_loop]
     # The runner built above read the file once at construction (start-up, documented).
     assert on_trio_thread.count("read") <= 1
-    assert len(reads) >= 2, where  # one per poll (every second) that saw the file changed
-    assert writes >= 10
+    assert len(reads) >= 3, where  # one per poll (every second) that saw the file changed
+    assert writes >= 1
     assert on_trio_thread.count("read") + on_trio_thread.count("parse") <= 2
     with capsys.disabled():
         print(
