@@ -42,6 +42,7 @@ from cattrs.v import format_exception
 
 from ._durations import DURATION_EXAMPLE, parse_duration
 from ._options import is_path_field
+from .fleet.spec import FleetSpec
 from .metrics import MetricsError
 from .probes import probe_types
 from .registry import PluginError
@@ -120,6 +121,8 @@ class Config:
     alerts: tuple[AlertSpec, ...] = ()
     #: The status page, when a ``[status]`` table is given.
     status: StatusSpec | None = None
+    #: The ``[fleet]`` table: shard the targets with other agents (docs/fleet.md).
+    fleet: FleetSpec | None = None
     #: Seconds surfacers get to flush at shutdown before they are cancelled.
     shutdown_grace: float = 5.0
     #: Where relative paths in the config are resolved from.
@@ -162,7 +165,7 @@ _converter.register_structure_hook_factory(
 )
 _PROBE_KEYS = frozenset(attrs.fields_dict(ProbeSpec))
 _SURFACER_KEYS = frozenset(attrs.fields_dict(SurfacerSpec))
-_TOP_KEYS = frozenset({"probe", "surfacer", "shutdown_grace", "alert", "status", "reload"})
+_TOP_KEYS = frozenset({"probe", "surfacer", "shutdown_grace", "alert", "status", "reload", "fleet"})
 
 
 def _format_exception(exc: BaseException, type_: type | None) -> str:
@@ -463,6 +466,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         if reload is not None:
             errors.extend(check_numbers(reload, "reload"))
 
+    fleet = _parse_fleet(data, alerts, errors)
+
     if errors:
         raise ConfigError("\n".join(errors))
     return Config(
@@ -470,6 +475,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         surfacers=tuple(surfacers),
         alerts=alerts,
         status=status,
+        fleet=fleet,
         shutdown_grace=float(grace),
         base_dir=base_dir or Path.cwd(),
         reload=reload,
@@ -565,6 +571,27 @@ def _parse_surfacer(
     return sspec, options
 
 
+def _parse_fleet(
+    data: Mapping[str, Any], alerts: Sequence[AlertSpec], errors: list[str]
+) -> FleetSpec | None:
+    fleet = None
+    if isinstance(data.get("fleet"), Mapping):
+        table, quiet = _known_durations(data["fleet"], FleetSpec, "fleet", errors)
+        fleet = _structure(table, FleetSpec, "$.fleet", errors, quiet)
+        if fleet is not None:
+            errors.extend(fleet.problems())
+    elif "fleet" in data:
+        errors.append("fleet: expected a table ([fleet])")
+    replicas = fleet.replicas if fleet is not None else 1
+    for i, alert in enumerate(alerts):
+        if alert.quorum > replicas:
+            errors.append(
+                f"alert[{i}].quorum: {alert.quorum} votes need as many owners per target; "
+                f"set [fleet] replicas >= {alert.quorum} (it is {replicas})"
+            )
+    return fleet
+
+
 def _parse_alerts(
     raw: Any, probe_names: set[str], base_dir: Path, errors: list[str]
 ) -> tuple[AlertSpec, ...]:
@@ -647,6 +674,8 @@ def _check_alert(spec: AlertSpec, path: str, errors: list[str]) -> None:
         )
     elif spec.total and spec.failures < 1:
         errors.append(f"{path}.failures: expected >= 1 when total is set")
+    if spec.quorum < 1:
+        errors.append(f"{path}.quorum: expected >= 1, got {spec.quorum}")
     if spec.failure_threshold == 0 and spec.total == 0:
         errors.append(f"{path}: no down condition: set failure_threshold, or failures/total")
     errors.extend(check_numbers(spec, path))

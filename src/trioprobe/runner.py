@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -51,6 +51,9 @@ from .results import LATENCY_UNITS, ProbeResult
 from .stats import StatsKeeper
 from .surfacers import Fanout, Surfacer, surfacer_types
 from .targets import ProbeTargets, SnapshotFilter, SourceError, sources_for
+
+if TYPE_CHECKING:
+    from .fleet.agent import FleetAgent
 
 __all__ = ["Collector", "Runner", "StartupError", "run"]
 
@@ -94,6 +97,14 @@ def _root_cause(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+def _fleet_agent(config: Config) -> FleetAgent | None:
+    if config.fleet is None:
+        return None
+    from .fleet.agent import FleetAgent  # here: a config without [fleet] never loads it
+
+    return FleetAgent(config.fleet)
 
 
 def targets_for(
@@ -169,7 +180,8 @@ class Runner:
             undone when the probes stop: the CLI sets it, embedding code decides for itself.
         target_filter: applied to every probe's targets before anyone reads them (the fleet's
             ownership seam, see :data:`trioprobe.targets.SnapshotFilter`); after a change of
-            what it keeps, call :meth:`refilter_targets`.
+            what it keeps, call :meth:`refilter_targets`. With a ``[fleet]`` table and no
+            filter given, the fleet's ownership filter is used (docs/fleet.md).
         config_path: the file :meth:`request_reload` reads (SIGHUP, ``POST /-/reload``,
             ``[reload] watch = true``); without it only :meth:`reload` with a config works.
         on_reload: called with each reload's :class:`~trioprobe.reload.ReloadOutcome`.
@@ -191,6 +203,11 @@ class Runner:
         on_reload: Callable[[ReloadOutcome], None] | None = None,
     ) -> None:
         self.config = config
+        #: This process's fleet membership, with a ``[fleet]`` table (docs/fleet.md).
+        self.fleet = _fleet_agent(config)
+        if self.fleet is not None and target_filter is None:
+            target_filter = self.fleet.snapshot_filter
+            self.fleet.on_ownership_change(self.refilter_targets)
         self.observe = observe
         self.on_loop_lag = on_loop_lag
         self.freeze_gc = freeze_gc
@@ -211,7 +228,11 @@ class Runner:
         self.fanout: Fanout | None = None
         #: Health state, notifications, health metrics and the status page (docs/alerting.md).
         self.alerting = AlertingService(config)
+        if self.fleet is not None:
+            fleet_alerts = self.fleet.use_alerts(self.alerting.rule_of, self.alerting.send)
+            self.alerting.vote = fleet_alerts.local
         self._probes_scope = trio.CancelScope()
+        self._leaving: trio.Event | None = None
         self._stopping = False
         self._pipeline: trio.Nursery | None = None
         self._surfacer_nursery: trio.Nursery | None = None
@@ -263,11 +284,27 @@ class Runner:
         return found
 
     def shutdown(self) -> None:
-        """Begin the phased shutdown: stop the probes and let everything after them drain."""
+        """Begin the phased shutdown: stop the probes and let everything after them drain.
+
+        A fleet agent first revokes its lease (so the others take its targets over at once),
+        then stops its probes.
+        """
+        if self._leaving is not None:
+            self._leaving.set()
+        else:
+            self._stop_probes()
+
+    def _stop_probes(self) -> None:
         self._stopping = True
         self._probes_scope.cancel()
         for unit in self._units.values():
             unit.scope.cancel()
+
+    async def _leave_fleet_on_shutdown(self, leaving: trio.Event) -> None:
+        assert self.fleet is not None
+        await leaving.wait()
+        await self.fleet.leave()
+        self._stop_probes()
 
     def _unit(self, spec: ProbeSpec, options: Any, targets: ProbeTargets) -> _ProbeUnit:
         buckets = spec.latency_buckets
@@ -288,9 +325,15 @@ class Runner:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until :meth:`shutdown` has finished draining, or until cancelled."""
         export_send, export_receive = trio.open_memory_channel[EventMetrics](_EXPORT_BUFFER)
-        self.fanout = Fanout([])
+        labels = {"agent": self.fleet.name} if self.fleet is not None else {}
+        self.fanout = Fanout([], labels=labels)
         async with open_nursery() as surfacer_nursery:
             self._surfacer_nursery = surfacer_nursery
+            if self.fleet is not None:
+                # First: a refused name or an unreachable etcd stops the start-up here.
+                await _start(surfacer_nursery, "fleet", self.fleet.run)
+                self._leaving = trio.Event()
+                surfacer_nursery.start_soon(self._leave_fleet_on_shutdown, self._leaving)
             for unit in (*self._configured, *self._extra):
                 await self._start_surfacer(unit)
             await surfacer_nursery.start(self.fanout.run, export_receive)

@@ -145,6 +145,8 @@ class AlertSpec:
     webhook_timeout: float = 10.0
     #: The webhook's queue directory; "" means ``<tmp>/trioprobe-handoff-<uid>/alert-<name>``.
     webhook_queue_dir: str = path_field("")
+    #: In a fleet: how many of a target's live owners must see it down (docs/fleet.md).
+    quorum: int = 1
 
 
 @attrs.frozen

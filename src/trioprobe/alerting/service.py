@@ -112,6 +112,21 @@ class AlertingService:
         # (probe, target) -> (trio time of the last notice, repeats sent) of firing alerts.
         self._firing: dict[tuple[str, str], tuple[float, int]] = {}
         self._finished = trio.Event()
+        #: In a fleet, each transition is this agent's vote, and notices come from the fleet's
+        #: agreed verdict (trioprobe.fleet.alerts) through :meth:`send`, not from here.
+        self.vote: Callable[[Transition], None] | None = None
+
+    def send(self, alert: str, notice: Notice) -> None:
+        """Hand ``notice`` to the notifiers of the alert named ``alert`` (the fleet's path)."""
+        target = self.alerts.get(alert)
+        if target is not None:
+            target.notify(notice)
+
+    def rule_of(self, probe: str) -> tuple[str, int]:
+        """The name of the alert watching ``probe`` ("" if none) and its quorum."""
+        name = self.health.rule_for(probe).name
+        alert = self.alerts.get(name)
+        return name, alert.spec.quorum if alert is not None else 1
 
     def feed(self, probe: str, result: ProbeResult) -> None:
         """Evaluate one result (the runner's tap on the results path)."""
@@ -122,6 +137,9 @@ class AlertingService:
         self._finished.set()
 
     def _on_transition(self, transition: Transition) -> None:
+        if self.vote is not None:
+            self.vote(transition)
+            return
         key = (transition.probe, transition.target)
         alert = self.alerts.get(transition.alert)
         if transition.fires:
@@ -284,7 +302,7 @@ class AlertingService:
     def _repeat(self, probe: str) -> None:
         rule = self.health.rule_for(probe)
         alert = self.alerts.get(rule.name)
-        if alert is None or alert.spec.repeat_interval <= 0:
+        if alert is None or alert.spec.repeat_interval <= 0 or self.vote is not None:
             return
         now = trio.current_time()
         for h in self.health.entries(probe):
