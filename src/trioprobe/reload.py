@@ -82,7 +82,8 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
         surfacers_removed=surfacers_removed,
         surfacers_added=surfacers_added,
         surfacers_kept=kept,
-        alerts_changed=(old.alerts, old.status) != (new.alerts, new.status),
+        alerts_changed=(old.alerts, old.status, old.maintenance)
+        != (new.alerts, new.status, new.maintenance),
     )
 
 
