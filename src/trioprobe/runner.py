@@ -24,6 +24,7 @@ import contextlib
 import gc
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from ._fdlimit import ensure_fd_limit, fd_needs
 from ._groups import open_nursery
 from ._looplag import watch_loop_lag
 from .alerting import AlertingService, Health
@@ -324,6 +326,9 @@ class Runner:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until :meth:`shutdown` has finished draining, or until cancelled."""
+        # Descriptors for every target and server, before any is opened (docs/probing.md).
+        listed = sum(len(unit.targets()) for unit in self._units.values())
+        ensure_fd_limit(fd_needs(listed, servers=len(self.surfacers) + 1))
         export_send, export_receive = trio.open_memory_channel[EventMetrics](_EXPORT_BUFFER)
         labels = {"agent": self.fleet.name} if self.fleet is not None else {}
         self.fanout = Fanout([], labels=labels)
@@ -458,6 +463,11 @@ class Runner:
         what = f"surfacer {unit.surfacer.name!r}"
         await _start(self._surfacer_nursery, what, self._run_surfacer, unit, receive)
         self.fanout.add(unit.surfacer.name, send)
+        # A surfacer that can read the keepers at scrape time (prometheus) gets fresh counts at
+        # every scrape, whatever the stats_interval (docs/metrics.md, "Fresh at every scrape").
+        attach = getattr(unit.surfacer, "attach_live_source", None)
+        if attach is not None:
+            attach(self.live_metrics)
         if self.config_path is not None and hasattr(unit.surfacer, "reload_handler"):
             unit.surfacer.reload_handler = self.request_reload
 
@@ -480,6 +490,18 @@ class Runner:
         self.fanout.remove(unit.surfacer.name)
         unit.scope.deadline = trio.current_time() + self.config.shutdown_grace
         await unit.done.wait()
+
+    async def live_metrics(self) -> list[EventMetrics]:
+        """Every keeper's current state, as its next export would send it.
+
+        A scrape-time read from another task: safe because the keepers' state is only ever
+        touched from this thread, and a snapshot clones one accumulator at a time.
+        """
+        now = time.time()
+        batch: list[EventMetrics] = []
+        for unit in list(self._units.values()):
+            batch.extend(await unit.keeper.snapshot(now))
+        return batch
 
     async def _export_self_metrics(self, export: trio.MemorySendChannel[EventMetrics]) -> None:
         """Every shortest export interval, what the collectors report (the targets' sources,
