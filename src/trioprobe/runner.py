@@ -45,6 +45,7 @@ from .config import (
     load_config,
     target_checker,
 )
+from .history import HistoryService
 from .metrics import EventMetrics
 from .probes import Probe, probe_types
 from .probes._base import send_result
@@ -230,6 +231,13 @@ class Runner:
         self.fanout: Fanout | None = None
         #: Health state, notifications, health metrics and the status page (docs/alerting.md).
         self.alerting = AlertingService(config)
+        #: Per-target history in SQLite (docs/history.md), with a ``[history]`` table.
+        self.history: HistoryService | None = None
+        if config.history is not None:
+            self.history = HistoryService(config.history, [spec for spec, _ in config.probes])
+            self.health.add_listener(self.history.on_transition)
+            self.history.listeners.append(self._pass_burn_rates)
+            self.alerting.history = self.history
         if self.fleet is not None:
             fleet_alerts = self.fleet.use_alerts(self.alerting.rule_of, self.alerting.send)
             self.alerting.vote = fleet_alerts.local
@@ -257,6 +265,11 @@ class Runner:
     def health(self) -> Health:
         """Every target's health state: ``subscribe()`` to transitions, ``wait_until(...)``."""
         return self.alerting.health
+
+    def _pass_burn_rates(self, summary: Any) -> None:
+        self.health.set_burn_rates(
+            {key: ts.burn_rates for key, ts in summary.targets.items() if ts.burn_rates}
+        )
 
     def config_errors(self) -> dict[tuple[str, str], str]:
         """Bad entries of re-read target sources, skipped: (probe, target) -> ``"where: why"``."""
@@ -351,10 +364,15 @@ class Runner:
                     "alerting",
                     partial(self.alerting.run, export_send.clone(), probe_targets),
                 )
+                if self.history is not None:
+                    what, history_run = "history", self.history.run
+                    await _start(pipeline, what, history_run, export_send.clone())
                 await self._run_probes(export_send, task_status)
                 # Every probe has stopped and every keeper made its final export.
                 export_send.close()
                 self.alerting.finish()
+                if self.history is not None:
+                    self.history.finish()
             surfacer_nursery.cancel_scope.deadline = (
                 trio.current_time() + self.config.shutdown_grace
             )
@@ -432,7 +450,15 @@ class Runner:
         keeper: trio.MemorySendChannel[ProbeResult],
     ) -> None:
         """Results one way: each to alerting (and ``observe``), then on to the keeper."""
-        feed = partial(self.alerting.feed, name)
+        feed: Callable[[ProbeResult], None] = partial(self.alerting.feed, name)
+        if self.history is not None:
+            alerting_feed, history_feed = feed, partial(self.history.feed, name)
+
+            def feed_both(result: ProbeResult) -> None:
+                alerting_feed(result)
+                history_feed(result)
+
+            feed = feed_both
         observe = partial(self.observe, name) if self.observe is not None else None
         async with keeper, results:
             while True:
