@@ -33,6 +33,7 @@ from .config import (
     ProbeSpec,
     target_checker,
 )
+from .history import HistoryService
 from .metrics import EventMetrics
 from .probes import Probe, probe_types
 from .results import LATENCY_UNITS, ProbeResult
@@ -181,6 +182,13 @@ class Runner:
         self.fanout: Fanout | None = None
         #: Health state, notifications, health metrics and the status page (docs/alerting.md).
         self.alerting = AlertingService(config)
+        #: Per-target history in SQLite (docs/history.md), with a ``[history]`` table.
+        self.history: HistoryService | None = None
+        if config.history is not None:
+            self.history = HistoryService(config.history, [spec for spec, _ in config.probes])
+            self.health.add_listener(self.history.on_transition)
+            self.history.listeners.append(self._pass_burn_rates)
+            self.alerting.history = self.history
         if self.fleet is not None:
             fleet_alerts = self.fleet.use_alerts(self.alerting.rule_of, self.alerting.send)
             self.alerting.vote = fleet_alerts.local
@@ -191,6 +199,11 @@ class Runner:
     def health(self) -> Health:
         """Every target's health state: ``subscribe()`` to transitions, ``wait_until(...)``."""
         return self.alerting.health
+
+    def _pass_burn_rates(self, summary: Any) -> None:
+        self.health.set_burn_rates(
+            {key: ts.burn_rates for key, ts in summary.targets.items() if ts.burn_rates}
+        )
 
     def config_errors(self) -> dict[tuple[str, str], str]:
         """Bad entries of re-read target sources, skipped: (probe, target) -> ``"where: why"``."""
@@ -254,6 +267,9 @@ class Runner:
                         partial(self.alerting.run, export_send.clone(), probe_targets),
                     )
                     lag_export = export_send.clone()
+                    if self.history is not None:
+                        what, history_run = "history", self.history.run
+                        await _start(keeper_nursery, what, history_run, export_send.clone())
                     for spec, _, targets in self.probes:
                         send_results, receive_results = trio.open_memory_channel[ProbeResult](
                             _RESULTS_BUFFER
@@ -288,6 +304,8 @@ class Runner:
                 for send_results in inputs:
                     send_results.close()
                 self.alerting.finish()
+                if self.history is not None:
+                    self.history.finish()
             surfacer_nursery.cancel_scope.deadline = (
                 trio.current_time() + self.config.shutdown_grace
             )
@@ -358,7 +376,16 @@ class Runner:
         export: trio.MemorySendChannel[EventMetrics],
     ) -> Callable[..., Any]:
         # The alerting tap: the keeper is the one task that sees this probe's every result.
-        feed = partial(self.alerting.feed, spec.name)
+        feed: Callable[[ProbeResult], None] = partial(self.alerting.feed, spec.name)
+        if self.history is not None:
+            alerting_feed, history_feed = feed, partial(self.history.feed, spec.name)
+
+            def feed_both(result: ProbeResult) -> None:
+                alerting_feed(result)
+                history_feed(result)
+
+            feed = feed_both
+
         observe: Callable[[ProbeResult], None] = feed
         if self.observe is not None:
             user_observe = partial(self.observe, spec.name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlencode
 
 import attrs
@@ -52,6 +53,8 @@ def rule_of(spec: AlertSpec) -> AlertRule:
         failures=spec.failures,
         total=spec.total,
         max_latency=spec.max_latency,
+        burn_rate_above=spec.burn_rate_above,
+        burn_rate_window=spec.burn_rate_window,
     )
 
 
@@ -210,6 +213,8 @@ class AlertingService:
         self._probe_labels = labels
         self._epoch: tuple[float, float] | None = None
         self._finished = trio.Event()
+        #: The runner's history service (for the status page), when ``[history]`` is set.
+        self.history: Any = None
         #: In a fleet, each transition is this agent's vote, and notices come from the fleet's
         #: agreed verdict (trioprobe.fleet.alerts) through :meth:`send`, not from here.
         self.vote: Callable[[Transition], None] | None = None
@@ -399,7 +404,12 @@ class AlertingService:
             token = await trio.to_thread.run_sync(read_token, status)
         except ValueError as exc:
             raise StartupError(f"the status page could not start: {exc}") from None
-        page = StatusPage(self.health, refresh=status.refresh)
+        page = StatusPage(
+            self.health,
+            refresh=status.refresh,
+            history=self.history,
+            order=[spec.name for spec, _ in self.config.probes],
+        )
         app = self.api = AlertsAPI(self, page, token=token, loopback=is_loopback(status.host))
         try:
             url = await nursery.start(serve_asgi, app, status.host, status.port)
