@@ -54,6 +54,7 @@ from .specs import (
     LatencyBuckets,
     MaintenanceSpec,
     ProbeSpec,
+    ReloadSpec,
     StatusSpec,
     SurfacerSpec,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "MAX_TARGETS_BYTES",
     "LatencyBuckets",
     "ProbeSpec",
+    "ReloadSpec",
     "StatusSpec",
     "SurfacerSpec",
     "TargetsFile",
@@ -132,6 +134,8 @@ class Config:
     shutdown_grace: float = 5.0
     #: Where relative paths in the config are resolved from.
     base_dir: Path = attrs.field(factory=Path.cwd)
+    #: The ``[reload]`` table, when given.
+    reload: ReloadSpec | None = None
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
@@ -169,7 +173,17 @@ _converter.register_structure_hook_factory(
 _PROBE_KEYS = frozenset(attrs.fields_dict(ProbeSpec))
 _SURFACER_KEYS = frozenset(attrs.fields_dict(SurfacerSpec))
 _TOP_KEYS = frozenset(
-    {"probe", "surfacer", "shutdown_grace", "alert", "status", "maintenance", "fleet", "history"}
+    {
+        "probe",
+        "surfacer",
+        "shutdown_grace",
+        "alert",
+        "status",
+        "maintenance",
+        "fleet",
+        "history",
+        "reload",
+    }
 )
 
 
@@ -472,6 +486,12 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
     maintenance = _parse_maintenance(data.get("maintenance", []), names, errors)
     for alert_index, alert in enumerate(alerts):
         errors.extend(_check_depends_on(alert, f"alert[{alert_index}]", names))
+    reload = None
+    if "reload" in data:
+        reload = _structure(data["reload"], ReloadSpec, "$.reload", errors)
+        if reload is not None:
+            errors.extend(check_numbers(reload, "reload"))
+
     fleet = _parse_fleet(data, alerts, errors)
 
     if errors:
@@ -486,6 +506,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         fleet=fleet,
         shutdown_grace=float(grace),
         base_dir=base_dir or Path.cwd(),
+        reload=reload,
     )
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "LatencyBuckets",
     "MaintenanceSpec",
     "ProbeSpec",
+    "ReloadSpec",
     "StatusSpec",
     "SurfacerSpec",
 ]
@@ -113,6 +114,8 @@ DEFAULT_SURFACER_BUFFER = 10000
 
 @attrs.frozen
 class SurfacerSpec:
+    """The common keys of one ``[[surfacer]]`` table: its type and its export buffer."""
+
     type: str
     #: Exports buffered for this surfacer before the fan-out starts dropping (and counting).
     buffer: int = DEFAULT_SURFACER_BUFFER
@@ -168,6 +171,15 @@ class AlertSpec:
     depends_on: tuple[str, ...] = ()
     #: In a fleet: how many of a target's live owners must see it down (docs/fleet.md).
     quorum: int = 1
+
+
+@attrs.frozen
+class ReloadSpec:
+    """The ``[reload]`` table: reload when the config file changes (docs/config.md, Reload)."""
+
+    watch: bool = False
+    #: Seconds between checks of the config file's stamp.
+    interval: float = 1.0
 
 
 @attrs.frozen
