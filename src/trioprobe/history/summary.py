@@ -41,6 +41,8 @@ class Incident:
 
 @attrs.frozen
 class DayFigure:
+    """One day's probes and successes of a target, for the daily uptime figures."""
+
     day: int
     probes: int
     successes: int
@@ -92,6 +94,7 @@ class Summary:
     took: float = 0.0
 
 
+#: The summary before any history exists (no targets).
 EMPTY = Summary(0.0, {})
 
 
