@@ -121,6 +121,8 @@ KEY_RANGES: Mapping[str, Range] = {
     "base": BUCKET_BASE,
     "scale": _POSITIVE,
     "bounds": _NON_NEGATIVE,
+    # [fleet]: a rendezvous weight, not a duration ("5s" is refused).
+    "weight": Range("number", 0.0, 1e6),
 }
 
 

@@ -36,6 +36,8 @@ def test_defaults() -> None:
         ({"etcd": ["http://e"], "name": "p", "replicas": 0}, "fleet.replicas: expected >= 1"),
         ({"etcd": ["http://e"], "name": "p", "lease_ttl": 1}, "fleet.lease_ttl: expected 2"),
         ({"etcd": ["http://e"], "name": "p", "weight": -1}, "fleet.weight: expected 0"),
+        # A weight is a number, not a duration: "5s" is not five.
+        ({"etcd": ["http://e"], "name": "p", "weight": "5s"}, "fleet.weight: invalid value"),
         ({"etcd": ["http://e"], "name": "p", "replica": 2}, "replica"),
     ],
 )
