@@ -249,7 +249,9 @@ async def test_an_unasked_second_response_is_never_the_next_answer(nursery: trio
         await stream.aclose()
 
     url = await _serve(nursery, handler)
-    probe = HTTPProbe(Options(body_regex="^answer$"), list, interval=1.0, timeout=20.0)
+    probe = HTTPProbe(
+        Options(body_regex="^answer$", detail="full"), list, interval=1.0, timeout=20.0
+    )
     try:
         results = []
         for _ in range(3):
