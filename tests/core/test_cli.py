@@ -237,27 +237,35 @@ def test_quiet_prints_only_changes(
     tmp_path: Path, http_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # It used to reprint every target at every refresh; a steady target now prints once, when
-    # it is first seen ok, and once more in the summary at exit.
+    # the alert state machine first calls it up, and once more in the summary at exit.
     path = _write(tmp_path, STEADY.format(url=http_url))
     assert main(["run", str(path), "--duration", "1.5", "--quiet", "--refresh", "0.1"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if http_url in line]
     assert len(lines) == 2, lines
-    assert lines[0].startswith(f"ok: web {http_url} total=")
+    assert lines[0].startswith(f"up: web {http_url} total=")
+    assert "state=up" in lines[0]
     assert lines[1].startswith(f"web {http_url} total=")
 
 
-def test_live_stats_changes() -> None:
+def test_live_stats_changes_follow_the_alert_state_machine() -> None:
+    # --quiet used to say FAILING after one failure while the alert went down after three: now
+    # it reports the state machine's verdict (default rule: down after 3 failures, up after 2
+    # successes), the same one as the table, the status page and the `up` metric.
     live = LiveStats()
     assert live.changes() == []
     live.observe("p", ProbeResult("a", True, 0.001))
-    [line] = live.changes()
-    assert line.startswith("ok: p a total=1 ")
+    assert live.changes() == []  # unknown until a verdict
     live.observe("p", ProbeResult("a", True, 0.001))
-    assert live.changes() == []  # still ok
+    [line] = live.changes()
+    assert line.startswith("up: p a total=2 ")
+    assert "state=up" in line
     assert live.changes() == []  # nothing new
+    for _ in range(2):
+        live.observe("p", ProbeResult("a", False, error="refused"))
+        assert live.changes() == []  # one or two failures: still up
     live.observe("p", ProbeResult("a", False, error="refused"))
     [line] = live.changes()
-    assert line.startswith("FAILING: p a total=3 ")
+    assert line.startswith("DOWN: p a total=5 ")
     assert "last_error='refused'" in line
     live.observe("p", ProbeResult("a", False, error="refused"))
     assert live.changes() == []  # the same failure
@@ -265,8 +273,13 @@ def test_live_stats_changes() -> None:
     [line] = live.changes()
     assert "last_error='timed out'" in line
     live.observe("p", ProbeResult("a", True, 0.001))
+    assert live.changes() == []  # one success: still down
+    live.observe("p", ProbeResult("a", True, 0.001))
     [line] = live.changes()
-    assert line.startswith("ok: p a total=6 ")
+    assert line.startswith("up: p a total=9 ")
+    # Recovered: the error is past, not current.
+    assert "last_error" not in line
+    assert "last_failure='just now'" in line
 
 
 def _run_with_lines_surfacer(

@@ -7,16 +7,18 @@ import re
 import pytest
 from rich.console import Console
 
-from trioprobe.cli._live import LiveStats
+from trioprobe.alerting.health import Health
+from trioprobe.alerting.state import AlertRule
+from trioprobe.cli._live import LiveStats, RecentWindow, format_ago, format_window
 from trioprobe.results import ProbeResult
 
 
 def test_table_shows_text_with_brackets_verbatim() -> None:
     # Errors quote regexes like /[a-z]+/ and "[/]" would be a markup error: cells are data.
     live = LiveStats()
+    live.observe("p[1]", ProbeResult("http://h/[x]", True, 0.002, gauges={"srtt": 0.001}))
     live.observe("p[1]", ProbeResult("http://h/[x]", False, error="body did not match /[a-z]+/"))
     live.observe("p[1]", ProbeResult("http://h/[x]", False, error="body did not match /[/]h/"))
-    live.observe("p[1]", ProbeResult("http://h/[x]", True, 0.002, gauges={"srtt": 0.001}))
     console = Console(record=True, width=200)
     console.print(live.table())
     text = console.export_text()
@@ -35,8 +37,8 @@ def test_lines_give_rate_percentiles_gauges_and_last_error() -> None:
     (line,) = live.lines()
     # Percentiles are estimates from 20 %-wide buckets: within 10 % of the exact 2 ms and 3 ms.
     match = re.fullmatch(
-        r"web a total=4 success=75.0% p50=([\d.]+)ms p99=([\d.]+)ms srtt=500.00ms "
-        r"last_error='HTTP 503'",
+        r"web a total=4 success=75.0% last_1m=75.0% state=up p50=([\d.]+)ms p99=([\d.]+)ms "
+        r"srtt=500.00ms last_error='HTTP 503'",
         line,
     )
     assert match is not None, line
@@ -66,7 +68,8 @@ def test_table_shows_loop_lag_and_config_errors() -> None:
         live.observe_loop_lag(0.030)
     live.config_errors = lambda: {("web", "nope"): "t.txt:3: bad target 'nope': no host"}
     table = live.table()
-    assert len(table.columns) == 7  # probe target total success p50 p99 error (no gauges)
+    # probe target state total success last-1m p50 p99 error (no gauges)
+    assert len(table.columns) == 9
     console = Console(record=True, width=250)
     console.print(table)
     text = console.export_text()
@@ -74,3 +77,86 @@ def test_table_shows_loop_lag_and_config_errors() -> None:
     assert "latencies may be inflated by this process" in text
     assert "config error" in text
     assert "t.txt:3: bad target 'nope'" in text
+
+
+def _render(live: LiveStats, width: int = 250) -> str:
+    console = Console(record=True, width=width)
+    console.print(live.table())
+    return console.export_text()
+
+
+def test_recovery_clears_the_error_and_shows_when_it_last_failed() -> None:
+    now = 1_700_000_000.0
+    live = LiveStats(clock=lambda: now)
+    for i in range(3):
+        live.observe("web", ProbeResult("a", False, error="HTTP 503", timestamp=now - 130 + i))
+    down = _render(live)
+    assert "down" in down
+    assert "HTTP 503" in down
+    for i in range(30):
+        live.observe("web", ProbeResult("a", True, 0.001, timestamp=now - 30 + i))
+    text = _render(live)
+    row = next(line for line in text.splitlines() if " a " in line)
+    assert " up " in row
+    assert "HTTP 503" not in row
+    assert "last failure 2 min ago" in row
+    # Since start: 30 of 33; over the last minute: all of them.
+    assert "90.9%" in row
+    assert "100.0%" in row
+    (line,) = live.lines()
+    assert "state=up" in line
+    assert "last_failure='2 min ago'" in line
+    assert "HTTP 503" not in line
+
+
+def test_a_failure_of_an_up_target_shows_its_error_while_current() -> None:
+    live = LiveStats()
+    for _ in range(2):
+        live.observe("web", ProbeResult("a", True, 0.001))
+    live.observe("web", ProbeResult("a", False, error="HTTP 503"))
+    (line,) = live.lines()
+    # One failure does not make it down (the alert's rule), but the error is current.
+    assert "state=up" in line
+    assert "last_error='HTTP 503'" in line
+
+
+def test_recent_window_forgets_old_results() -> None:
+    window = RecentWindow(60.0)
+    for t in range(60):
+        window.add(1000.0 + t, t % 2 == 0)
+    assert window.counts(1059.0) == (60, 30)
+    # A minute later only what came since counts; two minutes later nothing.
+    window.add(1110.0, True)
+    # 5 s buckets: the window ending at 1110 holds 1055-1059 (5 results, 2 of them ok) + 1.
+    assert window.counts(1110.0) == (5 + 1, 2 + 1)
+    assert window.counts(1300.0) == (0, 0)
+
+
+def test_window_and_ago_formats() -> None:
+    assert [format_window(s) for s in (60, 300, 90, 3600)] == ["1m", "5m", "90s", "1h"]
+    assert [format_ago(s) for s in (0.2, 12, 150, 3 * 3600)] == [
+        "just now",
+        "12 s ago",
+        "2 min ago",
+        "3 h ago",
+    ]
+
+
+async def test_state_column_is_the_runners_health_verdict() -> None:
+    # The runner's Health (here with an alert rule of down-after-one-failure) decides the state,
+    # so the table, the status page and the `up` metric agree; the view does not run a second
+    # state machine of its own.
+    health = Health({"web": AlertRule(failure_threshold=1, success_threshold=1)})
+    live = LiveStats()
+    live.health = health
+    result = ProbeResult("a", False, error="refused")
+    live.observe("web", result)
+    assert live.states() == {}  # the runner feeds the Health, not the view
+    health.feed("web", result)
+    assert live.states() == {("web", "a"): "down"}
+    assert "DOWN: web a" in live.changes()[0]
+    ok = ProbeResult("a", True, 0.001)
+    live.observe("web", ok)
+    health.feed("web", ok)
+    [line] = live.changes()
+    assert line.startswith("up: web a ")

@@ -135,9 +135,10 @@ class Notice:
 
 def log_notice(notice: Notice) -> None:
     t = notice.transition
-    level = logging.WARNING if notice.event != "resolve" else logging.INFO
+    # One level for fire, repeat and resolve: a log filtered at WARNING must not show an alert
+    # firing and never resolving.
     logger.log(
-        level,
+        logging.WARNING,
         "alert %r %s: probe %r target %r is %s (%d of last %d failed)%s",
         t.alert,
         notice.event,

@@ -1,19 +1,28 @@
-"""The live view of ``trioprobe run`` and ``demo``: per-target success rate, latency, last error.
+"""The live view of ``trioprobe run`` and ``demo``: per-target state, success, latency, errors.
 
 It observes every :class:`~trioprobe.ProbeResult` as the keeper folds it in (exported metrics do
 not carry the last error, and their latency percentiles depend on configured buckets).
+
+The state column is the alert state machine's verdict (up / down / unknown, read from the
+runner's :class:`~trioprobe.alerting.Health`), the same one the status page, the ``up`` metric,
+the notifications and ``--quiet`` use: one idea of health on one screen. The success ratio since
+start sits beside the ratio over a recent window (which is what shows a recovery), and the last
+error is shown only while it is current: once the target succeeds again it becomes
+``last failure 2 min ago``.
 
 Latency percentiles come from a bounded summary per target: two histograms with fine log-spaced
 buckets (20 % wide, so an estimate is within ~10 %), the current one and the one before it, each
 holding up to 1,000 samples. The percentiles thus cover the most recent 1,000-2,000 results,
 cost O(log buckets) per result and are recomputed only for targets that got results since the
 last render. (Sorting up to 1,000 latencies per target every refresh took 53 % of a core at
-5,000 targets.) The runner's event-loop lag is shown in the caption.
+5,000 targets.) The recent window is 12 counting buckets per target, whatever the rate. The
+runner's event-loop lag is shown in the caption.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping
 
 import attrs
@@ -21,14 +30,19 @@ from rich.table import Table
 from rich.text import Text
 
 from .._looplag import LAG_BUCKETS, LAG_WARN_SECONDS
+from ..alerting.health import Health
+from ..alerting.state import DOWN, UNKNOWN, UP, AlertRule, State, TargetHealth
 from ..metrics import Distribution
 from ..results import ProbeResult
 
-__all__ = ["LiveStats"]
+__all__ = ["LiveStats", "format_ago", "format_window"]
 
 _RECENT = 1000
 # 1 µs to about 70 s in steps of 20 %.
 _BUCKETS = Distribution.exponential(base=1.2, scale=1e-6, count=100)
+#: The recent window is kept in this many buckets (its resolution is window / 12).
+_WINDOW_BUCKETS = 12
+_STATE_STYLE = {UP: "green", DOWN: "bold red", UNKNOWN: "dim"}
 
 
 def _format_seconds(value: float) -> str:
@@ -41,12 +55,65 @@ def _format_seconds(value: float) -> str:
     return f"{value:.2f}s"
 
 
+def format_window(seconds: float) -> str:
+    """``1m``, ``5m``, ``90s``, ``1h``: the window's length as a column header."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
+
+
+def format_ago(seconds: float) -> str:
+    """``just now``, ``12 s ago``, ``2 min ago``, ``3 h ago``."""
+    seconds = max(0.0, seconds)
+    if seconds < 1:
+        return "just now"
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.0f} h ago"
+
+
+@attrs.define
+class RecentWindow:
+    """Results and successes over the last ``seconds``, in fixed buckets (constant memory)."""
+
+    seconds: float
+    _slots: list[int] = attrs.field(factory=lambda: [-1] * _WINDOW_BUCKETS)
+    _total: list[int] = attrs.field(factory=lambda: [0] * _WINDOW_BUCKETS)
+    _success: list[int] = attrs.field(factory=lambda: [0] * _WINDOW_BUCKETS)
+
+    def add(self, when: float, success: bool) -> None:
+        slot = int(when // (self.seconds / _WINDOW_BUCKETS))
+        index = slot % _WINDOW_BUCKETS
+        if self._slots[index] != slot:
+            self._slots[index], self._total[index], self._success[index] = slot, 0, 0
+        self._total[index] += 1
+        self._success[index] += success
+
+    def counts(self, now: float) -> tuple[int, int]:
+        """(results, successes) in the window ending at ``now``."""
+        newest = int(now // (self.seconds / _WINDOW_BUCKETS))
+        total = success = 0
+        for slot, n, ok in zip(self._slots, self._total, self._success, strict=True):
+            if newest - _WINDOW_BUCKETS < slot <= newest:
+                total += n
+                success += ok
+        return total, success
+
+
 @attrs.define
 class TargetStats:
+    window: RecentWindow
     total: int = 0
     success: int = 0
     timeouts: int = 0
     last_error: str = ""
+    #: Wall-clock time of the last failure (0: none yet), and whether the last result failed.
+    last_failure: float = 0.0
+    failing: bool = False
     current: Distribution = attrs.field(factory=_BUCKETS.clone)
     previous: Distribution | None = None
     gauges: dict[str, float | int | str] = attrs.field(factory=dict)
@@ -70,18 +137,47 @@ class TargetStats:
 
 
 class LiveStats:
-    """Running per-(probe, target) statistics, rendered as a table or as plain lines."""
+    """Running per-(probe, target) statistics, rendered as a table or as plain lines.
 
-    def __init__(self) -> None:
+    Args:
+        health: the runner's health state (``Runner.health``), which the runner feeds; without
+            one, the view runs the same state machine itself (the default alert rule).
+        window: seconds of the recent success window.
+        clock: wall-clock time, for the window and "last failure ... ago".
+    """
+
+    def __init__(
+        self,
+        health: Health | None = None,
+        *,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.targets: dict[tuple[str, str], TargetStats] = {}
-        # For changes(): (total, success) at the last call, and the state last reported.
-        self._marks: dict[tuple[str, str], tuple[int, int]] = {}
+        self._health = health
+        # Without a Health: the state machine itself, one per target (Health.feed also keeps
+        # the status page's history, which needs a Trio clock).
+        self._own: dict[tuple[str, str], TargetHealth] = {}
+        self.window = window
+        self._clock = clock
+        # For changes(): the state (and error, when down) last reported per target.
         self._states: dict[tuple[str, str], str] = {}
         #: The runner's event-loop lag samples (seconds); see :meth:`observe_loop_lag`.
         self.loop_lag = LAG_BUCKETS.clone()
         #: Set to the Runner's ``config_errors``: skipped targets-file lines, shown as config
         #: errors (not as failing targets).
         self.config_errors: Callable[[], Mapping[tuple[str, str], str]] | None = None
+
+    @property
+    def health(self) -> Health | None:
+        """Where the state column comes from. Set it to the runner's (which the runner feeds)
+        once the runner exists: the view then stops running a state machine of its own."""
+        return self._health
+
+    @health.setter
+    def health(self, health: Health) -> None:
+        self._health = health
+        self._own.clear()
 
     def observe_loop_lag(self, seconds: float) -> None:
         """One event-loop lag sample (pass as the Runner's ``on_loop_lag``)."""
@@ -100,16 +196,43 @@ class LiveStats:
     def observe(self, probe: str, result: ProbeResult) -> None:
         stats = self.targets.get((probe, result.target))
         if stats is None:
-            stats = self.targets[(probe, result.target)] = TargetStats()
+            stats = self.targets[(probe, result.target)] = TargetStats(RecentWindow(self.window))
         stats.total += 1
+        stats.window.add(result.timestamp, result.success)
+        stats.failing = not result.success
         if result.success:
             stats.success += 1
             stats.add_latency(result.latency)
         else:
             stats.last_error = result.error or "failed"
+            stats.last_failure = result.timestamp
         if result.timeout:
             stats.timeouts += 1
         stats.gauges.update(result.gauges)
+        if self._health is None:
+            key = (probe, result.target)
+            machine = self._own.get(key)
+            if machine is None:
+                machine = self._own[key] = TargetHealth(*key, AlertRule(), result.timestamp)
+            machine.feed(result)
+
+    def states(self) -> dict[tuple[str, str], State]:
+        """Every target's state, as the alert state machine has it (one pass over ``health``)."""
+        if self._health is None:
+            return {key: machine.state for key, machine in self._own.items()}
+        return {(h.probe, h.target): h.state for h, _ in self._health.snapshot()}
+
+    @staticmethod
+    def _error_text(stats: TargetStats, state: State, now: float) -> tuple[str, str]:
+        """(the current error, how long ago the last failure was): at most one is non-empty.
+
+        A down target, or one whose last result failed, shows its error; a target that has
+        recovered shows only when it last failed, so a stale error never reads as current."""
+        if stats.last_error and (stats.failing or state == DOWN):
+            return stats.last_error, ""
+        if stats.last_failure:
+            return "", format_ago(now - stats.last_failure)
+        return "", ""
 
     def _gauge_names(self) -> list[str]:
         names: dict[str, None] = {}
@@ -119,75 +242,109 @@ class LiveStats:
 
     def table(self, title: str = "trioprobe") -> Table:
         gauges = self._gauge_names()
+        window = format_window(self.window)
         table = Table(title=title, expand=False, caption=self.loop_lag_summary() or None)
-        for column in ("probe", "target", "total", "success", "p50", "p99"):
+        headers = ("probe", "target", "state", "total", "success", f"last {window}", "p50", "p99")
+        for column in headers:
+            left = column in ("probe", "target", "state")
+            # On a narrow terminal a target wraps rather than shrinking to "http:…".
             table.add_column(
-                column, justify="right" if column not in ("probe", "target") else "left"
+                column,
+                justify="left" if left else "right",
+                overflow="fold" if column in ("probe", "target") else "ellipsis",
+                no_wrap=column not in ("probe", "target"),
             )
         for name in gauges:
             table.add_column(name, justify="right")
         table.add_column("last error", overflow="fold", max_width=50)
+        states = self.states()
+        now = self._clock()
         for (probe, target), stats in sorted(self.targets.items()):
+            state = states.get((probe, target), UNKNOWN)
             p50, p99 = stats.percentiles()
             rate = 100.0 * stats.success / stats.total if stats.total else 0.0
-            style = "green" if rate >= 99.0 else "yellow" if rate >= 90.0 else "red"
+            recent = _recent_rate(stats, now)
+            style = "dim" if recent is None else _rate_style(recent)
+            error, ago = self._error_text(stats, state, now)
             # Probe names, targets and errors are data: Text() keeps rich from reading "[...]"
             # in them (a regex in an error message) as markup.
             row: list[str | Text] = [
                 Text(probe),
                 Text(target),
+                Text(state, style=_STATE_STYLE[state]),
                 str(stats.total),
-                Text(f"{rate:.1f}%", style=style),
+                f"{rate:.1f}%",
+                Text("-" if recent is None else f"{recent:.1f}%", style=style),
                 _format_seconds(p50),
                 _format_seconds(p99),
                 *(Text(_format_gauge(stats.gauges.get(name))) for name in gauges),
-                Text(stats.last_error),
+                Text(error) if error else Text(f"last failure {ago}" if ago else "", style="dim"),
             ]
             table.add_row(*row)
         if self.config_errors is not None:
             for (probe, target), message in sorted(self.config_errors().items()):
-                # "config error" in the total column, then success, p50, p99 and the gauges.
-                blank = ["-"] * (3 + len(gauges))
+                # "config error" in the state column, then total, success, recent, p50, p99 and
+                # the gauges.
+                blank = ["-"] * (5 + len(gauges))
                 status = Text("config error", style="magenta")
                 table.add_row(Text(probe), Text(target), status, *blank, Text(message))
         return table
 
     def lines(self) -> list[str]:
         """One line per target, with everything the table shows."""
+        states = self.states()
+        now = self._clock()
         return [
-            _line(probe, target, stats) for (probe, target), stats in sorted(self.targets.items())
+            self._line(probe, target, stats, states.get((probe, target), UNKNOWN), now)
+            for (probe, target), stats in sorted(self.targets.items())
         ]
 
     def changes(self) -> list[str]:
         """Lines for the targets whose state changed since the last call, each led by the state.
 
-        A target is ``ok`` if every probe since the last call succeeded, else ``FAILING``; a
-        failing target is reported again when its error changes. Targets with no new results
-        keep their state. This is ``--quiet``: steady targets print once, not every second.
+        The state is the alert state machine's (``up``, ``DOWN``; ``unknown`` until a verdict,
+        which is not reported), so ``--quiet`` says a target is down when the alert fires and
+        up when it resolves, not after any one failure or success. A down target is reported
+        again when its error changes. This is ``--quiet``: steady targets print once.
         """
         out = []
-        for key, stats in sorted(self.targets.items()):
-            total, success = self._marks.get(key, (0, 0))
-            if stats.total == total:
+        now = self._clock()
+        for key, state in sorted(self.states().items()):
+            stats = self.targets.get(key)
+            if stats is None or state == UNKNOWN:
                 continue
-            self._marks[key] = (stats.total, stats.success)
-            failed = (stats.total - total) - (stats.success - success)
-            state = f"FAILING ({stats.last_error})" if failed else "ok"
-            if self._states.get(key) != state:
-                self._states[key] = state
-                out.append(f"{'FAILING' if failed else 'ok'}: {_line(*key, stats)}")
+            mark = f"{state} {stats.last_error}" if state == DOWN else state
+            if self._states.get(key) != mark:
+                self._states[key] = mark
+                label = "DOWN" if state == DOWN else state
+                out.append(f"{label}: {self._line(*key, stats, state, now)}")
         return out
 
+    def _line(self, probe: str, target: str, stats: TargetStats, state: State, now: float) -> str:
+        p50, p99 = stats.percentiles()
+        rate = 100.0 * stats.success / stats.total if stats.total else 0.0
+        recent = _recent_rate(stats, now)
+        gauges = "".join(f" {k}={_format_gauge(v)}" for k, v in stats.gauges.items())
+        error, ago = self._error_text(stats, state, now)
+        if error:
+            error = f" last_error={error!r}"
+        elif ago:
+            error = f" last_failure={ago!r}"
+        window = f"last_{format_window(self.window)}="
+        window += "-" if recent is None else f"{recent:.1f}%"
+        return (
+            f"{probe} {target} total={stats.total} success={rate:.1f}% {window} state={state} "
+            f"p50={_format_seconds(p50)} p99={_format_seconds(p99)}{gauges}{error}"
+        )
 
-def _line(probe: str, target: str, stats: TargetStats) -> str:
-    p50, p99 = stats.percentiles()
-    rate = 100.0 * stats.success / stats.total if stats.total else 0.0
-    gauges = "".join(f" {k}={_format_gauge(v)}" for k, v in stats.gauges.items())
-    error = f" last_error={stats.last_error!r}" if stats.last_error else ""
-    return (
-        f"{probe} {target} total={stats.total} success={rate:.1f}% "
-        f"p50={_format_seconds(p50)} p99={_format_seconds(p99)}{gauges}{error}"
-    )
+
+def _recent_rate(stats: TargetStats, now: float) -> float | None:
+    total, success = stats.window.counts(now)
+    return 100.0 * success / total if total else None
+
+
+def _rate_style(rate: float) -> str:
+    return "green" if rate >= 99.0 else "yellow" if rate >= 90.0 else "red"
 
 
 def _format_gauge(value: float | int | str | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from ..surfacers import surfacer_types
 from ._common import CLIError, positive_seconds
 from ._demo import run_demo
 from ._live import LiveStats
+from ._logging import add_log_options, logging_to
 
 __all__ = ["register", "run_config"]
 
@@ -56,7 +58,7 @@ def _add_display_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quiet",
         action="store_true",
-        help="no live table: a line when a target turns ok or failing, a summary at exit",
+        help="no live table: a line when a target goes up or down, a summary at exit",
     )
     parser.add_argument(
         "--duration",
@@ -70,6 +72,7 @@ def _add_display_options(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="seconds between display updates (default 1)",
     )
+    add_log_options(parser)
 
 
 def _load(path: str) -> Config:
@@ -130,20 +133,31 @@ def _sources_summary(spec: ProbeSpec) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    return trio.run(run_config, config, args)
+    with logging_to(args):
+        return trio.run(run_config, config, args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    return trio.run(run_demo, args, run_config)
+    with logging_to(args):
+        return trio.run(run_demo, args, run_config)
+
+
+def _window(config: Config) -> float:
+    """The live view's recent window: a minute, or ten intervals of the slowest probe if longer
+    (a ratio over one or two results says little)."""
+    slowest = max((spec.interval for spec, _ in config.probes), default=1.0)
+    return max(60.0, 60.0 * math.ceil(10 * slowest / 60.0))
 
 
 async def run_config(config: Config, args: argparse.Namespace, title: str = "trioprobe") -> int:
     """Run ``config`` with the live display until a signal, ``--duration`` or a probe error."""
-    live = LiveStats()
+    live = LiveStats(window=_window(config))
     try:
         runner = Runner(
             config, observe=live.observe, on_loop_lag=live.observe_loop_lag, freeze_gc=True
         )
+        # The table's state column is the runner's own health verdict (alerts, status page).
+        live.health = runner.health
         live.config_errors = runner.config_errors
     except ConfigError as exc:
         raise CLIError(str(exc)) from None
@@ -229,8 +243,25 @@ async def _display(
             await trio.sleep(refresh)
             for line in live.changes() if mode == "changes" else live.lines():
                 print(line, flush=True)
-    # auto_refresh=False: rich would otherwise refresh from a thread of its own.
-    with Live(live.table(title), console=console, auto_refresh=False, transient=True) as view:
+    # auto_refresh=False: rich would otherwise refresh from a thread of its own. Standard error is
+    # taken over (log lines print above the table) only when it is the terminal itself: when
+    # redirected (`2> run.err`), log lines must go there, not onto the screen.
+    redirect = _is_terminal(sys.stderr)
+    with Live(
+        live.table(title),
+        console=console,
+        auto_refresh=False,
+        transient=True,
+        redirect_stderr=redirect,
+    ) as view:
         while True:
             await trio.sleep(refresh)
             view.update(live.table(title), refresh=True)
+
+
+def _is_terminal(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except ValueError:  # closed
+        return False
