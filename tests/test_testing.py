@@ -428,4 +428,4 @@ def test_plugin_is_registered_through_pytest11() -> None:
     plugin = importlib.import_module("trioprobe.pytest_plugin")
     names = [name for name in vars(plugin) if name.startswith("trioprobe_")]
     assert sorted(names) == sorted(plugin.__all__)
-    assert len(names) == 4
+    assert len(names) == 5

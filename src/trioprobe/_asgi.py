@@ -18,12 +18,23 @@ What a client can do to this server, and what it costs the others:
   ``request_timeout`` seconds once its first byte arrived (else: closed and counted), and a
   connection idle for as long before a request is closed quietly;
 * headers are limited to ``MAX_HEADER_BYTES`` (431) and bodies to ``MAX_BODY_BYTES`` (413);
-* at most ``max_connections`` connections are served at once; more are closed at once.
+* out of file descriptors (``EMFILE``): the server holds ``FD_RESERVE`` spare descriptors from
+  its start and gives one up to accept a connection (taking it back when the connection
+  closes), so a process whose probes used every descriptor still answers its scrapes; with
+  none left, it backs off (0.1 s doubling to 1 s), counts the failures and logs one line per
+  10 s, never a traceback per attempt (trio.serve_listeners logs one every 0.1 s);
+* at most ``max_connections`` connections are served at once. When they are all taken, a new
+  client takes the slot of the connection idle the longest (no byte of a request in progress),
+  one that never sent a request first, then a kept-alive one; if every connection is in the
+  middle of a request, the new one is closed at once. So idle sockets, however many and however
+  quickly re-opened, cannot lock a scraper out: they only shed each other.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 from urllib.parse import unquote
@@ -39,6 +50,7 @@ __all__ = [
     "ASGIApp",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_REQUEST_TIMEOUT",
+    "FD_RESERVE",
     "HTTPServerStats",
     "MAX_BODY_BYTES",
     "MAX_HEADER_BYTES",
@@ -61,7 +73,18 @@ DEFAULT_REQUEST_TIMEOUT: Final = 10.0
 #: Connections served at once; a scraper or prober needs one or two.
 DEFAULT_MAX_CONNECTIONS: Final = 64
 
+#: Spare file descriptors each server holds, to accept connections when the process has none.
+FD_RESERVE: Final = 8
+
 _RECEIVE_BYTES: Final = 65536
+# accept() errors that mean "no resources now", as trio.serve_listeners lists them.
+_ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
+_ACCEPT_BACKOFF: Final = (0.1, 1.0)
+# After an error reply: how long and how much to read before closing (see _linger).
+_LINGER_SECONDS: Final = 1.0
+_LINGER_BYTES: Final = 256 * 1024
 
 
 @attrs.define
@@ -76,10 +99,16 @@ class HTTPServerStats:
     bad_requests: int = 0
     #: Connections closed because a started request took longer than ``request_timeout``.
     timeouts: int = 0
-    #: Connections closed at once because ``max_connections`` were already open.
+    #: Connections closed at once because ``max_connections`` were open, none of them idle.
     rejected: int = 0
+    #: Idle connections closed to make room for a new one (``max_connections`` were open).
+    shed: int = 0
     #: Anything else a connection raised (an app error among them: answered 500 if possible).
     errors: int = 0
+    #: ``accept`` failures for want of resources (``EMFILE``: out of file descriptors...).
+    accept_errors: int = 0
+    #: Connections accepted with a descriptor of the server's reserve (the process had none).
+    accepted_from_reserve: int = 0
 
 
 class _BadRequest(Exception):
@@ -120,14 +149,59 @@ async def serve_asgi(
     sockname = listeners[0].socket.getsockname()
     url_host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
     try:
+        server.reserve.refill()
         async with open_nursery() as nursery:
             await nursery.start(server.lifespan)
-            await nursery.start(trio.serve_listeners, server.connection, listeners)
+            for listener in listeners:
+                nursery.start_soon(server.accept_loop, listener, nursery)
             task_status.started(f"http://{url_host}:{sockname[1]}")
     finally:
-        # serve_listeners closes them once it runs; an app that fails its start-up comes first.
+        server.reserve.close()
         for listener in listeners:
             await trio.aclose_forcefully(listener)
+
+
+class _FdReserve:
+    """Spare descriptors (``/dev/null`` opened), given up one at a time to accept a connection.
+
+    Why: when probes have used every descriptor the process may have, ``accept`` fails with
+    ``EMFILE`` and the scrapes that would show the problem cannot be answered.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._fds: list[int] = []  # filled by refill() once the server runs
+
+    def release(self) -> bool:
+        """Close one spare, so the next ``accept`` can have its descriptor; False if none."""
+        if not self._fds:
+            return False
+        os.close(self._fds.pop())
+        return True
+
+    def refill(self) -> None:
+        while len(self._fds) < self.count:
+            try:
+                self._fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:
+                return  # none to spare now: try again when a connection closes
+
+    def close(self) -> None:
+        while self._fds:
+            os.close(self._fds.pop())
+
+
+@attrs.define(eq=False)
+class _Slot:
+    """One served connection, as the shedding policy sees it."""
+
+    #: Set while the connection waits for the first byte of a request: cancelling it sheds it.
+    idle: trio.CancelScope | None = None
+    #: When that wait began (trio time).
+    idle_since: float = 0.0
+    #: Requests answered on it; a connection that never sent one is shed before a scraper's.
+    requests: int = 0
+    shed: bool = False
 
 
 @attrs.define
@@ -136,8 +210,56 @@ class _Server:
     request_timeout: float
     max_connections: int
     stats: HTTPServerStats
-    _open: int = 0
+    _slots: set[_Slot] = attrs.field(factory=set)
     _log: RateLimitedLog = attrs.field(factory=lambda: RateLimitedLog(log))
+    reserve: _FdReserve = attrs.field(factory=lambda: _FdReserve(FD_RESERVE))
+
+    async def accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        """Accept connections until cancelled; running out of descriptors is survived."""
+        backoff = _ACCEPT_BACKOFF[0]
+        from_reserve = False
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                self.stats.accept_errors += 1
+                self._log.warning(
+                    "accept",
+                    "HTTP server: cannot accept a connection: %s (RLIMIT_NOFILE: see "
+                    "docs/probing.md, 'Hostile clients')",
+                    os.strerror(exc.errno or 0),
+                )
+                # Nothing runs between this close and the accept: the descriptor is its.
+                from_reserve = self.reserve.release()
+                if not from_reserve:
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, _ACCEPT_BACKOFF[1])
+                continue
+            backoff = _ACCEPT_BACKOFF[0]
+            if from_reserve:
+                self.stats.accepted_from_reserve += 1
+                from_reserve = False
+            nursery.start_soon(self.connection, stream)
+
+    def _shed_one(self) -> bool:
+        """Close the connection idle the longest (never used ones first); False if none is."""
+        idle = [slot for slot in self._slots if slot.idle is not None]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda slot: (slot.requests > 0, slot.idle_since))
+        assert victim.idle is not None
+        victim.idle.cancel()
+        victim.shed = True
+        self._slots.discard(victim)
+        self.stats.shed += 1
+        self._log.warning(
+            "shed",
+            "HTTP server: %d connections open, closed the one idle the longest",
+            self.max_connections,
+        )
+        return True
 
     async def lifespan(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -167,17 +289,21 @@ class _Server:
 
     async def connection(self, stream: trio.SocketStream) -> None:
         """Serve one connection; nothing it raises (but cancellation) reaches the listener."""
-        if self._open >= self.max_connections:
+        if len(self._slots) >= self.max_connections and not self._shed_one():
             self.stats.rejected += 1
             self._log.warning(
-                "rejected", "HTTP server: %d connections open, refusing one", self._open
+                "rejected",
+                "HTTP server: %d connections open, all busy, refusing one",
+                len(self._slots),
             )
             await trio.aclose_forcefully(stream)
+            self.reserve.refill()
             return
-        self._open += 1
+        slot = _Slot()
+        self._slots.add(slot)
         self.stats.connections += 1
         try:
-            await self._serve(stream)
+            await self._serve(stream, slot)
         except trio.TooSlowError:
             self.stats.timeouts += 1
             self._log.warning(
@@ -191,17 +317,24 @@ class _Server:
             self.stats.errors += 1
             self._log.warning("error", "HTTP server: connection failed: %r", exc)
         finally:
-            self._open -= 1
+            self._slots.discard(slot)
             await trio.aclose_forcefully(stream)
+            self.reserve.refill()
 
-    async def _serve(self, stream: trio.SocketStream) -> None:
+    async def _serve(self, stream: trio.SocketStream, slot: _Slot) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         while True:
             if not conn.trailing_data[0]:
                 # Idle: no byte of a next request yet. A keep-alive connection (a scraper's)
                 # that stays idle is closed quietly; only a started request is held to time.
-                with trio.move_on_after(self.request_timeout):
+                # While idle it may be shed to admit a new client (see _shed_one).
+                slot.idle_since = trio.current_time()
+                slot.idle = trio.CancelScope(deadline=slot.idle_since + self.request_timeout)
+                with slot.idle:
                     await self._receive_into(conn, stream)
+                slot.idle = None
+                if slot.shed:
+                    return  # even if a byte came in the same instant: its slot is given away
                 if not conn.trailing_data[0] and not conn.trailing_data[1]:
                     return
             with trio.fail_after(self.request_timeout):
@@ -216,6 +349,7 @@ class _Server:
                 await self._call_app(conn, stream, request, body)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
+            slot.requests += 1
             conn.start_next_cycle()
 
     async def _receive_into(self, conn: h11.Connection, stream: trio.SocketStream) -> None:
@@ -229,6 +363,7 @@ class _Server:
             if event is h11.NEED_DATA:
                 await self._receive_into(conn, stream)
             elif isinstance(event, h11.Request):
+                _refuse_ambiguous_framing(event)
                 return event
             else:
                 # ConnectionClosed between requests, or PAUSED after one we closed.
@@ -269,6 +404,7 @@ class _Server:
             data = (data or b"") + (conn.send(h11.Data(data=body)) or b"")
             data += conn.send(h11.EndOfMessage()) or b""
             await stream.send_all(data)
+            await _linger(stream)
 
     async def _call_app(
         self, conn: h11.Connection, stream: trio.SocketStream, request: h11.Request, body: bytes
@@ -340,6 +476,33 @@ class _Server:
         await stream.send_all(data)
 
 
+async def _linger(stream: trio.SocketStream) -> None:
+    """Half-close, then read (and drop) what the client still sends, briefly and boundedly.
+
+    Closing a socket with unread bytes in it makes the kernel answer with a reset, which may
+    destroy our error reply before the client has read it; reading a little first lets the
+    reply arrive. Bounded in bytes and time, so an attacker gains nothing by sending more.
+    """
+    with trio.move_on_after(_LINGER_SECONDS):
+        await stream.send_eof()
+        left = _LINGER_BYTES
+        while left > 0 and (chunk := await stream.receive_some(_RECEIVE_BYTES)):
+            left -= len(chunk)
+
+
+def _refuse_ambiguous_framing(request: h11.Request) -> None:
+    """Refuse a request framed both by ``Content-Length`` and ``Transfer-Encoding``.
+
+    h11 follows RFC 9112 §6.3 and frames such a body as chunked; a proxy in front of us might
+    have framed it by its length, so the rest of the body would be a second, smuggled request
+    to us. §6.1 says a server may reject it, and must close the connection after answering it:
+    there is no honest client that sends both.
+    """
+    names = {name for name, _ in request.headers}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        raise _BadRequest(400, "both Content-Length and Transfer-Encoding (RFC 9112 section 6.1)")
+
+
 async def answer_lifespan(receive: Receive, send: Send) -> None:
     """Answer an ASGI ``lifespan`` scope: these apps have nothing to start or stop."""
     while True:
@@ -352,9 +515,18 @@ async def answer_lifespan(receive: Receive, send: Send) -> None:
 
 
 async def send_response(
-    send: Send, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8"
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = b"text/plain; charset=utf-8",
+    *,
+    slice_bytes: int | None = None,
 ) -> None:
-    """Send a complete, non-streaming HTTP response."""
+    """Send a complete HTTP response with a ``Content-Length``.
+
+    With ``slice_bytes``, the body goes out that many bytes at a time, so a connection holds
+    one slice beyond ``body`` (which a large, shared body must not be copied whole for).
+    """
     await send(
         {
             "type": "http.response.start",
@@ -365,4 +537,11 @@ async def send_response(
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    if slice_bytes is None or len(body) <= slice_bytes:
+        await send({"type": "http.response.body", "body": body})
+        return
+    # ASGI bodies are bytes: each slice is a copy, one slice at a time.
+    for start in range(0, len(body), slice_bytes):
+        more = start + slice_bytes < len(body)
+        chunk = body[start : start + slice_bytes]
+        await send({"type": "http.response.body", "body": chunk, "more_body": more})

@@ -41,7 +41,8 @@ from cattrs.errors import ClassValidationError
 from cattrs.v import format_exception
 
 from ._durations import DURATION_EXAMPLE, parse_duration
-from ._options import is_path_field
+from ._options import is_path_value
+from .fleet.spec import FleetSpec
 from .metrics import MetricsError
 from .probes import probe_types
 from .registry import PluginError
@@ -50,6 +51,7 @@ from .specs import (
     DEFAULT_SURFACER_BUFFER,
     AlertSpec,
     LatencyBuckets,
+    MaintenanceSpec,
     ProbeSpec,
     StatusSpec,
     SurfacerSpec,
@@ -118,6 +120,10 @@ class Config:
     alerts: tuple[AlertSpec, ...] = ()
     #: The status page, when a ``[status]`` table is given.
     status: StatusSpec | None = None
+    #: ``[[maintenance]]`` windows: when notifications are held.
+    maintenance: tuple[MaintenanceSpec, ...] = ()
+    #: The ``[fleet]`` table: shard the targets with other agents (docs/fleet.md).
+    fleet: FleetSpec | None = None
     #: Seconds surfacers get to flush at shutdown before they are cancelled.
     shutdown_grace: float = 5.0
     #: Where relative paths in the config are resolved from.
@@ -158,7 +164,9 @@ _converter.register_structure_hook_factory(
 )
 _PROBE_KEYS = frozenset(attrs.fields_dict(ProbeSpec))
 _SURFACER_KEYS = frozenset(attrs.fields_dict(SurfacerSpec))
-_TOP_KEYS = frozenset({"probe", "surfacer", "shutdown_grace", "alert", "status"})
+_TOP_KEYS = frozenset(
+    {"probe", "surfacer", "shutdown_grace", "alert", "status", "maintenance", "fleet"}
+)
 
 
 def _format_exception(exc: BaseException, type_: type | None) -> str:
@@ -449,9 +457,15 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
             raw_status, quiet = _known_durations(raw_status, StatusSpec, "status", errors)
         status = _structure(raw_status, StatusSpec, "$.status", errors, quiet)
         if status is not None:
+            status = resolve_paths(status, base_dir or Path.cwd())
             errors.extend(check_numbers(status, "status"))
             if status.refresh < 1:
                 errors.append(f"status.refresh: expected >= 1 second, got {status.refresh}")
+
+    maintenance = _parse_maintenance(data.get("maintenance", []), names, errors)
+    for alert_index, alert in enumerate(alerts):
+        errors.extend(_check_depends_on(alert, f"alert[{alert_index}]", names))
+    fleet = _parse_fleet(data, alerts, errors)
 
     if errors:
         raise ConfigError("\n".join(errors))
@@ -460,9 +474,76 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         surfacers=tuple(surfacers),
         alerts=alerts,
         status=status,
+        maintenance=maintenance,
+        fleet=fleet,
         shutdown_grace=float(grace),
         base_dir=base_dir or Path.cwd(),
     )
+
+
+def _parse_maintenance(
+    raw: object, probes: set[str], errors: list[str]
+) -> tuple[MaintenanceSpec, ...]:
+    from .alerting.maintenance import MAX_RECURRING_DURATION, Cron, parse_time
+
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        errors.append("maintenance: expected an array of tables ([[maintenance]])")
+        return ()
+    out = []
+    for i, table in enumerate(raw):
+        path = f"maintenance[{i}]"
+        table, quiet = _known_durations(table, MaintenanceSpec, path, errors)
+        spec = _structure(table, MaintenanceSpec, f"$.{path}", errors, quiet)
+        if spec is None:
+            continue
+        problems = []
+        if bool(spec.start and spec.end) == bool(spec.cron):
+            problems.append(f"{path}: give either start and end, or cron and duration")
+        for key in ("start", "end"):
+            try:
+                if getattr(spec, key):
+                    parse_time(getattr(spec, key))
+            except ValueError as exc:
+                problems.append(f"{path}.{key}: {exc}")
+        if (
+            spec.start
+            and spec.end
+            and not problems
+            and parse_time(spec.end) <= parse_time(spec.start)
+        ):
+            problems.append(f"{path}.end: must be after start")
+        if spec.cron:
+            try:
+                Cron.parse(spec.cron)
+            except ValueError as exc:
+                problems.append(f"{path}.cron: {exc}")
+            if not 0 < spec.duration <= MAX_RECURRING_DURATION:
+                problems.append(
+                    f"{path}.duration: expected > 0 and <= {MAX_RECURRING_DURATION:g} s with cron"
+                )
+        problems += [f"{path}.probes: unknown probe {p!r}" for p in spec.probes if p not in probes]
+        errors.extend(problems)
+        if not problems:
+            out.append(spec)
+    return tuple(out)
+
+
+def _check_depends_on(spec: AlertSpec, path: str, probes: set[str]) -> list[str]:
+    from .alerting.depends import parse_dependency
+
+    errors = []
+    for item in spec.depends_on:
+        try:
+            probe, _ = parse_dependency(item, probes)
+        except ValueError as exc:
+            errors.append(f"{path}.depends_on: {exc}")
+            continue
+        if probe in spec.probes:
+            errors.append(
+                f"{path}.depends_on: {item!r} is a probe this alert watches (a target cannot "
+                "depend on its own probe)"
+            )
+    return errors
 
 
 def _known_durations(
@@ -554,6 +635,27 @@ def _parse_surfacer(
     return sspec, options
 
 
+def _parse_fleet(
+    data: Mapping[str, Any], alerts: Sequence[AlertSpec], errors: list[str]
+) -> FleetSpec | None:
+    fleet = None
+    if isinstance(data.get("fleet"), Mapping):
+        table, quiet = _known_durations(data["fleet"], FleetSpec, "fleet", errors)
+        fleet = _structure(table, FleetSpec, "$.fleet", errors, quiet)
+        if fleet is not None:
+            errors.extend(fleet.problems())
+    elif "fleet" in data:
+        errors.append("fleet: expected a table ([fleet])")
+    replicas = fleet.replicas if fleet is not None else 1
+    for i, alert in enumerate(alerts):
+        if alert.quorum > replicas:
+            errors.append(
+                f"alert[{i}].quorum: {alert.quorum} votes need as many owners per target; "
+                f"set [fleet] replicas >= {alert.quorum} (it is {replicas})"
+            )
+    return fleet
+
+
 def _parse_alerts(
     raw: Any, probe_names: set[str], base_dir: Path, errors: list[str]
 ) -> tuple[AlertSpec, ...]:
@@ -596,6 +698,7 @@ def _shared_queue_dirs(
     """A handoff queue directory is locked by whoever opens it first, so two users of one
     directory pass every other check and then fail at start-up: say so here instead."""
     from .alerting.notify import default_webhook_dir  # here: alerting imports this module
+    from .handoff.disk_queue import default_queue_dir
 
     users = [
         (f"surfacer[{i}].queue_dir", options.resolved_queue_dir())
@@ -609,6 +712,14 @@ def _shared_queue_dirs(
         )
         for spec in alerts
         if spec.webhook
+    ]
+    users += [
+        (
+            f"alert {spec.name!r}: alertmanager_queue_dir",
+            spec.alertmanager_queue_dir or default_queue_dir(f"alert-{spec.name}-alertmanager"),
+        )
+        for spec in alerts
+        if spec.alertmanager
     ]
     first: dict[str, str] = {}
     errors = []
@@ -636,11 +747,20 @@ def _check_alert(spec: AlertSpec, path: str, errors: list[str]) -> None:
         )
     elif spec.total and spec.failures < 1:
         errors.append(f"{path}.failures: expected >= 1 when total is set")
+    if spec.quorum < 1:
+        errors.append(f"{path}.quorum: expected >= 1, got {spec.quorum}")
     if spec.failure_threshold == 0 and spec.total == 0:
         errors.append(f"{path}: no down condition: set failure_threshold, or failures/total")
     errors.extend(check_numbers(spec, path))
     if spec.webhook and not spec.webhook.startswith(("http://", "https://")):
         errors.append(f"{path}.webhook: expected an http:// or https:// URL, got {spec.webhook!r}")
+    if spec.alertmanager and not spec.alertmanager.startswith(("http://", "https://")):
+        errors.append(
+            f"{path}.alertmanager: expected Alertmanager's http:// or https:// base URL "
+            f"(e.g. http://127.0.0.1:9093), got {spec.alertmanager!r}"
+        )
+    if not spec.severity:
+        errors.append(f"{path}.severity: must not be empty")
     if spec.command and not spec.command[0]:
         errors.append(f"{path}.command: the program (first element) must not be empty")
     from .alerting.notify import check_template  # here: alerting imports this module
@@ -661,7 +781,7 @@ def resolve_paths(options: Any, base_dir: Path) -> Any:
     changes = {}
     for field in attrs.fields(type(options)):
         value = getattr(options, field.name)
-        if is_path_field(field) and value not in ("", "-") and not os.path.isabs(value):
+        if is_path_value(field, value) and value not in ("", "-") and not os.path.isabs(value):
             changes[field.name] = str(base_dir / value)
     return attrs.evolve(options, **changes) if changes else options
 

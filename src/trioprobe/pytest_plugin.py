@@ -14,12 +14,16 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
     import trio
 
+    from .checks import CheckFn, CheckReport
     from .logping import MemoryLog
     from .testing import FakeTarget
 
 __all__ = [
+    "trioprobe_run_check",
     "trioprobe_fake_target",
     "trioprobe_health_url",
     "trioprobe_memory_log",
@@ -58,3 +62,39 @@ async def trioprobe_memory_log(nursery: trio.Nursery) -> MemoryLog:
     from .testing import start_memory_log
 
     return await start_memory_log(nursery)
+
+
+@pytest.fixture
+def trioprobe_run_check() -> Callable[..., Awaitable[CheckReport]]:
+    """Run a check (``async def check(ctx, target)``, see :mod:`trioprobe.checks`) as a test:
+    ``await trioprobe_run_check(check, target)`` fails the test with the step and reason the
+    monitor would report, and returns the :class:`~trioprobe.checks.CheckReport` when it passes.
+
+    Keyword arguments: ``headers`` (sent on every request), ``time_limit`` (seconds, default
+    30), ``verify_tls`` (default true), ``follow_redirects`` (default true): the ``ctx.http`` the
+    ``script`` probe type builds from the same keys.
+    """
+    from .checks import new_http_client, run_check
+
+    async def run(
+        check: CheckFn,
+        target: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        time_limit: float = 30.0,
+        verify_tls: bool = True,
+        follow_redirects: bool = True,
+    ) -> CheckReport:
+        name = getattr(check, "__qualname__", "check")
+        async with new_http_client(
+            headers=headers or {},
+            verify=verify_tls,
+            follow_redirects=follow_redirects,
+            timeout=time_limit,
+        ) as http:
+            report = await run_check(check, target, http=http, time_limit=time_limit, name=name)
+        if not report.success:
+            pytest.fail(f"check {name} failed ({report.reason}): {report.message}", pytrace=False)
+        return report
+
+    return run

@@ -48,7 +48,8 @@ class ProbeResult:
         timeout: the failure was the probe's deadline running out.
         extras: values accumulated like the counters (numbers are summed, Maps merged,
             Distributions combined), e.g. ``{"resp-code": Map("code", {"200": 1})}``.
-        gauges: current readings where only the latest matters, e.g. ``{"srtt": 0.0012}``.
+        gauges: current readings where only the latest matters, e.g. ``{"srtt": 0.0012}``; a
+            ``Map`` is a labelled gauge (the script type's ``step_duration{step}``).
         start_lateness: seconds between the probe's scheduled tick and its actual start; more
             than a millisecond or two means the process itself (not the target) was slow.
     """
@@ -62,7 +63,7 @@ class ProbeResult:
     extras: Mapping[str, int | float | str | Value] = attrs.field(
         kw_only=True, factory=dict, converter=_freeze
     )
-    gauges: Mapping[str, int | float | str] = attrs.field(
+    gauges: Mapping[str, int | float | str | Map] = attrs.field(
         kw_only=True, factory=dict, converter=_freeze
     )
     start_lateness: float = attrs.field(kw_only=True, default=0.0)

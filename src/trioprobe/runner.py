@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._fdlimit import ensure_fd_limit, fd_needs
 from ._groups import open_nursery
 from ._looplag import watch_loop_lag
 from .alerting import AlertingService, Health
@@ -37,6 +39,9 @@ from .results import LATENCY_UNITS, ProbeResult
 from .stats import StatsKeeper
 from .surfacers import Fanout, Surfacer, surfacer_types
 from .targets import ProbeTargets, SnapshotFilter, SourceError, sources_for
+
+if TYPE_CHECKING:
+    from .fleet.agent import FleetAgent
 
 __all__ = ["Runner", "StartupError", "run"]
 
@@ -73,6 +78,14 @@ def _root_cause(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+def _fleet_agent(config: Config) -> FleetAgent | None:
+    if config.fleet is None:
+        return None
+    from .fleet.agent import FleetAgent  # here: a config without [fleet] never loads it
+
+    return FleetAgent(config.fleet)
 
 
 def targets_for(
@@ -114,7 +127,8 @@ class Runner:
             undone when the probes stop: the CLI sets it, embedding code decides for itself.
         target_filter: applied to every probe's targets before anyone reads them (the fleet's
             ownership seam, see :data:`trioprobe.targets.SnapshotFilter`); after a change of
-            what it keeps, call :meth:`refilter_targets`.
+            what it keeps, call :meth:`refilter_targets`. With a ``[fleet]`` table and no
+            filter given, the fleet's ownership filter is used (docs/fleet.md).
 
     While the probes run, the runner also measures its own event-loop lag and exports it as the
     ``event_loop_lag_seconds`` Distribution (see :mod:`trioprobe._looplag`).
@@ -131,6 +145,11 @@ class Runner:
         target_filter: SnapshotFilter | None = None,
     ) -> None:
         self.config = config
+        #: This process's fleet membership, with a ``[fleet]`` table (docs/fleet.md).
+        self.fleet = _fleet_agent(config)
+        if self.fleet is not None and target_filter is None:
+            target_filter = self.fleet.snapshot_filter
+            self.fleet.on_ownership_change(self.refilter_targets)
         self.target_filter = target_filter
         self.observe = observe
         self.on_loop_lag = on_loop_lag
@@ -152,10 +171,21 @@ class Runner:
             for sspec, options in config.surfacers
         ]
         self.surfacers.extend((surfacer, DEFAULT_SURFACER_BUFFER) for surfacer in extra_surfacers)
+        # A surfacer that can read the keepers at scrape time (prometheus) gets fresh counts at
+        # every scrape, whatever the stats_interval (docs/metrics.md, "Fresh at every scrape").
+        self._keepers: list[StatsKeeper] = []
+        for surfacer, _ in self.surfacers:
+            attach = getattr(surfacer, "attach_live_source", None)
+            if attach is not None:
+                attach(self.live_metrics)
         self.fanout: Fanout | None = None
         #: Health state, notifications, health metrics and the status page (docs/alerting.md).
         self.alerting = AlertingService(config)
+        if self.fleet is not None:
+            fleet_alerts = self.fleet.use_alerts(self.alerting.rule_of, self.alerting.send)
+            self.alerting.vote = fleet_alerts.local
         self._probes_scope = trio.CancelScope()
+        self._leaving: trio.Event | None = None
 
     @property
     def health(self) -> Health:
@@ -176,19 +206,41 @@ class Runner:
             targets.refilter()
 
     def shutdown(self) -> None:
-        """Begin the phased shutdown: stop the probes and let everything after them drain."""
+        """Begin the phased shutdown: stop the probes and let everything after them drain.
+
+        A fleet agent first revokes its lease (so the others take its targets over at once),
+        then stops its probes.
+        """
+        if self._leaving is not None:
+            self._leaving.set()
+        else:
+            self._probes_scope.cancel()
+
+    async def _leave_fleet_on_shutdown(self, leaving: trio.Event) -> None:
+        assert self.fleet is not None
+        await leaving.wait()
+        await self.fleet.leave()
         self._probes_scope.cancel()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until :meth:`shutdown` has finished draining, or until cancelled."""
+        # Descriptors for every target and server, before any is opened (docs/probing.md).
+        listed = sum(len(list(listing())) for _, _, listing in self.probes)
+        ensure_fd_limit(fd_needs(listed, servers=len(self.surfacers) + 1))
         export_send, export_receive = trio.open_memory_channel[EventMetrics](_EXPORT_BUFFER)
         sinks: list[tuple[str, trio.MemorySendChannel[EventMetrics]]] = []
         async with open_nursery() as surfacer_nursery:
+            if self.fleet is not None:
+                # First: a refused name or an unreachable etcd stops the start-up here.
+                await _start(surfacer_nursery, "fleet", self.fleet.run)
+                self._leaving = trio.Event()
+                surfacer_nursery.start_soon(self._leave_fleet_on_shutdown, self._leaving)
             for surfacer, buffer in self.surfacers:
                 send, receive = trio.open_memory_channel[EventMetrics](buffer)
                 sinks.append((surfacer.name, send))
                 await _start(surfacer_nursery, f"surfacer {surfacer.name!r}", surfacer.run, receive)
-            self.fanout = Fanout(sinks)
+            labels = {"agent": self.fleet.name} if self.fleet is not None else {}
+            self.fanout = Fanout(sinks, labels=labels)
             await surfacer_nursery.start(self.fanout.run, export_receive)
 
             async with open_nursery() as keeper_nursery:
@@ -240,11 +292,25 @@ class Runner:
                 trio.current_time() + self.config.shutdown_grace
             )
 
+    async def live_metrics(self) -> list[EventMetrics]:
+        """Every keeper's current state, as its next export would send it.
+
+        A scrape-time read from another task: safe because the keepers' state is only ever
+        touched from this thread, and a snapshot clones one accumulator at a time.
+        """
+        now = time.time()
+        batch: list[EventMetrics] = []
+        for keeper in self._keepers:
+            batch.extend(await keeper.snapshot(now))
+        return batch
+
     async def _export_self_metrics(self, export: trio.MemorySendChannel[EventMetrics]) -> None:
         """Every shortest export interval, the surfacers' own metrics (a handoff queue's
         backlog, say), so they can be watched and alerted on like the probes'."""
         sources = [s.self_metrics for s, _ in self.surfacers if hasattr(s, "self_metrics")]
         sources += [targets.collect for _, _, targets in self.probes]
+        if self.fleet is not None:
+            sources.append(self.fleet.self_metrics)
         interval = min((spec.export_interval for spec, _, _ in self.probes), default=10.0)
         async with export:
             while sources:
@@ -316,6 +382,7 @@ class Runner:
             export_up=True,
             labels_of=targets.labels_of,
         )
+        self._keepers.append(keeper)
         return partial(keeper.run, results, export)
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "AlertSpec",
     "EtcdSDSpec",
     "LatencyBuckets",
+    "MaintenanceSpec",
     "ProbeSpec",
     "StatusSpec",
     "SurfacerSpec",
@@ -144,6 +145,40 @@ class AlertSpec:
     webhook_timeout: float = 10.0
     #: The webhook's queue directory; "" means ``<tmp>/trioprobe-handoff-<uid>/alert-<name>``.
     webhook_queue_dir: str = path_field("")
+    #: Alertmanager's base URL (``http://host:9093``): firing alerts are POSTed to its
+    #: ``/api/v2/alerts``, re-sent while firing and resolved with ``endsAt``, durably.
+    alertmanager: str = ""
+    alertmanager_timeout: float = 10.0
+    #: Its queue directory; "" means ``<tmp>/trioprobe-handoff-<uid>/alert-<name>-alertmanager``.
+    alertmanager_queue_dir: str = path_field("")
+    #: The ``severity`` label of the alerts sent to Alertmanager.
+    severity: str = "critical"
+    #: Probes (``"gw"``) or probe:target pairs (``"gw:10.0.0.1:80"``) this alert's targets
+    #: depend on: while one is down they are ``blocked`` and send no notifications.
+    depends_on: tuple[str, ...] = ()
+    #: In a fleet: how many of a target's live owners must see it down (docs/fleet.md).
+    quorum: int = 1
+
+
+@attrs.frozen
+class MaintenanceSpec:
+    """A ``[[maintenance]]`` table: when notifications for some targets are held.
+
+    Either ``start`` and ``end`` (ISO 8601; UTC without an offset) or ``cron`` (five fields, UTC)
+    and ``duration`` (seconds). ``probes``, ``targets`` and ``labels`` (probe labels) narrow its
+    scope; each empty means any. See docs/alerting.md.
+    """
+
+    name: str
+    start: str = ""
+    end: str = ""
+    cron: str = ""
+    duration: float = 0.0
+    probes: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+    #: Count the window in uptime and SLOs (by default it is left out of them).
+    count_in_slo: bool = False
 
 
 @attrs.frozen
@@ -155,3 +190,7 @@ class StatusSpec:
     port: int = 9314
     #: Seconds between the page's own refreshes.
     refresh: int = 5
+    #: The bearer token that write endpoints (acknowledge) require, read from this environment
+    #: variable or file at start-up; without one, writes are allowed only on a loopback address.
+    token_env: str = ""
+    token_file: str = path_field("")

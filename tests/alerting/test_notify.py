@@ -63,7 +63,7 @@ async def test_failing_and_hanging_commands_are_counted_not_fatal(
     text = caplog.text
     assert "could not start" in text
     assert "exited with 1: nope" in text
-    assert "killed after its timeout of 0.5 s" in text
+    assert "killed (with its process group) after its timeout of 0.5 s" in text
 
 
 async def test_runner_runs_the_command_on_fire_and_resolve(

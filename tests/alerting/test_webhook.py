@@ -116,11 +116,12 @@ async def test_notices_survive_a_receiver_outage_and_a_restart(
                 await trio.sleep(0.3)  # retries fail while the receiver is down
                 assert len(receiver.bodies) == delivered_before_restart
                 await receiver.start(nursery)  # the receiver is back, on the same port
-                await receiver.wait_for(3)
+                # The last fire is resolved by the second run: it persisted what it fired.
+                await receiver.wait_for(4)
                 second.shutdown()
             receiver.stop()
 
-    events = ["fire", "resolve", "fire"]
+    events = ["fire", "resolve", "fire", "resolve"]
     notices = [Notice("fire", fired[0]), Notice("resolve", fired[1]), Notice("fire", fired[2])]
     expected = [n.key for n in notices]
     # Delivery is at least once: the receiver was stopped right after taking the first notice,
@@ -129,7 +130,7 @@ async def test_notices_survive_a_receiver_outage_and_a_restart(
     for body, header in zip(receiver.bodies, receiver.headers, strict=True):
         assert header == body["key"]
         first_seen.setdefault(body["key"], body)
-    assert list(first_seen) == expected  # each key once, none lost, in order
+    assert list(first_seen)[:3] == expected  # each key once, none lost, in order
     assert [b["event"] for b in first_seen.values()] == events
     assert first_seen[expected[1]]["state"] == "up"
     assert all(b == first_seen[b["key"]] for b in receiver.bodies)  # repeats are identical
@@ -142,3 +143,62 @@ def _drain(channel: trio.MemoryReceiveChannel[Transition]) -> list[Transition]:
             out.append(channel.receive_nowait())
         except trio.WouldBlock:
             return out
+
+
+async def _run_until(config: Any, *steps: tuple[bool, str]) -> None:
+    """One trioprobe run: for each (outcome, state) step, script the target and wait for it."""
+    runner = Runner(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        for outcome, state in steps:
+            scripted_probe.OUTCOMES["x"] = outcome
+            await runner.health.wait_until("x", state)  # type: ignore[arg-type]
+        runner.shutdown()
+
+
+async def test_a_restart_resolves_a_fire_still_queued_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 24 item 9: service down, run stopped (its fire never left the queue), service back,
+    # run started: the second run must send the resolve, after the replayed fire.
+    monkeypatch.setattr(notify, "WEBHOOK_RETRY_MAX_INTERVAL", 0.2)
+    receiver = Receiver()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await receiver.start(nursery)
+            receiver.stop()  # a port nobody answers on
+            config = _config(receiver.url, tmp_path / "queue")
+            await _run_until(config, (True, UP), (False, DOWN))
+            await receiver.start(nursery)
+            await _run_until(config, (True, UP))
+            await receiver.wait_for(2)
+            receiver.stop()
+    assert [(b["event"], b["target"]) for b in receiver.bodies] == [
+        ("fire", "x"),
+        ("resolve", "x"),
+    ]
+    assert receiver.bodies[1]["state"] == "up"
+    state = json.loads((tmp_path / "queue" / "alert-state.json").read_text())
+    assert state["firing"] == []
+
+
+async def test_a_restart_while_still_down_neither_refires_nor_forgets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notify, "WEBHOOK_RETRY_MAX_INTERVAL", 0.2)
+    receiver = Receiver()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await receiver.start(nursery)
+            config = _config(receiver.url, tmp_path / "queue")
+            await _run_until(config, (True, UP), (False, DOWN))
+            await receiver.wait_for(1)
+            # Still down across the restart: the fire is not sent again; then it recovers.
+            await _run_until(config, (False, DOWN), (True, UP))
+            await receiver.wait_for(2)
+            # A third run has nothing left to resolve.
+            await _run_until(config, (True, UP))
+            await trio.sleep(0.3)
+            receiver.stop()
+    events = [b["event"] for b in {b["key"]: b for b in receiver.bodies}.values()]
+    assert events == ["fire", "resolve"]

@@ -189,3 +189,37 @@ def running(service: Service) -> Iterator[Service]:
         yield service
     finally:
         service.stop()
+
+
+class Alertmanager(Service):
+    """Prometheus Alertmanager routing every alert to ``receiver_url`` (a webhook receiver),
+    grouped by alert and target, with short waits so a test sees notifications within a second.
+    Clustering is off (it would listen on every interface). ``url`` is its API; silences and the
+    notification log persist in ``data_dir`` across ``restart()``."""
+
+    def __init__(self, binary: str, data_dir: Path, receiver_url: str) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        config = data_dir / "alertmanager.yml"
+        config.write_text(
+            "route:\n"
+            "  receiver: hook\n"
+            "  group_by: ['alertname', 'dst']\n"
+            "  group_wait: 200ms\n"
+            "  group_interval: 500ms\n"
+            "  repeat_interval: 1h\n"
+            "receivers:\n"
+            "  - name: hook\n"
+            "    webhook_configs:\n"
+            f"      - url: {receiver_url}\n"
+            "        send_resolved: true\n"
+        )
+        argv = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={data_dir / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ]
+        super().__init__(argv, f"{self.url}/-/ready", data_dir / "alertmanager.log")

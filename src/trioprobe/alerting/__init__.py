@@ -3,13 +3,14 @@
 * :class:`Health` keeps every probe x target's state (``unknown``/``up``/``down``) from its
   results, and lets a Trio app follow it: :meth:`Health.subscribe` (a channel of
   :class:`Transition` values) and :meth:`Health.wait_until`.
-* :class:`AlertingService` adds notifications (command, durable webhook, log), the ``up`` /
-  ``alert_firing`` / ``transitions`` metrics and the status page to a :class:`~trioprobe.Runner`
-  (``runner.alerting``; ``runner.health`` is its :class:`Health`).
+* :class:`AlertingService` adds notifications (command, durable webhook and Alertmanager, log),
+  the ``up`` / ``alert_firing`` / ``transitions`` metrics and the status page to a
+  :class:`~trioprobe.Runner` (``runner.alerting``; ``runner.health`` is its :class:`Health`).
 
 See docs/alerting.md.
 """
 
+from .alertmanager import AlertmanagerNotifier
 from .health import Health, TargetStatus
 from .history import History
 from .notify import CommandNotifier, Notice, WebhookError, WebhookNotifier
@@ -22,6 +23,7 @@ __all__ = [
     "UNKNOWN",
     "UP",
     "AlertRule",
+    "AlertmanagerNotifier",
     "AlertingService",
     "CommandNotifier",
     "Health",

@@ -231,6 +231,10 @@ class Health:
         safe to walk across checkpoints while results keep coming in)."""
         return [(e.health, e.history) for es in self._entries.values() for e in es.values()]
 
+    def entry(self, probe: str, target: str) -> TargetHealth | None:
+        found = self._entries.get(probe, {}).get(target)
+        return None if found is None else found.health
+
     def entries(self, probe: str) -> list[TargetHealth]:
         return [e.health for e in self._entries.get(probe, {}).values()]
 

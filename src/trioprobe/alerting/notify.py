@@ -15,27 +15,25 @@ nobody else, and never the probes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import subprocess
-from datetime import UTC, datetime
-from functools import partial
-from typing import Literal
 
-import attrs
 import httpx
 import trio
 
+from .._spawn import EscapeWatch, run_in_group
 from .._templates import check_template as _check_template
 from .._templates import render_template
-from ..handoff import HandoffError, RecordRejected, WriteReplayer, open_queue
-from ..handoff.disk_queue import default_queue_dir, prepare_default_root
-from .state import Transition
+from ..handoff.disk_queue import default_queue_dir
+from .firing import FiringEntry
+from .notice import Event, Notice
+from .queued import DeliveryError, QueuedNotifier, check_reply
 
 __all__ = [
     "COMMAND_FIELDS",
     "CommandNotifier",
+    "Event",
     "Notice",
     "WebhookError",
     "WebhookNotifier",
@@ -44,8 +42,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("trioprobe.alerting")
-
-Event = Literal["fire", "resolve", "repeat"]
 
 #: The ``{name}`` fields a command argument may use.
 COMMAND_FIELDS = frozenset(
@@ -76,63 +72,6 @@ def check_template(arg: str) -> None:
     _check_template(arg, COMMAND_FIELDS)
 
 
-@attrs.frozen
-class Notice:
-    """One notification: an alert fired, resolved, or is still firing (``repeat``)."""
-
-    event: Event
-    transition: Transition
-    #: Counts the repeats of one firing (0 for fire and resolve).
-    repeat: int = 0
-
-    @property
-    def key(self) -> str:
-        """Unique per notice, stable across restarts: the idempotency key."""
-        t = self.transition
-        ident = json.dumps(
-            [t.alert, t.probe, t.target, self.event, round(t.since * 1e6), self.repeat]
-        )
-        return hashlib.sha256(ident.encode()).hexdigest()[:32]
-
-    def document(self) -> dict[str, object]:
-        t = self.transition
-        return {
-            "key": self.key,
-            "event": self.event,
-            "alert": t.alert,
-            "probe": t.probe,
-            "target": t.target,
-            "state": t.new,
-            "previous": t.old,
-            "since": t.since,
-            "since_iso": datetime.fromtimestamp(t.since, UTC).isoformat(),
-            "failures": t.failures,
-            "total": t.total,
-            "error": t.error,
-            "reason": t.reason,
-            "repeat": self.repeat,
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.document(), sort_keys=True)
-
-    def fields(self) -> dict[str, str]:
-        t = self.transition
-        return {
-            "alert": t.alert,
-            "probe": t.probe,
-            "target": t.target,
-            "event": self.event,
-            "state": t.new,
-            "failures": str(t.failures),
-            "total": str(t.total),
-            "since": datetime.fromtimestamp(t.since, UTC).isoformat(),
-            "error": t.error or "",
-            "key": self.key,
-            "json": self.to_json(),
-        }
-
-
 def log_notice(notice: Notice) -> None:
     t = notice.transition
     # One level for fire, repeat and resolve: a log filtered at WARNING must not show an alert
@@ -160,6 +99,8 @@ class CommandNotifier:
         self.argv = argv
         self.timeout = timeout
         self.name = f"command {argv[0]!r}"
+        #: Counts the processes that left the command's process group and outlived it.
+        self.watch = EscapeWatch(f"alert {self.name}")
         self.succeeded = 0
         self.failed = 0
 
@@ -181,8 +122,8 @@ class CommandNotifier:
         why: str | None = None
         with trio.move_on_after(self.timeout) as scope:
             try:
-                done = await trio.run_process(
-                    argv, check=False, stdin=b"", stdout=subprocess.DEVNULL, capture_stderr=True
+                done = await run_in_group(
+                    argv, self.watch, stdin=b"", stdout=subprocess.DEVNULL, capture_stderr=True
                 )
             except OSError as exc:
                 why = f"could not start: {exc}"
@@ -191,7 +132,8 @@ class CommandNotifier:
                     tail = done.stderr.decode(errors="replace")[-_STDERR_TAIL:].strip()
                     why = f"exited with {done.returncode}" + (f": {tail}" if tail else "")
         if scope.cancelled_caught:
-            why = f"killed after its timeout of {self.timeout:g} s"
+            why = f"killed (with its process group) after its timeout of {self.timeout:g} s"
+        await self.watch.sweep_if_due()
         if why is None:
             self.succeeded += 1
             return True
@@ -202,7 +144,7 @@ class CommandNotifier:
         return False
 
 
-class WebhookError(Exception):
+class WebhookError(DeliveryError):
     """The webhook receiver failed a request (it is retried)."""
 
 
@@ -210,8 +152,10 @@ def default_webhook_dir(alert: str) -> str:
     return default_queue_dir(f"alert-{alert}")
 
 
-class WebhookNotifier:
+class WebhookNotifier(QueuedNotifier):
     """POSTs each notice as JSON to ``url``, durably, through a handoff queue (see module doc)."""
+
+    error = WebhookError
 
     def __init__(
         self,
@@ -223,72 +167,24 @@ class WebhookNotifier:
         drain_timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        super().__init__(
+            f"webhook {url}",
+            queue_dir,
+            default_dir=f"alert-{alert or url}",
+            timeout=timeout,
+            drain_timeout=drain_timeout,
+            transport=transport,
+        )
         self.url = url
-        self.queue_dir = queue_dir or default_webhook_dir(alert or url)
-        self._default_dir = not queue_dir
-        self.timeout = timeout
-        self.drain_timeout = drain_timeout
-        self.name = f"webhook {url}"
-        self._transport = transport
-        self.replayer: WriteReplayer | None = None
-        #: Notices the queue refused (full, or a disk error).
-        self.dropped = 0
 
-    async def run(
-        self,
-        notices: trio.MemoryReceiveChannel[Notice],
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Queue notices until ``notices`` ends; then deliver what is left, for up to
-        ``drain_timeout`` seconds (the rest stays on disk, delivered on the next start)."""
-        directory = self.queue_dir
-        if self._default_dir:
-            await trio.to_thread.run_sync(prepare_default_root)
-        async with (
-            notices,
-            open_queue(directory) as queue,
-            httpx.AsyncClient(transport=self._transport) as client,
-        ):
-            replayer = WriteReplayer(
-                queue,
-                partial(self._send, client),
-                transient_errors=(WebhookError, httpx.HTTPError),
-                retry_interval=min(0.1, WEBHOOK_RETRY_MAX_INTERVAL),
-                retry_max_interval=WEBHOOK_RETRY_MAX_INTERVAL,
-            )
-            self.replayer = replayer
-            async with trio.open_nursery() as nursery:
-                # Queued notices from a previous run are replayed from here on.
-                await nursery.start(replayer.run)
-                task_status.started()
-                async for notice in notices:
-                    try:
-                        await replayer.write(notice.to_json().encode())
-                    except HandoffError as exc:
-                        self.dropped += 1
-                        logger.warning("%s: notice %s not queued: %s", self.name, notice.key, exc)
-                with trio.move_on_after(self.drain_timeout) as scope:
-                    await replayer.wait_drained()
-                if scope.cancelled_caught:
-                    logger.warning(
-                        "%s: undelivered notices left in %s, sent on next start",
-                        self.name,
-                        queue.directory,
-                    )
-                nursery.cancel_scope.cancel()
+    def retry_max_interval(self) -> float:
+        return WEBHOOK_RETRY_MAX_INTERVAL
 
-    async def _send(self, client: httpx.AsyncClient, data: bytes) -> None:
+    def record(self, notice: Notice, firing: FiringEntry | None) -> bytes:
+        return notice.to_json().encode()
+
+    async def send(self, client: httpx.AsyncClient, data: bytes) -> None:
         key = json.loads(data)["key"]
-        with trio.fail_after(self.timeout):
-            resp = await client.post(
-                self.url,
-                content=data,
-                headers={"content-type": "application/json", "idempotency-key": key},
-            )
-        if 200 <= resp.status_code < 300:
-            return
-        if 400 <= resp.status_code < 500 and resp.status_code not in (408, 409, 425, 429):
-            # A notice the receiver refuses stays refused: retrying would block the ones behind.
-            raise RecordRejected(f"{self.url} refused notice {key}: {resp.status_code}")
-        raise WebhookError(f"{self.url}: {resp.status_code} {resp.text[:200]}")
+        headers = {"content-type": "application/json", "idempotency-key": key}
+        reply = await self.post(client, self.url, data, headers)
+        check_reply(self.url, reply, f"notice {key}", WebhookError)

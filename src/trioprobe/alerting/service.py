@@ -14,22 +14,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from urllib.parse import urlencode
 
+import attrs
 import trio
 
 from .._asgi import serve_asgi
 from .._groups import open_nursery
-from ..config import AlertSpec, Config, ProbeSpec
+from ..config import AlertSpec, Config, ProbeSpec, StatusSpec
 from ..metrics import EventMetrics, Int, Kind
 from ..results import ProbeResult
+from .alertmanager import AlertmanagerNotifier
+from .api import AlertsAPI, is_loopback, read_token
+from .depends import first_down, parse_dependency
+from .firing import FiringEntry
 from .health import Health
-from .notify import (
-    NOTICE_BUFFER,
-    CommandNotifier,
-    Notice,
-    WebhookNotifier,
-    log_notice,
-)
+from .maintenance import Window
+from .notice import Notice
+from .notify import NOTICE_BUFFER, CommandNotifier, WebhookNotifier, log_notice
+from .queued import QueuedNotifier
 from .state import DOWN, UNKNOWN, UP, AlertRule, Transition
 from .status import StatusPage
 
@@ -37,7 +40,7 @@ __all__ = ["AlertingService", "rule_of"]
 
 logger = logging.getLogger("trioprobe.alerting")
 
-Notifier = CommandNotifier | WebhookNotifier
+Notifier = CommandNotifier | QueuedNotifier
 TargetsFn = Callable[[], Iterable[str]]
 
 
@@ -53,15 +56,27 @@ def rule_of(spec: AlertSpec) -> AlertRule:
 
 
 class _Alert:
-    """One ``[[alert]]``'s notifiers and the channels feeding them."""
+    """One ``[[alert]]``'s notifiers, and the task that hands notices to them.
 
-    def __init__(self, spec: AlertSpec, drain_timeout: float) -> None:
+    Notices come in through :meth:`notify` (synchronous, from a probe's owner task) into one
+    bounded inbox. :meth:`dispatch` queues each batch in every durable notifier (on disk, with
+    the alert state), and only then logs it and passes it to the command notifier: a logged
+    notice is one a SIGKILL can no longer lose.
+    """
+
+    def __init__(
+        self,
+        spec: AlertSpec,
+        drain_timeout: float,
+        *,
+        probe_labels: Mapping[str, Mapping[str, str]] | None = None,
+        generator_url: Callable[[str, str], str] | None = None,
+    ) -> None:
         self.spec = spec
-        self.notifiers: list[Notifier] = []
-        if spec.command:
-            self.notifiers.append(CommandNotifier(spec.command, spec.command_timeout))
+        self.command = CommandNotifier(spec.command, spec.command_timeout) if spec.command else None
+        self.durable: list[QueuedNotifier] = []
         if spec.webhook:
-            self.notifiers.append(
+            self.durable.append(
                 WebhookNotifier(
                     spec.webhook,
                     spec.webhook_queue_dir,
@@ -70,22 +85,88 @@ class _Alert:
                     drain_timeout=drain_timeout,
                 )
             )
-        self.channels = [trio.open_memory_channel[Notice](NOTICE_BUFFER) for _ in self.notifiers]
-        #: Notices a notifier was too far behind to take.
+        if spec.alertmanager:
+            self.durable.append(
+                AlertmanagerNotifier(
+                    spec.alertmanager,
+                    spec.alertmanager_queue_dir,
+                    alert=spec.name,
+                    severity=spec.severity,
+                    probe_labels=probe_labels,
+                    generator_url=generator_url,
+                    timeout=spec.alertmanager_timeout,
+                    drain_timeout=drain_timeout,
+                )
+            )
+        self.inbox, self._inbox_out = trio.open_memory_channel[Notice](NOTICE_BUFFER)
+        self._command_in, self._command_out = trio.open_memory_channel[Notice](NOTICE_BUFFER)
+        #: Notices dropped because the alert was :data:`NOTICE_BUFFER` notices behind.
         self.dropped = 0
+        #: (probe, target) -> alerts a previous run left firing.
+        self.restored: dict[tuple[str, str], FiringEntry] = {}
+
+    @property
+    def notifiers(self) -> list[Notifier]:
+        return [*([self.command] if self.command else []), *self.durable]
 
     def notify(self, notice: Notice) -> None:
-        if self.spec.log:
-            log_notice(notice)
-        for notifier, (send, _) in zip(self.notifiers, self.channels, strict=True):
+        try:
+            self.inbox.send_nowait(notice)
+        except trio.WouldBlock:
+            self.dropped += 1
+            logger.warning(
+                "alert %r is %d notices behind: dropped a %s of %r",
+                self.spec.name,
+                NOTICE_BUFFER,
+                notice.event,
+                notice.transition.target,
+            )
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The alert has stopped (shutdown): nothing left to tell.
+            pass
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start the notifiers, then dispatch until the inbox is closed and drained."""
+        async with open_nursery() as nursery:
+            if self.command is not None:
+                await nursery.start(self.command.run, self._command_out)
+            for notifier in self.durable:
+                await nursery.start(notifier.run)
+                for entry in notifier.state.firing.values():
+                    t = entry.notice.transition
+                    self.restored.setdefault((t.probe, t.target), entry)
+            task_status.started()
             try:
-                send.send_nowait(notice)
-            except trio.WouldBlock:
-                self.dropped += 1
-                logger.warning("%s is %d notices behind: dropped one", notifier.name, NOTICE_BUFFER)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                # The notifier has stopped (shutdown): nothing left to tell.
-                pass
+                await self._dispatch()
+            finally:
+                self._command_in.close()
+                for notifier in self.durable:
+                    notifier.close()
+
+    async def _dispatch(self) -> None:
+        async with self._inbox_out:
+            async for first in self._inbox_out:
+                batch = [first]
+                while len(batch) < NOTICE_BUFFER:
+                    try:
+                        batch.append(self._inbox_out.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                for notifier in self.durable:
+                    await notifier.enqueue(batch)
+                for notice in batch:
+                    if self.spec.log:
+                        log_notice(notice)
+                    if self.command is not None:
+                        try:
+                            self._command_in.send_nowait(notice)
+                        except trio.WouldBlock:
+                            self.dropped += 1
+                            logger.warning(
+                                "%s is %d notices behind: dropped one",
+                                self.command.name,
+                                NOTICE_BUFFER,
+                            )
 
 
 class AlertingService:
@@ -93,7 +174,16 @@ class AlertingService:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.alerts = {a.name: _Alert(a, config.shutdown_grace) for a in config.alerts}
+        labels = {spec.name: spec.labels for spec, _ in config.probes}
+        self.alerts = {
+            a.name: _Alert(
+                a,
+                config.shutdown_grace,
+                probe_labels=labels,
+                generator_url=self.detail_url,
+            )
+            for a in config.alerts
+        }
         rules: dict[str, AlertRule] = {}
         catch_all = next((a for a in config.alerts if not a.probes), None)
         for spec, _ in config.probes:
@@ -102,11 +192,45 @@ class AlertingService:
                 rules[spec.name] = rule_of(owner)
         self.health = Health(rules)
         self.health.add_listener(self._on_transition)
+        #: The status server's app (status page and alerts API), once serving.
+        self.api: AlertsAPI | None = None
         #: The status page's base URL, once serving (``None`` without a ``[status]`` table).
         self.status_url: str | None = None
         # (probe, target) -> (trio time of the last notice, repeats sent) of firing alerts.
         self._firing: dict[tuple[str, str], tuple[float, int]] = {}
+        #: (probe, target) -> why its alert is held, for targets down whose fire waits.
+        self.held: dict[tuple[str, str], str] = {}
+        #: Firing alerts acknowledged: no repeats until they resolve.
+        self.acknowledged: set[tuple[str, str]] = set()
+        names = {spec.name for spec, _ in config.probes}
+        self._depends = {
+            a.name: [parse_dependency(d, names) for d in a.depends_on] for a in config.alerts
+        }
+        self._windows = [Window(m) for m in config.maintenance]
+        self._probe_labels = labels
+        self._epoch: tuple[float, float] | None = None
         self._finished = trio.Event()
+        #: In a fleet, each transition is this agent's vote, and notices come from the fleet's
+        #: agreed verdict (trioprobe.fleet.alerts) through :meth:`send`, not from here.
+        self.vote: Callable[[Transition], None] | None = None
+
+    def send(self, alert: str, notice: Notice) -> None:
+        """Hand ``notice`` to the notifiers of the alert named ``alert`` (the fleet's path)."""
+        target = self.alerts.get(alert)
+        if target is not None:
+            target.notify(notice)
+
+    def rule_of(self, probe: str) -> tuple[str, int]:
+        """The name of the alert watching ``probe`` ("" if none) and its quorum."""
+        name = self.health.rule_for(probe).name
+        alert = self.alerts.get(name)
+        return name, alert.spec.quorum if alert is not None else 1
+
+    def detail_url(self, probe: str, target: str) -> str:
+        """The status page's URL for one probe x target ("" without a status page)."""
+        if self.status_url is None:
+            return ""
+        return f"{self.status_url}?{urlencode({'probe': probe, 'target': target})}"
 
     def feed(self, probe: str, result: ProbeResult) -> None:
         """Evaluate one result (the runner's tap on the results path)."""
@@ -117,18 +241,108 @@ class AlertingService:
         self._finished.set()
 
     def _on_transition(self, transition: Transition) -> None:
+        if self.vote is not None:
+            self.vote(transition)
+            return
         key = (transition.probe, transition.target)
         alert = self.alerts.get(transition.alert)
+        restored = alert.restored.pop(key, None) if alert is not None else None
         if transition.fires:
+            if restored is not None:
+                # Still down after a restart: the fire was sent by the previous run; carry on
+                # with its repeats instead of firing twice.
+                self._firing[key] = (trio.current_time(), restored.repeats)
+                return
+            why = self.hold_reason(transition.alert, *key)
+            if why is not None:
+                # Held (blocked or in maintenance): fired, if still down, once released.
+                self.held[key] = why
+                return
             self._firing[key] = (trio.current_time(), 0)
             notice = Notice("fire", transition)
         elif transition.resolves:
-            self._firing.pop(key, None)
+            self.held.pop(key, None)
+            self.acknowledged.discard(key)
+            if self._firing.pop(key, None) is None:
+                return  # its fire was held: nobody was told, nobody needs the resolve
             notice = Notice("resolve", transition)
+        elif restored is not None:
+            # unknown -> up after a restart: resolve what the previous run fired.
+            notice = Notice("resolve", attrs.evolve(transition, old=DOWN))
         else:
             return
         if alert is not None:
             alert.notify(notice)
+
+    def wall_time(self) -> float:
+        """Wall-clock now, advancing with Trio's clock (so windows follow a test's MockClock)."""
+        if self._epoch is None:
+            return time.time()
+        wall, clock = self._epoch
+        return wall + trio.current_time() - clock
+
+    def hold_reason(self, alert: str, probe: str, target: str) -> str | None:
+        """Why notifications for ``probe``/``target`` are held now: ``"blocked"`` (a
+        dependency is down), ``"maintenance"`` (a window is open), or ``None``."""
+        deps = self._depends.get(alert)
+        if deps and first_down(self.health, deps) is not None:
+            return "blocked"
+        if self._windows:
+            labels = self._probe_labels.get(probe, {})
+            now = self.wall_time()
+            for window in self._windows:
+                if window.covers(probe, target, labels) and window.is_open(now):
+                    return "maintenance"
+        return None
+
+    def _release(self, probe: str) -> None:
+        """Fire the held alerts of ``probe`` whose hold is over and that are still down."""
+        for key in [k for k in self.held if k[0] == probe]:
+            entry = self.health.entry(*key)
+            if entry is None or entry.state != DOWN:
+                del self.held[key]
+                continue
+            why = self.hold_reason(entry.rule.name, *key)
+            if why is not None:
+                self.held[key] = why
+                continue
+            del self.held[key]
+            self._firing[key] = (trio.current_time(), 0)
+            alert = self.alerts.get(entry.rule.name)
+            if alert is not None:
+                alert.notify(Notice("fire", entry.firing()))
+
+    def acknowledge(self, key: str) -> bool:
+        """Stop the repeats of the firing alert whose fire notice has ``key``, until it
+        resolves; whether such an alert was firing."""
+        for probe, target in self._firing:
+            entry = self.health.entry(probe, target)
+            if entry is None or entry.state != DOWN:
+                continue
+            if self.fire_key(probe, target) == key:
+                self.acknowledged.add((probe, target))
+                logger.info("alert on probe %r target %r acknowledged", probe, target)
+                return True
+        return False
+
+    def fire_key(self, probe: str, target: str) -> str | None:
+        """The id of the firing alert of ``probe``/``target`` (its fire notice's key)."""
+        entry = self.health.entry(probe, target)
+        if entry is None or entry.state != DOWN or (probe, target) not in self._firing:
+            return None
+        return Notice("fire", attrs.evolve(entry.firing(), old=UP)).key
+
+    @staticmethod
+    def _resolve_restored(alert: _Alert, gone: list[tuple[str, str]]) -> None:
+        """Resolve the alerts a previous run fired for (probe, target) pairs that are ``gone``."""
+        for key in gone:
+            fired = alert.restored.pop(key).notice.transition
+            alert.notify(
+                Notice(
+                    "resolve",
+                    attrs.evolve(fired, old=DOWN, new=UNKNOWN, since=time.time(), reason="removed"),
+                )
+            )
 
     async def run(
         self,
@@ -138,6 +352,7 @@ class AlertingService:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run until :meth:`finish`; owns ``export`` (pass a clone) and closes it when done."""
+        self._epoch = (time.time(), trio.current_time())
         try:
             await self._run(export, probes, task_status)
         finally:
@@ -151,21 +366,20 @@ class AlertingService:
         task_status: trio.TaskStatus[None],
     ) -> None:
         async with export, open_nursery() as nursery:
-            notifier_nursery_done = trio.Event()
-            await nursery.start(self._run_notifiers, notifier_nursery_done)
-            status = self.config.status
-            if status is not None:
-                page = StatusPage(self.health, refresh=status.refresh)
-                try:
-                    url = await nursery.start(serve_asgi, page, status.host, status.port)
-                except OSError as exc:
-                    # Name the part that failed: the runner would otherwise blame "alerting",
-                    # which a config with no [[alert]] does not even have.
-                    from ..runner import StartupError  # here: the runner imports this module
-
-                    raise StartupError(f"the status page could not start: {exc}") from exc
-                self.status_url = f"{url}/status"
-                logger.info("status page at %s", self.status_url)
+            notifiers_done = trio.Event()
+            await nursery.start(self._run_alerts, notifiers_done)
+            watched = {
+                name: {
+                    spec.name for spec, _ in probes if self.health.rule_for(spec.name).name == name
+                }
+                for name in self.alerts
+            }
+            for name, alert in self.alerts.items():
+                # A probe this alert no longer watches cannot resolve what it fired.
+                gone = [k for k in alert.restored if k[0] not in watched[name]]
+                self._resolve_restored(alert, gone)
+            if self.config.status is not None:
+                await self._serve_status(nursery, self.config.status)
             for spec, targets in probes:
                 nursery.start_soon(self._probe_loop, spec, targets, export)
             task_status.started()
@@ -173,20 +387,40 @@ class AlertingService:
             for spec, targets in probes:
                 await self._export(spec, targets, export)
             for alert in self.alerts.values():
-                for send, _ in alert.channels:
-                    send.close()
+                alert.inbox.close()
             with trio.move_on_after(self.config.shutdown_grace):
-                await notifier_nursery_done.wait()
+                await notifiers_done.wait()
             nursery.cancel_scope.cancel()
 
-    async def _run_notifiers(
+    async def _serve_status(self, nursery: trio.Nursery, status: StatusSpec) -> None:
+        from ..runner import StartupError  # here: the runner imports this module
+
+        try:
+            token = await trio.to_thread.run_sync(read_token, status)
+        except ValueError as exc:
+            raise StartupError(f"the status page could not start: {exc}") from None
+        page = StatusPage(self.health, refresh=status.refresh)
+        app = self.api = AlertsAPI(self, page, token=token, loopback=is_loopback(status.host))
+        try:
+            url = await nursery.start(serve_asgi, app, status.host, status.port)
+        except OSError as exc:
+            # Name the part that failed: the runner would otherwise blame "alerting",
+            # which a config with no [[alert]] does not even have.
+            raise StartupError(f"the status page could not start: {exc}") from exc
+        self.status_url = f"{url}/status"
+        logger.info("status page at %s", self.status_url)
+
+    def firing_keys(self) -> list[tuple[str, str]]:
+        """The (probe, target) pairs whose alert is firing (notified, not resolved)."""
+        return [k for k in self._firing if self.health.rule_for(k[0]).name]
+
+    async def _run_alerts(
         self, done: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         try:
             async with open_nursery() as nursery:
                 for alert in self.alerts.values():
-                    for notifier, (_, receive) in zip(alert.notifiers, alert.channels, strict=True):
-                        await nursery.start(notifier.run, receive)
+                    await nursery.start(alert.run)
                 task_status.started()
         finally:
             done.set()
@@ -200,7 +434,13 @@ class AlertingService:
         next_export = trio.current_time() + spec.export_interval
         while True:
             await trio.sleep(spec.interval)
-            self.health.set_targets(spec.name, targets())
+            listed = set(targets())
+            self.health.set_targets(spec.name, listed)
+            self._release(spec.name)
+            alert = self.alerts.get(self.health.rule_for(spec.name).name)
+            if alert is not None and alert.restored:
+                gone = [k for k in alert.restored if k[0] == spec.name and k[1] not in listed]
+                self._resolve_restored(alert, gone)
             self._repeat(spec.name)
             if trio.current_time() >= next_export:
                 next_export += spec.export_interval * max(
@@ -211,12 +451,14 @@ class AlertingService:
     def _repeat(self, probe: str) -> None:
         rule = self.health.rule_for(probe)
         alert = self.alerts.get(rule.name)
-        if alert is None or alert.spec.repeat_interval <= 0:
+        if alert is None or alert.spec.repeat_interval <= 0 or self.vote is not None:
             return
         now = trio.current_time()
         for h in self.health.entries(probe):
             key = (probe, h.target)
-            if h.state != DOWN or key not in self._firing:
+            if h.state != DOWN or key not in self._firing or key in self.acknowledged:
+                continue
+            if self.hold_reason(rule.name, probe, h.target) is not None:
                 continue
             last, repeats = self._firing[key]
             if now - last >= alert.spec.repeat_interval:

@@ -32,7 +32,7 @@ from rich.text import Text
 from .._looplag import LAG_BUCKETS, LAG_WARN_SECONDS
 from ..alerting.health import Health
 from ..alerting.state import DOWN, UNKNOWN, UP, AlertRule, State, TargetHealth
-from ..metrics import Distribution
+from ..metrics import Distribution, Map
 from ..results import ProbeResult
 
 __all__ = ["LiveStats", "format_ago", "format_window"]
@@ -116,7 +116,7 @@ class TargetStats:
     failing: bool = False
     current: Distribution = attrs.field(factory=_BUCKETS.clone)
     previous: Distribution | None = None
-    gauges: dict[str, float | int | str] = attrs.field(factory=dict)
+    gauges: dict[str, float | int | str | Map] = attrs.field(factory=dict)
     _cached: tuple[float, float] | None = None
 
     def add_latency(self, seconds: float) -> None:
@@ -347,9 +347,11 @@ def _rate_style(rate: float) -> str:
     return "green" if rate >= 99.0 else "yellow" if rate >= 90.0 else "red"
 
 
-def _format_gauge(value: float | int | str | None) -> str:
+def _format_gauge(value: float | int | str | Map | None) -> str:
     if value is None:
         return "-"
+    if isinstance(value, Map):
+        return " ".join(f"{key}={_format_gauge(number)}" for key, number in value.values.items())
     if isinstance(value, float):
         # Gauges reported in seconds (srtt, clock_diff) read best as durations.
         return _format_seconds(value)

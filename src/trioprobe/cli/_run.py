@@ -108,7 +108,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     for warning in exposition_warnings(config):
         print(f"  warning: {warning}")
     for alert in config.alerts:
-        told = [k for k in ("log", "command", "webhook") if getattr(alert, k)]
+        told = [k for k in ("log", "command", "webhook", "alertmanager") if getattr(alert, k)]
         print(
             f"  alert {alert.name!r} on {', '.join(alert.probes) or 'every other probe'}: "
             f"notifies by {', '.join(told) or 'nothing'}"

@@ -114,6 +114,9 @@ class Membership:
         self._registered_at = 0
         self._left = False
         self._changed = trio.Event()
+        #: Grows with every change of the mirror (members or votes).
+        self.changes = 0
+        self._any_change = trio.Event()
         self._wake_keepalive = trio.Event()
         self._own_votes: dict[tuple[str, str], bool] = {}
         self._pending_votes: set[tuple[str, str]] = set()
@@ -141,10 +144,22 @@ class Membership:
             await self._changed.wait()
         return self.generation
 
+    async def wait_any_change(self, changes: int) -> int:
+        """Wait until a member or a vote changed since ``changes``; the new count."""
+        while self.changes == changes:
+            await self._any_change.wait()
+        return self.changes
+
+    def _touch(self) -> None:
+        self.changes += 1
+        self._any_change.set()
+        self._any_change = trio.Event()
+
     def _bump(self) -> None:
         self.generation += 1
         self._changed.set()
         self._changed = trio.Event()
+        self._touch()
 
     def _set_connected(self, connected: bool, why: object = None) -> None:
         if connected and not self.connected:
@@ -316,6 +331,7 @@ class Membership:
             self._wake_keepalive.set()
         if set(self.members) != before:
             self._bump()
+        self._touch()
 
     def _apply(self, events: list[Event]) -> None:
         changed = False
@@ -339,6 +355,7 @@ class Membership:
                 self._put(event.kv)
         if changed:
             self._bump()
+        self._touch()
 
     def _put(self, kv: KeyValue) -> None:
         if kv.key.startswith(self._members_prefix):

@@ -65,6 +65,8 @@ probe_types = Registry(
         "dns": "trioprobe.probes.dns",
         "ping": "trioprobe.probes.ping",
         "external": "trioprobe.probes.external",
+        "grpc": "trioprobe.probes.grpc",
+        "script": "trioprobe.probes.script",
     },
     required=("Options", "make_probe"),
 )

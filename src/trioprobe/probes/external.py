@@ -16,11 +16,9 @@ match ``[A-Za-z_][A-Za-z0-9_]*`` and may not be one of the standard metrics.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
-import signal
 import subprocess
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -28,6 +26,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from .._spawn import EscapeWatch, kill_group, run_in_group
 from .._templates import TemplateError, check_template, render_template
 from ..metrics import Map
 from ..results import ProbeResult
@@ -184,11 +183,6 @@ def _parse_line(
     return True
 
 
-async def _kill_group(process: trio.Process) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
 class _OutputTooLarge(Exception):
     pass
 
@@ -227,6 +221,8 @@ class ExternalProbe(ScheduledProbe[Options]):
         self._labels = dict(labels or {})
         self._counters = frozenset(options.counters)
         self._env = {**os.environ, **options.env} if options.env else None
+        #: Counts the processes that left the program's process group and outlived it.
+        self.escapes = EscapeWatch(f"external probe {probe_name!r}")
 
     def argv(self, target: str) -> list[str]:
         """The command for ``target`` with its placeholders filled in."""
@@ -255,15 +251,15 @@ class ExternalProbe(ScheduledProbe[Options]):
         start_error: OSError | None = None
         try:
             async with trio.open_nursery() as nursery:
+                # A new session whose whole group is killed on timeout, on shutdown and after
+                # the program exits (see trioprobe._spawn).
                 process: trio.Process = await nursery.start(
-                    lambda task_status: trio.run_process(  # noqa: ASYNC105 - nursery.start awaits it
+                    lambda task_status: run_in_group(
                         argv,
+                        self.escapes,
                         stdin=subprocess.DEVNULL,
                         stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE,
-                        check=False,
-                        start_new_session=True,
-                        deliver_cancel=_kill_group,
                         env=self._env,
                         task_status=task_status,
                     )
@@ -280,9 +276,10 @@ class ExternalProbe(ScheduledProbe[Options]):
                     stdout = await _read_bounded(process.stdout, self.options.max_output_bytes)
                 except _OutputTooLarge:
                     too_large = True
-                    await _kill_group(process)
+                    await kill_group(process)
         except* OSError as group:
             start_error = group.exceptions[0]  # type: ignore[assignment]
+        await self.escapes.sweep_if_due()
         if start_error is not None:
             error = f"cannot run {argv[0]!r}: {start_error.strerror or start_error}"
             return ProbeResult(target, False, trio.current_time() - started, error=error)

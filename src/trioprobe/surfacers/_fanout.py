@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import trio
 
@@ -28,8 +28,15 @@ class Fanout:
     closed so the surfacers can flush and return.
     """
 
-    def __init__(self, sinks: Sequence[tuple[str, trio.MemorySendChannel[EventMetrics]]]) -> None:
+    def __init__(
+        self,
+        sinks: Sequence[tuple[str, trio.MemorySendChannel[EventMetrics]]],
+        *,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
         self._sinks = list(sinks)
+        #: Added to every item (a fleet agent's ``agent`` label: one place covers every export).
+        self._labels = dict(labels or {})
         #: Items each surfacer had to drop, by surfacer name.
         self.dropped: dict[str, int] = {name: 0 for name, _ in sinks}
         self._last_report: dict[str, float] = {}
@@ -44,6 +51,8 @@ class Fanout:
             async with source:
                 task_status.started()
                 async for em in source:
+                    for key, value in self._labels.items():
+                        em.add_label(key, value)
                     for name, channel in self._sinks:
                         try:
                             channel.send_nowait(em)

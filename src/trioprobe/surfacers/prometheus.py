@@ -14,13 +14,30 @@ It is built on ``prometheus_client``: a scrape turns the latest ``EventMetrics``
 into ``prometheus_client`` families and lets its encoder write them, so a scraper asking for
 ``application/openmetrics-text`` gets OpenMetrics and everyone else the 0.0.4 text format. A
 series not updated for ``expiry`` seconds is dropped, so removed targets vanish.
+
+What a scrape costs, and what a client can make it cost (docs/metrics.md, "/metrics server"):
+
+* the body is rendered in a worker thread from a snapshot (a copy of the series table: the
+  ``EventMetrics`` in it are clones nobody changes), never on the event loop, whose only work
+  is that copy and, later, dropping expired series in chunks of ``_EXPIRE_CHUNK``;
+* one render per content type is in flight at a time: concurrent scrapes wait for it and share
+  its body, and a body is reused while no series changed, or for ``MIN_RENDER_INTERVAL`` or
+  twice the last render's duration, whichever is longer (so rendering takes at most about half
+  of a core, however often clients scrape);
+* with a live source (:meth:`PrometheusSurfacer.attach_live_source`; the runner attaches its
+  keepers), a render first reads every target's current state, so each scrape is fresh
+  whatever the ``stats_interval`` (docs/metrics.md, "Fresh at every scrape");
+* the body goes out in ``SEND_SLICE`` slices, so a connection buffers one slice beyond the
+  shared body; one that does not read is closed after the server's ``request_timeout``.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Final
 
 import attrs
 import trio
@@ -38,7 +55,29 @@ from ._naming import (
     sanitize_label,
 )
 
-__all__ = ["Options", "PrometheusSurfacer", "collect", "make_surfacer", "render"]
+__all__ = [
+    "MIN_RENDER_INTERVAL",
+    "SEND_SLICE",
+    "Options",
+    "PrometheusSurfacer",
+    "collect",
+    "make_surfacer",
+    "render",
+]
+
+#: Seconds a rendered body is reused for, even if series changed meanwhile: scrapes arriving
+#: together share one render. Short enough that a 1 s scrape interval sees every change.
+MIN_RENDER_INTERVAL: Final = 0.5
+#: Bytes of the body handed to the connection at a time (all it buffers beyond the shared body).
+SEND_SLICE: Final = 64 * 1024
+# Expired series dropped, or live series recorded, per event-loop step.
+_EXPIRE_CHUNK: Final = 1000
+
+#: Reads the current state of every target at scrape time (the runner's keepers).
+LiveSource = Callable[[], Awaitable[list["EventMetrics"]]]
+
+Encoder = Callable[[Any], bytes]
+_Entry = tuple["EventMetrics", float]
 
 
 @attrs.frozen
@@ -158,8 +197,32 @@ def render(series: Iterable[EventMetrics], prefix: str = "trioprobe_") -> str:
     return generate_latest(_Families(collect(series, prefix))).decode()
 
 
+def _encode_snapshot(
+    entries: list[tuple[tuple[object, ...], _Entry]], cutoff: float, prefix: str, encoder: Encoder
+) -> tuple[bytes, list[tuple[object, ...]], float]:
+    """The body of the entries seen at or after ``cutoff``, the keys of the others, and when
+    the oldest entry in the body was seen (``inf`` if none).
+
+    Runs in a worker thread: it reads only the snapshot list and the immutable metrics in it.
+    """
+    live = [em for _, (em, seen) in entries if seen >= cutoff]
+    expired = [key for key, (_, seen) in entries if seen < cutoff]
+    oldest = min((seen for _, (_, seen) in entries if seen >= cutoff), default=math.inf)
+    return encoder(_Families(collect(live, prefix))), expired, oldest
+
+
+@attrs.define
+class _Rendered:
+    body: bytes
+    #: The surfacer's generation the snapshot was taken at, and the trio time it was taken.
+    generation: int
+    at: float
+    #: When a series in it expires: the body is stale then even if nothing was recorded.
+    valid_until: float
+
+
 class PrometheusSurfacer:
-    """Serves the latest metrics on ``http://host:port/metrics`` (Hypercorn, Trio worker)."""
+    """Serves the latest metrics on ``http://host:port/metrics`` (trioprobe._asgi's server)."""
 
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -168,11 +231,37 @@ class PrometheusSurfacer:
         self.url: str | None = None
         # (kind, label set) -> (latest metrics, trio time it arrived). A target's cumulative and
         # gauge metrics share labels, so the kind keeps them apart.
-        self._series: dict[tuple[object, ...], tuple[EventMetrics, float]] = {}
+        self._series: dict[tuple[object, ...], _Entry] = {}
+        # Bumped whenever a series changes: a body rendered at the same generation is current.
+        self._generation = 0
+        # Per content type: the latest body, and the event of a render in flight.
+        self._rendered: dict[str, _Rendered] = {}
+        self._rendering: dict[str, trio.Event] = {}
+        #: Bodies rendered so far (tests and the benchmark read it).
+        self.renders = 0
+        self._live: LiveSource | None = None
+        self._render_seconds = 0.0
+
+    def attach_live_source(self, source: LiveSource) -> None:
+        """Read ``source`` before each render, so a scrape sees the targets' current counts.
+
+        Without one, a scrape sees the latest export (every ``stats_interval``). A render
+        happens at most every ``MIN_RENDER_INTERVAL`` however many scrapers, so the source is
+        read at most that often too.
+        """
+        self._live = source
 
     def record(self, em: EventMetrics) -> None:
         key = (em.kind, tuple(sorted(em.labels.items())))
-        self._series[key] = (em, trio.current_time())
+        now = trio.current_time()
+        held = self._series.get(key)
+        if held is not None and held[0].timestamp > em.timestamp:
+            # An export cloned before a scrape-time read arrived after it: keeping the newer
+            # counts is what keeps a counter from going back (Prometheus would see a reset).
+            self._series[key] = (held[0], now)
+            return
+        self._series[key] = (em, now)
+        self._generation += 1
 
     def _current(self) -> list[EventMetrics]:
         cutoff = trio.current_time() - self.options.expiry
@@ -190,6 +279,76 @@ class PrometheusSurfacer:
         families = _Families(collect(self._current(), self.options.prefix))
         return encoder(families), content_type
 
+    async def body(self, accept: str) -> tuple[bytes, str]:
+        """The body and content type for a scrape: shared, reused or rendered off the loop."""
+        encoder, content_type = choose_encoder(accept)
+        while True:
+            now = trio.current_time()
+            cached = self._rendered.get(content_type)
+            # With a live source the series change without a record(): only age tells.
+            unchanged = self._live is None and cached is not None
+            if cached is not None and (
+                (unchanged and cached.generation == self._generation and now < cached.valid_until)
+                or now - cached.at < self.reuse_for
+            ):
+                return cached.body, content_type
+            in_flight = self._rendering.get(content_type)
+            if in_flight is None:
+                return await self._render(encoder, content_type), content_type
+            await in_flight.wait()
+            if (done := self._rendered.get(content_type)) is not None and done is not cached:
+                return done.body, content_type
+            # That render failed (its scraper got the error): try again.
+
+    @property
+    def reuse_for(self) -> float:
+        """Seconds a rendered body is served after its snapshot, even if series changed.
+
+        Twice the last render's duration bounds the rendering thread to about half a core,
+        however often scrapers ask (a large body can take seconds to render).
+        """
+        return max(MIN_RENDER_INTERVAL, 2 * self._render_seconds)
+
+    async def _render(self, encoder: Encoder, content_type: str) -> bytes:
+        event = self._rendering[content_type] = trio.Event()
+        try:
+            if self._live is not None:
+                await self._record_live(self._live)
+            generation, now = self._generation, trio.current_time()
+            cutoff = now - self.options.expiry
+            # A C-level copy of the table: O(series) but microseconds, and then nothing the
+            # loop does (record, expire) can change what the worker thread reads.
+            entries = list(self._series.items())
+            started = time.perf_counter()  # real time: the cost, whatever trio's clock does
+            body, expired, oldest = await trio.to_thread.run_sync(
+                _encode_snapshot, entries, cutoff, self.options.prefix, encoder
+            )
+            self.renders += 1
+            self._render_seconds = time.perf_counter() - started
+            valid_until = oldest + self.options.expiry
+            self._rendered[content_type] = _Rendered(body, generation, now, valid_until)
+        finally:
+            del self._rendering[content_type]
+            event.set()
+        await self._expire(expired, cutoff)
+        return body
+
+    async def _record_live(self, source: LiveSource) -> None:
+        fresh = await source()
+        for start in range(0, len(fresh), _EXPIRE_CHUNK):
+            for em in fresh[start : start + _EXPIRE_CHUNK]:
+                self.record(em)
+            await trio.lowlevel.checkpoint()
+
+    async def _expire(self, keys: list[tuple[object, ...]], cutoff: float) -> None:
+        for start in range(0, len(keys), _EXPIRE_CHUNK):
+            for key in keys[start : start + _EXPIRE_CHUNK]:
+                entry = self._series.get(key)
+                if entry is not None and entry[1] < cutoff:  # not recorded again meanwhile
+                    del self._series[key]
+                    self._generation += 1
+            await trio.lowlevel.checkpoint()
+
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await answer_lifespan(receive, send)
@@ -203,8 +362,8 @@ class PrometheusSurfacer:
             await send_response(send, 405, b"method not allowed")
         else:
             accept = b",".join(v for k, v in scope.get("headers", ()) if k.lower() == b"accept")
-            body, content_type = self.encode(accept.decode("latin-1"))
-            await send_response(send, 200, body, content_type.encode())
+            body, content_type = await self.body(accept.decode("latin-1"))
+            await send_response(send, 200, body, content_type.encode(), slice_bytes=SEND_SLICE)
 
     async def run(
         self,
