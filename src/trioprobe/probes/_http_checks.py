@@ -23,7 +23,9 @@ import httpx
 from .._scrub import scrub
 
 __all__ = [
+    "BlackboxMatchers",
     "HeaderCheck",
+    "HeaderMatch",
     "JSONPath",
     "check_header_name",
     "check_header_value",
@@ -236,3 +238,110 @@ def header_checks(checks: Mapping[str, str]) -> tuple[HeaderCheck, ...]:
         except re.error as exc:
             raise ValueError(f"header_checks: bad regex for {name!r}: {exc}") from None
     return tuple(parsed)
+
+
+def _compile(pattern: str, key: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{key}: bad regex {pattern!r}: {exc}") from None
+
+
+@attrs.frozen
+class HeaderMatch:
+    """One entry of ``fail_if_header_matches`` / ``fail_if_header_not_matches`` (blackbox's
+    names and semantics): a missing header fails the probe unless ``allow_missing``."""
+
+    header: str
+    regexp: str
+    allow_missing: bool = False
+
+
+@attrs.frozen
+class BlackboxMatchers:
+    """blackbox_exporter's four ``fail_if_*`` validators, compiled once.
+
+    ``problems`` returns (validator, why) for each that fails, as the other validators do.
+    """
+
+    body_matches: tuple[re.Pattern[str], ...] = ()
+    body_not_matches: tuple[re.Pattern[str], ...] = ()
+    header_matches: tuple[tuple[HeaderMatch, re.Pattern[str]], ...] = ()
+    header_not_matches: tuple[tuple[HeaderMatch, re.Pattern[str]], ...] = ()
+
+    @classmethod
+    def compile(
+        cls,
+        body_matches: tuple[str, ...],
+        body_not_matches: tuple[str, ...],
+        header_matches: tuple[HeaderMatch, ...],
+        header_not_matches: tuple[HeaderMatch, ...],
+    ) -> BlackboxMatchers:
+        """``ValueError`` names the key of a bad regex or header name."""
+        for key, entries in (
+            ("fail_if_header_matches", header_matches),
+            ("fail_if_header_not_matches", header_not_matches),
+        ):
+            for entry in entries:
+                check_header_name(entry.header, key)
+        return cls(
+            tuple(_compile(p, "fail_if_body_matches") for p in body_matches),
+            tuple(_compile(p, "fail_if_body_not_matches") for p in body_not_matches),
+            tuple((e, _compile(e.regexp, "fail_if_header_matches")) for e in header_matches),
+            tuple(
+                (e, _compile(e.regexp, "fail_if_header_not_matches")) for e in header_not_matches
+            ),
+        )
+
+    def names(self) -> tuple[str, ...]:
+        """The validators configured, for the ``validation_failure`` map's fixed keys."""
+        return tuple(
+            name
+            for name, on in (
+                ("fail_if_body_matches", self.body_matches),
+                ("fail_if_body_not_matches", self.body_not_matches),
+                ("fail_if_header_matches", self.header_matches),
+                ("fail_if_header_not_matches", self.header_not_matches),
+            )
+            if on
+        )
+
+    def problems(self, text: str, headers: httpx.Headers) -> list[tuple[str, str]]:
+        failed: list[tuple[str, str]] = []
+        for pattern in self.body_matches:
+            if pattern.search(text):
+                failed.append(("fail_if_body_matches", f"body matched /{pattern.pattern}/"))
+                break
+        for pattern in self.body_not_matches:
+            if not pattern.search(text):
+                failed.append(
+                    ("fail_if_body_not_matches", f"body did not match /{pattern.pattern}/")
+                )
+                break
+        for name, entries, fail_on_match in (
+            ("fail_if_header_matches", self.header_matches, True),
+            ("fail_if_header_not_matches", self.header_not_matches, False),
+        ):
+            problem = _header_problem(entries, headers, fail_on_match)
+            if problem is not None:
+                failed.append((name, problem))
+        return failed
+
+
+def _header_problem(
+    entries: tuple[tuple[HeaderMatch, re.Pattern[str]], ...],
+    headers: httpx.Headers,
+    fail_on_match: bool,
+) -> str | None:
+    for entry, pattern in entries:
+        values = headers.get_list(entry.header)
+        if not values:
+            if entry.allow_missing:
+                continue
+            return f"header {entry.header} missing"
+        matched = [v for v in values if pattern.search(v)]
+        if fail_on_match and matched:
+            return f"header {entry.header} {quote(matched[0])} matched /{pattern.pattern}/"
+        if not fail_on_match and not matched:
+            return f"header {entry.header} {quote(values[0])} did not match /{pattern.pattern}/"
+    return None

@@ -47,9 +47,11 @@ is probed instead over one keep-alive connection of its own, h11 over a Trio TCP
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +71,9 @@ from . import TargetsFn
 from ._base import ClientPerTargetProbe, PerTargetClients
 from ._http_checks import (
     TOKEN,
+    BlackboxMatchers,
     HeaderCheck,
+    HeaderMatch,
     JSONPath,
     check_header_name,
     check_header_value,
@@ -215,6 +219,27 @@ class Options:
     #: What is exported per target: ``basic`` (latency, status codes, failures: about a dozen
     #: series) or ``full`` (also the phase histograms and connection counts, ~100 more).
     detail: str = attrs.field(default="basic", validator=_check_detail)
+    #: CA bundle (PEM) to verify servers against instead of the system's.
+    ca_file: str = path_field("")
+    #: Client certificate and its key (PEM), for servers that ask for one (mutual TLS).
+    client_cert: str = path_field("")
+    client_key: str = path_field("")
+    #: Send requests through this proxy (``http://`` or ``https://``; https targets tunnel
+    #: through it with CONNECT). Off: the ``HTTP(S)_PROXY`` environment, as before.
+    proxy_url: str = ""
+    #: blackbox_exporter's validators: the body must match none of / each of these regexes...
+    fail_if_body_matches: tuple[str, ...] = ()
+    fail_if_body_not_matches: tuple[str, ...] = ()
+    #: ...and these headers must not match / must match (a missing one fails unless
+    #: ``allow_missing``).
+    fail_if_header_matches: tuple[HeaderMatch, ...] = ()
+    fail_if_header_not_matches: tuple[HeaderMatch, ...] = ()
+    #: Offer HTTP/2 (negotiated by ALPN, so over https).
+    http2: bool = False
+    #: ``ip4`` or ``ip6``: connect over that address family only; ``""``: either.
+    ip_protocol: str = attrs.field(default="", validator=attrs.validators.in_(("", "ip4", "ip6")))
+    #: The local address connections are made from.
+    source_address: str = ""
 
     @body_regex.validator
     def _check_regex(self, _: object, value: str | None) -> None:
@@ -239,6 +264,38 @@ class Options:
             raise ValueError("basic_auth_username must not contain ':'")
         if basic and (self.bearer_token_env or self.bearer_token_file):
             raise ValueError("give either basic auth or a bearer token, not both")
+        if bool(self.client_cert) != bool(self.client_key):
+            raise ValueError("client_cert and client_key go together")
+        if self.proxy_url:
+            try:
+                check_http_url(self.proxy_url)
+            except ValueError as exc:
+                raise ValueError(f"proxy_url: {exc}") from None
+        if self.source_address:
+            try:
+                ipaddress.ip_address(self.source_address)
+            except ValueError:
+                raise ValueError(
+                    f"source_address: {self.source_address!r} is not an IP address"
+                ) from None
+            if self.ip_protocol:
+                raise ValueError("give either ip_protocol or source_address (its family), not both")
+        BlackboxMatchers.compile(
+            self.fail_if_body_matches,
+            self.fail_if_body_not_matches,
+            self.fail_if_header_matches,
+            self.fail_if_header_not_matches,
+        )
+
+    @property
+    def needs_httpx(self) -> bool:
+        """Options only the httpx path has: the lean path is not taken for them."""
+        return bool(self.proxy_url or self.http2 or self.ip_protocol or self.source_address)
+
+    @property
+    def own_ssl_context(self) -> bool:
+        """Whether the probe needs a TLS context of its own (not the process's shared one)."""
+        return bool(self.ca_file or self.client_cert)
 
 
 def _read_limited(path: str, limit: int, key: str) -> bytes:
@@ -383,23 +440,36 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
             (parse_json_path(path), expected) for path, expected in options.json_paths.items()
         )
         self._json_subset = dict(options.json_subset)
-        self._validators = tuple(
-            name
-            for name, on in (
-                ("regex", self._pattern is not None),
-                ("header", bool(self._header_checks)),
-                ("json_path", bool(self._json_paths)),
-                ("json_subset", bool(self._json_subset)),
+        self._blackbox = BlackboxMatchers.compile(
+            options.fail_if_body_matches,
+            options.fail_if_body_not_matches,
+            options.fail_if_header_matches,
+            options.fail_if_header_not_matches,
+        )
+        self._validators = (
+            tuple(
+                name
+                for name, on in (
+                    ("regex", self._pattern is not None),
+                    ("header", bool(self._header_checks)),
+                    ("json_path", bool(self._json_paths)),
+                    ("json_subset", bool(self._json_subset)),
+                )
+                if on
             )
-            if on
+            + self._blackbox.names()
         )
         self._client_factory = client_factory
         self._make_client = client_factory or self._default_client
         self._clients = PerTargetClients[_Target](self._new_target, _close_target)
         self._tls: dict[str, TLSInfo] = {}
         self._lean = (
-            client_factory is None and options.transport == "auto" and not options.follow_redirects
+            client_factory is None
+            and options.transport == "auto"
+            and not options.follow_redirects
+            and not options.needs_httpx
         )
+        self._ssl: ssl.SSLContext | None = None
         self._method = options.method.encode("ascii")
         self._full = options.detail == "full"
 
@@ -409,11 +479,41 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
         # ssl_context() is ready (run() loaded it in a thread), so this costs tens of µs.
         # Accept-Encoding: only what _httpbody decodes under its bound (httpx would add br/zstd
         # when their packages are installed); configured headers still override it.
+        options = self.options
+        verify = self._ssl or ssl_context(options.verify_tls)
+        transport = None
+        if options.ip_protocol or options.source_address:
+            # Binding the local end picks the family: trio tries only the addresses of it.
+            local = options.source_address or ("0.0.0.0" if options.ip_protocol == "ip4" else "::")
+            transport = httpx.AsyncHTTPTransport(
+                verify=verify,
+                http2=options.http2,
+                local_address=local,
+                proxy=options.proxy_url or None,
+            )
         return httpx.AsyncClient(
-            verify=ssl_context(self.options.verify_tls),
+            verify=verify,
             timeout=None,
             headers={"Accept-Encoding": ACCEPT_ENCODING},
+            http2=options.http2,
+            proxy=(options.proxy_url or None) if transport is None else None,
+            transport=transport,
         )
+
+    def _own_ssl_context(self) -> ssl.SSLContext:
+        # ca_file and a client certificate: files parsed once, in a thread, before probing.
+        options = self.options
+        try:
+            context = ssl.create_default_context(cafile=options.ca_file or None)
+            if options.client_cert:
+                context.load_cert_chain(options.client_cert, options.client_key)
+        except (OSError, ssl.SSLError) as exc:
+            key = "client_cert" if options.client_cert else "ca_file"
+            raise ValueError(f"{key}: cannot load: {exc}") from None
+        if not options.verify_tls:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
     def _new_target(self, target: str) -> _Target:
         if self._lean:
@@ -477,6 +577,8 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
     ) -> None:
         if self._client_factory is None:
             await load_ssl_context(self.options.verify_tls)
+            if self.options.own_ssl_context and self._ssl is None:
+                self._ssl = await trio.to_thread.run_sync(self._own_ssl_context)
         await super().run(results, task_status=task_status)
 
     def _success_code(self, code: int) -> bool:
@@ -625,6 +727,8 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
                 break
         if self._json_paths or self._json_subset:
             failed.extend(self._validate_json(response.content))
+        if self._blackbox.names():
+            failed.extend(self._blackbox.problems(response.text, response.headers))
         return failed
 
     def _validate_json(self, content: bytes) -> list[tuple[str, str]]:

@@ -42,10 +42,28 @@ from ._net import (
 if TYPE_CHECKING:
     from ..specs import ProbeSpec
 
-__all__ = ["CAUSES", "Options", "TCPProbe", "check_target", "make_probe"]
+__all__ = ["CAUSES", "Options", "QueryStep", "TCPProbe", "check_target", "make_probe"]
 
 #: The keys of the ``errors`` map, fixed so the exported label set is bounded.
 CAUSES = ("refused", "timeout", "dns", "tls", "mismatch", "closed", "other")
+
+
+@attrs.frozen
+class QueryStep:
+    """One step of ``query_response`` (blackbox_exporter's tcp module has the same three keys).
+
+    In order: ``expect`` reads lines until one matches; ``send`` writes its text and a newline
+    (``${1}`` inserts a group of the last match); ``starttls`` upgrades the
+    connection to TLS with the probe's TLS settings.
+    """
+
+    expect: str | None = attrs.field(default=None, validator=check_regex)
+    send: str | None = None
+    starttls: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.expect is None and self.send is None and not self.starttls:
+            raise ValueError("a query_response step needs expect, send or starttls")
 
 
 @attrs.frozen
@@ -68,6 +86,15 @@ class Options:
     expect: str | None = attrs.field(default=None, validator=check_regex)
     #: Read at most this many reply bytes while waiting for ``expect``.
     max_reply_bytes: int = attrs.field(default=4096, validator=at_least(1))
+    #: A dialogue of ``expect``/``send``/``starttls`` steps (SMTP, IMAP, Redis handshakes);
+    #: instead of ``query`` and ``expect``.
+    query_response: tuple[QueryStep, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        if self.query_response and (self.query is not None or self.expect is not None):
+            raise ValueError("query_response: use it instead of query and expect, not with them")
+        if any(step.starttls for step in self.query_response) and self.tls:
+            raise ValueError("query_response: starttls upgrades a plain connection; tls is on")
 
 
 @attrs.frozen
@@ -104,6 +131,10 @@ class TCPProbe(ScheduledProbe[Options]):
         self._expect = re.compile(options.expect.encode()) if options.expect else None
         self._query = options.query.encode() if options.query is not None else None
         self._ssl: ssl.SSLContext | None = None
+        self._step_patterns = [
+            re.compile(step.expect) if step.expect is not None else None
+            for step in options.query_response
+        ]
 
     def _ssl_context(self) -> ssl.SSLContext:
         # Loading a CA bundle reads files and parses hundreds of certificates: done once, in a
@@ -120,7 +151,8 @@ class TCPProbe(ScheduledProbe[Options]):
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        if self.options.tls and self._ssl is None:
+        wants_tls = self.options.tls or any(s.starttls for s in self.options.query_response)
+        if wants_tls and self._ssl is None:
             self._ssl = await trio.to_thread.run_sync(self._ssl_context)
         await super().run(results, task_status=task_status)
 
@@ -169,23 +201,15 @@ class TCPProbe(ScheduledProbe[Options]):
         try:
             t1 = trio.current_time()
             attempt.timings["connect_latency"] = t1 - t0
-            if self._ssl is not None:
-                attempt.step = "tls handshake"
-                tls = trio.SSLStream(
-                    stream, self._ssl, server_hostname=self.options.server_name or host
-                )
-                stream = tls
-                await tls.do_handshake()
-                t2 = trio.current_time()
-                attempt.timings["tls_handshake_duration"] = t2 - t1
-                t1 = t2
-                cert = tls.getpeercert()
-                if cert and "notAfter" in cert:
-                    expiry = ssl.cert_time_to_seconds(str(cert["notAfter"]))
-                    # The notAfter as seconds since the epoch, as the http probe and blackbox's
-                    # probe_ssl_earliest_cert_expiry report it (alert on `- time() < 86400*14`).
-                    # Whole seconds, as an int: the live table shows floats as durations.
-                    attempt.gauges["cert_expiry"] = round(expiry)
+            if self.options.tls:
+                stream = await self._start_tls(stream, host, attempt)
+                t1 = trio.current_time()
+            if self.options.query_response:
+                attempt.step = "exchange"
+                stream, failure = await self._dialogue(stream, host, attempt)
+                if failure is None:
+                    attempt.timings["exchange_latency"] = trio.current_time() - t1
+                return failure
             if self._query is None and self._expect is None:
                 return None
             attempt.step = "exchange"
@@ -199,6 +223,55 @@ class TCPProbe(ScheduledProbe[Options]):
             return None
         finally:
             await trio.aclose_forcefully(stream)
+
+    async def _start_tls(
+        self, stream: trio.abc.Stream, host: str, attempt: _Attempt, step: str = "tls handshake"
+    ) -> trio.SSLStream[trio.abc.Stream]:
+        assert self._ssl is not None
+        attempt.step = step
+        started = trio.current_time()
+        tls = trio.SSLStream(stream, self._ssl, server_hostname=self.options.server_name or host)
+        try:
+            await tls.do_handshake()
+        except BaseException:
+            # The caller closes the stream it holds: the plain one, under the SSLStream.
+            await trio.aclose_forcefully(tls)
+            raise
+        attempt.timings["tls_handshake_duration"] = trio.current_time() - started
+        cert = tls.getpeercert()
+        if cert and "notAfter" in cert:
+            expiry = ssl.cert_time_to_seconds(str(cert["notAfter"]))
+            # The notAfter as seconds since the epoch, as the http probe and blackbox's
+            # probe_ssl_earliest_cert_expiry report it (alert on `- time() < 86400*14`).
+            # Whole seconds, as an int: the live table shows floats as durations.
+            attempt.gauges["cert_expiry"] = round(expiry)
+        return tls
+
+    async def _dialogue(
+        self, stream: trio.abc.Stream, host: str, attempt: _Attempt
+    ) -> tuple[trio.abc.Stream, _Failure | None]:
+        """Run ``query_response``; returns the stream (TLS after a starttls) and the failure."""
+        lines = _LineReader(stream, self.options.max_reply_bytes)
+        match: re.Match[str] | None = None
+        for index, step in enumerate(self.options.query_response):
+            where = f"query_response[{index}]"
+            if step.expect is not None:
+                attempt.step = f"{where} expect"
+                pattern = self._step_patterns[index]
+                assert pattern is not None
+                found, failure = await lines.until(pattern)
+                if failure is not None:
+                    return lines.stream, _Failure(failure.cause, f"{where}: {failure.message}")
+                match = found
+            if step.send is not None:
+                attempt.step = f"{where} send"
+                await lines.stream.send_all(_expand(step.send, match).encode() + b"\n")
+            if step.starttls:
+                lines = _LineReader(
+                    await self._start_tls(lines.stream, host, attempt, f"{where} starttls"),
+                    self.options.max_reply_bytes,
+                )
+        return lines.stream, None
 
     async def _read_expected(self, stream: trio.abc.Stream) -> _Failure | None:
         assert self._expect is not None
@@ -220,6 +293,71 @@ class TCPProbe(ScheduledProbe[Options]):
             f"reply {reply[:80]!r}... ({limit} bytes) did not match "
             f"/{self._expect.pattern.decode()}/",
         )
+
+
+class _LineReader:
+    """Lines from a stream for ``query_response``'s ``expect`` (matched without the newline),
+    with at most ``limit`` bytes read in all, as ``max_reply_bytes`` bounds ``expect``."""
+
+    def __init__(self, stream: trio.abc.Stream, limit: int) -> None:
+        self.stream = stream
+        self._limit = limit
+        self._read = 0
+        self._buffer = b""
+
+    async def until(self, pattern: re.Pattern[str]) -> tuple[re.Match[str] | None, _Failure | None]:
+        seen: list[str] = []
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline >= 0:
+                raw, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
+                line = raw.rstrip(b"\r").decode("utf-8", "replace")
+                found = pattern.search(line)
+                if found is not None:
+                    return found, None
+                seen.append(line)
+                continue
+            if self._read >= self._limit:
+                return None, _Failure(
+                    "mismatch",
+                    f"no line matched /{pattern.pattern}/ in {self._limit} bytes "
+                    f"(last: {_last(seen, self._buffer)!r})",
+                )
+            chunk = await self.stream.receive_some(self._limit - self._read)
+            if not chunk:
+                cause = "closed" if not seen and not self._buffer else "mismatch"
+                return None, _Failure(
+                    cause,
+                    f"connection closed; no line matched /{pattern.pattern}/ "
+                    f"(last: {_last(seen, self._buffer)!r})",
+                )
+            self._read += len(chunk)
+            self._buffer += chunk
+
+
+def _last(seen: list[str], buffer: bytes) -> str:
+    text = buffer.decode("utf-8", "replace") if buffer else (seen[-1] if seen else "")
+    return text[:80]
+
+
+_BLACKBOX_GROUP = re.compile(r"\$\{(\w+)\}|\$(\d+)")
+
+
+def _expand(template: str, match: re.Match[str] | None) -> str:
+    """``send`` with ``${1}``, ``$1`` or ``${name}`` (blackbox's form) replaced by the last
+    match's groups; a group that did not take part, or does not exist, inserts nothing."""
+    if match is None:
+        return template
+
+    def group(found: re.Match[str]) -> str:
+        name = found.group(1) or found.group(2)
+        key: int | str = int(name) if name.isdigit() else name
+        try:
+            return match.group(key) or ""
+        except IndexError:
+            return ""
+
+    return _BLACKBOX_GROUP.sub(group, template)
 
 
 #: Raises ``ValueError`` for a target whose host cannot be resolved (``a..b:80``): the config
