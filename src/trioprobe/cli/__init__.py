@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``trioprobe`` command line on ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns the exit status (2 for a user mistake, told in one ``trioprobe: error:`` line).
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
