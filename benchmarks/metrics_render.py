@@ -1,6 +1,7 @@
 """/metrics: render time, body size and event-loop stalls per scrape, at 1,000 and 10,000 targets.
 
-Run: ``.venv/bin/python benchmarks/metrics_render.py [--targets 1000 10000] [--scrapes 3]``
+Run: ``.venv/bin/python benchmarks/metrics_render.py [--targets 1000 10000] [--scrapes 3]
+[--freeze-gc]``
 
 Each target is one cumulative series shaped like an http target's default export today
 (probes, successes, a resp-code map, a 22-bucket latency histogram). For each size the
@@ -16,6 +17,7 @@ Figures depend on the machine and its load: say which when you quote them.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import time
 
@@ -47,10 +49,13 @@ async def _ticker(gaps: list[float]) -> None:
         last = now
 
 
-async def measure(targets: int, scrapes: int, concurrent: int) -> None:
+async def measure(targets: int, scrapes: int, concurrent: int, freeze_gc: bool) -> None:
     surfacer = PrometheusSurfacer(Options(port=0))
     for i in range(targets):
         surfacer.record(target_series(i, 1))
+    if freeze_gc:  # as `trioprobe run` does once the targets are probed (Runner(freeze_gc=True))
+        gc.collect()
+        gc.freeze()
     send, receive = trio.open_memory_channel[EventMetrics](0)
     async with trio.open_nursery() as nursery:
         await nursery.start(surfacer.run, receive)
@@ -62,7 +67,7 @@ async def measure(targets: int, scrapes: int, concurrent: int) -> None:
         async with httpx.AsyncClient(base_url=str(surfacer.url), timeout=120) as client:
             for n in range(scrapes):
                 surfacer.record(target_series(0, n + 2))  # a change: the next scrape renders
-                await trio.sleep(0.6)  # past MIN_RENDER_INTERVAL
+                await trio.sleep(surfacer.reuse_for + 0.1)  # past the time a body is reused
                 gaps.clear()
                 start = time.perf_counter()
                 # A scraper in another process (as Prometheus is): the gaps are the server's.
@@ -79,7 +84,7 @@ async def measure(targets: int, scrapes: int, concurrent: int) -> None:
             idle_gap = max(gaps, default=0.0)
             renders_before = surfacer.renders
             surfacer.record(target_series(0, 1))
-            await trio.sleep(0.6)
+            await trio.sleep(surfacer.reuse_for + 0.1)
             async with trio.open_nursery() as together:
                 for _ in range(concurrent):
                     together.start_soon(client.get, "/metrics")
@@ -100,9 +105,12 @@ def main() -> None:
     parser.add_argument("--targets", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--scrapes", type=int, default=3)
     parser.add_argument("--concurrent", type=int, default=4)
+    parser.add_argument(
+        "--freeze-gc", action="store_true", help="gc.freeze() the series first, as the CLI does"
+    )
     args = parser.parse_args()
     for targets in args.targets:
-        trio.run(measure, targets, args.scrapes, args.concurrent)
+        trio.run(measure, targets, args.scrapes, args.concurrent, args.freeze_gc)
 
 
 if __name__ == "__main__":

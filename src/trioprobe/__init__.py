@@ -15,7 +15,8 @@ Importing this package loads none of them: each name is imported on first use (P
 
 from __future__ import annotations
 
-import importlib
+import importlib as _importlib
+from types import ModuleType as _ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -102,10 +103,18 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(_importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value  # later lookups skip this function
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    """The public names only: ``__all__`` (loaded or not: listing them imports nothing), the
+    version, and the public subpackages imported so far; not the helpers this module itself
+    imports (``Any``, ``TYPE_CHECKING``, ``annotations``...)."""
+    loaded = [
+        name
+        for name, value in globals().items()
+        if isinstance(value, _ModuleType) and not name.startswith("_")
+    ]
+    return sorted({*__all__, "__version__", *loaded})

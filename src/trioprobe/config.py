@@ -50,9 +50,11 @@ from .results import LATENCY_UNITS
 from .specs import (
     DEFAULT_SURFACER_BUFFER,
     AlertSpec,
+    HistorySpec,
     LatencyBuckets,
     MaintenanceSpec,
     ProbeSpec,
+    ReloadSpec,
     StatusSpec,
     SurfacerSpec,
 )
@@ -73,10 +75,12 @@ __all__ = [
     "AlertSpec",
     "Config",
     "ConfigError",
+    "HistorySpec",
     "MAX_CONFIG_BYTES",
     "MAX_TARGETS_BYTES",
     "LatencyBuckets",
     "ProbeSpec",
+    "ReloadSpec",
     "StatusSpec",
     "SurfacerSpec",
     "TargetsFile",
@@ -120,6 +124,8 @@ class Config:
     alerts: tuple[AlertSpec, ...] = ()
     #: The status page, when a ``[status]`` table is given.
     status: StatusSpec | None = None
+    #: Per-target history in SQLite, when a ``[history]`` table is given (docs/history.md).
+    history: HistorySpec | None = None
     #: ``[[maintenance]]`` windows: when notifications are held.
     maintenance: tuple[MaintenanceSpec, ...] = ()
     #: The ``[fleet]`` table: shard the targets with other agents (docs/fleet.md).
@@ -128,6 +134,8 @@ class Config:
     shutdown_grace: float = 5.0
     #: Where relative paths in the config are resolved from.
     base_dir: Path = attrs.field(factory=Path.cwd)
+    #: The ``[reload]`` table, when given.
+    reload: ReloadSpec | None = None
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
@@ -165,7 +173,17 @@ _converter.register_structure_hook_factory(
 _PROBE_KEYS = frozenset(attrs.fields_dict(ProbeSpec))
 _SURFACER_KEYS = frozenset(attrs.fields_dict(SurfacerSpec))
 _TOP_KEYS = frozenset(
-    {"probe", "surfacer", "shutdown_grace", "alert", "status", "maintenance", "fleet"}
+    {
+        "probe",
+        "surfacer",
+        "shutdown_grace",
+        "alert",
+        "status",
+        "maintenance",
+        "fleet",
+        "history",
+        "reload",
+    }
 )
 
 
@@ -340,6 +358,8 @@ def _check_probe(spec: ProbeSpec, path: str, errors: list[str]) -> None:
             f"{path}.stats_interval: {spec.stats_interval}s is shorter than the probe interval "
             f"({spec.interval}s); expected at least the interval"
         )
+    if spec.slo is not None and not 0 < spec.slo < 1:
+        errors.append(f"{path}.slo: expected a ratio between 0 and 1 (0.999), got {spec.slo}")
     if spec.latency_unit not in LATENCY_UNITS:
         errors.append(f"{path}.latency_unit: expected one of ns, us, ms, s")
     if spec.latency_buckets is not None:
@@ -462,9 +482,16 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
             if status.refresh < 1:
                 errors.append(f"status.refresh: expected >= 1 second, got {status.refresh}")
 
+    history = _parse_history(data, base_dir or Path.cwd(), errors)
     maintenance = _parse_maintenance(data.get("maintenance", []), names, errors)
     for alert_index, alert in enumerate(alerts):
         errors.extend(_check_depends_on(alert, f"alert[{alert_index}]", names))
+    reload = None
+    if "reload" in data:
+        reload = _structure(data["reload"], ReloadSpec, "$.reload", errors)
+        if reload is not None:
+            errors.extend(check_numbers(reload, "reload"))
+
     fleet = _parse_fleet(data, alerts, errors)
 
     if errors:
@@ -474,11 +501,39 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
         surfacers=tuple(surfacers),
         alerts=alerts,
         status=status,
+        history=history,
         maintenance=maintenance,
         fleet=fleet,
         shutdown_grace=float(grace),
         base_dir=base_dir or Path.cwd(),
+        reload=reload,
     )
+
+
+def _parse_history(
+    data: Mapping[str, Any], base_dir: Path, errors: list[str]
+) -> HistorySpec | None:
+    if "history" not in data:
+        return None
+    raw = data["history"]
+    quiet: set[str] = set()
+    if isinstance(raw, Mapping):
+        raw, quiet = _known_durations(raw, HistorySpec, "history", errors)
+    spec: HistorySpec | None = _structure(raw, HistorySpec, "$.history", errors, quiet)
+    if spec is None:
+        return None
+    errors.extend(check_numbers(spec, "history"))
+    if not 1 <= spec.rollup <= 3600 or 3600 % spec.rollup:
+        errors.append(
+            f"history.rollup: expected seconds that divide an hour (60), got {spec.rollup}"
+        )
+    for key in ("keep_minutes_hours", "keep_hours_days", "keep_days_days"):
+        if getattr(spec, key) < 1:
+            errors.append(f"history.{key}: expected at least 1, got {getattr(spec, key)}")
+    if not spec.path:
+        spec = attrs.evolve(spec, path="trioprobe-history.sqlite")
+    resolved: HistorySpec = resolve_paths(spec, base_dir)
+    return resolved
 
 
 def _parse_maintenance(
@@ -747,6 +802,10 @@ def _check_alert(spec: AlertSpec, path: str, errors: list[str]) -> None:
         )
     elif spec.total and spec.failures < 1:
         errors.append(f"{path}.failures: expected >= 1 when total is set")
+    if spec.failure_threshold == 0 and spec.total == 0 and spec.burn_rate_above is None:
+        errors.append(
+            f"{path}: no down condition: set failure_threshold, failures/total or burn_rate_above"
+        )
     if spec.quorum < 1:
         errors.append(f"{path}.quorum: expected >= 1, got {spec.quorum}")
     if spec.failure_threshold == 0 and spec.total == 0:

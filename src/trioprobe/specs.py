@@ -19,10 +19,12 @@ from .metrics import Distribution
 __all__ = [
     "DEFAULT_SURFACER_BUFFER",
     "AlertSpec",
+    "HistorySpec",
     "EtcdSDSpec",
     "LatencyBuckets",
     "MaintenanceSpec",
     "ProbeSpec",
+    "ReloadSpec",
     "StatusSpec",
     "SurfacerSpec",
 ]
@@ -94,6 +96,11 @@ class ProbeSpec:
     latency_buckets: LatencyBuckets | None = None
     #: Extra labels on every exported metric of this probe.
     labels: Mapping[str, str] = attrs.field(factory=dict)
+    #: The share of probes that should succeed (``0.999``); with ``[history]`` the error budget
+    #: and burn rates are exported (docs/history.md).
+    slo: float | None = None
+    #: Seconds the SLO is measured over (30 days).
+    slo_window: float = 30 * 86400.0
 
     @property
     def export_interval(self) -> float:
@@ -131,6 +138,10 @@ class AlertSpec:
     failures: int = 0
     total: int = 0
     max_latency: float | None = None
+    #: With ``[history]`` and the probe's ``slo``: down while the error budget burns faster than
+    #: this over ``burn_rate_window`` (14.4 over 1 h spends 2 % of 30 days' budget in an hour).
+    burn_rate_above: float | None = None
+    burn_rate_window: Literal["1h", "6h"] = "1h"
     #: Seconds between re-notifications of a firing alert; 0 turns repeats off.
     repeat_interval: float = 3600.0
     #: Log every fire/resolve (logger ``trioprobe.alerting``).
@@ -158,6 +169,15 @@ class AlertSpec:
     depends_on: tuple[str, ...] = ()
     #: In a fleet: how many of a target's live owners must see it down (docs/fleet.md).
     quorum: int = 1
+
+
+@attrs.frozen
+class ReloadSpec:
+    """The ``[reload]`` table: reload when the config file changes (docs/config.md, Reload)."""
+
+    watch: bool = False
+    #: Seconds between checks of the config file's stamp.
+    interval: float = 1.0
 
 
 @attrs.frozen
@@ -194,3 +214,19 @@ class StatusSpec:
     #: variable or file at start-up; without one, writes are allowed only on a loopback address.
     token_env: str = ""
     token_file: str = path_field("")
+
+
+@attrs.frozen
+class HistorySpec:
+    """The ``[history]`` table: keep per-target history in SQLite (docs/history.md)."""
+
+    #: The database file; "" means ``trioprobe-history.sqlite`` beside the config.
+    path: str = path_field("")
+    #: Seconds per finest row (60: per-minute rollups); it must divide an hour. Smaller only
+    #: for tests: the retention of this tier is counted in seconds all the same.
+    rollup: int = 60
+    #: How long each tier is kept: rollup periods (minutes) for 48 hours, hours for 90 days,
+    #: days for 730 days (2 years).
+    keep_minutes_hours: int = 48
+    keep_hours_days: int = 90
+    keep_days_days: int = 730

@@ -169,6 +169,27 @@ class StatsKeeper:
                     await trio.lowlevel.checkpoint()
         return batch
 
+    def adopt(self, previous: StatsKeeper) -> bool:
+        """Continue ``previous``'s accumulators (a probe restarted by a reload), so counters
+        show no reset; only when both measure the same way (type, latency buckets and unit).
+        Labels are rebuilt at the next export, since the probe's labels may have changed."""
+        same = (
+            previous.probe_type == self.probe_type
+            and previous.latency_unit == self.latency_unit
+            and previous.latency_distribution == self.latency_distribution
+        )
+        if not same:
+            return False
+        self._cumulative, self._gauges, self._up = (
+            previous._cumulative,
+            previous._gauges,
+            previous._up,
+        )
+        for accumulators in (self._cumulative, self._gauges):
+            for acc in accumulators.values():
+                acc.set_labels({})
+        return True
+
     def _unlabel(self, target: str) -> None:
         # The next export labels them afresh (see snapshot): a change of discovery labels.
         for accumulators in (self._cumulative, self._gauges):

@@ -382,7 +382,7 @@ def test_readme_library_snippet_runs_its_main() -> None:
     tree = ast.parse(snippet)
     assert any(isinstance(n, ast.AsyncFunctionDef) and n.name == "main" for n in tree.body)
     # It used to define main() and never run it.
-    calls = [ast.unparse(n.value) for n in tree.body if isinstance(n, ast.Expr)]
+    calls = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Call)]
     assert "trio.run(main)" in calls
 
 

@@ -93,6 +93,8 @@ def _row(screen: str, target: str) -> str:
     return rows[-1] if rows else ""
 
 
+# Each wait has its own hang guard; the default per-test timeout would cut them short.
+@pytest.mark.timeout(600)
 def test_live_table_shows_failure_and_recovery(
     tmp_path: Path, switch: tuple[type[_Switch], str]
 ) -> None:

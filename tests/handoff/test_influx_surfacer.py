@@ -325,14 +325,16 @@ async def test_backlog_is_exported_while_influxdb_is_down(tmp_path: Path) -> Non
             backlog: list[int] = []
             while len(backlog) < 2 or backlog[-1] <= backlog[0]:  # until it has grown
                 await trio.sleep(0.05)
+                # Self-metrics carry ptype="runner", so the recorder files them as `own`.
                 backlog = [
                     em.metric("handoff_backlog_bytes").value  # type: ignore[union-attr]
-                    for em in recorder.items
+                    for em in recorder.own
                     if em.metric("handoff_backlog_bytes") is not None
                 ]
             nursery.cancel_scope.cancel()
-    counters = [em for em in recorder.items if em.metric("handoff_queued_points") is not None]
+    counters = [em for em in recorder.own if em.metric("handoff_queued_points") is not None]
     assert counters[-1].label("surfacer") == influx.name
-    text = render(recorder.items)
+    assert counters[-1].label("ptype") == "runner"  # the one labelling rule of self-metrics
+    text = render(recorder.own)
     assert "# TYPE trioprobe_handoff_backlog_bytes gauge" in text
     assert "# TYPE trioprobe_handoff_replay_errors_total counter" in text

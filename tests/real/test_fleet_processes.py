@@ -56,7 +56,9 @@ def _exactly(server: TargetServer, agents: set[str], n: int, window: float) -> b
 
 def _notes(output: str) -> str:
     """An agent's output without its per-target lines: its warnings and errors."""
-    lines = [ln for ln in output.splitlines() if not ln.startswith(("ok:", "FAILING:"))]
+    lines = [
+        ln for ln in output.splitlines() if not ln.startswith(("up:", "DOWN:", "ok:", "FAILING:"))
+    ]
     return "\n".join(lines[-15:])
 
 

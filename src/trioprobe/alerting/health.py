@@ -98,6 +98,14 @@ class Health:
             self._emit(transition)
         return transition
 
+    def set_burn_rates(self, rates: Mapping[tuple[str, str], Mapping[str, float | None]]) -> None:
+        """The SLO burn rates of (probe, target)s, by window, from the history; an alert's
+        ``burn_rate_above`` condition reads them at the target's next result."""
+        for (probe, target), by_window in rates.items():
+            entry = self._entries.get(probe, {}).get(target)
+            if entry is not None:
+                entry.health.burn_rates = dict(by_window)
+
     def set_targets(self, probe: str, targets: Iterable[str]) -> list[Transition]:
         """``probe``'s current target list: targets no longer in it are dropped, resolving their
         alerts (their state and history are forgotten, so memory follows the target list)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlencode
 
 import attrs
@@ -52,6 +53,8 @@ def rule_of(spec: AlertSpec) -> AlertRule:
         failures=spec.failures,
         total=spec.total,
         max_latency=spec.max_latency,
+        burn_rate_above=spec.burn_rate_above,
+        burn_rate_window=spec.burn_rate_window,
     )
 
 
@@ -194,6 +197,14 @@ class AlertingService:
         self.health.add_listener(self._on_transition)
         #: The status server's app (status page and alerts API), once serving.
         self.api: AlertsAPI | None = None
+        # The runner's reloads add and remove probes and alerts while running (see watch,
+        # unwatch and update_config).
+        self._nursery: trio.Nursery | None = None
+        self._alerts_nursery: trio.Nursery | None = None
+        self._export_send: trio.MemorySendChannel[EventMetrics] | None = None
+        self._watched: dict[str, tuple[ProbeSpec, TargetsFn, trio.CancelScope]] = {}
+        # Set when an alert's task has returned (its queues released), by id of the _Alert.
+        self._alert_done: dict[int, trio.Event] = {}
         #: The status page's base URL, once serving (``None`` without a ``[status]`` table).
         self.status_url: str | None = None
         # (probe, target) -> (trio time of the last notice, repeats sent) of firing alerts.
@@ -210,6 +221,8 @@ class AlertingService:
         self._probe_labels = labels
         self._epoch: tuple[float, float] | None = None
         self._finished = trio.Event()
+        #: The runner's history service (for the status page), when ``[history]`` is set.
+        self.history: Any = None
         #: In a fleet, each transition is this agent's vote, and notices come from the fleet's
         #: agreed verdict (trioprobe.fleet.alerts) through :meth:`send`, not from here.
         self.vote: Callable[[Transition], None] | None = None
@@ -380,11 +393,13 @@ class AlertingService:
                 self._resolve_restored(alert, gone)
             if self.config.status is not None:
                 await self._serve_status(nursery, self.config.status)
+            self._nursery, self._export_send = nursery, export
             for spec, targets in probes:
-                nursery.start_soon(self._probe_loop, spec, targets, export)
+                self.watch(spec, targets)
             task_status.started()
             await self._finished.wait()
-            for spec, targets in probes:
+            for spec, targets, scope in list(self._watched.values()):
+                scope.cancel()
                 await self._export(spec, targets, export)
             for alert in self.alerts.values():
                 alert.inbox.close()
@@ -399,7 +414,12 @@ class AlertingService:
             token = await trio.to_thread.run_sync(read_token, status)
         except ValueError as exc:
             raise StartupError(f"the status page could not start: {exc}") from None
-        page = StatusPage(self.health, refresh=status.refresh)
+        page = StatusPage(
+            self.health,
+            refresh=status.refresh,
+            history=self.history,
+            order=[spec.name for spec, _ in self.config.probes],
+        )
         app = self.api = AlertsAPI(self, page, token=token, loopback=is_loopback(status.host))
         try:
             url = await nursery.start(serve_asgi, app, status.host, status.port)
@@ -419,11 +439,103 @@ class AlertingService:
     ) -> None:
         try:
             async with open_nursery() as nursery:
+                self._alerts_nursery = nursery
                 for alert in self.alerts.values():
-                    await nursery.start(alert.run)
+                    await nursery.start(self._run_alert, alert)
                 task_status.started()
         finally:
             done.set()
+
+    async def _run_alert(
+        self, alert: _Alert, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        done = self._alert_done[id(alert)] = trio.Event()
+        try:
+            await alert.run(task_status=task_status)
+        finally:
+            done.set()
+
+    def watch(self, spec: ProbeSpec, targets: TargetsFn) -> None:
+        """Follow ``spec``'s probe: its target list, repeats and metrics (at start, and for a
+        probe a reload adds or restarts)."""
+        assert self._nursery is not None
+        assert self._export_send is not None
+        scope = trio.CancelScope()
+        self._watched[spec.name] = (spec, targets, scope)
+        self._nursery.start_soon(self._watch, spec, targets, self._export_send, scope)
+
+    async def _watch(
+        self,
+        spec: ProbeSpec,
+        targets: TargetsFn,
+        export: trio.MemorySendChannel[EventMetrics],
+        scope: trio.CancelScope,
+    ) -> None:
+        with scope:
+            await self._probe_loop(spec, targets, export)
+
+    async def unwatch(self, probe: str, *, forget: bool) -> None:
+        """Stop following ``probe`` after one last export (a reload removed or restarts it).
+        With ``forget`` (removed) its targets are dropped, resolving what fired."""
+        watched = self._watched.pop(probe, None)
+        if watched is None or self._export_send is None:
+            return
+        spec, targets, scope = watched
+        scope.cancel()
+        await self._export(spec, targets, self._export_send)
+        if forget:
+            self.health.set_targets(probe, ())
+
+    async def update_config(self, config: Config) -> None:
+        """A reload: each probe's rule follows the new ``[[alert]]`` tables (target states are
+        kept, and their rule is replaced); alerts whose table is unchanged keep their
+        notifiers and queues; changed and new ones start theirs, removed ones drain. The
+        ``[status]`` page is not moved (see docs/config.md, Reload)."""
+        assert self._alerts_nursery is not None
+        old, self.config = self.alerts, config
+        self._probe_labels = {spec.name: spec.labels for spec, _ in config.probes}
+        names = {spec.name for spec, _ in config.probes}
+        self._depends = {
+            a.name: [parse_dependency(d, names) for d in a.depends_on] for a in config.alerts
+        }
+        self._windows = [Window(m) for m in config.maintenance]
+        self.alerts = {}
+        for spec in config.alerts:
+            kept = old.get(spec.name)
+            if kept is not None and kept.spec == spec:
+                self.alerts[spec.name] = kept
+                continue
+            if kept is not None:
+                # Its queue directories go to the new one: wait until they are released.
+                kept.inbox.close()
+                with trio.move_on_after(config.shutdown_grace):
+                    await self._alert_done[id(kept)].wait()
+            alert = _Alert(
+                spec,
+                config.shutdown_grace,
+                probe_labels=self._probe_labels,
+                generator_url=self.detail_url,
+            )
+            self.alerts[spec.name] = alert
+            await self._alerts_nursery.start(self._run_alert, alert)
+        for name, alert in old.items():
+            if name not in self.alerts:
+                alert.inbox.close()  # it drains its queue and returns
+        self._set_rules(config)
+
+    def _set_rules(self, config: Config) -> None:
+        catch_all = next((a for a in config.alerts if not a.probes), None)
+        rules: dict[str, AlertRule] = {}
+        for probe_spec, _ in config.probes:
+            name = probe_spec.name
+            owner = next((a for a in config.alerts if name in a.probes), catch_all)
+            if owner is not None:
+                rules[name] = rule_of(owner)
+        self.health.rules = rules
+        for name in rules.keys() | {spec.name for spec, _ in config.probes}:
+            rule = self.health.rule_for(name)
+            for h in self.health.entries(name):
+                h.rule = rule
 
     async def _probe_loop(
         self,

@@ -44,14 +44,19 @@ class AlertRule:
     failures: int = 0
     total: int = 0
     max_latency: float | None = None
+    #: Down while the SLO burn rate over ``burn_rate_window`` is above this (needs history).
+    burn_rate_above: float | None = None
+    burn_rate_window: str = "1h"
 
     def __attrs_post_init__(self) -> None:
         if self.failure_threshold < 0 or self.success_threshold < 1:
             raise ValueError("need failure_threshold >= 0 and success_threshold >= 1")
         if self.total < 0 or not 0 <= self.failures <= self.total:
             raise ValueError(f"need 0 <= failures ({self.failures}) <= total ({self.total})")
-        if self.failure_threshold == 0 and self.total == 0:
-            raise ValueError("no down condition: set failure_threshold or failures/total")
+        if self.failure_threshold == 0 and self.total == 0 and self.burn_rate_above is None:
+            raise ValueError(
+                "no down condition: set failure_threshold, failures/total or burn_rate_above"
+            )
 
     @property
     def window(self) -> int:
@@ -97,6 +102,7 @@ class TargetHealth:
 
     __slots__ = (
         "_window",
+        "burn_rates",
         "consecutive_failures",
         "consecutive_successes",
         "last_error",
@@ -121,6 +127,8 @@ class TargetHealth:
         #: Transitions made so far (exported as the ``transitions`` counter).
         self.transitions = 0
         self._window: deque[bool] = deque(maxlen=rule.window)
+        #: The latest SLO burn rates by window (``"1h"``, ``"6h"``), set from the history.
+        self.burn_rates: dict[str, float | None] = {}
 
     @property
     def failures(self) -> int:
@@ -153,7 +161,7 @@ class TargetHealth:
             self.consecutive_successes = 0
             self.last_error = error
         rule = self.rule
-        window_down = rule.total > 0 and self.failures >= rule.failures
+        window_down = (rule.total > 0 and self.failures >= rule.failures) or self.burning
         if self.state != DOWN and (
             window_down
             or (rule.failure_threshold and self.consecutive_failures >= rule.failure_threshold)
@@ -166,6 +174,13 @@ class TargetHealth:
         ):
             return self._move(UP, result.timestamp)
         return None
+
+    @property
+    def burning(self) -> bool:
+        """The burn-rate condition holds (``burn_rate_above``, from the history's figures)."""
+        limit = self.rule.burn_rate_above
+        rate = self.burn_rates.get(self.rule.burn_rate_window)
+        return limit is not None and rate is not None and rate > limit
 
     def remove(self, now: float) -> Transition | None:
         """The target left the target list: back to unknown (resolving a firing alert)."""

@@ -14,8 +14,10 @@ import contextlib
 import functools
 import random
 import socket
+import tempfile
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import dns.exception
@@ -237,14 +239,19 @@ async def run_demo(
         zmq_addr = await nursery.start(RouterServer("tcp://127.0.0.1:0", workers=4).run)
         echo_addr = await nursery.start(serve_echo)
         dns_addr = await nursery.start(serve_demo_dns)
-        config = parse_config(
-            demo_config(http_url, health_url, zmq_addr, echo_addr, dns_addr, stoppable_url)
-        )
+        data = demo_config(http_url, health_url, zmq_addr, echo_addr, dns_addr, stoppable_url)
+        # History in a temporary store, gone with the demo (docs/history.md).
+        history_dir = tempfile.TemporaryDirectory(prefix="trioprobe-demo-")
+        data["history"] = {"path": str(Path(history_dir.name) / "history.sqlite")}
+        config = parse_config(data)
         print(
             f"stop the 'svc' target with: curl -X POST {http_url}/stoppable/stop "
             "(start it again: .../stoppable/start)",
             flush=True,
         )
-        status = await run_config(config, args, "trioprobe demo")
+        try:
+            status = await run_config(config, args, "trioprobe demo")
+        finally:
+            history_dir.cleanup()
         nursery.cancel_scope.cancel()
     return status

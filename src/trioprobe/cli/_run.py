@@ -15,6 +15,7 @@ from rich.live import Live
 from .._groups import leaves
 from ..config import Config, ConfigError, ProbeSpec, exposition_warnings, load_config
 from ..probes import probe_types
+from ..reload import ReloadOutcome
 from ..runner import Runner, StartupError
 from ..surfacers import surfacer_types
 from ._common import CLIError, positive_seconds
@@ -144,7 +145,13 @@ async def run_config(config: Config, args: argparse.Namespace, title: str = "tri
     live = LiveStats(window=_window(config))
     try:
         runner = Runner(
-            config, observe=live.observe, on_loop_lag=live.observe_loop_lag, freeze_gc=True
+            config,
+            observe=live.observe,
+            on_loop_lag=live.observe_loop_lag,
+            freeze_gc=True,
+            # `trioprobe run FILE` reloads FILE (SIGHUP, POST /-/reload, [reload] watch).
+            config_path=getattr(args, "config", None),
+            on_reload=_print_reload,
         )
         # The table's state column is the runner's own health verdict (alerts, status page).
         live.health = runner.health
@@ -205,22 +212,32 @@ def _display_mode(config: Config, args: argparse.Namespace, console: Console) ->
     return "table" if console.is_terminal else "lines"
 
 
+def _print_reload(outcome: ReloadOutcome) -> None:
+    # One line per reload, plainly (not through rich): scripts and tests read it.
+    print(f"trioprobe: {outcome.message}", flush=True)
+
+
 async def _shutdown_after(seconds: float, runner: Runner) -> None:
     await trio.sleep(seconds)
     runner.shutdown()
 
 
 async def _watch_signals(runner: Runner, everything: trio.CancelScope) -> None:
-    """First SIGINT/SIGTERM: graceful shutdown. A second one: stop at once."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    """First SIGINT/SIGTERM: graceful shutdown. A second one: stop at once. SIGHUP: reload
+    the config file (the runner runs it; its line is printed by ``_print_reload``)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         count = 0
-        async for _ in signals:
-            count += 1
-            if count == 1:
-                print("shutting down (again to stop at once)...", file=sys.stderr)
-                runner.shutdown()
-            else:
-                everything.cancel()
+        async with trio.open_nursery() as reloads:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    reloads.start_soon(runner.request_reload)
+                    continue
+                count += 1
+                if count == 1:
+                    print("shutting down (again to stop at once)...", file=sys.stderr)
+                    runner.shutdown()
+                else:
+                    everything.cancel()
 
 
 async def _display(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -222,8 +223,14 @@ class ClientPerTargetProbe(Generic[ClientT]):
                 probe_once=self.probe_once,
                 results=results,
                 on_target_removed=self._clients.discard,
-                prepare=self._clients.get,
+                prepare=self._prepare,
                 task_status=task_status,
             )
         finally:
             await self._clients.aclose()
+
+    def _prepare(self, target: str) -> None:
+        # Building the client ahead of the first probe keeps its cost out of the deadline; when
+        # it cannot be built (no file descriptor left), probe_once tries again and reports it.
+        with contextlib.suppress(OSError):
+            self._clients.get(target)

@@ -54,6 +54,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import httpcore  # noqa: F401 (imported here, not lazily by the first client mid-run)
 import httpx
 import trio
 
@@ -745,7 +746,12 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
         return failed
 
     async def probe_once(self, target: str) -> ProbeResult:
-        state = self._clients.get(target)
+        try:
+            state = self._clients.get(target)
+        except OSError as exc:
+            # Building a target's client can need a file descriptor (or, the first time, an
+            # import): with none left (EMFILE) that is this target's failure, not the run's end.
+            return ProbeResult(target, False, 0.0, error=f"client: {_describe(exc)}")
         codes = Map("code")
         extras: dict[str, Map | Distribution | int] = {"resp-code": codes}
         if self._validators:

@@ -11,7 +11,7 @@ registered in code). docs/extending.md shows one.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import trio
 
@@ -19,7 +19,7 @@ from ..metrics import EventMetrics
 from ..registry import Registry
 from ._fanout import Fanout
 
-__all__ = ["Fanout", "Surfacer", "surfacer_types"]
+__all__ = ["Fanout", "SelfMetrics", "Surfacer", "surfacer_types"]
 
 
 class Surfacer(Protocol):
@@ -35,6 +35,14 @@ class Surfacer(Protocol):
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Call ``task_status.started()`` once ready; consume until ``EndOfChannel``; flush."""
+
+
+@runtime_checkable
+class SelfMetrics(Protocol):
+    """A surfacer with metrics of its own (a handoff queue's backlog): the runner's one
+    self-metrics exporter reads them every export interval, labelled ``ptype="runner"``."""
+
+    def self_metrics(self) -> list[EventMetrics]: ...
 
 
 #: Config ``type`` name -> surfacer type module.

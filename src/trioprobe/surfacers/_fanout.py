@@ -41,6 +41,17 @@ class Fanout:
         self.dropped: dict[str, int] = {name: 0 for name, _ in sinks}
         self._last_report: dict[str, float] = {}
 
+    def add(self, name: str, channel: trio.MemorySendChannel[EventMetrics]) -> None:
+        """Copy to ``channel`` too from now on (a surfacer started by a reload)."""
+        self._sinks.append((name, channel))
+        self.dropped.setdefault(name, 0)
+
+    def remove(self, name: str) -> None:
+        """Stop copying to surfacer ``name`` and close its channel, so it drains and returns."""
+        for entry in [e for e in self._sinks if e[0] == name]:
+            self._sinks.remove(entry)
+            entry[1].close()
+
     async def run(
         self,
         source: trio.MemoryReceiveChannel[EventMetrics],

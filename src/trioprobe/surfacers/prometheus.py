@@ -33,11 +33,12 @@ What a scrape costs, and what a client can make it cost (docs/metrics.md, "/metr
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
@@ -45,6 +46,9 @@ from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from .._asgi import Receive, Scope, Send, answer_lifespan, send_response, serve_asgi
+
+if TYPE_CHECKING:
+    from ..reload import ReloadOutcome
 from ..metrics import EventMetrics, Float, Int, Map, String, Value
 from ._naming import (
     CLASH_PRECEDENCE,
@@ -241,6 +245,8 @@ class PrometheusSurfacer:
         self.renders = 0
         self._live: LiveSource | None = None
         self._render_seconds = 0.0
+        #: Set by the runner when it can reload (it has a config file): ``POST /-/reload``.
+        self.reload_handler: Callable[[], Awaitable[ReloadOutcome]] | None = None
 
     def attach_live_source(self, source: LiveSource) -> None:
         """Read ``source`` before each render, so a scrape sees the targets' current counts.
@@ -354,6 +360,8 @@ class PrometheusSurfacer:
             await answer_lifespan(receive, send)
         elif scope["type"] != "http":
             return
+        elif scope["path"] == "/-/reload":
+            await self._reload(scope, send)
         elif scope["path"] != self.options.path:
             await send_response(
                 send, 404, b"not found: metrics are at " + self.options.path.encode()
@@ -364,6 +372,21 @@ class PrometheusSurfacer:
             accept = b",".join(v for k, v in scope.get("headers", ()) if k.lower() == b"accept")
             body, content_type = await self.body(accept.decode("latin-1"))
             await send_response(send, 200, body, content_type.encode(), slice_bytes=SEND_SLICE)
+
+    async def _reload(self, scope: Scope, send: Send) -> None:
+        """``POST /-/reload``, as blackbox_exporter's: only on a loopback bind and from a
+        loopback client, since anyone who can reach it can make the process re-read its
+        config. 200 with what changed, 500 with why the new config was refused."""
+        client = (scope.get("client") or ("", 0))[0]
+        if scope["method"] != "POST":
+            await send_response(send, 405, b"method not allowed: POST /-/reload")
+        elif not (_loopback(self.options.host) and _loopback(client)):
+            await send_response(send, 403, b"forbidden: /-/reload is served to loopback only")
+        elif self.reload_handler is None:
+            await send_response(send, 503, b"reload unavailable: not run from a config file")
+        else:
+            outcome = await self.reload_handler()
+            await send_response(send, 200 if outcome.ok else 500, outcome.message.encode() + b"\n")
 
     async def run(
         self,
@@ -386,6 +409,13 @@ class PrometheusSurfacer:
                     self.record(em)
             # The stream has ended (shutdown): stop serving.
             nursery.cancel_scope.cancel()
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def make_surfacer(options: Options) -> PrometheusSurfacer:

@@ -1,0 +1,441 @@
+"""The SQLite store: schema, batched writes, downsampling, retention and the reads.
+
+Synchronous on purpose: :class:`~trioprobe.history.HistoryService` calls it only through
+``trio.to_thread`` (one writer connection, one reader connection, each behind a limiter of
+one), so nothing here ever runs on the event loop. SQLite releases the GIL while it steps, and
+the heavy reads (sums over thousands of targets) are written as SQL aggregates so the thread
+spends its time in C, not holding the GIL against the probes.
+
+Schema (docs/history.md)::
+
+    target(id, probe, target, bounds)          one row per probe x target ever seen
+    rollup(target_id, tier, t, probes, successes, latency_sum, hist, error)
+                                               tier 0: per rollup period (a minute), 1: per hour,
+                                               2: per day; hist = {"bucket index": count}
+    incident(id, target_id, start, end, reason, alert)
+    transition(target_id, t, old, new, error)
+    meta(key, value)                           downsampling watermarks, schema version
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import attrs
+
+from ._windows import DAY, HOUR, TIER_DAY, TIER_HOUR, TIER_MINUTE, Counts, plan
+
+__all__ = ["MinuteRow", "Retention", "Store", "TransitionRow", "encode_bounds", "open_store"]
+
+logger = logging.getLogger("trioprobe.history")
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS target(
+    id INTEGER PRIMARY KEY, probe TEXT NOT NULL, target TEXT NOT NULL, bounds TEXT NOT NULL,
+    UNIQUE(probe, target));
+CREATE TABLE IF NOT EXISTS rollup(
+    target_id INTEGER NOT NULL, tier INTEGER NOT NULL, t INTEGER NOT NULL,
+    probes INTEGER NOT NULL, successes INTEGER NOT NULL, latency_sum REAL NOT NULL,
+    hist TEXT, error TEXT, PRIMARY KEY(target_id, tier, t)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS incident(
+    id INTEGER PRIMARY KEY, target_id INTEGER NOT NULL, start REAL NOT NULL, end REAL,
+    reason TEXT, alert TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS incident_by_target ON incident(target_id, start);
+CREATE TABLE IF NOT EXISTS transition(
+    target_id INTEGER NOT NULL, t REAL NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL,
+    error TEXT);
+CREATE INDEX IF NOT EXISTS transition_by_target ON transition(target_id, t);
+"""
+_UPSERT = (
+    "INSERT INTO rollup VALUES(?,{tier},?,?,?,?,?,?) ON CONFLICT DO UPDATE SET "
+    "probes=probes+excluded.probes, successes=successes+excluded.successes, "
+    "latency_sum=latency_sum+excluded.latency_sum, "
+    "hist=hist_merge(hist, excluded.hist), error=coalesce(excluded.error, error)"
+)
+#: Failure reasons are kept per minute, cut to this many characters.
+MAX_ERROR_CHARS = 200
+
+
+@attrs.frozen
+class Retention:
+    """How long each tier is kept, in seconds (minutes 48 h, hours 90 d, days 2 y)."""
+
+    minutes: float = 48 * HOUR
+    hours: float = 90 * DAY
+    days: float = 730 * DAY
+
+
+@attrs.frozen
+class MinuteRow:
+    """One target's rollup period, as the recorder closes it."""
+
+    probe: str
+    target: str
+    bounds: str
+    t: int
+    probes: int
+    successes: int
+    latency_sum: float
+    hist: dict[int, int]
+    error: str | None
+
+
+@attrs.frozen
+class TransitionRow:
+    probe: str
+    target: str
+    t: float
+    old: str
+    new: str
+    error: str | None
+    alert: str
+
+
+def _merge_hist(a: str | None, b: str | None) -> str | None:
+    if a is None or b is None:
+        return a if b is None else b
+    merged: dict[str, int] = json.loads(a)
+    for k, v in json.loads(b).items():
+        merged[k] = merged.get(k, 0) + v
+    return json.dumps(merged, separators=(",", ":"))
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode: a commit survives the process being killed (kill -9); only a power
+    # loss can take back the last commits, which costs at most a minute of history.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.create_function("hist_merge", 2, _merge_hist, deterministic=True)
+    return conn
+
+
+def _move_aside(path: Path, why: BaseException) -> None:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        part = Path(f"{path}{suffix}")
+        if part.exists():
+            part.replace(Path(f"{aside}{suffix}"))
+    logger.warning(
+        "history database %s unreadable (%s): moved to %s, starting afresh", path, why, aside
+    )
+
+
+def open_store(path: Path) -> Store:
+    """Open (or create) the store at ``path``; an unreadable one is moved aside, never fatal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return Store(path)
+    except sqlite3.DatabaseError as exc:
+        _move_aside(path, exc)
+        return Store(path)
+
+
+class Store:
+    """One SQLite database; a writer and a reader connection (see the module doc)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.write_conn = _connect(path)
+        try:
+            self.write_conn.executescript(_SCHEMA)
+            self.write_conn.execute(
+                "INSERT OR IGNORE INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),)
+            )
+            # A file that is a database but damaged inside fails here rather than mid-run.
+            row = self.write_conn.execute("PRAGMA quick_check(1)").fetchone()
+            if row[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {row[0]}")
+        except sqlite3.DatabaseError:
+            self.write_conn.close()
+            raise
+        self.read_conn = _connect(path)
+        self._ids: dict[tuple[str, str], int] = {}
+        self._bounds: dict[int, str] = {}
+
+    def close(self) -> None:
+        self.write_conn.close()
+        self.read_conn.close()
+
+    # -- writing (the one writer thread) --------------------------------------------------------
+    def _meta(self, key: str, default: int) -> int:
+        row = self.write_conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return default if row is None else int(row[0])
+
+    def _target_id(self, probe: str, target: str, bounds: str) -> int:
+        key = (probe, target)
+        tid = self._ids.get(key)
+        if tid is None:
+            c = self.write_conn
+            c.execute(
+                "INSERT OR IGNORE INTO target(probe, target, bounds) VALUES(?,?,?)",
+                (probe, target, bounds),
+            )
+            tid, old = c.execute(
+                "SELECT id, bounds FROM target WHERE probe=? AND target=?", key
+            ).fetchone()
+            if old != bounds:
+                # The probe's buckets changed: older histograms cannot be merged with new
+                # ones, so they are dropped (uptime and mean latency are kept).
+                c.execute("UPDATE target SET bounds=? WHERE id=?", (bounds, tid))
+                c.execute("UPDATE rollup SET hist=NULL WHERE target_id=?", (tid,))
+            self._ids[key] = tid
+        return tid
+
+    def write(self, rows: Sequence[MinuteRow], transitions: Sequence[TransitionRow]) -> None:
+        """One transaction: the closed rollup periods and the transitions since the last."""
+        c = self.write_conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            params = [
+                (
+                    self._target_id(r.probe, r.target, r.bounds),
+                    r.t,
+                    r.probes,
+                    r.successes,
+                    r.latency_sum,
+                    json.dumps({str(k): v for k, v in r.hist.items()}, separators=(",", ":")),
+                    None if r.error is None else r.error[:MAX_ERROR_CHARS],
+                )
+                for r in rows
+            ]
+            c.executemany(_UPSERT.format(tier=TIER_MINUTE), params)
+            # A period that arrives after its hour (or day) was rolled up (a result that came
+            # late, a clock that stepped back) is added there too, so every tier stays whole.
+            hours_done, days_done = self._meta("hours_done", 0), self._meta("days_done", 0)
+            for tier, step, done in ((TIER_HOUR, HOUR, hours_done), (TIER_DAY, DAY, days_done)):
+                late = [(p[0], p[1] // step * step, *p[2:6], None) for p in params if p[1] < done]
+                c.executemany(_UPSERT.format(tier=tier), late)
+            for tr in transitions:
+                self._transition(tr)
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def _transition(self, tr: TransitionRow) -> None:
+        c = self.write_conn
+        tid = self._ids.get((tr.probe, tr.target))
+        if tid is None:
+            row = c.execute(
+                "SELECT id FROM target WHERE probe=? AND target=?", (tr.probe, tr.target)
+            ).fetchone()
+            if row is None:
+                c.execute(
+                    "INSERT INTO target(probe, target, bounds) VALUES(?,?,'')",
+                    (tr.probe, tr.target),
+                )
+                row = c.execute("SELECT last_insert_rowid()").fetchone()
+            tid = row[0]
+        error = None if tr.error is None else tr.error[:MAX_ERROR_CHARS]
+        c.execute("INSERT INTO transition VALUES(?,?,?,?,?)", (tid, tr.t, tr.old, tr.new, error))
+        open_ = c.execute(
+            "SELECT id FROM incident WHERE target_id=? AND end IS NULL", (tid,)
+        ).fetchone()
+        if tr.new == "down":
+            # An incident still open from before a restart goes on: the target never came up.
+            if open_ is None:
+                c.execute(
+                    "INSERT INTO incident(target_id, start, reason, alert) VALUES(?,?,?,?)",
+                    (tid, tr.t, error, tr.alert),
+                )
+        elif open_ is not None and (tr.old == "down" or tr.new == "up"):
+            c.execute("UPDATE incident SET end=? WHERE id=?", (tr.t, open_[0]))
+
+    def maintain(self, now: float, step: int, retention: Retention) -> bool:
+        """Downsample what is complete and prune what is past retention; True if it did.
+
+        An hour is rolled up ``2 * step`` after it ends, so results that arrive late for its
+        last minutes are in it; a day once its last hour is.
+        """
+        target_hour = int((now - 2 * step) // HOUR * HOUR)
+        hours_done = self._meta("hours_done", 0)
+        if not hours_done:
+            # A new store (small: this runs once, after its first write): roll up from the
+            # hour of its oldest minute on, so every minute is covered by some tier.
+            first = self.write_conn.execute("SELECT min(t) FROM rollup WHERE tier=0").fetchone()
+            start = target_hour if first[0] is None else min(target_hour, first[0] // HOUR * HOUR)
+            hours_done = start
+            self._set_meta("hours_done", start)
+            self._set_meta("days_done", start // DAY * DAY)
+            if start >= target_hour:
+                return False
+        if hours_done >= target_hour:
+            return False
+        # After a long stop, only what minutes still exist for can be rolled up.
+        for h in range(
+            max(hours_done, int((now - retention.minutes) // HOUR * HOUR)), target_hour, HOUR
+        ):
+            self._downsample(TIER_MINUTE, TIER_HOUR, h, h + HOUR)
+        self._set_meta("hours_done", target_hour)
+        days_done = self._meta("days_done", 0)
+        target_day = target_hour // DAY * DAY
+        for d in range(max(days_done, int((now - retention.hours) // DAY * DAY)), target_day, DAY):
+            self._downsample(TIER_HOUR, TIER_DAY, d, d + DAY)
+        self._set_meta("days_done", max(days_done, target_day))
+        self._prune(now, retention)
+        return True
+
+    def _set_meta(self, key: str, value: int) -> None:
+        self.write_conn.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)", (key, str(value)))
+
+    def _downsample(self, src: int, dst: int, lo: int, hi: int) -> None:
+        # All in SQL (json_each, json_group_object): the thread stays in C, off the GIL.
+        self.write_conn.execute(
+            """
+            INSERT OR REPLACE INTO rollup(target_id, tier, t, probes, successes, latency_sum, hist)
+            SELECT s.target_id, :dst, :lo, s.p, s.s, s.l, h.hist FROM
+              (SELECT r.target_id, SUM(r.probes) p, SUM(r.successes) s, SUM(r.latency_sum) l
+               FROM target g CROSS JOIN rollup r
+               ON r.target_id=g.id AND r.tier=:src AND r.t>=:lo AND r.t<:hi
+               GROUP BY r.target_id) s
+            LEFT JOIN
+              (SELECT target_id, json_group_object(k, n) hist FROM
+                 (SELECT r.target_id, j.key k, SUM(j.value) n
+                  FROM target g CROSS JOIN rollup r
+                  ON r.target_id=g.id AND r.tier=:src AND r.t>=:lo AND r.t<:hi, json_each(r.hist) j
+                  GROUP BY r.target_id, j.key)
+               GROUP BY target_id) h
+            ON h.target_id=s.target_id
+            """,
+            {"src": src, "dst": dst, "lo": lo, "hi": hi},
+        )
+
+    def _prune(self, now: float, retention: Retention) -> None:
+        ids = [row[0] for row in self.write_conn.execute("SELECT id FROM target")]
+        for tier, keep in (
+            (TIER_MINUTE, retention.minutes),
+            (TIER_HOUR, retention.hours),
+            (TIER_DAY, retention.days),
+        ):
+            cutoff = int(now - keep)
+            self.write_conn.executemany(
+                "DELETE FROM rollup WHERE target_id=? AND tier=? AND t<?",
+                [(i, tier, cutoff) for i in ids],
+            )
+        oldest = now - retention.days
+        self.write_conn.execute("DELETE FROM incident WHERE end IS NOT NULL AND end<?", (oldest,))
+        self.write_conn.execute("DELETE FROM transition WHERE t<?", (oldest,))
+
+    # -- reading (the reader connection) ------------------------------------------------------
+    def watermarks(self) -> tuple[int, int]:
+        rows = dict(self.read_conn.execute("SELECT key, value FROM meta"))
+        return int(rows.get("hours_done", 0)), int(rows.get("days_done", 0))
+
+    def targets(self) -> dict[tuple[str, str], tuple[int, tuple[float, ...]]]:
+        """(probe, target) -> (id, bucket lower bounds)."""
+        out = {}
+        for tid, probe, target, bounds in self.read_conn.execute(
+            "SELECT id, probe, target, bounds FROM target"
+        ):
+            out[(probe, target)] = (tid, _bounds(bounds))
+        return out
+
+    def counts(self, a: float, b: float, marks: tuple[int, int]) -> dict[int, Counts]:
+        """Probes and successes of every target over ``[a, b)``: target id -> counts."""
+        out: dict[int, Counts] = {}
+        for tier, lo, hi in plan(a, b, *marks):
+            for tid, p, s in self.read_conn.execute(
+                "SELECT r.target_id, SUM(r.probes), SUM(r.successes) FROM target g "
+                "CROSS JOIN rollup r ON r.target_id=g.id AND r.tier=? AND r.t>=? AND r.t<? "
+                "GROUP BY r.target_id",
+                (tier, lo, hi),
+            ):
+                out[tid] = out.get(tid, Counts()) + Counts(p, s)
+        return out
+
+    def hists(self, a: float, b: float, marks: tuple[int, int]) -> dict[int, dict[int, int]]:
+        """Every target's latency histogram over ``[a, b)``: id -> {bucket index: count}."""
+        out: dict[int, dict[int, int]] = {}
+        for tier, lo, hi in plan(a, b, *marks):
+            for tid, k, n in self.read_conn.execute(
+                "SELECT r.target_id, j.key, SUM(j.value) FROM target g CROSS JOIN rollup r "
+                "ON r.target_id=g.id AND r.tier=? AND r.t>=? AND r.t<?, json_each(r.hist) j "
+                "GROUP BY r.target_id, j.key",
+                (tier, lo, hi),
+            ):
+                h = out.setdefault(tid, {})
+                h[int(k)] = h.get(int(k), 0) + n
+        return out
+
+    def daily(self, first_day: int, now: float, marks: tuple[int, int]) -> dict[int, str]:
+        """Per target, ``"day:probes:successes,..."`` from ``first_day`` on (parsed when shown,
+        so the thousands of rows of a large fleet stay one string each)."""
+        out: dict[int, list[str]] = {}
+        hours_done, days_done = marks
+        ranges = [(TIER_DAY, first_day, days_done)] if first_day < days_done else []
+        ranges += plan(max(first_day, days_done), now, hours_done, days_done)
+        for tier, lo, hi in ranges:
+            for tid, text in self.read_conn.execute(
+                "SELECT target_id, group_concat(d || ':' || p || ':' || s) FROM "
+                "(SELECT r.target_id, r.t / 86400 * 86400 d, SUM(r.probes) p, "
+                "SUM(r.successes) s FROM target g CROSS JOIN rollup r ON r.target_id=g.id "
+                "AND r.tier=? AND r.t>=? AND r.t<? GROUP BY r.target_id, d) GROUP BY target_id",
+                (tier, lo, hi),
+            ):
+                out.setdefault(tid, []).append(text)
+        return {tid: ",".join(parts) for tid, parts in out.items()}
+
+    def rows(
+        self, tid: int, a: float, b: float, marks: tuple[int, int]
+    ) -> list[tuple[int, int, int, float, str | None]]:
+        """One target's rows over ``[a, b)``: (t, probes, successes, latency_sum, hist)."""
+        out: list[tuple[int, int, int, float, str | None]] = []
+        for tier, lo, hi in plan(a, b, *marks):
+            out.extend(
+                self.read_conn.execute(
+                    "SELECT t, probes, successes, latency_sum, hist FROM rollup "
+                    "WHERE target_id=? AND tier=? AND t>=? AND t<? ORDER BY t",
+                    (tid, tier, lo, hi),
+                )
+            )
+        out.sort()
+        return out
+
+    def failures(self, tid: int, limit: int) -> list[tuple[int, int, int, str | None]]:
+        """The target's latest minutes with failures: (t, probes, failures, last reason)."""
+        return list(
+            self.read_conn.execute(
+                "SELECT t, probes, probes - successes, error FROM rollup WHERE target_id=? "
+                "AND tier=0 AND successes<probes ORDER BY t DESC LIMIT ?",
+                (tid, limit),
+            )
+        )
+
+    def incidents(
+        self, since: float, tids: Iterable[int] | None = None, limit: int = 1000
+    ) -> list[tuple[str, str, float, float | None, str | None, str]]:
+        """Incidents still open or ended after ``since``, newest first:
+        (probe, target, start, end, reason, alert)."""
+        sql = (
+            "SELECT g.probe, g.target, i.start, i.end, i.reason, i.alert FROM incident i "
+            "JOIN target g ON g.id=i.target_id WHERE (i.end IS NULL OR i.end>=?)"
+        )
+        args: list[object] = [since]
+        if tids is not None:
+            ids = list(tids)
+            sql += f" AND i.target_id IN ({','.join('?' * len(ids))})"
+            args.extend(ids)
+        sql += " ORDER BY i.start DESC LIMIT ?"
+        args.append(limit)
+        return list(self.read_conn.execute(sql, args))
+
+
+def _bounds(text: str) -> tuple[float, ...]:
+    # Stored without the leading -inf, which JSON cannot spell.
+    if not text:
+        return ()
+    return (-math.inf, *(float(b) for b in json.loads(text)))
+
+
+def encode_bounds(lower_bounds: Sequence[float]) -> str:
+    return json.dumps(list(lower_bounds[1:]))
