@@ -10,7 +10,8 @@ What it does:
    mode (``GO111MODULE=off``, ``GOPATH=/usr/share/gocode``, no ``GOFLAGS``): a small ``main``
    that probes one URL and prints its SRTT. No binary is kept;
 2. starts a single-node etcd on loopback (as ``tests/real/services.py`` does);
-3. runs both probers at the same time against the peer URL's ``/raft/probing``, and prints both
+3. runs the probers at the same time (Go, trioprobe, and trioprobe with a caller's httpx
+   client, the path it took before) against the peer URL's ``/raft/probing``, and prints both
    SRTTs, their difference and the machine's load average (other work on the machine moves
    both numbers; the difference is what matters).
 
@@ -145,10 +146,19 @@ def start_etcd(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit(f"etcd did not start; log:\n{(workdir / 'etcd.log').read_text()[-2000:]}")
 
 
-async def run_trioprobe(url: str, probes: int, interval: float) -> dict[str, object]:
+async def run_trioprobe(
+    url: str, probes: int, interval: float, *, httpx_path: bool = False
+) -> dict[str, object]:
+    """The Prober as users run it (lean h11 path for http://), or with a caller's httpx client
+    (the path every peer took before issue 19 item 3), for comparison."""
+    import httpx
+
     from trioprobe.probing import open_prober
 
-    async with open_prober() as prober:
+    async with (
+        httpx.AsyncClient(timeout=None) as client,
+        open_prober(client if httpx_path else None) as prober,
+    ):
         status = prober.add_http("etcd", interval, [url], timeout=max(interval, 1.0))
         with trio.fail_after(probes * interval * 10 + 30):
             while status.total < probes:  # noqa: ASYNC110 - the status is a live view
@@ -161,10 +171,13 @@ async def run_trioprobe(url: str, probes: int, interval: float) -> dict[str, obj
         }
 
 
-async def run_both(binary: Path, url: str, probes: int, interval: float) -> tuple[dict, dict]:
-    """Both probers at once, so both see the same machine and the same etcd."""
+async def run_all(
+    binary: Path, url: str, probes: int, interval: float
+) -> tuple[dict[str, object], dict[str, object], dict[str, object]]:
+    """The probers at once, so all see the same machine and the same etcd."""
     go: dict[str, object] = {}
     ours: dict[str, object] = {}
+    via_httpx: dict[str, object] = {}
 
     async def go_side() -> None:
         done = await trio.run_process(
@@ -175,10 +188,14 @@ async def run_both(binary: Path, url: str, probes: int, interval: float) -> tupl
     async def our_side() -> None:
         ours.update(await run_trioprobe(url, probes, interval))
 
+    async def httpx_side() -> None:
+        via_httpx.update(await run_trioprobe(url, probes, interval, httpx_path=True))
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(go_side)
         nursery.start_soon(our_side)
-    return go, ours
+        nursery.start_soon(httpx_side)
+    return go, ours, via_httpx
 
 
 def main() -> None:
@@ -195,7 +212,7 @@ def main() -> None:
         try:
             url = f"{peer}/raft/probing"
             load_before = os.getloadavg()
-            go, ours = trio.run(run_both, binary, url, args.probes, args.interval)
+            go, ours, via_httpx = trio.run(run_all, binary, url, args.probes, args.interval)
             load_after = os.getloadavg()
         finally:
             etcd.send_signal(signal.SIGTERM)
@@ -207,13 +224,15 @@ def main() -> None:
     go_ms = int(go["srtt_ns"]) / 1e6  # type: ignore[call-overload]
     our_ms = int(ours["srtt_ns"]) / 1e6  # type: ignore[call-overload]
     diff = our_ms - go_ms
-    print(f"peer endpoint: {url}, {args.probes} probes at {args.interval} s, both at once")
+    print(f"peer endpoint: {url}, {args.probes} probes at {args.interval} s, all at once")
     print(f"load average: before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
     print(f"Go xiang90/probing: srtt {go_ms:.3f} ms  (total {go['total']}, loss {go['loss']})")
     print(f"trioprobe Prober:   srtt {our_ms:.3f} ms  (total {ours['total']}, loss {ours['loss']})")
+    httpx_ms = int(via_httpx["srtt_ns"]) / 1e6  # type: ignore[call-overload]
+    print(f"  same, httpx path: srtt {httpx_ms:.3f} ms  (a caller's client; the old default path)")
     verdict = "met" if abs(diff) <= TARGET_MS else "NOT met"
     print(f"difference: {diff:+.3f} ms (target: within {TARGET_MS} ms: {verdict})")
-    for side, name in ((go, "Go"), (ours, "trioprobe")):
+    for side, name in ((go, "Go"), (ours, "trioprobe"), (via_httpx, "httpx path")):
         if side["loss"]:
             print(f"{name} last error: {side['error']}", file=sys.stderr)
 
