@@ -20,16 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.real.services import skip_or_fail
+
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        any(importlib.util.find_spec(m) is None for m in ("pip", "setuptools", "wheel")),
-        reason="building the example plugin offline needs pip, setuptools and wheel "
-        "(the dev extras: pip install -e '.[dev]')",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
 def _run(argv: list[str | Path]) -> subprocess.CompletedProcess[str]:
@@ -48,6 +43,11 @@ def _run(argv: list[str | Path]) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def venv_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A virtualenv with the example plugin installed (but not trioprobe: it comes from src)."""
+    if any(importlib.util.find_spec(m) is None for m in ("pip", "setuptools", "wheel")):
+        skip_or_fail(
+            "building the example plugin offline needs pip, setuptools and wheel "
+            "(the dev extras: pip install -e '.[dev]')"
+        )
     root = tmp_path_factory.mktemp("plugin")
     venv = root / "venv"
     made = _run([sys.executable, "-m", "venv", "--without-pip", venv])

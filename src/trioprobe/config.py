@@ -632,21 +632,41 @@ def _options_class(
     return cls if attrs.has(cls) else None
 
 
+def _nested_tables(cls: type[Any]) -> dict[str, type[Any]]:
+    """The keys of ``cls`` that are tables of their own (``latency_buckets = {...}``): an
+    attrs class, or an optional one."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # unresolvable annotations: no nested checks then
+        return {}
+    out: dict[str, type[Any]] = {}
+    for name, hint in hints.items():
+        candidates = (
+            typing.get_args(hint)
+            if typing.get_origin(hint) in (typing.Union, types.UnionType)
+            else (hint,)
+        )
+        for candidate in candidates:
+            if isinstance(candidate, type) and attrs.has(candidate):
+                out[name] = candidate
+    return out
+
+
+#: ProbeSpec's nested tables (latency_buckets, etcd_sd...), each checked for unknown keys and
+#: durations like the probe table itself.
+_NESTED_PROBE_TABLES = _nested_tables(ProbeSpec)
+
+
 def _parse_probe(
     table: Mapping[str, Any], path: str, base_dir: Path, errors: list[str]
 ) -> tuple[ProbeSpec, Any] | None:
     options_cls = _options_class(probe_types, table.get("type"), path, errors)
     own, rest = _split(table, _PROBE_KEYS)
     own, quiet = _durations(own, ProbeSpec, path, errors)
-    if isinstance(own.get("latency_buckets"), Mapping):
-        buckets, nested = _unknown_keys(
-            own["latency_buckets"],
-            attrs.fields_dict(LatencyBuckets),
-            f"{path}.latency_buckets",
-            errors,
-        )
-        own["latency_buckets"] = buckets
-        quiet |= nested
+    for key, nested_cls in _NESTED_PROBE_TABLES.items():
+        if isinstance(own.get(key), Mapping):
+            own[key], nested = _known_durations(own[key], nested_cls, f"{path}.{key}", errors)
+            quiet |= nested
     # Unknown keys are only known as such once the type is: an unknown type is its own error.
     if options_cls is not None:
         rest, rest_quiet = _known_durations(rest, options_cls, path, errors, _PROBE_KEYS)

@@ -189,6 +189,7 @@ class Map:
         return f"map:{self.name}{items}"
 
 
+#: What one metric of an ``EventMetrics`` holds.
 Value: TypeAlias = Int | Float | String | Map | Distribution
 
 

@@ -296,6 +296,8 @@ class Runner:
             for u in (*self._configured, *self._extra)
             if isinstance(u.surfacer, SelfMetrics)
         ]
+        if self.fleet is not None:
+            found.append(self.fleet.self_metrics)
         return found
 
     def shutdown(self) -> None:

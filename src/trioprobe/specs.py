@@ -114,6 +114,8 @@ DEFAULT_SURFACER_BUFFER = 10000
 
 @attrs.frozen
 class SurfacerSpec:
+    """The common keys of one ``[[surfacer]]`` table: its type and its export buffer."""
+
     type: str
     #: Exports buffered for this surfacer before the fan-out starts dropping (and counting).
     buffer: int = DEFAULT_SURFACER_BUFFER

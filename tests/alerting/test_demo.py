@@ -1,9 +1,10 @@
 """``trioprobe demo``: its status page URL is printed, and stopping its ``svc`` target turns it
-down on the page (and in the alert log) within the threshold, then up again once restarted."""
+down on the page (and in the alert log) at the threshold, then up again once restarted."""
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -55,10 +56,7 @@ def test_demo_target_stopped_turns_down_on_the_page() -> None:
         assert status.endswith("/status"), status
         _wait_state(status, "up")
         _post(control)
-        stopped = time.monotonic()
-        down_at = _wait_state(status, "down")
-        # 3 failures at a 0.5 s interval, each refused at once: well within 3 intervals + slack.
-        assert down_at - stopped < 5.0
+        _wait_state(status, "down")
         _post(control.removesuffix("/stop") + "/start")
         _wait_state(status, "up")
         proc.send_signal(signal.SIGINT)
@@ -68,5 +66,10 @@ def test_demo_target_stopped_turns_down_on_the_page() -> None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, stderr
-    assert "alert 'svc-down' fire: probe 'svc'" in stderr
+    # Down within the threshold: the alert fired on the third failure (the default rule), not
+    # later. Counted by the alerting itself, so no clock (and no machine load) is involved.
+    fired = re.findall(
+        r"alert 'svc-down' fire: probe 'svc' target '[^']*' is down \((\d+) of ", stderr
+    )
+    assert fired == ["3"], stderr
     assert "Traceback" not in stderr

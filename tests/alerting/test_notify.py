@@ -147,14 +147,24 @@ def test_webhook_queue_dir_is_relative_to_the_config(tmp_path: Path) -> None:
     assert config.status.host == "127.0.0.1"
 
 
+HANG = "import os, sys, time; open(sys.argv[1], 'a').write(str(os.getpid())); time.sleep(600)"
+
+
 async def test_a_hanging_command_never_stalls_probing(tmp_path: Path) -> None:
     """The command hangs far longer than the test; state changes go on regardless, and the
-    shutdown is bounded by shutdown_grace (the hung command is killed)."""
+    shutdown is bounded by shutdown_grace (the hung command is killed).
+
+    What is asserted cannot depend on the machine's load: the state changes happen while the
+    command hangs; the shutdown waits the grace (at least 0.5 s) and then returns without
+    waiting for the command (which would take 600 s: the hang guard is 30 s); and the command's
+    process is gone (killed and reaped) when the runner returns.
+    """
+    pid_file = tmp_path / "pid"
     config = parse_config(
         fast_config(
             {
                 "name": "x-down",
-                "command": [sys.executable, "-c", "import time; time.sleep(600)"],
+                "command": [sys.executable, "-c", HANG, str(pid_file)],
                 "command_timeout": 600.0,
             },
             shutdown_grace=0.5,
@@ -169,4 +179,46 @@ async def test_a_hanging_command_never_stalls_probing(tmp_path: Path) -> None:
                 await runner.health.wait_until("x", DOWN)
                 scripted_probe.OUTCOMES["x"] = True
                 await runner.health.wait_until("x", UP)
+            while not pid_file.exists() or not pid_file.read_text():  # noqa: ASYNC110
+                await trio.sleep(0.01)  # the command started (it runs in real time)
+            pid = int(pid_file.read_text())
+            os.kill(pid, 0)  # alive: it hangs while the states changed
+            stopped_at = trio.current_time()
             runner.shutdown()
+        took = trio.current_time() - stopped_at
+    # The notifier was given its grace, and not the command's 600 s: the fail_after(30) above
+    # is what bounds the other side.
+    assert took >= 0.5
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed and reaped, not left running
+
+
+def test_an_alert_1024_notices_behind_drops_the_next_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Probing never waits for notifications: once an alert's inbox (NOTICE_BUFFER notices) is
+    full, the next notice is dropped, counted and logged, and the buffered ones stay."""
+    from trioprobe.alerting.service import NOTICE_BUFFER, _Alert
+
+    config = parse_config(
+        fast_config({"name": "x-down", "command": [sys.executable, "-c", "pass"], "log": False})
+    )
+    alert = _Alert(config.alerts[0], 1.0)
+    notices = [
+        Notice("fire", Transition("p", f"t{i}", UP, DOWN, float(i), 3, 5, "x", alert="x-down"))
+        for i in range(NOTICE_BUFFER + 2)
+    ]
+    assert NOTICE_BUFFER == 1024
+    for notice in notices[:NOTICE_BUFFER]:
+        alert.notify(notice)
+    assert alert.dropped == 0
+    alert.notify(notices[NOTICE_BUFFER])
+    assert alert.dropped == 1
+    assert "'x-down' is 1024 notices behind: dropped a fire of 't1024'" in caplog.text
+    # What was buffered is still there, in order; a free slot takes the next notice again.
+    inbox = alert._inbox_out
+    assert inbox.receive_nowait() is notices[0]
+    alert.notify(notices[NOTICE_BUFFER + 1])
+    assert alert.dropped == 1
+    kept = [inbox.receive_nowait() for _ in range(NOTICE_BUFFER)]
+    assert kept == [*notices[1:NOTICE_BUFFER], notices[NOTICE_BUFFER + 1]]

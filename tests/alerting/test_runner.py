@@ -57,7 +57,7 @@ async def test_runner_alerting_end_to_end(
     autojump_clock: trio.abc.Clock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "trioprobe.alerting")
-    async with assert_no_leaks(threads=False, fds=False):
+    async with assert_no_leaks():
         recorder = Recorder()
         runner = Runner(_config(tmp_path), extra_surfacers=[recorder])
         seen: list[Transition] = []
@@ -120,7 +120,7 @@ async def test_runner_alerting_end_to_end(
 
 
 async def test_cancelling_run_leaks_nothing(autojump_clock: trio.abc.Clock, tmp_path: Path) -> None:
-    async with assert_no_leaks(threads=False, fds=False):
+    async with assert_no_leaks():
         async with trio.open_nursery() as nursery:
             runner: Runner = await nursery.start(run, _config(tmp_path))
             scripted_probe.OUTCOMES["a"] = False

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
@@ -202,3 +203,43 @@ async def test_a_restart_while_still_down_neither_refires_nor_forgets(
             receiver.stop()
     events = [b["event"] for b in {b["key"]: b for b in receiver.bodies}.values()]
     assert events == ["fire", "resolve"]
+
+
+async def test_a_refused_notice_is_dropped_and_the_next_delivered(tmp_path: Path) -> None:
+    """A 4xx other than 408/409/425/429 is the receiver saying "never": that notice is dropped
+    (counted) after one attempt, so it cannot block the ones behind it. A 429 is "later": it is
+    retried until it is taken."""
+    refused = Notice("fire", Transition("p", "refused", UP, DOWN, 1.0, 3, 5, "x", alert="a"))
+    busy = Notice("fire", Transition("p", "busy", UP, DOWN, 2.0, 3, 5, "x", alert="a"))
+    fine = Notice("fire", Transition("p", "fine", UP, DOWN, 3.0, 3, 5, "x", alert="a"))
+    attempts: list[str] = []
+    delivered: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        key = json.loads(request.content)["key"]
+        attempts.append(key)
+        # Unread streams, as a real connection's: the notifier reads a bounded reply itself.
+        if key == refused.key:
+            return httpx.Response(400, stream=httpx.ByteStream(b"bad notice"))
+        if key == busy.key and attempts.count(key) < 3:
+            return httpx.Response(429, stream=httpx.ByteStream(b"slow down"))
+        delivered.append(key)
+        return httpx.Response(200, stream=httpx.ByteStream(b"ok"))
+
+    notifier = notify.WebhookNotifier(
+        "http://receiver.invalid/hook",
+        str(tmp_path / "queue"),
+        transport=httpx.MockTransport(answer),
+        drain_timeout=30.0,
+    )
+    with trio.fail_after(60):  # a hang guard: the queue's files are real, so is the time
+        async with trio.open_nursery() as nursery:
+            await nursery.start(notifier.run)
+            await notifier.enqueue([refused, busy, fine])
+            notifier.close()  # run() drains what is queued, then returns
+    assert attempts.count(refused.key) == 1
+    assert attempts.count(busy.key) == 3
+    assert delivered == [busy.key, fine.key]
+    assert notifier.replayer is not None
+    assert notifier.replayer.dropped_records == 1
+    assert notifier.dropped == 0  # all three were queued; the drop was the receiver's verdict

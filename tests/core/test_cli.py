@@ -9,10 +9,16 @@ import http.server
 import io
 import json
 import math
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,7 +129,9 @@ def test_run_quiet(
     assert final, out
     assert "success=100.0%" in final[-1]
     total = int(final[-1].split("total=")[1].split()[0])
-    assert total >= 3
+    # How many probes fit in one second of wall time depends on the machine's load; what this
+    # test proves is that the final line and the final export (below) agree on that number.
+    assert total >= 1
     # The lines surfacer got the final export. (Its relative path is taken from the working
     # directory, unlike targets_file, which is relative to the config: see the report.)
     exports = [
@@ -137,9 +145,43 @@ def test_run_quiet(
     assert last.metric("total").value == total  # type: ignore[union-attr]
 
 
-def test_demo_quiet(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--duration", "2", "--quiet"]) == 0
-    out = capsys.readouterr().out
+def test_demo_quiet() -> None:
+    """The demo's final report has a row per target that produced a result. Stopped (SIGINT)
+    once the status page shows a result for each web target, not after a fixed 2 s, so a busy
+    machine makes this slower, never wrong."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trioprobe.cli", "demo", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        status = ""
+        deadline = time.monotonic() + 60  # hang guard
+        while not status and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("status page at "):
+                status = line.split()[-1]
+        assert status, "the demo never printed its status page"
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(status + ".json", timeout=5) as resp:
+                rows = json.load(resp)["targets"]
+            seen = {
+                r["target"].rsplit(":", 1)[1].split("/", 1)[1]
+                for r in rows
+                if r["probe"] == "web" and r["total"]
+            }
+            if {"", "slow", "flaky"} <= seen:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
     for path in ("/", "/slow", "/flaky"):
         assert any(
             line.startswith("web http://127.0.0.1:") and f"{path} total=" in line
@@ -325,20 +367,36 @@ def test_live_table_when_stdout_is_free(
     assert "trioprobe: final" in terminal.getvalue()
 
 
-# Hypercorn's create_sockets does not close the socket whose bind failed; collected here, its
-# ResourceWarning would otherwise fail whichever later test happens to run the GC.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def _socket_fds() -> set[tuple[str, str]]:
+    """(fd, inode) of every open socket of this process."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # the fd listdir itself used, closed meanwhile
+        if target.startswith("socket:"):
+            found.add((fd, target))
+    return found
+
+
 def test_prometheus_port_in_use_names_the_address(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The bind failure is one line naming the address, and the path that reports it closes
+    every socket it opened (no warning filter: a leaked socket fails this test when the GC
+    below finds it, and the fd table is compared too)."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         text = STEADY.format(url="http://127.0.0.1:9/")
         text += f'[[surfacer]]\ntype = "prometheus"\nport = {port}\n'
-        assert main(["run", str(_write(tmp_path, text)), "--duration", "1", "--quiet"]) == 2
-    gc.collect()
+        config = _write(tmp_path, text)
+        before = _socket_fds()
+        assert main(["run", str(config), "--duration", "1", "--quiet"]) == 2
+        gc.collect()
+        assert _socket_fds() - before == set()
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("trioprobe: error: surfacer 'prometheus' could not start: ")
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in line

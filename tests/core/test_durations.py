@@ -125,6 +125,12 @@ def test_bad_durations_one_line_each(extra: str, expected: str) -> None:
             PROBE + "latency_buckets = { bound = [1.0] }\n",
             "probe[0].latency_buckets.bound: unknown key; did you mean 'bounds'?",
         ),
+        # Nested tables too; the misspelt required `prefix` is not also "required field missing".
+        (
+            PROBE.replace('targets = ["http://x/"]\n', "")
+            + 'etcd_sd = { endpoints = ["http://127.0.0.1:2379"], prefx = "/t/" }\n',
+            "probe[0].etcd_sd.prefx: unknown key; did you mean 'prefix'?",
+        ),
         # A misspelt required key is one problem, not "unknown key" plus "required field missing".
         (
             '[[probe]]\nname = "d"\ntype = "dns"\ntargets = ["127.0.0.1:53"]\nqnam = "x"\n',

@@ -108,7 +108,7 @@ async def test_shutdown_drains_and_returns(autojump_clock: Any) -> None:
         observe=lambda name, r: observed.append((name, r)),
         extra_surfacers=[recorder],
     )
-    async with assert_no_leaks(threads=False, fds=False), trio.open_nursery() as nursery:
+    async with assert_no_leaks(), trio.open_nursery() as nursery:
         await nursery.start(runner.run)
         await trio.sleep(3.5)
         assert recorder.items == []  # no tick yet
@@ -130,7 +130,7 @@ async def test_shutdown_drains_and_returns(autojump_clock: Any) -> None:
 
 async def test_cancel_outer_scope_returns_promptly(autojump_clock: Any) -> None:
     runner = Runner(_config(), extra_surfacers=[Recorder()])
-    async with assert_no_leaks(threads=False, fds=False):
+    async with assert_no_leaks():
         start = trio.current_time()
         with trio.move_on_after(3.0):
             await runner.run()
@@ -140,7 +140,7 @@ async def test_cancel_outer_scope_returns_promptly(autojump_clock: Any) -> None:
 async def test_probe_error_propagates(autojump_clock: Any) -> None:
     recorder = Recorder()
     runner = Runner(_config(fail_at=2.5), extra_surfacers=[recorder])
-    async with assert_no_leaks(threads=False, fds=False):
+    async with assert_no_leaks():
         # Itself, not in the groups of the nurseries it crossed.
         with pytest.raises(RuntimeError, match="failed on purpose"):
             await runner.run()
@@ -233,7 +233,7 @@ class FailingSurfacer:
 
 async def test_startup_error_is_raised_as_itself(autojump_clock: Any) -> None:
     runner = Runner(_config(), extra_surfacers=[FailingSurfacer("bad", at_start=True)])
-    async with assert_no_leaks(threads=False, fds=False):
+    async with assert_no_leaks():
         with pytest.raises(trioprobe.StartupError, match="surfacer 'bad' could not start"):
             await runner.run()
 

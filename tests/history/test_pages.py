@@ -175,3 +175,17 @@ async def test_slo_metrics_and_burn_rate_condition(page: Any) -> None:
     assert health.feed(ok) is None  # still burning: stays down however many successes
     health.burn_rates = {"1h": 2.0}
     assert health.feed(ok).new == "up"  # type: ignore[union-attr]
+
+
+async def test_api_lists_every_target_past_a_page(tmp_path: Path) -> None:
+    from trioprobe.statuspage.overview import PAGE_SIZE
+
+    health = Health()
+    for i in range(PAGE_SIZE + 7):
+        health.feed("web", ProbeResult(f"t{i}", True, 0.001))
+    page = StatusPage(health)
+    body = json.loads((await _get(page, "/api/v1/targets"))[2])
+    assert len(body["targets"]) == PAGE_SIZE + 7
+    html_page = (await _get(page, "/status"))[2]
+    assert html_page.count("<tr class=") == PAGE_SIZE
+    assert 'href="/status?page=2"' in html_page

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 
+from tests.real.services import require_module
 from trioprobe.cli import main
 from trioprobe.config import ConfigError, load_config, parse_config
 from trioprobe.metrics import Map
@@ -232,7 +233,7 @@ def test_ping_packet_checksum_is_valid() -> None:
 
 @pytest.fixture
 def tls_server_context(tmp_path: Path) -> tuple[ssl.SSLContext, str]:
-    trustme = pytest.importorskip("trustme")
+    trustme = require_module("trustme", "the TLS probe tests need a test CA")
     ca = trustme.CA()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)

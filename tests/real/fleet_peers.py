@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import json
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 
 class TargetServer:
@@ -28,6 +30,8 @@ class TargetServer:
         self._times: list[float] = []
         #: (agent, path) pairs answered with 500: a target failing for one vantage point.
         self.fail_for: set[tuple[str, str]] = set()
+        #: Webhook notices POSTed to ``/hook``: (Idempotency-Key, the JSON document).
+        self.hooks: list[tuple[str, dict[str, Any]]] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -73,10 +77,17 @@ class TargetServer:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
                 path = lines[0].split(" ")[1]
-                agent = ""
-                for line in lines:
-                    if line.lower().startswith("x-agent:"):
-                        agent = line.split(":", 1)[1].strip()
+                headers = {
+                    name.strip().lower(): value.strip()
+                    for name, _, value in (ln.partition(":") for ln in lines[1:] if ln)
+                }
+                agent = headers.get("x-agent", "")
+                if path == "/hook":
+                    body = await reader.readexactly(int(headers.get("content-length", "0")))
+                    self.hooks.append((headers.get("idempotency-key", ""), json.loads(body)))
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    await writer.drain()
+                    continue
                 now = time.monotonic()
                 self.log.append((now, agent, path))
                 self._times.append(now)

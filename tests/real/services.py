@@ -7,6 +7,7 @@ need one skip with a clear reason when its binary is missing, except when
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import signal
@@ -18,10 +19,27 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
 REQUIRE_REAL = os.environ.get("TRIOPROBE_REQUIRE_REAL") == "1"
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip with ``reason`` locally; fail under TRIOPROBE_REQUIRE_REAL=1, where a test that
+    cannot run is a gap in what the run proves, not a detail of this machine."""
+    if REQUIRE_REAL:
+        pytest.fail(f"TRIOPROBE_REQUIRE_REAL=1 but {reason}")
+    pytest.skip(reason)
+
+
+def require_module(name: str, why: str) -> Any:
+    """``importlib.import_module(name)``, or :func:`skip_or_fail` when it is not installed."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        skip_or_fail(f"{why}: cannot import {name} ({exc}); pip install -e '.[dev]'")
 
 
 def require_binary(name: str, package: str) -> str:
@@ -34,9 +52,7 @@ def require_binary(name: str, package: str) -> str:
             f"{name} not found: install Debian's {package!r} package "
             f"(scripts/test does this when run as root)"
         )
-        if REQUIRE_REAL:
-            pytest.fail(f"TRIOPROBE_REQUIRE_REAL=1 but {reason}")
-        pytest.skip(reason)
+        skip_or_fail(reason)
     return path
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 import httpx
+import pytest
 import trio
 
 from trioprobe._asgi import serve_asgi
@@ -30,6 +31,8 @@ from trioprobe.zmqnet import RouterServer
 
 from .net_services import socat_udp_echo
 from .services import require_binary
+
+pytestmark = pytest.mark.real
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from collections.abc import Callable
 
@@ -94,3 +96,26 @@ async def test_expired_lease_registers_again(etcd: Etcd, nursery: trio.Nursery) 
     await _until(lambda: b.reregistrations == 1 and b.lease != old)
     await _until(lambda: _names(a) == {"a", "b"} == _names(b))
     await _until(lambda: "b" in a.votes.get(("web", "http://t/"), {}))
+
+
+async def test_fleet_status_command(etcd: Etcd, nursery: trio.Nursery) -> None:
+    a, b = _membership(etcd, "a", fleet="st"), _membership(etcd, "b", fleet="st")
+    await _run(nursery, a)
+    await _run(nursery, b)
+    b.set_vote("web", "http://t/", down=True)
+    await _until(lambda: "b" in a.votes.get(("web", "http://t/"), {}))
+    argv = [sys.executable, "-m", "trioprobe.cli", "fleet", "status", "--etcd", etcd.client_url]
+    done = await trio.run_process([*argv, "--name", "st", "--json"], capture_stdout=True)
+    view = json.loads(done.stdout)
+    assert [m["name"] for m in view["members"]] == ["a", "b"]
+    assert all(0 <= m["lease_left"] <= TTL for m in view["members"])
+    assert view["down"] == [{"probe": "web", "target": "http://t/", "agents": ["b"]}]
+    text = await trio.run_process([*argv, "--name", "st"], capture_stdout=True)
+    lines = text.stdout.decode().splitlines()
+    assert lines[0].startswith("fleet 'st': 2 live member(s)")
+    assert lines[-1] == "  web http://t/: down for b"
+    bad = await trio.run_process(
+        [*argv[:-1], "http://127.0.0.1:9", "--name", "st"], capture_stderr=True, check=False
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.decode().startswith("trioprobe: error: fleet 'st': POST http://127.0.0.1:9")

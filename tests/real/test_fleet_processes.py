@@ -194,3 +194,82 @@ def test_a_second_agent_with_a_live_name_is_refused(etcd: Etcd, tmp_path: Path) 
             ]
         finally:
             first.stop()
+
+
+ALERT = """
+[[alert]]
+name = "down"
+failure_threshold = 2
+success_threshold = 1
+quorum = {quorum}
+webhook = "{hook}"
+webhook_queue_dir = "queue-{{agent}}"
+"""
+
+
+def _fleet_with_alert(
+    etcd: Etcd, server: TargetServer, workdir: Path, fleet: str, quorum: int
+) -> dict[str, Agent]:
+    workdir.mkdir()
+    (workdir / "targets.txt").write_text("".join(server.url(i) + "\n" for i in range(20)))
+    extra = ALERT.format(quorum=quorum, hook=f"http://127.0.0.1:{server.port}/hook")
+    fields = {
+        "etcd": etcd.client_url,
+        "fleet": fleet,
+        "replicas": 2,
+        "ttl": TTL,
+        "interval": 0.5,
+        "timeout": 1.5,
+    }
+    return {
+        n: Agent(workdir, n, extra=extra.replace("{agent}", n), **fields)
+        for n in (f"{fleet}-1", f"{fleet}-2", f"{fleet}-3")
+    }
+
+
+@pytest.mark.parametrize("quorum", [1, 2])
+def test_one_flaky_vantage_point_pages_only_without_quorum(
+    etcd: Etcd, tmp_path: Path, quorum: int
+) -> None:
+    with TargetServer() as server:
+        fleet = f"q{quorum}"
+        agents = _fleet_with_alert(etcd, server, tmp_path / fleet, fleet, quorum)
+        path = "/t/0"
+        try:
+            for agent in agents.values():
+                agent.start()
+
+            def settled() -> bool:
+                # Every agent has joined (each probes something) and the target has its 2 owners:
+                # picked before that, the victim could lose the target to a later joiner.
+                now = time.monotonic()
+                recent = server.probers(now - 2, now)
+                joined = set().union(*recent.values()) == set(agents)
+                return joined and len(recent.get(path, ())) == 2
+
+            _wait("all agents joined, two probing the target", settled)
+            victim = sorted(server.probers(time.monotonic() - 2, time.monotonic())[path])[-1]
+            server.fail_for.add((victim, path))
+            failed_from = len(server.log)
+            # Count-based: the victim has seen the target fail well past failure_threshold.
+            _wait(
+                "the flaky vantage point failing the target 6 times",
+                lambda: (
+                    sum(1 for _, a, p in server.log[failed_from:] if a == victim and p == path) >= 6
+                ),
+            )
+            if quorum == 2:
+                time.sleep(1)
+                assert server.hooks == []
+                return
+            _wait("a fire notice", lambda: any(h["event"] == "fire" for _, h in server.hooks))
+            server.fail_for.clear()
+            _wait("a resolve notice", lambda: any(h["event"] == "resolve" for _, h in server.hooks))
+            time.sleep(2)  # any duplicate delivery would come by now
+            keys = {(h["event"], key) for key, h in server.hooks}
+            assert {event for event, _ in keys} == {"fire", "resolve"}
+            assert len(keys) == 2  # one Idempotency-Key per transition, whoever sent it
+            assert all(h["target"] == server.url(0) for _, h in server.hooks)
+        finally:
+            for agent in agents.values():
+                agent.stop()

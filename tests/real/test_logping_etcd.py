@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -73,11 +74,18 @@ async def test_pinger_on_real_etcd(etcd: Etcd) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(pinger.run)
 
-            # 1. Pings succeed, well under 100 ms.
+            # 1. Pings succeed (each within its interval, or it would have been aborted), and
+            # the latency histogram agrees with the pings' own latencies: its p50 and p90 are
+            # within a bucket (10%) of the exact ones. Neither depends on how fast this machine
+            # is today; a pinger timing itself instead of the log, or a unit error, fails.
             await wait_for("20 successes", lambda: m.pings_succeeded >= 20)
-            ok = [o.latency for o in outcomes if o.status is PingStatus.SUCCEEDED]
-            assert sorted(ok)[len(ok) // 2] < 0.1
-            assert quantiles(m.ping_latency)[0.9] < 0.1
+            ok = sorted(o.latency for o in outcomes if o.status is PingStatus.SUCCEEDED)
+            assert len(ok) == m.ping_latency.count
+            assert all(0 < latency < INTERVAL for latency in ok)
+            histogram = quantiles(m.ping_latency)
+            for q in (0.5, 0.9):
+                exact = ok[min(len(ok) - 1, math.ceil(q * len(ok)) - 1)]
+                assert histogram[q] == pytest.approx(exact, rel=0.11), (q, ok)
             assert m.last_applied > 0
             assert m.restarts == 0
 

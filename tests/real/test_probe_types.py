@@ -23,7 +23,9 @@ from trioprobe.probes import external, ping, tcp, udp
 from trioprobe.results import ProbeResult
 
 from .net_services import DNS_A, DNS_MX, DNS_TXT, dnsmasq, socat_tcp_echo, socat_udp_echo
-from .services import REQUIRE_REAL, free_port
+from .services import free_port, skip_or_fail
+
+pytestmark = pytest.mark.real
 
 # Hang guard only: every wait below ends on progress (a reply, a refusal, a deadline).
 GUARD = 30
@@ -207,9 +209,7 @@ def _sysctl(name: str, value: str) -> Iterator[None]:
         path.write_text(value)
     except OSError as exc:
         reason = f"cannot set {name} ({exc.strerror}): needs root in this network namespace"
-        if REQUIRE_REAL:
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_or_fail(reason)
     try:
         yield
     finally:
@@ -248,9 +248,7 @@ def _ping_socket_allowed(kind: str) -> Iterator[None]:
     else:
         if os.geteuid() != 0:
             reason = "raw ICMP sockets need root"
-            if REQUIRE_REAL:
-                pytest.fail(reason)
-            pytest.skip(reason)
+            skip_or_fail(reason)
         yield
 
 
@@ -258,7 +256,7 @@ def _ping_socket_allowed(kind: str) -> Iterator[None]:
 @pytest.mark.parametrize("address", ["127.0.0.1", "::1"])
 async def test_ping_loopback(kind: str, address: str) -> None:
     if address == "::1" and not _ipv6_loopback():
-        pytest.skip("no IPv6 loopback (::1) in this sandbox")
+        skip_or_fail("no IPv6 loopback (::1) in this sandbox")
     with _ping_socket_allowed(kind):
         probe = _ping_probe(kind, [address], packets=3)
         results = await _ping_round(probe, 2)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 import trio
 
 from trioprobe.probing import open_prober
 
 from .services import Etcd
+
+pytestmark = pytest.mark.real
 
 INTERVAL = 0.1
 

@@ -7,6 +7,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from trioprobe.config import LatencyBuckets
 from trioprobe.metrics import EventMetrics, Kind
 from trioprobe.results import ProbeResult
@@ -14,6 +16,8 @@ from trioprobe.surfacers.influx import InfluxSurfacer, Options
 from trioprobe.surfacers.prometheus import render
 
 from .services import require_binary
+
+pytestmark = pytest.mark.real
 
 RULES = Path(__file__).resolve().parents[2] / "examples" / "prometheus"
 # Labels Prometheus adds at scrape time, not trioprobe.

@@ -2,7 +2,11 @@
 
 import urllib.request
 
+import pytest
+
 from .services import Etcd, InfluxDB
+
+pytestmark = pytest.mark.real
 
 
 def test_etcd_peer_serves_probing_format(etcd: Etcd) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html.parser
 from pathlib import Path
 
+import pytest
 import trio
 
 from trioprobe._asgi import serve_asgi
@@ -15,6 +16,8 @@ from trioprobe.config import parse_config
 from trioprobe.runner import Runner
 
 from .services import require_binary
+
+pytestmark = pytest.mark.real
 
 HOSTILE_PATH = "<script>document.title='pwned'</script>"
 

@@ -164,12 +164,18 @@ async def test_etcd_sd_follows_keys_added_and_removed(etcd: Etcd) -> None:
     prefix = "/trioprobe/targets/web/"
     await trio.to_thread.run_sync(_etcd_put, etcd, prefix + "http://a.example/", "")
     await trio.to_thread.run_sync(_etcd_put, etcd, "/trioprobe/other/x", "")  # not ours
+    # A reply over 64 KiB: parsed in a worker thread, with the same result.
+    big = json.dumps({"note": "x" * 70_000})
+    await trio.to_thread.run_sync(_etcd_put, etcd, prefix + "http://big.example/", big)
     source = EtcdSDSource([etcd.client_url], prefix, backoff=0.2)
     targets = ProbeTargets("web", [source])
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             await nursery.start(targets.run)
-            assert targets() == ("http://a.example/",)
+            assert targets() == ("http://a.example/", "http://big.example/")
+            assert len(targets.labels_of("http://big.example/")["note"]) == 70_000
+            await trio.to_thread.run_sync(_etcd_put, etcd, prefix + "http://big.example/", "", True)
+            await wait_for(lambda: targets() == ("http://a.example/",))
             await trio.to_thread.run_sync(
                 _etcd_put, etcd, prefix + "http://b.example/", json.dumps({"zone": "eu"})
             )

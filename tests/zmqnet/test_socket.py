@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-import time
+import select
 from collections.abc import AsyncIterator
 
 import pytest
@@ -256,6 +256,15 @@ async def test_try_variants_never_block(pair: tuple[Socket, Socket]) -> None:
     assert frames == [b"dealer-1", b"ping"]
 
 
+def wait_signalled(sock: Socket) -> None:
+    """Block (the event loop too, on purpose) until ``sock``'s ZMQ_FD is readable: a message
+    reached its mailbox. ``select`` does not drain the edge (only a libzmq call does), so the
+    next libzmq call on the socket is the one that consumes it: what these tests are about.
+    A fixed sleep instead would let the test pass without the kick when the message is late."""
+    readable, _, _ = select.select([sock.zmq_socket.getsockopt(zmq.FD)], [], [], 5.0)
+    assert readable, "the message never reached the socket"
+
+
 async def test_events_read_by_another_task_kicks_the_owner(pair: tuple[Socket, Socket]) -> None:
     """The owner sleeps on the fd edge; another task's EVENTS read consumes that edge, so the
     owner must be kicked, or it would never learn that its message arrived."""
@@ -273,9 +282,9 @@ async def test_events_read_by_another_task_kicks_the_owner(pair: tuple[Socket, S
             nursery.start_soon(owner)
             await trio.testing.wait_all_tasks_blocked()
             assert router.try_send_multipart([b"dealer-1", b"reply"])
-            # Block the event loop (deliberately) so the reply reaches the dealer's mailbox and
-            # signals its fd before Trio polls; then touch the socket from this task.
-            time.sleep(0.1)  # noqa: ASYNC251
+            # Block the event loop (deliberately) until the reply is in the dealer's mailbox
+            # and has signalled its fd, before Trio polls; then touch the socket from this task.
+            wait_signalled(dealer)
             assert dealer.try_send_multipart([b"other"])
     assert got == [[b"reply"]]
 
@@ -423,9 +432,9 @@ async def test_a_refused_send_kicks_the_owner(
             nursery.start_soon(owner)
             await trio.testing.wait_all_tasks_blocked()
             assert reader.try_send_multipart([b"ping"])
-            # Block the event loop (deliberately) so the request reaches the router's mailbox
-            # and signals its fd before Trio polls; then have a send refused.
-            time.sleep(0.1)  # noqa: ASYNC251
+            # Block the event loop (deliberately) until the request is in the router's mailbox
+            # and has signalled its fd, before Trio polls; then have a send refused.
+            wait_signalled(router)
             if refused == "EAGAIN":
                 while router.try_send_multipart([b"lazy", b"more"]):
                     pass  # rare: room appeared once more; the last call is refused anyway

@@ -228,7 +228,13 @@ class AlertingService:
         self.vote: Callable[[Transition], None] | None = None
 
     def send(self, alert: str, notice: Notice) -> None:
-        """Hand ``notice`` to the notifiers of the alert named ``alert`` (the fleet's path)."""
+        """Hand ``notice`` to the notifiers of the alert named ``alert`` (the fleet's path).
+
+        A fire held by a dependency or a maintenance window is not sent (nor later: in a fleet,
+        held fires are not released; docs/fleet.md)."""
+        t = notice.transition
+        if notice.event == "fire" and self.hold_reason(alert, t.probe, t.target) is not None:
+            return
         target = self.alerts.get(alert)
         if target is not None:
             target.notify(notice)

@@ -25,10 +25,10 @@ from ..results import ProbeResult
 
 __all__ = ["DOWN", "UNKNOWN", "UP", "AlertRule", "State", "TargetHealth", "Transition"]
 
-State = Literal["unknown", "up", "down"]
-UNKNOWN: State = "unknown"
-UP: State = "up"
-DOWN: State = "down"
+State = Literal["unknown", "up", "down"]  #: A target's health state.
+UNKNOWN: State = "unknown"  #: No verdict yet (or the target left the probe's targets).
+UP: State = "up"  #: The rule's successes were met.
+DOWN: State = "down"  #: The rule's failures were met: the alert fires.
 #: Results remembered for the ``failures``/``total`` figures when no window is configured.
 _DEFAULT_WINDOW = 10
 

@@ -30,14 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve = subparsers.add_parser("serve", help="run a server: health endpoint or ZeroMQ")
     serve_subparsers = serve.add_subparsers(dest="server", metavar="SERVER", required=True)
-    from . import _handoff, _logping, _probing, _run, _zmqnet
+    from . import _fleet, _handoff, _logping, _probing, _run, _zmqnet
 
-    for module in (_run, _probing, _logping, _zmqnet, _handoff):
+    for module in (_run, _probing, _logping, _zmqnet, _handoff, _fleet):
         module.register(subparsers, serve_subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``trioprobe`` command line on ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns the exit status (2 for a user mistake, told in one ``trioprobe: error:`` line).
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -138,6 +138,12 @@ class EtcdClient:
         reply = await self.call("lease/keepalive", {"ID": str(lease)})
         return int(reply.get("result", {}).get("TTL", 0) or 0)
 
+    async def time_to_live(self, lease: int) -> int | None:
+        """Seconds ``lease`` has left, ``None`` if it has expired."""
+        reply = await self.call("lease/timetolive", {"ID": str(lease)})
+        ttl = int(reply.get("TTL", -1))
+        return ttl if ttl >= 0 else None
+
     async def revoke(self, lease: int) -> None:
         self.writes += 1
         await self.call("lease/revoke", {"ID": str(lease)})

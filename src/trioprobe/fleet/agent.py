@@ -76,11 +76,14 @@ class FleetAgent:
     def self_metrics(self) -> list[EventMetrics]:
         """``trioprobe_fleet_*``: connected, members, owned targets, etcd writes, re-joins."""
         m = self.membership
-        gauges = EventMetrics(Kind.GAUGE).add_label("fleet", self.spec.name)
+        # Labelled as the runner's own metrics are (ptype="runner" first), beside the fleet's.
+        gauges = EventMetrics(Kind.GAUGE).add_label("ptype", "runner")
+        gauges.add_label("fleet", self.spec.name)
         gauges.add_metric("fleet_connected", Int(1 if m.connected else 0))
         gauges.add_metric("fleet_members", Int(len(m.live())))
         gauges.add_metric("fleet_owned_targets", Int(self.ownership.count()))
-        counters = EventMetrics(Kind.CUMULATIVE).add_label("fleet", self.spec.name)
+        counters = EventMetrics(Kind.CUMULATIVE).add_label("ptype", "runner")
+        counters.add_label("fleet", self.spec.name)
         counters.add_metric("fleet_etcd_writes", Int(self.etcd.writes))
         counters.add_metric("fleet_reregistrations", Int(m.reregistrations))
         return [gauges, counters]

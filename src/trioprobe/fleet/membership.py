@@ -27,6 +27,7 @@ import json
 import logging
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import attrs
 import trio
@@ -34,7 +35,7 @@ import trio
 from ._etcd import EtcdClient, EtcdError, Event, KeyValue
 from .rendezvous import Member
 
-__all__ = ["AgentInfo", "FleetError", "FleetNameInUse", "Membership"]
+__all__ = ["AgentInfo", "FleetError", "FleetNameInUse", "Membership", "read_fleet"]
 
 logger = logging.getLogger("trioprobe.fleet")
 
@@ -295,7 +296,8 @@ class Membership:
                 await self.etcd.revoke(self.lease)
             except EtcdError as exc:
                 logger.warning("fleet %r: could not revoke the lease: %s", self.fleet, exc)
-        self._drop_self()
+        # This agent's own view keeps itself: its probes are stopping anyway, and dropping its
+        # targets now would empty the final export of what it probed.
 
     # --- the mirror -------------------------------------------------------------------------
 
@@ -396,3 +398,32 @@ class Membership:
             nursery.start_soon(self._vote_writer)
             await nursery.start(self._watch_loop)
             task_status.started()
+
+
+async def read_fleet(etcd: EtcdClient, fleet: str, *, max_votes: int = 1000) -> dict[str, Any]:
+    """A fleet's live members (with their lease's time left) and down votes, as JSON-ready data.
+
+    One range of the fleet's prefix and one lease query per member; at most ``max_votes`` votes
+    are listed (``votes_total`` says how many there are), so a page or a terminal stays bounded.
+    """
+    view = Membership(etcd, fleet, AgentInfo("\x00reader"))
+    revision, kvs = await etcd.range_prefix(view.prefix)
+    leases = {kv.key: kv.lease for kv in kvs}
+    view._reset(kvs)
+    members = []
+    for name, (info, registered) in sorted(view.members.items()):
+        key = view._members_prefix + name.encode()
+        lease = leases.get(key, 0)
+        left = await etcd.time_to_live(lease) if lease else None
+        members.append({**attrs.asdict(info), "registered": registered, "lease_left": left})
+    votes = [
+        {"probe": probe, "target": target, "agents": sorted(agents)}
+        for (probe, target), agents in sorted(view.votes.items())
+    ]
+    return {
+        "fleet": fleet,
+        "revision": revision,
+        "members": members,
+        "down": votes[:max_votes],
+        "votes_total": len(votes),
+    }

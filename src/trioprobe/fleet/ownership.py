@@ -67,6 +67,7 @@ class Ownership:
             # Targets that left the list: drop them, so the table follows the list's size.
             keep = set(addresses)
             table.owned = owned = {a: o for a, o in owned.items() if a in keep}
+            self._keys = {k: v for k, v in self._keys.items() if k[0] != probe or k[1] in keep}
         return [a for a in addresses if owned[a]]
 
     def count(self) -> int:

@@ -47,18 +47,16 @@ from ._format import (
     LOCK_FILE,
     RECORD_HEADER_SIZE,
     Parse,
-    align_head,
-    check_segment_header,
     encode_head,
     encode_record,
     encode_segment_header,
-    list_segments,
     parse_record,
-    read_head_file,
-    resolve_head,
     resync,
-    scan,
 )
+from ._recovery import MAX_LEN as _MAX_LEN
+from ._recovery import RecoveryReport, TruncatedTail, recover
+from ._recovery import Segment as _Segment
+from ._recovery import fsync_dir as _fsync_dir
 from .errors import (
     QueueCloseTimeoutError,
     QueueFullError,
@@ -98,8 +96,9 @@ DEFAULT_MAX_SEGMENT_SIZE = 10 * MiB
 DEFAULT_CLOSE_TIMEOUT = 30.0
 #: How much of the head segment one read brings into memory.
 READ_CHUNK = 4 * MiB
-_MAX_LEN = 2**32 - 1
 
+#: ``QueueOptions.sync``: ``"group"`` shares an fsync among concurrent appends, ``"record"``
+#: fsyncs each record on its own.
 SyncPolicy = Literal["group", "record"]
 
 
@@ -178,42 +177,6 @@ class Record:
         return self.timestamp_ns / 1e9
 
 
-@attrs.frozen
-class TruncatedTail:
-    """A torn or corrupt tail cut off on open: ``dropped`` bytes from ``offset`` of ``segment``."""
-
-    segment: int
-    offset: int
-    dropped: int
-
-
-@attrs.frozen
-class RecoveryReport:
-    """What ``open`` found and repaired. ``clean`` is true after an orderly close."""
-
-    truncated: tuple[TruncatedTail, ...] = ()
-    #: Corrupt regions found while scanning on open (each is skipped on read, never returned).
-    corrupt_records: int = 0
-    #: (segment, problem) for segments whose header is damaged (their records are still read).
-    bad_headers: tuple[tuple[int, str], ...] = ()
-    #: Fully consumed segments left behind by a crash between persisting the head and unlinking.
-    removed_segments: tuple[int, ...] = ()
-    #: Why the head file was not used as it was, if it was not.
-    head_note: str | None = None
-
-    @property
-    def clean(self) -> bool:
-        return not (self.truncated or self.corrupt_records or self.bad_headers or self.head_note)
-
-
-@attrs.define
-class _Segment:
-    id: int
-    path: str
-    #: Durable bytes: the reader never reads past this.
-    size: int
-
-
 class _Stage(enum.Enum):
     """Where an append's records are in the group commit."""
 
@@ -262,14 +225,6 @@ class _BatchProgress:
     created: list[int] = attrs.Factory(list)
     #: How many of the batch's records (a prefix) are fsynced.
     written: int = 0
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def default_queue_dir(name: str) -> str:
@@ -506,87 +461,25 @@ class DiskBackedQueue:
         self._lock_fd = lock_fd
 
     def _recover(self, d: str) -> None:
-        truncated: list[TruncatedTail] = []
-        bad_headers: list[tuple[int, str]] = []
-        removed: list[int] = []
-        corrupt = 0
-        head_note: str | None = None
-
-        ids = list_segments(d)
-        file_head = read_head_file(d)
-        if not ids:
-            self._create_segment_sync(1)
-            self._write_head_sync(1, HEADER_SIZE)
-            _fsync_dir(d)
-            ids = [1]
-            file_head = (1, HEADER_SIZE)
-        start_id, start_off, head_note = resolve_head(file_head, ids)
-        head = file_head if isinstance(file_head, tuple) else None
-        for i in ids:
-            if i < start_id:
-                os.unlink(os.path.join(d, str(i)))
-                removed.append(i)
-        if removed:
-            _fsync_dir(d)
-        ids = [i for i in ids if i >= start_id]
-
-        segments: list[_Segment] = []
-        for i in ids:
-            path = os.path.join(d, str(i))
-            is_tail = i == ids[-1]
-            if is_tail or self.options.verify:
-                with open(path, "rb") as f:
-                    data = f.read()
-                problem = check_segment_header(data)
-                if problem is not None:
-                    bad_headers.append((i, problem))
-                    if len(data) < HEADER_SIZE and is_tail:
-                        # Cannot hold records (creation is atomic, so this is outside damage).
-                        data = encode_segment_header()
-                        self._rewrite_sync(path, data)
-                result = scan(data, HEADER_SIZE, _MAX_LEN)
-                corrupt += len(result.corrupt)
-                size = len(data)
-                if is_tail and result.good_end < size:
-                    truncated.append(TruncatedTail(i, result.good_end, size - result.good_end))
-                    fd = os.open(path, os.O_WRONLY)
-                    try:
-                        os.ftruncate(fd, result.good_end)
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-                    size = result.good_end
-                elif result.good_end < size:
-                    corrupt += 1
-                if i == start_id:
-                    boundaries = [off for off, _, _ in result.records]
-                    start_off, moved = align_head(i, start_off, boundaries, result.good_end)
-                    head_note = moved or head_note
-            else:
-                with open(path, "rb") as f:
-                    problem = check_segment_header(f.read(HEADER_SIZE))
-                if problem is not None:
-                    bad_headers.append((i, problem))
-                size = os.stat(path).st_size
-            segments.append(_Segment(i, path, size))
-
-        head_seg = segments[0]
-        if not HEADER_SIZE <= start_off <= head_seg.size:
-            head_note = f"head offset {start_off} outside segment {head_seg.id}; reading it all"
-            start_off = HEADER_SIZE
+        found = recover(
+            d,
+            verify=self.options.verify,
+            create_segment=self._create_segment_sync,
+            write_head=self._write_head_sync,
+            rewrite=self._rewrite_sync,
+        )
+        segments = found.segments
         self._segments = segments
         self._usage = sum(s.size for s in segments)
-        self._hpos = start_off
-        self._persisted_head = head if head_note is None else None
+        self._hpos = found.head_offset
+        self._persisted_head = found.persisted_head
         tail = segments[-1]
         self._w_fd = os.open(tail.path, os.O_WRONLY | os.O_APPEND)
         self._w_id = tail.id
         self._w_size = tail.size
         self._last_modified = os.stat(tail.path).st_mtime
-        self.corrupt_records = corrupt
-        self.recovery = RecoveryReport(
-            tuple(truncated), corrupt, tuple(bad_headers), tuple(removed), head_note
-        )
+        self.corrupt_records = found.report.corrupt_records
+        self.recovery = found.report
 
     def _rewrite_sync(self, path: str, data: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC)

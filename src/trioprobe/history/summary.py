@@ -41,6 +41,8 @@ class Incident:
 
 @attrs.frozen
 class DayFigure:
+    """One day's probes and successes of a target, for the daily uptime figures."""
+
     day: int
     probes: int
     successes: int
@@ -70,14 +72,15 @@ class TargetSummary:
         return None if counts is None else counts.uptime
 
     def days(self) -> dict[int, DayFigure]:
-        out: dict[int, DayFigure] = {}
+        sums: dict[int, list[int]] = {}
         if not self.daily:
-            return out
+            return {}
         for part in self.daily.split(","):
-            d, p, s = (int(x) for x in part.split(":"))
-            old = out.get(d)
-            out[d] = DayFigure(d, p + (old.probes if old else 0), s + (old.successes if old else 0))
-        return out
+            d, p, s = part.split(":")
+            acc = sums.setdefault(int(d), [0, 0])
+            acc[0] += int(p)
+            acc[1] += int(s)
+        return {d: DayFigure(d, p, s) for d, (p, s) in sums.items()}
 
 
 @attrs.frozen
@@ -92,6 +95,7 @@ class Summary:
     took: float = 0.0
 
 
+#: The summary before any history exists (no targets).
 EMPTY = Summary(0.0, {})
 
 

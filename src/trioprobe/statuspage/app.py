@@ -18,7 +18,6 @@ import time
 from collections.abc import Iterator, Sequence
 from urllib.parse import parse_qsl, unquote
 
-import attrs
 import trio
 
 from .._asgi import Receive, Scope, Send, answer_lifespan, send_response
@@ -55,7 +54,9 @@ def select(rows: Sequence[Row], f: Filter) -> tuple[list[Row], int, int]:
     return kept[start : start + PAGE_SIZE], len(kept), down
 
 
-async def select_async(rows: Sequence[Row], f: Filter) -> tuple[list[Row], int, int]:
+async def select_async(
+    rows: Sequence[Row], f: Filter, *, paginate: bool = True
+) -> tuple[list[Row], int, int]:
     """:func:`select` in chunks: rows arrive in first-seen order, so grouping them by (down,
     probe rank) and joining the groups is the sort, with a checkpoint every chunk."""
     groups: dict[tuple[int, int], list[Row]] = {}
@@ -67,6 +68,8 @@ async def select_async(rows: Sequence[Row], f: Filter) -> tuple[list[Row], int, 
         if i % _COPY_CHUNK == 0:
             await trio.lowlevel.checkpoint()
     kept = [r for key in sorted(groups) for r in groups[key]]
+    if not paginate:
+        return kept, len(kept), down
     start = (f.page - 1) * PAGE_SIZE
     return kept[start : start + PAGE_SIZE], len(kept), down
 
@@ -204,8 +207,7 @@ class StatusPage:
             return 200, body, api.JSON
         if path == "/api/v1/targets":
             rows = await collect_rows(self.health, self.summary, self.order)
-            everyone = attrs.evolve(Filter.from_query(query), page=1)
-            kept, _, _ = await select_async(rows, everyone)
+            kept, _, _ = await select_async(rows, Filter.from_query(query), paginate=False)
             return await api.targets_json(kept, self.summary)
         if path == "/api/v1/incidents":
             return await api.incidents_json(self.store, query)

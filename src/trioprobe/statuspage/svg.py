@@ -97,13 +97,14 @@ def day_bar(
         up = None if fig is None else fig.uptime
         return up, ("no data" if up is None else f"{100 * up:.3f}%")
 
+    labels = [label_of(k) for k in range(count)]
     i = 0
     while i < count:
         day = first + i * _DAY
-        up, label = label_of(i)
+        up, label = labels[i]
         j = i + 1
         if not incidents.get(day):
-            while j < count and not incidents.get(first + j * _DAY) and label_of(j)[1] == label:
+            while j < count and labels[j][1] == label and not incidents.get(first + j * _DAY):
                 j += 1
         span = _day(day) if j == i + 1 else f"{_day(day)} to {_day(first + (j - 1) * _DAY)}"
         title = f"{span}: {label}"

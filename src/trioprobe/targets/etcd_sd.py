@@ -26,6 +26,8 @@ __all__ = ["EtcdSDSource"]
 _MAX_BACKOFF = 10.0
 # A range of the whole prefix is read in one reply; this bounds it (about 100,000 targets).
 _MAX_RANGE_BYTES = 32 * 1024 * 1024
+# Below this a range reply is parsed at once (well under a millisecond).
+_PARSE_ON_LOOP = 64 * 1024
 
 
 def _b64(data: bytes) -> str:
@@ -110,7 +112,7 @@ class EtcdSDSource(Source):
                 f"{endpoint}/v3/kv/range",
                 json={"key": _b64(self.prefix), "range_end": _b64(prefix_end(self.prefix))},
             )
-        reply = _reply(resp, "kv/range")
+        reply = await _reply(resp, "kv/range")
         revision = int(reply.get("header", {}).get("revision", 0))
         self._kvs = {}
         for kv in reply.get("kvs", ()):
@@ -197,12 +199,15 @@ async def _close_lines(stream: httpx.Response, lines: AsyncIterator[str]) -> Non
             pass
 
 
-def _reply(resp: httpx.Response, path: str) -> dict[str, Any]:
+async def _reply(resp: httpx.Response, path: str) -> dict[str, Any]:
     if resp.status_code != 200:
         raise SourceError(f"{path} answered {resp.status_code}: {resp.text[:200]}")
     if len(resp.content) > _MAX_RANGE_BYTES:
         raise SourceError(f"{path}: reply larger than {_MAX_RANGE_BYTES} bytes")
-    reply: dict[str, Any] = resp.json()
+    if len(resp.content) <= _PARSE_ON_LOOP:
+        reply: dict[str, Any] = json.loads(resp.content)
+    else:  # a big prefix: its parse would hold the event loop, so a worker thread does it
+        reply = await trio.to_thread.run_sync(json.loads, resp.content, abandon_on_cancel=True)
     return reply
 
 

@@ -21,12 +21,13 @@ from .errors import (
     ZmqNetError,
 )
 from .server import RepServer, RouterServer, ServerMetrics
-from .sockets import Socket, check_endpoint, shared_context
+from .sockets import Socket, check_endpoint, shared_context, shared_context_started
 
 __all__ = [
     # socket
     "Socket",
     "shared_context",
+    "shared_context_started",
     "check_endpoint",
     # servers
     "RepServer",

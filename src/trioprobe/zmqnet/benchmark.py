@@ -13,13 +13,14 @@ import json
 import os
 import time
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import attrs
 import trio
 
 from .._groups import open_nursery
-from ._output import check_appendable
+from ._output import check_appendable_in_thread, write_in_thread
 from .client import Client, TransportFactory, dealer_transport
 from .errors import MessageDroppedError, RemoteError
 from .latency import LatencyStats
@@ -39,6 +40,8 @@ class BenchmarkCounters:
 
 @attrs.frozen
 class BenchmarkResult:
+    """What one :func:`benchmark` run measured; ``write`` appends it as one JSON line."""
+
     addr: str
     clients: int
     duration: float
@@ -126,7 +129,7 @@ async def benchmark(
     if clients < 1:
         raise ValueError(f"clients must be >= 1, got {clients}")
     if results is not None:
-        check_appendable(results)
+        await check_appendable_in_thread(results)
     live = counters if counters is not None else BenchmarkCounters()
     histogram = LatencyStats()
     latency_total = 0.0
@@ -183,5 +186,5 @@ async def benchmark(
     if results is not None:
         extras = {"name": identity} if identity is not None else {}
         extras.update(extra or {})
-        result.write(results, extras)
+        await write_in_thread(partial(result.write, results, extras), f"results file {results}")
     return result

@@ -14,6 +14,7 @@ import logging
 import os
 import socket as _stdlib_socket
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any, Final
 
 import attrs
@@ -22,7 +23,7 @@ import zmq
 
 from .._groups import open_nursery
 from .._ratelog import RateLimitedLog
-from ._output import check_appendable
+from ._output import check_appendable_in_thread, write_in_thread
 from .errors import MessageTooLargeError
 from .sockets import DEFAULT_MAX_FRAMES, DEFAULT_MAX_MESSAGE_SIZE, Socket
 from .wire import error_reply, split_envelope
@@ -254,10 +255,10 @@ class _Server:
                 names[routing_id] = client
         return client
 
-    def _open(self) -> tuple[Socket, str]:
+    async def _open(self) -> tuple[Socket, str]:
         if self.metrics_path is not None:
             # Fail now, not at shutdown when the metrics of the whole run would be lost.
-            check_appendable(self.metrics_path)
+            await check_appendable_in_thread(self.metrics_path)
         sock = Socket(zmq.ROUTER, max_message_size=self.max_message_size, hwm=self.hwm)
         try:
             address = sock.bind(self.addr)
@@ -267,11 +268,14 @@ class _Server:
         self.address = address
         return sock, address
 
-    def _shutdown(self) -> None:
+    async def _shutdown(self) -> None:
         metrics = self.metrics
         log.info("%s server %s: %s", self.kind, self.address, metrics.summary())
-        if self.metrics_path is not None:
-            metrics.write(self.metrics_path, {"server": self.kind})
+        path = self.metrics_path
+        if path is not None:
+            await write_in_thread(
+                partial(metrics.write, path, {"server": self.kind}), f"metrics file {path}"
+            )
 
     async def _serve_one(
         self, sock: Socket, frames: list[bytes], metrics: ServerMetrics, worker: str | None
@@ -375,7 +379,7 @@ class RepServer(_Server):
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind, report the bound address, serve until cancelled, then write the metrics."""
-        sock, address = self._open()
+        sock, address = await self._open()
         metrics = self._new_metrics()
         self._worker_metrics = [metrics]
         try:
@@ -399,7 +403,7 @@ class RepServer(_Server):
                     await trio.lowlevel.checkpoint()
         finally:
             sock.close()
-            self._shutdown()
+            await self._shutdown()
 
 
 class RouterServer(_Server):
@@ -447,7 +451,7 @@ class RouterServer(_Server):
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind, start the workers, report the bound address, serve until cancelled."""
-        sock, address = self._open()
+        sock, address = await self._open()
         # One per worker, and the last one for what the receiving task refuses.
         self._worker_metrics = [self._new_metrics() for _ in range(self.workers + 1)]
         send_channel, receive_channel = trio.open_memory_channel[list[bytes]](self.queue_size)
@@ -465,7 +469,7 @@ class RouterServer(_Server):
                 await self._receive_loop(sock, send_channel, self._worker_metrics[-1])
         finally:
             sock.close()
-            self._shutdown()
+            await self._shutdown()
 
     async def _receive_loop(
         self,

@@ -39,6 +39,7 @@ __all__ = [
     "Socket",
     "check_endpoint",
     "shared_context",
+    "shared_context_started",
 ]
 
 #: Largest message a socket accepts by default (``ZMQ_MAXMSGSIZE``): a peer sending more is
@@ -85,6 +86,12 @@ def check_endpoint(addr: str) -> None:
         return
     if not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ValueError(f"ZeroMQ endpoint {addr!r}: port {port!r} is not a number from 0 to 65535")
+
+
+def shared_context_started() -> bool:
+    """Whether this process has started its shared context (and so libzmq's I/O threads and
+    fds, which live as long as the process): for leak checks that must tell them from a leak."""
+    return _context is not None and _context_pid == os.getpid()
 
 
 def shared_context() -> zmq.Context[zmq.Socket[bytes]]:
