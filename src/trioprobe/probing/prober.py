@@ -38,9 +38,9 @@ import trio
 from .._groups import open_nursery
 from .._httpbody import send_bounded
 from .._httptrace import RequestTrace, release_response
+from .._lean_http import LeanConnection, LeanError
 from .._tls import load_ssl_context, ssl_context
 from .._urls import check_http_url
-from ..probes._lean_http import LeanConnection, LeanError
 
 __all__ = [
     "ALPHA",
@@ -526,7 +526,7 @@ class _Transport:
     """The connections of one probe id, one per endpoint, chosen when the id starts.
 
     A plain ``http://`` endpoint, when the caller passed no client, goes over a keep-alive h11
-    connection (:class:`~trioprobe.probes._lean_http.LeanConnection`, the ``http`` probe type's
+    connection (:class:`~trioprobe._lean_http.LeanConnection`, the ``http`` probe type's
     lean path): httpx's layers cost about a millisecond per request, and that millisecond landed
     in every RTT sample, inflating SRTT and ``clock_diff`` with this process's own overhead.
     https (and credentials in the URL) stay on httpx, as does everything when the caller gave a
