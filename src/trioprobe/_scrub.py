@@ -73,6 +73,14 @@ def scrub(text: str) -> str:
     grams, short = _grams, _short
     if not grams and not short:
         return text
+    if REDACTED in text:
+        # Already scrubbed parts stay as they are: scrubbing twice must not change them (a
+        # secret containing "secret" would otherwise eat into the marker itself).
+        return REDACTED.join(_scrub_part(part, grams, short) for part in text.split(REDACTED))
+    return _scrub_part(text, grams, short)
+
+
+def _scrub_part(text: str, grams: frozenset[str], short: tuple[str, ...]) -> str:
     for secret in short:
         text = text.replace(secret, REDACTED)
     if len(text) < MIN_FRAGMENT or not grams:

@@ -59,7 +59,7 @@ from .specs import (
     SurfacerSpec,
 )
 from .surfacers import surfacer_types
-from .surfacers._naming import BUILTIN_EXPORTS, CORE_EXPORTS, clash_warnings
+from .surfacers._naming import BUILTIN_EXPORTS, CORE_EXPORTS, clash_warnings, series_per_target
 from .targets import (
     MAX_TARGETS_BYTES,
     FileSDSource,
@@ -929,15 +929,21 @@ def exposition_warnings(config: Config) -> list[str]:
         if own is None:
             own = getattr(probe_types.load(spec.type), "EXPORTS", {})
         exports.update(own)
-        buckets = spec.latency_buckets
-        bounds = (
-            buckets.distribution(LATENCY_UNITS[spec.latency_unit]).lower_bounds[1:]
-            if buckets
-            else None
-        )
-        probes.append((spec.name, exports, bounds))
+        probes.append((spec.name, exports, _latency_bounds(spec)))
     prefixes = [getattr(o, "prefix", "") for s, o in config.surfacers if s.type == "prometheus"]
     return clash_warnings(probes, prefixes[0] if prefixes else "trioprobe_")
+
+
+def _latency_bounds(spec: ProbeSpec) -> tuple[float, ...] | None:
+    buckets = spec.latency_buckets
+    if not buckets:
+        return None
+    return tuple(buckets.distribution(LATENCY_UNITS[spec.latency_unit]).lower_bounds[1:])
+
+
+def probe_series(spec: ProbeSpec, options: Any) -> int:
+    """Series each target of this probe adds to /metrics (``trioprobe check`` prints it)."""
+    return series_per_target(spec.type, options, _latency_bounds(spec))
 
 
 def target_checker(probe_type: str) -> Callable[[str], object] | None:

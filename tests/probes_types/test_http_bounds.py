@@ -19,10 +19,11 @@ import pytest
 import trio
 
 from trioprobe import _lean_http
-from trioprobe._httpbody import MAX_BODY_BYTES
+from trioprobe._httpbody import MAX_BODY_BYTES, BodyTooLarge
 from trioprobe._tls import load_ssl_context
 from trioprobe.metrics import Map
 from trioprobe.probes.http_probe import HTTPProbe, Options
+from trioprobe.probing.prober import ProbeRecord, open_prober
 from trioprobe.results import ProbeResult
 
 GUARD = 30
@@ -249,7 +250,9 @@ async def test_an_unasked_second_response_is_never_the_next_answer(nursery: trio
         await stream.aclose()
 
     url = await _serve(nursery, handler)
-    probe = HTTPProbe(Options(body_regex="^answer$"), list, interval=1.0, timeout=20.0)
+    probe = HTTPProbe(
+        Options(body_regex="^answer$", detail="full"), list, interval=1.0, timeout=20.0
+    )
     try:
         results = []
         for _ in range(3):
@@ -262,3 +265,17 @@ async def test_an_unasked_second_response_is_never_the_next_answer(nursery: trio
     states = [r.extras["connections"] for r in results]
     assert all(isinstance(s, Map) and s.values == {"new": 1} for s in states), states
     assert connections == 3
+
+
+async def test_etcd_probing_health_replies_are_bounded_too(nursery: trio.Nursery) -> None:
+    sent = [0]
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    url = await _serve(nursery, partial(_stream_body, head, True, sent))
+    records_send, records_receive = trio.open_memory_channel[ProbeRecord](10)
+    with trio.fail_after(GUARD):
+        async with open_prober(records=records_send) as prober:
+            prober.add_http("t", 1.0, [url + "health"], timeout=20.0, first_probe_after=0.0)
+            record = await records_receive.receive()
+    assert not record.success
+    assert isinstance(record.error, BodyTooLarge)
+    assert sent[0] <= SEND_CAP

@@ -52,7 +52,7 @@ async def _reply_once(reply: bytes, stream: trio.SocketStream) -> None:
 
 async def test_keep_alive_connection_is_reused_and_counted(nursery: trio.Nursery) -> None:
     url = await _serve(nursery, _serve_h11)
-    probe = _probe(url)
+    probe = _probe(url, detail="full")
     results = [await _once(probe, url) for _ in range(3)]
     assert all(r.success for r in results), [r.error for r in results]
     assert probe._clients.get(url).client is None  # the lean path: no httpx client built
@@ -82,7 +82,7 @@ async def test_reconnects_after_the_server_closes_the_connection(nursery: trio.N
         closed.set()
 
     url = await _serve(nursery, handler)
-    probe = _probe(url, body_regex="^ok$")
+    probe = _probe(url, body_regex="^ok$", detail="full")
     for _ in range(3):
         closed = trio.Event()
         result = await _once(probe, url)

@@ -148,7 +148,7 @@ async def test_method_headers_and_body_reach_the_server(app: tuple[App, str]) ->
 async def test_head_reads_no_body(app: tuple[App, str]) -> None:
     """The reply to HEAD announces a body it does not send: a probe must not wait for it."""
     server, url = app
-    results = await _probe(f"{url}/json", count=2, method="HEAD")
+    results = await _probe(f"{url}/json", count=2, method="HEAD", detail="full")
     assert all(r.success for r in results), [r.error for r in results]
     assert [s.method for s in server.seen] == ["HEAD", "HEAD"]
     assert results[1].extras["connections"] == Map("state", {"reused": 1})
@@ -225,7 +225,9 @@ async def test_host_override_is_the_host_header(app: tuple[App, str]) -> None:
 
 async def test_redirects_followed_and_counted(app: tuple[App, str]) -> None:
     server, url = app
-    [result] = await _probe(f"{url}/redirect/3", follow_redirects=True, host="api.example.com")
+    [result] = await _probe(
+        f"{url}/redirect/3", follow_redirects=True, host="api.example.com", detail="full"
+    )
     assert result.success, result.error
     assert result.extras["redirects"] == 3
     assert result.extras["resp-code"] == Map("code", {"200": 1})

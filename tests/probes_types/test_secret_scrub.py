@@ -144,3 +144,13 @@ def test_every_result_error_is_scrubbed() -> None:
     result = ProbeResult("t", False, error=f"quoted {token[5:40]}")
     assert result.error is not None
     _assert_clean(result.error, token)
+
+
+def test_scrubbing_twice_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_scrub, "_secrets", set())
+    monkeypatch.setattr(_scrub, "_grams", frozenset())
+    monkeypatch.setattr(_scrub, "_short", ())
+    register_secret(secret_forms("my-secret-token-1234"))
+    once = scrub("got my-secret-token-1234 and secret-tok")
+    assert once == "got <secret> and <secret>"
+    assert scrub(once) == once

@@ -164,7 +164,7 @@ async def test_https_target_reports_phases_tls_version_and_cert_expiry() -> None
         port = listeners[0].transport_listener.socket.getsockname()[1]
         target = f"https://127.0.0.1:{port}/"
         probe = HTTPProbe(
-            Options(),
+            Options(detail="full"),
             lambda: [target],
             interval=0.05,
             timeout=5.0,

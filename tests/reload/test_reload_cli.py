@@ -36,6 +36,8 @@ def _config(port: int, probes: list[tuple[str, str, float]]) -> str:
     for name, type_, interval in probes:
         target = f"http://127.0.0.1:{port}/metrics" if type_ == "http" else f"127.0.0.1:{port}"
         text += PROBE.format(name=name, type=type_, target=target, interval=interval)
+        if type_ == "http":
+            text += 'detail = "full"\n'  # connections_total, checked below, is in full only
     return text + SURFACER.format(port=port)
 
 

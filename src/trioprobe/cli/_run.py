@@ -13,7 +13,14 @@ from rich.console import Console
 from rich.live import Live
 
 from .._groups import leaves
-from ..config import Config, ConfigError, ProbeSpec, exposition_warnings, load_config
+from ..config import (
+    Config,
+    ConfigError,
+    ProbeSpec,
+    exposition_warnings,
+    load_config,
+    probe_series,
+)
 from ..probes import probe_types
 from ..reload import ReloadOutcome
 from ..runner import Runner, StartupError
@@ -83,13 +90,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CLIError(str(exc)) from None
     print(f"{args.config}: OK")
-    for spec, _ in config.probes:
+    for spec, options in config.probes:
         where = _sources_summary(spec)
         origin = probe_types.origin(spec.type)
         kind = f"{spec.type}, {origin}" if origin else spec.type
+        series = f"{probe_series(spec, options)} series per target" + (
+            " + the program's own" if spec.type == "external" else ""
+        )
         print(
             f"  probe {spec.name!r} ({kind}): {where}, every {spec.interval:g}s, "
-            f"timeout {spec.timeout:g}s, export every {spec.export_interval:g}s"
+            f"timeout {spec.timeout:g}s, export every {spec.export_interval:g}s, {series}"
         )
     for sspec, options in config.surfacers:
         origin = surfacer_types.origin(sspec.type)

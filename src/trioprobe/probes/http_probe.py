@@ -27,12 +27,14 @@ hung target can then hold pool slots the others wait for; a client of its own ke
 trouble its own. The deadline is the scheduler's cancel scope, not httpx's ``timeout=``, so it is
 exact and testable under a mock clock.
 
-**Phases.** Every probe traces its request (httpx's ``trace`` extension) and reports each phase
-it went through as a Distribution extra in seconds: ``phase_connect`` (DNS + TCP) and
-``phase_tls`` (only when it opened a connection), ``phase_send``, ``phase_ttfb`` (time to first
-byte: server processing) and ``phase_transfer`` (reading the body); ``connections`` (a Map keyed
-``state``) counts ``new`` and ``reused`` connections. For https targets the gauges
-``tls_version`` (e.g. ``TLS 1.3``) and ``cert_expiry`` (the certificate's notAfter, seconds since
+**Phases** (with ``detail = "full"``; the default ``basic`` leaves them and ``connections``
+out: each phase histogram is 22 series per target). Every probe traces its request (httpx's
+``trace`` extension) and reports each phase it went through as a Distribution extra in
+seconds: ``phase_connect`` (DNS + TCP) and ``phase_tls`` (only when it opened a connection),
+``phase_send``, ``phase_ttfb`` (time to first byte: server processing) and ``phase_transfer``
+(reading the body); ``connections`` (a Map keyed ``state``) counts ``new`` and ``reused``
+connections. For https targets the gauges ``tls_version`` (e.g. ``TLS 1.3``) and
+``cert_expiry`` (the certificate's notAfter, seconds since
 the epoch, when it was verified) report the target's current TLS connection.
 
 **The lean path.** httpx's layers cost about 1.1 ms of CPU per probe. A plain ``http://`` target
@@ -92,6 +94,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_BODY_FILE_BYTES",
     "PHASE_BUCKETS",
+    "DETAILS",
     "HTTPProbe",
     "Options",
     "TRANSPORTS",
@@ -159,6 +162,15 @@ def _check_transport(_: object, __: object, value: str) -> None:
         raise ValueError(f"transport: {value!r} is not one of {', '.join(TRANSPORTS)}")
 
 
+#: Values of the ``detail`` key.
+DETAILS = ("basic", "full")
+
+
+def _check_detail(_: object, __: object, value: str) -> None:
+    if value not in DETAILS:
+        raise ValueError(f"detail: {value!r} is not one of {', '.join(DETAILS)}")
+
+
 def _one_of(options: Options, *keys: str) -> None:
     given = [key for key in keys if getattr(options, key)]
     if len(given) > 1:
@@ -205,6 +217,9 @@ class Options:
     #: The largest response body read (after decompression) on either path; a larger one fails
     #: the probe (``ReadError: response body larger than the N-byte limit``).
     max_body_bytes: int = attrs.field(default=MAX_BODY_BYTES, validator=at_least(1))
+    #: What is exported per target: ``basic`` (latency, status codes, failures: about a dozen
+    #: series) or ``full`` (also the phase histograms and connection counts, ~100 more).
+    detail: str = attrs.field(default="basic", validator=_check_detail)
     #: CA bundle (PEM) to verify servers against instead of the system's.
     ca_file: str = path_field("")
     #: Client certificate and its key (PEM), for servers that ask for one (mutual TLS).
@@ -457,6 +472,7 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
         )
         self._ssl: ssl.SSLContext | None = None
         self._method = options.method.encode("ascii")
+        self._full = options.detail == "full"
 
     def _default_client(self) -> httpx.AsyncClient:
         # timeout=None: the deadline is the probe's cancel scope. httpx's own default (5 s) would
@@ -576,19 +592,17 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
     ) -> dict[str, int | float | str]:
         """Phase distributions (summed over redirects, as blackbox does) and the connection
         counts into ``extras``; the TLS gauges of the last request's connection."""
-        phases = traces[0].phases()
-        for trace in traces[1:]:
-            for phase, seconds in trace.phases().items():
-                phases[phase] = phases.get(phase, 0.0) + seconds
-        for phase, seconds in phases.items():
-            dist = _PHASE_TEMPLATES[phase].clone()
-            dist.add_sample(seconds)
-            extras[_PHASE_EXTRAS[phase]] = dist
-        new = sum(trace.new_connection for trace in traces)
-        connections = Map("state", {"new": new} if new else {})
-        if new < len(traces):
-            connections.increment("reused", len(traces) - new)
-        extras["connections"] = connections
+        if self._full:
+            phases = traces[0].phases()
+            for trace in traces[1:]:
+                for phase, seconds in trace.phases().items():
+                    phases[phase] = phases.get(phase, 0.0) + seconds
+            _add_phases(extras, phases)
+            new = sum(trace.new_connection for trace in traces)
+            connections = Map("state", {"new": new} if new else {})
+            if new < len(traces):
+                connections.increment("reused", len(traces) - new)
+            extras["connections"] = connections
         last = traces[-1]
         if last.ssl_object is not None:
             self._tls[target] = tls_info(last.ssl_object)
@@ -657,11 +671,10 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
             error = self._parts.scrub(exc.describe())
             return ProbeResult(target, False, latency, error=error, extras=extras)
         latency = trio.current_time() - started
-        for phase, seconds in response.phases.items():
-            dist = _PHASE_TEMPLATES[phase].clone()
-            dist.add_sample(seconds)
-            extras[_PHASE_EXTRAS[phase]] = dist
-        extras["connections"] = Map("state", {"new" if response.new_connection else "reused": 1})
+        if self._full:
+            _add_phases(extras, response.phases)
+            opened = "new" if response.new_connection else "reused"
+            extras["connections"] = Map("state", {opened: 1})
         return self._verdict(
             target, response.status_code, response.reason_phrase, response, latency, extras, {}
         )
@@ -788,6 +801,13 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
             extras,
             gauges,
         )
+
+
+def _add_phases(extras: dict[str, Map | Distribution | int], phases: dict[str, float]) -> None:
+    for phase, seconds in phases.items():
+        dist = _PHASE_TEMPLATES[phase].clone()
+        dist.add_sample(seconds)
+        extras[_PHASE_EXTRAS[phase]] = dist
 
 
 def _lean_as_httpx(lean: LeanResponse, limit: int) -> httpx.Response:

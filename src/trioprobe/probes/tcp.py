@@ -14,6 +14,7 @@ timed-out probe still reports which step it was in and counts as ``timeout``.
 
 from __future__ import annotations
 
+import math
 import re
 import ssl
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ import attrs
 import trio
 
 from .._urls import host_name_problem
-from ..metrics import Map
+from ..metrics import Distribution, Map
 from ..results import ProbeResult
 from . import TargetsFn
 from ._net import (
@@ -172,7 +173,11 @@ class TCPProbe(ScheduledProbe[Options]):
         latency = trio.current_time() - started
         if deadline.cancelled_caught:
             failure = _Failure("timeout", f"{attempt.step}: timed out after {self.timeout:g}s")
-        extras: dict[str, float | Map] = dict(attempt.timings)
+        # Each step's time as a one-bucket histogram (``_sum`` and ``_count``): a plain sum,
+        # exported as a ``_seconds_total`` counter, could not be divided by anything.
+        extras: dict[str, Distribution | Map] = {
+            name: _sample(seconds) for name, seconds in attempt.timings.items()
+        }
         extras["errors"] = error_causes(CAUSES, failure.cause if failure else None)
         if failure is None:
             return ProbeResult(target, True, latency, extras=extras, gauges=attempt.gauges)
@@ -358,6 +363,15 @@ def _expand(template: str, match: re.Match[str] | None) -> str:
 #: Raises ``ValueError`` for a target whose host cannot be resolved (``a..b:80``): the config
 #: check and targets files reject it where it is written.
 check_target = check_target_host
+
+
+_ONE_BUCKET = Distribution((-math.inf,))
+
+
+def _sample(seconds: float) -> Distribution:
+    dist = _ONE_BUCKET.clone()
+    dist.add_sample(seconds)
+    return dist
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> TCPProbe:

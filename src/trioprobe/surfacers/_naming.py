@@ -41,9 +41,11 @@ __all__ = [
     "cumulative_buckets",
     "Family",
     "exported_values",
+    "exports_for",
     "family_for",
     "sanitize_label",
     "sanitize_name",
+    "series_per_target",
 ]
 
 
@@ -79,6 +81,13 @@ KNOWN: Mapping[str, tuple[str, str]] = {
         "the probe type's own counters, such as resp_code, say more).",
     ),
     "resp-code": ("resp_code", "HTTP responses by status code."),
+    **{
+        f"phase_{phase}": (
+            f"phase_{phase}_seconds",
+            f"Time of the {phase!r} phase of HTTP probes (http detail = full).",
+        )
+        for phase in PHASES
+    },
     "validation_failure": ("validation_failure", "Responses that failed a validator."),
     "srtt": ("srtt", "Smoothed round-trip time to the peer (etcd probing)."),
     "clock_diff": (
@@ -249,9 +258,9 @@ BUILTIN_EXPORTS: Mapping[str, Mapping[str, tuple[Value, Kind]]] = {
     },
     "zmq": {},
     "tcp": {
-        "connect_latency": (Float(), Kind.CUMULATIVE),
-        "tls_handshake_duration": (Float(), Kind.CUMULATIVE),
-        "exchange_latency": (Float(), Kind.CUMULATIVE),
+        "connect_latency": (Distribution((-math.inf,)), Kind.CUMULATIVE),
+        "tls_handshake_duration": (Distribution((-math.inf,)), Kind.CUMULATIVE),
+        "exchange_latency": (Distribution((-math.inf,)), Kind.CUMULATIVE),
         "errors": (Map("cause"), Kind.CUMULATIVE),
         "cert_expiry": (Int(), Kind.GAUGE),
     },
@@ -266,6 +275,68 @@ BUILTIN_EXPORTS: Mapping[str, Mapping[str, tuple[Value, Kind]]] = {
     # What an external program prints is known only at run time.
     "external": {},
 }
+
+
+#: Keys a Map holds per target where the probe type fixes them; any other Map is counted as one
+#: key (a status code, an rcode: what a healthy target shows).
+_MAP_KEYS = {"failures": 2, "errors": 7, "connections": 2}
+_HTTPS_ONLY = frozenset({"phase_tls", "tls_version", "cert_expiry"})
+
+
+def exports_for(probe_type: str, options: object) -> dict[str, tuple[Value, Kind]]:
+    """What a probe of ``probe_type`` with these options exports per target, core metrics
+    included: the built-in table, less what its options leave out (http's ``detail``)."""
+    exports = dict(CORE_EXPORTS)
+    exports.update(BUILTIN_EXPORTS.get(probe_type, {}))
+    if probe_type == "http":
+        dropped = set()
+        if getattr(options, "detail", "full") != "full":
+            dropped |= {f"phase_{phase}" for phase in PHASES} | {"connections"}
+        if not getattr(options, "follow_redirects", False):
+            dropped.add("redirects")
+        validators = _validators(options)
+        if not validators:
+            dropped.add("validation_failure")
+        exports = {name: spec for name, spec in exports.items() if name not in dropped}
+    return exports
+
+
+def _validators(options: object) -> int:
+    keys = ("body_regex", "header_checks", "json_paths", "json_subset")
+    return sum(1 for key in keys if getattr(options, key, None))
+
+
+def series_per_target(
+    probe_type: str,
+    options: object,
+    latency_bounds: tuple[float, ...] | None,
+    *,
+    https: bool = True,
+) -> int:
+    """Series one target of this probe adds to /metrics (what ``trioprobe check`` prints).
+
+    A histogram counts its buckets (``+Inf`` included), ``_sum`` and ``_count``; a Map its fixed
+    keys, or one (a status code). An http target is counted as https (the TLS gauges and
+    phase) unless ``https`` is false. An external program's own metrics are not included.
+    """
+    from ..probes.http_probe import PHASE_BUCKETS  # here: the probe types import this module
+
+    total = 0
+    for name, (value, _) in exports_for(probe_type, options).items():
+        if not https and probe_type == "http" and name in _HTTPS_ONLY:
+            continue
+        if name == "latency":
+            total += len(latency_bounds or ()) + 3
+        elif name.startswith("phase_"):
+            total += len(PHASE_BUCKETS.lower_bounds) + 2
+        elif isinstance(value, Distribution):
+            total += len(value.lower_bounds) + 2
+        elif isinstance(value, Map):
+            keys = _validators(options) if name == "validation_failure" else 1
+            total += _MAP_KEYS.get(name, keys)
+        else:
+            total += 1
+    return total
 
 
 def clash_renamed(family: Family) -> Family:
