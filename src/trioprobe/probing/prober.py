@@ -36,7 +36,7 @@ import httpx
 import trio
 
 from .._groups import open_nursery
-from .._httpbody import send_bounded
+from .._httpbody import MAX_BODY_BYTES, BodyTooLarge, send_bounded
 from .._httptrace import RequestTrace, release_response
 from .._lean_http import LeanConnection, LeanError
 from .._tls import load_ssl_context, ssl_context
@@ -635,6 +635,8 @@ async def _request_lean(
 def _as_httpx_error(exc: LeanError) -> httpx.HTTPError:
     """The httpx exception the httpx path raises for the same failure: ``Status.error`` keeps
     one vocabulary whichever path a peer takes (``isinstance(error, httpx.ConnectError)``)."""
+    if str(exc) == f"response body larger than the {MAX_BODY_BYTES}-byte limit":
+        return BodyTooLarge(MAX_BODY_BYTES)  # what send_bounded raises on the httpx path
     kind = getattr(httpx, exc.kind, None)
     if isinstance(kind, type) and issubclass(kind, httpx.TransportError):
         return kind(str(exc))
