@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import trio
 
+from trioprobe import _lean_http
 from trioprobe._httpbody import MAX_BODY_BYTES, BodyTooLarge
 from trioprobe._tls import load_ssl_context
 from trioprobe.metrics import Map
-from trioprobe.probes import _lean_http
 from trioprobe.probes.http_probe import HTTPProbe, Options
 from trioprobe.probing.prober import ProbeRecord, open_prober
 from trioprobe.results import ProbeResult

@@ -1,10 +1,15 @@
-"""The Prober over real loopback sockets against ``serve_health`` (real time, short)."""
+"""The Prober over real loopback sockets against ``serve_health`` (real time, short).
+
+Each test runs on both connection paths: the lean h11 one (no client given, plain http://)
+and httpx (a caller's client).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import httpx
+import pytest
 import trio
 
 from trioprobe.probing import ProbeRecord, open_prober, serve_health
@@ -18,7 +23,16 @@ async def wait_for(predicate: Callable[[], bool], limit: float = 5.0) -> None:
             await trio.sleep(0.01)
 
 
-async def test_prober_with_its_own_clients_against_serve_health() -> None:
+@pytest.fixture(params=["lean", "httpx"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient | None]:
+    if request.param == "lean":
+        yield None
+    else:
+        async with httpx.AsyncClient(timeout=None) as given:
+            yield given
+
+
+async def test_prober_against_serve_health(client: httpx.AsyncClient | None) -> None:
     """Real sockets, so real (and load-dependent) times: every check below is one that a busy
     machine cannot break. SRTT is an average of the RTTs, so after each probe it lies between
     the smallest and the largest RTT so far. The clock difference of one host with itself is
@@ -31,7 +45,7 @@ async def test_prober_with_its_own_clients_against_serve_health() -> None:
     async with trio.open_nursery() as servers:
         url = await start_health_endpoint(servers)
         opened = trio.current_time()
-        async with open_prober(records=send) as prober:
+        async with open_prober(client, records=send) as prober:
             # A generous timeout: on a loaded machine a 20 ms deadline would count as loss.
             status = prober.add_http("local", 0.02, [url], timeout=5.0)
             other = prober.add_http("local-2", 0.02, [url], timeout=5.0)
@@ -53,8 +67,8 @@ async def test_prober_with_its_own_clients_against_serve_health() -> None:
     assert (records[-1].srtt, records[-1].clock_diff) == (status.srtt, status.clock_diff)
 
 
-async def test_outage_and_recovery() -> None:
-    async with open_prober() as prober:
+async def test_outage_and_recovery(client: httpx.AsyncClient | None) -> None:
+    async with open_prober(client) as prober:
         async with trio.open_nursery() as servers:
             url = await start_health_endpoint(servers)
             status = prober.add_http("p", 0.02, [url], timeout=5.0)

@@ -39,8 +39,8 @@ the epoch, when it was verified) report the target's current TLS connection.
 
 **The lean path.** httpx's layers cost about 1.1 ms of CPU per probe. A plain ``http://`` target
 is probed instead over one keep-alive connection of its own, h11 over a Trio TCP stream
-(:mod:`._lean_http`), at a fraction of the CPU, reporting the same results, errors, phases and
-``connections`` counts. The httpx path is kept when the probe needs it: an ``https://`` target,
+(:mod:`trioprobe._lean_http`), at a fraction of the CPU, reporting the same results, errors, phases
+and ``connections`` counts. The httpx path is kept when the probe needs it: an ``https://`` target,
 ``follow_redirects``, a ``client_factory`` given by the caller, or ``transport = "httpx"``.
 """
 
@@ -62,6 +62,7 @@ import trio
 
 from .._httpbody import ACCEPT_ENCODING, MAX_BODY_BYTES, BodyTooLarge, decode_body, send_bounded
 from .._httptrace import PHASES, RequestTrace, TLSInfo, release_response, tls_info
+from .._lean_http import LeanConnection, LeanError, LeanResponse
 from .._options import path_field
 from .._scrub import register_secret, scrub, secret_forms
 from .._tls import load_ssl_context, ssl_context
@@ -85,7 +86,6 @@ from ._http_checks import (
     quote,
     subset_mismatch,
 )
-from ._lean_http import LeanConnection, LeanError, LeanResponse
 from ._net import at_least
 
 if TYPE_CHECKING:

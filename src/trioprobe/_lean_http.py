@@ -22,8 +22,8 @@ from __future__ import annotations
 import h11
 import trio
 
-from .._httpbody import MAX_BODY_BYTES as _DEFAULT_MAX_BODY
-from .._urls import host_name_problem
+from ._httpbody import MAX_BODY_BYTES as _DEFAULT_MAX_BODY
+from ._urls import host_name_problem
 
 __all__ = ["MAX_BODY_BYTES", "MAX_INFORMATIONAL", "LeanConnection", "LeanError", "LeanResponse"]
 
