@@ -31,6 +31,7 @@ from trioprobe.zmqnet import RouterServer
 
 from .net_services import socat_udp_echo
 from .services import require_binary
+from .test_grpc import HealthServer
 
 pytestmark = pytest.mark.real
 
@@ -72,13 +73,26 @@ def _latency_count(text: str, probe: str) -> float:
     return sum(counts)
 
 
-def _other_probe_types(udp_port: int) -> list[dict[str, Any]]:
-    """The probe types the demo does not run: udp (against socat), ping, external."""
+CHECK = """
+async def check(ctx, target):
+    async with ctx.step("fetch"):
+        (await ctx.http.get(target)).raise_for_status()
+    ctx.metric("pages", 1)
+"""
+
+
+def _other_probe_types(
+    udp_port: int, grpc_target: str, check_file: Path, http_url: str
+) -> list[dict[str, Any]]:
+    """The probe types the demo does not run: udp (against socat), ping, external, grpc
+    (against grpcio's health service) and script (a check against the demo's web app)."""
     program = [sys.executable, "-c", "print('queue_depth 7'); print('errors map:kind io:2')"]
     return [
         {"name": "dgram", "type": "udp", "targets": [f"127.0.0.1:{udp_port}"]},
         {"name": "icmp", "type": "ping", "targets": ["127.0.0.1"]},
         {"name": "script", "type": "external", "targets": ["x"], "command": program},
+        {"name": "health", "type": "grpc", "targets": [grpc_target]},
+        {"name": "journey", "type": "script", "targets": [http_url], "module": str(check_file)},
     ]
 
 
@@ -86,8 +100,14 @@ async def test_promtool_check_metrics_is_silent_on_every_probe_type_and_value_ki
     tmp_path: Path,
 ) -> None:
     promtool = require_binary("promtool", "prometheus")
-    with socat_udp_echo(tmp_path) as udp_port:
-        text = await _scrape_every_probe_type(udp_port)
+    check_file = tmp_path / "journey.py"
+    check_file.write_text(CHECK)
+    grpc_server = HealthServer()
+    try:
+        with socat_udp_echo(tmp_path) as udp_port:
+            text = await _scrape_every_probe_type(udp_port, grpc_server.target, check_file)
+    finally:
+        grpc_server.stop()
     lint = await trio.to_thread.run_sync(
         lambda: subprocess.run(
             [promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60
@@ -98,10 +118,10 @@ async def test_promtool_check_metrics_is_silent_on_every_probe_type_and_value_ki
     assert report.strip() == "", report
 
 
-async def _scrape_every_probe_type(udp_port: int) -> str:
+async def _scrape_every_probe_type(udp_port: int, grpc_target: str, check_file: Path) -> str:
     async with loopback_servers() as (http_url, health_url, zmq_addr, echo_addr, dns_addr):
         table: dict[str, Any] = demo_config(http_url, health_url, zmq_addr, echo_addr, dns_addr)
-        table["probe"].extend(_other_probe_types(udp_port))
+        table["probe"].extend(_other_probe_types(udp_port, grpc_target, check_file, http_url))
         for probe in table["probe"]:
             probe.update(interval=0.1, stats_interval=0.3)
             probe.pop("timeout", None)
@@ -138,6 +158,10 @@ async def _scrape_every_probe_type(udp_port: int) -> str:
                         "trioprobe_queue_depth",
                         "trioprobe_errors_total",
                         "trioprobe_health_up",
+                        "trioprobe_serving_status_total",
+                        "trioprobe_response_latency_seconds_count",
+                        "trioprobe_step_duration_seconds",
+                        "trioprobe_check_pages",
                         "trioprobe_alert_firing",
                         "trioprobe_health_transitions_total",
                     )

@@ -98,6 +98,8 @@ async def test_serving_then_not_serving(server: HealthServer) -> None:
     assert served(ok) == {"SERVING": 1}
     assert ok.extras["grpc_status"].values["OK"] == 1
     assert {"connect_latency", "response_latency"} <= set(ok.extras)
+    # Step times are one-sample histograms (_sum and _count), never _seconds_total counters.
+    assert ok.extras["response_latency"].count == 1  # type: ignore[union-attr]
 
     server.set("", NOT_SERVING)
     down = await check(Options(), server.target)

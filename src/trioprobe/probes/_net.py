@@ -7,6 +7,7 @@ dashboard can tell a refused port from a timeout without the label set growing u
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 import ssl
@@ -17,7 +18,7 @@ import attrs
 import trio
 
 from .._urls import host_name_problem
-from ..metrics import Map
+from ..metrics import Distribution, Map
 from ..results import ProbeResult
 from . import TargetsFn
 from ._base import run_per_target
@@ -33,6 +34,7 @@ __all__ = [
     "error_cause",
     "error_causes",
     "split_host_port",
+    "step_time",
 ]
 
 #: Seconds the scheduler's cancel scope outlasts a probe's own ``timeout``, for types that keep
@@ -146,6 +148,18 @@ def error_causes(keys: Iterable[str], cause: str | None = None) -> Map:
     if cause is not None:
         counts[cause] = 1
     return Map("cause", counts)
+
+
+_ONE_BUCKET = Distribution((-math.inf,))
+
+
+def step_time(seconds: float) -> Distribution:
+    """One step's time (connect, TLS handshake...) as a one-bucket histogram: exported as
+    ``_sum`` and ``_count``, so it averages; a plain sum would be a ``_seconds_total`` counter
+    that nothing can divide."""
+    dist = _ONE_BUCKET.clone()
+    dist.add_sample(seconds)
+    return dist
 
 
 OptionsT = TypeVar("OptionsT")

@@ -30,7 +30,7 @@ import trio
 
 from .._tls import load_ssl_context
 from .._urls import host_name_problem
-from ..metrics import Map
+from ..metrics import Distribution, Map
 from ..results import ProbeResult
 from . import TargetsFn
 from ._net import (
@@ -43,6 +43,7 @@ from ._net import (
     error_cause,
     error_causes,
     split_host_port,
+    step_time,
 )
 
 if TYPE_CHECKING:
@@ -281,7 +282,9 @@ class GRPCProbe(ScheduledProbe[Options]):
     def _result(
         self, target: str, latency: float, call: _Call, failure: _Failure | None
     ) -> ProbeResult:
-        extras: dict[str, float | Map] = dict(call.timings)
+        extras: dict[str, Distribution | Map] = {
+            name: step_time(seconds) for name, seconds in call.timings.items()
+        }
         extras["errors"] = error_causes(CAUSES, failure.cause if failure else None)
         extras["serving_status"] = _counted(
             "status",

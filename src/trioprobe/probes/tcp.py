@@ -14,7 +14,6 @@ timed-out probe still reports which step it was in and counts as ``timeout``.
 
 from __future__ import annotations
 
-import math
 import re
 import ssl
 from typing import TYPE_CHECKING
@@ -37,6 +36,7 @@ from ._net import (
     error_cause,
     error_causes,
     split_host_port,
+    step_time,
 )
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ class TCPProbe(ScheduledProbe[Options]):
         # Each step's time as a one-bucket histogram (``_sum`` and ``_count``): a plain sum,
         # exported as a ``_seconds_total`` counter, could not be divided by anything.
         extras: dict[str, Distribution | Map] = {
-            name: _sample(seconds) for name, seconds in attempt.timings.items()
+            name: step_time(seconds) for name, seconds in attempt.timings.items()
         }
         extras["errors"] = error_causes(CAUSES, failure.cause if failure else None)
         if failure is None:
@@ -363,15 +363,6 @@ def _expand(template: str, match: re.Match[str] | None) -> str:
 #: Raises ``ValueError`` for a target whose host cannot be resolved (``a..b:80``): the config
 #: check and targets files reject it where it is written.
 check_target = check_target_host
-
-
-_ONE_BUCKET = Distribution((-math.inf,))
-
-
-def _sample(seconds: float) -> Distribution:
-    dist = _ONE_BUCKET.clone()
-    dist.add_sample(seconds)
-    return dist
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> TCPProbe:

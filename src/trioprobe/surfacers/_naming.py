@@ -265,6 +265,20 @@ BUILTIN_EXPORTS: Mapping[str, Mapping[str, tuple[Value, Kind]]] = {
         "cert_expiry": (Int(), Kind.GAUGE),
     },
     "udp": {"late": (Int(), Kind.CUMULATIVE), "reordered": (Int(), Kind.CUMULATIVE)},
+    "grpc": {
+        "connect_latency": (Distribution((-math.inf,)), Kind.CUMULATIVE),
+        "tls_handshake_duration": (Distribution((-math.inf,)), Kind.CUMULATIVE),
+        "response_latency": (Distribution((-math.inf,)), Kind.CUMULATIVE),
+        "serving_status": (Map("status"), Kind.CUMULATIVE),
+        "grpc_status": (Map("code"), Kind.CUMULATIVE),
+        "errors": (Map("cause"), Kind.CUMULATIVE),
+    },
+    "script": {
+        "step_duration": (Map("step"), Kind.GAUGE),
+        "step_failures": (Map("step"), Kind.CUMULATIVE),
+        "errors": (Map("cause"), Kind.CUMULATIVE),
+        "loop_blocked": (Int(), Kind.CUMULATIVE),
+    },
     "dns": {"rcode": (Map("rcode"), Kind.CUMULATIVE), "ignored_replies": (Int(), Kind.CUMULATIVE)},
     "ping": {
         "sent": (Int(), Kind.CUMULATIVE),
