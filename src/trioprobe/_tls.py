@@ -18,7 +18,7 @@ import threading
 
 import trio
 
-__all__ = ["load_ssl_context", "ssl_context"]
+__all__ = ["client_context", "load_ssl_context", "ssl_context"]
 
 _lock = threading.Lock()
 _contexts: dict[bool, ssl.SSLContext] = {}
@@ -54,4 +54,28 @@ async def load_ssl_context(verify: bool = True) -> ssl.SSLContext:
     context = _contexts.get(verify)
     if context is None:
         context = await trio.to_thread.run_sync(ssl_context, verify)
+    return context
+
+
+def client_context(
+    *,
+    ca_file: str | None = None,
+    verify: bool = True,
+    client_cert: tuple[str, str] | None = None,
+    alpn: list[str] | None = None,
+) -> ssl.SSLContext:
+    """A client context of a probe's own, for what the shared ones cannot be: a CA bundle, a
+    client certificate (cert and key files), or ALPN protocols of its own.
+
+    Synchronous and slow (it reads and parses certificate files): build it once, in a worker
+    thread, before the probe reports ready.
+    """
+    context = ssl.create_default_context(cafile=ca_file or None)
+    if client_cert is not None:
+        context.load_cert_chain(*client_cert)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if alpn:
+        context.set_alpn_protocols(alpn)
     return context

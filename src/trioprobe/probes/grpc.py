@@ -28,7 +28,7 @@ import h2.events
 import h2.exceptions
 import trio
 
-from .._tls import load_ssl_context
+from .._tls import client_context, load_ssl_context
 from .._urls import host_name_problem
 from ..metrics import Distribution, Map
 from ..results import ProbeResult
@@ -238,12 +238,9 @@ class GRPCProbe(ScheduledProbe[Options]):
     def _ssl_context(self) -> ssl.SSLContext:
         # Our own context (ALPN must say h2, and a CA file may be given): built once, in a
         # thread, before the probe reports ready. Loading a CA bundle parses many certificates.
-        context = ssl.create_default_context(cafile=self.options.ca_file)
-        if not self.options.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        context.set_alpn_protocols(["h2"])
-        return context
+        return client_context(
+            ca_file=self.options.ca_file, verify=self.options.verify_tls, alpn=["h2"]
+        )
 
     async def run(
         self,

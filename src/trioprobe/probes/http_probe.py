@@ -65,7 +65,7 @@ from .._httptrace import PHASES, RequestTrace, TLSInfo, release_response, tls_in
 from .._lean_http import LeanConnection, LeanError, LeanResponse
 from .._options import path_field
 from .._scrub import register_secret, scrub, secret_forms
-from .._tls import load_ssl_context, ssl_context
+from .._tls import client_context, load_ssl_context, ssl_context
 from .._urls import check_http_url
 from ..metrics import Distribution, Map
 from ..results import ProbeResult
@@ -504,17 +504,14 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
     def _own_ssl_context(self) -> ssl.SSLContext:
         # ca_file and a client certificate: files parsed once, in a thread, before probing.
         options = self.options
+        cert = (options.client_cert, options.client_key) if options.client_cert else None
         try:
-            context = ssl.create_default_context(cafile=options.ca_file or None)
-            if options.client_cert:
-                context.load_cert_chain(options.client_cert, options.client_key)
+            return client_context(
+                ca_file=options.ca_file, verify=options.verify_tls, client_cert=cert
+            )
         except (OSError, ssl.SSLError) as exc:
             key = "client_cert" if options.client_cert else "ca_file"
             raise ValueError(f"{key}: cannot load: {exc}") from None
-        if not options.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
 
     def _new_target(self, target: str) -> _Target:
         if self._lean:

@@ -30,6 +30,7 @@ import trio
 
 from .._options import module_field, path_field
 from .._scrub import register_secret, secret_forms
+from .._tls import client_context
 from ..checks import CheckFn, CheckReport, load_check, new_http_client, run_check
 from ..metrics import Map
 from ..results import ProbeResult
@@ -140,11 +141,8 @@ class ScriptProbe(ScheduledProbe[Options]):
         self._last_warning = -float("inf")
 
     def _ssl_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=self.options.ca_file or None)
-        if not self.options.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        # CA certificates are read and parsed: once, in a thread, before the probe is ready.
+        return client_context(ca_file=self.options.ca_file, verify=self.options.verify_tls)
 
     async def run(
         self,

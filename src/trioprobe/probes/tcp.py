@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from .._tls import client_context
 from .._urls import host_name_problem
 from ..metrics import Distribution, Map
 from ..results import ProbeResult
@@ -139,11 +140,7 @@ class TCPProbe(ScheduledProbe[Options]):
     def _ssl_context(self) -> ssl.SSLContext:
         # Loading a CA bundle reads files and parses hundreds of certificates: done once, in a
         # thread, before the probe reports ready.
-        context = ssl.create_default_context(cafile=self.options.ca_file)
-        if not self.options.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return client_context(ca_file=self.options.ca_file, verify=self.options.verify_tls)
 
     async def run(
         self,
