@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import attrs
 
+from .._varint import encode_varint, read_varint
+
 __all__ = ["PING_TYPE", "WRITER_ID_LEN", "Ping", "decode_ping", "encode_ping"]
 
 PING_TYPE = b"P"
@@ -39,38 +41,12 @@ class Ping:
     seq: int
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise ValueError("truncated or overlong varint")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
 def encode_ping(writer: bytes, seq: int) -> bytes:
     """Encode a ping entry for ``writer`` (any length; pingers use 16 bytes) and ``seq`` (u64)."""
     if not 0 <= seq <= _MAX_U64:
         raise ValueError(f"ping seq {seq} is outside the uint64 range")
-    head = PING_TYPE + bytes([_TAG_WRITER]) + _varint(len(writer))
-    return head + writer + bytes([_TAG_SEQ]) + _varint(seq)
+    head = PING_TYPE + bytes([_TAG_WRITER]) + encode_varint(len(writer))
+    return head + writer + bytes([_TAG_SEQ]) + encode_varint(seq)
 
 
 def decode_ping(data: bytes) -> Ping | None:
@@ -82,14 +58,14 @@ def decode_ping(data: bytes) -> Ping | None:
     pos = 1
     try:
         while pos < len(data):
-            key, pos = _read_varint(data, pos)
+            key, pos = read_varint(data, pos)
             field, wire = key >> 3, key & 7
             if wire == 0:
-                value, pos = _read_varint(data, pos)
+                value, pos = read_varint(data, pos)
                 if field == 2:
                     seq = value
             elif wire == 2:
-                length, pos = _read_varint(data, pos)
+                length, pos = read_varint(data, pos)
                 if pos + length > len(data):
                     return None
                 if field == 1:

@@ -30,6 +30,7 @@ import trio
 
 from .._tls import client_context, load_ssl_context
 from .._urls import host_name_problem
+from .._varint import encode_varint, read_varint
 from ..metrics import Distribution, Map
 from ..results import ProbeResult
 from . import TargetsFn
@@ -134,24 +135,12 @@ class _Closed(Exception):
     """The connection or the stream ended before the call completed."""
 
 
-def _varint(number: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = number & 0x7F
-        number >>= 7
-        if number:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def encode_health_request(service: str) -> bytes:
     """The gRPC message (5-byte prefix + protobuf) of ``HealthCheckRequest{service}``."""
     payload = b""
     if service:
         name = service.encode()
-        payload = b"\x0a" + _varint(len(name)) + name
+        payload = b"\x0a" + encode_varint(len(name)) + name
     return b"\x00" + len(payload).to_bytes(4, "big") + payload
 
 
@@ -172,14 +161,14 @@ def decode_health_response(message: bytes) -> int:
     status = 0
     at = 0
     while at < len(payload):
-        key, at = _read_varint(payload, at)
+        key, at = read_varint(payload, at)
         field, wire = key >> 3, key & 7
         if wire == 0:
-            value, at = _read_varint(payload, at)
+            value, at = read_varint(payload, at)
             if field == 1:
                 status = value
         elif wire == 2:
-            size, at = _read_varint(payload, at)
+            size, at = read_varint(payload, at)
             at += size
         elif wire == 1:
             at += 8
@@ -190,19 +179,6 @@ def decode_health_response(message: bytes) -> int:
         if at > len(payload):
             raise ValueError("reply protobuf is truncated")
     return status
-
-
-def _read_varint(data: bytes, at: int) -> tuple[int, int]:
-    number = 0
-    for shift in range(0, 64, 7):
-        if at >= len(data):
-            raise ValueError("reply protobuf is truncated")
-        byte = data[at]
-        at += 1
-        number |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return number, at
-    raise ValueError("reply protobuf has a varint longer than 64 bits")
 
 
 @attrs.frozen
