@@ -655,6 +655,9 @@ class Runner:
 
     async def _apply(self, plan: ReloadPlan, config: Config, built: dict[str, _ProbeUnit]) -> None:
         await self.alerting.update_config(config)
+        if self.history is not None:
+            # Before the new units start: their first results find their buckets and SLO.
+            self.history.set_probes([spec for spec, _ in config.probes])
         for name in plan.removed:
             unit = self._units.pop(name)
             await self._stop_units([unit])

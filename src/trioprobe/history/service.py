@@ -125,6 +125,13 @@ class HistoryService:
         #: Every period that starts before this (wall clock) is written.
         self.flushed_until = -math.inf
 
+    def set_probes(self, probes: Sequence[ProbeSpec]) -> None:
+        """Take a reloaded config's probes: those added get history (their buckets, their SLO
+        figures in the next summary), those removed keep what they have in the store."""
+        self.probes = {p.name: p for p in probes}
+        self._bounds = {p.name: _bounds_of(p) for p in probes}
+        self._encoded = {name: _store.encode_bounds(b) for name, b in self._bounds.items()}
+
     # -- input (on the loop, synchronous) -----------------------------------------------------
     def feed(self, probe: str, result: ProbeResult) -> None:
         if self.disabled:
