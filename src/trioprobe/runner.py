@@ -237,6 +237,8 @@ class Runner:
             self.history = HistoryService(config.history, [spec for spec, _ in config.probes])
             self.health.add_listener(self.history.on_transition)
             self.history.listeners.append(self._pass_burn_rates)
+            # Results while blocked or in a window outside the SLO count apart (issue 21).
+            self.history.set_aside = self.alerting.set_aside
             self.alerting.history = self.history
         if self.fleet is not None:
             fleet_alerts = self.fleet.use_alerts(self.alerting.rule_of, self.alerting.send)

@@ -30,7 +30,7 @@ from ..metrics import EventMetrics, Float, Kind
 from ..results import LATENCY_UNITS, ProbeResult
 from ..specs import HistorySpec, ProbeSpec
 from . import store as _store
-from ._windows import DAY, Counts, burn_rate, error_budget_remaining, floor_to
+from ._windows import DAY, Counts, burn_rate, ceil_to, error_budget_remaining, floor_to
 from .summary import EMPTY, WINDOWS, Incident, Summary, TargetSummary, quantile
 
 if TYPE_CHECKING:  # alerting's status page imports this package
@@ -65,10 +65,10 @@ T = TypeVar("T")
 
 
 class _Acc:
-    __slots__ = ("error", "hist", "latency_sum", "probes", "successes")
+    __slots__ = ("blocked", "error", "hist", "latency_sum", "maint", "probes", "successes")
 
     def __init__(self) -> None:
-        self.probes = self.successes = 0
+        self.probes = self.successes = self.blocked = self.maint = 0
         self.latency_sum = 0.0
         self.hist: dict[int, int] = {}
         self.error: str | None = None
@@ -124,6 +124,9 @@ class HistoryService:
         self.listeners: list[Callable[[Summary], None]] = []
         #: Every period that starts before this (wall clock) is written.
         self.flushed_until = -math.inf
+        #: ``set_aside(probe, target)``: ``"blocked"`` or ``"maintenance"`` when a result made
+        #: now is kept apart from uptime and SLOs (the runner passes the alerting service's).
+        self.set_aside: Callable[[str, str], str | None] | None = None
 
     def set_probes(self, probes: Sequence[ProbeSpec]) -> None:
         """Take a reloaded config's probes: those added get history (their buckets, their SLO
@@ -140,6 +143,14 @@ class HistoryService:
         acc = self._open.get(key)
         if acc is None:
             acc = self._open[key] = _Acc()
+        why = None if self.set_aside is None else self.set_aside(probe, result.target)
+        if why is not None:
+            # Counted apart, not in uptime: neither a success nor a failure of the target.
+            if why == "blocked":
+                acc.blocked += 1
+            else:
+                acc.maint += 1
+            return
         acc.probes += 1
         if result.success:
             acc.successes += 1
@@ -227,6 +238,8 @@ class HistoryService:
                     acc.latency_sum,
                     acc.hist,
                     acc.error,
+                    acc.blocked,
+                    acc.maint,
                 )
             )
         transitions, self._transitions = self._transitions, []
@@ -339,14 +352,19 @@ def compute_summary(store: _store.Store, now: float, probes: dict[str, ProbeSpec
     """Every target's figures as of ``now`` (a period boundary): runs in the reader thread."""
     started = time.perf_counter()
     marks = store.watermarks()
+    latest = store.latest()
+    # Nothing is written at or after ``now`` (a period is written once it has ended), so the
+    # windows may end at the end of today: the partial hour and day rows then answer for their
+    # minutes. (A clock stepped back leaves rows ahead of ``now``: then the minutes are read.)
+    end = ceil_to(now, DAY) if latest is None or latest < now else now
     ids = store.targets()
     windows = dict(WINDOWS)
     for pspec in probes.values():
         if pspec.slo is not None:
             windows.setdefault(f"slo:{int(pspec.slo_window)}", int(pspec.slo_window))
-    counts = {w: store.counts(now - secs, now, marks) for w, secs in windows.items()}
-    hists = store.hists(now - DAY, now, marks)
-    daily = store.daily(floor_to(now, DAY) - 89 * DAY, now, marks)
+    counts = {w: store.counts(now - secs, end, marks) for w, secs in windows.items()}
+    hists = store.hists(now - DAY, end, marks)
+    daily = store.daily(floor_to(now, DAY) - 89 * DAY, end, marks)
     targets = {}
     for (probe, target), (tid, bounds) in ids.items():
         spec = probes.get(probe)
