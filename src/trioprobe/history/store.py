@@ -74,6 +74,9 @@ _UPSERT = (
     "UNION ALL SELECT key, value FROM json_each(excluded.hist)) GROUP BY key)) END, "
     "error=coalesce(excluded.error, error)"
 )
+# Every target's rows of one tier in [?, ?): a primary-key search per target, in target order,
+# so GROUP BY target_id needs no sorting (a join from `target` would sort).
+_EACH_TARGET = "target_id IN (SELECT id FROM target) AND tier=? AND t>=? AND t<?"
 #: Window ends past every row written (see :meth:`Store.watermarks`).
 ALL_WRITTEN = 1 << 62
 #: Failure reasons are kept per minute, cut to this many characters.
@@ -330,9 +333,8 @@ class Store:
         out: dict[int, Counts] = {}
         for tier, lo, hi in plan(a, b, *marks):
             for tid, p, s, blocked, maint in self.read_conn.execute(
-                "SELECT r.target_id, SUM(r.probes), SUM(r.successes), SUM(r.blocked), "
-                "SUM(r.maint) FROM target g CROSS JOIN rollup r "
-                "ON r.target_id=g.id AND r.tier=? AND r.t>=? AND r.t<? GROUP BY r.target_id",
+                "SELECT target_id, SUM(probes), SUM(successes), SUM(blocked), SUM(maint) "
+                f"FROM rollup WHERE {_EACH_TARGET} GROUP BY target_id",
                 (tier, lo, hi),
             ):
                 counts = Counts(p, s, blocked, maint)
@@ -345,9 +347,8 @@ class Store:
         out: dict[int, dict[int, int]] = {}
         for tier, lo, hi in plan(a, b, *marks):
             for tid, k, n in self.read_conn.execute(
-                "SELECT r.target_id, j.key, SUM(j.value) FROM target g CROSS JOIN rollup r "
-                "ON r.target_id=g.id AND r.tier=? AND r.t>=? AND r.t<?, json_each(r.hist) j "
-                "GROUP BY r.target_id, j.key",
+                "SELECT r.target_id, j.key, SUM(j.value) FROM rollup r, json_each(r.hist) j "
+                f"WHERE {_EACH_TARGET} GROUP BY r.target_id, j.key",
                 (tier, lo, hi),
             ):
                 h = out.setdefault(tid, {})
@@ -361,10 +362,10 @@ class Store:
         del marks  # day rows are always whole (schema 2)
         return dict(
             self.read_conn.execute(
-                "SELECT r.target_id, group_concat(r.t || ':' || r.probes || ':' || r.successes "
-                "|| ':' || r.blocked || ':' || r.maint) FROM target g CROSS JOIN rollup r "
-                "ON r.target_id=g.id AND r.tier=2 AND r.t>=? AND r.t<? GROUP BY r.target_id",
-                (first_day, now),
+                "SELECT target_id, group_concat(t || ':' || probes || ':' || successes "
+                "|| ':' || blocked || ':' || maint) "
+                f"FROM rollup WHERE {_EACH_TARGET} GROUP BY target_id",
+                (TIER_DAY, first_day, now),
             )
         )
 

@@ -33,12 +33,17 @@ def row_dict(row: Row) -> dict[str, Any]:
         "probe": row.probe,
         "target": row.target,
         "state": row.state,
+        "health": row.health,
         "since": row.since,
         "alert": row.alert,
         "firing": row.firing,
         "error": row.error,
         "uptime": None if s is None else {w: s.uptime(w) for w in s.counts},
         "probes": None if s is None else {w: c.probes for w, c in s.counts.items()},
+        # Probes kept apart from uptime and SLOs (issue 21): made while a dependency was down,
+        # or in a maintenance window that does not count in the SLO.
+        "blocked": None if s is None else {w: c.blocked for w, c in s.counts.items()},
+        "maintenance": None if s is None else {w: c.maintenance for w, c in s.counts.items()},
         "latency_p50_24h": None if s is None else s.p50_24h,
         "latency_p99_24h": None if s is None else s.p99_24h,
     }
@@ -152,7 +157,9 @@ def badge_svg(kind: str, row: Row | None, probe: str) -> Response:
         return 404, badge(probe, "unknown target", _GREY).encode(), b"image/svg+xml"
     s = row.summary
     if kind == "status":
-        color = {"up": _GREEN, "down": _RED}.get(row.state, _GREY)
+        color = {"up": _GREEN, "down": _RED, "blocked": _YELLOW, "maintenance": _BLUE}.get(
+            row.state, _GREY
+        )
         svg = badge("status", row.state, color)
     elif kind == "uptime-24h":
         up = None if s is None else s.uptime("24h")
