@@ -328,6 +328,13 @@ class Store:
             out[(probe, target)] = (tid, _bounds(bounds))
         return out
 
+    def target(self, probe: str, target: str) -> tuple[int, tuple[float, ...]] | None:
+        """One target's (id, bucket lower bounds), or ``None`` if it has no history."""
+        row = self.read_conn.execute(
+            "SELECT id, bounds FROM target WHERE probe=? AND target=?", (probe, target)
+        ).fetchone()
+        return None if row is None else (row[0], _bounds(row[1]))
+
     def counts(self, a: float, b: float, marks: tuple[int, int]) -> dict[int, Counts]:
         """Probes and successes of every target over ``[a, b)``: target id -> counts."""
         out: dict[int, Counts] = {}

@@ -44,7 +44,7 @@ th{background:#eee}.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.down{background:#fff0f0}tr.blocked{background:#fff8e5}tr.maintenance{background:#f0f6ff}.err{color:#6e7781;overflow-wrap:anywhere}
 .target{word-break:normal;overflow-wrap:normal}
 .target a{color:inherit}
-col.c-probe{width:6em}col.c-state{width:5em}col.c-since{width:9.5em}
+col.c-probe{width:6em}col.c-state{width:7.5em}col.c-since{width:9.5em}
 col.c-up{width:5.5em}col.c-days{width:284px}col.c-lat{width:5em}col.c-spark{width:132px}
 col.c-alert{width:9em}.target .err{font-size:.9em;margin-top:2px}
 form.filter{margin:0 0 1em}form.filter input,form.filter select{margin-right:.5em}
@@ -179,7 +179,8 @@ def make_row(entry: Entry, summary: Summary, rank: Mapping[str, int]) -> Row:
         state=state,
         since=h.since,
         alert=h.rule.name,
-        firing=h.state == DOWN and bool(h.rule.name),
+        # Held (blocked, maintenance): its fire waits, so the page does not say FIRING.
+        firing=state == DOWN and bool(h.rule.name),
         error=h.last_error,
         failures=h.failures,
         total=h.total,

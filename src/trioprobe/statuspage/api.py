@@ -98,7 +98,7 @@ async def history_json(
     step = int(math.ceil(step / history.step) * history.step)
 
     def read(store: Any) -> tuple[list[Any], bool]:
-        known = store.targets().get((probe, target))
+        known = store.target(probe, target)
         if known is None:
             return [], False
         tid, bounds = known

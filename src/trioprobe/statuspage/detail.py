@@ -72,7 +72,7 @@ def points(
 
 def gather(store: Store, probe: str, target: str, now: float) -> Detail | None:
     """Everything the page needs from the store (runs in the reader thread)."""
-    known = store.targets().get((probe, target))
+    known = store.target(probe, target)
     if known is None:
         return None
     tid, bounds = known

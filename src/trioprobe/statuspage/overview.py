@@ -150,12 +150,20 @@ def row_html(row: Row, now: float, today: int, bars: DayBars) -> str:
         f'<td class="num">{p50}</td>',
         f'<td class="num">{p99}</td>',
         f"<td>{sparkline(row.history, now)}</td>",
-        f"<td>{'FIRING: ' + e(row.alert) if row.firing else ''}</td>",
+        f"<td>{_alert_cell(row)}</td>",
     ]
     return (
         f'<tr class="{e(row.state)}" data-state="{e(row.state)}" data-probe="{e(row.probe)}" '
         f'data-target="{e(row.target)}">' + "".join(cells) + "</tr>"
     )
+
+
+def _alert_cell(row: Row) -> str:
+    if row.firing:
+        return "FIRING: " + html.escape(row.alert)
+    if row.alert and row.health == "down" and row.state in ("blocked", "maintenance"):
+        return f'<span class="muted">held: {html.escape(row.alert)}</span>'
+    return ""
 
 
 def incidents_by_day(
