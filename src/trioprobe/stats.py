@@ -21,7 +21,7 @@ import attrs
 import trio
 
 from ._groups import open_nursery
-from ._ticks import next_tick_after
+from ._ticks import Ticker
 from .metrics import Distribution, EventMetrics, Int, Kind, MetricsError
 from .results import ProbeResult
 
@@ -232,10 +232,10 @@ class StatsKeeper:
         batches: trio.MemorySendChannel[list[EventMetrics]],
     ) -> None:
         fold = self.fold  # looked up once: this loop runs for every result
-        next_tick = trio.current_time() + self.interval
+        ticker = Ticker(self.interval)
         while True:
             closed = False
-            with trio.move_on_at(next_tick):
+            with trio.move_on_at(ticker.due):
                 try:
                     fold(await results.receive())
                     for _ in range(_MAX_BATCH):
@@ -247,8 +247,7 @@ class StatsKeeper:
             if closed:
                 await batches.send(await self.snapshot(time.time()))
                 return
-            if trio.current_time() >= next_tick:
-                next_tick = next_tick_after(next_tick, self.interval, trio.current_time())
+            if ticker.poll() is not None:
                 await batches.send(await self.snapshot(time.time()))
 
 
