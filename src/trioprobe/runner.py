@@ -52,7 +52,14 @@ from .probes._base import send_result
 from .reload import ReloadOutcome, ReloadPlan, ReloadStats, plan_reload
 from .results import LATENCY_UNITS, ProbeResult
 from .stats import StatsKeeper
-from .surfacers import Fanout, Surfacer, surfacer_types
+from .surfacers import (
+    Fanout,
+    LiveMetrics,
+    Reloadable,
+    SelfMetrics,
+    Surfacer,
+    surfacer_types,
+)
 from .targets import ProbeTargets, SnapshotFilter, SourceError, sources_for
 
 if TYPE_CHECKING:
@@ -287,8 +294,6 @@ class Runner:
     def collectors(self) -> list[Collector]:
         """What the self-metrics exporter reads: each probe's targets, the reloads, and the
         surfacers that export metrics of their own (``SelfMetrics``)."""
-        from .surfacers import SelfMetrics
-
         found: list[Collector] = [u.targets.collect for u in self._units.values()]
         found.append(self.reload_stats.collect)
         found += [
@@ -493,10 +498,9 @@ class Runner:
         self.fanout.add(unit.surfacer.name, send)
         # A surfacer that can read the keepers at scrape time (prometheus) gets fresh counts at
         # every scrape, whatever the stats_interval (docs/metrics.md, "Fresh at every scrape").
-        attach = getattr(unit.surfacer, "attach_live_source", None)
-        if attach is not None:
-            attach(self.live_metrics)
-        if self.config_path is not None and hasattr(unit.surfacer, "reload_handler"):
+        if isinstance(unit.surfacer, LiveMetrics):
+            unit.surfacer.attach_live_source(self.live_metrics)
+        if self.config_path is not None and isinstance(unit.surfacer, Reloadable):
             unit.surfacer.reload_handler = self.request_reload
 
     async def _run_surfacer(
