@@ -2,7 +2,7 @@
 surfacers, each probe a unit under its own cancel scope so a reload replaces only what changed.
 
 Results flow one way: a probe sends them to its tee, which hands each to alerting (and the
-``observe`` callback) and forwards it to the probe's stats keeper; keepers, alerting and the
+``on_result`` callback) and forwards it to the probe's stats keeper; keepers, alerting and the
 runner's own collectors send exports to the fan-out, which copies them to every surfacer.
 
 Shutdown is cancellation in phases, each ending the next one's input::
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from ._deprecated import renamed_keyword
 from ._fdlimit import ensure_fd_limit, fd_needs
 from ._groups import open_nursery
 from ._looplag import watch_loop_lag
@@ -177,7 +178,8 @@ class Runner:
 
     Args:
         config: a validated config.
-        observe: called for every result (the CLI's live table uses it).
+        on_result: called as ``on_result(probe_name, result)`` for every result (the CLI's
+            live table uses it). ``observe`` is its deprecated spelling.
         extra_surfacers: surfacers added beside the configured ones, each with its own buffer.
         on_loop_lag: called with each event-loop lag sample, in seconds (the live view).
         freeze_gc: ``gc.collect(); gc.freeze()`` before the probes start and again once every
@@ -204,13 +206,14 @@ class Runner:
         self,
         config: Config,
         *,
-        observe: Observer | None = None,
+        on_result: Observer | None = None,
         extra_surfacers: Sequence[Surfacer] = (),
         on_loop_lag: Callable[[float], None] | None = None,
         freeze_gc: bool = False,
         target_filter: SnapshotFilter | None = None,
         config_path: str | os.PathLike[str] | None = None,
         on_reload: Callable[[ReloadOutcome], None] | None = None,
+        observe: Observer | None = None,
     ) -> None:
         self.config = config
         #: This process's fleet membership, with a ``[fleet]`` table (docs/fleet.md).
@@ -218,7 +221,7 @@ class Runner:
         if self.fleet is not None and target_filter is None:
             target_filter = self.fleet.snapshot_filter
             self.fleet.on_ownership_change(self.refilter_targets)
-        self.observe = observe
+        self.observe = renamed_keyword("observe", observe, "on_result", on_result)
         self.on_loop_lag = on_loop_lag
         self.freeze_gc = freeze_gc
         self.target_filter = target_filter
@@ -742,16 +745,18 @@ async def _run_probe(
 async def run(
     config: Config,
     *,
-    observe: Observer | None = None,
+    on_result: Observer | None = None,
     task_status: trio.TaskStatus[Runner] = trio.TASK_STATUS_IGNORED,
+    observe: Observer | None = None,
 ) -> None:
     """Run ``config`` until cancelled; ``task_status.started(runner)`` once every probe runs.
 
     A part that cannot start raises :class:`StartupError`, as itself (not in a group).
 
-    Call ``runner.shutdown()`` on the runner it reports for a graceful stop.
+    Call ``runner.shutdown()`` on the runner it reports for a graceful stop. ``observe`` is
+    the deprecated spelling of ``on_result``.
     """
-    runner = Runner(config, observe=observe)
+    runner = Runner(config, on_result=renamed_keyword("observe", observe, "on_result", on_result))
     async with open_nursery() as nursery:
         await nursery.start(runner.run)
         task_status.started(runner)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 import attrs
 import trio
 
+from ._deprecated import renamed_keyword
 from ._groups import open_nursery
 from ._ticks import Ticker
 from .metrics import Distribution, EventMetrics, Int, Kind, MetricsError
@@ -272,13 +273,15 @@ async def stats_keeper(
     extra_labels: Mapping[str, str] | None = None,
     latency_unit: float = 1.0,
     latency_distribution: Distribution | None = None,
-    observe: Callable[[ProbeResult], None] | None = None,
+    on_result: Callable[[ProbeResult], None] | None = None,
     export_up: bool = False,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    observe: Callable[[ProbeResult], None] | None = None,
 ) -> None:
     """``StatsKeeper(...).run(results, export)`` as one call: the function form of the keeper.
 
-    The keywords are :class:`StatsKeeper`'s; see it for the semantics.
+    The keywords are :class:`StatsKeeper`'s (``on_result`` is its ``observe``; ``observe`` here
+    is the deprecated spelling); see it for the semantics.
     """
     keeper = StatsKeeper(
         probe_type=probe_type,
@@ -288,7 +291,7 @@ async def stats_keeper(
         extra_labels=extra_labels,
         latency_unit=latency_unit,
         latency_distribution=latency_distribution,
-        observe=observe,
+        observe=renamed_keyword("observe", observe, "on_result", on_result),
         export_up=export_up,
     )
     await keeper.run(results, export, task_status=task_status)

@@ -157,7 +157,7 @@ async def run_config(config: Config, args: argparse.Namespace, title: str = "tri
     try:
         runner = Runner(
             config,
-            observe=live.observe,
+            on_result=live.observe,
             on_loop_lag=live.observe_loop_lag,
             freeze_gc=True,
             # `trioprobe run FILE` reloads FILE (SIGHUP, POST /-/reload, [reload] watch).
