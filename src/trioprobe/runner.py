@@ -25,7 +25,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -199,6 +199,8 @@ class Runner:
         config_path: the file :meth:`request_reload` reads (SIGHUP, ``POST /-/reload``,
             ``[reload] watch = true``); without it only :meth:`reload` with a config works.
         on_reload: called with each reload's :class:`~trioprobe.reload.ReloadOutcome`.
+        labels: added to every export, scrape-time reads included (``trioprobe run
+            --workers``' ``worker`` label); a fleet agent adds ``agent``.
 
     While the probes run, the runner also measures its own event-loop lag and exports it as the
     ``event_loop_lag_seconds`` Distribution (see :mod:`trioprobe._looplag`).
@@ -215,9 +217,12 @@ class Runner:
         target_filter: SnapshotFilter | None = None,
         config_path: str | os.PathLike[str] | None = None,
         on_reload: Callable[[ReloadOutcome], None] | None = None,
+        labels: Mapping[str, str] | None = None,
         observe: Observer | None = None,
     ) -> None:
         self.config = config
+        #: Added to every export (``trioprobe run --workers``: ``worker``; a fleet: ``agent``).
+        self.labels = dict(labels or {})
         #: This process's fleet membership, with a ``[fleet]`` table (docs/fleet.md).
         self.fleet = _fleet_agent(config)
         if self.fleet is not None and target_filter is None:
@@ -355,8 +360,9 @@ class Runner:
         listed = sum(len(unit.targets()) for unit in self._units.values())
         ensure_fd_limit(fd_needs(listed, servers=len(self.surfacers) + 1))
         export_send, export_receive = trio.open_memory_channel[EventMetrics](_EXPORT_BUFFER)
-        labels = {"agent": self.fleet.name} if self.fleet is not None else {}
-        self.fanout = Fanout([], labels=labels)
+        if self.fleet is not None:
+            self.labels.setdefault("agent", self.fleet.name)
+        self.fanout = Fanout([], labels=self.labels)
         async with open_nursery() as surfacer_nursery:
             self._surfacer_nursery = surfacer_nursery
             if self.fleet is not None:
@@ -538,6 +544,10 @@ class Runner:
         batch: list[EventMetrics] = []
         for unit in list(self._units.values()):
             batch.extend(await unit.keeper.snapshot(now))
+        for em in batch if self.labels else ():
+            # The labels the fan-out adds to exports: a scrape-time read is the same series.
+            for key, value in self.labels.items():
+                em.add_label(key, value)
         return batch
 
     async def _export_self_metrics(self, export: trio.MemorySendChannel[EventMetrics]) -> None:
