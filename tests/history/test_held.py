@@ -75,7 +75,7 @@ async def _scenario(tmp_path: Path, count_in_slo: bool) -> tuple[list[str], list
         else:
             truth.append("ok" if result.success else "failed")
 
-    runner = Runner(_config(tmp_path, (now + 300, now + 330), count_in_slo), observe=observe)
+    runner = Runner(_config(tmp_path, (now + 300, now + 330), count_in_slo), on_result=observe)
     page = StatusPage(runner.health, history=runner.history, hold=runner.alerting.hold_reason)
     shown = []
     async with trio.open_nursery() as nursery:
