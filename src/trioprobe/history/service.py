@@ -114,6 +114,7 @@ class HistoryService:
         self._finished = trio.Event()
         self._summarized = trio.Event()
         self._next_summary = 0.0
+        self._daily = DailyCache()
         #: The latest summary (replaced whole, never changed in place).
         self.summary: Summary = EMPTY
         #: True when the store could not be opened at all: nothing is recorded.
@@ -247,7 +248,8 @@ class HistoryService:
         self.flushed_until = cut
         if not final and now >= self._next_summary:
             summary = await self._thread(
-                self._reader, lambda: compute_summary(self._live_store(), cut, self.probes)
+                self._reader,
+                lambda: compute_summary(self._live_store(), cut, self.probes, self._daily),
             )
             self.summary = summary
             for listener in self.listeners:
@@ -348,8 +350,37 @@ def slo_metrics(summary: Summary, probes: dict[str, ProbeSpec]) -> list[EventMet
     return out
 
 
-def compute_summary(store: _store.Store, now: float, probes: dict[str, ProbeSpec]) -> Summary:
-    """Every target's figures as of ``now`` (a period boundary): runs in the reader thread."""
+class DailyCache:
+    """The 90-day bar's figures of the days before today, read once a day: only today's day
+    rows change from one summary to the next (a result that arrives after its day was read is
+    in uptime at once and on the bar the next day). A fifth of a 5,000-target summary."""
+
+    def __init__(self) -> None:
+        self.day = -1
+        self.past: dict[int, str] = {}
+
+    def daily(self, store: _store.Store, today: int, end: float) -> dict[int, str]:
+        marks = store.watermarks()
+        if self.day != today:
+            self.past = store.daily(today - 89 * DAY, today, marks)
+            self.day = today
+        daily = dict(self.past)
+        for tid, text in store.daily(today, end, marks).items():
+            daily[tid] = f"{daily[tid]},{text}" if tid in daily else text
+        return daily
+
+
+def compute_summary(
+    store: _store.Store,
+    now: float,
+    probes: dict[str, ProbeSpec],
+    cache: DailyCache | None = None,
+) -> Summary:
+    """Every target's figures as of ``now`` (a period boundary): runs in the reader thread.
+
+    p50/p99 over 24 h are read from whole hours (the far edge counted to the hour: a third of
+    the rows, and the histograms are what a summary spends most on); uptime is exact to the
+    minute as docs/history.md says."""
     started = time.perf_counter()
     marks = store.watermarks()
     latest = store.latest()
@@ -362,9 +393,11 @@ def compute_summary(store: _store.Store, now: float, probes: dict[str, ProbeSpec
     for pspec in probes.values():
         if pspec.slo is not None:
             windows.setdefault(f"slo:{int(pspec.slo_window)}", int(pspec.slo_window))
-    counts = {w: store.counts(now - secs, end, marks) for w, secs in windows.items()}
-    hists = store.hists(now - DAY, end, marks)
-    daily = store.daily(floor_to(now, DAY) - 89 * DAY, end, marks)
+    # An SLO window as long as a standard one (30 d) is read once.
+    by_length = {secs: store.counts(now - secs, end, marks) for secs in set(windows.values())}
+    counts = {w: by_length[secs] for w, secs in windows.items()}
+    hists = store.hists(ceil_to(now - DAY, 3600), end, marks)
+    daily = (cache or DailyCache()).daily(store, floor_to(now, DAY), end)
     targets = {}
     for (probe, target), (tid, bounds) in ids.items():
         spec = probes.get(probe)
