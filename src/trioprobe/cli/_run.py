@@ -24,7 +24,8 @@ from ..config import (
 from ..probes import probe_types
 from ..reload import ReloadOutcome
 from ..runner import Runner, StartupError
-from ..surfacers import surfacer_types
+from ..surfacers import Serving, surfacer_types
+from ..surfacers.lines import Options as LinesOptions
 from ._common import CLIError, positive_seconds
 from ._demo import run_demo
 from ._live import LiveStats
@@ -176,7 +177,7 @@ async def run_config(config: Config, args: argparse.Namespace, title: str = "tri
         runner = Runner(
             config,
             **worker_options,
-            observe=live.observe,
+            on_result=live.observe,
             on_loop_lag=live.observe_loop_lag,
             freeze_gc=True,
             # `trioprobe run FILE` reloads FILE (SIGHUP, POST /-/reload, [reload] watch).
@@ -201,9 +202,8 @@ async def run_config(config: Config, args: argparse.Namespace, title: str = "tri
             nursery.start_soon(_watch_signals, runner, nursery.cancel_scope)
             await nursery.start(run_then_stop_helpers)
             for surfacer, _ in runner.surfacers if slot is None else ():
-                url = getattr(surfacer, "url", None)
-                if url:
-                    console.print(f"{surfacer.name} serving at {url}")
+                if isinstance(surfacer, Serving) and surfacer.url:
+                    console.print(f"{surfacer.name} serving at {surfacer.url}")
             if runner.alerting.status_url and slot is None:
                 # Printed plainly (not through rich): scripts and tests read it from stdout.
                 print(f"status page at {runner.alerting.status_url}", flush=True)
@@ -233,7 +233,7 @@ def _display_mode(config: Config, args: argparse.Namespace, console: Console) ->
     A ``lines`` surfacer writing to stdout would tear the live table apart (and interleave with
     the plain lines): then it has stdout, the display steps aside, and we say so once.
     """
-    if any(s.type == "lines" and getattr(o, "path", None) == "-" for s, o in config.surfacers):
+    if any(isinstance(o, LinesOptions) and o.path == "-" for _, o in config.surfacers):
         print(
             "trioprobe: the lines surfacer writes to standard output, so no live display "
             "(a summary follows at exit); give it a `path` to get the live table back",
