@@ -556,6 +556,8 @@ class RouterServer(_Server):
         requests: trio.MemorySendChannel[list[bytes]],
         metrics: ServerMetrics,
     ) -> None:
+        # Whether the last look at the socket found requests (see below).
+        busy = False
         while True:
             received = 0
             while received < _BATCH:
@@ -570,9 +572,13 @@ class RouterServer(_Server):
                 except trio.WouldBlock:
                     # Workers are behind: stop reading, so the HWM pushes back on clients.
                     await requests.send(frames)
-            if received:
+            if received or busy:
                 # Let the workers answer this batch (their replies may free the peers to send
-                # more) before we look at the socket again.
+                # more) before we look at the socket again. Found empty right after a batch,
+                # it gets one more pass before we wait on the fd: a reply sent while we wait
+                # costs the sender an EVENTS read and often a kick (see sockets.py), and once
+                # the workers are done nobody sends but us.
+                busy = bool(received)
                 await trio.lowlevel.checkpoint()
             else:
                 await sock.wait_readable()
