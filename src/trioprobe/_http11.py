@@ -46,6 +46,8 @@ __all__ = [
 READ_SIZE: Final = 65536
 #: h11's default bound on a request or response head (line and headers).
 MAX_HEAD_BYTES: Final = 16 * 1024
+#: What a client is told when the server closes the connection instead of responding.
+DISCONNECTED: Final = "Server disconnected without sending a response."
 # What a socket read or write can raise: Trio wraps the OS's errors in BrokenResourceError.
 _SOCKET_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -168,6 +170,10 @@ class HTTP11Connection:
             data = await self.stream.receive_some(READ_SIZE)
         except _SOCKET_ERRORS as exc:
             raise ReadError(os_message(exc)) from None
+        if not data and self.conn.their_state is h11.SEND_RESPONSE:
+            # A server gone before its response: h11 would call that an event it cannot
+            # handle; httpx's words say what happened.
+            raise RemoteProtocolError(DISCONNECTED)
         try:
             self.conn.receive_data(data)
         except h11.RemoteProtocolError as exc:  # data after the peer's end of stream

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import json
 import os
 import re
 import ssl
@@ -60,9 +59,10 @@ import httpcore  # noqa: F401 (imported here, not lazily by the first client mid
 import httpx
 import trio
 
-from .._httpbody import ACCEPT_ENCODING, MAX_BODY_BYTES, BodyTooLarge, decode_body, send_bounded
-from .._httptrace import PHASES, RequestTrace, TLSInfo, release_response, tls_info
-from .._lean_http import LeanConnection, LeanError, LeanResponse
+from .._exchange import Exchange
+from .._http11 import HTTP11Error
+from .._httpbody import ACCEPT_ENCODING, MAX_BODY_BYTES, BodyTooLarge
+from .._httptrace import PHASES
 from .._options import path_field
 from .._scrub import register_secret, scrub, secret_forms
 from .._tls import client_context, load_ssl_context, ssl_context
@@ -74,17 +74,21 @@ from ._base import ClientPerTargetProbe, PerTargetClients
 from ._http_checks import (
     TOKEN,
     BlackboxMatchers,
-    HeaderCheck,
     HeaderMatch,
-    JSONPath,
+    ResponseChecks,
     check_header_name,
     check_header_value,
     check_json_value,
     header_checks,
-    json_equal,
     parse_json_path,
-    quote,
-    subset_mismatch,
+)
+from ._http_targets import (
+    EXCHANGE_ERRORS,
+    HTTPTarget,
+    HttpxTarget,
+    RequestSpec,
+    TooManyRedirects,
+    h11_target,
 )
 from ._net import at_least
 
@@ -393,28 +397,7 @@ class RequestParts:
         return scrub(text)
 
 
-class _Target:
-    """A target's client and the headers of its requests (``Host`` depends on its port); or,
-    on the lean path, its connection and request headers (``client`` is then None)."""
-
-    __slots__ = ("client", "headers", "lean", "lean_headers", "sni")
-
-    def __init__(
-        self,
-        client: httpx.AsyncClient | None,
-        headers: dict[str, str],
-        sni: str,
-        lean: LeanConnection | None = None,
-        lean_headers: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
-        self.client = client
-        self.headers = headers
-        self.sni = sni
-        self.lean = lean
-        self.lean_headers = lean_headers or []
-
-
-class HTTPProbe(ClientPerTargetProbe[_Target]):
+class HTTPProbe(ClientPerTargetProbe[HTTPTarget]):
     """Probes each target URL with its own client; see the module docstring.
 
     Building it reads ``body_file`` and the auth secret (``ValueError`` naming the key if one
@@ -435,35 +418,29 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
         self.interval = interval
         self.timeout = timeout
         self._parts = RequestParts.load(options)
-        self._pattern = re.compile(options.body_regex) if options.body_regex else None
-        self._header_checks: tuple[HeaderCheck, ...] = header_checks(options.header_checks)
-        self._json_paths: tuple[tuple[JSONPath, Any], ...] = tuple(
-            (parse_json_path(path), expected) for path, expected in options.json_paths.items()
+        self._checks = ResponseChecks(
+            re.compile(options.body_regex) if options.body_regex else None,
+            header_checks(options.header_checks),
+            tuple((parse_json_path(path), want) for path, want in options.json_paths.items()),
+            dict(options.json_subset),
+            BlackboxMatchers.compile(
+                options.fail_if_body_matches,
+                options.fail_if_body_not_matches,
+                options.fail_if_header_matches,
+                options.fail_if_header_not_matches,
+            ),
         )
-        self._json_subset = dict(options.json_subset)
-        self._blackbox = BlackboxMatchers.compile(
-            options.fail_if_body_matches,
-            options.fail_if_body_not_matches,
-            options.fail_if_header_matches,
-            options.fail_if_header_not_matches,
-        )
-        self._validators = (
-            tuple(
-                name
-                for name, on in (
-                    ("regex", self._pattern is not None),
-                    ("header", bool(self._header_checks)),
-                    ("json_path", bool(self._json_paths)),
-                    ("json_subset", bool(self._json_subset)),
-                )
-                if on
-            )
-            + self._blackbox.names()
+        self._validators = self._checks.names
+        self._spec = RequestSpec(
+            options.method,
+            self._parts.body,
+            options.max_body_bytes,
+            options.follow_redirects,
+            options.max_redirects,
         )
         self._client_factory = client_factory
         self._make_client = client_factory or self._default_client
-        self._clients = PerTargetClients[_Target](self._new_target, _close_target)
-        self._tls: dict[str, TLSInfo] = {}
+        self._clients = PerTargetClients[HTTPTarget](self._new_target, _close_target)
         self._lean = (
             client_factory is None
             and options.transport == "auto"
@@ -471,7 +448,6 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
             and not options.needs_httpx
         )
         self._ssl: ssl.SSLContext | None = None
-        self._method = options.method.encode("ascii")
         self._full = options.detail == "full"
 
     def _default_client(self) -> httpx.AsyncClient:
@@ -513,17 +489,24 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
             key = "client_cert" if options.client_cert else "ca_file"
             raise ValueError(f"{key}: cannot load: {exc}") from None
 
-    def _new_target(self, target: str) -> _Target:
+    def _new_target(self, target: str) -> HTTPTarget:
+        authorization = self._parts.authorization
         if self._lean:
-            lean = self._lean_target(target)
+            lean = h11_target(
+                target,
+                self._spec,
+                self._parts.headers,
+                host=self.options.host,
+                authorization=None if authorization is None else authorization.value,
+            )
             if lean is not None:
                 return lean
         headers = self._parts.headers
         sni = ""
-        if self.options.host or self._parts.authorization is not None:
+        if self.options.host or authorization is not None:
             headers = dict(headers)
-            if self._parts.authorization is not None:
-                headers["Authorization"] = self._parts.authorization.value
+            if authorization is not None:
+                headers["Authorization"] = authorization.value
             if self.options.host:
                 headers["Host"] = sni = self.options.host
                 try:
@@ -532,40 +515,7 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
                     port = None  # the request fails and says why
                 if port is not None:
                     headers["Host"] = f"{self.options.host}:{port}"
-        return _Target(self._make_client(), headers, sni)
-
-    def _lean_target(self, target: str) -> _Target | None:
-        """The lean path's connection and headers for a plain ``http://`` target; None for one
-        the httpx path takes (https, user:password@ in the URL, or a URL httpx will reject
-        with its own words)."""
-        try:
-            url = httpx.URL(target)
-        except httpx.InvalidURL:
-            return None
-        if url.scheme != "http" or not url.host or url.userinfo:
-            return None  # https, or credentials in the URL: httpx's own rules apply
-        host = url.netloc.decode("ascii")
-        if self.options.host:
-            host = self.options.host if url.port is None else f"{self.options.host}:{url.port}"
-        # httpx's defaults, less Accept-Encoding (the lean path does not decompress, so it does
-        # not ask for compression) and with its own User-Agent; configured headers override.
-        given = {name.lower() for name in self._parts.headers}
-        headers = [(b"Host", host.encode("ascii"))]
-        headers += [
-            (name, value)
-            for name, value in ((b"Accept", b"*/*"), (b"User-Agent", _USER_AGENT))
-            if name.decode().lower() not in given
-        ]
-        headers += [(k.encode("ascii"), v.encode("ascii")) for k, v in self._parts.headers.items()]
-        if self._parts.authorization is not None:
-            headers.append((b"Authorization", self._parts.authorization.value.encode("ascii")))
-        body = self._parts.body
-        if (body or self.options.method in _BODY_METHODS) and "content-length" not in given:
-            headers.append((b"Content-Length", str(len(body or b"")).encode("ascii")))
-        connection = LeanConnection(
-            url.host, url.port or 80, url.raw_path, max_body=self.options.max_body_bytes
-        )
-        return _Target(None, {}, "", lean=connection, lean_headers=headers)
+        return HttpxTarget(target, self._make_client(), headers, sni, self._spec)
 
     async def run(
         self,
@@ -584,28 +534,21 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
             return code in self.options.expected_codes
         return 200 <= code < 300
 
-    def _trace_extras(
-        self, target: str, traces: list[RequestTrace], extras: dict[str, Map | Distribution | int]
+    def _exchange_extras(
+        self, exchange: Exchange, extras: dict[str, Map | Distribution | int]
     ) -> dict[str, int | float | str]:
         """Phase distributions (summed over redirects, as blackbox does) and the connection
-        counts into ``extras``; the TLS gauges of the last request's connection."""
+        counts into ``extras``; the gauges of the TLS connection the exchange ended on."""
         if self._full:
-            phases = traces[0].phases()
-            for trace in traces[1:]:
-                for phase, seconds in trace.phases().items():
-                    phases[phase] = phases.get(phase, 0.0) + seconds
-            _add_phases(extras, phases)
-            new = sum(trace.new_connection for trace in traces)
+            _add_phases(extras, exchange.phases)
+            new = exchange.new_connections
             connections = Map("state", {"new": new} if new else {})
-            if new < len(traces):
-                connections.increment("reused", len(traces) - new)
+            if new < exchange.requests:
+                connections.increment("reused", exchange.requests - new)
             extras["connections"] = connections
-        last = traces[-1]
-        if last.ssl_object is not None:
-            self._tls[target] = tls_info(last.ssl_object)
-        elif last.new_connection:
-            self._tls.pop(target, None)  # a new plain connection: no TLS to report
-        info = self._tls.get(target)
+        if self.options.follow_redirects:
+            extras["redirects"] = exchange.redirects
+        info = exchange.tls
         if info is None:
             return {}
         gauges: dict[str, int | float | str] = {"tls_version": info.version}
@@ -613,95 +556,30 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
             gauges["cert_expiry"] = info.earliest_expiry
         return gauges
 
-    async def _exchange(
-        self, state: _Target, target: str, traces: list[RequestTrace]
-    ) -> tuple[httpx.Response, int]:
-        """Send the request, following redirects if configured; the last response and the
-        number of redirects followed. Each response is read and released before the next."""
-        trace = RequestTrace()
-        traces.append(trace)
-        extensions: dict[str, Any] = {"trace": trace}
-        if state.sni:
-            extensions["sni_hostname"] = state.sni
-        client = state.client
-        assert client is not None  # only lean targets have none, and they never get here
-        request = client.build_request(
-            self.options.method,
-            target,
-            headers=state.headers,
-            content=self._parts.body,
-            extensions=extensions,
-        )
-        redirects = 0
-        while True:
-            response = await send_bounded(client, request, self.options.max_body_bytes)
-            release_response(response)
-            follow = response.next_request
-            if follow is None or not self.options.follow_redirects:
-                return response, redirects
-            if redirects == self.options.max_redirects:
-                raise _TooManyRedirects(redirects)
-            redirects += 1
-            trace = RequestTrace()
-            traces.append(trace)
-            extensions = {"trace": trace}
-            # The name override is the original host's; httpx already set Host for another.
-            if state.sni and follow.url.host == request.url.host:
-                extensions["sni_hostname"] = state.sni
-            follow.extensions = extensions
-            request = follow
-
-    async def _probe_lean(
-        self,
-        state: _Target,
-        lean: LeanConnection,
-        target: str,
-        extras: dict[str, Map | Distribution | int],
-    ) -> ProbeResult:
-        """The lean path's probe_once: the same results as the httpx path's for the same
-        exchange (phases, connection counts, errors named like httpx's)."""
-        started = trio.current_time()
-        try:
-            response = await lean.request(self._method, state.lean_headers, self._parts.body)
-        except LeanError as exc:
-            latency = trio.current_time() - started
-            error = self._parts.scrub(exc.describe())
-            return ProbeResult(target, False, latency, error=error, extras=extras)
-        latency = trio.current_time() - started
-        if self._full:
-            _add_phases(extras, response.phases)
-            opened = "new" if response.new_connection else "reused"
-            extras["connections"] = Map("state", {opened: 1})
-        return self._verdict(
-            target, response.status_code, response.reason_phrase, response, latency, extras, {}
-        )
-
     def _verdict(
         self,
         target: str,
-        code: int,
-        reason: str,
-        response: httpx.Response | LeanResponse,
+        exchange: Exchange,
         latency: float,
         extras: dict[str, Map | Distribution | int],
         gauges: dict[str, int | float | str],
     ) -> ProbeResult:
-        """The result of a response: status code counted, then checked, then the validators."""
+        """The result of an exchange: status code counted, then checked, then the validators."""
+        code = exchange.status
         codes = extras["resp-code"]
         assert isinstance(codes, Map)
         codes.increment(str(code))
         if not self._success_code(code):
-            error = f"unexpected status {code} {reason}".rstrip()
+            error = f"unexpected status {code} {exchange.reason}".rstrip()
             return ProbeResult(target, False, latency, error=error, extras=extras, gauges=gauges)
         if self._validators:
-            if isinstance(response, LeanResponse):
-                # The validators read an httpx.Response (text decoding, multi-value headers):
-                # built only when there is something to validate, so the checks are the same code.
-                try:
-                    response = _lean_as_httpx(response, self.options.max_body_bytes)
-                except httpx.HTTPError as exc:
-                    return ProbeResult(target, False, latency, error=_describe(exc), extras=extras)
-            failed = self._validate(response)
+            try:
+                # The h11 path decodes a body a server compressed unasked only here, under the
+                # limit: a gzip bomb must not inflate without bound.
+                exchange = exchange.decoded(self.options.max_body_bytes)
+            except httpx.HTTPError as exc:
+                return ProbeResult(target, False, latency, error=_describe(exc), extras=extras)
+            failed = self._checks.failures(exchange)
             if failed:
                 extras["validation_failure"] = Map(
                     "validator",
@@ -712,48 +590,6 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
                     target, False, latency, error=error, extras=extras, gauges=gauges
                 )
         return ProbeResult(target, True, latency, extras=extras, gauges=gauges)
-
-    def _validate(self, response: httpx.Response) -> list[tuple[str, str]]:
-        """(validator, why) for each validator the response fails."""
-        failed: list[tuple[str, str]] = []
-        if self._pattern is not None and not self._pattern.search(response.text):
-            failed.append(("regex", f"body did not match /{self._pattern.pattern}/"))
-        for check in self._header_checks:
-            problem = check.problem(response.headers)
-            if problem is not None:
-                failed.append(("header", problem))
-                break
-        if self._json_paths or self._json_subset:
-            failed.extend(self._validate_json(response.content))
-        if self._blackbox.names():
-            failed.extend(self._blackbox.problems(response.text, response.headers))
-        return failed
-
-    def _validate_json(self, content: bytes) -> list[tuple[str, str]]:
-        try:
-            document = json.loads(content)
-        except ValueError:
-            reason = f"body is not JSON: {quote(content[:40].decode('utf-8', 'replace'))}"
-            names = ("json_path",) * bool(self._json_paths) + ("json_subset",) * bool(
-                self._json_subset
-            )
-            return [(name, reason) for name in names]
-        failed: list[tuple[str, str]] = []
-        for path, expected in self._json_paths:
-            found, value = path.find(document)
-            if not found:
-                failed.append(("json_path", f"JSON {path.text}: {value} missing"))
-                break
-            if not json_equal(value, expected):
-                failed.append(
-                    ("json_path", f"JSON {path.text} is {quote(value)}, expected {quote(expected)}")
-                )
-                break
-        if self._json_subset:
-            problem = subset_mismatch(document, self._json_subset)
-            if problem is not None:
-                failed.append(("json_subset", f"JSON subset: {problem}"))
-        return failed
 
     async def probe_once(self, target: str) -> ProbeResult:
         try:
@@ -766,54 +602,29 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
         extras: dict[str, Map | Distribution | int] = {"resp-code": codes}
         if self._validators:
             extras["validation_failure"] = Map("validator", dict.fromkeys(self._validators, 0))
-        if state.lean is not None:
-            return await self._probe_lean(state, state.lean, target, extras)
-        traces: list[RequestTrace] = []
         started = trio.current_time()
         try:
-            response, redirects = await self._exchange(state, target, traces)
-        except (httpx.HTTPError, httpx.InvalidURL, _TooManyRedirects, UnicodeError) as exc:
-            # InvalidURL is not an HTTPError: without it, one malformed line in a targets file
-            # would end the probe and the run instead of failing that target. UnicodeError:
-            # the resolver refused the host name (an empty or over-long label), unwrapped.
+            exchange = await state.exchange()
+        except EXCHANGE_ERRORS as exc:
             latency = trio.current_time() - started
             error = _describe(exc)
-            if isinstance(exc, _TooManyRedirects):
+            if isinstance(exc, TooManyRedirects):
                 error = str(exc)
                 extras["redirects"] = exc.redirects
             elif self.options.follow_redirects:
-                extras["redirects"] = len(traces) - 1 if traces else 0
+                extras["redirects"] = state.redirects
             error = self._parts.scrub(error)
             return ProbeResult(target, False, latency, error=error, extras=extras)
         latency = trio.current_time() - started
-        gauges = self._trace_extras(target, traces, extras)
-        if self.options.follow_redirects:
-            extras["redirects"] = redirects
-        return self._verdict(
-            target,
-            response.status_code,
-            response.reason_phrase,
-            response,
-            latency,
-            extras,
-            gauges,
-        )
+        gauges = self._exchange_extras(exchange, extras)
+        return self._verdict(target, exchange, latency, extras, gauges)
 
 
-def _add_phases(extras: dict[str, Map | Distribution | int], phases: dict[str, float]) -> None:
+def _add_phases(extras: dict[str, Map | Distribution | int], phases: Mapping[str, float]) -> None:
     for phase, seconds in phases.items():
         dist = _PHASE_TEMPLATES[phase].clone()
         dist.add_sample(seconds)
         extras[_PHASE_EXTRAS[phase]] = dist
-
-
-def _lean_as_httpx(lean: LeanResponse, limit: int) -> httpx.Response:
-    """An httpx.Response of a lean one, its body decoded under ``limit``: httpx.Response's own
-    ``content=`` would inflate a gzip bomb the server sent unasked, without bound."""
-    response = httpx.Response(lean.status_code, headers=lean.headers)
-    encoding = response.headers.get("content-encoding", "")
-    response._content = decode_body(lean.content, encoding, limit)
-    return response
 
 
 def _describe(exc: BaseException) -> str:
@@ -825,6 +636,8 @@ def _describe(exc: BaseException) -> str:
         if cause is None or str(cause):
             break
         cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, HTTP11Error):
+        return exc.describe()  # the h11 path's typed errors say it themselves
     if isinstance(exc, BodyTooLarge):
         return f"ReadError: {exc}"  # the lean path's words for the same failure
     if isinstance(exc, UnicodeError):
@@ -836,22 +649,8 @@ def _describe(exc: BaseException) -> str:
 _CAUSE_DEPTH = 5
 
 
-class _TooManyRedirects(Exception):
-    def __init__(self, redirects: int) -> None:
-        super().__init__(f"too many redirects: more than {redirects}")
-        self.redirects = redirects
-
-
-async def _close_target(state: _Target) -> None:
-    if state.lean is not None:
-        await state.lean.aclose()
-    if state.client is not None:
-        await state.client.aclose()
-
-
-_USER_AGENT = b"trioprobe"
-# Methods whose empty body httpx announces with Content-Length: 0, as the lean path does.
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+async def _close_target(state: HTTPTarget) -> None:
+    await state.aclose()
 
 
 _PHASE_EXTRAS = {phase: f"phase_{phase}" for phase in PHASES}
