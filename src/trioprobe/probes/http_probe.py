@@ -42,6 +42,11 @@ is probed instead over one keep-alive connection of its own, h11 over a Trio TCP
 (:mod:`trioprobe._lean_http`), at a fraction of the CPU, reporting the same results, errors, phases
 and ``connections`` counts. The httpx path is kept when the probe needs it: an ``https://`` target,
 ``follow_redirects``, a ``client_factory`` given by the caller, or ``transport = "httpx"``.
+
+Each target's state is an :class:`~._http_targets.HttpxTarget` or an
+:class:`~._http_targets.H11Target` (one class per transport, behind the ``HTTPTarget``
+protocol); both return the transport-neutral :class:`~trioprobe._exchange.Exchange`, which the
+validators (:class:`~._http_checks.ResponseChecks`) and the verdict read.
 """
 
 from __future__ import annotations

@@ -35,13 +35,10 @@ import attrs
 import httpx
 import trio
 
-from .._exchange import Exchange, from_httpx
 from .._groups import open_nursery
-from .._httpbody import send_bounded
-from .._httptrace import RequestTrace, release_response
-from .._lean_http import H11Client
-from .._tls import load_ssl_context, ssl_context
+from .._tls import load_ssl_context
 from .._urls import check_http_url
+from ._transport import Transport
 
 __all__ = [
     "ALPHA",
@@ -448,14 +445,14 @@ class Prober:
     async def _run(self, probe: _Probe) -> None:
         """One probe id: the reference's ticker loop, over its own connections."""
         with probe.scope:
-            transport = _Transport(probe.endpoints, self._client)
+            transport = Transport(probe.endpoints, self._client)
             try:
                 await self._loop(probe, transport)
             finally:
                 with trio.move_on_after(1.0, shield=True):
                     await transport.aclose()
 
-    async def _loop(self, probe: _Probe, transport: _Transport) -> None:
+    async def _loop(self, probe: _Probe, transport: Transport) -> None:
         interval, status = probe.interval, probe.status
         pinned = 0
         next_tick = trio.current_time() + probe.first
@@ -481,7 +478,7 @@ class Prober:
                 pinned = (pinned + 1) % len(probe.endpoints)
 
     async def _probe_once(
-        self, probe: _Probe, transport: _Transport, index: int, lateness: float = 0.0
+        self, probe: _Probe, transport: Transport, index: int, lateness: float = 0.0
     ) -> bool:
         """One probe of endpoint ``index``; records it unless the id was removed meanwhile.
         Returns success."""
@@ -523,93 +520,18 @@ class Prober:
         return not isinstance(outcome, Exception)
 
 
-class _Transport:
-    """The connections of one probe id, one per endpoint, chosen when the id starts.
-
-    A plain ``http://`` endpoint, when the caller passed no client, goes over a keep-alive h11
-    connection (:class:`~trioprobe._lean_http.H11Client`, as the ``http`` probe type's plain
-    targets do): httpx's layers cost about a millisecond per request, and that millisecond landed
-    in every RTT sample, inflating SRTT and ``clock_diff`` with this process's own overhead.
-    https (and credentials in the URL) stay on httpx, as does everything when the caller gave a
-    client: it may carry a transport, proxy or certificates the lean path knows nothing about.
-    """
-
-    __slots__ = ("_client", "_owned", "h11")
-
-    def __init__(self, endpoints: Sequence[httpx.URL], client: httpx.AsyncClient | None) -> None:
-        self._client = client
-        self._owned = False
-        self.h11: tuple[_H11Endpoint | None, ...] = tuple(
-            _H11Endpoint.for_url(url) if client is None else None for url in endpoints
-        )
-
-    def client(self) -> httpx.AsyncClient:
-        """The httpx client, created on first use: an id probing only http:// peers has none."""
-        if self._client is None:
-            # A client per id: each has at most one request in flight, which sidesteps
-            # httpcore's pool slowdown when many tasks share one pool (httpx #3215).
-            # timeout=None: the deadline is the per-probe cancel scope, not httpx's 5 s.
-            # open_prober loaded the shared SSL context in a thread: this costs tens of µs.
-            self._client = httpx.AsyncClient(verify=ssl_context(), timeout=None)
-            self._owned = True
-        return self._client
-
-    async def aclose(self) -> None:
-        for endpoint in self.h11:
-            if endpoint is not None:
-                await endpoint.client.aclose()
-        if self._owned and self._client is not None:
-            await self._client.aclose()
-
-
-_USER_AGENT = b"trioprobe"
-
-
-@attrs.frozen
-class _H11Endpoint:
-    """A plain http:// endpoint's keep-alive connection and its request headers."""
-
-    client: H11Client
-    headers: list[tuple[bytes, bytes]]
-
-    @classmethod
-    def for_url(cls, url: httpx.URL) -> _H11Endpoint | None:
-        if url.scheme != "http" or not url.host or url.userinfo:
-            return None  # https, or credentials in the URL: httpx's own rules apply
-        headers = [(b"Host", url.netloc), (b"Accept", b"*/*"), (b"User-Agent", _USER_AGENT)]
-        return cls(H11Client(url.host, url.port or 80, url.raw_path), headers)
-
-    async def get(self) -> Exchange:
-        # The h11 client reads the body under the same limit as send_bounded, and fails with
-        # the httpx exception classes the httpx path raises (its typed errors are those).
-        return await self.client.request(b"GET", self.headers, None)
-
-
-async def _get_httpx(endpoint: httpx.URL, client: httpx.AsyncClient) -> Exchange:
-    trace = RequestTrace()
-    # Read under the probes' body limit: a 1 GiB reply must not fill the memory.
-    request = client.build_request("GET", endpoint, extensions={"trace": trace})
-    response = await send_bounded(client, request)
-    release_response(response)
-    return from_httpx(response, [trace])
-
-
 async def _request(
-    probe: _Probe, transport: _Transport, index: int
+    probe: _Probe, transport: Transport, index: int
 ) -> tuple[float, float] | Exception:
     """GET endpoint ``index`` under the probe's deadline: ``(rtt, remote_now)`` or the failure.
 
     The RTT excludes connection set-up (see the module docstring).
     """
     endpoint = probe.endpoints[index]
-    h11 = transport.h11[index]
     with trio.move_on_after(probe.timeout):
         start = trio.current_time()  # just before the request is built, as in the reference
         try:
-            if h11 is not None:
-                exchange = await h11.get()
-            else:
-                exchange = await _get_httpx(endpoint, transport.client())
+            exchange = await transport.get(index)
         except (httpx.HTTPError, UnicodeError) as exc:  # UnicodeError: a bad host name
             return exc
         if exchange.status != 200:
