@@ -636,13 +636,13 @@ def _describe(exc: BaseException) -> str:
     """``Type: message``; httpx's ConnectError from Trio often has no message of its own (it
     wraps a ``BrokenResourceError``), so the first message down its causes stands in: that is
     where ``CERTIFICATE_VERIFY_FAILED`` or ``Connection refused`` is."""
+    if isinstance(exc, HTTP11Error):
+        return exc.describe()  # the h11 path's typed errors say it themselves
     cause: BaseException | None = exc
     for _ in range(_CAUSE_DEPTH):
         if cause is None or str(cause):
             break
         cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, HTTP11Error):
-        return exc.describe()  # the h11 path's typed errors say it themselves
     if isinstance(exc, BodyTooLarge):
         return f"ReadError: {exc}"  # the lean path's words for the same failure
     if isinstance(exc, UnicodeError):
