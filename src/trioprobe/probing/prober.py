@@ -36,6 +36,7 @@ import httpx
 import trio
 
 from .._groups import open_nursery
+from .._ticks import Ticker
 from .._tls import load_ssl_context
 from .._urls import check_http_url
 from ._transport import Transport
@@ -455,22 +456,11 @@ class Prober:
     async def _loop(self, probe: _Probe, transport: Transport) -> None:
         interval, status = probe.interval, probe.status
         pinned = 0
-        next_tick = trio.current_time() + probe.first
-        while True:
-            now = trio.current_time()
-            if now < next_tick:
-                await trio.sleep_until(next_tick)
-                tick = next_tick
-                next_tick += interval
-            else:
-                # The probe overran at least one tick. Go's ticker keeps one tick in its
-                # one-slot channel and drops the rest: probe now, then resume the tick grid.
-                await trio.lowlevel.checkpoint()
-                tick = next_tick
-                missed = int((now - next_tick) // interval) + 1
-                next_tick += missed * interval
-                status._missed_ticks += missed - 1
-            lateness = trio.current_time() - tick
+        # Go's ticker: an overdue tick fires at once, the ones after it are dropped.
+        ticker = Ticker(interval, first_at=trio.current_time() + probe.first, late="fire")
+        async for tick in ticker:
+            status._missed_ticks += tick.missed
+            lateness = tick.lateness
             if self._on_tick is not None:
                 self._on_tick(status.probe_id, lateness)
             ok = await self._probe_once(probe, transport, pinned, lateness)
