@@ -25,9 +25,10 @@ __all__ = ["Exchange", "from_httpx"]
 _NO_PHASES: Mapping[str, float] = {}
 
 
-@attrs.frozen(eq=False)
+@attrs.define(eq=False)
 class Exchange:
-    """A response read in full, and how it was obtained.
+    """A response read in full, and how it was obtained (not changed once returned; not
+    ``frozen`` only because a frozen class's ``__init__`` costs a few µs more per probe).
 
     ``body`` is as received; with ``decode_pending`` it may still carry its
     ``Content-Encoding`` (the h11 path asks for no compression, so it decodes only a body a
@@ -107,10 +108,16 @@ def from_httpx(
 ) -> Exchange:
     """The :class:`Exchange` of an httpx response already read, and the traces of its
     requests (one per redirect followed, the last one the response's own)."""
-    phases: dict[str, float] = {}
-    for trace in traces:
-        for phase, seconds in trace.phases().items():
-            phases[phase] = phases.get(phase, 0.0) + seconds
+    last = traces[-1]
+    if len(traces) == 1:  # no redirect: the common case, kept cheap
+        phases = last.phases()
+        new = int(last.new_connection)
+    else:
+        phases = {}
+        for trace in traces:
+            for phase, seconds in trace.phases().items():
+                phases[phase] = phases.get(phase, 0.0) + seconds
+        new = sum(trace.new_connection for trace in traces)
     return Exchange(
         response.status_code,
         response.reason_phrase,
@@ -118,7 +125,7 @@ def from_httpx(
         response.content,
         phases,
         requests=len(traces),
-        new_connections=sum(trace.new_connection for trace in traces),
-        new_connection=traces[-1].new_connection,
+        new_connections=new,
+        new_connection=last.new_connection,
         tls=tls,
     )

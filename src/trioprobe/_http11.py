@@ -199,7 +199,12 @@ class HTTP11Connection:
     def reusable(self) -> bool:
         """:attr:`both_done`, with nothing unasked read past the exchange (a client must not
         take a second, unasked response for the answer to its next request)."""
-        return self.both_done and not self.conn.trailing_data[0]
+        conn = self.conn
+        return (
+            conn.our_state is h11.DONE
+            and conn.their_state is h11.DONE
+            and not conn.trailing_data[0]
+        )
 
     def start_next_cycle(self) -> None:
         """Ready the connection for the next exchange (both sides are ``DONE``)."""

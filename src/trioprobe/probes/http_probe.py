@@ -249,11 +249,14 @@ class HTTPProbe(ClientPerTargetProbe[HTTPTarget]):
         counts into ``extras``; the gauges of the TLS connection the exchange ended on."""
         if self._full:
             _add_phases(extras, exchange.phases)
-            new = exchange.new_connections
-            connections = Map("state", {"new": new} if new else {})
-            if new < exchange.requests:
-                connections.increment("reused", exchange.requests - new)
-            extras["connections"] = connections
+            new, requests = exchange.new_connections, exchange.requests
+            if requests == 1:
+                extras["connections"] = Map("state", {"new" if new else "reused": 1})
+            else:
+                connections = Map("state", {"new": new} if new else {})
+                if new < requests:
+                    connections.increment("reused", requests - new)
+                extras["connections"] = connections
         if self.options.follow_redirects:
             extras["redirects"] = exchange.redirects
         info = exchange.tls
