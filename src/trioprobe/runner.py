@@ -260,6 +260,9 @@ class Runner:
         if self.fleet is not None:
             fleet_alerts = self.fleet.use_alerts(self.alerting.rule_of, self.alerting.send)
             self.alerting.vote = fleet_alerts.local
+            from .statuspage.fleet import FleetView  # here: only a fleet agent loads it
+
+            self.alerting.status_wrappers.append(partial(FleetView, self.fleet))
         self._probes_scope = trio.CancelScope()
         self._leaving: trio.Event | None = None
         self._stopping = False

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 import attrs
 import trio
 
-from .._asgi import serve_asgi
+from .._asgi import ASGIApp, serve_asgi
 from .._groups import open_nursery
 from .._ticks import Ticker
 from ..config import AlertSpec, Config, ProbeSpec, StatusSpec
@@ -209,6 +209,8 @@ class AlertingService:
         self._alert_done: dict[int, trio.Event] = {}
         #: The status page's base URL, once serving (``None`` without a ``[status]`` table).
         self.status_url: str | None = None
+        #: Wrapped around the status server's app, in order (a fleet agent adds ``/fleet``).
+        self.status_wrappers: list[Callable[[ASGIApp], ASGIApp]] = []
         # (probe, target) -> (trio time of the last notice, repeats sent) of firing alerts.
         self._firing: dict[tuple[str, str], tuple[float, int]] = {}
         #: (probe, target) -> why its alert is held, for targets down whose fire waits.
@@ -450,8 +452,11 @@ class AlertingService:
             hold=self.hold_reason,
         )
         app = self.api = AlertsAPI(self, page, token=token, loopback=is_loopback(status.host))
+        served: ASGIApp = app
+        for wrap in self.status_wrappers:
+            served = wrap(served)
         try:
-            url = await nursery.start(serve_asgi, app, status.host, status.port)
+            url = await nursery.start(serve_asgi, served, status.host, status.port)
         except OSError as exc:
             # Name the part that failed: the runner would otherwise blame "alerting",
             # which a config with no [[alert]] does not even have.
