@@ -22,6 +22,7 @@ import attrs
 import trio
 
 from .._groups import open_nursery
+from .._ticks import Ticker
 from ..probes.etcd_probing import probe_result
 from ..probing import ProbeRecord
 from ..results import ProbeResult
@@ -150,8 +151,7 @@ class Health:
     async def _sweep(
         self, probe: str, targets: Callable[[], Iterable[str]], interval: float
     ) -> None:
-        while True:
-            await trio.sleep(interval)
+        async for _ in Ticker(interval):
             self.set_targets(probe, targets())
 
     # -- output ---------------------------------------------------------------------------------
