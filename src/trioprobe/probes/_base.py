@@ -11,6 +11,7 @@ import trio
 
 from .._groups import open_nursery
 from .._ticks import next_tick_after, spread_offset
+from ..failures import timed_out, track_phases
 from ..results import ProbeResult
 from ..targets import ProbeTargets
 from . import TargetsFn
@@ -71,7 +72,7 @@ async def run_per_target(
             started = trio.current_time()
             lateness = started - tick
             result: ProbeResult | None = None
-            with trio.move_on_after(probe_timeout):
+            with track_phases() as tracker, trio.move_on_after(probe_timeout):
                 result = await probe_once(target)
             if result is None:
                 result = ProbeResult(
@@ -80,6 +81,7 @@ async def run_per_target(
                     trio.current_time() - started,
                     timeout=True,
                     error=f"timed out after {probe_timeout:g}s",
+                    failure=timed_out(tracker.phase),
                     start_lateness=lateness,
                 )
             else:

@@ -132,8 +132,11 @@ def _add_samples(group: _Group, value: Value, labels: dict[str, str]) -> None:
     elif isinstance(value, String):
         group.samples.append(("_info", {**labels, _free_label("val", labels): value.value}, 1))
     elif isinstance(value, Map):
-        key_label = _free_label(value.name, labels)
         suffix = "_total" if kind == "counter" else ""
+        if "/" in value.name:
+            _add_compound(group, value, labels, suffix)
+            return
+        key_label = _free_label(value.name, labels)
         for key, number in value.values.items():
             group.samples.append((suffix, {**labels, key_label: key}, number))
     else:
@@ -141,6 +144,16 @@ def _add_samples(group: _Group, value: Value, labels: dict[str, str]) -> None:
             group.samples.append(("_bucket", {**labels, "le": _format_bound(upper)}, cumulative))
         group.samples.append(("_count", labels, value.count))
         group.samples.append(("_sum", labels, value.sum))
+
+
+def _add_compound(group: _Group, value: Map, labels: dict[str, str], suffix: str) -> None:
+    # A map named "a/b" is keyed "x/y": one label per part (failures{reason, phase}), so a
+    # value with two dimensions needs no second value type.
+    names = [_free_label(part, labels) for part in value.name.split("/")]
+    for key, number in value.values.items():
+        parts = key.split("/", len(names) - 1)
+        parts += [""] * (len(names) - len(parts))
+        group.samples.append((suffix, {**labels, **dict(zip(names, parts, strict=True))}, number))
 
 
 def _format_bound(upper: float) -> str:
