@@ -24,6 +24,7 @@ import trio
 
 from ._httpbody import MAX_BODY_BYTES as _DEFAULT_MAX_BODY
 from ._urls import host_name_problem
+from .failures import Phase, enter_phase
 
 __all__ = ["MAX_BODY_BYTES", "MAX_INFORMATIONAL", "LeanConnection", "LeanError", "LeanResponse"]
 
@@ -132,6 +133,7 @@ class LeanConnection:
         new = stream is None or conn is None
         start = trio.current_time()
         if stream is None or conn is None:
+            enter_phase(Phase.CONNECT)
             stream, conn = await self._connect()
             sent_at = trio.current_time()
             phases["connect"] = sent_at - start
@@ -143,17 +145,20 @@ class LeanConnection:
             data += conn.send(h11.EndOfMessage())
         except h11.LocalProtocolError as exc:
             raise LeanError("LocalProtocolError", str(exc)) from None
+        enter_phase(Phase.SEND)
         try:
             await stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise LeanError("WriteError", _os_message(exc)) from None
         sent = trio.current_time()
         phases["send"] = sent - start
+        enter_phase(Phase.WAIT)
         event = await self._response(stream, conn)
         if not isinstance(event, h11.Response):
             raise LeanError("RemoteProtocolError", "no response from the server")
         headed = trio.current_time()
         phases["ttfb"] = headed - sent
+        enter_phase(Phase.RECEIVE)
         chunks: list[bytes] = []
         size = 0
         while True:

@@ -14,7 +14,7 @@ from types import MappingProxyType
 import attrs
 
 from ._scrub import scrub
-from .failures import Failure, FailureReason, Phase, current_phase
+from .failures import Failure, FailureReason, Phase, current_phase, timed_out
 from .metrics import Distribution, EventMetrics, Float, Int, Kind, Map, Value, as_value
 
 __all__ = ["FAILURES_MAP", "LATENCY_UNITS", "ProbeResult"]
@@ -59,9 +59,10 @@ class ProbeResult:
             than a millisecond or two means the process itself (not the target) was slow.
         failure: why it failed, classified (:class:`~trioprobe.failures.Failure`: a reason from
             one enum shared by every probe type, and the phase); ``None`` on success. A failed
-            result made without one gets ``timeout`` (if ``timeout`` is set) or ``other``, in
-            the phase the probe last entered, so every failure has a reason. A ``timeout``
-            failure sets ``timeout`` too, so the two never disagree.
+            result made without one gets ``timeout`` (``connect_timeout`` in the connect phase;
+            if ``timeout`` is set) or ``other``, in the phase the probe last entered, so every
+            failure has a reason. A ``timeout`` failure sets ``timeout`` too, so the two never
+            disagree.
     """
 
     target: str
@@ -86,8 +87,8 @@ class ProbeResult:
                 object.__setattr__(self, "failure", None)
             return
         if self.failure is None:
-            reason = FailureReason.TIMEOUT if self.timeout else FailureReason.OTHER
-            object.__setattr__(self, "failure", Failure(reason, current_phase()))
+            failure = timed_out() if self.timeout else Failure(FailureReason.OTHER, current_phase())
+            object.__setattr__(self, "failure", failure)
         elif self.failure.reason is FailureReason.TIMEOUT and not self.timeout:
             object.__setattr__(self, "timeout", True)
 

@@ -67,6 +67,7 @@ from .._options import path_field
 from .._scrub import register_secret, scrub, secret_forms
 from .._tls import client_context, load_ssl_context, ssl_context
 from .._urls import check_http_url
+from ..failures import Failure, FailureReason, Phase, classify
 from ..metrics import Distribution, Map
 from ..results import ProbeResult
 from . import TargetsFn
@@ -666,7 +667,9 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
         except LeanError as exc:
             latency = trio.current_time() - started
             error = self._parts.scrub(exc.describe())
-            return ProbeResult(target, False, latency, error=error, extras=extras)
+            return ProbeResult(
+                target, False, latency, error=error, extras=extras, failure=classify(exc)
+            )
         latency = trio.current_time() - started
         if self._full:
             _add_phases(extras, response.phases)
@@ -692,7 +695,15 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
         codes.increment(str(code))
         if not self._success_code(code):
             error = f"unexpected status {code} {reason}".rstrip()
-            return ProbeResult(target, False, latency, error=error, extras=extras, gauges=gauges)
+            return ProbeResult(
+                target,
+                False,
+                latency,
+                error=error,
+                extras=extras,
+                gauges=gauges,
+                failure=Failure(FailureReason.HTTP_STATUS),
+            )
         if self._validators:
             if isinstance(response, LeanResponse):
                 # The validators read an httpx.Response (text decoding, multi-value headers):
@@ -700,7 +711,14 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
                 try:
                     response = _lean_as_httpx(response, self.options.max_body_bytes)
                 except httpx.HTTPError as exc:
-                    return ProbeResult(target, False, latency, error=_describe(exc), extras=extras)
+                    return ProbeResult(
+                        target,
+                        False,
+                        latency,
+                        error=_describe(exc),
+                        extras=extras,
+                        failure=classify(exc, Phase.RECEIVE),
+                    )
             failed = self._validate(response)
             if failed:
                 extras["validation_failure"] = Map(
@@ -708,8 +726,17 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
                     {name: int(any(n == name for n, _ in failed)) for name in self._validators},
                 )
                 error = self._parts.scrub("; ".join(why for _, why in failed))
+                # The first validator that failed names the failure; the metric
+                # validation_failure{validator} counts each of them.
+                failure = Failure(FailureReason.VALIDATION, validator=failed[0][0])
                 return ProbeResult(
-                    target, False, latency, error=error, extras=extras, gauges=gauges
+                    target,
+                    False,
+                    latency,
+                    error=error,
+                    extras=extras,
+                    gauges=gauges,
+                    failure=failure,
                 )
         return ProbeResult(target, True, latency, extras=extras, gauges=gauges)
 
@@ -761,7 +788,13 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
         except OSError as exc:
             # Building a target's client can need a file descriptor (or, the first time, an
             # import): with none left (EMFILE) that is this target's failure, not the run's end.
-            return ProbeResult(target, False, 0.0, error=f"client: {_describe(exc)}")
+            return ProbeResult(
+                target,
+                False,
+                0.0,
+                error=f"client: {_describe(exc)}",
+                failure=classify(exc, Phase.CONNECT),
+            )
         codes = Map("code")
         extras: dict[str, Map | Distribution | int] = {"resp-code": codes}
         if self._validators:
@@ -784,7 +817,9 @@ class HTTPProbe(ClientPerTargetProbe[_Target]):
             elif self.options.follow_redirects:
                 extras["redirects"] = len(traces) - 1 if traces else 0
             error = self._parts.scrub(error)
-            return ProbeResult(target, False, latency, error=error, extras=extras)
+            return ProbeResult(
+                target, False, latency, error=error, extras=extras, failure=classify(exc)
+            )
         latency = trio.current_time() - started
         gauges = self._trace_extras(target, traces, extras)
         if self.options.follow_redirects:
