@@ -279,7 +279,7 @@ BUILTIN_EXPORTS: Mapping[str, Mapping[str, tuple[Value, Kind]]] = {
 
 #: Keys a Map holds per target where the probe type fixes them; any other Map is counted as one
 #: key (a status code, an rcode: what a healthy target shows).
-_MAP_KEYS = {"failures": 1, "errors": 7, "connections": 2}
+_MAP_KEYS = {"failures": 0, "errors": 7, "connections": 2}
 _HTTPS_ONLY = frozenset({"phase_tls", "tls_version", "cert_expiry"})
 
 
