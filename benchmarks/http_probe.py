@@ -169,21 +169,20 @@ async def run_prober(
     url: str, n: int, duration: float, *, with_results: bool, interval: float | None = None
 ) -> tuple[int, float, list[float]]:
     """The Prober with ``n`` ids, back to back (tiny interval) or every ``interval`` (spread)."""
-    from trioprobe.probing import open_prober
-    from trioprobe.results import ProbeResult
+    from trioprobe.probing import ProbeRecord, open_prober
 
     latencies: list[float] = []
-    send, receive = trio.open_memory_channel[ProbeResult](256)
+    send, receive = trio.open_memory_channel[ProbeRecord](256)
 
     async def consume() -> None:
-        async for result in receive:
-            if result.success:
-                latencies.append(result.latency)
+        async for record in receive:
+            if record.success:
+                latencies.append(record.rtt)
 
     async with trio.open_nursery() as nursery:
         if with_results:
             nursery.start_soon(consume)
-        async with open_prober(results=send if with_results else None) as prober:
+        async with open_prober(records=send if with_results else None) as prober:
             if interval is None:
                 statuses = [prober.add_http(f"t{i}", 1e-6, [url], timeout=10.0) for i in range(n)]
             else:
@@ -282,8 +281,7 @@ async def run_mixed(url: str, n: int, interval: float, duration: float) -> dict[
     """
     import httpx
 
-    from trioprobe.probing import open_prober
-    from trioprobe.results import ProbeResult
+    from trioprobe.probing import ProbeRecord, open_prober
 
     measuring = False
     bare_rtt: list[float] = []
@@ -308,17 +306,17 @@ async def run_mixed(url: str, n: int, interval: float, duration: float) -> dict[
         if measuring:
             prober_late.append(late)
 
-    send, receive = trio.open_memory_channel[ProbeResult](256)
+    send, receive = trio.open_memory_channel[ProbeRecord](256)
 
     async def consume() -> None:
-        async for result in receive:
-            if measuring and result.success:
-                prober_rtt.append(result.latency)
+        async for record in receive:
+            if measuring and record.success:
+                prober_rtt.append(record.rtt)
 
     clients = [_client() for _ in range(0, n, 2)]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(consume)
-        async with open_prober(results=send, on_tick=on_tick) as prober:
+        async with open_prober(records=send, on_tick=on_tick) as prober:
             for i in range(n):
                 phase = interval * (i + 1) / n
                 if i % 2 == 0:
