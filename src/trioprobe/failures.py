@@ -371,9 +371,22 @@ def classify(exc: BaseException, phase: Phase | None = None) -> Failure:
         failure = _from_name(inner, where)
         if failure is not None:
             return failure
-    if isinstance(exc, OSError) and where is Phase.CONNECT:
-        return Failure(FailureReason.CONNECT_ERROR)
+    if isinstance(exc, OSError) or type(exc).__name__ in _BROKEN:
+        # A connection that broke: what that means depends on where the probe was.
+        reason = _BROKEN_IN.get(where)
+        if reason is not None:
+            return Failure(reason, where)
     return Failure(FailureReason.OTHER, where)
+
+
+# Trio's names for a stream that broke or was closed under the probe (wrapping the OS error).
+_BROKEN = frozenset({"BrokenResourceError", "ClosedResourceError"})
+_BROKEN_IN = {
+    Phase.CONNECT: FailureReason.CONNECT_ERROR,
+    Phase.SEND: FailureReason.SEND,
+    Phase.WAIT: FailureReason.NO_REPLY,
+    Phase.RECEIVE: FailureReason.PROTOCOL,  # the reply was cut short
+}
 
 
 # The socket probe types' ``errors{cause}`` keys (tcp, grpc) -> the reason each means.

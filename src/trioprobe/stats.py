@@ -22,7 +22,8 @@ import trio
 
 from ._groups import open_nursery
 from ._ticks import next_tick_after
-from .metrics import Distribution, EventMetrics, Int, Kind, MetricsError
+from .failures import Failure
+from .metrics import Distribution, EventMetrics, Int, Kind, MetricsError, String
 from .results import ProbeResult
 
 __all__ = ["StatsKeeper", "stats_keeper"]
@@ -120,6 +121,8 @@ class StatsKeeper:
             self._fold_gauges(result)
         if self.export_up:
             self._set_up(result)
+        if result.failure is not None:
+            self._note_failure(result, result.failure)
 
     def _fold_gauges(self, result: ProbeResult) -> None:
         gauge = result.gauge_metrics()
@@ -130,6 +133,23 @@ class StatsKeeper:
             self._gauges[result.target] = gauge
         else:
             acc.update(gauge)
+
+    def _note_failure(self, result: ProbeResult, failure: Failure) -> None:
+        # The last failure's reason and phase as text gauges: InfluxDB's string fields (one per
+        # point, so a dashboard shows why the target last failed). Prometheus has
+        # failures_total{reason, phase} instead (see surfacers._naming.INFLUX_ONLY).
+        acc = self._gauges.get(result.target)
+        if acc is None:
+            acc = self._gauges[result.target] = EventMetrics(Kind.GAUGE, result.timestamp)
+        for name, text in (
+            ("last_failure_reason", failure.reason.value),
+            ("last_failure_phase", failure.phase.value),
+        ):
+            cell = acc.metric(name)
+            if isinstance(cell, String):
+                cell.value = text
+            else:
+                acc.add_metric(name, String(text))
 
     def _set_up(self, result: ProbeResult) -> None:
         cell = self._up.get(result.target)

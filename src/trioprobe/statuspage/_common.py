@@ -11,6 +11,7 @@ import attrs
 
 from ..alerting.history import History
 from ..alerting.state import DOWN, TargetHealth
+from ..failures import Failure
 from ..history import Summary, TargetSummary
 
 __all__ = ["CSS", "Row", "detail_href", "ms", "pct", "snapshot_rows", "when"]
@@ -81,6 +82,9 @@ class Row:
     transitions: int
     history: History
     summary: TargetSummary | None
+    #: The last failure, classified (trioprobe.failures), and its reason for people.
+    failure: Failure | None = None
+    reason: str | None = None
 
 
 def snapshot_rows(
@@ -115,4 +119,15 @@ def _row(h: TargetHealth, history: History, summary: Summary, rank: dict[str, in
         transitions=h.transitions,
         history=history,
         summary=summary.targets.get((h.probe, h.target)),
+        failure=h.last_failure,
+        reason=h.last_reason,
     )
+
+
+def failure_fields(row: Row) -> dict[str, str | None]:
+    """The last failure's ``reason`` (a :class:`~trioprobe.failures.FailureReason` value, or
+    ``latency``), ``phase`` and ``validator``, for JSON: null when the target never failed."""
+    f = row.failure
+    if f is None:
+        return {"reason": row.reason, "phase": None, "validator": None}
+    return {"reason": f.reason.value, "phase": f.phase.value, "validator": f.validator}

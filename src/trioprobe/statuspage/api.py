@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from ..history import HistoryService, Summary
-from ._common import Row
+from ._common import Row, failure_fields
 from .detail import points
 from .svg import badge
 
@@ -39,6 +39,7 @@ def row_dict(row: Row) -> dict[str, Any]:
         "alert": row.alert,
         "firing": row.firing,
         "error": row.error,
+        **failure_fields(row),
         "uptime": None if s is None else {w: s.uptime(w) for w in s.counts},
         "probes": None if s is None else {w: c.probes for w, c in s.counts.items()},
         "latency_p50_24h": None if s is None else s.p50_24h,

@@ -25,7 +25,7 @@ from ..alerting.health import Health
 from ..alerting.state import DOWN
 from ..history import EMPTY_SUMMARY, HistoryService, Summary
 from . import api
-from ._common import Row, snapshot_rows
+from ._common import Row, failure_fields, snapshot_rows
 from .detail import detail_html, gather
 from .overview import PAGE_SIZE, Filter, overview_parts
 
@@ -117,6 +117,7 @@ def _json_parts(rows: Sequence[Row], now: float) -> Iterator[str]:
             "failures": r.failures,
             "total": r.total,
             "error": r.error,
+            **failure_fields(r),
             "transitions": r.transitions,
             "success_ratio_5m": h.success_ratio(now, 300),
             "success_ratio_1h": h.success_ratio(now, 3600),

@@ -35,6 +35,7 @@ __all__ = [
     "CLASH_PRECEDENCE",
     "CLASH_SUFFIX",
     "CORE_EXPORTS",
+    "INFLUX_ONLY",
     "KNOWN",
     "clash_renamed",
     "clash_warnings",
@@ -186,7 +187,15 @@ def cumulative_buckets(dist: Distribution) -> Iterator[tuple[float, int]]:
         yield (bounds[i + 1] if i + 1 < len(bounds) else math.inf), cumulative
 
 
-def exported_values(em: EventMetrics) -> Iterator[tuple[Family, Value]]:
+#: Metrics only InfluxDB gets: the last failure's reason and phase as string fields. In
+#: Prometheus a text value is an info metric whose label changes with every new reason (a new
+#: series each time); ``failures_total{reason, phase}`` answers the same question there.
+INFLUX_ONLY = frozenset({"last_failure_reason", "last_failure_phase"})
+
+
+def exported_values(
+    em: EventMetrics, *, prometheus: bool = False
+) -> Iterator[tuple[Family, Value]]:
     """Each value of ``em`` with its family, in one shape per family.
 
     One value is made here: a probe without ``latency_buckets`` accumulates ``latency`` as a plain
@@ -194,9 +203,12 @@ def exported_values(em: EventMetrics) -> Iterator[tuple[Family, Value]]:
     ``+Inf`` bucket (count = ``success``), so every probe's latency is in one
     ``latency_seconds`` family, and ``rate(_sum) / rate(_count)`` works for all of them.
     ``failures`` (by ``reason`` and ``phase``) is a map the results themselves carry (see
-    :class:`~trioprobe.failures.Failure`): a target that never failed has none.
+    :class:`~trioprobe.failures.Failure`): a target that never failed has none. With
+    ``prometheus``, the :data:`INFLUX_ONLY` values are left out.
     """
     for name, value in em.metrics.items():
+        if prometheus and name in INFLUX_ONLY:
+            continue
         if name == "latency" and isinstance(value, Float) and em.kind is Kind.CUMULATIVE:
             success = em.metric("success")
             count = success.value if isinstance(success, Int) else 0

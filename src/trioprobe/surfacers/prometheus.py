@@ -178,7 +178,7 @@ def collect(series: Iterable[EventMetrics], prefix: str = "trioprobe_") -> list[
             if label in _RESERVED_LABELS:
                 label = f"exported_{label}"
             labels.setdefault(label, text)
-        for family, value in exported_values(em):
+        for family, value in exported_values(em, prometheus=True):
             group = groups.get((family.name, family.type))
             if group is None:
                 group = groups[family.name, family.type] = _Group(family)
