@@ -1,6 +1,7 @@
 """Hosting small ASGI apps (``/metrics``, the health endpoint, the demo's target) over HTTP/1.1.
 
-The server is our own: h11 for the protocol, ``trio.serve_listeners`` for the sockets, about as
+The server is our own: h11 for the protocol (through :mod:`trioprobe._http11`, shared with the
+client and the test servers), ``trio.serve_listeners`` for the sockets, about as
 much code as the configuration Hypercorn needed. Hypercorn's Trio worker lets one client kill the
 whole server: a malformed chunked body makes it send its 400 and its EOF from two tasks at once,
 and the ``trio.BusyResourceError`` that follows escapes the connection handler and the listener's
@@ -44,6 +45,7 @@ import h11
 import trio
 
 from ._groups import open_nursery
+from ._http11 import READ_SIZE, HTTP11Connection, ReadError, RemoteProtocolError, WriteError
 from ._ratelog import RateLimitedLog
 
 __all__ = [
@@ -76,7 +78,7 @@ DEFAULT_MAX_CONNECTIONS: Final = 64
 #: Spare file descriptors each server holds, to accept connections when the process has none.
 FD_RESERVE: Final = 8
 
-_RECEIVE_BYTES: Final = 65536
+_RECEIVE_BYTES: Final = READ_SIZE
 # accept() errors that mean "no resources now", as trio.serve_listeners lists them.
 _ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -311,7 +313,7 @@ class _Server:
                 "HTTP server: a request took over %gs, connection closed",
                 self.request_timeout,
             )
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except (ReadError, WriteError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away; nothing to answer
         except Exception as exc:
             self.stats.errors += 1
@@ -322,60 +324,49 @@ class _Server:
             self.reserve.refill()
 
     async def _serve(self, stream: trio.SocketStream, slot: _Slot) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        http = HTTP11Connection(stream, h11.SERVER, max_head_bytes=MAX_HEADER_BYTES)
         while True:
-            if not conn.trailing_data[0]:
+            if not http.buffered:
                 # Idle: no byte of a next request yet. A keep-alive connection (a scraper's)
                 # that stays idle is closed quietly; only a started request is held to time.
                 # While idle it may be shed to admit a new client (see _shed_one).
                 slot.idle_since = trio.current_time()
                 slot.idle = trio.CancelScope(deadline=slot.idle_since + self.request_timeout)
                 with slot.idle:
-                    await self._receive_into(conn, stream)
+                    await http.receive_some()
                 slot.idle = None
                 if slot.shed:
                     return  # even if a byte came in the same instant: its slot is given away
-                if not conn.trailing_data[0] and not conn.trailing_data[1]:
+                if not http.buffered and not http.peer_closed:
                     return
             with trio.fail_after(self.request_timeout):
                 try:
-                    request = await self._read_request(conn, stream)
+                    request = await self._read_request(http)
                     if request is None:
                         return
-                    body = await self._read_body(conn, stream)
-                except (h11.RemoteProtocolError, _BadRequest) as exc:
-                    await self._reject(conn, stream, exc)
+                    body = await self._read_body(http)
+                except (RemoteProtocolError, _BadRequest) as exc:
+                    await self._reject(http, exc)
                     return
-                await self._call_app(conn, stream, request, body)
-            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                await self._call_app(http, request, body)
+            if not http.both_done:
                 return
             slot.requests += 1
-            conn.start_next_cycle()
+            http.start_next_cycle()
 
-    async def _receive_into(self, conn: h11.Connection, stream: trio.SocketStream) -> None:
-        conn.receive_data(await stream.receive_some(_RECEIVE_BYTES))
+    async def _read_request(self, http: HTTP11Connection) -> h11.Request | None:
+        event = await http.next_event()
+        if isinstance(event, h11.Request):
+            _refuse_ambiguous_framing(event)
+            return event
+        # ConnectionClosed between requests, or PAUSED after one we closed.
+        return None
 
-    async def _read_request(
-        self, conn: h11.Connection, stream: trio.SocketStream
-    ) -> h11.Request | None:
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                await self._receive_into(conn, stream)
-            elif isinstance(event, h11.Request):
-                _refuse_ambiguous_framing(event)
-                return event
-            else:
-                # ConnectionClosed between requests, or PAUSED after one we closed.
-                return None
-
-    async def _read_body(self, conn: h11.Connection, stream: trio.SocketStream) -> bytes:
+    async def _read_body(self, http: HTTP11Connection) -> bytes:
         body = bytearray()
         while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                await self._receive_into(conn, stream)
-            elif isinstance(event, h11.Data):
+            event = await http.next_event()
+            if isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > MAX_BODY_BYTES:
                     raise _BadRequest(413, f"request body over {MAX_BODY_BYTES} bytes")
@@ -384,48 +375,26 @@ class _Server:
             else:
                 raise _BadRequest(400, f"unexpected {type(event).__name__} in the request body")
 
-    async def _reject(
-        self,
-        conn: h11.Connection,
-        stream: trio.SocketStream,
-        exc: h11.RemoteProtocolError | _BadRequest,
-    ) -> None:
+    async def _reject(self, http: HTTP11Connection, exc: RemoteProtocolError | _BadRequest) -> None:
         self.stats.bad_requests += 1
         self._log.warning("bad request", "HTTP server: bad request: %s", exc)
-        status = exc.status if isinstance(exc, _BadRequest) else exc.error_status_hint
-        if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        status = exc.status if isinstance(exc, _BadRequest) else exc.status_hint
+        if http.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             body = f"{exc}\n".encode()
             headers = [
                 ("content-type", "text/plain; charset=utf-8"),
                 ("content-length", str(len(body))),
                 ("connection", "close"),
             ]
-            data = conn.send(h11.Response(status_code=status, headers=headers))
-            data = (data or b"") + (conn.send(h11.Data(data=body)) or b"")
-            data += conn.send(h11.EndOfMessage()) or b""
-            await stream.send_all(data)
-            await _linger(stream)
+            await http.send(
+                h11.Response(status_code=status, headers=headers),
+                h11.Data(data=body),
+                h11.EndOfMessage(),
+            )
+            await _linger(http.stream)
 
-    async def _call_app(
-        self, conn: h11.Connection, stream: trio.SocketStream, request: h11.Request, body: bytes
-    ) -> None:
-        raw_path, _, query = request.target.partition(b"?")
-        sockname = stream.socket.getsockname()
-        peername = stream.socket.getpeername()
-        scope: Scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": request.http_version.decode("ascii"),
-            "method": request.method.decode("ascii"),
-            "scheme": "http",
-            "path": unquote(raw_path.decode("latin-1")),
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": "",
-            "headers": [(name, value) for name, value in request.headers],
-            "client": (peername[0], peername[1]),
-            "server": (sockname[0], sockname[1]),
-        }
+    async def _call_app(self, http: HTTP11Connection, request: h11.Request, body: bytes) -> None:
+        scope = _http_scope(http.stream, request)
         head = request.method == b"HEAD"
         done = trio.Event()
         received = False
@@ -442,38 +411,54 @@ class _Server:
             kind = message["type"]
             if kind == "http.response.start":
                 headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
-                await stream.send_all(
-                    conn.send(h11.Response(status_code=message["status"], headers=headers)) or b""
-                )
+                await http.send(h11.Response(status_code=message["status"], headers=headers))
             elif kind == "http.response.body":
                 chunk = bytes(message.get("body", b""))
-                data = b"" if head or not chunk else conn.send(h11.Data(data=chunk)) or b""
+                events: list[h11.Event] = [] if head or not chunk else [h11.Data(data=chunk)]
                 if not message.get("more_body", False):
-                    data += conn.send(h11.EndOfMessage()) or b""
+                    events.append(h11.EndOfMessage())
                     done.set()
-                if data:
-                    await stream.send_all(data)
+                await http.send(*events)
             else:
                 raise RuntimeError(f"ASGI app sent an unexpected {kind!r} message")
 
         try:
             await self.app(scope, receive, send)
         except Exception:
-            if conn.our_state is h11.SEND_RESPONSE:
-                await self._send_500(conn, stream)
+            if http.conn.our_state is h11.SEND_RESPONSE:
+                await self._send_500(http)
             raise
-        if conn.our_state is h11.SEND_RESPONSE:
-            await self._send_500(conn, stream)
+        if http.conn.our_state is h11.SEND_RESPONSE:
+            await self._send_500(http)
             raise RuntimeError("ASGI app returned without answering")
         if not done.is_set():
             raise RuntimeError("ASGI app returned in the middle of its response")
         self.stats.requests += 1
 
-    async def _send_500(self, conn: h11.Connection, stream: trio.SocketStream) -> None:
+    async def _send_500(self, http: HTTP11Connection) -> None:
         headers = [("content-length", "0"), ("connection", "close")]
-        data = conn.send(h11.Response(status_code=500, headers=headers)) or b""
-        data += conn.send(h11.EndOfMessage()) or b""
-        await stream.send_all(data)
+        await http.send(h11.Response(status_code=500, headers=headers), h11.EndOfMessage())
+
+
+def _http_scope(stream: trio.SocketStream, request: h11.Request) -> Scope:
+    """The ASGI ``http`` scope of ``request`` received on ``stream``."""
+    raw_path, _, query = request.target.partition(b"?")
+    sockname = stream.socket.getsockname()
+    peername = stream.socket.getpeername()
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": request.http_version.decode("ascii"),
+        "method": request.method.decode("ascii"),
+        "scheme": "http",
+        "path": unquote(raw_path.decode("latin-1")),
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": "",
+        "headers": [(name, value) for name, value in request.headers],
+        "client": (peername[0], peername[1]),
+        "server": (sockname[0], sockname[1]),
+    }
 
 
 async def _linger(stream: trio.SocketStream) -> None:

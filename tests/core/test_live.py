@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
+import trio
 from rich.console import Console
 
 from trioprobe.alerting.health import Health
 from trioprobe.alerting.state import AlertRule
+from trioprobe.cli import _live
 from trioprobe.cli._live import LiveStats, RecentWindow, format_ago, format_window
 from trioprobe.failures import Failure, FailureReason, Phase
 from trioprobe.results import ProbeResult
@@ -179,3 +181,36 @@ async def test_state_column_is_the_runners_health_verdict() -> None:
     health.feed("web", ok)
     [line] = live.changes()
     assert line.startswith("up: web a ")
+
+
+async def test_refreshes_are_built_in_short_steps_in_target_order() -> None:
+    """``render_lines``/``render_changes`` give what ``lines``/``changes`` give, in sorted target
+    order kept as targets appear, a slice of targets per event-loop step (issue 19: a refresh
+    of 10,000 targets must not be one step)."""
+    health = Health({"web": AlertRule(failure_threshold=1, success_threshold=1)})
+    live = LiveStats()
+    live.health = health
+    names = [f"t{i:03d}" for i in range(100)]
+    for name in reversed(names):  # appear out of order
+        result = ProbeResult(name, name.endswith("7"), 0.001, error="refused")
+        live.observe("web", result)
+        health.feed("web", result)
+    steps = 0
+
+    async def count_steps() -> None:
+        nonlocal steps
+        while True:
+            await trio.lowlevel.checkpoint()
+            steps += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(count_steps)
+        lines = await live.render_lines()
+        changes = await live.render_changes()
+        nursery.cancel_scope.cancel()
+    assert lines == live.lines()
+    assert [line.split()[1] for line in lines] == names
+    assert steps >= 2 * (100 // _live._LINES_PER_STEP)
+    assert len(changes) == 100
+    assert sum(line.startswith("DOWN: ") for line in changes) == 90
+    assert live.changes() == []  # reported once

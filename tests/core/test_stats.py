@@ -357,3 +357,44 @@ async def test_fold_and_snapshot_are_steps_of_their_own() -> None:
 def test_keeper_rejects_bad_interval() -> None:
     with pytest.raises(ValueError, match="stats interval must be > 0, got -1"):
         StatsKeeper(probe_type="x", probe_name="y", targets=list, interval=-1)
+
+
+async def test_a_large_export_keeps_folding_between_its_slices(autojump_clock: Any) -> None:
+    """An export of many targets is cloned a slice at a time, and the results waiting meanwhile
+    are folded between slices (they do not queue up to the probes); each target's clone is one
+    consistent state: its counters agree with each other."""
+    targets = [f"t{i}" for i in range(200)]
+    keeper = StatsKeeper(probe_type="http", probe_name="web", targets=lambda: targets, interval=1)
+    for target in targets:
+        keeper.fold(ProbeResult(target, True, 0.1, timestamp=1.0))
+    send, pending = trio.open_memory_channel[ProbeResult](1000)
+    for target in reversed(targets):  # arrived after the tick began: folded during the export
+        send.send_nowait(ProbeResult(target, False, timestamp=2.0))
+    steps = 0
+
+    async def count_steps() -> None:
+        nonlocal steps
+        while True:
+            await trio.lowlevel.checkpoint()
+            steps += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(count_steps)
+        batch = await keeper.snapshot(3.0, pending=pending)
+        nursery.cancel_scope.cancel()
+    assert steps >= 200 // 16  # many steps, not one
+    with pytest.raises(trio.WouldBlock):
+        pending.receive_nowait()  # every waiting result was folded
+    cumulative = [em for em in batch if em.kind is Kind.CUMULATIVE]
+    assert [em.label("dst") for em in cumulative] == targets
+    totals = set()
+    for em in cumulative:
+        total, success = em.metric("total"), em.metric("success")
+        assert isinstance(total, Int)
+        assert isinstance(success, Int)
+        assert success.value == 1
+        assert total.value in (1, 2)
+        totals.add(total.value)
+    assert totals == {1, 2}  # early targets cloned before their second result, later ones after
+    final = await keeper.snapshot(4.0)
+    assert all(em.metric("total") == Int(2) for em in final if em.kind is Kind.CUMULATIVE)

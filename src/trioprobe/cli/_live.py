@@ -17,15 +17,22 @@ cost O(log buckets) per result and are recomputed only for targets that got resu
 last render. (Sorting up to 1,000 latencies per target every refresh took 53 % of a core at
 5,000 targets.) The recent window is 12 counting buckets per target, whatever the rate. The
 runner's event-loop lag is shown in the caption.
+
+The plain views (:meth:`LiveStats.render_lines`, :meth:`LiveStats.render_changes`) are built a
+slice of ``_LINES_PER_STEP`` targets per event-loop step, in an order kept sorted as targets
+appear (not sorted at each refresh), with each target's state read from its own entry: a refresh
+of 10,000 targets is many short steps, never one long one (issue 19; the step-work guard test).
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections.abc import Callable, Mapping
 
 import attrs
+import trio
 from rich.table import Table
 from rich.text import Text
 
@@ -43,6 +50,8 @@ _BUCKETS = Distribution.exponential(base=1.2, scale=1e-6, count=100)
 #: The recent window is kept in this many buckets (its resolution is window / 12).
 _WINDOW_BUCKETS = 12
 _STATE_STYLE = {UP: "green", DOWN: "bold red", UNKNOWN: "dim"}
+# Targets rendered per event-loop step (a line is about 30 function calls).
+_LINES_PER_STEP = 16
 
 
 def _format_seconds(value: float) -> str:
@@ -157,6 +166,9 @@ class LiveStats:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.targets: dict[tuple[str, str], TargetStats] = {}
+        # The keys of `targets`, kept sorted as they appear: a refresh walks them in order
+        # without sorting every target again.
+        self._order: list[tuple[str, str]] = []
         self._health = health
         # Without a Health: the state machine itself, one per target (Health.feed also keeps
         # the status page's history, which needs a Trio clock).
@@ -199,7 +211,9 @@ class LiveStats:
     def observe(self, probe: str, result: ProbeResult) -> None:
         stats = self.targets.get((probe, result.target))
         if stats is None:
-            stats = self.targets[(probe, result.target)] = TargetStats(RecentWindow(self.window))
+            key = (probe, result.target)
+            stats = self.targets[key] = TargetStats(RecentWindow(self.window))
+            bisect.insort(self._order, key)
         stats.total += 1
         stats.window.add(result.timestamp, result.success)
         stats.failing = not result.success
@@ -305,14 +319,28 @@ class LiveStats:
                 table.add_row(Text(probe), Text(target), status, *blank, Text(message))
         return table
 
+    def state_of(self, key: tuple[str, str]) -> State:
+        """One target's state, as the alert state machine has it (no pass over the others)."""
+        health = self._health
+        machine = self._own.get(key) if health is None else health.entry(*key)
+        return UNKNOWN if machine is None else machine.state
+
     def lines(self) -> list[str]:
-        """One line per target, with everything the table shows."""
-        states = self.states()
+        """One line per target, with everything the table shows, in one go (at exit; while
+        running, :meth:`render_lines` spreads the same work over many short steps)."""
         now = self._clock()
-        return [
-            self._line(probe, target, stats, states.get((probe, target), UNKNOWN), now)
-            for (probe, target), stats in sorted(self.targets.items())
-        ]
+        return [self._line(*key, self.targets[key], self.state_of(key), now) for key in self._order]
+
+    async def render_lines(self) -> list[str]:
+        """:meth:`lines`, built ``_LINES_PER_STEP`` targets per event-loop step."""
+        now = self._clock()
+        out: list[str] = []
+        order = list(self._order)  # a copy: targets may appear while this yields
+        for start in range(0, len(order), _LINES_PER_STEP):
+            for key in order[start : start + _LINES_PER_STEP]:
+                out.append(self._line(*key, self.targets[key], self.state_of(key), now))
+            await trio.lowlevel.checkpoint()
+        return out
 
     def changes(self) -> list[str]:
         """Lines for the targets whose state changed since the last call, each led by the state.
@@ -322,18 +350,35 @@ class LiveStats:
         up when it resolves, not after any one failure or success. A down target is reported
         again when its error changes. This is ``--quiet``: steady targets print once.
         """
-        out = []
         now = self._clock()
-        for key, state in sorted(self.states().items()):
-            stats = self.targets.get(key)
-            if stats is None or state == UNKNOWN:
-                continue
-            mark = f"{state} {stats.last_error}" if state == DOWN else state
-            if self._states.get(key) != mark:
-                self._states[key] = mark
-                label = "DOWN" if state == DOWN else state
-                out.append(f"{label}: {self._line(*key, stats, state, now)}")
+        return [line for key in self._order if (line := self._change(key, now))]
+
+    async def render_changes(self) -> list[str]:
+        """:meth:`changes`, ``_LINES_PER_STEP`` targets per event-loop step."""
+        now = self._clock()
+        out: list[str] = []
+        order = list(self._order)
+        for start in range(0, len(order), _LINES_PER_STEP):
+            out += [
+                line
+                for key in order[start : start + _LINES_PER_STEP]
+                if (line := self._change(key, now))
+            ]
+            await trio.lowlevel.checkpoint()
         return out
+
+    def _change(self, key: tuple[str, str], now: float) -> str:
+        """The target's line led by its state if that changed since last reported, else ''."""
+        state = self.state_of(key)
+        if state == UNKNOWN:
+            return ""
+        stats = self.targets[key]
+        mark = f"{state} {stats.last_error}" if state == DOWN else state
+        if self._states.get(key) == mark:
+            return ""
+        self._states[key] = mark
+        label = "DOWN" if state == DOWN else state
+        return f"{label}: {self._line(*key, stats, state, now)}"
 
     def _line(self, probe: str, target: str, stats: TargetStats, state: State, now: float) -> str:
         p50, p99 = stats.percentiles()

@@ -258,7 +258,9 @@ async def _display(
     if mode != "table":
         while True:
             await trio.sleep(refresh)
-            for line in live.changes() if mode == "changes" else live.lines():
+            # Built over many short steps (10,000 targets must not stall the probes).
+            lines = await (live.render_changes() if mode == "changes" else live.render_lines())
+            for line in lines:
                 print(line, flush=True)
     # auto_refresh=False: rich would otherwise refresh from a thread of its own. Standard error is
     # taken over (log lines print above the table) only when it is the terminal itself: when

@@ -17,6 +17,7 @@ import httpx
 import trio
 
 from .._groups import open_nursery
+from .._http11 import HTTP11Connection, HTTP11Error
 
 if TYPE_CHECKING:
     from ..logping import MemoryLog
@@ -192,12 +193,12 @@ class FakeTarget:
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         self.connections += 1
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST_HEAD)
+        http = HTTP11Connection(stream, h11.SERVER, max_head_bytes=_MAX_REQUEST_HEAD)
         try:
             while True:
                 method = None
                 with trio.move_on_after(_IDLE_TIMEOUT):
-                    method = await _read_request(stream, conn)
+                    method = await _read_request(http)
                 if method is None:
                     return
                 reply = self.next_reply()
@@ -206,12 +207,12 @@ class FakeTarget:
                     stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
                     self._count(reply)
                     return
-                await _send_reply(stream, conn, reply, head=method == b"HEAD")
+                await _send_reply(http, reply, head=method == b"HEAD")
                 self._count(reply)
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                if not http.both_done:
                     return
-                conn.start_next_cycle()
-        except (h11.ProtocolError, trio.BrokenResourceError, OSError) as exc:
+                http.start_next_cycle()
+        except (HTTP11Error, OSError) as exc:
             # A hostile or broken client costs its own connection only.
             self.bad_connections += 1
             logger.debug("fake target %s: dropped a connection: %r", self.url, exc)
@@ -252,14 +253,12 @@ def _reply_headers(reply: Reply, body: bytes) -> list[tuple[str, str]]:
     return headers
 
 
-async def _read_request(stream: trio.SocketStream, conn: h11.Connection) -> bytes | None:
+async def _read_request(http: HTTP11Connection) -> bytes | None:
     """Read one request to its end (the body is dropped); its method, or None at EOF."""
     method: bytes | None = None
     while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await stream.receive_some(65536))
-        elif isinstance(event, h11.Request):
+        event = await http.next_event()
+        if isinstance(event, h11.Request):
             method = event.method
         elif isinstance(event, h11.EndOfMessage):
             return method
@@ -267,9 +266,7 @@ async def _read_request(stream: trio.SocketStream, conn: h11.Connection) -> byte
             return None
 
 
-async def _send_reply(
-    stream: trio.SocketStream, conn: h11.Connection, reply: Reply, *, head: bool
-) -> None:
+async def _send_reply(http: HTTP11Connection, reply: Reply, *, head: bool) -> None:
     body = _reply_body(reply)
     # The standard reason phrase, as httpx gives in memory, so both ways in read the same.
     try:
@@ -279,11 +276,10 @@ async def _send_reply(
     response = h11.Response(
         status_code=reply.status, headers=_reply_headers(reply, body), reason=reason
     )
-    data = conn.send(response) or b""
-    if not head:
-        data += conn.send(h11.Data(data=body)) or b""
-    data += conn.send(h11.EndOfMessage()) or b""
-    await stream.send_all(data)
+    if head:
+        await http.send(response, h11.EndOfMessage())
+    else:
+        await http.send(response, h11.Data(data=body), h11.EndOfMessage())
 
 
 async def start_fake_target(
