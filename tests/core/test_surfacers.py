@@ -410,3 +410,18 @@ def test_failures_by_reason_and_phase_from_the_results() -> None:
     assert "failures_timeout_tls=1i" in line
     healthy = ProbeResult("b", True, 0.1).metrics().add_label("dst", "b")
     assert "failures" not in render([healthy])
+
+
+def test_last_failure_reason_is_an_influx_field_only() -> None:
+    """The stats keeper's text gauges of the last failure: string fields in InfluxDB, left out
+    of Prometheus (where failures_total answers the question without a churning label)."""
+    gauge = EventMetrics(Kind.GAUGE, 1.0).add_label("ptype", "http").add_label("dst", "a")
+    gauge.add_metric("up", Int(0))
+    gauge.add_metric("last_failure_reason", String("tls_expired"))
+    gauge.add_metric("last_failure_phase", String("tls"))
+    [line] = influx_lines(gauge)
+    assert 'last_failure_reason="tls_expired"' in line
+    assert 'last_failure_phase="tls"' in line
+    text = render([gauge])
+    assert "last_failure" not in text
+    assert 'trioprobe_up{dst="a",ptype="http"} 0.0' in text
