@@ -10,6 +10,8 @@ The dnsmasq NXDOMAIN and the ping without echo replies are in tests/real/test_pr
 from __future__ import annotations
 
 import datetime
+import os
+import resource
 import socket
 import ssl
 import textwrap
@@ -347,3 +349,29 @@ async def test_external_program_that_hangs_times_out_in_run(
     script = _program(tmp_path, "exec sleep 600\n")
     result = await _first(_external([script], timeout=1.0), guard=False)
     assert result.failure == Failure(FailureReason.TIMEOUT, Phase.RUN), result.error
+
+
+# -- the prober itself --------------------------------------------------------------------------
+
+
+@contextmanager
+def _no_free_descriptors() -> Iterator[None]:
+    """RLIMIT_NOFILE lowered to the lowest free descriptor: the next socket() is EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # A new descriptor takes the lowest free number: with the limit there, none is left.
+    lowest_free = os.open(os.devnull, os.O_RDONLY)
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_no_file_descriptor_left_is_resource() -> None:
+    # probe_once directly: nothing else in this task needs a descriptor meanwhile.
+    probe = _tcp(f"127.0.0.1:{_closed_port()}")
+    with trio.fail_after(GUARD), _no_free_descriptors():
+        result = await probe.probe_once(probe.targets()[0])
+    assert result.failure == Failure(FailureReason.RESOURCE), result.error
+    assert "Too many open files" in (result.error or "")
