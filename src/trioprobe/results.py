@@ -61,8 +61,8 @@ class ProbeResult:
             one enum shared by every probe type, and the phase); ``None`` on success. A failed
             result made without one gets ``timeout`` (``connect_timeout`` in the connect phase;
             if ``timeout`` is set) or ``other``, in the phase the probe last entered, so every
-            failure has a reason. A ``timeout`` failure sets ``timeout`` too, so the two never
-            disagree.
+            failure has a reason. A ``timeout`` or ``connect_timeout`` failure sets ``timeout``
+            too, so the two never disagree.
     """
 
     target: str
@@ -89,7 +89,7 @@ class ProbeResult:
         if self.failure is None:
             failure = timed_out() if self.timeout else Failure(FailureReason.OTHER, current_phase())
             object.__setattr__(self, "failure", failure)
-        elif self.failure.reason is FailureReason.TIMEOUT and not self.timeout:
+        elif self.failure.reason in _DEADLINES and not self.timeout:
             object.__setattr__(self, "timeout", True)
 
     @property
@@ -198,6 +198,10 @@ class ProbeResult:
         for name, value in self.gauges.items():
             em.add_metric(name, as_value(value))
         return em
+
+
+# Reasons that are a deadline running out: a result with one counts in ``timeouts`` too.
+_DEADLINES = frozenset({FailureReason.TIMEOUT, FailureReason.CONNECT_TIMEOUT})
 
 
 def _failures_fit(acc: EventMetrics) -> bool:

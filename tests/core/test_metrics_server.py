@@ -58,11 +58,11 @@ async def step_counter(
     everywhere = [0]  # in any thread: the render really happened
     original = prometheus.exported_values
 
-    def counting(em: EventMetrics) -> Any:
+    def counting(em: EventMetrics, **options: Any) -> Any:
         everywhere[0] += 1
         if threading.get_ident() == counter.thread:
             counter.in_step += 1
-        return original(em)
+        return original(em, **options)
 
     monkeypatch.setattr(prometheus, "exported_values", counting)
     trio.lowlevel.add_instrument(counter)
