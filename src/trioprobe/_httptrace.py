@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import trio
 
-from .failures import Phase, enter_phase
+from ._phases import Phase, enter_phase
 
 __all__ = ["PHASES", "RequestTrace", "TLSInfo", "release_response", "tls_info"]
 

@@ -23,8 +23,8 @@ import h11
 import trio
 
 from ._httpbody import MAX_BODY_BYTES as _DEFAULT_MAX_BODY
+from ._phases import Phase, enter_phase
 from ._urls import host_name_problem
-from .failures import Phase, enter_phase
 
 __all__ = ["MAX_BODY_BYTES", "MAX_INFORMATIONAL", "LeanConnection", "LeanError", "LeanResponse"]
 

@@ -11,7 +11,7 @@ import trio
 
 from .._groups import open_nursery
 from .._ticks import next_tick_after, spread_offset
-from ..failures import track_phases
+from ..failures import deadline_failure, track_phases
 from ..results import ProbeResult
 from ..targets import ProbeTargets
 from . import TargetsFn
@@ -81,7 +81,7 @@ async def run_per_target(
                     trio.current_time() - started,
                     timeout=True,
                     error=f"timed out after {probe_timeout:g}s",
-                    failure=tracker.timed_out(),
+                    failure=deadline_failure(tracker),
                     start_lateness=lateness,
                 )
             else:
