@@ -212,6 +212,26 @@ async def test_tcp_tls_expired_and_untrusted(
     assert untrusted.failure == Failure(FailureReason.TLS_VERIFY), untrusted.error
 
 
+async def test_https_to_a_plain_server_is_tls_handshake(nursery: trio.Nursery) -> None:
+    # The server answers the ClientHello in plain HTTP: not a TLS record (WRONG_VERSION_NUMBER).
+    port = await _serve_plain_to_tls(nursery)
+    result = await _first(_http(f"https://127.0.0.1:{port}/"))
+    assert result.failure == Failure(FailureReason.TLS_HANDSHAKE, Phase.TLS), result.error
+    plain = await _first(_tcp(f"127.0.0.1:{port}", tls=True))
+    assert plain.failure == Failure(FailureReason.TLS_HANDSHAKE), plain.error
+
+
+async def _serve_plain_to_tls(nursery: trio.Nursery) -> int:
+    async def handle(stream: trio.SocketStream) -> None:
+        with trio.move_on_after(GUARD):
+            await stream.receive_some(65536)
+            await stream.send_all(_response("400 Bad Request", b"plain http here\n" * 8))
+        await stream.aclose()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    return int(listeners[0].socket.getsockname()[1])
+
+
 # -- the reply --------------------------------------------------------------------------------
 
 

@@ -212,6 +212,8 @@ def snapshot_rows(
         make_row((n, h, history, shown_state(h, hold)), summary, rank)
         for n, (h, history) in enumerate(entries[start:stop], start)
     ]
+
+
 def failure_fields(row: Row) -> dict[str, str | None]:
     """The last failure's ``reason`` (a :class:`~trioprobe.failures.FailureReason` value, or
     ``latency``), ``phase`` and ``validator``, for JSON: null when the target never failed."""
