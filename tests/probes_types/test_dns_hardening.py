@@ -9,7 +9,6 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from functools import partial
 
 import dns.flags
 import dns.message
@@ -37,9 +36,12 @@ def _answer(query: dns.message.Message, *, tc: bool = False) -> dns.message.Mess
     return response
 
 
-async def _udp_server(nursery: trio.Nursery, reply: Reply) -> tuple[int, trio.socket.SocketType]:
-    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    await sock.bind(("127.0.0.1", 0))
+async def _udp_server(
+    nursery: trio.Nursery, reply: Reply, *, sock: trio.socket.SocketType | None = None
+) -> tuple[int, trio.socket.SocketType]:
+    if sock is None:
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await sock.bind(("127.0.0.1", 0))
 
     async def serve() -> None:
         with sock:
@@ -118,7 +120,7 @@ def test_rcode_labels_are_a_fixed_set() -> None:
     }
 
 
-async def _tcp_answers(port: int, nursery: trio.Nursery) -> None:
+async def _tcp_answers(listener: trio.SocketListener, nursery: trio.Nursery) -> None:
     async def handle(stream: trio.SocketStream) -> None:
         data = b""
         while len(data) < 2 or len(data) < 2 + struct.unpack("!H", data[:2])[0]:
@@ -130,7 +132,29 @@ async def _tcp_answers(port: int, nursery: trio.Nursery) -> None:
         await stream.send_all(struct.pack("!H", len(wire)) + wire)
         await stream.aclose()
 
-    await nursery.start(partial(trio.serve_tcp, handle, port, host="127.0.0.1"))
+    await nursery.start(trio.serve_listeners, handle, [listener])
+
+
+async def _udp_and_tcp_on_one_port() -> tuple[trio.socket.SocketType, trio.SocketListener]:
+    """A UDP socket and a TCP listener bound to the same loopback port, before anything serves.
+
+    The UDP port is free for TCP unless another socket (another test's connection, say) holds
+    it, so a few ports are tried; nothing is served until both are bound, so a port given up
+    closes no socket that a task is waiting on.
+    """
+    for _ in range(20):
+        udp = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await udp.bind(("127.0.0.1", 0))
+        tcp = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            await tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+        except OSError:
+            udp.close()
+            tcp.close()
+            continue
+        tcp.listen()
+        return udp, trio.SocketListener(tcp)
+    pytest.fail("no port free for both UDP and TCP in 20 tries")
 
 
 async def _truncating(
@@ -149,15 +173,8 @@ async def test_a_truncated_reply_says_so(nursery: trio.Nursery) -> None:
 
 
 async def test_retry_tcp_asks_again_over_tcp(nursery: trio.Nursery) -> None:
-    # The UDP port number is free for TCP on loopback unless something holds it; try a few.
-    for _ in range(20):
-        port, sock = await _udp_server(nursery, _truncating)
-        try:
-            await _tcp_answers(port, nursery)
-            break
-        except OSError:
-            sock.close()
-    else:
-        pytest.fail("no port free for both UDP and TCP in 20 tries")
+    udp, listener = await _udp_and_tcp_on_one_port()
+    port, _ = await _udp_server(nursery, _truncating, sock=udp)
+    await _tcp_answers(listener, nursery)
     result = await _probe(port, retry_tcp=True)
     assert result.success, result.error
