@@ -261,7 +261,8 @@ async def test_a_body_in_slices_is_the_encoders_own_output(accept: str) -> None:
     collector = prometheus._Collector()
     for em in series:
         collector.add(em)
-    pieces = await _slices.encode_in_steps(collector.families("trioprobe_"), encoder, 4096)
+    families = collector.families("trioprobe_")
+    pieces = await _slices.encode_in_steps(families, prometheus._samples, encoder, 4096)
     assert b"".join(pieces) == whole
     assert len(pieces) > 3
     assert all(len(piece) < 4096 + 4096 for piece in pieces)

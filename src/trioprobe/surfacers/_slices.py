@@ -24,18 +24,22 @@ from prometheus_client.metrics_core import Metric
 
 from ._naming import Family
 
-__all__ = ["SAMPLES_PER_STEP", "FamilySamples", "Sample", "encode_in_steps"]
+__all__ = ["SAMPLES_PER_STEP", "FamilyRows", "Row", "Sample", "encode_in_steps"]
 
 #: Samples encoded per event-loop step (a histogram sample is 60 function calls in the text
 #: encoder, 150 in OpenMetrics').
-SAMPLES_PER_STEP: Final = 6
+SAMPLES_PER_STEP: Final = 4
 _EOF: Final = b"# EOF\n"
 
 Encoder = Callable[[Any], bytes]
 #: (suffix after the family's full name, labels, value).
 Sample = tuple[str, dict[str, str], float]
-#: (full family name, the family, its samples).
-FamilySamples = tuple[str, Family, Sequence[Sample]]
+#: One series' value in a family: (the series' labels, the value), expanded into samples late.
+Row = tuple[dict[str, str], Any]
+#: (full family name, the family, its rows).
+FamilyRows = tuple[str, Family, Sequence[Row]]
+#: The samples of one row.
+Expand = Callable[[Family, Row], list[Sample]]
 
 
 class _Families:
@@ -53,11 +57,31 @@ def _encode(encoder: Encoder, metric: Metric, openmetrics: bool) -> bytes:
     return encoded[: -len(_EOF)] if openmetrics else encoded
 
 
+def _piece(
+    encoder: Encoder,
+    openmetrics: bool,
+    full: str,
+    family: Family,
+    chunk: list[Sample],
+    bare: bytes,
+    first: bool,
+) -> bytes:
+    """``chunk`` encoded: with the family's header if ``first``, else without (``bare``, the
+    header with an empty HELP text, cut)."""
+    metric = Metric(full, family.help if first else "", family.type, family.unit)
+    for suffix, labels, number in chunk:
+        metric.add_sample(full + suffix, labels, number)
+    piece = _encode(encoder, metric, openmetrics)
+    return piece if first else piece[len(bare) :]
+
+
 async def encode_in_steps(
-    families: Sequence[FamilySamples], encoder: Encoder, slice_bytes: int
+    families: Sequence[FamilyRows], expand: Expand, encoder: Encoder, slice_bytes: int
 ) -> list[bytes]:
-    """The body of ``families`` as ``encoder`` writes it, in slices of about ``slice_bytes``
-    (the pieces of one step are joined only up to that size)."""
+    """The body of ``families`` as ``encoder`` writes it, in slices of about ``slice_bytes``.
+
+    A row is expanded into its samples only when its turn comes, and at most
+    ``SAMPLES_PER_STEP`` samples are encoded per event-loop step."""
     openmetrics = encoder(_Families([])) == _EOF
     out: list[bytes] = []
     pending: list[bytes] = []
@@ -72,19 +96,21 @@ async def encode_in_steps(
             pending.clear()
             size = 0
 
-    for full, family, samples in families:
-        if not samples:
-            put(_encode(encoder, Metric(full, family.help, family.type, family.unit), openmetrics))
+    for full, family, rows in families:
         # After the first piece, the family is encoded with an empty HELP text, whose header is
         # cut: escaping a long HELP text again for every piece cost more than its samples.
         bare = _encode(encoder, Metric(full, "", family.type, family.unit), openmetrics)
-        for start in range(0, len(samples), SAMPLES_PER_STEP):
-            first = start == 0
-            metric = Metric(full, family.help if first else "", family.type, family.unit)
-            for suffix, labels, number in samples[start : start + SAMPLES_PER_STEP]:
-                metric.add_sample(full + suffix, labels, number)
-            piece = _encode(encoder, metric, openmetrics)
-            put(piece if first else piece[len(bare) :])
+        first = True
+        samples: list[Sample] = []
+        for row in rows:
+            samples += expand(family, row)
+            while len(samples) >= SAMPLES_PER_STEP:
+                chunk, samples = samples[:SAMPLES_PER_STEP], samples[SAMPLES_PER_STEP:]
+                put(_piece(encoder, openmetrics, full, family, chunk, bare, first))
+                first = False
+                await trio.lowlevel.checkpoint()
+        if samples or first:  # the rest; or a family without samples: its header alone
+            put(_piece(encoder, openmetrics, full, family, samples, bare, first))
             await trio.lowlevel.checkpoint()
     if openmetrics:
         put(_EOF)
