@@ -425,7 +425,7 @@ async def run_http_type(
             window.append(result)
 
     lags: list[float] = []
-    runner = Runner(config, observe=observe, on_loop_lag=lags.append, freeze_gc=True)
+    runner = Runner(config, on_result=observe, on_loop_lag=lags.append, freeze_gc=True)
     stall = [0.0]
 
     class LongestStep(trio.abc.Instrument):
@@ -549,7 +549,7 @@ async def run_add_targets(url: str, base: int, added: int, interval: float) -> d
         if len(seen) >= want:
             arrived.set()
 
-    runner = Runner(config, observe=observe, freeze_gc=True)
+    runner = Runner(config, on_result=observe, freeze_gc=True)
     stall = [0.0]
 
     async def fine_ticker() -> None:
@@ -650,7 +650,7 @@ async def run_held(url: str, n: int, interval: float) -> dict[str, object]:
         if len(counts) == n and min(counts.values()) >= 2:
             done.set()
 
-    runner = Runner(config, observe=observe)
+    runner = Runner(config, on_result=observe)
     live.health = runner.health
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import trio
 
+from ._ticks import Ticker
 from .metrics import Distribution, EventMetrics, Kind
 
 __all__ = ["LAG_BUCKETS", "LAG_METRIC", "LAG_WARN_SECONDS", "watch_loop_lag"]
@@ -48,25 +49,17 @@ async def watch_loop_lag(
     """
     lag = LAG_BUCKETS.clone()
     window: list[float] = []
-    next_export = trio.current_time() + export_interval
+    exports = Ticker(export_interval)
     last_warning = -float("inf")
     task_status.started()
-    start = trio.current_time()
-    ticks = 1
-    tick = start + period
-    while True:
-        await trio.sleep_until(tick)
-        now = trio.current_time()
-        late = now - tick
+    # A stall swallows the ticks it covers: one sample per stall, and the grid is kept.
+    async for tick in Ticker(period):
+        late = tick.lateness
         lag.add_sample(late)
         window.append(late)
         if on_lag is not None:
             on_lag(late)
-        # Stay on the grid (k * period from the start, so no drift accumulates) but skip the
-        # ticks the stall swallowed: one sample per stall.
-        ticks += 1 + int(late // period)
-        tick = start + ticks * period
-        if now >= next_export:
+        if exports.poll() is not None:
             emit(
                 EventMetrics(Kind.CUMULATIVE, time.time())
                 .add_label("ptype", "runner")
@@ -74,8 +67,8 @@ async def watch_loop_lag(
             )
             window.sort()
             p99 = window[min(len(window) - 1, int(0.99 * len(window)))]
+            now = trio.current_time()
             if p99 > LAG_WARN_SECONDS and now - last_warning >= warn_every:
                 last_warning = now
                 logger.warning(_WARNING, p99 * 1e3, export_interval)
             window.clear()
-            next_export += export_interval * (1 + int((now - next_export) // export_interval))

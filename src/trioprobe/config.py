@@ -58,7 +58,7 @@ from .specs import (
     StatusSpec,
     SurfacerSpec,
 )
-from .surfacers import surfacer_types
+from .surfacers import HasQueueDir, NamePrefix, surfacer_types
 from .surfacers._naming import BUILTIN_EXPORTS, CORE_EXPORTS, clash_warnings, series_per_target
 from .targets import (
     MAX_TARGETS_BYTES,
@@ -778,7 +778,7 @@ def _shared_queue_dirs(
     users = [
         (f"surfacer[{i}].queue_dir", options.resolved_queue_dir())
         for i, (_, options) in enumerate(surfacers)
-        if hasattr(options, "resolved_queue_dir")
+        if isinstance(options, HasQueueDir)
     ]
     users += [
         (
@@ -927,10 +927,14 @@ def exposition_warnings(config: Config) -> list[str]:
         exports = dict(CORE_EXPORTS)
         own = BUILTIN_EXPORTS.get(spec.type)
         if own is None:
-            own = getattr(probe_types.load(spec.type), "EXPORTS", {})
+            own = probe_types.hook(spec.type, "EXPORTS")
         exports.update(own)
         probes.append((spec.name, exports, _latency_bounds(spec)))
-    prefixes = [getattr(o, "prefix", "") for s, o in config.surfacers if s.type == "prometheus"]
+    prefixes = [
+        o.prefix
+        for s, o in config.surfacers
+        if s.type == "prometheus" and isinstance(o, NamePrefix)
+    ]
     return clash_warnings(probes, prefixes[0] if prefixes else "trioprobe_")
 
 
@@ -951,10 +955,9 @@ def target_checker(probe_type: str) -> Callable[[str], object] | None:
     if probe_type not in probe_types:
         return None
     try:
-        module = probe_types.load(probe_type)
+        checker: Callable[[str], object] | None = probe_types.hook(probe_type, "check_target")
     except PluginError:
         return None  # parse_config reports it, once, against the probe's type
-    checker: Callable[[str], object] | None = getattr(module, "check_target", None)
     return checker
 
 

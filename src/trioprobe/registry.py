@@ -46,16 +46,21 @@ class Registry:
         group: str,
         builtins: Mapping[str, str],
         required: tuple[str, ...],
+        optional: Mapping[str, object] | None = None,
     ) -> None:
         #: ``"probe"`` or ``"surfacer"``: used in messages.
         self.kind = kind
         #: The entry-point group read for installed plugins.
         self.group = group
         self._required = required
+        #: The optional attributes a type module may declare, and the value of each when absent:
+        #: the whole of what the core reads from a type beyond ``required`` (see :meth:`hook`).
+        self.optional: Mapping[str, object] = dict(optional or {})
         self._targets: dict[str, object] = dict(builtins)
         self._builtins = dict(builtins)
         self._entry_points: dict[str, EntryPoint] | None = None
         self._loaded: dict[str, Any] = {}
+        self._hooks: dict[str, dict[str, Any]] = {}
 
     def register(self, name: str, target: object) -> None:
         """Add type ``name``; ``ValueError`` if the name is taken (unregister it first)."""
@@ -67,6 +72,7 @@ class Registry:
         """Remove type ``name`` registered in code or built in (``KeyError`` if absent)."""
         del self._targets[name]
         self._loaded.pop(name, None)
+        self._hooks.pop(name, None)
 
     @contextmanager
     def registered(self, name: str, target: object) -> Iterator[None]:
@@ -117,7 +123,22 @@ class Registry:
         if missing:
             raise PluginError(f"{where} has no {' or '.join(missing)}; see docs/extending.md")
         self._loaded[name] = module
+        self._hooks[name] = {
+            attr: getattr(module, attr, default) for attr, default in self.optional.items()
+        }
         return module
+
+    def hook(self, name: str, attr: str) -> Any:
+        """Type ``name``'s optional attribute ``attr`` (one of :attr:`optional`), or its
+        declared default when the type does not define it; loads the type on first use.
+
+        The core asks for a type's optional parts only through here, so they are all declared
+        in one place (the registry's ``optional``) and documented in docs/extending.md.
+        """
+        if attr not in self.optional:
+            raise KeyError(f"{attr!r} is not an optional attribute of a {self.kind} type")
+        self.load(name)
+        return self._hooks[name][attr]
 
     def origin(self, name: str) -> str | None:
         """Where type ``name`` comes from when it is not built in (``"from distribution NAME

@@ -2,7 +2,7 @@
 surfacers, each probe a unit under its own cancel scope so a reload replaces only what changed.
 
 Results flow one way: a probe sends them to its tee, which hands each to alerting (and the
-``observe`` callback) and forwards it to the probe's stats keeper; keepers, alerting and the
+``on_result`` callback) and forwards it to the probe's stats keeper; keepers, alerting and the
 runner's own collectors send exports to the fan-out, which copies them to every surfacer.
 
 Shutdown is cancellation in phases, each ending the next one's input::
@@ -25,7 +25,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from ._deprecated import renamed_keyword
 from ._fdlimit import ensure_fd_limit, fd_needs
 from ._groups import open_nursery
 from ._looplag import watch_loop_lag
@@ -52,7 +53,14 @@ from .probes._base import send_result
 from .reload import ReloadOutcome, ReloadPlan, ReloadStats, plan_reload
 from .results import LATENCY_UNITS, ProbeResult
 from .stats import StatsKeeper
-from .surfacers import Fanout, Surfacer, surfacer_types
+from .surfacers import (
+    Fanout,
+    LiveMetrics,
+    Reloadable,
+    SelfMetrics,
+    Surfacer,
+    surfacer_types,
+)
 from .targets import ProbeTargets, SnapshotFilter, SourceError, sources_for
 
 if TYPE_CHECKING:
@@ -172,7 +180,8 @@ class Runner:
 
     Args:
         config: a validated config.
-        observe: called for every result (the CLI's live table uses it).
+        on_result: called as ``on_result(probe_name, result)`` for every result (the CLI's
+            live table uses it). ``observe`` is its deprecated spelling.
         extra_surfacers: surfacers added beside the configured ones, each with its own buffer.
         on_loop_lag: called with each event-loop lag sample, in seconds (the live view).
         freeze_gc: ``gc.collect(); gc.freeze()`` before the probes start and again once every
@@ -190,6 +199,8 @@ class Runner:
         config_path: the file :meth:`request_reload` reads (SIGHUP, ``POST /-/reload``,
             ``[reload] watch = true``); without it only :meth:`reload` with a config works.
         on_reload: called with each reload's :class:`~trioprobe.reload.ReloadOutcome`.
+        labels: added to every export, scrape-time reads included (``trioprobe run
+            --workers``' ``worker`` label); a fleet agent adds ``agent``.
 
     While the probes run, the runner also measures its own event-loop lag and exports it as the
     ``event_loop_lag_seconds`` Distribution (see :mod:`trioprobe._looplag`).
@@ -199,21 +210,25 @@ class Runner:
         self,
         config: Config,
         *,
-        observe: Observer | None = None,
+        on_result: Observer | None = None,
         extra_surfacers: Sequence[Surfacer] = (),
         on_loop_lag: Callable[[float], None] | None = None,
         freeze_gc: bool = False,
         target_filter: SnapshotFilter | None = None,
         config_path: str | os.PathLike[str] | None = None,
         on_reload: Callable[[ReloadOutcome], None] | None = None,
+        labels: Mapping[str, str] | None = None,
+        observe: Observer | None = None,
     ) -> None:
         self.config = config
+        #: Added to every export (``trioprobe run --workers``: ``worker``; a fleet: ``agent``).
+        self.labels = dict(labels or {})
         #: This process's fleet membership, with a ``[fleet]`` table (docs/fleet.md).
         self.fleet = _fleet_agent(config)
         if self.fleet is not None and target_filter is None:
             target_filter = self.fleet.snapshot_filter
             self.fleet.on_ownership_change(self.refilter_targets)
-        self.observe = observe
+        self.observe = renamed_keyword("observe", observe, "on_result", on_result)
         self.on_loop_lag = on_loop_lag
         self.freeze_gc = freeze_gc
         self.target_filter = target_filter
@@ -289,8 +304,6 @@ class Runner:
     def collectors(self) -> list[Collector]:
         """What the self-metrics exporter reads: each probe's targets, the reloads, and the
         surfacers that export metrics of their own (``SelfMetrics``)."""
-        from .surfacers import SelfMetrics
-
         found: list[Collector] = [u.targets.collect for u in self._units.values()]
         found.append(self.reload_stats.collect)
         found += [
@@ -347,8 +360,9 @@ class Runner:
         listed = sum(len(unit.targets()) for unit in self._units.values())
         ensure_fd_limit(fd_needs(listed, servers=len(self.surfacers) + 1))
         export_send, export_receive = trio.open_memory_channel[EventMetrics](_EXPORT_BUFFER)
-        labels = {"agent": self.fleet.name} if self.fleet is not None else {}
-        self.fanout = Fanout([], labels=labels)
+        if self.fleet is not None:
+            self.labels.setdefault("agent", self.fleet.name)
+        self.fanout = Fanout([], labels=self.labels)
         async with open_nursery() as surfacer_nursery:
             self._surfacer_nursery = surfacer_nursery
             if self.fleet is not None:
@@ -495,10 +509,9 @@ class Runner:
         self.fanout.add(unit.surfacer.name, send)
         # A surfacer that can read the keepers at scrape time (prometheus) gets fresh counts at
         # every scrape, whatever the stats_interval (docs/metrics.md, "Fresh at every scrape").
-        attach = getattr(unit.surfacer, "attach_live_source", None)
-        if attach is not None:
-            attach(self.live_metrics)
-        if self.config_path is not None and hasattr(unit.surfacer, "reload_handler"):
+        if isinstance(unit.surfacer, LiveMetrics):
+            unit.surfacer.attach_live_source(self.live_metrics)
+        if self.config_path is not None and isinstance(unit.surfacer, Reloadable):
             unit.surfacer.reload_handler = self.request_reload
 
     async def _run_surfacer(
@@ -531,6 +544,10 @@ class Runner:
         batch: list[EventMetrics] = []
         for unit in list(self._units.values()):
             batch.extend(await unit.keeper.snapshot(now))
+        for em in batch if self.labels else ():
+            # The labels the fan-out adds to exports: a scrape-time read is the same series.
+            for key, value in self.labels.items():
+                em.add_label(key, value)
         return batch
 
     async def _export_self_metrics(self, export: trio.MemorySendChannel[EventMetrics]) -> None:
@@ -740,16 +757,18 @@ async def _run_probe(
 async def run(
     config: Config,
     *,
-    observe: Observer | None = None,
+    on_result: Observer | None = None,
     task_status: trio.TaskStatus[Runner] = trio.TASK_STATUS_IGNORED,
+    observe: Observer | None = None,
 ) -> None:
     """Run ``config`` until cancelled; ``task_status.started(runner)`` once every probe runs.
 
     A part that cannot start raises :class:`StartupError`, as itself (not in a group).
 
-    Call ``runner.shutdown()`` on the runner it reports for a graceful stop.
+    Call ``runner.shutdown()`` on the runner it reports for a graceful stop. ``observe`` is
+    the deprecated spelling of ``on_result``.
     """
-    runner = Runner(config, observe=observe)
+    runner = Runner(config, on_result=renamed_keyword("observe", observe, "on_result", on_result))
     async with open_nursery() as nursery:
         await nursery.start(runner.run)
         task_status.started(runner)

@@ -29,8 +29,9 @@ from collections.abc import Callable, Iterable, Mapping
 import attrs
 import trio
 
+from ._deprecated import renamed_keyword
 from ._groups import open_nursery
-from ._ticks import next_tick_after
+from ._ticks import Ticker
 from .metrics import Distribution, EventMetrics, Int, Kind, MetricsError
 from .results import ProbeResult
 
@@ -266,10 +267,10 @@ class StatsKeeper:
         batches: trio.MemorySendChannel[list[EventMetrics]],
     ) -> None:
         fold = self.fold  # looked up once: this loop runs for every result
-        next_tick = trio.current_time() + self.interval
+        ticker = Ticker(self.interval)
         while True:
             closed = False
-            with trio.move_on_at(next_tick):
+            with trio.move_on_at(ticker.due):
                 try:
                     fold(await results.receive())
                     for _ in range(_FOLDS_PER_STEP - 1):
@@ -281,8 +282,7 @@ class StatsKeeper:
             if closed:
                 await batches.send(await self.snapshot(time.time()))
                 return
-            if trio.current_time() >= next_tick:
-                next_tick = next_tick_after(next_tick, self.interval, trio.current_time())
+            if ticker.poll() is not None:
                 await batches.send(await self.snapshot(time.time(), pending=results))
 
 
@@ -309,13 +309,15 @@ async def stats_keeper(
     extra_labels: Mapping[str, str] | None = None,
     latency_unit: float = 1.0,
     latency_distribution: Distribution | None = None,
-    observe: Callable[[ProbeResult], None] | None = None,
+    on_result: Callable[[ProbeResult], None] | None = None,
     export_up: bool = False,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    observe: Callable[[ProbeResult], None] | None = None,
 ) -> None:
     """``StatsKeeper(...).run(results, export)`` as one call: the function form of the keeper.
 
-    The keywords are :class:`StatsKeeper`'s; see it for the semantics.
+    The keywords are :class:`StatsKeeper`'s (``on_result`` is its ``observe``; ``observe`` here
+    is the deprecated spelling); see it for the semantics.
     """
     keeper = StatsKeeper(
         probe_type=probe_type,
@@ -325,7 +327,7 @@ async def stats_keeper(
         extra_labels=extra_labels,
         latency_unit=latency_unit,
         latency_distribution=latency_distribution,
-        observe=observe,
+        observe=renamed_keyword("observe", observe, "on_result", on_result),
         export_up=export_up,
     )
     await keeper.run(results, export, task_status=task_status)

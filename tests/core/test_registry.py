@@ -168,3 +168,38 @@ def test_no_probe_or_surfacer_module_imports_config() -> None:
     specs = ast.parse((SRC / "specs.py").read_text())
     imported = {n.module for n in ast.walk(specs) if isinstance(n, ast.ImportFrom)}
     assert imported <= {"__future__", "collections.abc", "typing", "_options", "metrics"}
+
+
+def test_optional_attributes_are_declared_metadata_with_defaults() -> None:
+    registry = Registry(
+        "probe",
+        "trioprobe.probes",
+        {},
+        required=("Options", "make_probe"),
+        optional={"EXPORTS": {}, "check_target": None},
+    )
+    plain = _probe_module()
+    checked = _probe_module()
+    checked.check_target = len  # type: ignore[attr-defined]
+    registry.register("plain", plain)
+    registry.register("checked", checked)
+    assert registry.hook("plain", "EXPORTS") == {}
+    assert registry.hook("plain", "check_target") is None
+    assert registry.hook("checked", "check_target") is len
+    with pytest.raises(KeyError, match="'prefix' is not an optional attribute of a probe type"):
+        registry.hook("plain", "prefix")
+    registry.unregister("checked")
+    registry.register("checked", plain)  # a type registered again is read again
+    assert registry.hook("checked", "check_target") is None
+
+
+def test_the_core_reads_probe_types_only_through_declared_hooks() -> None:
+    # The one place a type module's optional parts are read is Registry.load: no other
+    # hasattr/getattr on a plugin module anywhere in the core.
+    assert set(probe_types.optional) == {"EXPORTS", "check_target"}
+    for path in SRC.rglob("*.py"):
+        text = path.read_text()
+        for name in ("EXPORTS", "check_target", "resolved_queue_dir", "attach_live_source"):
+            assert f'getattr(module, "{name}"' not in text, path
+            assert f'hasattr(options, "{name}")' not in text, path
+            assert f'"{name}", None)' not in text, path

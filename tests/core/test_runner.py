@@ -105,7 +105,7 @@ async def test_shutdown_drains_and_returns(autojump_clock: Any) -> None:
     observed: list[tuple[str, ProbeResult]] = []
     runner = Runner(
         _config(stats_interval=10.0),
-        observe=lambda name, r: observed.append((name, r)),
+        on_result=lambda name, r: observed.append((name, r)),
         extra_surfacers=[recorder],
     )
     async with assert_no_leaks(), trio.open_nursery() as nursery:
@@ -257,7 +257,7 @@ async def test_callers_observer_error_comes_back_as_itself(autojump_clock: Any) 
     def observe(name: str, result: ProbeResult) -> None:
         raise ValueError("the caller's observer")
 
-    runner = Runner(_config(), observe=observe, extra_surfacers=[Recorder()])
+    runner = Runner(_config(), on_result=observe, extra_surfacers=[Recorder()])
     with pytest.raises(ValueError, match="the caller's observer"):
         await runner.run()
 
@@ -266,8 +266,19 @@ async def test_two_parts_failing_at_once_are_a_group(autojump_clock: Any) -> Non
     go = trio.Event()
     surfacers = [FailingSurfacer("x", go=go), FailingSurfacer("y", go=go)]
     # The first result releases both surfacers in the same step: both fail, neither is hidden.
-    runner = Runner(_config(), observe=lambda name, result: go.set(), extra_surfacers=surfacers)
+    runner = Runner(_config(), on_result=lambda name, result: go.set(), extra_surfacers=surfacers)
     with pytest.RaisesGroup(
         pytest.RaisesExc(OSError, match="x failed"), pytest.RaisesExc(OSError, match="y failed")
     ):
         await runner.run()
+
+
+async def test_observe_is_the_deprecated_spelling_of_on_result(autojump_clock: Any) -> None:
+    seen: list[str] = []
+    with pytest.warns(DeprecationWarning, match=r"observe= is deprecated, use on_result="):
+        runner = Runner(_config(), observe=lambda name, result: seen.append(name))
+    assert runner.observe is not None
+    runner.observe("p", ProbeResult("a", True))
+    assert seen == ["p"]
+    with pytest.raises(TypeError, match="give on_result= only"):
+        Runner(_config(), observe=print, on_result=print)

@@ -134,7 +134,7 @@ async def _rounds(url: str) -> StepMaxima:
             first_round.set()
 
     work = StepWork()
-    runner = Runner(config, observe=observe)
+    runner = Runner(config, on_result=observe)
     async with trio.open_nursery() as nursery:
         with work.counting():
             await nursery.start(runner.run)

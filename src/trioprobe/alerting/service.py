@@ -22,9 +22,11 @@ import trio
 
 from .._asgi import serve_asgi
 from .._groups import open_nursery
+from .._ticks import Ticker
 from ..config import AlertSpec, Config, ProbeSpec, StatusSpec
 from ..metrics import EventMetrics, Int, Kind
 from ..results import ProbeResult
+from ..targets import ProbeTargets
 from .alertmanager import AlertmanagerNotifier
 from .api import AlertsAPI, is_loopback, read_token
 from .depends import first_down, parse_dependency
@@ -549,9 +551,8 @@ class AlertingService:
         targets: TargetsFn,
         export: trio.MemorySendChannel[EventMetrics],
     ) -> None:
-        next_export = trio.current_time() + spec.export_interval
-        while True:
-            await trio.sleep(spec.interval)
+        exports = Ticker(spec.export_interval)
+        async for _ in Ticker(spec.interval):
             listed = set(targets())
             self.health.set_targets(spec.name, listed)
             self._release(spec.name)
@@ -560,10 +561,7 @@ class AlertingService:
                 gone = [k for k in alert.restored if k[0] == spec.name and k[1] not in listed]
                 self._resolve_restored(alert, gone)
             self._repeat(spec.name)
-            if trio.current_time() >= next_export:
-                next_export += spec.export_interval * max(
-                    1, int((trio.current_time() - next_export) // spec.export_interval) + 1
-                )
+            if exports.poll() is not None:
                 await self._export(spec, targets, export)
 
     def _repeat(self, probe: str) -> None:
@@ -588,7 +586,9 @@ class AlertingService:
     ) -> None:
         listed = set(targets())
         # Discovery labels, when the targets come from the targets layer (docs/targets.md).
-        labels_of: Callable[[str], Mapping[str, str]] | None = getattr(targets, "labels_of", None)
+        labels_of: Callable[[str], Mapping[str, str]] | None = (
+            targets.labels_of if isinstance(targets, ProbeTargets) else None
+        )
         now = time.time()
         for h in self.health.entries(spec.name):
             if h.target not in listed:

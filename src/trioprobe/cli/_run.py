@@ -24,11 +24,13 @@ from ..config import (
 from ..probes import probe_types
 from ..reload import ReloadOutcome
 from ..runner import Runner, StartupError
-from ..surfacers import surfacer_types
+from ..surfacers import Serving, surfacer_types
+from ..surfacers.lines import Options as LinesOptions
 from ._common import CLIError, positive_seconds
 from ._demo import run_demo
 from ._live import LiveStats
 from ._logging import add_log_options, logging_to
+from ._workers import add_worker_options, check_host_config, run_host
 
 __all__ = ["register", "run_config"]
 
@@ -41,6 +43,7 @@ def register(
     )
     run.add_argument("config", help="path to the TOML config")
     _add_display_options(run)
+    add_worker_options(run)
     run.set_defaults(func=_cmd_run)
 
     check = subparsers.add_parser("check", help="validate a config without running it")
@@ -134,8 +137,21 @@ def _sources_summary(spec: ProbeSpec) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
+    if args.worker is None and args.workers > 1:
+        check_host_config(config)
+        _cmd_check_quietly(config)
+        with logging_to(args):
+            return trio.run(run_host, config, args)
     with logging_to(args):
         return trio.run(run_config, config, args)
+
+
+def _cmd_check_quietly(config: Config) -> None:
+    """What ``check`` refuses, refused once by the parent rather than by every worker."""
+    try:
+        Runner(config)
+    except ConfigError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -153,10 +169,15 @@ def _window(config: Config) -> float:
 async def run_config(config: Config, args: argparse.Namespace, title: str = "trioprobe") -> int:
     """Run ``config`` with the live display until a signal, ``--duration`` or a probe error."""
     live = LiveStats(window=_window(config))
+    slot: tuple[int, int] | None = getattr(args, "worker", None)
+    worker_options: dict[str, Any] = {}
+    if slot is not None:
+        config, worker_options = _as_worker(config, *slot)
     try:
         runner = Runner(
             config,
-            observe=live.observe,
+            **worker_options,
+            on_result=live.observe,
             on_loop_lag=live.observe_loop_lag,
             freeze_gc=True,
             # `trioprobe run FILE` reloads FILE (SIGHUP, POST /-/reload, [reload] watch).
@@ -180,15 +201,17 @@ async def run_config(config: Config, args: argparse.Namespace, title: str = "tri
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, runner, nursery.cancel_scope)
             await nursery.start(run_then_stop_helpers)
-            for surfacer, _ in runner.surfacers:
-                url = getattr(surfacer, "url", None)
-                if url:
-                    console.print(f"{surfacer.name} serving at {url}")
-            if runner.alerting.status_url:
+            for surfacer, _ in runner.surfacers if slot is None else ():
+                if isinstance(surfacer, Serving) and surfacer.url:
+                    console.print(f"{surfacer.name} serving at {surfacer.url}")
+            if runner.alerting.status_url and slot is None:
                 # Printed plainly (not through rich): scripts and tests read it from stdout.
                 print(f"status page at {runner.alerting.status_url}", flush=True)
             if args.duration is not None:
                 nursery.start_soon(_shutdown_after, args.duration, runner)
+            if slot is not None:
+                nursery.start_soon(_serve_parent, runner, getattr(args, "worker_status_url", None))
+                display = "changes"
             nursery.start_soon(_display, live, display, args.refresh, title, console)
     except* StartupError as group:
         raise CLIError(*(str(error) for error in leaves(group))) from None
@@ -210,7 +233,7 @@ def _display_mode(config: Config, args: argparse.Namespace, console: Console) ->
     A ``lines`` surfacer writing to stdout would tear the live table apart (and interleave with
     the plain lines): then it has stdout, the display steps aside, and we say so once.
     """
-    if any(s.type == "lines" and getattr(o, "path", None) == "-" for s, o in config.surfacers):
+    if any(isinstance(o, LinesOptions) and o.path == "-" for _, o in config.surfacers):
         print(
             "trioprobe: the lines surfacer writes to standard output, so no live display "
             "(a summary follows at exit); give it a `path` to get the live table back",
@@ -220,6 +243,41 @@ def _display_mode(config: Config, args: argparse.Namespace, console: Console) ->
     if args.quiet:
         return "changes"
     return "table" if console.is_terminal else "lines"
+
+
+def _as_worker(config: Config, index: int, count: int) -> tuple[Config, dict[str, Any]]:
+    """Worker ``index`` of ``count``'s config and runner options (docs/fleet.md)."""
+    from ..fleet.workers import ShardFilter, worker_config
+    from ..handoff.disk_queue import prepare_default_root
+
+    # Worker queues may sit in the default root: made (privately) before any worker needs it.
+    prepare_default_root()
+    options = {"target_filter": ShardFilter(index, count), "labels": {"worker": str(index)}}
+    return worker_config(config, index), options
+
+
+async def _serve_parent(runner: Runner, public_status: str | None) -> None:
+    """A worker's side of the parent: say where it serves, and drain when the parent is gone
+    (its end of our standard input closes, even when it was killed)."""
+    import os
+
+    from ..fleet.workers import ready_line
+
+    urls = [
+        f"{getattr(s, 'url', '')}{s.options.path}"  # type: ignore[attr-defined]
+        for s, _ in runner.surfacers
+        if s.name == "prometheus"
+    ]
+    status = runner.alerting.status_url
+    if public_status:
+        # Alert notices link to the host's page, which routes the target to this worker.
+        runner.alerting.status_url = public_status
+    print(ready_line(urls, status, os.getpid()), flush=True)
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    async with stdin:
+        while await stdin.receive_some(4096):
+            pass
+    runner.shutdown()
 
 
 def _print_reload(outcome: ReloadOutcome) -> None:

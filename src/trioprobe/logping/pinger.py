@@ -47,6 +47,7 @@ import trio
 
 from .. import _groups
 from .._histogram import Distribution
+from .._ticks import Ticker
 from .encoding import WRITER_ID_LEN, decode_ping, encode_ping
 from .logs import (
     Disconnector,
@@ -238,7 +239,8 @@ class Pinger:
         self._next_seq = 1
         self._current_seq: int | None = None  # None: no ping in flight
         self._started_at = 0.0
-        self._next_at = 0.0
+        #: The ping alarm's schedule (made by _reset_round: it needs a running Trio).
+        self._ticks: Ticker | None = None
         self._disconnect_after = pings_until_disconnect
         self._expected_index = 1
         self._appends: dict[int, trio.CancelScope] = {}
@@ -265,7 +267,7 @@ class Pinger:
     @property
     def next_at(self) -> float:
         """When the next ping is due (``trio.current_time()`` scale)."""
-        return self._next_at
+        return self._ticks.due if self._ticks is not None else 0.0
 
     # --- the long-running task ---------------------------------------------------------------
 
@@ -346,8 +348,8 @@ class Pinger:
         return error
 
     async def _ticker(self) -> None:
-        while True:
-            await trio.sleep_until(self._next_at)
+        assert self._ticks is not None
+        async for _ in self._ticks:
             self.tick()
 
     # --- the state machine (synchronous, so tests can drive it step by step) ----------------
@@ -356,7 +358,7 @@ class Pinger:
         self._nursery = nursery
         self._current_seq = None
         self._current_acked = False
-        self._next_at = trio.current_time() + self.ping_interval
+        self._ticks = Ticker(self.ping_interval)
 
     def _restart_round(self, error: LogRewoundError | ReaderStalledError) -> None:
         """End the round from inside (the reader is fine but waits for the wrong index)."""
@@ -399,7 +401,9 @@ class Pinger:
         now = trio.current_time()
         self._current_seq = seq
         self._started_at = now
-        self._next_at = now + self.ping_interval
+        # A ping started by hand (tests drive the state machine) moves the alarm's grid too.
+        assert self._ticks is not None
+        self._ticks.restart()
         self.metrics.pings_started += 1
         scope = trio.CancelScope()
         self._appends[seq] = scope

@@ -23,8 +23,7 @@ from ..registry import Registry
 from ..results import ProbeResult
 
 if TYPE_CHECKING:
-    from ._base import run_per_target, send_result
-    from ._net import ScheduledProbe
+    from ._base import ScheduledProbe, run_per_target, send_result
 
 __all__ = [
     "Probe",
@@ -69,12 +68,15 @@ probe_types = Registry(
         "script": "trioprobe.probes.script",
     },
     required=("Options", "make_probe"),
+    # What a type may declare beyond that (docs/extending.md): its metrics beyond the common
+    # ones, for ``trioprobe check``'s clash warnings, and a check of one target string.
+    optional={"EXPORTS": {}, "check_target": None},
 )
 
 
 #: The helpers a probe type of your own builds on, and the modules they live in (which import
 #: this one, so they are loaded on first use).
-_HELPERS = {"run_per_target": "_base", "send_result": "_base", "ScheduledProbe": "_net"}
+_HELPERS = {"run_per_target": "_base", "send_result": "_base", "ScheduledProbe": "_base"}
 
 
 def __getattr__(name: str) -> Any:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 import trio
 
 from .._groups import open_nursery
-from .._ticks import next_tick_after, spread_offset
+from .._ticks import Ticker, spread_offset
 from ..results import ProbeResult
 from ..targets import ProbeTargets
 from . import TargetsFn
@@ -18,6 +18,7 @@ from . import TargetsFn
 __all__ = [
     "ClientPerTargetProbe",
     "PerTargetClients",
+    "ScheduledProbe",
     "follow_targets",
     "run_per_target",
     "send_result",
@@ -63,13 +64,14 @@ async def run_per_target(
     """
 
     async def probe_target(target: str) -> None:
-        tick = trio.current_time() + spread_offset(target, interval)
-        await trio.sleep_until(tick)
-        if prepare is not None:
-            prepare(target)
-        while True:
+        ticker = Ticker(interval, first_at=trio.current_time() + spread_offset(target, interval))
+        first = True
+        async for tick in ticker:
+            if first and prepare is not None:
+                prepare(target)
+            first = False
             started = trio.current_time()
-            lateness = started - tick
+            lateness = started - tick.at
             result: ProbeResult | None = None
             with trio.move_on_after(probe_timeout):
                 result = await probe_once(target)
@@ -85,8 +87,6 @@ async def run_per_target(
             else:
                 result = attrs.evolve(result, start_lateness=lateness)
             await send_result(results, result)
-            tick = next_tick_after(tick, interval, trio.current_time())
-            await trio.sleep_until(tick)
 
     running: dict[str, trio.CancelScope] = {}
 
@@ -193,21 +193,45 @@ class PerTargetClients(Generic[ClientT]):
                 await self._close(client)
 
 
-class ClientPerTargetProbe(Generic[ClientT]):
-    """Base of probe types that probe each target with its own client on the shared schedule.
+OptionsT = TypeVar("OptionsT")
 
-    A subclass sets ``targets``, ``interval``, ``timeout`` and ``_clients`` and defines
-    ``probe_once``; ``run`` probes every target once per interval (see :func:`run_per_target`),
-    closes a target's client when the target goes, and closes them all when it stops.
+
+class ScheduledProbe(Generic[OptionsT]):
+    """The one base of probe types that probe each target on the shared schedule.
+
+    A subclass defines ``probe_once``; ``run`` calls it for every target once per interval (see
+    :func:`run_per_target`). What a type keeps per target goes through three hooks, all no-ops
+    here: ``prepare`` (at a target's first tick, outside the deadline), ``forget`` (when the
+    target goes) and ``release`` (when the probe stops). Types that keep their own deadline set
+    ``backstop`` to :data:`~trioprobe.probes._net.BACKSTOP`, so the scheduler's cancel scope
+    only ends probes that overrun it.
     """
 
+    backstop: float = 0.0
+    options: OptionsT
     targets: TargetsFn
     interval: float
     timeout: float
-    _clients: PerTargetClients[ClientT]
+
+    def __init__(
+        self, options: OptionsT, targets: TargetsFn, *, interval: float, timeout: float
+    ) -> None:
+        self.options = options
+        self.targets = targets
+        self.interval = interval
+        self.timeout = timeout
 
     async def probe_once(self, target: str) -> ProbeResult:
         raise NotImplementedError
+
+    def prepare(self, target: str) -> None:
+        """Build what ``target`` will need (a client) at its first tick, before its deadline."""
+
+    async def forget(self, target: str) -> None:
+        """Drop what was kept for ``target`` (a resolved address, say) when it goes away."""
+
+    async def release(self) -> None:
+        """Release what is kept for every target; runs when ``run`` ends, even cancelled."""
 
     async def run(
         self,
@@ -219,18 +243,35 @@ class ClientPerTargetProbe(Generic[ClientT]):
             await run_per_target(
                 self.targets,
                 interval=self.interval,
-                probe_timeout=self.timeout,
+                probe_timeout=self.timeout + self.backstop,
                 probe_once=self.probe_once,
                 results=results,
-                on_target_removed=self._clients.discard,
-                prepare=self._prepare,
+                on_target_removed=self.forget,
+                prepare=self.prepare,
                 task_status=task_status,
             )
         finally:
-            await self._clients.aclose()
+            await self.release()
 
-    def _prepare(self, target: str) -> None:
+
+class ClientPerTargetProbe(ScheduledProbe[Any], Generic[ClientT]):
+    """A :class:`ScheduledProbe` that probes each target with its own client.
+
+    A subclass sets ``targets``, ``interval``, ``timeout`` and ``_clients`` (it need not call
+    ``ScheduledProbe.__init__``) and defines ``probe_once``; a target's client is closed when
+    the target goes, and all of them when the probe stops.
+    """
+
+    _clients: PerTargetClients[ClientT]
+
+    def prepare(self, target: str) -> None:
         # Building the client ahead of the first probe keeps its cost out of the deadline; when
         # it cannot be built (no file descriptor left), probe_once tries again and reports it.
         with contextlib.suppress(OSError):
             self._clients.get(target)
+
+    async def forget(self, target: str) -> None:
+        await self._clients.discard(target)
+
+    async def release(self) -> None:
+        await self._clients.aclose()

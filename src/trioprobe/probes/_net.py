@@ -1,5 +1,8 @@
 """Small helpers the socket-level probe types (tcp, udp, dns, ping, external) share.
 
+:class:`~trioprobe.probes._base.ScheduledProbe`, their base, lives in ``_base`` beside the
+scheduler it runs on; it is re-exported here, where the socket-level types import it from.
+
 Targets are ``host:port`` strings (``[v6addr]:port`` for IPv6 literals) or, where a type has a
 ``port`` option, a bare host. Failures are reported by cause in a Map with a fixed key set, so a
 dashboard can tell a refused port from a timeout without the label set growing unbounded.
@@ -12,16 +15,13 @@ import re
 import socket
 import ssl
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import attrs
-import trio
 
 from .._urls import host_name_problem
 from ..metrics import Distribution, Map
-from ..results import ProbeResult
-from . import TargetsFn
-from ._base import run_per_target
+from ._base import ScheduledProbe
 
 __all__ = [
     "BACKSTOP",
@@ -160,48 +160,3 @@ def step_time(seconds: float) -> Distribution:
     dist = _ONE_BUCKET.clone()
     dist.add_sample(seconds)
     return dist
-
-
-OptionsT = TypeVar("OptionsT")
-
-
-class ScheduledProbe(Generic[OptionsT]):
-    """Base of probe types that probe each target on the shared schedule with nothing kept per
-    target between probes (a fresh connection, query or process each time).
-
-    A subclass defines ``probe_once``; ``run`` calls it for every target once per interval (see
-    :func:`run_per_target`). Types that keep their own deadline set ``backstop`` to
-    :data:`BACKSTOP`, so the scheduler's cancel scope only ends probes that overrun it.
-    """
-
-    backstop: float = 0.0
-
-    def __init__(
-        self, options: OptionsT, targets: TargetsFn, *, interval: float, timeout: float
-    ) -> None:
-        self.options = options
-        self.targets = targets
-        self.interval = interval
-        self.timeout = timeout
-
-    async def probe_once(self, target: str) -> ProbeResult:
-        raise NotImplementedError
-
-    async def forget(self, target: str) -> None:
-        """Drop what was kept for ``target`` (a resolved address, say) when it goes away."""
-
-    async def run(
-        self,
-        results: trio.MemorySendChannel[ProbeResult],
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        await run_per_target(
-            self.targets,
-            interval=self.interval,
-            probe_timeout=self.timeout + self.backstop,
-            probe_once=self.probe_once,
-            results=results,
-            on_target_removed=self.forget,
-            task_status=task_status,
-        )

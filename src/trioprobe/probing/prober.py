@@ -39,6 +39,7 @@ from .._groups import open_nursery
 from .._httpbody import MAX_BODY_BYTES, BodyTooLarge, send_bounded
 from .._httptrace import RequestTrace, release_response
 from .._lean_http import LeanConnection, LeanError
+from .._ticks import Ticker
 from .._tls import load_ssl_context, ssl_context
 from .._urls import check_http_url
 
@@ -457,22 +458,11 @@ class Prober:
     async def _loop(self, probe: _Probe, transport: _Transport) -> None:
         interval, status = probe.interval, probe.status
         pinned = 0
-        next_tick = trio.current_time() + probe.first
-        while True:
-            now = trio.current_time()
-            if now < next_tick:
-                await trio.sleep_until(next_tick)
-                tick = next_tick
-                next_tick += interval
-            else:
-                # The probe overran at least one tick. Go's ticker keeps one tick in its
-                # one-slot channel and drops the rest: probe now, then resume the tick grid.
-                await trio.lowlevel.checkpoint()
-                tick = next_tick
-                missed = int((now - next_tick) // interval) + 1
-                next_tick += missed * interval
-                status._missed_ticks += missed - 1
-            lateness = trio.current_time() - tick
+        # Go's ticker: an overdue tick fires at once, the ones after it are dropped.
+        ticker = Ticker(interval, first_at=trio.current_time() + probe.first, late="fire")
+        async for tick in ticker:
+            status._missed_ticks += tick.missed
+            lateness = tick.lateness
             if self._on_tick is not None:
                 self._on_tick(status.probe_id, lateness)
             ok = await self._probe_once(probe, transport, pinned, lateness)

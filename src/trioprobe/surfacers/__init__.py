@@ -11,7 +11,8 @@ registered in code). docs/extending.md shows one.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import trio
 
@@ -19,7 +20,20 @@ from ..metrics import EventMetrics
 from ..registry import Registry
 from ._fanout import Fanout
 
-__all__ = ["Fanout", "SelfMetrics", "Surfacer", "surfacer_types"]
+if TYPE_CHECKING:
+    from ..reload import ReloadOutcome
+
+__all__ = [
+    "Fanout",
+    "HasQueueDir",
+    "LiveMetrics",
+    "NamePrefix",
+    "Reloadable",
+    "SelfMetrics",
+    "Serving",
+    "Surfacer",
+    "surfacer_types",
+]
 
 
 class Surfacer(Protocol):
@@ -43,6 +57,45 @@ class SelfMetrics(Protocol):
     self-metrics exporter reads them every export interval, labelled ``ptype="runner"``."""
 
     def self_metrics(self) -> list[EventMetrics]: ...
+
+
+@runtime_checkable
+class LiveMetrics(Protocol):
+    """A surfacer that reads the stats keepers when it is asked (a /metrics scrape) instead of
+    waiting for the next export: the runner attaches its live source before the first probe."""
+
+    def attach_live_source(self, source: Callable[[], Awaitable[list[EventMetrics]]]) -> None: ...
+
+
+@runtime_checkable
+class Reloadable(Protocol):
+    """A surfacer that can ask for a config reload (prometheus's ``POST /-/reload``): the
+    runner sets ``reload_handler`` when the run has a config file to re-read."""
+
+    reload_handler: Callable[[], Awaitable[ReloadOutcome]] | None
+
+
+@runtime_checkable
+class Serving(Protocol):
+    """A surfacer that serves HTTP: ``url`` is where, once it has started (None before)."""
+
+    url: str | None
+
+
+@runtime_checkable
+class HasQueueDir(Protocol):
+    """Surfacer options naming a handoff queue directory: ``trioprobe check`` refuses two
+    users of one directory (the first to open it locks it)."""
+
+    def resolved_queue_dir(self) -> str: ...
+
+
+@runtime_checkable
+class NamePrefix(Protocol):
+    """Surfacer options with the prefix of exported metric names (prometheus's ``prefix``),
+    which ``trioprobe check`` uses in its name-clash warnings."""
+
+    prefix: str
 
 
 #: Config ``type`` name -> surfacer type module.

@@ -1,0 +1,107 @@
+"""The one ticker (trioprobe._ticks.Ticker), under a mock clock: grid, lateness, missed ticks."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from trioprobe._ticks import Tick, Ticker, spread_offset
+
+
+async def test_ticks_stay_on_the_grid_with_no_lateness(autojump_clock: trio.abc.Clock) -> None:
+    t0 = trio.current_time()
+    ticker = Ticker(2.0)
+    got = [await anext(ticker) for _ in range(3)]
+    assert got == [Tick(t0 + 2.0, 0.0, 0), Tick(t0 + 4.0, 0.0, 0), Tick(t0 + 6.0, 0.0, 0)]
+    assert ticker.missed == 0
+
+
+async def test_skip_drops_the_ticks_an_overrun_covered(autojump_clock: trio.abc.Clock) -> None:
+    t0 = trio.current_time()
+    ticker = Ticker(1.0, first_at=t0 + 0.5)
+    assert (await anext(ticker)).at == t0 + 0.5
+    await trio.sleep(2.2)  # the caller's work overran: ticks at 1.5 and 2.5 were due
+    tick = await anext(ticker)
+    assert tick == Tick(t0 + 3.5, 0.0, 0)  # waits for the next one still ahead
+    assert ticker.missed == 2
+    await trio.sleep(1.0)  # exactly one interval: the tick due "now" is dropped as well
+    assert (await anext(ticker)).at == t0 + 5.5
+    assert ticker.missed == 3
+
+
+async def test_fire_delivers_the_overdue_tick_at_once_like_go(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    t0 = trio.current_time()
+    ticker = Ticker(1.0, late="fire")
+    assert (await anext(ticker)).at == t0 + 1.0
+    await trio.sleep(2.5)  # now t0 + 3.5: ticks at 2 and 3 are overdue
+    tick = await anext(ticker)
+    assert tick.at == t0 + 2.0
+    assert tick.lateness == pytest.approx(1.5)
+    assert tick.missed == 1  # the tick at 3 is dropped, 2 is the one kept
+    assert ticker.due == t0 + 4.0  # back on the grid
+    assert (await anext(ticker)) == Tick(t0 + 4.0, 0.0, 0)
+    assert ticker.missed == 1
+
+
+async def test_poll_serves_a_loop_that_waits_for_something_else(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    t0 = trio.current_time()
+    ticker = Ticker(10.0)
+    assert ticker.poll() is None
+    await trio.sleep(35.0)
+    tick = ticker.poll()
+    assert tick is not None
+    assert (tick.at, tick.missed) == (t0 + 10.0, 2)
+    assert tick.lateness == pytest.approx(25.0)
+    assert ticker.due == t0 + 40.0
+    assert ticker.poll() is None
+
+
+async def test_lateness_is_how_long_the_loop_kept_the_tick_waiting(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # A clock that jumps past the deadline stands for a loop that was busy elsewhere.
+    ticker = Ticker(1.0)
+    t0 = trio.current_time()
+
+    async def stall() -> None:
+        await trio.sleep_until(t0 + 0.999)
+        autojump_clock.jump(0.3)  # type: ignore[attr-defined]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stall)
+        tick = await anext(ticker)
+    assert tick.at == t0 + 1.0
+    assert tick.lateness == pytest.approx(0.299)
+    assert tick.missed == 0
+
+
+async def test_restart_moves_the_grid(autojump_clock: trio.abc.Clock) -> None:
+    t0 = trio.current_time()
+    ticker = Ticker(1.0)
+    await trio.sleep(0.25)
+    ticker.restart()
+    assert (await anext(ticker)).at == pytest.approx(t0 + 1.25)
+    assert trio.current_time() == pytest.approx(t0 + 1.25)
+    ticker.restart(0.1)
+    assert ticker.due == pytest.approx(t0 + 1.35)
+
+
+def test_bad_arguments_are_refused() -> None:
+    async def make(interval: float, late: str) -> None:
+        Ticker(interval, late=late)
+
+    with pytest.raises(ValueError, match="interval must be > 0"):
+        trio.run(make, 0.0, "skip")
+    with pytest.raises(ValueError, match="late must be"):
+        trio.run(make, 1.0, "burst")
+
+
+def test_spread_offsets_are_stable_and_within_the_interval() -> None:
+    offsets = [spread_offset(f"host{i}:80", 5.0) for i in range(200)]
+    assert all(0 < o <= 5.0 for o in offsets)
+    assert offsets == [spread_offset(f"host{i}:80", 5.0) for i in range(200)]
+    assert len(set(offsets)) == 200
