@@ -413,6 +413,57 @@ async def test_group_commit_batches_concurrent_appends(
     assert 1 <= len(syncs) <= 5
 
 
+@pytest.mark.parametrize("split", [False, True])
+async def test_no_append_returns_before_its_record_is_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: bool
+) -> None:
+    """Both batching modes (one batch per round, or two groups taking turns so one group's
+    appends overlap the other's fsync) acknowledge a record only after an fsync covered it."""
+    lock = threading.Lock()
+    written: list[bytes] = []
+    durable: set[bytes] = set()
+    batches: list[int] = []
+    real_write, real_sync = queue_mod._write_all, queue_mod._fdatasync
+
+    def write(fd: int, data: bytes) -> None:
+        real_write(fd, data)
+        with lock:
+            written.append(data)
+
+    def sync(fd: int) -> None:
+        real_sync(fd)
+        with lock:
+            chunk = b"".join(written)
+            written.clear()
+            batches.append(chunk.count(b"rec-"))
+            durable.update(w for w in chunk.split(b"|") if w.startswith(b"rec-"))
+
+    async with open_queue(tmp_path / "q") as q:
+        monkeypatch.setattr(queue_mod, "_write_all", write)
+        monkeypatch.setattr(queue_mod, "_fdatasync", sync)
+        q._commit.chooser.split = split  # the chooser switches only after 32 batches
+        late: list[bytes] = []
+
+        async def appender(k: int) -> None:
+            for i in range(4):
+                data = b"|rec-%d-%d|" % (k, i)
+                await q.append(data)
+                if data.strip(b"|") not in durable:
+                    late.append(data)
+
+        async with trio.open_nursery() as nursery:
+            for k in range(100):
+                nursery.start_soon(appender, k)
+        assert late == []
+        assert sum(batches) == 400
+        if split:  # two groups of at most half the appenders each
+            assert max(batches) <= 50
+            assert len(batches) >= 8
+        else:
+            assert len(batches) <= 8
+        assert len(await drain(q)) == 400
+
+
 async def test_record_sync_fsyncs_every_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -568,28 +619,39 @@ async def waiters(lock: trio.Lock, n: int) -> None:
 
 
 # -- review fixes ------------------------------------------------------------------------------
-async def test_purge_racing_appends_that_roll_keeps_unread_records(tmp_path: Path) -> None:
-    # purge_older_than empties the queue, then waits for the write lock to roll the tail. If a
-    # writer gets the lock first, appends to segment 1 and rolls to segment 2, segment 1 holds
-    # unread records again: purge must not trim it.
+async def test_purge_racing_appends_that_roll_keeps_unread_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # purge_older_than empties the queue, then waits for the write in flight to roll the tail.
+    # That write appends to segment 1 and rolls to segment 2, so segment 1 holds unread
+    # records again: purge must not trim it.
     now = [0.0]
     seg = HDR + (REC + 3) + 2 * (REC + 1)  # "old" plus two 1-byte records fill segment 1
     async with open_queue(tmp_path / "q", max_segment_size=seg, wall_clock=lambda: now[0]) as q:
         await q.append(b"old")
         now[0] = 100.0
+        entered, release = threading.Event(), threading.Event()
+        real = queue_mod._write_all
+
+        def held_write(fd: int, data: bytes) -> None:
+            entered.set()
+            release.wait(30)
+            real(fd, data)
+
+        monkeypatch.setattr(queue_mod, "_write_all", held_write)
         purged: list[int] = []
 
         async def purge() -> None:
             purged.append(await q.purge_older_than(50.0))
 
-        async with trio.open_nursery() as nursery:
-            await q._write_lock.acquire()
-            nursery.start_soon(q.append_many, [b"x", b"y", b"z"])
-            await waiters(q._write_lock, 1)
-            nursery.start_soon(purge)
-            await waiters(q._write_lock, 2)
-            # The appender queued first, so it writes (and rolls) before purge gets the lock.
-            q._write_lock.release()
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(q.append_many, [b"x", b"y", b"z"])
+                await trio.to_thread.run_sync(entered.wait)  # the write is in flight
+                nursery.start_soon(purge)
+                while q._commit._idle.statistics().tasks_waiting < 1:  # noqa: ASYNC110
+                    await trio.sleep(0.001)  # purge waits for the write in flight
+                release.set()
         assert purged == [1]
         assert q.segment_ids() == [1, 2]
         assert await drain(q) == [b"x", b"y", b"z"]

@@ -18,11 +18,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
 from ..config import Config
+from ..surfacers import HasQueueDir
 from ..targets import Target
 from .rendezvous import Member, key_of, owners
 
@@ -95,10 +96,10 @@ def worker_config(config: Config, index: int) -> Config:
 def _private_surfacer(spec: Any, options: Any, index: int) -> tuple[Any, Any]:
     if spec.type == "prometheus":
         return spec, attrs.evolve(options, host="127.0.0.1", port=0)
-    resolved = getattr(options, "resolved_queue_dir", None)
-    if resolved is not None and index:
+    if isinstance(options, HasQueueDir) and index:
         # A handoff queue is locked by one process: each worker needs its own.
-        return spec, attrs.evolve(options, queue_dir=_suffixed(resolved(), index))
+        queue_dir = _suffixed(options.resolved_queue_dir(), index)
+        return spec, attrs.evolve(cast(Any, options), queue_dir=queue_dir)
     return spec, options
 
 

@@ -24,7 +24,6 @@ tasks may ``append`` concurrently.
 
 from __future__ import annotations
 
-import enum
 import fcntl
 import inspect
 import logging
@@ -39,8 +38,11 @@ from functools import partial, update_wrapper
 from typing import Concatenate, Literal, ParamSpec
 
 import attrs
+import outcome
 import trio
 
+from ._commit import BatchProgress as _BatchProgress
+from ._commit import GroupCommit, Pending
 from ._format import (
     HEAD_FILE,
     HEADER_SIZE,
@@ -177,56 +179,6 @@ class Record:
         return self.timestamp_ns / 1e9
 
 
-class _Stage(enum.Enum):
-    """Where an append's records are in the group commit."""
-
-    #: In the pending list; no writer has them yet (a cancelled append can still withdraw).
-    WAITING = enum.auto()
-    #: Taken into a writer's batch: their fate is that batch's.
-    WRITING = enum.auto()
-    #: Written (or failed, see ``error``) and the appender may return.
-    DONE = enum.auto()
-
-
-class _Pending:
-    __slots__ = ("error", "records", "size", "stage", "task")
-
-    def __init__(self, records: list[bytes]) -> None:
-        #: Encoded records, written contiguously and in order.
-        self.records = records
-        self.size = sum(len(r) for r in records)
-        self.stage = _Stage.WAITING
-        self.error: BaseException | None = None
-        #: The appending task while it is parked: woken when the record is done, or when it
-        #: should become the writer. (Cheaper than an Event; this path runs once per append.)
-        self.task: trio.lowlevel.Task | None = None
-
-    def wake(self) -> None:
-        task, self.task = self.task, None
-        if task is not None:
-            trio.lowlevel.reschedule(task)
-
-    async def park(self) -> None:
-        self.task = trio.lowlevel.current_task()
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self.task = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-
-
-@attrs.define
-class _BatchProgress:
-    """What a write batch changed; filled in by the worker thread, applied by the event loop."""
-
-    #: (segment id, durable size) of every segment the batch wrote to, in order.
-    sizes: list[tuple[int, int]] = attrs.Factory(list)
-    created: list[int] = attrs.Factory(list)
-    #: How many of the batch's records (a prefix) are fsynced.
-    written: int = 0
-
-
 def default_queue_dir(name: str) -> str:
     """A queue directory for ``name`` under this user's default root in the system's temporary
     folder (``<tmp>/trioprobe-handoff-<uid>/<name>``, ``name`` made file-name safe).
@@ -304,13 +256,14 @@ class DiskBackedQueue:
         self._open = False
         self._segments: list[_Segment] = []
         self._usage = 0
-        self._reserved = 0
         self._last_modified = 0.0
         self._lock_fd = -1
-        # Writer state: touched only by the holder of _write_lock (and its worker thread).
+        # Writer state (_w_*): touched only by the write in flight (in its worker thread) and,
+        # while writes are paused, by the holder of _write_lock (close, purge's roll).
         self._write_lock = trio.Lock()
-        self._writing = False
-        self._pending: list[_Pending] = []
+        self._commit = GroupCommit(
+            self._write_batch, self._apply_batch, self._write_error, self._idle
+        )
         #: Held around the reader's file I/O, so close never closes an fd a thread is using.
         self._io_lock = trio.Lock()
         self._w_fd = -1
@@ -362,7 +315,7 @@ class DiskBackedQueue:
         timeout = self.options.close_timeout
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + timeout
-            async with self._write_lock:
+            async with self._write_lock, self._commit.paused():
                 self._mark_closed()
                 # The reader's file I/O in flight finishes first (its fd is closed here).
                 async with self._io_lock:
@@ -392,15 +345,11 @@ class DiskBackedQueue:
     def _mark_closed(self) -> None:
         """Refuse new use and fail the appends no writer has taken yet."""
         self._open = False
-        for p in self._pending:
-            p.stage = _Stage.DONE
-            p.error = QueueNotOpenError(f"queue {self.directory} was closed")
-            p.wake()
-        self._pending.clear()
+        self._commit.fail_pending(lambda: QueueNotOpenError(f"queue {self.directory} was closed"))
 
     async def _release_late(self) -> None:
         """After ``aclose`` timed out: the last task to leave the locks closes the files."""
-        if self._late_close and not (self._write_lock.locked() or self._io_lock.locked()):
+        if self._late_close and not self._files_busy():
             self._late_close = False
             try:
                 with trio.CancelScope(shield=True):
@@ -534,7 +483,12 @@ class DiskBackedQueue:
 
         If the call is cancelled, the record may or may not have been stored.
         """
-        await self.append_many((data,))
+        # The one-record path is append_many's without the loops: it runs once per record
+        # when many tasks append one record each (the group commit benchmark).
+        self._check_open()
+        self._check_fits(len(data))
+        rec = encode_record(data, self._now_ns())
+        await self._append(Pending([rec], len(rec)), 1)
 
     async def append_many(self, records: Sequence[bytes]) -> None:
         """Append ``records`` in order, in one batch; return once all of them are durable.
@@ -546,93 +500,50 @@ class DiskBackedQueue:
         """
         self._check_open()
         for data in records:
-            if HEADER_SIZE + RECORD_HEADER_SIZE + len(data) > self.options.max_segment_size:
-                raise SegmentFullError(
-                    f"record of {len(data)} bytes does not fit in a segment of "
-                    f"{self.options.max_segment_size} bytes (queue {self.directory})"
-                )
+            self._check_fits(len(data))
         now = self._now_ns()
-        p = _Pending([encode_record(data, now) for data in records])
-        size = p.size
-        if self._usage + self._reserved + size > self.options.max_size:
-            raise QueueFullError(
-                f"queue {self.directory} is full: {self._usage + self._reserved} of "
-                f"{self.options.max_size} bytes used, {len(records)} record(s) need {size}"
+        encoded = [encode_record(data, now) for data in records]
+        await self._append(Pending(encoded, sum(map(len, encoded))), len(records))
+
+    def _check_fits(self, size: int) -> None:
+        if HEADER_SIZE + RECORD_HEADER_SIZE + size > self.options.max_segment_size:
+            raise SegmentFullError(
+                f"record of {size} bytes does not fit in a segment of "
+                f"{self.options.max_segment_size} bytes (queue {self.directory})"
             )
-        self._pending.append(p)
-        self._reserved += size
-        # Group commit with a rotating leader: if nobody is writing, this task writes every
-        # pending record in one batch; otherwise it waits until a writer has stored its record
-        # or hands it the lead. No background task is needed, so open_queue needs no nursery.
-        try:
-            while p.stage is not _Stage.DONE:
-                if self._writing:
-                    await p.park()
-                else:
-                    await self._commit_pending()
-        finally:
-            if p.stage is _Stage.WAITING:
-                # Cancelled before any writer took it: it was never written.
-                self._pending.remove(p)
-                self._reserved -= size
-                self._kick()
+
+    async def _append(self, p: Pending, n: int) -> None:
+        # Encoded above, before the batch is formed: the write in flight only joins bytes.
+        used = self._usage + self._commit.reserved
+        if used + p.size > self.options.max_size:
+            raise QueueFullError(
+                f"queue {self.directory} is full: {used} of {self.options.max_size} bytes "
+                f"used, {n} record(s) need {p.size}"
+            )
+        await self._commit.commit(p)
+        if self._late_close:
+            await self._release_late()
         if p.error is not None:
             raise p.error
 
-    def _kick(self) -> None:
-        """If records wait and nobody writes, wake the oldest one's task to lead."""
-        if not self._writing and self._pending:
-            self._pending[0].wake()
+    def _files_busy(self) -> bool:
+        """Whether a write, a reader's file I/O or a holder of the writer's files is active."""
+        return self._write_lock.locked() or self._io_lock.locked() or self._commit.busy
 
-    async def _commit_pending(self) -> None:
-        self._writing = True
-        try:
-            if self.options.sync == "group":
-                # Let tasks that are runnable right now (e.g. the ones the last batch woke)
-                # add their records first, so they share this fsync.
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            async with self._write_lock:
-                if self._pending:
-                    await self._commit_batch()
-        finally:
-            self._writing = False
-            self._kick()
-            await self._release_late()
+    def _idle(self, woke: bool) -> None:
+        """After a write (event loop): if close gave up on it and no appender is left to
+        finish the close (``woke`` is False), finish it in a thread now."""
+        if woke or not self._late_close or self._files_busy():
+            return
+        self._late_close = False
 
-    async def _commit_batch(self) -> None:
-        batch, self._pending = self._pending, []
-        for p in batch:
-            p.stage = _Stage.WRITING
-        progress = _BatchProgress()
-        failure: BaseException | None = None
-        try:
-            # Shielded: the batch is other tasks' appends too, and a cancelled fsync would leave
-            # them not knowing whether their record is durable.
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(
-                    self._write_batch, [r for p in batch for r in p.records], progress
+        def report(result: outcome.Outcome[None]) -> None:
+            if isinstance(result, outcome.Error):
+                logger.error(
+                    "handoff queue %s: late close failed: %s", self.directory, result.error
                 )
-        except OSError as exc:
-            failure = exc  # reported to the appenders below, not raised in the writer task
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            self._apply(progress)
-            # Records fsynced before the failure (earlier chunks, e.g. before a roll) are
-            # durable and will be delivered: their appends succeed; the rest get an error
-            # that says how many of that call's records were stored.
-            durable = progress.written
-            for p in batch:
-                stored = min(durable, len(p.records))
-                durable -= stored
-                self._reserved -= p.size
-                p.stage = _Stage.DONE
-                p.error = None
-                if failure is not None and stored < len(p.records):
-                    p.error = self._write_error(failure, stored, len(p.records))
-                p.wake()
-        self._last_modified = time.time()
+
+        trio.lowlevel.start_thread_soon(self._close_sync, report)
 
     def _write_error(self, exc: BaseException, stored: int, total: int) -> QueueWriteError:
         what = str(exc) if isinstance(exc, OSError) else repr(exc)
@@ -640,6 +551,10 @@ class DiskBackedQueue:
         error = QueueWriteError(f"writing to queue {self.directory} failed: {what}{note}", stored)
         error.__cause__ = exc
         return error
+
+    def _apply_batch(self, progress: _BatchProgress) -> None:
+        self._last_modified = time.time()
+        self._apply(progress)
 
     def _apply(self, progress: _BatchProgress) -> None:
         by_id = {s.id: s for s in self._segments}
@@ -852,7 +767,7 @@ class DiskBackedQueue:
             await self.advance()
             purged += 1
         if rec is None and len(self._segments) == 1 and self._segments[0].size > HEADER_SIZE:
-            async with self._write_lock:
+            async with self._write_lock, self._commit.paused():
                 # Re-checked under the lock: a writer that got it first may have appended to
                 # the head segment (and rolled), so it holds unread records again.
                 if self._open and self._hpos >= self._segments[0].size:
