@@ -485,9 +485,13 @@ class DiskBackedQueue:
         """
         # The one-record path is append_many's without the loops: it runs once per record
         # when many tasks append one record each (the group commit benchmark).
-        self._check_open()
-        self._check_fits(len(data))
-        rec = encode_record(data, self._now_ns())
+        if not self._open:
+            self._check_open()
+        options = self.options
+        if HEADER_SIZE + RECORD_HEADER_SIZE + len(data) > options.max_segment_size:
+            self._check_fits(len(data))
+        clock = options.wall_clock
+        rec = encode_record(data, time.time_ns() if clock is None else int(clock() * 1e9))
         await self._append(Pending([rec], len(rec)), 1)
 
     async def append_many(self, records: Sequence[bytes]) -> None:
