@@ -1,4 +1,5 @@
-"""Protobuf base-128 varints: the one codec the log-ping entries and the grpc probe share.
+"""Protobuf base-128 varints and the field walk: the one codec the log-ping entries and the grpc
+probe share.
 
 A private leaf (standard library only), so the logping capability may import it and still stand
 alone.
@@ -6,7 +7,9 @@ alone.
 
 from __future__ import annotations
 
-__all__ = ["encode_varint", "read_varint"]
+from collections.abc import Iterator
+
+__all__ = ["encode_varint", "read_fields", "read_varint"]
 
 
 def encode_varint(n: int) -> bytes:
@@ -36,3 +39,32 @@ def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
         if not byte & 0x80:
             return result, pos
         shift += 7
+
+
+def read_fields(buf: bytes, pos: int = 0) -> Iterator[tuple[int, int, int | bytes]]:
+    """Each field of the protobuf message ``buf[pos:]`` as ``(number, wire type, value)``.
+
+    A varint (wire type 0) is an int; a length-delimited (2), fixed64 (1) or fixed32 (5) field
+    is its bytes, so a reader takes what it knows and skips the rest, as protobuf readers must.
+    ``ValueError`` for a truncated message or an unknown wire type.
+    """
+    while pos < len(buf):
+        key, pos = read_varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = read_varint(buf, pos)
+            yield number, wire, value
+            continue
+        if wire == 2:
+            size, pos = read_varint(buf, pos)
+        elif wire in _FIXED_SIZES:
+            size = _FIXED_SIZES[wire]
+        else:
+            raise ValueError(f"protobuf has a field of unknown wire type {wire}")
+        if pos + size > len(buf):
+            raise ValueError("protobuf is truncated")
+        yield number, wire, buf[pos : pos + size]
+        pos += size
+
+
+_FIXED_SIZES = {1: 8, 5: 4}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import attrs
 
-from .._varint import encode_varint, read_varint
+from .._varint import encode_varint, read_fields
 
 __all__ = ["PING_TYPE", "WRITER_ID_LEN", "Ping", "decode_ping", "encode_ping"]
 
@@ -55,30 +55,13 @@ def decode_ping(data: bytes) -> Ping | None:
         return None
     writer = b""
     seq = 0
-    pos = 1
     try:
-        while pos < len(data):
-            key, pos = read_varint(data, pos)
-            field, wire = key >> 3, key & 7
-            if wire == 0:
-                value, pos = read_varint(data, pos)
-                if field == 2:
-                    seq = value
-            elif wire == 2:
-                length, pos = read_varint(data, pos)
-                if pos + length > len(data):
-                    return None
-                if field == 1:
-                    writer = data[pos : pos + length]
-                pos += length
-            elif wire == 1:
-                pos += 8
-            elif wire == 5:
-                pos += 4
-            else:
-                return None
-        if pos != len(data):
-            return None
+        for number, wire, value in read_fields(data, 1):
+            # A varint is the only int; a wire type 2 field, bytes.
+            if number == 2 and isinstance(value, int):
+                seq = value
+            elif number == 1 and wire == 2 and isinstance(value, bytes):
+                writer = value
     except ValueError:
         return None
     return Ping(writer=writer, seq=seq)

@@ -30,7 +30,7 @@ import trio
 
 from .._tls import client_context, load_ssl_context
 from .._urls import host_name_problem
-from .._varint import encode_varint, read_varint
+from .._varint import encode_varint, read_fields
 from ..metrics import Distribution, Map
 from ..results import ProbeResult
 from . import TargetsFn
@@ -159,25 +159,12 @@ def decode_health_response(message: bytes) -> int:
     if len(payload) != length:
         raise ValueError(f"reply prefix says {length} bytes, got {len(payload)}")
     status = 0
-    at = 0
-    while at < len(payload):
-        key, at = read_varint(payload, at)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, at = read_varint(payload, at)
-            if field == 1:
+    try:
+        for number, _wire, value in read_fields(payload):
+            if number == 1 and isinstance(value, int):  # a varint, the only int
                 status = value
-        elif wire == 2:
-            size, at = read_varint(payload, at)
-            at += size
-        elif wire == 1:
-            at += 8
-        elif wire == 5:
-            at += 4
-        else:
-            raise ValueError(f"reply has a field of unknown wire type {wire}")
-        if at > len(payload):
-            raise ValueError("reply protobuf is truncated")
+    except ValueError as exc:
+        raise ValueError(f"reply: {exc}") from None
     return status
 
 

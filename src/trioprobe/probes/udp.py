@@ -69,10 +69,7 @@ class UDPProbe(ClientPerTargetProbe[_Peer]):
     def __init__(
         self, options: Options, targets: TargetsFn, *, interval: float, timeout: float
     ) -> None:
-        self.options = options
-        self.targets = targets
-        self.interval = interval
-        self.timeout = timeout
+        super().__init__(options, targets, interval=interval, timeout=timeout)
         # Per probe, so a reply to another prober's socket reused after ours is not ours.
         self._magic = os.urandom(4)
         self._nursery: trio.Nursery | None = None

@@ -59,10 +59,7 @@ class ZmqProbe(ClientPerTargetProbe[Client]):
     def __init__(
         self, options: Options, targets: TargetsFn, *, interval: float, timeout: float
     ) -> None:
-        self.options = options
-        self.targets = targets
-        self.interval = interval
-        self.timeout = timeout
+        super().__init__(options, targets, interval=interval, timeout=timeout)
         self._payload = options.message.encode()
         self._pattern = re.compile(options.reply_regex) if options.reply_regex else None
         self._clients = PerTargetClients[Client](self._new_client, Client.aclose)

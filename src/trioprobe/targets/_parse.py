@@ -46,7 +46,7 @@ def parse_target_lines(text: str, where: str, check: CheckFn | None) -> Parsed:
     targets: dict[str, Target] = {}
     bad: dict[str, str] = {}
     for number, address in target_lines(text):
-        problem = _problem(address, check)
+        problem = target_problem(address, check)
         if problem is not None:
             bad[address] = f"{where}:{number}: bad target {address!r}: {problem}"
         elif address not in targets:
@@ -54,7 +54,8 @@ def parse_target_lines(text: str, where: str, check: CheckFn | None) -> Parsed:
     return tuple(targets.values()), bad
 
 
-def _problem(address: str, check: CheckFn | None) -> str | None:
+def target_problem(address: str, check: CheckFn | None) -> str | None:
+    """Why ``check`` refuses ``address`` (its ``ValueError``'s message), None if it passes."""
     if check is None:
         return None
     try:
@@ -111,7 +112,7 @@ def parse_sd_document(
             raise SourceError(f"{here}: `targets` must be a list of strings")
         for raw in addresses:
             address = template.replace("{address}", raw)
-            problem = _problem(address, check)
+            problem = target_problem(address, check)
             if problem is not None:
                 bad[address] = f"{here}: bad target {address!r}: {problem}"
             elif address not in targets:

@@ -16,7 +16,7 @@ import dns.resolver
 import trio
 
 from ._model import Target
-from ._parse import CheckFn
+from ._parse import CheckFn, target_problem
 from ._source import Feed, Source
 
 __all__ = ["DnsSDSource"]
@@ -98,7 +98,7 @@ class DnsSDSource(Source):
         bad: dict[str, str] = {}
         for name in self.names:
             for target in self._by_name.get(name, ()):
-                problem = _problem(target.address, self.check)
+                problem = target_problem(target.address, self.check)
                 if problem is not None:
                     bad[target.address] = f"dns_sd {name}: bad target {target.address!r}: {problem}"
                 else:
@@ -134,13 +134,3 @@ def split_server(server: str) -> tuple[str, int]:
     else:
         host, port = server, ""
     return host, int(port) if port else 53
-
-
-def _problem(address: str, check: CheckFn | None) -> str | None:
-    if check is None:
-        return None
-    try:
-        check(address)
-    except ValueError as exc:
-        return str(exc)
-    return None
