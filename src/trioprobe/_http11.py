@@ -46,6 +46,8 @@ __all__ = [
 READ_SIZE: Final = 65536
 #: h11's default bound on a request or response head (line and headers).
 MAX_HEAD_BYTES: Final = 16 * 1024
+#: What a client is told when the server closes the connection instead of responding.
+DISCONNECTED: Final = "Server disconnected without sending a response."
 # What a socket read or write can raise: Trio wraps the OS's errors in BrokenResourceError.
 _SOCKET_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -168,6 +170,10 @@ class HTTP11Connection:
             data = await self.stream.receive_some(READ_SIZE)
         except _SOCKET_ERRORS as exc:
             raise ReadError(os_message(exc)) from None
+        if not data and self.conn.their_state is h11.SEND_RESPONSE:
+            # A server gone before its response: h11 would call that an event it cannot
+            # handle; httpx's words say what happened.
+            raise RemoteProtocolError(DISCONNECTED)
         try:
             self.conn.receive_data(data)
         except h11.RemoteProtocolError as exc:  # data after the peer's end of stream
@@ -193,7 +199,12 @@ class HTTP11Connection:
     def reusable(self) -> bool:
         """:attr:`both_done`, with nothing unasked read past the exchange (a client must not
         take a second, unasked response for the answer to its next request)."""
-        return self.both_done and not self.conn.trailing_data[0]
+        conn = self.conn
+        return (
+            conn.our_state is h11.DONE
+            and conn.their_state is h11.DONE
+            and not conn.trailing_data[0]
+        )
 
     def start_next_cycle(self) -> None:
         """Ready the connection for the next exchange (both sides are ``DONE``)."""

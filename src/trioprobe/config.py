@@ -124,7 +124,8 @@ class Config:
     alerts: tuple[AlertSpec, ...] = ()
     #: The status page, when a ``[status]`` table is given.
     status: StatusSpec | None = None
-    #: Per-target history in SQLite, when a ``[history]`` table is given (docs/history.md).
+    #: Per-target history in SQLite (docs/history.md): on by default for a config file (see
+    #: :func:`load_config`), off for a config built in code unless given.
     history: HistorySpec | None = None
     #: ``[[maintenance]]`` windows: when notifications are held.
     maintenance: tuple[MaintenanceSpec, ...] = ()
@@ -510,6 +511,10 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Co
     )
 
 
+#: The history database's name beside the config file when ``[history]`` names no path.
+DEFAULT_HISTORY_FILE = "trioprobe-history.sqlite"
+
+
 def _parse_history(
     data: Mapping[str, Any], base_dir: Path, errors: list[str]
 ) -> HistorySpec | None:
@@ -530,8 +535,10 @@ def _parse_history(
     for key in ("keep_minutes_hours", "keep_hours_days", "keep_days_days"):
         if getattr(spec, key) < 1:
             errors.append(f"history.{key}: expected at least 1, got {getattr(spec, key)}")
+    if not spec.enabled:
+        return None
     if not spec.path:
-        spec = attrs.evolve(spec, path="trioprobe-history.sqlite")
+        spec = attrs.evolve(spec, path=DEFAULT_HISTORY_FILE)
     resolved: HistorySpec = resolve_paths(spec, base_dir)
     return resolved
 
@@ -886,6 +893,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     try:
         config = parse_config(data, base_dir=path.parent)
         _check_targets_files(config)
+        if "history" not in data:
+            # History is on by default for a config file, beside it (issue 20): a restart
+            # keeps uptime. A config built in code (parse_config) writes no file unless asked.
+            default = HistorySpec(path=str(path.parent / DEFAULT_HISTORY_FILE))
+            config = attrs.evolve(config, history=default)
     except ConfigError as exc:
         raise ConfigError("\n".join(f"{path}: {line}" for line in str(exc).splitlines())) from None
     return config

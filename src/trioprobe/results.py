@@ -24,7 +24,14 @@ LATENCY_UNITS: Mapping[str, float] = MappingProxyType(
 )
 
 
+# Most results carry no extras or no gauges: they share this one empty mapping instead of two
+# new containers each (a dict and its proxy), which the garbage collector would track (issue 19).
+_EMPTY: Mapping[str, object] = MappingProxyType({})
+
+
 def _freeze(mapping: Mapping[str, object]) -> Mapping[str, object]:
+    if not mapping:
+        return _EMPTY
     return MappingProxyType(dict(mapping))
 
 

@@ -254,10 +254,15 @@ class Runner:
             self.history = HistoryService(config.history, [spec for spec, _ in config.probes])
             self.health.add_listener(self.history.on_transition)
             self.history.listeners.append(self._pass_burn_rates)
+            # Results while blocked or in a window outside the SLO count apart (issue 21).
+            self.history.set_aside = self.alerting.set_aside
             self.alerting.history = self.history
         if self.fleet is not None:
             fleet_alerts = self.fleet.use_alerts(self.alerting.rule_of, self.alerting.send)
             self.alerting.vote = fleet_alerts.local
+            from .statuspage.fleet import FleetView  # here: only a fleet agent loads it
+
+            self.alerting.status_wrappers.append(partial(FleetView, self.fleet))
         self._probes_scope = trio.CancelScope()
         self._leaving: trio.Event | None = None
         self._stopping = False
@@ -674,6 +679,9 @@ class Runner:
 
     async def _apply(self, plan: ReloadPlan, config: Config, built: dict[str, _ProbeUnit]) -> None:
         await self.alerting.update_config(config)
+        if self.history is not None:
+            # Before the new units start: their first results find their buckets and SLO.
+            self.history.set_probes([spec for spec, _ in config.probes])
         for name in plan.removed:
             unit = self._units.pop(name)
             await self._stop_units([unit])

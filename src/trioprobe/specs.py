@@ -224,6 +224,8 @@ class HistorySpec:
 
     #: The database file; "" means ``trioprobe-history.sqlite`` beside the config.
     path: str = path_field("")
+    #: ``false`` turns history off (a config file without ``[history]`` has it on).
+    enabled: bool = True
     #: Seconds per finest row (60: per-minute rollups); it must divide an hour. Smaller only
     #: for tests: the retention of this tier is counted in seconds all the same.
     rollup: int = 60

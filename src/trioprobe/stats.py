@@ -294,6 +294,8 @@ async def _send_batches(
         async for batch in batches:
             for em in batch:
                 await export.send(em)
+            # Not held while waiting for the next tick: a whole export's clones per target.
+            del batch
 
 
 async def stats_keeper(

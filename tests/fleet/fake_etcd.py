@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -150,6 +151,13 @@ class FakeEtcd(httpx.AsyncBaseTransport):
             return {"result": {"ID": body["ID"]}}  # the gateway omits TTL 0
         lease.deadline = trio.current_time() + lease.ttl
         return {"result": {"ID": body["ID"], "TTL": str(lease.ttl)}}
+
+    def _lease_timetolive(self, body: dict[str, Any]) -> dict[str, Any]:
+        lease = self.leases.get(int(body["ID"]))
+        if lease is None:
+            return {"ID": body["ID"], "TTL": "-1"}
+        left = max(0, math.ceil(lease.deadline - trio.current_time()))
+        return {"ID": body["ID"], "TTL": str(left), "grantedTTL": str(lease.ttl)}
 
     def _lease_revoke(self, body: dict[str, Any]) -> dict[str, Any]:
         self._revoke(int(body["ID"]))

@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from trioprobe.metrics import Distribution, Map
+from trioprobe.probes._http_targets import H11Target, HttpxTarget
 from trioprobe.probes.http_probe import HTTPProbe, Options
 from trioprobe.results import ProbeResult
 from trioprobe.testing import assert_no_leaks
@@ -55,7 +56,7 @@ async def test_keep_alive_connection_is_reused_and_counted(nursery: trio.Nursery
     probe = _probe(url, detail="full")
     results = [await _once(probe, url) for _ in range(3)]
     assert all(r.success for r in results), [r.error for r in results]
-    assert probe._clients.get(url).client is None  # the lean path: no httpx client built
+    assert isinstance(probe._clients.get(url), H11Target)  # the h11 path: no httpx client
     first, *later = results
     assert first.extras["connections"] == Map("state", {"new": 1})
     assert set(first.extras) >= {"phase_connect", "phase_send", "phase_ttfb", "phase_transfer"}
@@ -113,7 +114,9 @@ async def test_hostile_replies_fail_the_probe_with_a_clear_error(
     assert not result.success
     assert (result.error or "").startswith(error), result.error
     # The broken connection is not kept: the next probe opens a new one (and fails the same way).
-    assert probe._clients.get(url).lean._stream is None  # type: ignore[union-attr]
+    state = probe._clients.get(url)
+    assert isinstance(state, H11Target)
+    assert not state.client.connected
     await probe._clients.aclose()
 
 
@@ -220,9 +223,9 @@ async def test_lean_probes_leave_no_cyclic_garbage(nursery: trio.Nursery) -> Non
 )
 def test_which_targets_take_the_lean_path(options: dict[str, Any], lean: bool) -> None:
     probe = HTTPProbe(Options(**options), list, interval=1.0, timeout=1.0)
-    assert (probe._new_target("http://127.0.0.1:1/").lean is not None) is lean
-    assert probe._new_target("https://127.0.0.1:1/").lean is None
-    assert probe._new_target("http://u:p@127.0.0.1:1/").lean is None
+    assert isinstance(probe._new_target("http://127.0.0.1:1/"), H11Target) is lean
+    assert isinstance(probe._new_target("https://127.0.0.1:1/"), HttpxTarget)
+    assert isinstance(probe._new_target("http://u:p@127.0.0.1:1/"), HttpxTarget)
 
 
 def test_transport_key_is_checked() -> None:

@@ -22,7 +22,7 @@ import trio
 import trustme
 
 from trioprobe.probing import BadHealthReply, NotOK, ProbeTimeout, UnexpectedStatus, open_prober
-from trioprobe.probing import prober as prober_module
+from trioprobe.probing import _transport as transport_module
 from trioprobe.probing.health import format_rfc3339_nano
 
 NOW_NS = 1_700_000_000 * 10**9
@@ -145,7 +145,7 @@ async def test_https_peer_goes_over_httpx(monkeypatch: pytest.MonkeyPatch) -> No
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
     # The prober's own clients verify with the process-wide context; trust the test CA there.
-    monkeypatch.setattr(prober_module, "ssl_context", lambda: client_context)
+    monkeypatch.setattr(transport_module, "ssl_context", lambda: client_context)
     peer = Peer(tls=server_context)
     async with trio.open_nursery() as servers:
         url = await servers.start(peer.serve)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html.parser
 import re
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -65,19 +66,38 @@ async def test_history_pages_in_chromium(tmp_path: Path) -> None:
             stoppable = StoppableServer()
             flappy = (await nursery.start(stoppable.run)) + "/"
             targets = [f"{good}/", flappy, f"{good}/{HOSTILE}"]
+            # Held states: "app" depends on the hostile (404, so down) target: its own 404
+            # target is blocked; "db" is in a maintenance window the whole run.
+            blocked, maintained = f"{good}/missing", f"{good}/db"
+            window = [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) for t in (0, 2e9)]
+
+            def probe(name: str, targets: list[str]) -> dict[str, object]:
+                return {"name": name, "type": "http", "targets": targets, "interval": 0.1}
+
             config = parse_config(
                 {
                     "probe": [
+                        probe("web", targets) | {"timeout": 1.0, "slo": 0.999},
+                        probe("app", [blocked]),
+                        probe("db", [maintained]),
+                    ],
+                    "alert": [
+                        {"name": "web-down", "probes": ["web"], "log": False},
                         {
-                            "name": "web",
-                            "type": "http",
-                            "targets": targets,
-                            "interval": 0.1,
-                            "timeout": 1.0,
-                            "slo": 0.999,
+                            "name": "app-down",
+                            "probes": ["app"],
+                            "depends_on": [f"web:{targets[2]}"],
+                            "log": False,
+                        },
+                    ],
+                    "maintenance": [
+                        {
+                            "name": "db-upgrade",
+                            "probes": ["db"],
+                            "start": window[0],
+                            "end": window[1],
                         }
                     ],
-                    "alert": [{"name": "web-down", "probes": ["web"], "log": False}],
                     "status": {"port": 0},
                     "history": {"path": str(tmp_path / "history.sqlite"), "rollup": 1},
                 }
@@ -102,7 +122,7 @@ async def test_history_pages_in_chromium(tmp_path: Path) -> None:
                 overview_dom = await _chromium(chromium, tmp_path / "p1", "--dump-dom", url)
                 detail_dom = await _chromium(chromium, tmp_path / "p2", "--dump-dom", detail)
                 for name, page, size in (
-                    ("overview", url, "1500,420"),
+                    ("overview", url, "1500,520"),
                     ("detail", detail, "900,900"),
                 ):
                     shots[name] = tmp_path / f"history-{name}.png"
@@ -117,9 +137,16 @@ async def test_history_pages_in_chromium(tmp_path: Path) -> None:
             nursery.cancel_scope.cancel()
     overview = _Page()
     overview.feed(overview_dom.decode())
-    # The hostile path is a 404 from the demo app: down (and first on the page).
-    assert overview.rows == {targets[0]: "up", flappy: "up", targets[2]: "down"}
-    assert next(iter(overview.rows)) == targets[2]
+    # The hostile path is a 404 from the demo app: down (and first on the page), then the held
+    # ones (issue 21: the page shows blocked and maintenance).
+    assert overview.rows == {
+        targets[0]: "up",
+        flappy: "up",
+        targets[2]: "down",
+        blocked: "blocked",
+        maintained: "maintenance",
+    }
+    assert list(overview.rows)[:3] == [targets[2], blocked, maintained]
     assert overview.scripts == 0
     assert overview.title.startswith("trioprobe status: 1 down"), overview.title
     text = overview_dom.decode()

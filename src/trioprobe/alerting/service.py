@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 import attrs
 import trio
 
-from .._asgi import serve_asgi
+from .._asgi import ASGIApp, serve_asgi
 from .._groups import open_nursery
 from .._ticks import Ticker
 from ..config import AlertSpec, Config, ProbeSpec, StatusSpec
@@ -209,6 +209,8 @@ class AlertingService:
         self._alert_done: dict[int, trio.Event] = {}
         #: The status page's base URL, once serving (``None`` without a ``[status]`` table).
         self.status_url: str | None = None
+        #: Wrapped around the status server's app, in order (a fleet agent adds ``/fleet``).
+        self.status_wrappers: list[Callable[[ASGIApp], ASGIApp]] = []
         # (probe, target) -> (trio time of the last notice, repeats sent) of firing alerts.
         self._firing: dict[tuple[str, str], tuple[float, int]] = {}
         #: (probe, target) -> why its alert is held, for targets down whose fire waits.
@@ -313,6 +315,26 @@ class AlertingService:
             now = self.wall_time()
             for window in self._windows:
                 if window.covers(probe, target, labels) and window.is_open(now):
+                    return "maintenance"
+        return None
+
+    def set_aside(self, probe: str, target: str) -> str | None:
+        """How history counts a result of ``probe``/``target`` made now: ``"blocked"`` while
+        a dependency of its alert is down, ``"maintenance"`` in a window that does not count in
+        the SLO (``count_in_slo = false``), else ``None`` (it counts). Called per result: with
+        no dependency and no window it is two lookups."""
+        deps = self._depends.get(self.health.rule_for(probe).name)
+        if deps and first_down(self.health, deps) is not None:
+            return "blocked"
+        if self._windows:
+            labels = self._probe_labels.get(probe, {})
+            now = self.wall_time()
+            for window in self._windows:
+                if (
+                    not window.spec.count_in_slo
+                    and window.covers(probe, target, labels)
+                    and window.is_open(now)
+                ):
                     return "maintenance"
         return None
 
@@ -427,10 +449,14 @@ class AlertingService:
             refresh=status.refresh,
             history=self.history,
             order=[spec.name for spec, _ in self.config.probes],
+            hold=self.hold_reason,
         )
         app = self.api = AlertsAPI(self, page, token=token, loopback=is_loopback(status.host))
+        served: ASGIApp = app
+        for wrap in self.status_wrappers:
+            served = wrap(served)
         try:
-            url = await nursery.start(serve_asgi, app, status.host, status.port)
+            url = await nursery.start(serve_asgi, served, status.host, status.port)
         except OSError as exc:
             # Name the part that failed: the runner would otherwise blame "alerting",
             # which a config with no [[alert]] does not even have.

@@ -16,18 +16,25 @@ import trio
 
 from ..targets import Target
 from .membership import Membership
-from .rendezvous import key_of, owners
+from .rendezvous import Member, key_of, owners
 
 __all__ = ["Ownership"]
 
-# About 1 ms of scoring with 10 members (see the module docstring).
-_CHUNK = 25
+# Work between checkpoints, in units of keeping a key (~0.3 µs): scoring one costs ~4 µs per
+# member, so about 25 scored keys (10 members) or 3,000 kept ones make ~1 ms.
+_STEP_WORK = 3000
+_SCORE_COST = 120
 
 
 class _Table:
-    def __init__(self, generation: int) -> None:
+    def __init__(self, generation: int, members: Sequence[Member] = ()) -> None:
         self.generation = generation
+        #: The live view the entries were scored against (the filter adds a few newer ones,
+        #: listed in ``inline``).
+        self.members = frozenset(members)
         self.owned: dict[str, bool] = {}
+        self.owners: dict[str, tuple[str, ...]] = {}
+        self.inline: set[str] = set()
 
 
 class Ownership:
@@ -58,17 +65,30 @@ class Ownership:
         """The addresses of ``probe`` this agent owns, in their order."""
         table = self._tables.get(probe)
         if table is None:
-            table = self._tables[probe] = _Table(self.membership.generation)
+            generation = self.membership.generation
+            table = self._tables[probe] = _Table(generation, self.membership.live())
         owned = table.owned
+        # Scored against a newer view than the table's: marked, so a recompute scores it again.
+        stale = table.generation != self.membership.generation
         for address in addresses:
             if address not in owned:
-                owned[address] = self.owns(probe, address)
+                found = table.owners[address] = self.owners(probe, address)
+                owned[address] = self.me in found
+                if stale:
+                    table.inline.add(address)
         if len(owned) > 2 * len(addresses) + 64:
             # Targets that left the list: drop them, so the table follows the list's size.
             keep = set(addresses)
             table.owned = owned = {a: o for a, o in owned.items() if a in keep}
+            table.owners = {a: o for a, o in table.owners.items() if a in keep}
+            table.inline &= keep
             self._keys = {k: v for k, v in self._keys.items() if k[0] != probe or k[1] in keep}
         return [a for a in addresses if owned[a]]
+
+    def assignments(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        """probe -> {target: its owners, in rendezvous order} for every target this agent
+        knows, as last computed (the fleet view reads it; nothing is scored for it)."""
+        return {probe: table.owners for probe, table in self._tables.items()}
 
     def count(self) -> int:
         """Targets owned, over every probe (exported as ``trioprobe_fleet_owned_targets``)."""
@@ -99,16 +119,43 @@ class Ownership:
         old = self._tables[probe]
         generation = self.membership.generation
         members = self.membership.live()
-        fresh = _Table(generation)
-        for i, address in enumerate(list(old.owned)):
-            if i % _CHUNK == 0:
+        fresh = _Table(generation, members)
+        # Members only left (a death, a SIGTERM): a key whose owners all stay keeps them (they
+        # still rank highest among fewer members), so only the leavers' keys are scored again,
+        # about replicas/N of them: the takeover waits for those, not for every key.
+        # (Zones: a leaver can change which zones count as unused, so everything is scored.)
+        leave_only = fresh.members <= old.members and not any(m.zone for m in old.members)
+        kept = {m.name for m in members} if leave_only else None
+        work = 0
+        for address in list(old.owned):
+            previous = old.owners.get(address)
+            if (
+                kept is not None
+                and previous is not None
+                and address not in old.inline
+                and kept.issuperset(previous)
+            ):
+                fresh.owners[address] = previous
+                fresh.owned[address] = old.owned[address]
+                work += 1
+            else:
+                work += _SCORE_COST
+            if work >= _STEP_WORK:
+                work = 0
                 await trio.lowlevel.checkpoint()
                 if self.membership.generation != generation:
                     return  # changed again meanwhile: run() starts over with the newest view
-            fresh.owned[address] = self.me in owners(
+            if address in fresh.owned:
+                continue
+            found = fresh.owners[address] = owners(
                 self._key(probe, address), members, self.replicas
             )
+            fresh.owned[address] = self.me in found
         # Addresses the filter added while we worked were scored against the newest view.
-        for address, owned in self._tables[probe].owned.items():
-            fresh.owned.setdefault(address, owned)
+        newest = self._tables[probe]
+        for address, owned in newest.owned.items():
+            if address not in fresh.owned:
+                fresh.owned[address] = owned
+                fresh.owners[address] = newest.owners[address]
+                fresh.inline.add(address)
         self._tables[probe] = fresh

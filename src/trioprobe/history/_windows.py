@@ -68,18 +68,34 @@ def plan(a: float, b: float, hours_done: int, days_done: int) -> list[tuple[int,
 
 @attrs.frozen
 class Counts:
-    """Probes and successes over some span."""
+    """Probes and successes over some span, and the probes set apart from them: made while a
+    dependency was down (``blocked``) or in a maintenance window that does not count in the
+    SLO (``maintenance``). Uptime and SLOs are ``successes / probes``: the set-apart ones are
+    in neither."""
 
     probes: int = 0
     successes: int = 0
+    blocked: int = 0
+    maintenance: int = 0
 
     def __add__(self, other: Counts) -> Counts:
-        return Counts(self.probes + other.probes, self.successes + other.successes)
+        return Counts(
+            self.probes + other.probes,
+            self.successes + other.successes,
+            self.blocked + other.blocked,
+            self.maintenance + other.maintenance,
+        )
 
     @property
     def uptime(self) -> float | None:
         """Successes / probes, ``None`` with no probes (no data is not 100 %)."""
         return None if self.probes == 0 else self.successes / self.probes
+
+    def share(self, what: str) -> float | None:
+        """The share of all probes that were ``"blocked"`` or in ``"maintenance"``."""
+        held = self.blocked if what == "blocked" else self.maintenance
+        total = self.probes + self.blocked + self.maintenance
+        return None if total == 0 else held / total
 
 
 def burn_rate(counts: Counts, slo: float) -> float | None:

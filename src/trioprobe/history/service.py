@@ -30,7 +30,7 @@ from ..metrics import EventMetrics, Float, Kind
 from ..results import LATENCY_UNITS, ProbeResult
 from ..specs import HistorySpec, ProbeSpec
 from . import store as _store
-from ._windows import DAY, Counts, burn_rate, error_budget_remaining, floor_to
+from ._windows import DAY, Counts, burn_rate, ceil_to, error_budget_remaining, floor_to
 from .summary import EMPTY, WINDOWS, Incident, Summary, TargetSummary, quantile
 
 if TYPE_CHECKING:  # alerting's status page imports this package
@@ -65,10 +65,10 @@ T = TypeVar("T")
 
 
 class _Acc:
-    __slots__ = ("error", "hist", "latency_sum", "probes", "successes")
+    __slots__ = ("blocked", "error", "hist", "latency_sum", "maint", "probes", "successes")
 
     def __init__(self) -> None:
-        self.probes = self.successes = 0
+        self.probes = self.successes = self.blocked = self.maint = 0
         self.latency_sum = 0.0
         self.hist: dict[int, int] = {}
         self.error: str | None = None
@@ -114,6 +114,7 @@ class HistoryService:
         self._finished = trio.Event()
         self._summarized = trio.Event()
         self._next_summary = 0.0
+        self._daily = DailyCache()
         #: The latest summary (replaced whole, never changed in place).
         self.summary: Summary = EMPTY
         #: True when the store could not be opened at all: nothing is recorded.
@@ -124,6 +125,16 @@ class HistoryService:
         self.listeners: list[Callable[[Summary], None]] = []
         #: Every period that starts before this (wall clock) is written.
         self.flushed_until = -math.inf
+        #: ``set_aside(probe, target)``: ``"blocked"`` or ``"maintenance"`` when a result made
+        #: now is kept apart from uptime and SLOs (the runner passes the alerting service's).
+        self.set_aside: Callable[[str, str], str | None] | None = None
+
+    def set_probes(self, probes: Sequence[ProbeSpec]) -> None:
+        """Take a reloaded config's probes: those added get history (their buckets, their SLO
+        figures in the next summary), those removed keep what they have in the store."""
+        self.probes = {p.name: p for p in probes}
+        self._bounds = {p.name: _bounds_of(p) for p in probes}
+        self._encoded = {name: _store.encode_bounds(b) for name, b in self._bounds.items()}
 
     # -- input (on the loop, synchronous) -----------------------------------------------------
     def feed(self, probe: str, result: ProbeResult) -> None:
@@ -133,6 +144,14 @@ class HistoryService:
         acc = self._open.get(key)
         if acc is None:
             acc = self._open[key] = _Acc()
+        why = None if self.set_aside is None else self.set_aside(probe, result.target)
+        if why is not None:
+            # Counted apart, not in uptime: neither a success nor a failure of the target.
+            if why == "blocked":
+                acc.blocked += 1
+            else:
+                acc.maint += 1
+            return
         acc.probes += 1
         if result.success:
             acc.successes += 1
@@ -220,6 +239,8 @@ class HistoryService:
                     acc.latency_sum,
                     acc.hist,
                     acc.error,
+                    acc.blocked,
+                    acc.maint,
                 )
             )
         transitions, self._transitions = self._transitions, []
@@ -227,7 +248,8 @@ class HistoryService:
         self.flushed_until = cut
         if not final and now >= self._next_summary:
             summary = await self._thread(
-                self._reader, lambda: compute_summary(self._live_store(), cut, self.probes)
+                self._reader,
+                lambda: compute_summary(self._live_store(), cut, self.probes, self._daily),
             )
             self.summary = summary
             for listener in self.listeners:
@@ -328,18 +350,54 @@ def slo_metrics(summary: Summary, probes: dict[str, ProbeSpec]) -> list[EventMet
     return out
 
 
-def compute_summary(store: _store.Store, now: float, probes: dict[str, ProbeSpec]) -> Summary:
-    """Every target's figures as of ``now`` (a period boundary): runs in the reader thread."""
+class DailyCache:
+    """The 90-day bar's figures of the days before today, read once a day: only today's day
+    rows change from one summary to the next (a result that arrives after its day was read is
+    in uptime at once and on the bar the next day). A fifth of a 5,000-target summary."""
+
+    def __init__(self) -> None:
+        self.day = -1
+        self.past: dict[int, str] = {}
+
+    def daily(self, store: _store.Store, today: int, end: float) -> dict[int, str]:
+        marks = store.watermarks()
+        if self.day != today:
+            self.past = store.daily(today - 89 * DAY, today, marks)
+            self.day = today
+        daily = dict(self.past)
+        for tid, text in store.daily(today, end, marks).items():
+            daily[tid] = f"{daily[tid]},{text}" if tid in daily else text
+        return daily
+
+
+def compute_summary(
+    store: _store.Store,
+    now: float,
+    probes: dict[str, ProbeSpec],
+    cache: DailyCache | None = None,
+) -> Summary:
+    """Every target's figures as of ``now`` (a period boundary): runs in the reader thread.
+
+    p50/p99 over 24 h are read from whole hours (the far edge counted to the hour: a third of
+    the rows, and the histograms are what a summary spends most on); uptime is exact to the
+    minute as docs/history.md says."""
     started = time.perf_counter()
     marks = store.watermarks()
+    latest = store.latest()
+    # Nothing is written at or after ``now`` (a period is written once it has ended), so the
+    # windows may end at the end of today: the partial hour and day rows then answer for their
+    # minutes. (A clock stepped back leaves rows ahead of ``now``: then the minutes are read.)
+    end = ceil_to(now, DAY) if latest is None or latest < now else now
     ids = store.targets()
     windows = dict(WINDOWS)
     for pspec in probes.values():
         if pspec.slo is not None:
             windows.setdefault(f"slo:{int(pspec.slo_window)}", int(pspec.slo_window))
-    counts = {w: store.counts(now - secs, now, marks) for w, secs in windows.items()}
-    hists = store.hists(now - DAY, now, marks)
-    daily = store.daily(floor_to(now, DAY) - 89 * DAY, now, marks)
+    # An SLO window as long as a standard one (30 d) is read once.
+    by_length = {secs: store.counts(now - secs, end, marks) for secs in set(windows.values())}
+    counts = {w: by_length[secs] for w, secs in windows.items()}
+    hists = store.hists(ceil_to(now - DAY, 3600), end, marks)
+    daily = (cache or DailyCache()).daily(store, floor_to(now, DAY), end)
     targets = {}
     for (probe, target), (tid, bounds) in ids.items():
         spec = probes.get(probe)

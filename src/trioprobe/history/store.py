@@ -6,15 +6,21 @@ one), so nothing here ever runs on the event loop. SQLite releases the GIL while
 the heavy reads (sums over thousands of targets) are written as SQL aggregates so the thread
 spends its time in C, not holding the GIL against the probes.
 
-Schema (docs/history.md)::
+Schema version 2 (docs/history.md)::
 
     target(id, probe, target, bounds)          one row per probe x target ever seen
-    rollup(target_id, tier, t, probes, successes, latency_sum, hist, error)
+    rollup(target_id, tier, t, probes, successes, latency_sum, hist, error, blocked, maint)
                                                tier 0: per rollup period (a minute), 1: per hour,
-                                               2: per day; hist = {"bucket index": count}
+                                               2: per day; hist = {"bucket index": count};
+                                               blocked / maint: probes set apart (not in probes)
     incident(id, target_id, start, end, reason, alert)
     transition(target_id, t, old, new, error)
-    meta(key, value)                           downsampling watermarks, schema version
+    meta(key, value)                           schema version, the latest period written
+
+Every write adds its minutes to their hour and day rows in the same transaction, so the hour
+and day rows are always whole: a window is read from a few dozen rows per target (days in the
+middle, hours around them, minutes at the far edge) instead of up to 1,440 minutes a day. A
+version-1 file (hours and days rolled up later, in batches) is migrated when opened.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ __all__ = ["MinuteRow", "Retention", "Store", "TransitionRow", "encode_bounds", 
 
 logger = logging.getLogger("trioprobe.history")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS target(
@@ -44,7 +50,8 @@ CREATE TABLE IF NOT EXISTS target(
 CREATE TABLE IF NOT EXISTS rollup(
     target_id INTEGER NOT NULL, tier INTEGER NOT NULL, t INTEGER NOT NULL,
     probes INTEGER NOT NULL, successes INTEGER NOT NULL, latency_sum REAL NOT NULL,
-    hist TEXT, error TEXT, PRIMARY KEY(target_id, tier, t)) WITHOUT ROWID;
+    hist TEXT, error TEXT, blocked INTEGER NOT NULL DEFAULT 0,
+    maint INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(target_id, tier, t)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS incident(
     id INTEGER PRIMARY KEY, target_id INTEGER NOT NULL, start REAL NOT NULL, end REAL,
     reason TEXT, alert TEXT NOT NULL);
@@ -54,12 +61,24 @@ CREATE TABLE IF NOT EXISTS transition(
     error TEXT);
 CREATE INDEX IF NOT EXISTS transition_by_target ON transition(target_id, t);
 """
+# hist is merged in SQL (json_each, json_group_object): the writer thread stays in C, where
+# SQLite has released the GIL, rather than in a Python function holding it against the loop.
 _UPSERT = (
-    "INSERT INTO rollup VALUES(?,{tier},?,?,?,?,?,?) ON CONFLICT DO UPDATE SET "
+    "INSERT INTO rollup VALUES(?,{tier},?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET "
     "probes=probes+excluded.probes, successes=successes+excluded.successes, "
     "latency_sum=latency_sum+excluded.latency_sum, "
-    "hist=hist_merge(hist, excluded.hist), error=coalesce(excluded.error, error)"
+    "blocked=blocked+excluded.blocked, maint=maint+excluded.maint, "
+    "hist=CASE WHEN hist IS NULL THEN excluded.hist WHEN excluded.hist IS NULL THEN hist ELSE "
+    "(SELECT json_group_object(k, n) FROM (SELECT key k, SUM(value) n FROM "
+    "(SELECT key, value FROM json_each(rollup.hist) "
+    "UNION ALL SELECT key, value FROM json_each(excluded.hist)) GROUP BY key)) END, "
+    "error=coalesce(excluded.error, error)"
 )
+# Every target's rows of one tier in [?, ?): a primary-key search per target, in target order,
+# so GROUP BY target_id needs no sorting (a join from `target` would sort).
+_EACH_TARGET = "target_id IN (SELECT id FROM target) AND tier=? AND t>=? AND t<?"
+#: Window ends past every row written (see :meth:`Store.watermarks`).
+ALL_WRITTEN = 1 << 62
 #: Failure reasons are kept per minute, cut to this many characters.
 MAX_ERROR_CHARS = 200
 
@@ -86,6 +105,10 @@ class MinuteRow:
     latency_sum: float
     hist: dict[int, int]
     error: str | None
+    #: Probes made while a dependency was down / in a maintenance window that does not count
+    #: in the SLO: kept apart, not in ``probes`` and ``successes``.
+    blocked: int = 0
+    maint: int = 0
 
 
 @attrs.frozen
@@ -99,22 +122,12 @@ class TransitionRow:
     alert: str
 
 
-def _merge_hist(a: str | None, b: str | None) -> str | None:
-    if a is None or b is None:
-        return a if b is None else b
-    merged: dict[str, int] = json.loads(a)
-    for k, v in json.loads(b).items():
-        merged[k] = merged.get(k, 0) + v
-    return json.dumps(merged, separators=(",", ":"))
-
-
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL mode: a commit survives the process being killed (kill -9); only a power
     # loss can take back the last commits, which costs at most a minute of history.
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.create_function("hist_merge", 2, _merge_hist, deterministic=True)
     return conn
 
 
@@ -147,10 +160,7 @@ class Store:
         self.path = path
         self.write_conn = _connect(path)
         try:
-            self.write_conn.executescript(_SCHEMA)
-            self.write_conn.execute(
-                "INSERT OR IGNORE INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),)
-            )
+            self._create_or_migrate()
             # A file that is a database but damaged inside fails here rather than mid-run.
             row = self.write_conn.execute("PRAGMA quick_check(1)").fetchone()
             if row[0] != "ok":
@@ -160,17 +170,13 @@ class Store:
             raise
         self.read_conn = _connect(path)
         self._ids: dict[tuple[str, str], int] = {}
-        self._bounds: dict[int, str] = {}
+        self._pruned = -math.inf
 
     def close(self) -> None:
         self.write_conn.close()
         self.read_conn.close()
 
     # -- writing (the one writer thread) --------------------------------------------------------
-    def _meta(self, key: str, default: int) -> int:
-        row = self.write_conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return default if row is None else int(row[0])
-
     def _target_id(self, probe: str, target: str, bounds: str) -> int:
         key = (probe, target)
         tid = self._ids.get(key)
@@ -191,8 +197,24 @@ class Store:
             self._ids[key] = tid
         return tid
 
+    def _create_or_migrate(self) -> None:
+        c = self.write_conn
+        row = None
+        if c.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone():
+            row = c.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        version = SCHEMA_VERSION if row is None else int(row[0])
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"schema version {version} is newer than this trioprobe's ({SCHEMA_VERSION})"
+            )
+        if version == 1:
+            _migrate_1_to_2(c, self.path)
+        c.executescript(_SCHEMA)
+        c.execute("INSERT OR REPLACE INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
+
     def write(self, rows: Sequence[MinuteRow], transitions: Sequence[TransitionRow]) -> None:
-        """One transaction: the closed rollup periods and the transitions since the last."""
+        """One transaction: the closed rollup periods (added to their hour and day rows too)
+        and the transitions since the last write."""
         c = self.write_conn
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -203,18 +225,27 @@ class Store:
                     r.probes,
                     r.successes,
                     r.latency_sum,
-                    json.dumps({str(k): v for k, v in r.hist.items()}, separators=(",", ":")),
+                    json.dumps({str(k): v for k, v in r.hist.items()}, separators=(",", ":"))
+                    if r.hist
+                    else None,
                     None if r.error is None else r.error[:MAX_ERROR_CHARS],
+                    r.blocked,
+                    r.maint,
                 )
                 for r in rows
             ]
             c.executemany(_UPSERT.format(tier=TIER_MINUTE), params)
-            # A period that arrives after its hour (or day) was rolled up (a result that came
-            # late, a clock that stepped back) is added there too, so every tier stays whole.
-            hours_done, days_done = self._meta("hours_done", 0), self._meta("days_done", 0)
-            for tier, step, done in ((TIER_HOUR, HOUR, hours_done), (TIER_DAY, DAY, days_done)):
-                late = [(p[0], p[1] // step * step, *p[2:6], None) for p in params if p[1] < done]
-                c.executemany(_UPSERT.format(tier=tier), late)
+            # The hour and day rows grow with every write (a late result included), so they
+            # are always whole and a kill -9 leaves the tiers agreeing with each other.
+            for tier, step in ((TIER_HOUR, HOUR), (TIER_DAY, DAY)):
+                coarse = [(p[0], p[1] // step * step, *p[2:6], None, *p[7:]) for p in params]
+                c.executemany(_UPSERT.format(tier=tier), coarse)
+            if params:
+                c.execute(
+                    "INSERT INTO meta VALUES('latest', ?) ON CONFLICT DO UPDATE SET "
+                    "value=max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                    (str(max(p[1] for p in params)),),
+                )
             for tr in transitions:
                 self._transition(tr)
             c.execute("COMMIT")
@@ -252,63 +283,14 @@ class Store:
             c.execute("UPDATE incident SET end=? WHERE id=?", (tr.t, open_[0]))
 
     def maintain(self, now: float, step: int, retention: Retention) -> bool:
-        """Downsample what is complete and prune what is past retention; True if it did.
-
-        An hour is rolled up ``2 * step`` after it ends, so results that arrive late for its
-        last minutes are in it; a day once its last hour is.
-        """
-        target_hour = int((now - 2 * step) // HOUR * HOUR)
-        hours_done = self._meta("hours_done", 0)
-        if not hours_done:
-            # A new store (small: this runs once, after its first write): roll up from the
-            # hour of its oldest minute on, so every minute is covered by some tier.
-            first = self.write_conn.execute("SELECT min(t) FROM rollup WHERE tier=0").fetchone()
-            start = target_hour if first[0] is None else min(target_hour, first[0] // HOUR * HOUR)
-            hours_done = start
-            self._set_meta("hours_done", start)
-            self._set_meta("days_done", start // DAY * DAY)
-            if start >= target_hour:
-                return False
-        if hours_done >= target_hour:
+        """Prune what is past retention, once an hour; True if it did. (Nothing else to do:
+        the hour and day rows are written with the minutes.)"""
+        del step  # the rollup lag of schema 1: rows are whole as written now
+        if now - self._pruned < HOUR:
             return False
-        # After a long stop, only what minutes still exist for can be rolled up.
-        for h in range(
-            max(hours_done, int((now - retention.minutes) // HOUR * HOUR)), target_hour, HOUR
-        ):
-            self._downsample(TIER_MINUTE, TIER_HOUR, h, h + HOUR)
-        self._set_meta("hours_done", target_hour)
-        days_done = self._meta("days_done", 0)
-        target_day = target_hour // DAY * DAY
-        for d in range(max(days_done, int((now - retention.hours) // DAY * DAY)), target_day, DAY):
-            self._downsample(TIER_HOUR, TIER_DAY, d, d + DAY)
-        self._set_meta("days_done", max(days_done, target_day))
+        self._pruned = now
         self._prune(now, retention)
         return True
-
-    def _set_meta(self, key: str, value: int) -> None:
-        self.write_conn.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)", (key, str(value)))
-
-    def _downsample(self, src: int, dst: int, lo: int, hi: int) -> None:
-        # All in SQL (json_each, json_group_object): the thread stays in C, off the GIL.
-        self.write_conn.execute(
-            """
-            INSERT OR REPLACE INTO rollup(target_id, tier, t, probes, successes, latency_sum, hist)
-            SELECT s.target_id, :dst, :lo, s.p, s.s, s.l, h.hist FROM
-              (SELECT r.target_id, SUM(r.probes) p, SUM(r.successes) s, SUM(r.latency_sum) l
-               FROM target g CROSS JOIN rollup r
-               ON r.target_id=g.id AND r.tier=:src AND r.t>=:lo AND r.t<:hi
-               GROUP BY r.target_id) s
-            LEFT JOIN
-              (SELECT target_id, json_group_object(k, n) hist FROM
-                 (SELECT r.target_id, j.key k, SUM(j.value) n
-                  FROM target g CROSS JOIN rollup r
-                  ON r.target_id=g.id AND r.tier=:src AND r.t>=:lo AND r.t<:hi, json_each(r.hist) j
-                  GROUP BY r.target_id, j.key)
-               GROUP BY target_id) h
-            ON h.target_id=s.target_id
-            """,
-            {"src": src, "dst": dst, "lo": lo, "hi": hi},
-        )
 
     def _prune(self, now: float, retention: Retention) -> None:
         ids = [row[0] for row in self.write_conn.execute("SELECT id FROM target")]
@@ -328,8 +310,14 @@ class Store:
 
     # -- reading (the reader connection) ------------------------------------------------------
     def watermarks(self) -> tuple[int, int]:
-        rows = dict(self.read_conn.execute("SELECT key, value FROM meta"))
-        return int(rows.get("hours_done", 0)), int(rows.get("days_done", 0))
+        """What :func:`~trioprobe.history._windows.plan` may read from hour and day rows: all
+        of them, since every write adds to them (schema 2)."""
+        return ALL_WRITTEN, ALL_WRITTEN
+
+    def latest(self) -> int | None:
+        """The start of the latest period written (``None``: nothing yet)."""
+        row = self.read_conn.execute("SELECT value FROM meta WHERE key='latest'").fetchone()
+        return None if row is None else int(row[0])
 
     def targets(self) -> dict[tuple[str, str], tuple[int, tuple[float, ...]]]:
         """(probe, target) -> (id, bucket lower bounds)."""
@@ -340,17 +328,25 @@ class Store:
             out[(probe, target)] = (tid, _bounds(bounds))
         return out
 
+    def target(self, probe: str, target: str) -> tuple[int, tuple[float, ...]] | None:
+        """One target's (id, bucket lower bounds), or ``None`` if it has no history."""
+        row = self.read_conn.execute(
+            "SELECT id, bounds FROM target WHERE probe=? AND target=?", (probe, target)
+        ).fetchone()
+        return None if row is None else (row[0], _bounds(row[1]))
+
     def counts(self, a: float, b: float, marks: tuple[int, int]) -> dict[int, Counts]:
         """Probes and successes of every target over ``[a, b)``: target id -> counts."""
         out: dict[int, Counts] = {}
         for tier, lo, hi in plan(a, b, *marks):
-            for tid, p, s in self.read_conn.execute(
-                "SELECT r.target_id, SUM(r.probes), SUM(r.successes) FROM target g "
-                "CROSS JOIN rollup r ON r.target_id=g.id AND r.tier=? AND r.t>=? AND r.t<? "
-                "GROUP BY r.target_id",
+            for tid, p, s, blocked, maint in self.read_conn.execute(
+                "SELECT target_id, SUM(probes), SUM(successes), SUM(blocked), SUM(maint) "
+                f"FROM rollup WHERE {_EACH_TARGET} GROUP BY target_id",
                 (tier, lo, hi),
             ):
-                out[tid] = out.get(tid, Counts()) + Counts(p, s)
+                counts = Counts(p, s, blocked, maint)
+                found = out.get(tid)
+                out[tid] = counts if found is None else found + counts
         return out
 
     def hists(self, a: float, b: float, marks: tuple[int, int]) -> dict[int, dict[int, int]]:
@@ -358,9 +354,8 @@ class Store:
         out: dict[int, dict[int, int]] = {}
         for tier, lo, hi in plan(a, b, *marks):
             for tid, k, n in self.read_conn.execute(
-                "SELECT r.target_id, j.key, SUM(j.value) FROM target g CROSS JOIN rollup r "
-                "ON r.target_id=g.id AND r.tier=? AND r.t>=? AND r.t<?, json_each(r.hist) j "
-                "GROUP BY r.target_id, j.key",
+                "SELECT r.target_id, j.key, SUM(j.value) FROM rollup r, json_each(r.hist) j "
+                f"WHERE {_EACH_TARGET} GROUP BY r.target_id, j.key",
                 (tier, lo, hi),
             ):
                 h = out.setdefault(tid, {})
@@ -368,22 +363,18 @@ class Store:
         return out
 
     def daily(self, first_day: int, now: float, marks: tuple[int, int]) -> dict[int, str]:
-        """Per target, ``"day:probes:successes,..."`` from ``first_day`` on (parsed when shown,
-        so the thousands of rows of a large fleet stay one string each)."""
-        out: dict[int, list[str]] = {}
-        hours_done, days_done = marks
-        ranges = [(TIER_DAY, first_day, days_done)] if first_day < days_done else []
-        ranges += plan(max(first_day, days_done), now, hours_done, days_done)
-        for tier, lo, hi in ranges:
-            for tid, text in self.read_conn.execute(
-                "SELECT target_id, group_concat(d || ':' || p || ':' || s) FROM "
-                "(SELECT r.target_id, r.t / 86400 * 86400 d, SUM(r.probes) p, "
-                "SUM(r.successes) s FROM target g CROSS JOIN rollup r ON r.target_id=g.id "
-                "AND r.tier=? AND r.t>=? AND r.t<? GROUP BY r.target_id, d) GROUP BY target_id",
-                (tier, lo, hi),
-            ):
-                out.setdefault(tid, []).append(text)
-        return {tid: ",".join(parts) for tid, parts in out.items()}
+        """Per target, ``"day:probes:successes:blocked:maintenance,..."`` from ``first_day`` to
+        ``now`` (the day rows, whole as written; parsed only for the rows a page shows, so the
+        thousands of rows of a large fleet stay one string each)."""
+        del marks  # day rows are always whole (schema 2)
+        return dict(
+            self.read_conn.execute(
+                "SELECT target_id, group_concat(t || ':' || probes || ':' || successes "
+                "|| ':' || blocked || ':' || maint) "
+                f"FROM rollup WHERE {_EACH_TARGET} GROUP BY target_id",
+                (TIER_DAY, first_day, now),
+            )
+        )
 
     def rows(
         self, tid: int, a: float, b: float, marks: tuple[int, int]
@@ -439,3 +430,52 @@ def _bounds(text: str) -> tuple[float, ...]:
 
 def encode_bounds(lower_bounds: Sequence[float]) -> str:
     return json.dumps(list(lower_bounds[1:]))
+
+
+def _migrate_1_to_2(c: sqlite3.Connection, path: Path) -> None:
+    """Schema 1 -> 2, in place and in one transaction: the two held-apart columns, and the
+    hour and day rows schema 1 had not rolled up yet (it did so in batches, an hour late)."""
+    logger.warning("history: migrating %s from schema version 1 to 2 (once)", path)
+    rows = dict(c.execute("SELECT key, value FROM meta"))
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        c.execute("ALTER TABLE rollup ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0")
+        c.execute("ALTER TABLE rollup ADD COLUMN maint INTEGER NOT NULL DEFAULT 0")
+        first, last = c.execute("SELECT min(t), max(t) FROM rollup WHERE tier=0").fetchone()
+        if first is not None:
+            hours_done = int(rows.get("hours_done", 0)) or first // HOUR * HOUR
+            days_done = int(rows.get("days_done", 0)) or first // DAY * DAY
+            for h in range(max(hours_done, first // HOUR * HOUR), last + 1, HOUR):
+                _downsample(c, TIER_MINUTE, TIER_HOUR, h, h + HOUR)
+            for d in range(days_done, last + 1, DAY):
+                _downsample(c, TIER_HOUR, TIER_DAY, d, d + DAY)
+            c.execute("INSERT OR REPLACE INTO meta VALUES('latest', ?)", (str(last),))
+        c.execute("DELETE FROM meta WHERE key IN ('hours_done', 'days_done')")
+        c.execute("INSERT OR REPLACE INTO meta VALUES('schema', '2')")
+        c.execute("COMMIT")
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
+
+
+def _downsample(c: sqlite3.Connection, src: int, dst: int, lo: int, hi: int) -> None:
+    """The ``dst`` row of ``[lo, hi)`` of every target from its ``src`` rows (migration)."""
+    c.execute(
+        """
+        INSERT OR REPLACE INTO rollup(target_id, tier, t, probes, successes, latency_sum, hist)
+        SELECT s.target_id, :dst, :lo, s.p, s.s, s.l, h.hist FROM
+          (SELECT r.target_id, SUM(r.probes) p, SUM(r.successes) s, SUM(r.latency_sum) l
+           FROM target g CROSS JOIN rollup r
+           ON r.target_id=g.id AND r.tier=:src AND r.t>=:lo AND r.t<:hi
+           GROUP BY r.target_id) s
+        LEFT JOIN
+          (SELECT target_id, json_group_object(k, n) hist FROM
+             (SELECT r.target_id, j.key k, SUM(j.value) n
+              FROM target g CROSS JOIN rollup r
+              ON r.target_id=g.id AND r.tier=:src AND r.t>=:lo AND r.t<:hi, json_each(r.hist) j
+              GROUP BY r.target_id, j.key)
+           GROUP BY target_id) h
+        ON h.target_id=s.target_id
+        """,
+        {"src": src, "dst": dst, "lo": lo, "hi": hi},
+    )

@@ -41,11 +41,15 @@ class Incident:
 
 @attrs.frozen
 class DayFigure:
-    """One day's probes and successes of a target, for the daily uptime figures."""
+    """One day's probes of a target: counted ones (``probes``, ``successes``), and those set
+    apart: made while a dependency was down (``blocked``) or in a maintenance window that does
+    not count in the SLO (``maintenance``)."""
 
     day: int
     probes: int
     successes: int
+    blocked: int = 0
+    maintenance: int = 0
 
     @property
     def uptime(self) -> float | None:
@@ -61,7 +65,8 @@ class TargetSummary:
     counts: Mapping[str, Counts]
     p50_24h: float | None
     p99_24h: float | None
-    #: ``"day:probes:successes,..."``: parsed by :meth:`days` only for the rows shown.
+    #: ``"day:probes:successes:blocked:maintenance,..."``: parsed by :meth:`days` only for the
+    #: rows shown.
     daily: str = ""
     slo: float | None = None
     budget_remaining: float | None = None
@@ -71,16 +76,23 @@ class TargetSummary:
         counts = self.counts.get(window)
         return None if counts is None else counts.uptime
 
-    def days(self) -> dict[int, DayFigure]:
+    def day_counts(self) -> dict[int, list[int]]:
+        """Day -> [probes, successes, blocked, maintenance], parsed from :attr:`daily` (the
+        page's fast path: no objects per day)."""
         sums: dict[int, list[int]] = {}
         if not self.daily:
-            return {}
+            return sums
         for part in self.daily.split(","):
-            d, p, s = part.split(":")
-            acc = sums.setdefault(int(d), [0, 0])
-            acc[0] += int(p)
-            acc[1] += int(s)
-        return {d: DayFigure(d, p, s) for d, (p, s) in sums.items()}
+            fields = part.split(":")
+            acc = sums.get(int(fields[0]))
+            if acc is None:
+                acc = sums[int(fields[0])] = [0, 0, 0, 0]
+            for i in range(1, len(fields)):
+                acc[i - 1] += int(fields[i])
+        return sums
+
+    def days(self) -> dict[int, DayFigure]:
+        return {d: DayFigure(d, *c) for d, c in self.day_counts().items()}
 
 
 @attrs.frozen

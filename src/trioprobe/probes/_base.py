@@ -51,7 +51,8 @@ async def run_per_target(
     """Probe every target once per ``interval``, each in its own task, until cancelled.
 
     A target's first probe comes after its :func:`~trioprobe._ticks.spread_offset` (a stable
-    delay in ``(0, interval]``), so targets added together do not all fire on one tick.
+    delay in ``(0, interval]``), so targets added together do not all fire on one tick; one a
+    fleet agent just took over (:attr:`ProbeTargets.taken_over`) within a fifth of that.
     ``targets()`` is read again every interval: new targets get a task, removed targets have
     theirs cancelled. Each ``probe_once`` runs under a ``probe_timeout`` cancel scope; running out
     becomes a failed result with ``timeout=True``, so deadlines are deterministic under a
@@ -63,8 +64,11 @@ async def run_per_target(
     ``on_target_removed(target)``, if given, releases what a removed target held (a client).
     """
 
+    watched = targets if isinstance(targets, ProbeTargets) else None
+
     async def probe_target(target: str) -> None:
-        ticker = Ticker(interval, first_at=trio.current_time() + spread_offset(target, interval))
+        first_at = trio.current_time() + _first_probe_after(watched, target, interval)
+        ticker = Ticker(interval, first_at=first_at)
         first = True
         async for tick in ticker:
             if first and prepare is not None:
@@ -107,6 +111,19 @@ async def run_per_target(
                 await on_target_removed(target)
 
         await follow_targets(targets, interval, start, stop, task_status=task_status)
+
+
+#: A target taken over from another fleet agent is first probed within this share of its
+#: interval (spread, so a dead agent's targets do not all fire on one tick), not up to a whole
+#: interval later: takeover is then within ``lease_ttl`` + one interval (docs/fleet.md).
+_TAKEOVER_SHARE = 0.2
+
+
+def _first_probe_after(watched: ProbeTargets | None, target: str, interval: float) -> float:
+    since = watched.taken_over.get(target) if watched is not None else None
+    if since is not None and trio.current_time() - since < interval:
+        return spread_offset(target, interval * _TAKEOVER_SHARE)
+    return spread_offset(target, interval)
 
 
 async def follow_targets(

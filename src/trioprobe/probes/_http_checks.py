@@ -1,4 +1,6 @@
-"""The ``http`` probe's response validators: JSON key paths, a JSON subset, and headers.
+"""The ``http`` probe's response validators: a body regex, JSON key paths, a JSON subset,
+headers, and blackbox_exporter's ``fail_if_*``; :class:`ResponseChecks` applies them all to an
+:class:`~trioprobe._exchange.Exchange`, whichever transport produced it.
 
 Each is parsed once from the config (a bad path or regex is a config error, named by its key)
 and then applied to every response. A check returns ``None`` when the response passes, else the
@@ -20,6 +22,7 @@ from typing import Any
 import attrs
 import httpx
 
+from .._exchange import Exchange
 from .._scrub import scrub
 
 __all__ = [
@@ -27,6 +30,7 @@ __all__ = [
     "HeaderCheck",
     "HeaderMatch",
     "JSONPath",
+    "ResponseChecks",
     "check_header_name",
     "check_header_value",
     "check_json_value",
@@ -345,3 +349,72 @@ def _header_problem(
         if not fail_on_match and not matched:
             return f"header {entry.header} {quote(values[0])} did not match /{pattern.pattern}/"
     return None
+
+
+@attrs.frozen
+class ResponseChecks:
+    """Every validator of one probe, applied to an :class:`~trioprobe._exchange.Exchange`
+    (whichever transport produced it)."""
+
+    pattern: re.Pattern[str] | None = None
+    headers: tuple[HeaderCheck, ...] = ()
+    json_paths: tuple[tuple[JSONPath, Any], ...] = ()
+    json_subset: Mapping[str, Any] = attrs.field(factory=dict)
+    blackbox: BlackboxMatchers = attrs.field(factory=BlackboxMatchers)
+    #: The validators configured, in the order of the ``validation_failure`` map's keys.
+    names: tuple[str, ...] = attrs.field(init=False)
+
+    @names.default
+    def _names(self) -> tuple[str, ...]:
+        own = (
+            ("regex", self.pattern is not None),
+            ("header", bool(self.headers)),
+            ("json_path", bool(self.json_paths)),
+            ("json_subset", bool(self.json_subset)),
+        )
+        return tuple(name for name, on in own if on) + self.blackbox.names()
+
+    def failures(self, exchange: Exchange) -> list[tuple[str, str]]:
+        """(validator, why) for each validator the exchange's response fails; its body must
+        be decoded already (:meth:`Exchange.decoded`)."""
+        failed: list[tuple[str, str]] = []
+        headers = exchange.header_view()
+        text = exchange.text(headers) if self.pattern or self.blackbox.names() else ""
+        if self.pattern is not None and not self.pattern.search(text):
+            failed.append(("regex", f"body did not match /{self.pattern.pattern}/"))
+        for check in self.headers:
+            problem = check.problem(headers)
+            if problem is not None:
+                failed.append(("header", problem))
+                break
+        if self.json_paths or self.json_subset:
+            failed.extend(self._json_failures(exchange.body))
+        if self.blackbox.names():
+            failed.extend(self.blackbox.problems(text, headers))
+        return failed
+
+    def _json_failures(self, content: bytes) -> list[tuple[str, str]]:
+        try:
+            document = json.loads(content)
+        except ValueError:
+            reason = f"body is not JSON: {quote(content[:40].decode('utf-8', 'replace'))}"
+            names = ("json_path",) * bool(self.json_paths) + ("json_subset",) * bool(
+                self.json_subset
+            )
+            return [(name, reason) for name in names]
+        failed: list[tuple[str, str]] = []
+        for path, expected in self.json_paths:
+            found, value = path.find(document)
+            if not found:
+                failed.append(("json_path", f"JSON {path.text}: {value} missing"))
+                break
+            if not json_equal(value, expected):
+                failed.append(
+                    ("json_path", f"JSON {path.text} is {quote(value)}, expected {quote(expected)}")
+                )
+                break
+        if self.json_subset:
+            problem = subset_mismatch(document, self.json_subset)
+            if problem is not None:
+                failed.append(("json_subset", f"JSON subset: {problem}"))
+        return failed

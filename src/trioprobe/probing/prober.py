@@ -36,12 +36,10 @@ import httpx
 import trio
 
 from .._groups import open_nursery
-from .._httpbody import MAX_BODY_BYTES, BodyTooLarge, send_bounded
-from .._httptrace import RequestTrace, release_response
-from .._lean_http import LeanConnection, LeanError
 from .._ticks import Ticker
-from .._tls import load_ssl_context, ssl_context
+from .._tls import load_ssl_context
 from .._urls import check_http_url
+from ._transport import Transport
 
 __all__ = [
     "ALPHA",
@@ -89,7 +87,7 @@ class ProbeNotFoundError(ProbingError):
 
 class ProbeFailure(ProbingError):
     """Why one probe failed, when the transport itself did not fail (then an httpx error is kept:
-    the lean path reports its failures as the httpx exception of the same kind).
+    the h11 path's typed errors are httpx's exception classes of the same names).
 
     Each names the endpoint, so ``Status.error`` is self-explanatory in a log line.
     """
@@ -448,14 +446,14 @@ class Prober:
     async def _run(self, probe: _Probe) -> None:
         """One probe id: the reference's ticker loop, over its own connections."""
         with probe.scope:
-            transport = _Transport(probe.endpoints, self._client)
+            transport = Transport(probe.endpoints, self._client)
             try:
                 await self._loop(probe, transport)
             finally:
                 with trio.move_on_after(1.0, shield=True):
                     await transport.aclose()
 
-    async def _loop(self, probe: _Probe, transport: _Transport) -> None:
+    async def _loop(self, probe: _Probe, transport: Transport) -> None:
         interval, status = probe.interval, probe.status
         pinned = 0
         # Go's ticker: an overdue tick fires at once, the ones after it are dropped.
@@ -470,7 +468,7 @@ class Prober:
                 pinned = (pinned + 1) % len(probe.endpoints)
 
     async def _probe_once(
-        self, probe: _Probe, transport: _Transport, index: int, lateness: float = 0.0
+        self, probe: _Probe, transport: Transport, index: int, lateness: float = 0.0
     ) -> bool:
         """One probe of endpoint ``index``; records it unless the id was removed meanwhile.
         Returns success."""
@@ -512,125 +510,27 @@ class Prober:
         return not isinstance(outcome, Exception)
 
 
-class _Transport:
-    """The connections of one probe id, one per endpoint, chosen when the id starts.
-
-    A plain ``http://`` endpoint, when the caller passed no client, goes over a keep-alive h11
-    connection (:class:`~trioprobe._lean_http.LeanConnection`, the ``http`` probe type's
-    lean path): httpx's layers cost about a millisecond per request, and that millisecond landed
-    in every RTT sample, inflating SRTT and ``clock_diff`` with this process's own overhead.
-    https (and credentials in the URL) stay on httpx, as does everything when the caller gave a
-    client: it may carry a transport, proxy or certificates the lean path knows nothing about.
-    """
-
-    __slots__ = ("_client", "_owned", "lean")
-
-    def __init__(self, endpoints: Sequence[httpx.URL], client: httpx.AsyncClient | None) -> None:
-        self._client = client
-        self._owned = False
-        self.lean: tuple[_LeanEndpoint | None, ...] = tuple(
-            _LeanEndpoint.for_url(url) if client is None else None for url in endpoints
-        )
-
-    def client(self) -> httpx.AsyncClient:
-        """The httpx client, created on first use: an id probing only http:// peers has none."""
-        if self._client is None:
-            # A client per id: each has at most one request in flight, which sidesteps
-            # httpcore's pool slowdown when many tasks share one pool (httpx #3215).
-            # timeout=None: the deadline is the per-probe cancel scope, not httpx's 5 s.
-            # open_prober loaded the shared SSL context in a thread: this costs tens of µs.
-            self._client = httpx.AsyncClient(verify=ssl_context(), timeout=None)
-            self._owned = True
-        return self._client
-
-    async def aclose(self) -> None:
-        for lean in self.lean:
-            if lean is not None:
-                await lean.connection.aclose()
-        if self._owned and self._client is not None:
-            await self._client.aclose()
-
-
-_USER_AGENT = b"trioprobe"
-
-
-@attrs.frozen
-class _LeanEndpoint:
-    """A plain http:// endpoint's keep-alive connection and its request headers."""
-
-    connection: LeanConnection
-    headers: list[tuple[bytes, bytes]]
-
-    @classmethod
-    def for_url(cls, url: httpx.URL) -> _LeanEndpoint | None:
-        if url.scheme != "http" or not url.host or url.userinfo:
-            return None  # https, or credentials in the URL: httpx's own rules apply
-        headers = [(b"Host", url.netloc), (b"Accept", b"*/*"), (b"User-Agent", _USER_AGENT)]
-        return cls(LeanConnection(url.host, url.port or 80, url.raw_path), headers)
-
-
 async def _request(
-    probe: _Probe, transport: _Transport, index: int
+    probe: _Probe, transport: Transport, index: int
 ) -> tuple[float, float] | Exception:
     """GET endpoint ``index`` under the probe's deadline: ``(rtt, remote_now)`` or the failure.
 
     The RTT excludes connection set-up (see the module docstring).
     """
     endpoint = probe.endpoints[index]
-    lean = transport.lean[index]
     with trio.move_on_after(probe.timeout):
-        if lean is not None:
-            return await _request_lean(endpoint, lean)
-        return await _request_httpx(endpoint, transport.client())
+        start = trio.current_time()  # just before the request is built, as in the reference
+        try:
+            exchange = await transport.get(index)
+        except (httpx.HTTPError, UnicodeError) as exc:  # UnicodeError: a bad host name
+            return exc
+        if exchange.status != 200:
+            return UnexpectedStatus(str(endpoint), exchange.status)
+        remote_now = _decode_health(str(endpoint), exchange.body)
+        if isinstance(remote_now, Exception):
+            return remote_now
+        return trio.current_time() - start - exchange.setup_time, remote_now
     return ProbeTimeout(str(endpoint), probe.timeout)
-
-
-async def _request_httpx(
-    endpoint: httpx.URL, client: httpx.AsyncClient
-) -> tuple[float, float] | Exception:
-    trace = RequestTrace()
-    start = trio.current_time()  # just before the request is built, as in the reference
-    try:
-        # Read under the probes' body limit: a 1 GiB reply must not fill the memory.
-        request = client.build_request("GET", endpoint, extensions={"trace": trace})
-        response = await send_bounded(client, request)
-    except (httpx.HTTPError, UnicodeError) as exc:  # UnicodeError: a bad host name
-        return exc
-    release_response(response)
-    if response.status_code != 200:
-        return UnexpectedStatus(str(endpoint), response.status_code)
-    remote_now = _decode_health(str(endpoint), response.content)
-    if isinstance(remote_now, Exception):
-        return remote_now
-    return trio.current_time() - start - trace.setup_time(), remote_now
-
-
-async def _request_lean(
-    endpoint: httpx.URL, lean: _LeanEndpoint
-) -> tuple[float, float] | Exception:
-    start = trio.current_time()
-    try:
-        # The lean connection reads the body under the same limit as send_bounded.
-        response = await lean.connection.request(b"GET", lean.headers, None)
-    except LeanError as exc:
-        return _as_httpx_error(exc)
-    if response.status_code != 200:
-        return UnexpectedStatus(str(endpoint), response.status_code)
-    remote_now = _decode_health(str(endpoint), response.content)
-    if isinstance(remote_now, Exception):
-        return remote_now
-    return trio.current_time() - start - response.phases.get("connect", 0.0), remote_now
-
-
-def _as_httpx_error(exc: LeanError) -> httpx.HTTPError:
-    """The httpx exception the httpx path raises for the same failure: ``Status.error`` keeps
-    one vocabulary whichever path a peer takes (``isinstance(error, httpx.ConnectError)``)."""
-    if str(exc) == f"response body larger than the {MAX_BODY_BYTES}-byte limit":
-        return BodyTooLarge(MAX_BODY_BYTES)  # what send_bounded raises on the httpx path
-    kind = getattr(httpx, exc.kind, None)
-    if isinstance(kind, type) and issubclass(kind, httpx.TransportError):
-        return kind(str(exc))
-    return httpx.TransportError(exc.describe())
 
 
 _FAST_PREFIX = b'{"OK":true,"Now":"'

@@ -3,17 +3,34 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from urllib.parse import quote
 
 import attrs
+import trio
 
 from ..alerting.history import History
-from ..alerting.state import DOWN, TargetHealth
+from ..alerting.state import DOWN, UP, TargetHealth
 from ..history import Summary, TargetSummary
 
-__all__ = ["CSS", "Row", "detail_href", "ms", "pct", "snapshot_rows", "when"]
+__all__ = [
+    "BLOCKED",
+    "CSS",
+    "MAINTENANCE",
+    "Hold",
+    "Row",
+    "Slicer",
+    "detail_href",
+    "join_body",
+    "make_row",
+    "ms",
+    "pct",
+    "shown_state",
+    "snapshot_rows",
+    "when",
+]
 
 CSS = """
 body{font:14px system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
@@ -23,10 +40,11 @@ th,td{border-bottom:1px solid #ddd;padding:4px 6px;text-align:left;vertical-alig
 th{background:#eee}.num{text-align:right;font-variant-numeric:tabular-nums}
 .state{font-weight:bold;text-transform:uppercase}
 .up .state{color:#1a7f37}.down .state{color:#cf222e}.unknown .state{color:#6e7781}
-tr.down{background:#fff0f0}.err{color:#6e7781;overflow-wrap:anywhere}
+.blocked .state{color:#9a6700}.maintenance .state{color:#0969da}
+tr.down{background:#fff0f0}tr.blocked{background:#fff8e5}tr.maintenance{background:#f0f6ff}.err{color:#6e7781;overflow-wrap:anywhere}
 .target{word-break:normal;overflow-wrap:normal}
 .target a{color:inherit}
-col.c-probe{width:6em}col.c-state{width:5em}col.c-since{width:9.5em}
+col.c-probe{width:6em}col.c-state{width:7.5em}col.c-since{width:9.5em}
 col.c-up{width:5.5em}col.c-days{width:284px}col.c-lat{width:5em}col.c-spark{width:132px}
 col.c-alert{width:9em}.target .err{font-size:.9em;margin-top:2px}
 form.filter{margin:0 0 1em}form.filter input,form.filter select{margin-right:.5em}
@@ -64,6 +82,68 @@ def detail_href(probe: str, target: str) -> str:
     return f"/status/{quote(probe, safe='')}/{quote(target, safe='')}"
 
 
+#: Longest the page's code holds the event loop between two checkpoints (seconds).
+STEP_BUDGET = 0.0005
+
+
+class Slicer:
+    """Lets other tasks run whenever a loop over many items has held the loop for
+    :data:`STEP_BUDGET`: work per item varies (a row with incidents, a long target), so the
+    pause is by time, not by a count of items. A clock read costs ~0.1 us per item."""
+
+    __slots__ = ("_since",)
+
+    def __init__(self) -> None:
+        self._since = time.perf_counter()
+
+    async def tick(self) -> None:
+        if time.perf_counter() - self._since >= STEP_BUDGET:
+            await trio.lowlevel.checkpoint()
+            self._since = time.perf_counter()
+
+
+#: Characters of text encoded at a time when a body is joined (a few hundred microseconds).
+_ENCODE_CHUNK = 1 << 16
+
+
+async def join_body(parts: Iterable[str]) -> bytes:
+    """Join and encode ``parts`` (the pieces of a page or a JSON document) a time slice at a
+    time: a piece each step until the slice is spent, and the text encoded 64 KiB at a time,
+    so even a 2 MiB body never holds the loop for more than a fraction of a millisecond."""
+    chunks: list[bytes] = []
+    pending: list[str] = []
+    size = 0
+    slicer = Slicer()
+    for part in parts:
+        pending.append(part)
+        size += len(part)
+        if size >= _ENCODE_CHUNK:
+            chunks.append("".join(pending).encode())
+            pending, size = [], 0
+        await slicer.tick()
+    chunks.append("".join(pending).encode())
+    return b"".join(chunks)
+
+
+#: How a target's state is shown: its own verdict, or why its alerts are held.
+Hold = Callable[[str, str, str], "str | None"]
+BLOCKED = "blocked"
+MAINTENANCE = "maintenance"
+#: Sort rank of each shown state: down first, then held, then the rest.
+_RANK = {DOWN: 0, BLOCKED: 1, MAINTENANCE: 1}
+
+
+def shown_state(h: TargetHealth, hold: Hold | None) -> str:
+    """``maintenance`` while a window covers the target; ``blocked`` while a dependency is
+    down and the target is not up itself; else its own state (docs/alerting.md)."""
+    if hold is None:
+        return h.state
+    why = hold(h.rule.name, h.probe, h.target)
+    if why == MAINTENANCE or (why == BLOCKED and h.state != UP):
+        return why
+    return h.state
+
+
 @attrs.frozen
 class Row:
     """One target's live state, copied off the live objects on the loop (the sort key too)."""
@@ -71,6 +151,7 @@ class Row:
     order: tuple[int, int, int]
     probe: str
     target: str
+    #: What the page shows: ``up``/``down``/``unknown``, or ``blocked``/``maintenance``.
     state: str
     since: float
     alert: str
@@ -81,6 +162,33 @@ class Row:
     transitions: int
     history: History
     summary: TargetSummary | None
+    #: The target's own verdict (``up``/``down``/``unknown``), whatever is shown.
+    health: str = ""
+
+
+Entry = tuple[int, TargetHealth, History, str]
+
+
+def make_row(entry: Entry, summary: Summary, rank: Mapping[str, int]) -> Row:
+    """The page's copy of one entry: ``(first-seen index, health, history, shown state)``."""
+    n, h, history, state = entry
+    return Row(
+        order=(_RANK.get(state, 2), rank.get(h.probe, len(rank)), n),
+        probe=h.probe,
+        target=h.target,
+        state=state,
+        since=h.since,
+        alert=h.rule.name,
+        # Held (blocked, maintenance): its fire waits, so the page does not say FIRING.
+        firing=state == DOWN and bool(h.rule.name),
+        error=h.last_error,
+        failures=h.failures,
+        total=h.total,
+        transitions=h.transitions,
+        history=history,
+        summary=summary.targets.get((h.probe, h.target)),
+        health=h.state,
+    )
 
 
 def snapshot_rows(
@@ -89,30 +197,12 @@ def snapshot_rows(
     probe_order: Sequence[str],
     start: int,
     stop: int,
+    hold: Hold | None = None,
 ) -> list[Row]:
-    """Rows ``start:stop`` of ``entries`` (a :meth:`Health.snapshot`); sort key: down first,
-    then config order of the probe, then the order targets were first seen."""
+    """Rows ``start:stop`` of ``entries`` (a :meth:`Health.snapshot`), in one go (tools,
+    tests, one badge): the server's pages select first and copy only the rows they show."""
     rank = {p: i for i, p in enumerate(probe_order)}
     return [
-        _row(h, history, summary, rank, n)
+        make_row((n, h, history, shown_state(h, hold)), summary, rank)
         for n, (h, history) in enumerate(entries[start:stop], start)
     ]
-
-
-def _row(h: TargetHealth, history: History, summary: Summary, rank: dict[str, int], n: int) -> Row:
-    firing = h.state == DOWN and bool(h.rule.name)
-    return Row(
-        order=(0 if h.state == DOWN else 1, rank.get(h.probe, len(rank)), n),
-        probe=h.probe,
-        target=h.target,
-        state=h.state,
-        since=h.since,
-        alert=h.rule.name,
-        firing=firing,
-        error=h.last_error,
-        failures=h.failures,
-        total=h.total,
-        transitions=h.transitions,
-        history=history,
-        summary=summary.targets.get((h.probe, h.target)),
-    )

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import trio
-
 from ..history import HistoryService, Summary
-from ._common import Row
+from ._common import Row, join_body
 from .detail import points
 from .svg import badge
 
@@ -35,12 +33,17 @@ def row_dict(row: Row) -> dict[str, Any]:
         "probe": row.probe,
         "target": row.target,
         "state": row.state,
+        "health": row.health,
         "since": row.since,
         "alert": row.alert,
         "firing": row.firing,
         "error": row.error,
         "uptime": None if s is None else {w: s.uptime(w) for w in s.counts},
         "probes": None if s is None else {w: c.probes for w, c in s.counts.items()},
+        # Probes kept apart from uptime and SLOs (issue 21): made while a dependency was down,
+        # or in a maintenance window that does not count in the SLO.
+        "blocked": None if s is None else {w: c.blocked for w, c in s.counts.items()},
+        "maintenance": None if s is None else {w: c.maintenance for w, c in s.counts.items()},
         "latency_p50_24h": None if s is None else s.p50_24h,
         "latency_p99_24h": None if s is None else s.p99_24h,
     }
@@ -54,14 +57,15 @@ def row_dict(row: Row) -> dict[str, Any]:
 
 
 async def targets_json(rows: Sequence[Row], summary: Summary) -> Response:
-    """Every row (no paging: programs want all), encoded a chunk of rows per step."""
-    parts = [f'{{"as_of": {json.dumps(summary.at or None)}, "targets": [']
-    for i, row in enumerate(rows):
-        parts.append((", " if i else "") + json.dumps(row_dict(row)))
-        if i % 64 == 63:
-            await trio.lowlevel.checkpoint()
-    parts.append("]}")
-    return 200, "".join(parts).encode(), JSON
+    """Every row (no paging: programs want all), encoded a time slice at a time."""
+
+    def parts() -> Iterator[str]:
+        yield f'{{"as_of": {json.dumps(summary.at or None)}, "targets": ['
+        for i, row in enumerate(rows):
+            yield (", " if i else "") + json.dumps(row_dict(row))
+        yield "]}"
+
+    return 200, await join_body(parts()), JSON
 
 
 def _number(query: Mapping[str, str], key: str, default: float) -> float:
@@ -94,7 +98,7 @@ async def history_json(
     step = int(math.ceil(step / history.step) * history.step)
 
     def read(store: Any) -> tuple[list[Any], bool]:
-        known = store.targets().get((probe, target))
+        known = store.target(probe, target)
         if known is None:
             return [], False
         tid, bounds = known
@@ -153,7 +157,9 @@ def badge_svg(kind: str, row: Row | None, probe: str) -> Response:
         return 404, badge(probe, "unknown target", _GREY).encode(), b"image/svg+xml"
     s = row.summary
     if kind == "status":
-        color = {"up": _GREEN, "down": _RED}.get(row.state, _GREY)
+        color = {"up": _GREEN, "down": _RED, "blocked": _YELLOW, "maintenance": _BLUE}.get(
+            row.state, _GREY
+        )
         svg = badge("status", row.state, color)
     elif kind == "uptime-24h":
         up = None if s is None else s.uptime("24h")

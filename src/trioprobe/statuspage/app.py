@@ -25,61 +25,56 @@ from ..alerting.health import Health
 from ..alerting.state import DOWN
 from ..history import EMPTY_SUMMARY, HistoryService, Summary
 from . import api
-from ._common import Row, snapshot_rows
+from ._common import (
+    _RANK,
+    Entry,
+    Hold,
+    Row,
+    Slicer,
+    join_body,
+    make_row,
+    shown_state,
+    snapshot_rows,
+)
 from .detail import detail_html, gather
-from .overview import PAGE_SIZE, Filter, overview_parts
+from .overview import PAGE_SIZE, DayBars, Filter, overview_parts
 
-__all__ = ["StatusPage", "collect_rows", "render_html", "render_json", "select"]
-
-#: Rows rendered between two checkpoints: a row takes ~0.1-0.2 ms.
-_ROWS_PER_CHECKPOINT = 8
-#: Rows copied off the live state between two checkpoints (a few microseconds each).
-_COPY_CHUNK = 256
+__all__ = ["StatusPage", "copy_rows", "render_html", "render_json", "select_entries"]
 
 
-async def collect_rows(health: Health, summary: Summary, order: Sequence[str]) -> list[Row]:
-    entries = health.snapshot()  # a list copy: later chunks see the same targets
-    rows: list[Row] = []
-    for start in range(0, len(entries), _COPY_CHUNK):
-        rows.extend(snapshot_rows(entries, summary, order, start, start + _COPY_CHUNK))
-        await trio.lowlevel.checkpoint()
-    return rows
+async def select_entries(
+    health: Health, f: Filter, order: Sequence[str], hold: Hold | None
+) -> tuple[list[Entry], int, list[str]]:
+    """The entries ``f`` keeps, in page order, how many targets are down, and every probe
+    (config order first) for the filter form.
 
-
-def select(rows: Sequence[Row], f: Filter) -> tuple[list[Row], int, int]:
-    """The page's rows (down first, probes in config order), how many matched, how many down."""
-    kept = sorted((r for r in rows if f.keep(r)), key=lambda r: r.order)
-    down = sum(r.state == DOWN for r in rows)
-    start = (f.page - 1) * PAGE_SIZE
-    return kept[start : start + PAGE_SIZE], len(kept), down
-
-
-async def select_async(
-    rows: Sequence[Row], f: Filter, *, paginate: bool = True
-) -> tuple[list[Row], int, int]:
-    """:func:`select` in chunks: rows arrive in first-seen order, so grouping them by (down,
-    probe rank) and joining the groups is the sort, with a checkpoint every chunk."""
-    groups: dict[tuple[int, int], list[Row]] = {}
+    Only what the filter and the order need is read here (no copies): rows arrive in first-seen
+    order, so grouping them by (shown-state rank, probe rank) and joining the groups is the
+    sort. The page then copies just its own rows (:func:`make_row`)."""
+    rank = {p: i for i, p in enumerate(order)}
+    groups: dict[tuple[int, int], list[Entry]] = {}
     down = 0
-    for i, r in enumerate(rows, 1):
-        down += r.state == DOWN
-        if f.keep(r):
-            groups.setdefault((r.order[0], r.order[1]), []).append(r)
-        if i % _COPY_CHUNK == 0:
-            await trio.lowlevel.checkpoint()
-    kept = [r for key in sorted(groups) for r in groups[key]]
-    if not paginate:
-        return kept, len(kept), down
-    start = (f.page - 1) * PAGE_SIZE
-    return kept[start : start + PAGE_SIZE], len(kept), down
+    probes = dict.fromkeys(order)
+    slicer = Slicer()
+    for n, (h, history) in enumerate(health.snapshot()):
+        probes[h.probe] = None
+        state = shown_state(h, hold)
+        down += state == DOWN
+        if f.keep(h.probe, h.target, state):
+            key = (_RANK.get(state, 2), rank.get(h.probe, len(rank)))
+            groups.setdefault(key, []).append((n, h, history, state))
+        await slicer.tick()
+    return [e for key in sorted(groups) for e in groups[key]], down, list(probes)
 
 
-def _probes(rows: Sequence[Row], order: Sequence[str]) -> list[str]:
-    seen = list(order)
-    for r in rows:
-        if r.probe not in seen:
-            seen.append(r.probe)
-    return seen
+async def copy_rows(entries: Sequence[Entry], summary: Summary, order: Sequence[str]) -> list[Row]:
+    rank = {p: i for i, p in enumerate(order)}
+    rows = []
+    slicer = Slicer()
+    for entry in entries:
+        rows.append(make_row(entry, summary, rank))
+        await slicer.tick()
+    return rows
 
 
 def render_html(
@@ -90,15 +85,26 @@ def render_html(
     summary: Summary = EMPTY_SUMMARY,
     order: Sequence[str] = (),
     query: dict[str, str] | None = None,
+    hold: Hold | None = None,
 ) -> str:
     """The whole overview at once (tests, tools); ``now`` is the Trio clock reading."""
     now = trio.current_time() if now is None else now
     entries = health.snapshot()
-    rows = snapshot_rows(entries, summary, order, 0, len(entries))
+    rows = snapshot_rows(entries, summary, order, 0, len(entries), hold)
     f = Filter.from_query(query or {})
-    page, matched, down = select(rows, f)
+    kept = sorted((r for r in rows if f.keep(r.probe, r.target, r.state)), key=lambda r: r.order)
+    down = sum(r.state == DOWN for r in rows)
+    start = (f.page - 1) * PAGE_SIZE
     parts = overview_parts(
-        page, matched, down, f, _probes(rows, order), summary, refresh, now, time.time()
+        kept[start : start + PAGE_SIZE],
+        len(kept),
+        down,
+        f,
+        list(dict.fromkeys([*order, *(r.probe for r in rows)])),
+        summary,
+        refresh,
+        now,
+        time.time(),
     )
     return "".join(parts)
 
@@ -111,6 +117,7 @@ def _json_parts(rows: Sequence[Row], now: float) -> Iterator[str]:
             "probe": r.probe,
             "target": r.target,
             "state": r.state,
+            "health": r.health,
             "since": r.since,
             "alert": r.alert,
             "firing": r.firing,
@@ -127,22 +134,12 @@ def _json_parts(rows: Sequence[Row], now: float) -> Iterator[str]:
     yield "]}"
 
 
-def render_json(health: Health, *, now: float | None = None) -> str:
+def render_json(health: Health, *, now: float | None = None, hold: Hold | None = None) -> str:
     """``/status.json``: every target's live state, in the order first seen."""
     now = trio.current_time() if now is None else now
     entries = health.snapshot()
-    rows = snapshot_rows(entries, EMPTY_SUMMARY, [], 0, len(entries))
+    rows = snapshot_rows(entries, EMPTY_SUMMARY, [], 0, len(entries), hold)
     return "".join(_json_parts(rows, now))
-
-
-async def _join(parts: Iterator[str]) -> bytes:
-    """Join ``parts``, letting other tasks run every few rows (see _ROWS_PER_CHECKPOINT)."""
-    out: list[str] = []
-    for i, part in enumerate(parts, 1):
-        out.append(part)
-        if i % _ROWS_PER_CHECKPOINT == 0:
-            await trio.lowlevel.checkpoint()
-    return "".join(out).encode()
 
 
 def _pair(scope: Scope, prefix: str, suffix: str) -> tuple[str, str] | None:
@@ -159,7 +156,12 @@ def _pair(scope: Scope, prefix: str, suffix: str) -> tuple[str, str] | None:
 
 
 class StatusPage:
-    """The ASGI app of the status page (see the module doc)."""
+    """The ASGI app of the status page (see the module doc).
+
+    Args:
+        hold: ``hold(alert, probe, target)`` says why a target's notifications are held
+            (``"blocked"``, ``"maintenance"``) or ``None``: the page shows that state.
+    """
 
     def __init__(
         self,
@@ -168,11 +170,14 @@ class StatusPage:
         refresh: int = 5,
         history: HistoryService | None = None,
         order: Sequence[str] = (),
+        hold: Hold | None = None,
     ) -> None:
         self.health = health
         self.refresh = refresh
         self.history = history
         self.order = list(order)
+        self.hold = hold
+        self._bars = DayBars()
 
     @property
     def store(self) -> HistoryService | None:
@@ -196,19 +201,24 @@ class StatusPage:
         status, body, ctype = await self._route(scope)
         await send_response(send, status, body, ctype)
 
+    async def _rows(self, f: Filter, summary: Summary) -> list[Row]:
+        entries, _, _ = await select_entries(self.health, f, self.order, self.hold)
+        return await copy_rows(entries, summary, self.order)
+
     async def _route(self, scope: Scope) -> tuple[int, bytes, bytes]:
         path: str = scope["path"]
         query = dict(parse_qsl(bytes(scope.get("query_string", b"")).decode("latin-1")))
         if path in ("/status", "/status/", "/"):
             return await self._overview(query)
         if path == "/status.json":
-            rows = await collect_rows(self.health, EMPTY_SUMMARY, self.order)
-            body = await _join(_json_parts(rows, trio.current_time()))
+            rows = await self._rows(Filter(), EMPTY_SUMMARY)
+            rows.sort(key=lambda r: r.order[2])  # first-seen order, as before
+            body = await join_body(_json_parts(rows, trio.current_time()))
             return 200, body, api.JSON
         if path == "/api/v1/targets":
-            rows = await collect_rows(self.health, self.summary, self.order)
-            kept, _, _ = await select_async(rows, Filter.from_query(query), paginate=False)
-            return await api.targets_json(kept, self.summary)
+            summary = self.summary
+            rows = await self._rows(Filter.from_query(query), summary)
+            return await api.targets_json(rows, summary)
         if path == "/api/v1/incidents":
             return await api.incidents_json(self.store, query)
         pair = _pair(scope, "/api/v1/targets/", "/history")
@@ -225,28 +235,31 @@ class StatusPage:
 
     async def _overview(self, query: dict[str, str]) -> tuple[int, bytes, bytes]:
         summary = self.summary
-        rows = await collect_rows(self.health, summary, self.order)
         f = Filter.from_query(query)
-        page, matched, down = await select_async(rows, f)
+        entries, down, probes = await select_entries(self.health, f, self.order, self.hold)
+        start = (f.page - 1) * PAGE_SIZE
+        page = await copy_rows(entries[start : start + PAGE_SIZE], summary, self.order)
         parts = overview_parts(
             page,
-            matched,
+            len(entries),
             down,
             f,
-            _probes(rows, self.order),
+            probes,
             summary,
             self.refresh,
             trio.current_time(),
             time.time() if self.history is None else self.history.wall(),
+            self._bars,
         )
-        return 200, await _join(parts), b"text/html; charset=utf-8"
+        return 200, await join_body(parts), b"text/html; charset=utf-8"
 
     async def _row(self, probe: str, target: str) -> Row | None:
-        entries = self.health.snapshot()
-        for i, (h, _) in enumerate(entries):
-            if h.probe == probe and h.target == target:
-                return snapshot_rows(entries, self.summary, self.order, i, i + 1)[0]
-        return None
+        h = self.health.entry(probe, target)
+        history = self.health.history(probe, target)
+        if h is None or history is None:
+            return None
+        rank = {p: i for i, p in enumerate(self.order)}
+        return make_row((0, h, history, shown_state(h, self.hold)), self.summary, rank)
 
     async def _detail(self, probe: str, target: str) -> tuple[int, bytes, bytes]:
         row = await self._row(probe, target)

@@ -72,7 +72,7 @@ def points(
 
 def gather(store: Store, probe: str, target: str, now: float) -> Detail | None:
     """Everything the page needs from the store (runs in the reader thread)."""
-    known = store.targets().get((probe, target))
+    known = store.target(probe, target)
     if known is None:
         return None
     tid, bounds = known
@@ -98,10 +98,16 @@ def _uptimes(s: TargetSummary | None) -> str:
             '<p class="muted">No history yet (it needs a <code>[history]</code> table and a '
             "completed minute).</p>"
         )
-    cells = "".join(f"<th>{w}</th>" for w in ("1h", "24h", "7d", "30d"))
-    vals = "".join(
-        f'<td class="num">{pct(s.uptime(w), 3)}</td>' for w in ("1h", "24h", "7d", "30d")
-    )
+    windows = ("1h", "24h", "7d", "30d")
+    cells = "".join(f"<th>{w}</th>" for w in windows)
+    vals = "".join(f'<td class="num">{pct(s.uptime(w), 3)}</td>' for w in windows)
+    # Time kept apart from uptime: blocked by a dependency, or in maintenance outside the SLO.
+    for what in ("blocked", "maintenance"):
+        shares = [s.counts[w].share(what) if w in s.counts else None for w in windows]
+        if any(shares):
+            vals += f'</tr><tr class="{what}"><td>{what} (not counted)</td>' + "".join(
+                f'<td class="num">{pct(x, 2)}</td>' for x in shares
+            )
     slo = ""
     if s.slo is not None:
         burns = ", ".join(

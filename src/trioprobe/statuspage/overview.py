@@ -13,16 +13,17 @@ from urllib.parse import urlencode
 
 import attrs
 
-from ..history import Incident, Summary
+from ..history import Incident, Summary, TargetSummary
 from ._common import CSS, Row, detail_href, ms, pct, when, wrap_target
 from .svg import day_bar, sparkline
 
-__all__ = ["PAGE_SIZE", "Filter", "overview_parts"]
+__all__ = ["PAGE_SIZE", "DayBars", "Filter", "overview_parts"]
 
-#: Rows per page; without a page limit the whole list is one page.
-PAGE_SIZE = 500
+#: Rows per page: 100 rows are ~100 KiB and ~20 ms of rendering (docs/history.md), however
+#: many targets there are; down and held targets come first, so page 1 is what matters.
+PAGE_SIZE = 100
 _DAY = 86400
-_STATES = ("down", "up", "unknown")
+_STATES = ("down", "blocked", "maintenance", "up", "unknown")
 
 
 @attrs.frozen
@@ -49,12 +50,13 @@ class Filter:
             query.get("target", ""),
         )
 
-    def keep(self, row: Row) -> bool:
+    def keep(self, probe: str, target: str, state: str) -> bool:
+        """Whether a target with this shown state passes the filter."""
         return (
-            (not self.probe or row.probe == self.probe)
-            and (not self.state or row.state == self.state)
-            and (not self.text or self.text.lower() in row.target.lower())
-            and (not self.target or row.target == self.target)
+            (not self.probe or probe == self.probe)
+            and (not self.state or state == self.state)
+            and (not self.text or self.text.lower() in target.lower())
+            and (not self.target or target == self.target)
         )
 
     def link(self, page: int) -> str:
@@ -92,18 +94,42 @@ def _form(f: Filter, probes: Sequence[str]) -> str:
     )
 
 
-def row_html(
-    row: Row, now: float, today: int, incidents: Mapping[tuple[str, str, int], Sequence[Incident]]
-) -> str:
+#: Per (probe, target): day -> the incidents that touch it.
+IncidentDays = Mapping[tuple[str, str], Mapping[int, Sequence[Incident]]]
+
+
+class DayBars:
+    """The rendered 90-day bars of one summary (and one UTC day): a bar changes only when the
+    summary does (at most once a minute), so a page shown again, or by another viewer, does not
+    draw its rows' bars again. Dropped whole when the summary or the day changes."""
+
+    def __init__(self) -> None:
+        self._token: tuple[int, int] = (0, 0)
+        self._bars: dict[tuple[str, str], str] = {}
+        self.incidents: IncidentDays = {}
+
+    def start(self, summary: Summary, today: int) -> None:
+        token = (id(summary), today)
+        if token != self._token:
+            self._token = token
+            self._bars = {}
+            self.incidents = incidents_by_day(summary.incidents)
+
+    def bar(self, s: TargetSummary, today: int) -> str:
+        key = (s.probe, s.target)
+        found = self._bars.get(key)
+        if found is None:
+            incidents = self.incidents.get(key, {})
+            found = self._bars[key] = day_bar(s.day_counts(), incidents, today)
+        return found
+
+
+def row_html(row: Row, now: float, today: int, bars: DayBars) -> str:
     e = html.escape
     s = row.summary
     if s is not None:
         up24, up30 = pct(s.uptime("24h")), pct(s.uptime("30d"))
-        by_day = {
-            d: incidents.get((row.probe, row.target, d), ())
-            for d in range(today - 89 * _DAY, today + _DAY, _DAY)
-        }
-        days = day_bar(s.days(), by_day, today)
+        days = bars.bar(s, today)
         p50, p99 = ms(s.p50_24h), ms(s.p99_24h)
     else:
         # Without [history] (or before its first summary): the last hour, from memory.
@@ -124,7 +150,7 @@ def row_html(
         f'<td class="num">{p50}</td>',
         f'<td class="num">{p99}</td>',
         f"<td>{sparkline(row.history, now)}</td>",
-        f"<td>{'FIRING: ' + e(row.alert) if row.firing else ''}</td>",
+        f"<td>{_alert_cell(row)}</td>",
     ]
     return (
         f'<tr class="{e(row.state)}" data-state="{e(row.state)}" data-probe="{e(row.probe)}" '
@@ -132,13 +158,24 @@ def row_html(
     )
 
 
-def incidents_by_day(incidents: Sequence[Incident]) -> dict[tuple[str, str, int], list[Incident]]:
-    out: dict[tuple[str, str, int], list[Incident]] = {}
+def _alert_cell(row: Row) -> str:
+    if row.firing:
+        return "FIRING: " + html.escape(row.alert)
+    if row.alert and row.health == "down" and row.state in ("blocked", "maintenance"):
+        return f'<span class="muted">held: {html.escape(row.alert)}</span>'
+    return ""
+
+
+def incidents_by_day(
+    incidents: Sequence[Incident],
+) -> dict[tuple[str, str], dict[int, list[Incident]]]:
+    out: dict[tuple[str, str], dict[int, list[Incident]]] = {}
     for inc in incidents:
         end = inc.end if inc.end is not None else inc.start
         day = int(inc.start // _DAY * _DAY)
+        days = out.setdefault((inc.probe, inc.target), {})
         while day <= end:
-            out.setdefault((inc.probe, inc.target, day), []).append(inc)
+            days.setdefault(day, []).append(inc)
             day += _DAY
     return out
 
@@ -153,6 +190,7 @@ def overview_parts(
     refresh: int,
     now: float,
     wall: float,
+    bars: DayBars | None = None,
 ) -> Iterator[str]:
     """The page in pieces: the head, then one piece per row (so the caller can pause)."""
     pages = max(1, -(-matched // PAGE_SIZE))
@@ -170,10 +208,12 @@ def overview_parts(
         + ".</p>"
     )
     today = int(wall // _DAY * _DAY)
-    by_day = incidents_by_day(summary.incidents)
+    if bars is None:
+        bars = DayBars()
+    bars.start(summary, today)
     yield f'<table class="targets">{_HEAD}'
     for row in rows:
-        yield row_html(row, now, today, by_day)
+        yield row_html(row, now, today, bars)
     yield "</table>"
     if not rows:
         yield "<p>No results yet.</p>" if not matched else ""

@@ -7,12 +7,13 @@ that came from a target.
 
 from __future__ import annotations
 
+import functools
 import html
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from ..alerting.history import History
-from ..history import DayFigure, Incident
+from ..history import Incident
 
 __all__ = ["badge", "day_bar", "latency_chart", "sparkline"]
 
@@ -21,7 +22,8 @@ _SPARK_H = 24
 _DAY = 86400
 
 
-def _day(t: float) -> str:
+@functools.lru_cache(maxsize=1024)
+def _day(t: int) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
 
 
@@ -66,9 +68,12 @@ def sparkline(history: History, now: float) -> str:
     return "".join(parts)
 
 
-def _day_color(uptime: float | None) -> str:
+_GREY, _BLOCKED, _MAINTENANCE = "#d0d7de", "#d4a72c", "#54aeff"
+
+
+def _day_color(uptime: float | None, held: str) -> str:
     if uptime is None:
-        return "#d0d7de"
+        return _MAINTENANCE if held == "maintenance" else _BLOCKED if held else _GREY
     if uptime >= 0.999:
         return "#2da44e"
     if uptime >= 0.99:
@@ -76,14 +81,44 @@ def _day_color(uptime: float | None) -> str:
     return "#cf222e"
 
 
+def _day_label(counts: list[int] | None) -> tuple[float | None, str, str]:
+    """(uptime, hover text, what was held) of one day's [probes, successes, blocked,
+    maintenance]."""
+    if counts is None:
+        return None, "no data", ""
+    p, s, b, m = counts
+    up = s / p if p else None
+    text = "no data" if up is None else f"{100 * up:.3f}%"
+    held = ""
+    for n, what in ((b, "blocked"), (m, "maintenance")):
+        if n:
+            text += f", {what} {100 * n / (p + b + m):.1f}% of probes"
+            held = held or what
+    return up, text, held
+
+
+def _key(counts: list[int] | None) -> object:
+    """What a day's bar shows, cheaply: days with equal keys have equal labels."""
+    if counts is None:
+        return None
+    p, s, b, m = counts
+    up = round(1e5 * s / p) if p else -1
+    if not (b or m):
+        return up
+    t = p + b + m
+    return up, round(1e3 * b / t), round(1e3 * m / t)
+
+
 def day_bar(
-    days: Mapping[int, DayFigure],
+    days: Mapping[int, list[int]],
     incidents: Mapping[int, Sequence[Incident]],
     today: int,
     count: int = 90,
 ) -> str:
-    """The last ``count`` days' uptime, one bar each; a run of equal days with no incident is
-    drawn (and hovered) as one, which keeps a row of a healthy target under a kilobyte."""
+    """The last ``count`` days' uptime, one bar each (``days``: day -> [probes, successes,
+    blocked, maintenance]); a run of equal days with no incident is drawn (and hovered) as
+    one, which keeps a row of a healthy target under a kilobyte. Days without data are not
+    formatted one by one: a healthy row costs a few runs, not 90 labels."""
     w, gap, h = 2, 1, 18
     width = count * (w + gap)
     out = [
@@ -91,32 +126,31 @@ def day_bar(
         f'role="img" aria-label="uptime per day, last {count} days">'
     ]
     first = today - (count - 1) * _DAY
-
-    def label_of(k: int) -> tuple[float | None, str]:
-        fig = days.get(first + k * _DAY)
-        up = None if fig is None else fig.uptime
-        return up, ("no data" if up is None else f"{100 * up:.3f}%")
-
-    labels = [label_of(k) for k in range(count)]
+    raw = [days.get(first + k * _DAY) for k in range(count)]
+    keys = [_key(c) for c in raw]
     i = 0
     while i < count:
         day = first + i * _DAY
-        up, label = labels[i]
+        found = incidents.get(day) if incidents else None
         j = i + 1
-        if not incidents.get(day):
-            while j < count and labels[j][1] == label and not incidents.get(first + j * _DAY):
+        if not found:
+            while (
+                j < count
+                and keys[j] == keys[i]
+                and not (incidents and incidents.get(first + j * _DAY))
+            ):
                 j += 1
+        up, label, held = _day_label(raw[i])
         span = _day(day) if j == i + 1 else f"{_day(day)} to {_day(first + (j - 1) * _DAY)}"
         title = f"{span}: {label}"
-        for inc in incidents.get(day, ()):
+        for inc in found or ():
             title += f"; incident from {_clock(inc.start)}"
             title += f" to {_clock(inc.end)}" if inc.end is not None else " (ongoing)"
             if inc.reason:
                 title += f": {inc.reason[:80]}"
-        x = i * (w + gap)
         out.append(
-            f'<rect x="{x}" width="{(j - i) * (w + gap) - gap}" height="{h}" '
-            f'fill="{_day_color(up)}"><title>{html.escape(title)}</title></rect>'
+            f'<rect x="{i * (w + gap)}" width="{(j - i) * (w + gap) - gap}" height="{h}" '
+            f'fill="{_day_color(up, held)}"><title>{html.escape(title)}</title></rect>'
         )
         i = j
     out.append("</svg>")

@@ -93,6 +93,8 @@ class ProbeTargets:
         self.states = [SourceState(self, source) for source in sources]
         self._filter = filter
         self._merged: tuple[Target, ...] = ()
+        #: Addresses the latest :meth:`refilter` added (taken over), with the Trio time.
+        self.taken_over: dict[str, float] = {}
         #: The published targets; replaced whole, never changed in place.
         self.snapshot = Snapshot()
         self._changed = trio.Event()
@@ -133,8 +135,21 @@ class ProbeTargets:
         self.refilter()
 
     def refilter(self) -> None:
-        """Apply the filter again (the fleet calls it when ownership changes)."""
+        """Apply the filter again (the fleet calls it when ownership changes).
+
+        What this adds was just taken over from another agent: :attr:`taken_over` notes it, so
+        the scheduler probes it at once rather than at its spread offset up to an interval away.
+        """
+        before = self.snapshot
         self._publish(self._merged)
+        # An empty view before is an agent's start (its first member list): spread as usual.
+        if self.snapshot is not before and before.addresses:
+            try:
+                now = trio.current_time()
+            except RuntimeError:
+                return  # outside a run (a test, a tool): no scheduler to hurry
+            old = set(before.addresses)
+            self.taken_over = {a: now for a in self.snapshot.addresses if a not in old}
 
     async def wait_changed(self, generation: int) -> Snapshot:
         """The snapshot, once its generation is past ``generation``."""

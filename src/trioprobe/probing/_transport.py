@@ -1,0 +1,93 @@
+"""The Prober's connections: one :class:`Transport` per probe id, one connection per endpoint.
+
+Why apart from :mod:`.prober`: the scheduling (ticks, SRTT, records) does not depend on how a
+reply is fetched, and each endpoint's transport is chosen once, when its id starts; both ways
+return the same :class:`~trioprobe._exchange.Exchange` and raise httpx's exception classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+import httpx
+
+from .._exchange import Exchange, from_httpx
+from .._httpbody import send_bounded
+from .._httptrace import RequestTrace, release_response
+from .._lean_http import H11Client
+from .._tls import ssl_context
+
+__all__ = ["Transport"]
+
+
+class Transport:
+    """The connections of one probe id, one per endpoint, chosen when the id starts.
+
+    A plain ``http://`` endpoint, when the caller passed no client, goes over a keep-alive h11
+    connection (:class:`~trioprobe._lean_http.H11Client`, as the ``http`` probe type's plain
+    targets do): httpx's layers cost about a millisecond per request, and that millisecond landed
+    in every RTT sample, inflating SRTT and ``clock_diff`` with this process's own overhead.
+    https (and credentials in the URL) stay on httpx, as does everything when the caller gave a
+    client: it may carry a transport, proxy or certificates the lean path knows nothing about.
+    """
+
+    __slots__ = ("_client", "_endpoints", "_owned", "h11")
+
+    def __init__(self, endpoints: Sequence[httpx.URL], client: httpx.AsyncClient | None) -> None:
+        self._endpoints = endpoints
+        self._client = client
+        self._owned = False
+        self.h11: tuple[_H11Endpoint | None, ...] = tuple(
+            _H11Endpoint.for_url(url) if client is None else None for url in endpoints
+        )
+
+    def client(self) -> httpx.AsyncClient:
+        """The httpx client, created on first use: an id probing only http:// peers has none."""
+        if self._client is None:
+            # A client per id: each has at most one request in flight, which sidesteps
+            # httpcore's pool slowdown when many tasks share one pool (httpx #3215).
+            # timeout=None: the deadline is the per-probe cancel scope, not httpx's 5 s.
+            # open_prober loaded the shared SSL context in a thread: this costs tens of µs.
+            self._client = httpx.AsyncClient(verify=ssl_context(), timeout=None)
+            self._owned = True
+        return self._client
+
+    async def get(self, index: int) -> Exchange:
+        """GET endpoint ``index``, its reply read in full (under the probes' body limit: a 1 GiB
+        reply must not fill the memory); an ``httpx.HTTPError`` (the h11 path's typed errors
+        are httpx's classes) or ``UnicodeError`` (a bad host name) on failure."""
+        h11 = self.h11[index]
+        if h11 is not None:
+            return await h11.client.request(b"GET", h11.headers, None)
+        client = self.client()
+        trace = RequestTrace()
+        request = client.build_request("GET", self._endpoints[index], extensions={"trace": trace})
+        response = await send_bounded(client, request)
+        release_response(response)
+        return from_httpx(response, [trace])
+
+    async def aclose(self) -> None:
+        for endpoint in self.h11:
+            if endpoint is not None:
+                await endpoint.client.aclose()
+        if self._owned and self._client is not None:
+            await self._client.aclose()
+
+
+_USER_AGENT = b"trioprobe"
+
+
+@attrs.frozen
+class _H11Endpoint:
+    """A plain http:// endpoint's keep-alive connection and its request headers."""
+
+    client: H11Client
+    headers: list[tuple[bytes, bytes]]
+
+    @classmethod
+    def for_url(cls, url: httpx.URL) -> _H11Endpoint | None:
+        if url.scheme != "http" or not url.host or url.userinfo:
+            return None  # https, or credentials in the URL: httpx's own rules apply
+        headers = [(b"Host", url.netloc), (b"Accept", b"*/*"), (b"User-Agent", _USER_AGENT)]
+        return cls(H11Client(url.host, url.port or 80, url.raw_path), headers)
