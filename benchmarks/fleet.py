@@ -457,8 +457,11 @@ headers = {{ "X-Agent" = "w" }}
 def tree_cpu(pid: int) -> float:
     """CPU seconds of ``pid`` and its children (the parent and its workers)."""
     total = cpu_seconds(pid)
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    for child in children.read_text().split() if children.exists() else ():
+    # Every thread's children: Trio starts processes from a worker thread.
+    children = [
+        c for t in Path(f"/proc/{pid}/task").glob("*/children") for c in t.read_text().split()
+    ]
+    for child in children:
         with contextlib.suppress(OSError):  # exited meanwhile
             total += cpu_seconds(int(child))
     return total

@@ -61,11 +61,16 @@ def test_signal_triggers_final_export(tmp_path: Path, sig: signal.Signals) -> No
     assert "shutting down" in stderr
     assert "Traceback" not in stderr
     exports = [json.loads(line) for line in out.read_text().splitlines()]
-    # The keeper's final export: the target's counters, and its gauges (the last result, `up`);
+    # The keeper's final export: the target's counters, and its gauges (`up`, the last failure);
     # the alerting service's health metrics carry an `alert` label.
     exports = [e for e in exports if "alert" not in e["labels"]]
     assert [e["kind"] for e in exports] == ["CUMULATIVE", "GAUGE"]
-    assert exports[1]["metrics"] == {"up": 0}
+    # The gauges: `up`, and why the last probe failed (nothing listens on port 9).
+    assert exports[1]["metrics"] == {
+        "up": 0,
+        "last_failure_reason": "connect_refused",
+        "last_failure_phase": "connect",
+    }
     final = exports[0]
     assert final["labels"]["dst"] == "http://127.0.0.1:9/"
     assert final["metrics"]["total"] >= 1

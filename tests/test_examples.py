@@ -31,8 +31,14 @@ def run_example(name: str, *args: str) -> str:
 
 def test_embed_http_probe() -> None:
     out = run_example("embed_http_probe.py")
-    health = [line for line in out.splitlines() if "dst=http://" in line and "/health " in line]
-    missing = [line for line in out.splitlines() if "/missing " in line]
+    health = [
+        line
+        for line in out.splitlines()
+        if "dst=http://" in line and "/health " in line and " total=" in line
+    ]
+    # The counters' lines (the gauges' lines carry `up` and the last failure's reason).
+    missing = [line for line in out.splitlines() if "/missing " in line and " total=" in line]
+    assert any('last_failure_reason="http_status"' in line for line in out.splitlines()), out
     assert health, out
     assert missing, out
     # Every probe of the health endpoint succeeded unless it timed out (0.2 s: a loaded machine

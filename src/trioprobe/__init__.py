@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import Config, ConfigError, ProbeSpec, SurfacerSpec, load_config, parse_config
+    from .failures import Failure, FailureReason, Phase
     from .metrics import (
         Distribution,
         EventMetrics,
@@ -43,6 +44,9 @@ __version__ = "0.1.0"
 #: Where each name of ``__all__`` lives, for :func:`__getattr__`.
 _LAZY = {
     "ProbeResult": "results",
+    "Failure": "failures",
+    "FailureReason": "failures",
+    "Phase": "failures",
     "EventMetrics": "metrics",
     "Kind": "metrics",
     "Int": "metrics",
@@ -71,6 +75,9 @@ _LAZY = {
 __all__ = [
     # results and metrics
     "ProbeResult",
+    "Failure",
+    "FailureReason",
+    "Phase",
     "EventMetrics",
     "Kind",
     "Int",

@@ -20,10 +20,21 @@ from typing import Any
 import httpx
 import trio
 
+from ._phases import Phase, enter_phase
+
 __all__ = ["PHASES", "RequestTrace", "TLSInfo", "release_response", "tls_info"]
 
 #: Phase names, in the order they happen.
 PHASES = ("connect", "tls", "send", "ttfb", "transfer")
+
+# The failure phase a request is in from each event on (see trioprobe.failures).
+_PHASE_AT = {
+    "connect_tcp.started": Phase.CONNECT,
+    "start_tls.started": Phase.TLS,
+    "send_request_headers.started": Phase.SEND,
+    "send_request_body.complete": Phase.WAIT,
+    "receive_response_headers.complete": Phase.RECEIVE,
+}
 
 # (phase, first event, last event), event names without their "connection."/"http11." prefix.
 _SPANS = (
@@ -49,7 +60,11 @@ class RequestTrace:
         self.ssl_object: ssl.SSLObject | None = None
 
     async def __call__(self, event: str, info: Mapping[str, Any]) -> None:
-        self.marks[event.partition(".")[2]] = trio.current_time()
+        step = event.partition(".")[2]
+        self.marks[step] = trio.current_time()
+        phase = _PHASE_AT.get(step)
+        if phase is not None:
+            enter_phase(phase)  # so a deadline in this step is blamed on it (trioprobe.failures)
         if event == "connection.start_tls.complete":
             stream = info.get("return_value")
             if stream is not None:

@@ -30,6 +30,7 @@ from ._exchange import Exchange
 from ._http11 import DISCONNECTED, ConnectError, HTTP11Connection, RemoteProtocolError
 from ._httpbody import MAX_BODY_BYTES as _DEFAULT_MAX_BODY
 from ._httpbody import BodyTooLarge
+from ._phases import Phase, enter_phase
 from ._urls import host_name_problem
 
 __all__ = ["MAX_BODY_BYTES", "MAX_INFORMATIONAL", "H11Client"]
@@ -107,20 +108,24 @@ class H11Client:
         new = http is None
         start = trio.current_time()
         if http is None:
+            enter_phase(Phase.CONNECT)
             http = await self._connect()
             sent_at = trio.current_time()
             phases["connect"] = sent_at - start
             start = sent_at
         request = h11.Request(method=method, target=self.path, headers=headers)
+        enter_phase(Phase.SEND)
         if body:
             await http.send(request, h11.Data(data=body), h11.EndOfMessage())
         else:
             await http.send(request, h11.EndOfMessage())
         sent = trio.current_time()
         phases["send"] = sent - start
+        enter_phase(Phase.WAIT)
         head = await self._response(http)
         headed = trio.current_time()
         phases["ttfb"] = headed - sent
+        enter_phase(Phase.RECEIVE)
         content = await self._body(http)
         phases["transfer"] = trio.current_time() - headed
         if http.reusable:

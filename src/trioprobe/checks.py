@@ -23,7 +23,6 @@ import importlib.util
 import inspect
 import logging
 import re
-import socket
 import ssl
 import sys
 import time
@@ -34,7 +33,6 @@ from collections.abc import (
     Callable,
     Coroutine,
     Generator,
-    Iterator,
     Mapping,
 )
 from contextlib import asynccontextmanager
@@ -45,6 +43,9 @@ from typing import Any
 import attrs
 import httpx
 import trio
+
+from .failures import Phase
+from .failures import classify as classify_failure
 
 __all__ = [
     "CheckContext",
@@ -101,9 +102,9 @@ class CheckReport:
         steps: every step entered, in the order they ended.
         failed_step: the innermost step the failure happened in (``None``: outside any step, or
             no failure).
-        reason: a failure reason (``timeout``, ``validation``, ``http_status``, ``connect_refused``,
-            ``connect_error``, ``dns``, ``tls_handshake``, ``protocol``, ``other``), ``None`` on
-            success.
+        reason: a failure reason, a :class:`~trioprobe.failures.FailureReason` value
+            (``timeout``, ``validation``, ``http_status``, ``connect_refused``, ``dns``,
+            ``tls_verify``...) or a :class:`CheckFailed`'s own, ``None`` on success.
         message: one line for people: ``step 'login': AssertionError: wrong password``.
         metrics: the values the check set with ``ctx.metric``.
         longest_block: wall-clock seconds of the check's longest synchronous stretch (time it
@@ -177,42 +178,18 @@ class CheckContext:
 
 
 def classify(exc: BaseException) -> str:
-    """The failure reason of an error a check raised (see :attr:`CheckReport.reason`)."""
+    """The failure reason of an error a check raised (see :attr:`CheckReport.reason`): a
+    :class:`~trioprobe.failures.FailureReason` value, or a :class:`CheckFailed`'s own."""
     if isinstance(exc, CheckFailed):
         return exc.reason
     if isinstance(exc, AssertionError):
         return "validation"
     if isinstance(exc, httpx.HTTPStatusError):
         return "http_status"
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
         return "timeout"
-    if isinstance(exc, httpx.ConnectError):
-        return _connect_reason(exc)
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.DecodingError):
-        return "protocol"
-    return "other"
-
-
-def _connect_reason(exc: BaseException) -> str:
-    for leaf in _chain(exc):
-        if isinstance(leaf, ConnectionRefusedError):
-            return "connect_refused"
-        if isinstance(leaf, socket.gaierror):
-            return "dns"
-        if isinstance(leaf, ssl.SSLError | ssl.CertificateError):
-            return "tls_handshake"
-    return "connect_error"
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    # httpx wraps the OSError trio.open_tcp_stream raised, whose cause groups each address's.
-    yield exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from _chain(inner)
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None:
-        yield from _chain(cause)
+    # The same classification as every other probe type's (refused, dns, tls_verify...).
+    return classify_failure(exc, Phase.RUN).reason.value
 
 
 def _one_line(exc: BaseException) -> str:

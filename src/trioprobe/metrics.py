@@ -260,15 +260,22 @@ class EventMetrics:
     ``add_metric`` and ``add_label`` keep the first value given for a name (later ones are ignored,
     as in cloudprober), so a label fixed at the first export never changes under a series. Both
     return ``self`` to allow chaining.
+
+    A clone shares its original's labels until either adds one (copy on write): a keeper's
+    accumulator and the clones it exports every tick (held by surfacers, batches in flight)
+    then hold one label dict per target between them, not one each (issue 19, memory per
+    target).
     """
 
-    __slots__ = ("_labels", "_metrics", "kind", "timestamp")
+    __slots__ = ("_labels", "_metrics", "_shared", "kind", "timestamp")
 
     def __init__(self, kind: Kind = Kind.CUMULATIVE, timestamp: float | None = None) -> None:
         self.kind = kind
         self.timestamp = time.time() if timestamp is None else timestamp
         self._metrics: dict[str, Value] = {}
         self._labels: dict[str, str] = {}
+        # Whether _labels may be another EventMetrics' too (then copied before any change).
+        self._shared = False
 
     # -- building and reading -------------------------------------------------------------
     def add_metric(self, name: str, value: Value) -> Self:
@@ -276,7 +283,10 @@ class EventMetrics:
         return self
 
     def add_label(self, key: str, value: str) -> Self:
-        self._labels.setdefault(key, value)
+        if key not in self._labels:
+            if self._shared:
+                self._labels, self._shared = dict(self._labels), False
+            self._labels[key] = value
         return self
 
     def metric(self, name: str) -> Value | None:
@@ -284,7 +294,7 @@ class EventMetrics:
 
     def set_labels(self, labels: Mapping[str, str]) -> Self:
         """Replace every label (a target whose discovery labels changed is relabelled)."""
-        self._labels = dict(labels)
+        self._labels, self._shared = dict(labels), False
         return self
 
     def label(self, key: str) -> str:
@@ -319,7 +329,8 @@ class EventMetrics:
     def clone(self) -> EventMetrics:
         copy = EventMetrics(self.kind, self.timestamp)
         copy._metrics = {name: value.clone() for name, value in self._metrics.items()}
-        copy._labels = dict(self._labels)
+        copy._labels = self._labels
+        copy._shared = self._shared = True
         return copy
 
     def update(self, other: EventMetrics) -> None:

@@ -14,9 +14,14 @@ from types import MappingProxyType
 import attrs
 
 from ._scrub import scrub
+from .failures import Failure, FailureReason, Phase, current_phase, timed_out
 from .metrics import Distribution, EventMetrics, Float, Int, Kind, Map, Value, as_value
 
-__all__ = ["LATENCY_UNITS", "ProbeResult"]
+__all__ = ["FAILURES_MAP", "LATENCY_UNITS", "ProbeResult"]
+
+#: The label names of the ``failures`` counter's map: its keys are ``Failure.key`` values
+#: (``reason/phase``), and the surfacers split both into labels of their own.
+FAILURES_MAP = "reason/phase"
 
 #: Units the config's ``latency_buckets`` bounds may be written in, as seconds per unit.
 LATENCY_UNITS: Mapping[str, float] = MappingProxyType(
@@ -24,7 +29,14 @@ LATENCY_UNITS: Mapping[str, float] = MappingProxyType(
 )
 
 
+# Most results carry no extras or no gauges: they share this one empty mapping instead of two
+# new containers each (a dict and its proxy), which the garbage collector would track (issue 19).
+_EMPTY: Mapping[str, object] = MappingProxyType({})
+
+
 def _freeze(mapping: Mapping[str, object]) -> Mapping[str, object]:
+    if not mapping:
+        return _EMPTY
     return MappingProxyType(dict(mapping))
 
 
@@ -52,6 +64,12 @@ class ProbeResult:
             ``Map`` is a labelled gauge (the script type's ``step_duration{step}``).
         start_lateness: seconds between the probe's scheduled tick and its actual start; more
             than a millisecond or two means the process itself (not the target) was slow.
+        failure: why it failed, classified (:class:`~trioprobe.failures.Failure`: a reason from
+            one enum shared by every probe type, and the phase); ``None`` on success. A failed
+            result made without one gets ``timeout`` (``connect_timeout`` in the connect phase;
+            if ``timeout`` is set) or ``other``, in the phase the probe last entered, so every
+            failure has a reason. A ``timeout`` or ``connect_timeout`` failure sets ``timeout``
+            too, so the two never disagree.
     """
 
     target: str
@@ -67,12 +85,35 @@ class ProbeResult:
         kw_only=True, factory=dict, converter=_freeze
     )
     start_lateness: float = attrs.field(kw_only=True, default=0.0)
+    failure: Failure | None = attrs.field(kw_only=True, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        # Frozen, so the derived values are set through object.__setattr__ (attrs' documented way).
+        if self.success:
+            if self.failure is not None:
+                object.__setattr__(self, "failure", None)
+            return
+        if self.failure is None:
+            failure = timed_out() if self.timeout else Failure(FailureReason.OTHER, current_phase())
+            object.__setattr__(self, "failure", failure)
+        elif self.failure.reason in _DEADLINES and not self.timeout:
+            object.__setattr__(self, "timeout", True)
+
+    @property
+    def reason(self) -> FailureReason | None:
+        """The failure's reason, or ``None`` on success (a shortcut for displays)."""
+        return None if self.failure is None else self.failure.reason
+
+    @property
+    def phase(self) -> Phase | None:
+        """The failure's phase, or ``None`` on success."""
+        return None if self.failure is None else self.failure.phase
 
     def metrics(
         self, *, latency_unit: float = 1.0, latency_distribution: Distribution | None = None
     ) -> EventMetrics:
-        """A fresh CUMULATIVE ``EventMetrics``: ``total``, ``success``, ``timeouts``, ``latency``
-        and the extras.
+        """A fresh CUMULATIVE ``EventMetrics``: ``total``, ``success``, ``timeouts``, ``latency``,
+        ``failures`` (a map by ``reason/phase``, only on failure) and the extras.
 
         ``latency`` is the sum of successful latencies in ``latency_unit`` (seconds per unit;
         seconds by default, the base unit every surfacer exports), or, when
@@ -91,6 +132,8 @@ class ProbeResult:
             em.add_metric("latency", dist)
         else:
             em.add_metric("latency", Float(scaled if self.success else 0.0))
+        if self.failure is not None:
+            em.add_metric("failures", Map(FAILURES_MAP, {self.failure.key: 1}))
         for name, value in self.extras.items():
             em.add_metric(name, as_value(value))
         return em
@@ -109,7 +152,11 @@ class ProbeResult:
         building an ``EventMetrics`` to throw away; that is most of a keeper's per-result cost.
         Anything else takes the general path, with its checks.
         """
-        if acc.kind is Kind.CUMULATIVE and (not self.extras or _extras_fit(acc, self.extras)):
+        if (
+            acc.kind is Kind.CUMULATIVE
+            and (not self.extras or _extras_fit(acc, self.extras))
+            and (self.failure is None or _failures_fit(acc))
+        ):
             total = acc.metric("total")
             success = acc.metric("success")
             timeouts = acc.metric("timeouts")
@@ -122,6 +169,7 @@ class ProbeResult:
                         latency.value += self.latency / latency_unit
                     if self.timeout:
                         timeouts.value += 1
+                    self._add_failure(acc)
                     _add_extras(acc, self.extras)
                     return
                 if (
@@ -136,11 +184,18 @@ class ProbeResult:
                         latency.add_sample(self.latency / latency_unit)
                     if self.timeout:
                         timeouts.value += 1
+                    self._add_failure(acc)
                     _add_extras(acc, self.extras)
                     return
         acc.update(
             self.metrics(latency_unit=latency_unit, latency_distribution=latency_distribution)
         )
+
+    def _add_failure(self, acc: EventMetrics) -> None:
+        if self.failure is not None:
+            failures = acc.metric("failures")
+            assert isinstance(failures, Map)
+            failures.increment(self.failure.key)
 
     def gauge_metrics(self) -> EventMetrics | None:
         """The gauges as a GAUGE ``EventMetrics``, or ``None`` if there are none."""
@@ -150,6 +205,15 @@ class ProbeResult:
         for name, value in self.gauges.items():
             em.add_metric(name, as_value(value))
         return em
+
+
+# Reasons that are a deadline running out: a result with one counts in ``timeouts`` too.
+_DEADLINES = frozenset({FailureReason.TIMEOUT, FailureReason.CONNECT_TIMEOUT})
+
+
+def _failures_fit(acc: EventMetrics) -> bool:
+    failures = acc.metric("failures")
+    return type(failures) is Map and failures.name == FAILURES_MAP
 
 
 def _extras_fit(acc: EventMetrics, extras: Mapping[str, int | float | str | Value]) -> bool:

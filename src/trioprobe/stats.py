@@ -32,7 +32,8 @@ import trio
 from ._deprecated import renamed_keyword
 from ._groups import open_nursery
 from ._ticks import Ticker
-from .metrics import Distribution, EventMetrics, Int, Kind, MetricsError
+from .failures import Failure
+from .metrics import Distribution, EventMetrics, Int, Kind, MetricsError, String
 from .results import ProbeResult
 
 __all__ = ["StatsKeeper", "stats_keeper"]
@@ -133,6 +134,8 @@ class StatsKeeper:
             self._fold_gauges(result)
         if self.export_up:
             self._set_up(result)
+        if result.failure is not None:
+            self._note_failure(result, result.failure)
 
     def _fold_gauges(self, result: ProbeResult) -> None:
         gauge = result.gauge_metrics()
@@ -143,6 +146,23 @@ class StatsKeeper:
             self._gauges[result.target] = gauge
         else:
             acc.update(gauge)
+
+    def _note_failure(self, result: ProbeResult, failure: Failure) -> None:
+        # The last failure's reason and phase as text gauges: InfluxDB's string fields (one per
+        # point, so a dashboard shows why the target last failed). Prometheus has
+        # failures_total{reason, phase} instead (see surfacers._naming.INFLUX_ONLY).
+        acc = self._gauges.get(result.target)
+        if acc is None:
+            acc = self._gauges[result.target] = EventMetrics(Kind.GAUGE, result.timestamp)
+        for name, text in (
+            ("last_failure_reason", failure.reason.value),
+            ("last_failure_phase", failure.phase.value),
+        ):
+            cell = acc.metric(name)
+            if isinstance(cell, String):
+                cell.value = text
+            else:
+                acc.add_metric(name, String(text))
 
     def _set_up(self, result: ProbeResult) -> None:
         cell = self._up.get(result.target)
@@ -294,6 +314,8 @@ async def _send_batches(
         async for batch in batches:
             for em in batch:
                 await export.send(em)
+            # Not held while waiting for the next tick: a whole export's clones per target.
+            del batch
 
 
 async def stats_keeper(

@@ -1,7 +1,8 @@
 """A probe type for alerting tests, registered as ``scripted``: outcomes set by the test.
 
 ``OUTCOMES[target]`` is what the next probe of ``target`` returns: ``True`` (success, latency
-``LATENCY.get(target, 0.001)`` seconds of the mock clock) or ``False`` (a failure). Unlisted
+``LATENCY.get(target, 0.001)`` seconds of the mock clock) or ``False`` (a failure, reason
+``http_status``). Unlisted
 targets succeed.
 """
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from trioprobe.failures import Failure, FailureReason
 from trioprobe.probes import TargetsFn
 from trioprobe.probes._base import run_per_target
 from trioprobe.results import ProbeResult
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     from trioprobe.specs import ProbeSpec
 
 OUTCOMES: dict[str, bool] = {}
+#: The reason every scripted failure carries (as a wrong status would).
+SCRIPTED_FAILURE = Failure(FailureReason.HTTP_STATUS)
 LATENCY: dict[str, float] = {}
 
 
@@ -57,7 +61,8 @@ class ScriptedProbe:
             await trio.sleep(latency)
             if OUTCOMES.get(target, True):
                 return ProbeResult(target, True, latency)
-            return ProbeResult(target, False, latency, error=f"{target} is down (scripted)")
+            error = f"{target} is down (scripted)"
+            return ProbeResult(target, False, latency, error=error, failure=SCRIPTED_FAILURE)
 
         await run_per_target(
             self.targets,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import pytest
 
 from trioprobe.alerting import DOWN, UP, Notice, Transition
@@ -30,6 +31,14 @@ def _t(old: str, new: str, since: float, error: str | None) -> Transition:
 )
 def test_reason_label(error: str | None, reason: str) -> None:
     assert reason_of(error) == reason
+
+
+def test_reason_label_is_the_classified_failure() -> None:
+    notifier = AlertmanagerNotifier("http://127.0.0.1:9093/", "/nonexistent", alert="a")
+    t = attrs.evolve(_t(UP, DOWN, 100.0, "ConnectError: refused"), failure="timeout (connect)")
+    doc = notifier.alert_of(Notice("fire", t))
+    assert doc["labels"]["reason"] == "timeout"  # bounded: the phase is not in the label
+    assert "reason: timeout (connect)" in doc["annotations"]["description"]
 
 
 def test_repeats_and_resolve_keep_the_fire_labels(tmp_path: object) -> None:

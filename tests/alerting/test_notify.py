@@ -4,14 +4,18 @@ config checks of ``[[alert]]`` tables."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
 from trioprobe.alerting import DOWN, UP, CommandNotifier, Notice, Transition
+from trioprobe.alerting.notice import notice_from_document
+from trioprobe.alerting.notify import log_notice
 from trioprobe.config import ConfigError, parse_config
 from trioprobe.runner import Runner
 
@@ -81,6 +85,7 @@ async def test_runner_runs_the_command_on_fire_and_resolve(
                     "{event}",
                     "{target}",
                     "{state}",
+                    "{failure}",
                 ],
             }
         )
@@ -96,7 +101,23 @@ async def test_runner_runs_the_command_on_fire_and_resolve(
             await runner.health.wait_until("x", UP)
             runner.shutdown()  # the notifiers drain before the run ends
     calls = [json.loads(line) for line in out.read_text().splitlines()]
-    assert calls == [["fire", "x", "down"], ["resolve", "x", "up"]]
+    # The failure's reason reaches the command (on resolve: the last one, for the record).
+    assert calls == [["fire", "x", "down", "http_status"], ["resolve", "x", "up", "http_status"]]
+
+
+def test_log_and_webhook_notices_carry_the_failure_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    t = attrs.evolve(_transition("web"), failure="tls_expired")
+    notice = Notice("fire", t)
+    with caplog.at_level(logging.WARNING, "trioprobe.alerting"):
+        log_notice(notice)
+    assert "is down (3 of last 5 failed): tls_expired: refused" in caplog.text
+    doc = notice.document()
+    assert (doc["failure"], doc["failure_reason"]) == ("tls_expired", "tls_expired")
+    assert notice.fields()["failure"] == "tls_expired"
+    # Read back from the durable queue: the reason survives a restart.
+    assert notice_from_document(json.loads(notice.to_json())) == notice
 
 
 @pytest.mark.parametrize(

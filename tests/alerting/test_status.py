@@ -14,6 +14,7 @@ import trio
 from trioprobe._asgi import serve_asgi
 from trioprobe.alerting import Health, StatusPage, render_html, render_json
 from trioprobe.alerting.history import BUCKET_SECONDS, History
+from trioprobe.failures import Failure, FailureReason
 from trioprobe.results import ProbeResult
 from trioprobe.statuspage import _common
 from trioprobe.statuspage.overview import PAGE_SIZE
@@ -69,6 +70,22 @@ async def test_json_lists_every_target(autojump_clock: trio.abc.Clock) -> None:
     ]
     assert rows[1]["success_ratio_5m"] == 1.0
     assert rows[1]["latency_p50"] == 0.004
+
+
+async def test_json_and_page_show_the_last_failure_reason(autojump_clock: trio.abc.Clock) -> None:
+    health = Health()
+    expired = Failure(FailureReason.TLS_EXPIRED)
+    for _ in range(3):
+        health.feed("web", ProbeResult("https://a/", False, error="cert expired", failure=expired))
+    failed = Failure(FailureReason.VALIDATION, validator="regex")
+    health.feed("web", ProbeResult("https://b/", False, error="no match", failure=failed))
+    health.feed("web", ProbeResult("https://c/", True, 0.001))
+    rows = {r["target"]: r for r in json.loads(render_json(health))["targets"]}
+    assert (rows["https://a/"]["reason"], rows["https://a/"]["phase"]) == ("tls_expired", "tls")
+    assert rows["https://b/"]["validator"] == "regex"
+    assert rows["https://c/"]["reason"] is None  # never failed
+    page = render_html(health, refresh=3)
+    assert '<span class="reason">tls_expired</span>: cert expired' in page
 
 
 async def test_served_over_http(autojump_clock: trio.abc.Clock) -> None:

@@ -12,6 +12,7 @@ from trioprobe.alerting.health import Health
 from trioprobe.alerting.state import AlertRule
 from trioprobe.cli import _live
 from trioprobe.cli._live import LiveStats, RecentWindow, format_ago, format_window
+from trioprobe.failures import Failure, FailureReason, Phase
 from trioprobe.results import ProbeResult
 
 
@@ -25,6 +26,7 @@ def test_table_shows_text_with_brackets_verbatim() -> None:
     console.print(live.table())
     text = console.export_text()
     assert "body did not match /[/]h/" in text
+    assert "other" in text  # the reason column: a result made without a classified failure
     assert "http://h/[x]" in text
     assert "p[1]" in text
     assert "33.3%" in text
@@ -35,17 +37,34 @@ def test_lines_give_rate_percentiles_gauges_and_last_error() -> None:
     live = LiveStats()
     for latency in (0.001, 0.002, 0.003):
         live.observe("web", ProbeResult("a", True, latency, gauges={"srtt": 0.5}))
-    live.observe("web", ProbeResult("a", False, error="HTTP 503"))
+    failure = Failure(FailureReason.HTTP_STATUS)
+    live.observe("web", ProbeResult("a", False, error="HTTP 503", failure=failure))
     (line,) = live.lines()
     # Percentiles are estimates from 20 %-wide buckets: within 10 % of the exact 2 ms and 3 ms.
     match = re.fullmatch(
         r"web a total=4 success=75.0% last_1m=75.0% state=up p50=([\d.]+)ms p99=([\d.]+)ms "
-        r"srtt=500.00ms last_error='HTTP 503'",
+        r"srtt=500.00ms reason=http_status last_error='HTTP 503'",
         line,
     )
     assert match is not None, line
     assert float(match.group(1)) == pytest.approx(2.0, rel=0.1)
     assert float(match.group(2)) == pytest.approx(3.0, rel=0.1)
+
+
+def test_reason_column_shows_the_current_failure_only() -> None:
+    live = LiveStats()
+    timed_out = Failure(FailureReason.TIMEOUT, Phase.TLS)
+    live.observe("web", ProbeResult("a", False, error="timed out", failure=timed_out))
+    console = Console(record=True, width=200)
+    console.print(live.table())
+    text = console.export_text()
+    header, *_ = (line for line in text.splitlines() if "reason" in line)
+    assert "timeout (tls)" in text
+    assert header.index("state") < header.index("reason") < header.index("total")
+    live.observe("web", ProbeResult("a", True, 0.001))
+    console = Console(record=True, width=200)
+    console.print(live.table())
+    assert "timeout (tls)" not in console.export_text()  # recovered: no stale reason
 
 
 def test_latency_summary_is_bounded_and_follows_recent_results() -> None:
@@ -70,8 +89,8 @@ def test_table_shows_loop_lag_and_config_errors() -> None:
         live.observe_loop_lag(0.030)
     live.config_errors = lambda: {("web", "nope"): "t.txt:3: bad target 'nope': no host"}
     table = live.table()
-    # probe target state total success last-1m p50 p99 error (no gauges)
-    assert len(table.columns) == 9
+    # probe target state reason total success last-1m p50 p99 error (no gauges)
+    assert len(table.columns) == 10
     console = Console(record=True, width=250)
     console.print(table)
     text = console.export_text()

@@ -1,12 +1,16 @@
-"""/metrics under load: no render on the event loop, shared bodies, bounded per-connection memory.
+"""/metrics under load: a render in short steps, shared bodies, bounded per-connection memory.
 
 Issue 24 #5: 1,000 http targets rendered 12 MB in 1.3 s in one event-loop step, and four clients
-that asked for /metrics and never read made the server hold a body copy each. The verdicts here
-are counts (series rendered per loop step, renders, bytes allocated), never wall-clock times.
+that asked for /metrics and never read made the server hold a body copy each. Issue 19: a render
+in a worker thread still stalled the loop (146 ms at 10,000 targets: the encoder's final join
+holds the GIL), so a render is now a few series or samples per step, into slices never joined.
+The verdicts here are counts (series and calls per loop step, renders, bytes allocated), never
+wall-clock times.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -17,9 +21,15 @@ import pytest
 import trio
 import trio.testing
 
-from trioprobe.metrics import Distribution, EventMetrics, Int, Kind, Map
-from trioprobe.surfacers import prometheus
-from trioprobe.surfacers.prometheus import MIN_RENDER_INTERVAL, Options, PrometheusSurfacer
+from trioprobe.metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String
+from trioprobe.surfacers import _slices, prometheus
+from trioprobe.surfacers.prometheus import (
+    MIN_RENDER_INTERVAL,
+    SEND_SLICE,
+    Options,
+    PrometheusSurfacer,
+    collect,
+)
 
 
 def target_series(i: int, probes: int = 10) -> EventMetrics:
@@ -36,18 +46,29 @@ def target_series(i: int, probes: int = 10) -> EventMetrics:
 
 
 class _StepCounter(trio.abc.Instrument):
-    """Counts, per event-loop task step, the series the Trio thread turned into samples."""
+    """Counts, per event-loop task step, the series the Trio thread turned into samples and
+    the function calls it made (as tests/core/test_step_work_guard.py does)."""
 
     def __init__(self) -> None:
         self.thread = threading.get_ident()
         self.in_step = 0
         self.max_per_step = 0
+        self.calls = 0
+        self._calls_at_start = 0
+        self.max_calls_per_step = 0
+
+    def count_call(self, frame: object, event: str, arg: object) -> None:
+        if event in ("call", "c_call"):
+            self.calls += 1
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         self.in_step = 0
+        self._calls_at_start = self.calls
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         self.max_per_step = max(self.max_per_step, self.in_step)
+        calls = self.calls - self._calls_at_start
+        self.max_calls_per_step = max(self.max_calls_per_step, calls)
 
 
 @pytest.fixture
@@ -58,11 +79,11 @@ async def step_counter(
     everywhere = [0]  # in any thread: the render really happened
     original = prometheus.exported_values
 
-    def counting(em: EventMetrics) -> Any:
+    def counting(em: EventMetrics, **options: Any) -> Any:
         everywhere[0] += 1
         if threading.get_ident() == counter.thread:
             counter.in_step += 1
-        return original(em)
+        return original(em, **options)
 
     monkeypatch.setattr(prometheus, "exported_values", counting)
     trio.lowlevel.add_instrument(counter)
@@ -72,7 +93,7 @@ async def step_counter(
         trio.lowlevel.remove_instrument(counter)
 
 
-async def test_a_scrape_renders_no_series_on_the_event_loop(
+async def test_a_scrape_renders_a_few_series_and_samples_per_step(
     step_counter: tuple[_StepCounter, list[int]],
 ) -> None:
     counter, everywhere = step_counter
@@ -90,15 +111,23 @@ async def test_a_scrape_renders_no_series_on_the_event_loop(
 
     # The app in memory, as the server calls it: no socket timeout can depend on machine load.
     scope = {"type": "http", "method": "GET", "path": "/metrics", "headers": []}
-    with trio.fail_after(300):  # hang guard only
-        await surfacer.app(scope, receive, send)
-    await trio.lowlevel.checkpoint()  # ends this task's step, so the instrument has seen it
+    sys.setprofile(counter.count_call)
+    try:
+        with trio.fail_after(300):  # hang guard only
+            await surfacer.app(scope, receive, send)
+        await trio.lowlevel.checkpoint()  # ends this task's step, so the instrument has seen it
+    finally:
+        sys.setprofile(None)
     assert sent[0]["status"] == 200
     body = b"".join(m.get("body", b"") for m in sent[1:])
     assert body.count(b"trioprobe_probes_total{") == series
     assert everywhere[0] >= series
-    # The old render turned all 1,000 in one step; a chunked one could do a bounded few.
-    assert counter.max_per_step == 0, counter.max_per_step
+    # The first render turned all 1,000 in one step; a thread's held the GIL for its final
+    # join. Now: a few series per step, a bounded number of calls, no slice much over SEND_SLICE.
+    assert counter.max_per_step <= prometheus._SERIES_PER_STEP, counter.max_per_step
+    assert counter.max_calls_per_step < 2_000, counter.max_calls_per_step
+    assert all(len(m.get("body", b"")) < 2 * SEND_SLICE for m in sent[1:])
+    assert len(sent) > 10  # the 1,000 series' body went out in many slices
 
 
 async def test_concurrent_scrapes_share_one_render(autojump_clock: object) -> None:
@@ -210,3 +239,36 @@ async def test_a_reused_body_still_drops_expired_series(autojump_clock: object) 
     assert b'dst="http://t2/"' in body
     await trio.sleep(31)
     assert (await surfacer.body(""))[0] == b""
+
+
+def _mixed_series() -> list[EventMetrics]:
+    """Every kind of value, a name claimed by two types, an empty map, odd label text."""
+    out = [target_series(i) for i in range(60)]
+    gauge = EventMetrics(Kind.GAUGE, 1000.0).add_label("dst", 'a "quoted"\\ \n target')
+    gauge.add_metric("latency", Float(0.5)).add_metric("version", String("1.2"))
+    gauge.add_metric("empty", Map("code"))
+    out.append(gauge.add_metric("srtt", Float(0.001)).add_metric("up", Int(1)))
+    return out
+
+
+@pytest.mark.parametrize("accept", ["", "application/openmetrics-text; version=1.0.0"])
+async def test_a_body_in_slices_is_the_encoders_own_output(accept: str) -> None:
+    """Encoded a few samples at a time, the body is byte for byte what the encoder writes in
+    one go (headers once per family, OpenMetrics' EOF once), in slices of about SEND_SLICE."""
+    series = _mixed_series()
+    encoder, _ = prometheus.choose_encoder(accept)
+    whole = encoder(_slices._Families(collect(series)))
+    collector = prometheus._Collector()
+    for em in series:
+        collector.add(em)
+    families = collector.families("trioprobe_")
+    pieces = await _slices.encode_in_steps(families, prometheus._samples, encoder, 4096)
+    assert b"".join(pieces) == whole
+    assert len(pieces) > 3
+    assert all(len(piece) < 4096 + 4096 for piece in pieces)
+    surfacer = PrometheusSurfacer(Options(port=0))
+    for em in series:
+        surfacer.record(em)
+    assert (await surfacer.body(accept))[0] == encoder(
+        _slices._Families(collect(em for em, _ in surfacer._series.values()))
+    )

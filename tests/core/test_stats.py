@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from trioprobe.metrics import Distribution, EventMetrics, Float, Int, Kind, Map
+from trioprobe.metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String
 from trioprobe.results import ProbeResult
 from trioprobe.stats import StatsKeeper, stats_keeper
 from trioprobe.testing import assert_no_leaks
@@ -85,7 +85,10 @@ async def test_export_timing_and_accumulation(nursery: trio.Nursery, autojump_cl
     for ok in (True, False, True):
         keeper.results.send_nowait(ProbeResult("a", ok, 0.002, timeout=not ok))
     await trio.sleep(2.0)
-    [second] = keeper.exported()
+    # With a failure the target has a gauge too: its last failure's reason and phase.
+    second, gauge = sorted(keeper.exported(), key=lambda em: em.kind is Kind.GAUGE)
+    assert gauge.metric("last_failure_reason") == String("timeout")
+    assert gauge.metric("last_failure_phase") == String("unknown")
     assert second.metric("total") == Int(4)
     assert second.metric("success") == Int(3)
     assert second.metric("timeouts") == Int(1)
@@ -227,10 +230,13 @@ async def test_end_of_channel_final_export(nursery: trio.Nursery, autojump_clock
     items = []
     async for em in keeper.exports:  # ends: the keeper closed its export channel
         items.append(em)
-    assert sorted((em.label("dst"), em.metric("success")) for em in items) == [
+    counters = [em for em in items if em.kind is Kind.CUMULATIVE]
+    assert sorted((em.label("dst"), em.metric("success")) for em in counters) == [
         ("a", Int(1)),
         ("b", Int(0)),
     ]
+    [gauge] = [em for em in items if em.kind is Kind.GAUGE]  # b's last failure
+    assert (gauge.label("dst"), gauge.metric("last_failure_reason")) == ("b", String("other"))
 
 
 async def test_bad_result_is_logged_not_fatal(

@@ -16,8 +16,10 @@ import trio
 
 from trioprobe.cli import main
 from trioprobe.config import exposition_warnings, parse_config
+from trioprobe.failures import Failure, FailureReason, Phase, timed_out
 from trioprobe.metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String
 from trioprobe.probes import probe_types
+from trioprobe.results import ProbeResult
 from trioprobe.surfacers import Fanout
 from trioprobe.surfacers import lines as lines_mod
 from trioprobe.surfacers.influx import to_lines as influx_lines
@@ -384,11 +386,42 @@ def test_check_warns_about_one_name_with_two_types() -> None:
     assert 'trioprobe_srtt_current_seconds{probe="a"} 0.5' in text
 
 
-def test_failures_by_bounded_reason() -> None:
-    em = EventMetrics(Kind.CUMULATIVE, 1.0).add_label("dst", "a")
-    em.add_metric("total", Int(10)).add_metric("success", Int(6)).add_metric("timeouts", Int(1))
-    text = render([em])
-    assert 'trioprobe_failures_total{dst="a",reason="error"} 3.0' in text
-    assert 'trioprobe_failures_total{dst="a",reason="timeout"} 1.0' in text
-    [line] = influx_lines(em)
-    assert "failures_error=3i,failures_timeout=1i" in line
+def test_failures_by_reason_and_phase_from_the_results() -> None:
+    """The results' classified failures become ``failures_total{reason, phase}`` (two labels from
+    one compound map) and InfluxDB fields; a target that never failed has no failure series."""
+    results = [
+        ProbeResult("a", True, 0.1),
+        ProbeResult("a", False, failure=Failure(FailureReason.CONNECT_REFUSED)),
+        ProbeResult("a", False, failure=Failure(FailureReason.CONNECT_REFUSED)),
+        ProbeResult("a", False, timeout=True, failure=timed_out(Phase.TLS)),
+        ProbeResult("a", False),  # unclassified: `other`
+    ]
+    acc = results[0].metrics()
+    for result in results[1:]:
+        result.accumulate(acc)
+    acc.add_label("dst", "a")
+    text = render([acc])
+    assert 'trioprobe_failures_total{dst="a",phase="connect",reason="connect_refused"} 2.0' in text
+    assert 'trioprobe_failures_total{dst="a",phase="tls",reason="timeout"} 1.0' in text
+    assert 'trioprobe_failures_total{dst="a",phase="unknown",reason="other"} 1.0' in text
+    assert 'trioprobe_timeouts_total{dst="a"} 1.0' in text
+    [line] = influx_lines(acc)
+    assert "failures_connect_refused_connect=2i" in line
+    assert "failures_timeout_tls=1i" in line
+    healthy = ProbeResult("b", True, 0.1).metrics().add_label("dst", "b")
+    assert "failures" not in render([healthy])
+
+
+def test_last_failure_reason_is_an_influx_field_only() -> None:
+    """The stats keeper's text gauges of the last failure: string fields in InfluxDB, left out
+    of Prometheus (where failures_total answers the question without a churning label)."""
+    gauge = EventMetrics(Kind.GAUGE, 1.0).add_label("ptype", "http").add_label("dst", "a")
+    gauge.add_metric("up", Int(0))
+    gauge.add_metric("last_failure_reason", String("tls_expired"))
+    gauge.add_metric("last_failure_phase", String("tls"))
+    [line] = influx_lines(gauge)
+    assert 'last_failure_reason="tls_expired"' in line
+    assert 'last_failure_phase="tls"' in line
+    text = render([gauge])
+    assert "last_failure" not in text
+    assert 'trioprobe_up{dst="a",ptype="http"} 0.0' in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -162,3 +163,32 @@ async def test_steady_state_writes_are_bounded(
         writes = a.etcd.writes - before
         # One keep-alive every lease_ttl / 3: 1 write/s at this small TTL, 0.3/s at 10 s.
         assert 60 / (TTL / 3) - 1 <= writes <= 60 / (TTL / 3) + 1
+
+
+async def test_a_range_without_our_key_while_the_lease_lives_changes_nothing(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, fake: FakeEtcd
+) -> None:
+    async with _agent(nursery, fake, "a") as (a, _), _agent(nursery, fake, "b"):
+        await _until(lambda: _names(a) == {"a", "b"})
+        real = a.etcd.range_prefix
+        bogus = 0
+
+        async def empty_once(prefix: bytes) -> tuple[int, list[Any]]:
+            nonlocal bogus
+            revision, kvs = await real(prefix)
+            if bogus == 0:
+                bogus += 1
+                return revision, []  # as an etcd going down once answered
+            return revision, kvs
+
+        a.etcd.range_prefix = empty_once  # type: ignore[method-assign]
+        gen = a.generation
+        fake.stop()  # the watch breaks: a reads the whole prefix again once etcd is back
+        await trio.sleep(1)
+        fake.start()
+        await _until(lambda: bogus == 1 and a.connected)
+        await trio.sleep(2 * TTL)
+        # The keep-alive found the lease alive: a kept itself and b, and did not register again.
+        assert _names(a) == {"a", "b"}
+        assert a.reregistrations == 0
+        assert a.generation == gen

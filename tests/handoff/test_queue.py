@@ -464,6 +464,28 @@ async def test_no_append_returns_before_its_record_is_fsynced(
         assert len(await drain(q)) == 400
 
 
+def test_a_closed_queue_object_opens_again_even_in_another_run(tmp_path: Path) -> None:
+    q = queue_mod.DiskBackedQueue(tmp_path / "q")
+
+    async def session(data: bytes) -> None:
+        await q.open()
+        try:
+            with trio.fail_after(30):  # a hang guard: real files, real time
+                await q.append(data)
+                await q.append_many([data + b"+"])
+        finally:
+            await q.aclose()
+
+    trio.run(session, b"first")
+    trio.run(session, b"second")  # a new event loop: the old one's token is gone
+
+    async def read() -> list[bytes]:
+        async with open_queue(tmp_path / "q") as q2:
+            return await drain(q2)
+
+    assert trio.run(read) == [b"first", b"first+", b"second", b"second+"]
+
+
 async def test_record_sync_fsyncs_every_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

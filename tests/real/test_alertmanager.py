@@ -156,7 +156,7 @@ async def _scenario(am: Alertmanager, amtool: str, receiver: Receiver, tmp_path:
             "probe": "p",
             "dst": "x",
             "severity": "page",
-            "reason": "failed",
+            "reason": "http_status",  # the failure's classified reason
             "team": "web",
         }
         assert x_alert["annotations"]["summary"] == "x is down (p)"

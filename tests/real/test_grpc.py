@@ -17,6 +17,7 @@ import trio
 import trustme
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from trioprobe.failures import Failure, FailureReason, Phase
 from trioprobe.probes.grpc import (
     GRPCProbe,
     Options,
@@ -107,6 +108,7 @@ async def test_serving_then_not_serving(server: HealthServer) -> None:
     assert served(down) == {"NOT_SERVING": 1}
     assert down.error == "response: NOT_SERVING"
     assert down.extras["errors"].values["not_serving"] == 1
+    assert down.failure == Failure(FailureReason.HTTP_STATUS)  # the health status
 
 
 async def test_a_named_service_and_an_unknown_one(server: HealthServer) -> None:
@@ -140,6 +142,7 @@ async def test_tls_with_a_trusted_and_an_untrusted_certificate(tmp_path: Path) -
         untrusted = await check(Options(tls=True, server_name="grpc.test"), tls_server.target)
         assert not untrusted.success
         assert untrusted.extras["errors"].values["tls"] == 1
+        assert untrusted.failure == Failure(FailureReason.TLS_VERIFY)  # tls, refined
         assert untrusted.error is not None
         assert untrusted.error.startswith("tls handshake:")
     finally:
@@ -166,6 +169,7 @@ async def test_a_server_that_never_answers_times_out_in_the_response_step() -> N
     assert result.timeout
     assert result.error == "response: timed out after 0.3s"
     assert result.extras["errors"].values["timeout"] == 1
+    assert result.failure == Failure(FailureReason.TIMEOUT, Phase.WAIT)
 
 
 async def test_a_plain_http_server_is_a_protocol_error() -> None:
@@ -184,6 +188,7 @@ async def test_a_plain_http_server_is_a_protocol_error() -> None:
     await listener.aclose()
     assert not result.success
     assert result.extras["errors"].values["protocol"] == 1, result.error
+    assert result.reason is FailureReason.PROTOCOL
 
 
 async def test_a_refused_port_is_refused(server: HealthServer) -> None:
@@ -192,3 +197,4 @@ async def test_a_refused_port_is_refused(server: HealthServer) -> None:
     result = await check(Options(), f"127.0.0.1:{port}")
     assert not result.success
     assert result.extras["errors"].values["refused"] == 1
+    assert result.failure == Failure(FailureReason.CONNECT_REFUSED)

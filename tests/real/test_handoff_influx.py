@@ -177,6 +177,26 @@ async def test_success_ratio_from_one_measurement(influxdb: InfluxDB, tmp_path: 
         for t in targets
     ]
     assert up == [1, 0]
+    # Why the failing one fails (a 404): the last reason as string fields, and the failures
+    # counted by reason and phase, equal to what the keeper exported.
+    missing = targets[1]
+    [[_, reason, phase]] = await query(
+        influxdb.url,
+        "ratio",
+        'SELECT last("last_failure_reason"), last("last_failure_phase") FROM http '
+        f"WHERE dst = '{missing}'",
+    )
+    assert (reason, phase) == ("http_status", "validate")
+    failed = _keeper_counters(exports, missing)
+    total, success = failed.metric("total"), failed.metric("success")
+    assert isinstance(total, Int)
+    assert isinstance(success, Int)
+    [[_, count]] = await query(
+        influxdb.url,
+        "ratio",
+        f"SELECT last(failures_http_status_validate) FROM http WHERE dst = '{missing}'",
+    )
+    assert count == total.value - success.value
     # The share of probes within 100 ms from the cumulative buckets (docs/metrics.md's p99
     # recipe), against the same share in the last export the lines surfacer wrote.
     dist = _keeper_counters(exports, targets[0]).metric("latency")

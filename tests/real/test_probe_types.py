@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from trioprobe.failures import Failure, FailureReason, Phase
 from trioprobe.metrics import Map
 from trioprobe.probes import dns as dns_probe
 from trioprobe.probes import external, ping, tcp, udp
@@ -68,6 +69,7 @@ async def test_tcp_mismatch_and_closed_port(tmp_path: Path) -> None:
             mismatch = await probe.probe_once(f"127.0.0.1:{port}")
     assert not mismatch.success
     assert _causes(mismatch) == {"mismatch": 1}
+    assert mismatch.failure == Failure(FailureReason.VALIDATION, validator="expect")
     assert "did not match /bye/" in (mismatch.error or "")
 
     closed = free_port()  # nothing listens there any more
@@ -75,6 +77,7 @@ async def test_tcp_mismatch_and_closed_port(tmp_path: Path) -> None:
         refused = await probe.probe_once(f"127.0.0.1:{closed}")
     assert not refused.success
     assert _causes(refused) == {"refused": 1}
+    assert refused.failure == Failure(FailureReason.CONNECT_REFUSED, Phase.CONNECT)
     assert "ConnectionRefusedError" in (refused.error or "")
 
 
@@ -113,6 +116,7 @@ async def test_udp_peer_that_does_not_answer() -> None:
         results = await _run_udp(f"127.0.0.1:{port}", 2, probe_timeout=0.2)
     assert [r.timeout for r in results] == [True, True]
     assert not any(r.success for r in results)
+    assert {r.failure for r in results} == {Failure(FailureReason.NO_REPLY, Phase.WAIT)}
 
 
 # -- dns -------------------------------------------------------------------------------------
@@ -158,12 +162,16 @@ async def test_dns_nxdomain_and_wrong_answer(dns_port: int) -> None:
             query_name="missing.x.test", valid_rcodes=("NXDOMAIN",), min_answers=0
         ).probe_once(target)
     assert not nx.success
+    # dnsmasq's NXDOMAIN: the name did not resolve.
+    assert nx.failure == Failure(FailureReason.DNS, Phase.DNS)
     assert nx.error == "response code NXDOMAIN"
     assert nx.extras["rcode"] == Map("rcode", {"NXDOMAIN": 1})
     assert not wrong.success
+    assert wrong.failure == Failure(FailureReason.VALIDATION, validator="answer_regex")
     assert "no answer matched" in (wrong.error or "")
     assert DNS_A[1] in (wrong.error or "")
     assert not too_few.success
+    assert too_few.failure == Failure(FailureReason.DNS)
     assert "expected at least 2" in (too_few.error or "")
     assert nx_ok.success, nx_ok.error
 
@@ -186,6 +194,7 @@ async def test_dns_server_that_does_not_answer() -> None:
                 nursery.cancel_scope.cancel()
     assert result.timeout
     assert not result.success
+    assert result.failure == Failure(FailureReason.TIMEOUT, Phase.WAIT)
 
 
 # -- ping ------------------------------------------------------------------------------------
@@ -305,6 +314,8 @@ async def test_ping_peer_that_does_not_answer() -> None:
     assert result.extras["sent"] == 2
     assert result.extras["received"] == 0
     assert result.error == "0/2 replies (need 1) within 0.3s"
+    # Echo replies switched off: the requests went out, nothing came back.
+    assert result.failure == Failure(FailureReason.NO_REPLY, Phase.WAIT)
 
 
 # -- external --------------------------------------------------------------------------------
@@ -370,9 +381,12 @@ async def test_external_failure_hang_and_flood(tmp_path: Path) -> None:
             nursery.cancel_scope.cancel()
     assert not failed.success
     assert failed.error == "exit status 3: disk full"
+    assert failed.failure == Failure(FailureReason.PROGRAM_FAILED, Phase.RUN)
     assert not flooded.success
     assert flooded.error == "output exceeded max_output_bytes (10000); killed"
+    assert flooded.failure == Failure(FailureReason.BODY_TOO_LARGE, Phase.RUN)
     assert hung.timeout
+    assert hung.failure == Failure(FailureReason.TIMEOUT, Phase.RUN)
     grandchild = int(pid_file.read_text())
     assert await trio.to_thread.run_sync(_ends, grandchild), "the grandchild outlived the timeout"
 
@@ -395,3 +409,4 @@ async def test_external_missing_program() -> None:
     result = await _external(["/nonexistent/check"]).probe_once("t")
     assert not result.success
     assert result.error == "cannot run '/nonexistent/check': No such file or directory"
+    assert result.failure == Failure(FailureReason.PROGRAM_FAILED, Phase.RUN)

@@ -125,7 +125,9 @@ class AlertmanagerNotifier(QueuedNotifier):
             "probe": t.probe,
             "dst": t.target,
             "severity": self.severity,
-            "reason": reason_of(t.error),
+            # The classified reason (trioprobe.failures); the error's words for a transition
+            # queued before reasons existed.
+            "reason": t.failure_reason or reason_of(t.error),
         }
         doc: dict[str, Any] = {
             "labels": labels,
@@ -133,7 +135,9 @@ class AlertmanagerNotifier(QueuedNotifier):
                 "summary": f"{t.target} is down ({t.probe})",
                 "description": (
                     f"probe {t.probe!r} target {t.target!r} is down: {t.failures} of the last "
-                    f"{t.total} probes failed" + (f"; last error: {t.error}" if t.error else "")
+                    f"{t.total} probes failed"
+                    + (f"; reason: {t.failure}" if t.failure else "")
+                    + (f"; last error: {t.error}" if t.error else "")
                 ),
             },
             "startsAt": _iso(t.since),

@@ -49,6 +49,8 @@ class TargetStatus:
     total: int
     error: str | None
     transitions: int
+    #: The last failure's reason (``Failure.label``, or ``latency``), if any.
+    failure: str | None = None
 
 
 class _Entry:
@@ -258,4 +260,5 @@ class Health:
             total=h.total,
             error=h.last_error,
             transitions=h.transitions,
+            failure=h.last_reason,
         )

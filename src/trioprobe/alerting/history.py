@@ -6,9 +6,11 @@ Two fixed-size rings, allocated once, so memory per target does not grow with ti
   of successful latencies per bucket; the success ratios and the sparkline come from these;
 * the last :data:`LATENCY_SAMPLES` successful latencies, for p50/p99.
 
-Both are ``array`` objects of machine numbers (no per-result Python objects): about 4.3 KiB per
-target, and about 6 KiB with the target's state and window (``tests/alerting/test_status.py``
-measures it).
+Both are ``array`` objects of machine numbers (no per-result Python objects), of the narrowest
+type that holds them (issue 19, memory per target): 32-bit bucket numbers and counts, and the
+latency ring in 32-bit floats (7 significant digits, read back rounded to them), about 2.2 KiB
+per target (4.3 KiB with 64-bit ones), about 4 KiB with the target's state and window
+(``tests/alerting/test_status.py`` measures it).
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ class History:
 
     def __init__(self) -> None:
         # _slot[i] is the absolute bucket number bucket i currently holds (-1: never used).
-        self._slot = array("q", [-1]) * BUCKETS
-        self._count = array("l", [0]) * BUCKETS
-        self._fail = array("l", [0]) * BUCKETS
+        # A bucket number is seconds / 60: 32 bits last 4,000 years of trio.current_time().
+        self._slot = array("i", [-1]) * BUCKETS
+        self._count = array("I", [0]) * BUCKETS
+        self._fail = array("I", [0]) * BUCKETS
         self._lat = array("d", [0.0]) * BUCKETS
-        self._latency = array("d", [0.0]) * LATENCY_SAMPLES
+        self._latency = array("f", [0.0]) * LATENCY_SAMPLES
         self._latency_n = 0
 
     def add(self, now: float, success: bool, latency: float) -> None:
@@ -76,7 +79,8 @@ class History:
         if n == 0:
             return None
         ordered = sorted(self._latency[:n])
-        return ordered[min(n - 1, max(0, math.ceil(q * n) - 1))]
+        # Stored as a 32-bit float: 0.004 comes back as 0.0040000002; its 7 digits are exact.
+        return float(f"{ordered[min(n - 1, max(0, math.ceil(q * n) - 1))]:.7g}")
 
     def series(self, now: float) -> list[tuple[float | None, int, int]]:
         """Per minute of the last hour, oldest first: (mean latency or None, results, failures)."""

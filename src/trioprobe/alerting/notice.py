@@ -53,6 +53,8 @@ class Notice:
             "failures": t.failures,
             "total": t.total,
             "error": t.error,
+            "failure": t.failure,
+            "failure_reason": t.failure_reason,
             "reason": t.reason,
             "repeat": self.repeat,
         }
@@ -72,6 +74,7 @@ class Notice:
             "total": str(t.total),
             "since": datetime.fromtimestamp(t.since, UTC).isoformat(),
             "error": t.error or "",
+            "failure": t.failure or "",
             "key": self.key,
             "json": self.to_json(),
         }
@@ -93,6 +96,8 @@ def notice_from_document(doc: dict[str, Any]) -> Notice:
         error=None if doc["error"] is None else str(doc["error"]),
         alert=str(doc["alert"]),
         reason=doc["reason"],
+        # Absent from notices queued before failure reasons existed.
+        failure=None if doc.get("failure") is None else str(doc["failure"]),
     )
     if doc["event"] not in ("fire", "resolve", "repeat"):
         raise ValueError(f"unknown event {doc['event']!r}")

@@ -55,6 +55,7 @@ COMMAND_FIELDS = frozenset(
         "total",
         "since",
         "error",
+        "failure",
         "key",
         "json",
     }
@@ -78,7 +79,7 @@ def log_notice(notice: Notice) -> None:
     # firing and never resolving.
     logger.log(
         logging.WARNING,
-        "alert %r %s: probe %r target %r is %s (%d of last %d failed)%s",
+        "alert %r %s: probe %r target %r is %s (%d of last %d failed)%s%s",
         t.alert,
         notice.event,
         t.probe,
@@ -86,6 +87,7 @@ def log_notice(notice: Notice) -> None:
         t.new,
         t.failures,
         t.total,
+        f": {t.failure}" if t.failure and notice.event != "resolve" else "",
         f": {t.error}" if t.error and notice.event != "resolve" else "",
     )
 

@@ -21,6 +21,7 @@ from typing import Literal
 
 import attrs
 
+from ..failures import Failure
 from ..results import ProbeResult
 
 __all__ = ["DOWN", "UNKNOWN", "UP", "AlertRule", "State", "TargetHealth", "Transition"]
@@ -73,6 +74,9 @@ class Transition:
         since: wall-clock time (``time.time()``) of the result that caused the change.
         failures, total: failed results among the last ``total`` (the rule's window).
         error: the last failure's error, if any.
+        failure: the last failure's reason for people (``connect_refused``, ``timeout
+            (connect)``, ``validation (regex)``; ``latency`` for a success slower than
+            ``max_latency``), if any: see :mod:`trioprobe.failures`.
         alert: the alert's name ("" when no alert watches the probe).
         reason: ``"result"``, or ``"removed"`` when the target left the target list.
     """
@@ -87,6 +91,13 @@ class Transition:
     error: str | None
     alert: str = ""
     reason: Literal["result", "removed"] = "result"
+    failure: str | None = None
+
+    @property
+    def failure_reason(self) -> str | None:
+        """The bare reason of :attr:`failure` (``timeout`` of ``timeout (connect)``): a bounded
+        word, for a label such as Alertmanager's ``reason``."""
+        return None if self.failure is None else self.failure.partition(" (")[0]
 
     @property
     def fires(self) -> bool:
@@ -106,6 +117,8 @@ class TargetHealth:
         "consecutive_failures",
         "consecutive_successes",
         "last_error",
+        "last_failure",
+        "last_reason",
         "probe",
         "rule",
         "since",
@@ -124,6 +137,10 @@ class TargetHealth:
         self.consecutive_failures = 0
         self.consecutive_successes = 0
         self.last_error: str | None = None
+        #: The last failure, classified (None for a success slower than ``max_latency``).
+        self.last_failure: Failure | None = None
+        #: The last failure's reason for people (``Failure.label``, or ``latency``).
+        self.last_reason: str | None = None
         #: Transitions made so far (exported as the ``transitions`` counter).
         self.transitions = 0
         self._window: deque[bool] = deque(maxlen=rule.window)
@@ -160,6 +177,8 @@ class TargetHealth:
             self.consecutive_failures += 1
             self.consecutive_successes = 0
             self.last_error = error
+            self.last_failure = result.failure
+            self.last_reason = "latency" if result.failure is None else result.failure.label
         rule = self.rule
         window_down = (rule.total > 0 and self.failures >= rule.failures) or self.burning
         if self.state != DOWN and (
@@ -215,4 +234,5 @@ class TargetHealth:
             error=self.last_error,
             alert=self.rule.name,
             reason=reason,
+            failure=self.last_reason,
         )

@@ -120,6 +120,9 @@ class TargetStats:
     success: int = 0
     timeouts: int = 0
     last_error: str = ""
+    #: The last failure's reason (``Failure.label``: ``timeout (connect)``, ``validation
+    #: (regex)``): shown beside the error, while it is current.
+    last_reason: str = ""
     #: Wall-clock time of the last failure (0: none yet), and whether the last result failed.
     last_failure: float = 0.0
     failing: bool = False
@@ -219,6 +222,7 @@ class LiveStats:
             stats.add_latency(result.latency)
         else:
             stats.last_error = result.error or "failed"
+            stats.last_reason = result.failure.label if result.failure is not None else "other"
             stats.last_failure = result.timestamp
         if result.timeout:
             stats.timeouts += 1
@@ -258,9 +262,19 @@ class LiveStats:
         gauges = self._gauge_names()
         window = format_window(self.window)
         table = Table(title=title, expand=False, caption=self.loop_lag_summary() or None)
-        headers = ("probe", "target", "state", "total", "success", f"last {window}", "p50", "p99")
+        headers = (
+            "probe",
+            "target",
+            "state",
+            "reason",
+            "total",
+            "success",
+            f"last {window}",
+            "p50",
+            "p99",
+        )
         for column in headers:
-            left = column in ("probe", "target", "state")
+            left = column in ("probe", "target", "state", "reason")
             # On a narrow terminal a target wraps rather than shrinking to "http:…".
             table.add_column(
                 column,
@@ -286,6 +300,7 @@ class LiveStats:
                 Text(probe),
                 Text(target),
                 Text(state, style=_STATE_STYLE[state]),
+                Text(stats.last_reason if error else "", style="red"),
                 str(stats.total),
                 f"{rate:.1f}%",
                 Text("-" if recent is None else f"{recent:.1f}%", style=style),
@@ -297,9 +312,9 @@ class LiveStats:
             table.add_row(*row)
         if self.config_errors is not None:
             for (probe, target), message in sorted(self.config_errors().items()):
-                # "config error" in the state column, then total, success, recent, p50, p99 and
-                # the gauges.
-                blank = ["-"] * (5 + len(gauges))
+                # "config error" in the state column, then reason, total, success, recent, p50,
+                # p99 and the gauges.
+                blank = ["-"] * (6 + len(gauges))
                 status = Text("config error", style="magenta")
                 table.add_row(Text(probe), Text(target), status, *blank, Text(message))
         return table
@@ -372,7 +387,7 @@ class LiveStats:
         gauges = "".join(f" {k}={_format_gauge(v)}" for k, v in stats.gauges.items())
         error, ago = self._error_text(stats, state, now)
         if error:
-            error = f" last_error={error!r}"
+            error = f" reason={stats.last_reason} last_error={error!r}"
         elif ago:
             error = f" last_failure={ago!r}"
         window = f"last_{format_window(self.window)}="

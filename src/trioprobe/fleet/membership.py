@@ -306,7 +306,9 @@ class Membership:
         while True:
             try:
                 revision, kvs = await self.etcd.range_prefix(self.prefix)
-                self._reset(kvs)
+                if not self._reset(kvs):
+                    await trio.sleep(self.retry)
+                    continue  # the keep-alive decides whether our lease is gone; read again
                 self._set_connected(True)
                 if not started:
                     task_status.started()
@@ -322,18 +324,29 @@ class Membership:
                 started = True
             await trio.sleep(self.retry)
 
-    def _reset(self, kvs: Iterable[KeyValue]) -> None:
+    def _reset(self, kvs: Iterable[KeyValue]) -> bool:
+        """Mirror a whole range reply; ``False`` (nothing changed) for one without this agent's
+        key while it holds a registration.
+
+        Such a reply means the lease expired while we could not see it, or comes from an etcd
+        going down (a soak run once saw every agent stop probing during an etcd outage, as if
+        each had dropped itself and its peers). The keep-alive is the authority on our lease:
+        it is asked at once, and drops this agent and registers again if the lease is gone.
+        """
+        kvs = list(kvs)
+        own = self._members_prefix + self.info.name.encode()
+        if self._registered and not any(kv.key == own for kv in kvs):
+            self._wake_keepalive.set()
+            return False
         before = set(self.members)
         self.members = {}
         self.votes = {}
         for kv in kvs:
             self._put(kv)
-        if self.info.name not in self.members and self._registered:
-            self._drop_self()  # our key is gone: the lease expired while we could not see it
-            self._wake_keepalive.set()
         if set(self.members) != before:
             self._bump()
         self._touch()
+        return True
 
     def _apply(self, events: list[Event]) -> None:
         changed = False

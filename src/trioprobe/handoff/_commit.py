@@ -194,7 +194,9 @@ class GroupCommit:
                 if self.inflight is None and not (self._leading or self._paused or self.closed):
                     await self._lead()
                 else:
-                    await self._park(p)
+                    # Parked here, not in a helper coroutine: this runs once per append.
+                    p.task = trio.lowlevel.current_task()
+                    await trio.lowlevel.wait_task_rescheduled(partial(self._abort, p))
         finally:
             self._appenders -= 1
 
@@ -208,19 +210,14 @@ class GroupCommit:
             self._leading = False
         self.start()
 
-    async def _park(self, p: Pending) -> None:
-        p.task = trio.lowlevel.current_task()
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            p.task = None
-            if p.stage is Stage.WAITING:
-                # Withdrawn now, not when the task next runs: a write starting meanwhile must
-                # not take records whose caller is gone, nor pick it to lead.
-                self.pending.remove(p)
-                self.reserved -= p.size
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+    def _abort(self, p: Pending, _: object) -> trio.lowlevel.Abort:
+        p.task = None
+        if p.stage is Stage.WAITING:
+            # Withdrawn now, not when the task next runs: a write starting meanwhile must not
+            # take records whose caller is gone, nor pick it to lead.
+            self.pending.remove(p)
+            self.reserved -= p.size
+        return trio.lowlevel.Abort.SUCCEEDED
 
     # -- starting and finishing writes ---------------------------------------------------------
     def _cap(self) -> int:
@@ -268,16 +265,23 @@ class GroupCommit:
         # Records fsynced before a failure (earlier chunks, e.g. before a roll) are durable
         # and will be delivered: their appends succeed; the rest get an error that says how
         # many of that call's records were stored.
-        durable = progress.written
         woke = False
-        for p in batch:
-            stored = min(durable, len(p.records))
-            durable -= stored
-            self.reserved -= p.size
-            p.stage = Stage.DONE
-            if failure is not None and stored < len(p.records):
-                p.error = self._make_error(failure, stored, len(p.records))
-            woke = p.wake() or woke
+        done = Stage.DONE
+        if failure is None:
+            for p in batch:  # the common case, once per append: kept short
+                self.reserved -= p.size
+                p.stage = done
+                woke = p.wake() or woke
+        else:
+            durable = progress.written
+            for p in batch:
+                stored = min(durable, len(p.records))
+                durable -= stored
+                self.reserved -= p.size
+                p.stage = done
+                if stored < len(p.records):
+                    p.error = self._make_error(failure, stored, len(p.records))
+                woke = p.wake() or woke
         self._after(woke)
         if self._paused:
             self._idle.unpark_all()

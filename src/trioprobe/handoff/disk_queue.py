@@ -261,9 +261,7 @@ class DiskBackedQueue:
         # Writer state (_w_*): touched only by the write in flight (in its worker thread) and,
         # while writes are paused, by the holder of _write_lock (close, purge's roll).
         self._write_lock = trio.Lock()
-        self._commit = GroupCommit(
-            self._write_batch, self._apply_batch, self._write_error, self._idle
-        )
+        self._commit = self._new_commit()
         #: Held around the reader's file I/O, so close never closes an fd a thread is using.
         self._io_lock = trio.Lock()
         self._w_fd = -1
@@ -280,6 +278,9 @@ class DiskBackedQueue:
         self._last_head_sync = 0.0
         self._persisted_head: tuple[int, int] | None = None
 
+    def _new_commit(self) -> GroupCommit:
+        return GroupCommit(self._write_batch, self._apply_batch, self._write_error, self._idle)
+
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"
         return f"<DiskBackedQueue {self.directory!r} {state}>"
@@ -295,6 +296,8 @@ class DiskBackedQueue:
             return
         with self._io_errors("opening"):
             await trio.to_thread.run_sync(self._open_sync)
+        # A fresh group commit: a closed one refuses to write, and this may be another run.
+        self._commit = self._new_commit()
         self._open = True
         self._last_head_sync = trio.current_time()
         if not self.recovery.clean:
@@ -485,9 +488,13 @@ class DiskBackedQueue:
         """
         # The one-record path is append_many's without the loops: it runs once per record
         # when many tasks append one record each (the group commit benchmark).
-        self._check_open()
-        self._check_fits(len(data))
-        rec = encode_record(data, self._now_ns())
+        if not self._open:
+            self._check_open()
+        options = self.options
+        if HEADER_SIZE + RECORD_HEADER_SIZE + len(data) > options.max_segment_size:
+            self._check_fits(len(data))
+        clock = options.wall_clock
+        rec = encode_record(data, time.time_ns() if clock is None else int(clock() * 1e9))
         await self._append(Pending([rec], len(rec)), 1)
 
     async def append_many(self, records: Sequence[bytes]) -> None:

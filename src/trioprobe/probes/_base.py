@@ -11,6 +11,7 @@ import trio
 
 from .._groups import open_nursery
 from .._ticks import Ticker, spread_offset
+from ..failures import deadline_failure, track_phases
 from ..results import ProbeResult
 from ..targets import ProbeTargets
 from . import TargetsFn
@@ -77,7 +78,7 @@ async def run_per_target(
             started = trio.current_time()
             lateness = started - tick.at
             result: ProbeResult | None = None
-            with trio.move_on_after(probe_timeout):
+            with track_phases() as tracker, trio.move_on_after(probe_timeout):
                 result = await probe_once(target)
             if result is None:
                 result = ProbeResult(
@@ -86,6 +87,7 @@ async def run_per_target(
                     trio.current_time() - started,
                     timeout=True,
                     error=f"timed out after {probe_timeout:g}s",
+                    failure=deadline_failure(tracker),
                     start_lateness=lateness,
                 )
             else:

@@ -31,6 +31,7 @@ import dns.rcode
 import dns.rdatatype
 import trio
 
+from ..failures import Failure, FailureReason, Phase, classify, timed_out
 from ..metrics import Map
 from ..results import ProbeResult
 from . import TargetsFn
@@ -208,6 +209,7 @@ class DNSProbe(ScheduledProbe[Options]):
         rcodes = Map("rcode")
         exchange = _Exchange()
         error: str | None = None
+        failure: Failure | None = None
         response: dns.message.Message | None = None
         with trio.move_on_at(started + self.timeout) as deadline:
             try:
@@ -215,26 +217,51 @@ class DNSProbe(ScheduledProbe[Options]):
             except (OSError, TargetError, dns.exception.DNSException, ValueError) as exc:
                 # ValueError: a target that is not an IP address.
                 error = describe_error(exc)
+                failure = self._failure_of(exc)
         latency = trio.current_time() - started
         extras: dict[str, int | Map] = {"rcode": rcodes, "ignored_replies": exchange.ignored}
         if deadline.cancelled_caught:
             error = f"timed out after {self.timeout:g}s" + (
                 f" ({exchange.ignored} unexpected replies ignored)" if exchange.ignored else ""
             )
-            return ProbeResult(target, False, latency, error=error, timeout=True, extras=extras)
+            # Unexpected replies only: the server (or someone) answered, but never our question.
+            phase = Phase.RECEIVE if exchange.ignored else Phase.WAIT
+            return ProbeResult(
+                target,
+                False,
+                latency,
+                error=error,
+                timeout=True,
+                extras=extras,
+                failure=timed_out(phase),
+            )
         if response is None:
-            return ProbeResult(target, False, latency, error=error, extras=extras)
+            return ProbeResult(target, False, latency, error=error, extras=extras, failure=failure)
         rcodes.increment(rcode_label(response.rcode()))
-        problem = self._check(response)
+        problem, failure = self._check(response)
         if problem is not None and response.flags & dns.flags.TC:
             problem = f"truncated reply (TC; set retry_tcp = true to retry over TCP): {problem}"
-        return ProbeResult(target, problem is None, latency, error=problem, extras=extras)
+        return ProbeResult(
+            target, problem is None, latency, error=problem, extras=extras, failure=failure
+        )
 
-    def _check(self, response: dns.message.Message) -> str | None:
+    def _failure_of(self, exc: BaseException) -> Failure:
+        if isinstance(exc, ConnectionRefusedError) and self.options.protocol == "udp":
+            # Over UDP a refusal is the ICMP port unreachable the kernel passed on.
+            return Failure(FailureReason.UNREACHABLE)
+        if isinstance(exc, dns.exception.DNSException):
+            return Failure(FailureReason.PROTOCOL)  # a reply that is not a DNS message
+        if isinstance(exc, ValueError) and not isinstance(exc, UnicodeError):
+            return Failure(FailureReason.OTHER, Phase.CONNECT)  # not an IP address:port
+        return classify(exc, Phase.CONNECT if self.options.protocol == "tcp" else Phase.SEND)
+
+    def _check(self, response: dns.message.Message) -> tuple[str | None, Failure | None]:
+        """Why the reply fails (for people, and classified), or (None, None)."""
         rcode = response.rcode()
         if rcode not in self._valid:
             label = rcode_label(rcode)
-            return f"response code {label if label != 'other' else rcode}"
+            # NXDOMAIN, SERVFAIL, REFUSED...: the name did not resolve.
+            return f"response code {label if label != 'other' else rcode}", _DNS
         answers = [
             rdata.to_text()
             for rrset in response.answer
@@ -245,11 +272,16 @@ class DNSProbe(ScheduledProbe[Options]):
             return (
                 f"{len(answers)} {self.options.query_type} answer(s), "
                 f"expected at least {self.options.min_answers}"
-            )
+            ), _DNS
         if self._pattern is not None and not any(self._pattern.search(a) for a in answers):
             shown = ", ".join(answers[:3])[:120]
-            return f"no answer matched /{self._pattern.pattern}/ (got: {shown or 'none'})"
-        return None
+            problem = f"no answer matched /{self._pattern.pattern}/ (got: {shown or 'none'})"
+            return problem, _ANSWER_REGEX
+        return None, None
+
+
+_DNS = Failure(FailureReason.DNS)
+_ANSWER_REGEX = Failure(FailureReason.VALIDATION, validator="answer_regex")
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> DNSProbe:

@@ -28,8 +28,10 @@ import trio
 
 from .._ticks import spread_offset
 from .._urls import check_http_url
+from ..failures import Failure, FailureReason, Phase, classify
 from ..probing import ProbeRecord, open_prober
 from ..probing.health import DEFAULT_PATH
+from ..probing.prober import BadHealthReply, NotOK, ProbeTimeout, UnexpectedStatus
 from ..results import ProbeResult
 from . import TargetsFn
 from ._base import follow_targets
@@ -75,7 +77,25 @@ def probe_result(record: ProbeRecord) -> ProbeResult:
         timeout=record.timeout,
         gauges=gauges,
         start_lateness=record.start_lateness,
+        failure=record_failure(record.error),
     )
+
+
+def record_failure(error: Exception | None) -> Failure:
+    """The reason of a Prober failure: its own kinds (status, reply, deadline), or the transport
+    error classified as every HTTP probe's is."""
+    if isinstance(error, ProbeTimeout):
+        # The Prober keeps its own deadline, outside any phase tracker: the phase is not known.
+        return Failure(FailureReason.TIMEOUT, Phase.UNKNOWN)
+    if isinstance(error, UnexpectedStatus):
+        return Failure(FailureReason.HTTP_STATUS)
+    if isinstance(error, BadHealthReply):
+        return Failure(FailureReason.PROTOCOL)
+    if isinstance(error, NotOK):
+        return Failure(FailureReason.VALIDATION, validator="health")
+    if error is None:
+        return Failure(FailureReason.OTHER, Phase.UNKNOWN)
+    return classify(error, Phase.UNKNOWN)
 
 
 async def forward_records(

@@ -28,6 +28,7 @@ import trio
 
 from .._spawn import EscapeWatch, kill_group, run_in_group
 from .._templates import TemplateError, check_template, render_template
+from ..failures import Failure, FailureReason, Phase, classify, enter_phase
 from ..metrics import Map
 from ..results import ProbeResult
 from . import TargetsFn
@@ -244,11 +245,13 @@ class ExternalProbe(ScheduledProbe[Options]):
         try:
             argv = self.argv(target)
         except KeyError as exc:
-            return ProbeResult(target, False, 0.0, error=f"command uses label {exc} not set")
+            error = f"command uses label {exc} not set"
+            return ProbeResult(target, False, 0.0, error=error, failure=_RUN_OTHER)
         stdout = b""
         stderr = b""
         too_large = False
         start_error: OSError | None = None
+        enter_phase(Phase.RUN)  # a deadline from here on is the program's
         try:
             async with trio.open_nursery() as nursery:
                 # A new session whose whole group is killed on timeout, on shutdown and after
@@ -282,11 +285,16 @@ class ExternalProbe(ScheduledProbe[Options]):
         await self.escapes.sweep_if_due()
         if start_error is not None:
             error = f"cannot run {argv[0]!r}: {start_error.strerror or start_error}"
-            return ProbeResult(target, False, trio.current_time() - started, error=error)
+            failure = classify(start_error, Phase.RUN)
+            if failure.reason is not FailureReason.RESOURCE:
+                failure = _PROGRAM_FAILED  # not found, not executable: the program's failure
+            latency = trio.current_time() - started
+            return ProbeResult(target, False, latency, error=error, failure=failure)
         latency = trio.current_time() - started
         if too_large:
             error = f"output exceeded max_output_bytes ({self.options.max_output_bytes}); killed"
-            return ProbeResult(target, False, latency, error=error)
+            failure = Failure(FailureReason.BODY_TOO_LARGE, Phase.RUN)
+            return ProbeResult(target, False, latency, error=error, failure=failure)
         parsed = parse_output(stdout.decode("utf-8", "replace"), self._counters)
         extras: dict[str, int | float | Map] = {
             **parsed.counters,
@@ -297,13 +305,26 @@ class ExternalProbe(ScheduledProbe[Options]):
             return ProbeResult(target, True, latency, extras=extras, gauges=parsed.gauges)
         if code == 0:
             error = f"output: {parsed.problem}"
-            return ProbeResult(target, False, latency, error=error, extras=extras)
+            failure = Failure(FailureReason.PROTOCOL, Phase.RUN)  # output it cannot be read as
+            return ProbeResult(target, False, latency, error=error, extras=extras, failure=failure)
         why = (
             f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
         )
         last = stderr.decode("utf-8", "replace").strip().splitlines()
         error = f"{why}: {last[-1][:200]}" if last else why
-        return ProbeResult(target, False, latency, error=error, extras=extras, gauges=parsed.gauges)
+        return ProbeResult(
+            target,
+            False,
+            latency,
+            error=error,
+            extras=extras,
+            gauges=parsed.gauges,
+            failure=_PROGRAM_FAILED,
+        )
+
+
+_PROGRAM_FAILED = Failure(FailureReason.PROGRAM_FAILED)
+_RUN_OTHER = Failure(FailureReason.OTHER, Phase.RUN)
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> ExternalProbe:

@@ -31,6 +31,7 @@ import trio
 from .._tls import client_context, load_ssl_context
 from .._urls import host_name_problem
 from .._varint import encode_varint, read_fields
+from ..failures import Phase, from_cause
 from ..metrics import Distribution, Map
 from ..results import ProbeResult
 from . import TargetsFn
@@ -172,6 +173,8 @@ def decode_health_response(message: bytes) -> int:
 class _Failure:
     cause: str
     message: str
+    #: The exception behind it, if any: it refines the reason (see failures.from_cause).
+    exc: BaseException | None = None
 
 
 @attrs.define
@@ -179,6 +182,8 @@ class _Call:
     """What one probe got through so far: reported even when it fails or times out."""
 
     step: str = "connect"
+    #: The failure phase ``step`` is in (trioprobe.failures).
+    phase: Phase = Phase.CONNECT
     timings: dict[str, float] = attrs.field(factory=dict)
     grpc_status: int | None = None
     grpc_message: str = ""
@@ -233,7 +238,7 @@ class GRPCProbe(ScheduledProbe[Options]):
             except h2.exceptions.H2Error as exc:
                 failure = _Failure("protocol", f"{call.step}: HTTP/2: {describe_error(exc)}")
             except (OSError, trio.BrokenResourceError, ssl.SSLError, UnicodeError) as exc:
-                failure = _Failure(error_cause(exc), f"{call.step}: {describe_error(exc)}")
+                failure = _Failure(error_cause(exc), f"{call.step}: {describe_error(exc)}", exc)
         latency = trio.current_time() - started
         if deadline.cancelled_caught:
             failure = _Failure("timeout", f"{call.step}: timed out after {self.timeout:g}s")
@@ -264,6 +269,7 @@ class GRPCProbe(ScheduledProbe[Options]):
             error=failure.message,
             timeout=failure.cause == "timeout",
             extras=extras,
+            failure=from_cause(failure.cause, call.phase, failure.exc),
         )
 
     async def _call(self, target: str, call: _Call) -> _Failure | None:
@@ -277,7 +283,7 @@ class GRPCProbe(ScheduledProbe[Options]):
             t1 = trio.current_time()
             call.timings["connect_latency"] = t1 - t0
             if self._ssl is not None:
-                call.step = "tls handshake"
+                call.step, call.phase = "tls handshake", Phase.TLS
                 tls = trio.SSLStream(
                     stream, self._ssl, server_hostname=self.options.server_name or host
                 )
@@ -288,7 +294,7 @@ class GRPCProbe(ScheduledProbe[Options]):
                 t2 = trio.current_time()
                 call.timings["tls_handshake_duration"] = t2 - t1
             authority = self.options.authority or target
-            call.step = "response"
+            call.step, call.phase = "response", Phase.WAIT
             t_sent = trio.current_time()
             message = await self._exchange(stream, authority, call)
             call.timings["response_latency"] = trio.current_time() - t_sent

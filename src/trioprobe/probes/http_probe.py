@@ -66,6 +66,7 @@ from .._httpbody import ACCEPT_ENCODING, BodyTooLarge
 from .._httptrace import PHASES
 from .._tls import client_context, load_ssl_context, ssl_context
 from .._urls import check_http_url
+from ..failures import Failure, FailureReason, Phase, classify
 from ..metrics import Distribution, Map
 from ..results import ProbeResult
 from . import TargetsFn
@@ -282,14 +283,29 @@ class HTTPProbe(ClientPerTargetProbe[HTTPTarget]):
         codes.increment(str(code))
         if not self._success_code(code):
             error = f"unexpected status {code} {exchange.reason}".rstrip()
-            return ProbeResult(target, False, latency, error=error, extras=extras, gauges=gauges)
+            return ProbeResult(
+                target,
+                False,
+                latency,
+                error=error,
+                extras=extras,
+                gauges=gauges,
+                failure=Failure(FailureReason.HTTP_STATUS),
+            )
         if self._validators:
             try:
                 # The h11 path decodes a body a server compressed unasked only here, under the
                 # limit: a gzip bomb must not inflate without bound.
                 exchange = exchange.decoded(self.options.max_body_bytes)
             except httpx.HTTPError as exc:
-                return ProbeResult(target, False, latency, error=_describe(exc), extras=extras)
+                return ProbeResult(
+                    target,
+                    False,
+                    latency,
+                    error=_describe(exc),
+                    extras=extras,
+                    failure=classify(exc, Phase.RECEIVE),
+                )
             failed = self._checks.failures(exchange)
             if failed:
                 extras["validation_failure"] = Map(
@@ -297,8 +313,17 @@ class HTTPProbe(ClientPerTargetProbe[HTTPTarget]):
                     {name: int(any(n == name for n, _ in failed)) for name in self._validators},
                 )
                 error = self._parts.scrub("; ".join(why for _, why in failed))
+                # The first validator that failed names the failure; the metric
+                # validation_failure{validator} counts each of them.
+                failure = Failure(FailureReason.VALIDATION, validator=failed[0][0])
                 return ProbeResult(
-                    target, False, latency, error=error, extras=extras, gauges=gauges
+                    target,
+                    False,
+                    latency,
+                    error=error,
+                    extras=extras,
+                    gauges=gauges,
+                    failure=failure,
                 )
         return ProbeResult(target, True, latency, extras=extras, gauges=gauges)
 
@@ -308,7 +333,13 @@ class HTTPProbe(ClientPerTargetProbe[HTTPTarget]):
         except OSError as exc:
             # Building a target's client can need a file descriptor (or, the first time, an
             # import): with none left (EMFILE) that is this target's failure, not the run's end.
-            return ProbeResult(target, False, 0.0, error=f"client: {_describe(exc)}")
+            return ProbeResult(
+                target,
+                False,
+                0.0,
+                error=f"client: {_describe(exc)}",
+                failure=classify(exc, Phase.CONNECT),
+            )
         codes = Map("code")
         extras: dict[str, Map | Distribution | int] = {"resp-code": codes}
         if self._validators:
@@ -325,7 +356,9 @@ class HTTPProbe(ClientPerTargetProbe[HTTPTarget]):
             elif self.options.follow_redirects:
                 extras["redirects"] = state.redirects
             error = self._parts.scrub(error)
-            return ProbeResult(target, False, latency, error=error, extras=extras)
+            return ProbeResult(
+                target, False, latency, error=error, extras=extras, failure=classify(exc)
+            )
         latency = trio.current_time() - started
         gauges = self._exchange_extras(exchange, extras)
         return self._verdict(target, exchange, latency, extras, gauges)

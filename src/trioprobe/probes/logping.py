@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from ..failures import Failure, FailureReason, Phase, classify
 from ..logping import Pinger, PingOutcome, PingStatus, open_log
 from ..logping.logs import check_log_spec
 from ..logping.pinger import PingerMetrics
@@ -127,15 +128,26 @@ class _Reporter:
             if succeeded
             else f"ping {outcome.seq} {outcome.status.value}: {outcome.error}",
             timeout=outcome.status is PingStatus.ABORTED,
+            failure=_FAILURES.get(outcome.status),
         )
 
     def replay_failed(self, exc: Exception) -> None:
         """A failed result per failed attempt, so a log that is down before the first ping
         (no replay position, so no pings) still shows up as failures, not as silence."""
-        self.report(False, 0.0, error=f"getting the replay position failed: {exc!r}")
+        # Before any ping: reaching the log failed (connect, refused...) or its reply was bad.
+        failure = classify(exc, Phase.CONNECT)
+        self.report(
+            False, 0.0, error=f"getting the replay position failed: {exc!r}", failure=failure
+        )
 
     def report(
-        self, success: bool, latency: float, *, error: str | None, timeout: bool = False
+        self,
+        success: bool,
+        latency: float,
+        *,
+        error: str | None,
+        timeout: bool = False,
+        failure: Failure | None = None,
     ) -> None:
         m = self.metrics
         counters = {name: getattr(m, name) for name in _COUNTERS}
@@ -152,6 +164,7 @@ class _Reporter:
             timeout=timeout,
             extras=extras,
             gauges={"last_applied": m.last_applied},
+            failure=failure,
         )
         try:
             self.send.send_nowait(result)
@@ -254,3 +267,11 @@ class LogPingProbe:
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> LogPingProbe:
     return LogPingProbe(options, targets, interval=spec.interval)
+
+
+# A ping's end -> its failure: the append is the probe's send; an entry that never came back
+# through the reader ran out of time waiting for it.
+_FAILURES = {
+    PingStatus.APPEND_FAILED: Failure(FailureReason.SEND),
+    PingStatus.ABORTED: Failure(FailureReason.TIMEOUT, Phase.WAIT),
+}

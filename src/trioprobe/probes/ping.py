@@ -33,6 +33,7 @@ import attrs
 import trio
 
 from .._urls import check_host_name, host_name_problem
+from ..failures import Failure, FailureReason, Phase, classify
 from ..metrics import Distribution
 from ..results import LATENCY_UNITS, ProbeResult
 from . import TargetsFn
@@ -355,22 +356,25 @@ class PingProbe(ScheduledProbe[Options]):
         resolved = self._addresses[target] = (infos[0][0], str(infos[0][4][0]))
         return resolved
 
-    def _fail(self, target: str, started: float, error: str) -> ProbeResult:
+    def _fail(self, target: str, started: float, error: str, failure: Failure) -> ProbeResult:
         extras = {"sent": 0, "received": 0}
-        return ProbeResult(target, False, trio.current_time() - started, error=error, extras=extras)
+        latency = trio.current_time() - started
+        return ProbeResult(target, False, latency, error=error, extras=extras, failure=failure)
 
     async def probe_once(self, target: str) -> ProbeResult:
         started = trio.current_time()
         try:
             family, address = await self._resolve(target)
         except (OSError, UnicodeError) as exc:
-            return self._fail(target, started, f"cannot resolve {target!r}: {exc}")
+            error = f"cannot resolve {target!r}: {exc}"
+            return self._fail(target, started, error, Failure(FailureReason.DNS))
         icmp = self._sockets.get(family)
         if icmp is None:
-            return self._fail(target, started, self._socket_errors.get(family, "no socket"))
+            error = self._socket_errors.get(family, "no socket")
+            return self._fail(target, started, error, Failure(FailureReason.OTHER, Phase.CONNECT))
         round_ = _Round(address, self.options.packets)
         seqs: list[int] = []
-        send_error: str | None = None
+        send_error: OSError | None = None
         # The probe's own deadline: a timeout is an ordinary result with whatever replies came
         # back. The scheduler's scope ends BACKSTOP later (Trio's outer cancelled scope would
         # catch the Cancelled if both expired together).
@@ -386,14 +390,14 @@ class PingProbe(ScheduledProbe[Options]):
                     )
                 await round_.done.wait()
             except OSError as exc:
-                send_error = f"send: {exc.strerror or exc}"
+                send_error = exc
             finally:
                 for seq in seqs:
                     icmp.pending.pop(seq, None)
         return self._result(target, started, round_, len(seqs), send_error)
 
     def _result(
-        self, target: str, started: float, round_: _Round, sent: int, send_error: str | None
+        self, target: str, started: float, round_: _Round, sent: int, send_error: OSError | None
     ) -> ProbeResult:
         rtt = self._rtt_buckets.clone()
         for value in round_.rtts:
@@ -404,11 +408,27 @@ class PingProbe(ScheduledProbe[Options]):
         latency = sum(round_.rtts) / received if received else trio.current_time() - started
         if received >= self.options.min_replies and send_error is None:
             return ProbeResult(target, True, latency, extras=extras, gauges=gauges)
-        error = send_error or (
-            f"{received}/{sent} replies (need {self.options.min_replies}) within {self.timeout:g}s"
-        )
+        if send_error is not None:
+            error = f"send: {send_error.strerror or send_error}"
+            failure = classify(send_error, Phase.SEND)
+            if failure.reason is FailureReason.OTHER:
+                failure = Failure(FailureReason.SEND)
+        else:
+            error = (
+                f"{received}/{sent} replies (need {self.options.min_replies}) "
+                f"within {self.timeout:g}s"
+            )
+            # Too few echo replies: the deadline ran out waiting for them.
+            failure = Failure(FailureReason.NO_REPLY)
         return ProbeResult(
-            target, False, latency, error=error, timeout=received == 0, extras=extras, gauges=gauges
+            target,
+            False,
+            latency,
+            error=error,
+            timeout=received == 0,
+            extras=extras,
+            gauges=gauges,
+            failure=failure,
         )
 
 

@@ -32,6 +32,7 @@ from .._options import module_field, path_field
 from .._scrub import register_secret, secret_forms
 from .._tls import client_context
 from ..checks import CheckFn, CheckReport, load_check, new_http_client, run_check
+from ..failures import Failure, FailureReason, Phase
 from ..metrics import Map
 from ..results import ProbeResult
 from . import TargetsFn
@@ -198,7 +199,23 @@ class ScriptProbe(ScheduledProbe[Options]):
             timeout=report.reason == "timeout",
             extras=extras,
             gauges=gauges,
+            failure=None if report.success else self._failure(report),
         )
+
+    def _failure(self, report: CheckReport) -> Failure:
+        """The check's reason as a :class:`Failure`: a reason outside the enum (a
+        ``CheckFailed(reason=...)`` of the check's own) is ``other``; a ``validation`` is the
+        failed step's (or ``check``'s); a timeout or ``other`` happened while the check ran."""
+        try:
+            reason = FailureReason(report.reason or "other")
+        except ValueError:
+            reason = FailureReason.OTHER
+        if reason is FailureReason.VALIDATION:
+            step = report.failed_step
+            return Failure(reason, validator=self._step_key(step) if step else "check")
+        if reason in (FailureReason.TIMEOUT, FailureReason.OTHER):
+            return Failure(reason, Phase.RUN)
+        return Failure(reason)
 
     def _step_key(self, name: str) -> str:
         if name in self._steps:
@@ -225,7 +242,20 @@ class ScriptProbe(ScheduledProbe[Options]):
 
 
 def _known(reason: str) -> str:
+    # errors{cause} keeps its fixed keys; failures_total{reason, phase} has the precise reason.
+    reason = _FOLDED.get(reason, reason)
     return reason if reason in CAUSES else "other"
+
+
+# Reasons the check classifier gives that errors{cause} counted under an older, coarser key.
+_FOLDED = {
+    "tls_verify": "tls_handshake",
+    "tls_expired": "tls_handshake",
+    "connect_timeout": "connect_error",
+    "unreachable": "connect_error",
+    "no_reply": "protocol",
+    "body_too_large": "protocol",
+}
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> ScriptProbe:

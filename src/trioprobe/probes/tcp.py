@@ -23,6 +23,7 @@ import trio
 
 from .._tls import client_context
 from .._urls import host_name_problem
+from ..failures import Phase, from_cause
 from ..metrics import Distribution, Map
 from ..results import ProbeResult
 from . import TargetsFn
@@ -102,6 +103,8 @@ class Options:
 class _Failure:
     cause: str
     message: str
+    #: The exception behind it, if any: it refines the reason (see failures.from_cause).
+    exc: BaseException | None = None
 
 
 @attrs.define
@@ -109,6 +112,8 @@ class _Attempt:
     """What one probe got through so far: reported even when it fails or times out."""
 
     step: str = "connect"
+    #: The failure phase ``step`` is in (trioprobe.failures).
+    phase: Phase = Phase.CONNECT
     #: Seconds per step (``connect_latency``, ``tls_handshake_duration``, ``exchange_latency``).
     timings: dict[str, float] = attrs.field(factory=dict)
     gauges: dict[str, int] = attrs.field(factory=dict)
@@ -166,7 +171,8 @@ class TCPProbe(ScheduledProbe[Options]):
             except TargetError as exc:
                 failure = _Failure("other", str(exc))
             except (OSError, trio.BrokenResourceError, ssl.SSLError, UnicodeError) as exc:
-                failure = _Failure(error_cause(exc), f"{attempt.step}: {describe_error(exc)}")
+                message = f"{attempt.step}: {describe_error(exc)}"
+                failure = _Failure(error_cause(exc), message, exc)
         latency = trio.current_time() - started
         if deadline.cancelled_caught:
             failure = _Failure("timeout", f"{attempt.step}: timed out after {self.timeout:g}s")
@@ -186,6 +192,7 @@ class TCPProbe(ScheduledProbe[Options]):
             timeout=failure.cause == "timeout",
             extras=extras,
             gauges=attempt.gauges,
+            failure=from_cause(failure.cause, attempt.phase, failure.exc),
         )
 
     async def _probe(self, target: str, attempt: _Attempt) -> _Failure | None:
@@ -202,16 +209,17 @@ class TCPProbe(ScheduledProbe[Options]):
                 stream = await self._start_tls(stream, host, attempt)
                 t1 = trio.current_time()
             if self.options.query_response:
-                attempt.step = "exchange"
+                attempt.step, attempt.phase = "exchange", Phase.WAIT
                 stream, failure = await self._dialogue(stream, host, attempt)
                 if failure is None:
                     attempt.timings["exchange_latency"] = trio.current_time() - t1
                 return failure
             if self._query is None and self._expect is None:
                 return None
-            attempt.step = "exchange"
+            attempt.step, attempt.phase = "exchange", Phase.SEND
             if self._query is not None:
                 await stream.send_all(self._query)
+            attempt.phase = Phase.WAIT
             if self._expect is not None:
                 failure = await self._read_expected(stream)
                 if failure is not None:
@@ -225,7 +233,7 @@ class TCPProbe(ScheduledProbe[Options]):
         self, stream: trio.abc.Stream, host: str, attempt: _Attempt, step: str = "tls handshake"
     ) -> trio.SSLStream[trio.abc.Stream]:
         assert self._ssl is not None
-        attempt.step = step
+        attempt.step, attempt.phase = step, Phase.TLS
         started = trio.current_time()
         tls = trio.SSLStream(stream, self._ssl, server_hostname=self.options.server_name or host)
         try:
@@ -253,7 +261,7 @@ class TCPProbe(ScheduledProbe[Options]):
         for index, step in enumerate(self.options.query_response):
             where = f"query_response[{index}]"
             if step.expect is not None:
-                attempt.step = f"{where} expect"
+                attempt.step, attempt.phase = f"{where} expect", Phase.WAIT
                 pattern = self._step_patterns[index]
                 assert pattern is not None
                 found, failure = await lines.until(pattern)
@@ -261,7 +269,7 @@ class TCPProbe(ScheduledProbe[Options]):
                     return lines.stream, _Failure(failure.cause, f"{where}: {failure.message}")
                 match = found
             if step.send is not None:
-                attempt.step = f"{where} send"
+                attempt.step, attempt.phase = f"{where} send", Phase.SEND
                 await lines.stream.send_all(_expand(step.send, match).encode() + b"\n")
             if step.starttls:
                 lines = _LineReader(

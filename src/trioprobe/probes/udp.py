@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from .._urls import host_name_problem
+from ..failures import Failure, FailureReason, Phase, classify, enter_phase
 from ..results import ProbeResult
 from . import TargetsFn
 from ._base import ClientPerTargetProbe, PerTargetClients
@@ -61,6 +62,8 @@ class _Peer:
     pending: dict[int, trio.Event] = attrs.field(factory=dict)
     late: int = 0
     reordered: int = 0
+    #: Sequence numbers whose wait an ICMP port unreachable ended.
+    refused: set[int] = attrs.field(factory=set)
 
 
 class UDPProbe(ClientPerTargetProbe[_Peer]):
@@ -119,8 +122,12 @@ class UDPProbe(ClientPerTargetProbe[_Peer]):
                 try:
                     data = await sock.recv(65535)
                 except ConnectionRefusedError:
-                    # An ICMP port unreachable: nobody listens (yet). The probe waiting for a
-                    # reply times out; keep reading for the next ones.
+                    # An ICMP port unreachable: nobody listens (yet). The probes waiting for a
+                    # reply fail now, as `unreachable`; keep reading for the next ones.
+                    for seq, waiting in peer.pending.items():
+                        peer.refused.add(seq)
+                        waiting.set()
+                    peer.pending.clear()
                     continue
                 except OSError:
                     # Anything else breaks this socket: drop it, the next probe opens another.
@@ -149,6 +156,7 @@ class UDPProbe(ClientPerTargetProbe[_Peer]):
         peer = self._clients.get(target)
         try:
             if peer.socket is None:
+                enter_phase(Phase.DNS)  # getaddrinfo; the connect of a UDP socket cannot wait
                 peer.socket = await self._open(target, peer)
             seq = peer.next_seq
             peer.next_seq += 1
@@ -156,7 +164,10 @@ class UDPProbe(ClientPerTargetProbe[_Peer]):
             header = _HEADER.pack(self._magic, seq, time.time_ns())
             payload = header.ljust(self.options.payload_size, b"\0")
             try:
+                enter_phase(Phase.SEND)
                 await peer.socket.send(payload)
+                # The deadline running out here is a datagram without an echo.
+                enter_phase(Phase.WAIT, on_timeout=FailureReason.NO_REPLY)
                 await event.wait()
             finally:
                 # Timed out or failed: a reply that still comes is late, not this probe's.
@@ -164,8 +175,17 @@ class UDPProbe(ClientPerTargetProbe[_Peer]):
         except (OSError, TargetError, UnicodeError) as exc:
             error = describe_error(exc)
             latency = trio.current_time() - started
-            return ProbeResult(target, False, latency, error=error, extras=self._counts(peer))
+            failure = _failure_of(exc)
+            return ProbeResult(
+                target, False, latency, error=error, extras=self._counts(peer), failure=failure
+            )
         latency = trio.current_time() - started
+        if seq in peer.refused:
+            peer.refused.discard(seq)
+            error = "ICMP port unreachable: nothing listens on the port"
+            return ProbeResult(
+                target, False, latency, error=error, extras=self._counts(peer), failure=_ICMP
+            )
         return ProbeResult(target, True, latency, extras=self._counts(peer))
 
     @staticmethod
@@ -175,6 +195,17 @@ class UDPProbe(ClientPerTargetProbe[_Peer]):
         counts = {"late": peer.late, "reordered": peer.reordered}
         peer.late = peer.reordered = 0
         return counts
+
+
+_ICMP = Failure(FailureReason.UNREACHABLE)
+
+
+def _failure_of(exc: BaseException) -> Failure:
+    if isinstance(exc, ConnectionRefusedError):
+        return _ICMP  # a send after an ICMP port unreachable reports it too
+    if isinstance(exc, TargetError):
+        return Failure(FailureReason.OTHER, Phase.CONNECT)
+    return classify(exc)
 
 
 #: Raises ``ValueError`` for a target whose host cannot be resolved (``a..b:80``).

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from ..failures import Failure, FailureReason, Phase, classify, enter_phase
 from ..results import ProbeResult
 from ..zmqnet import Client, MessageDroppedError, ZmqNetError
+from ..zmqnet.errors import MessageTooLargeError, ProtocolError, RemoteError, ReplyTooLargeError
 from . import TargetsFn
 from ._base import ClientPerTargetProbe, PerTargetClients
 
@@ -76,22 +78,47 @@ class ZmqProbe(ClientPerTargetProbe[Client]):
         started = trio.current_time()
         try:
             client = self._clients.get(target)
+            # ZeroMQ connects in the background: the wait is for the reply, however it is lost.
+            enter_phase(Phase.WAIT, on_timeout=FailureReason.NO_REPLY)
             reply = await client.send(self._payload)
         except MessageDroppedError as exc:
             return ProbeResult(
-                target, False, trio.current_time() - started, error=str(exc), timeout=True
+                target,
+                False,
+                trio.current_time() - started,
+                error=str(exc),
+                timeout=True,
+                failure=_NO_REPLY,
             )
         except (ZmqNetError, OSError) as exc:
             return ProbeResult(
-                target, False, trio.current_time() - started, error=f"{type(exc).__name__}: {exc}"
+                target,
+                False,
+                trio.current_time() - started,
+                error=f"{type(exc).__name__}: {exc}",
+                failure=_failure_of(exc),
             )
         latency = trio.current_time() - started
         if self._pattern is not None:
             text = reply.decode("utf-8", "replace")
             if not self._pattern.search(text):
                 error = f"reply {text[:80]!r} did not match /{self._pattern.pattern}/"
-                return ProbeResult(target, False, latency, error=error)
+                return ProbeResult(target, False, latency, error=error, failure=_REPLY_REGEX)
         return ProbeResult(target, True, latency)
+
+
+_NO_REPLY = Failure(FailureReason.NO_REPLY)
+_REPLY_REGEX = Failure(FailureReason.VALIDATION, validator="reply_regex")
+
+
+def _failure_of(exc: BaseException) -> Failure:
+    if isinstance(exc, ReplyTooLargeError | MessageTooLargeError):
+        return Failure(FailureReason.BODY_TOO_LARGE)
+    if isinstance(exc, ProtocolError):
+        return Failure(FailureReason.PROTOCOL)
+    if isinstance(exc, RemoteError):
+        return Failure(FailureReason.HTTP_STATUS)  # the server's error frame: its status
+    return classify(exc, Phase.CONNECT if isinstance(exc, OSError) else Phase.WAIT)
 
 
 def make_probe(spec: ProbeSpec, options: Options, targets: TargetsFn) -> ZmqProbe:

@@ -13,6 +13,7 @@ import trio
 
 from ..alerting.history import History
 from ..alerting.state import DOWN, UP, TargetHealth
+from ..failures import Failure
 from ..history import Summary, TargetSummary
 
 __all__ = [
@@ -162,6 +163,9 @@ class Row:
     transitions: int
     history: History
     summary: TargetSummary | None
+    #: The last failure, classified (trioprobe.failures), and its reason for people.
+    failure: Failure | None = None
+    reason: str | None = None
     #: The target's own verdict (``up``/``down``/``unknown``), whatever is shown.
     health: str = ""
 
@@ -188,6 +192,8 @@ def make_row(entry: Entry, summary: Summary, rank: Mapping[str, int]) -> Row:
         history=history,
         summary=summary.targets.get((h.probe, h.target)),
         health=h.state,
+        failure=h.last_failure,
+        reason=h.last_reason,
     )
 
 
@@ -206,3 +212,12 @@ def snapshot_rows(
         make_row((n, h, history, shown_state(h, hold)), summary, rank)
         for n, (h, history) in enumerate(entries[start:stop], start)
     ]
+
+
+def failure_fields(row: Row) -> dict[str, str | None]:
+    """The last failure's ``reason`` (a :class:`~trioprobe.failures.FailureReason` value, or
+    ``latency``), ``phase`` and ``validator``, for JSON: null when the target never failed."""
+    f = row.failure
+    if f is None:
+        return {"reason": row.reason, "phase": None, "validator": None}
+    return {"reason": f.reason.value, "phase": f.phase.value, "validator": f.validator}

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..history import HistoryService, Summary
-from ._common import Row, join_body
+from ._common import Row, failure_fields, join_body
 from .detail import points
 from .svg import badge
 
@@ -38,6 +38,7 @@ def row_dict(row: Row) -> dict[str, Any]:
         "alert": row.alert,
         "firing": row.firing,
         "error": row.error,
+        **failure_fields(row),
         "uptime": None if s is None else {w: s.uptime(w) for w in s.counts},
         "probes": None if s is None else {w: c.probes for w, c in s.counts.items()},
         # Probes kept apart from uptime and SLOs (issue 21): made while a dependency was down,

@@ -137,6 +137,7 @@ def detail_html(row: Row, detail: Detail | None, now: float, refresh: int) -> st
         f'<p class="{e(row.state)}">state <span class="state">{e(row.state)}</span> since '
         f"{when(row.since)}"
         + (f"; alert <b>FIRING: {e(row.alert)}</b>" if row.firing else "")
+        + (f"; last reason: <b>{e(row.reason)}</b>" if row.reason else "")
         + (f'; last error: <span class="err">{e(row.error)}</span>' if row.error else "")
         + "</p>",
         _uptimes(row.summary),

@@ -137,7 +137,11 @@ def row_html(row: Row, now: float, today: int, bars: DayBars) -> str:
         up30, days = "&ndash;", '<span class="muted">no history</span>'
         p50, p99 = ms(row.history.percentile(0.5)), ms(row.history.percentile(0.99))
     # The last error only while it matters: a recovered target's old error is history.
-    error = f'<div class="err">{e(row.error)}</div>' if row.error and row.state != "up" else ""
+    # Led by its classified reason (trioprobe.failures), the word an alert route matches on.
+    reason = f'<span class="reason">{e(row.reason)}</span>: ' if row.reason else ""
+    error = (
+        f'<div class="err">{reason}{e(row.error)}</div>' if row.error and row.state != "up" else ""
+    )
     cells = [
         f"<td>{e(row.probe)}</td>",
         f'<td class="target"><a href="{e(detail_href(row.probe, row.target))}">'

@@ -35,6 +35,7 @@ __all__ = [
     "CLASH_PRECEDENCE",
     "CLASH_SUFFIX",
     "CORE_EXPORTS",
+    "INFLUX_ONLY",
     "KNOWN",
     "clash_renamed",
     "clash_warnings",
@@ -77,8 +78,8 @@ KNOWN: Mapping[str, tuple[str, str]] = {
     "health_transitions": ("health_transitions", "Changes of the target's alerting state."),
     "failures": (
         "failures",
-        "Failed probes by reason: timeout (the deadline ran out) or error (anything else; "
-        "the probe type's own counters, such as resp_code, say more).",
+        "Failed probes by reason and phase (see trioprobe.failures.FailureReason; "
+        "docs/metrics.md lists the reasons and the probe types that produce each).",
     ),
     "resp-code": ("resp_code", "HTTP responses by status code."),
     **{
@@ -186,36 +187,33 @@ def cumulative_buckets(dist: Distribution) -> Iterator[tuple[float, int]]:
         yield (bounds[i + 1] if i + 1 < len(bounds) else math.inf), cumulative
 
 
-def exported_values(em: EventMetrics) -> Iterator[tuple[Family, Value]]:
+#: Metrics only InfluxDB gets: the last failure's reason and phase as string fields. In
+#: Prometheus a text value is an info metric whose label changes with every new reason (a new
+#: series each time); ``failures_total{reason, phase}`` answers the same question there.
+INFLUX_ONLY = frozenset({"last_failure_reason", "last_failure_phase"})
+
+
+def exported_values(
+    em: EventMetrics, *, prometheus: bool = False
+) -> Iterator[tuple[Family, Value]]:
     """Each value of ``em`` with its family, in one shape per family.
 
-    Two values are made here. A probe without ``latency_buckets`` accumulates ``latency`` as a plain
+    One value is made here: a probe without ``latency_buckets`` accumulates ``latency`` as a plain
     sum of its successful probes' latencies; it is exported as a histogram with only the
     ``+Inf`` bucket (count = ``success``), so every probe's latency is in one
-    ``latency_seconds`` family, and ``rate(_sum) / rate(_count)`` works for all of them. And
-    ``failures``, a counter by ``reason`` (``timeout`` or ``error``) from the core counters, so
-    an alert or a dashboard can tell why a target fails without computing it.
+    ``latency_seconds`` family, and ``rate(_sum) / rate(_count)`` works for all of them.
+    ``failures`` (by ``reason`` and ``phase``) is a map the results themselves carry (see
+    :class:`~trioprobe.failures.Failure`): a target that never failed has none. With
+    ``prometheus``, the :data:`INFLUX_ONLY` values are left out.
     """
     for name, value in em.metrics.items():
+        if prometheus and name in INFLUX_ONLY:
+            continue
         if name == "latency" and isinstance(value, Float) and em.kind is Kind.CUMULATIVE:
             success = em.metric("success")
             count = success.value if isinstance(success, Int) else 0
             value = Distribution((-math.inf,), [count], value.value, count)
         yield family_for(name, value, em.kind), value
-    failures = _failures(em)
-    if failures is not None:
-        yield family_for("failures", failures, em.kind), failures
-
-
-def _failures(em: EventMetrics) -> Map | None:
-    """Failures by a bounded reason, from the core counters (a timeout is a failure)."""
-    total, success, timeouts = (em.metric(n) for n in ("total", "success", "timeouts"))
-    if em.kind is not Kind.CUMULATIVE or "failures" in em.metrics:
-        return None
-    if not (isinstance(total, Int) and isinstance(success, Int) and isinstance(timeouts, Int)):
-        return None
-    errors = total.value - success.value - timeouts.value
-    return Map("reason", {"timeout": timeouts.value, "error": errors})
 
 
 #: Every probe's core metrics: name -> (a value of its type, kind).
@@ -225,7 +223,7 @@ CORE_EXPORTS: Mapping[str, tuple[Value, Kind]] = {
     "timeouts": (Int(), Kind.CUMULATIVE),
     "latency": (Distribution((-math.inf,)), Kind.CUMULATIVE),
     "up": (Int(), Kind.GAUGE),
-    "failures": (Map("reason"), Kind.CUMULATIVE),
+    "failures": (Map("reason/phase"), Kind.CUMULATIVE),
 }
 
 #: What the built-in probe types export beside the core metrics. A probe type of your own can
@@ -293,7 +291,7 @@ BUILTIN_EXPORTS: Mapping[str, Mapping[str, tuple[Value, Kind]]] = {
 
 #: Keys a Map holds per target where the probe type fixes them; any other Map is counted as one
 #: key (a status code, an rcode: what a healthy target shows).
-_MAP_KEYS = {"failures": 2, "errors": 7, "connections": 2}
+_MAP_KEYS = {"failures": 0, "errors": 7, "connections": 2}
 _HTTPS_ONLY = frozenset({"phase_tls", "tls_version", "cert_expiry"})
 
 

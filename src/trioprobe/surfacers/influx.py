@@ -16,7 +16,8 @@ left out); fields are named as the Prometheus families, without the prefix (see 
 
 * a number -> ``<name>=<n>i`` (integer) or ``<name>=<x>`` (NaN and infinities are skipped: line
   protocol cannot carry them); a ``String`` -> ``<name>="<s>"``;
-* a ``Map`` -> one field per key, ``<name>_<key>`` (``resp_code_200=5i``);
+* a ``Map`` -> one field per key, ``<name>_<key>`` (``resp_code_200=5i``); a compound key
+  (``failures``' ``reason/phase``) joins its parts with ``_`` (``failures_timeout_connect=1i``);
 * a ``Distribution`` -> ``<name>_sum``, ``<name>_count`` and cumulative bucket counts
   ``<name>_le_<upper bound>`` (Prometheus-style, ``_le_+Inf`` == ``_count``); a latency without
   buckets has only ``_le_+Inf``.
@@ -182,7 +183,8 @@ def _fields(em: EventMetrics) -> Iterator[tuple[str, str]]:
             for key, number in value.values.items():
                 field = _number(number)
                 if field is not None:
-                    yield f"{name}_{key}", field
+                    # A compound key (failures' "timeout/connect") as one field name part.
+                    yield f"{name}_{key.replace('/', '_')}", field
         else:
             total = _number(float(value.sum))
             if total is not None:
