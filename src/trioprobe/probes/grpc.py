@@ -29,24 +29,16 @@ import h2.exceptions
 import trio
 
 from .._tls import client_context, load_ssl_context
-from .._urls import host_name_problem
 from .._varint import encode_varint, read_fields
-from ..failures import Phase, from_cause
+from ..failures import Phase
 from ..metrics import Distribution, Map
-from ..results import ProbeResult
 from . import TargetsFn
 from ._net import (
-    BACKSTOP,
-    ScheduledProbe,
-    TargetError,
     at_least,
     check_target_host,
     describe_error,
-    error_cause,
-    error_causes,
-    split_host_port,
-    step_time,
 )
+from ._stepped import StepFailure, SteppedProbe, Steps, connect
 
 if TYPE_CHECKING:
     from ..specs import ProbeSpec
@@ -169,119 +161,76 @@ def decode_health_response(message: bytes) -> int:
     return status
 
 
-@attrs.frozen
-class _Failure:
-    cause: str
-    message: str
-    #: The exception behind it, if any: it refines the reason (see failures.from_cause).
-    exc: BaseException | None = None
-
-
 @attrs.define
-class _Call:
-    """What one probe got through so far: reported even when it fails or times out."""
+class _Call(Steps):
+    """What one call got through so far, with what the server said of it."""
 
-    step: str = "connect"
-    #: The failure phase ``step`` is in (trioprobe.failures).
-    phase: Phase = Phase.CONNECT
-    timings: dict[str, float] = attrs.field(factory=dict)
     grpc_status: int | None = None
     grpc_message: str = ""
     serving: int | None = None
 
 
-class GRPCProbe(ScheduledProbe[Options]):
+class GRPCProbe(SteppedProbe[Options]):
     """Asks each ``host:port`` target's health service, over a fresh connection per interval."""
 
-    # The probe keeps its own deadline (see probe_once); the scheduler's is a backstop.
-    backstop = BACKSTOP
+    causes = CAUSES
 
     def __init__(
         self, options: Options, targets: TargetsFn, *, interval: float, timeout: float
     ) -> None:
         super().__init__(options, targets, interval=interval, timeout=timeout)
         self._request = encode_health_request(options.service)
-        self._ssl: ssl.SSLContext | None = None
+
+    def _wants_tls(self) -> bool:
+        return self.options.tls
 
     def _ssl_context(self) -> ssl.SSLContext:
-        # Our own context (ALPN must say h2, and a CA file may be given): built once, in a
-        # thread, before the probe reports ready. Loading a CA bundle parses many certificates.
+        # Our own context: ALPN must say h2, and a CA file may be given.
         return client_context(
             ca_file=self.options.ca_file, verify=self.options.verify_tls, alpn=["h2"]
         )
 
-    async def run(
-        self,
-        results: trio.MemorySendChannel[ProbeResult],
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        if self.options.tls and self._ssl is None:
-            # Warm the shared context too: the first build of either costs tens of ms.
-            await load_ssl_context(self.options.verify_tls)
-            self._ssl = await trio.to_thread.run_sync(self._ssl_context)
-        await super().run(results, task_status=task_status)
+    async def _prepare_tls(self) -> None:
+        # Warm the shared context too: the first build of either costs tens of ms.
+        await load_ssl_context(self.options.verify_tls)
+        await super()._prepare_tls()
 
-    async def probe_once(self, target: str) -> ProbeResult:
-        started = trio.current_time()
-        call = _Call()
-        failure: _Failure | None = None
-        with trio.move_on_at(started + self.timeout) as deadline:
-            try:
-                failure = await self._call(target, call)
-            except TargetError as exc:
-                failure = _Failure("other", str(exc))
-            except _ProtocolError as exc:
-                failure = _Failure("protocol", f"{call.step}: {exc}")
-            except _Closed as exc:
-                failure = _Failure("closed", f"{call.step}: {exc}")
-            except h2.exceptions.H2Error as exc:
-                failure = _Failure("protocol", f"{call.step}: HTTP/2: {describe_error(exc)}")
-            except (OSError, trio.BrokenResourceError, ssl.SSLError, UnicodeError) as exc:
-                failure = _Failure(error_cause(exc), f"{call.step}: {describe_error(exc)}", exc)
-        latency = trio.current_time() - started
-        if deadline.cancelled_caught:
-            failure = _Failure("timeout", f"{call.step}: timed out after {self.timeout:g}s")
-        return self._result(target, latency, call, failure)
+    def _new_steps(self) -> _Call:
+        return _Call()
 
-    def _result(
-        self, target: str, latency: float, call: _Call, failure: _Failure | None
-    ) -> ProbeResult:
+    def _extras(self, steps: Steps) -> dict[str, Distribution | Map]:
+        assert isinstance(steps, _Call)
+        serving = steps.serving
         extras: dict[str, Distribution | Map] = {
-            name: step_time(seconds) for name, seconds in call.timings.items()
+            "serving_status": _counted(
+                "status", SERVING_STATUSES, _serving_name(serving) if serving is not None else None
+            )
         }
-        extras["errors"] = error_causes(CAUSES, failure.cause if failure else None)
-        extras["serving_status"] = _counted(
-            "status",
-            SERVING_STATUSES,
-            _serving_name(call.serving) if call.serving is not None else None,
-        )
-        if call.grpc_status is not None:
-            code = call.grpc_status
+        if steps.grpc_status is not None:
+            code = steps.grpc_status
             name = GRPC_CODES[code] if 0 <= code < len(GRPC_CODES) else "other"
             extras["grpc_status"] = _counted("code", (*GRPC_CODES, "other"), name)
-        if failure is None:
-            return ProbeResult(target, True, latency, extras=extras)
-        return ProbeResult(
-            target,
-            False,
-            latency,
-            error=failure.message,
-            timeout=failure.cause == "timeout",
-            extras=extras,
-            failure=from_cause(failure.cause, call.phase, failure.exc),
-        )
+        return extras
 
-    async def _call(self, target: str, call: _Call) -> _Failure | None:
-        host, port = split_host_port(target, self.options.port)
-        problem = host_name_problem(host)
-        if problem is not None:
-            return _Failure("dns", problem)
-        t0 = trio.current_time()
-        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+    async def _walk(self, target: str, steps: Steps) -> StepFailure | None:
+        assert isinstance(steps, _Call)
+        try:
+            return await self._call(target, steps)
+        except _ProtocolError as exc:
+            return StepFailure("protocol", f"{steps.step}: {exc}")
+        except _Closed as exc:
+            return StepFailure("closed", f"{steps.step}: {exc}")
+        except h2.exceptions.H2Error as exc:
+            return StepFailure("protocol", f"{steps.step}: HTTP/2: {describe_error(exc)}")
+
+    async def _call(self, target: str, call: _Call) -> StepFailure | None:
+        connected = await connect(target, self.options.port, call)
+        if isinstance(connected, StepFailure):
+            return connected
+        host = connected[0]
+        stream: trio.abc.Stream = connected[1]
         try:
             t1 = trio.current_time()
-            call.timings["connect_latency"] = t1 - t0
             if self._ssl is not None:
                 call.step, call.phase = "tls handshake", Phase.TLS
                 tls = trio.SSLStream(
@@ -302,20 +251,20 @@ class GRPCProbe(ScheduledProbe[Options]):
             await trio.aclose_forcefully(stream)
         return self._verdict(message, call)
 
-    def _verdict(self, message: bytes, call: _Call) -> _Failure | None:
+    def _verdict(self, message: bytes, call: _Call) -> StepFailure | None:
         code = call.grpc_status
         if code == _NOT_FOUND:
             call.serving = SERVING_STATUSES.index("SERVICE_UNKNOWN")
         if code != 0:
             name = GRPC_CODES[code] if code is not None and 0 <= code < len(GRPC_CODES) else code
             detail = f": {call.grpc_message[:200]}" if call.grpc_message else ""
-            return _Failure("grpc_status", f"response: grpc-status {name}{detail}")
+            return StepFailure("grpc_status", f"response: grpc-status {name}{detail}")
         try:
             call.serving = decode_health_response(message)
         except ValueError as exc:
             raise _ProtocolError(str(exc)) from None
         if call.serving != 1:
-            return _Failure("not_serving", f"response: {_serving_name(call.serving)}")
+            return StepFailure("not_serving", f"response: {_serving_name(call.serving)}")
         return None
 
     async def _exchange(self, stream: trio.abc.Stream, authority: str, call: _Call) -> bytes:

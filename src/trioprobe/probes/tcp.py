@@ -22,24 +22,14 @@ import attrs
 import trio
 
 from .._tls import client_context
-from .._urls import host_name_problem
-from ..failures import Phase, from_cause
-from ..metrics import Distribution, Map
-from ..results import ProbeResult
+from ..failures import Phase
 from . import TargetsFn
 from ._net import (
-    BACKSTOP,
-    ScheduledProbe,
-    TargetError,
     at_least,
     check_regex,
     check_target_host,
-    describe_error,
-    error_cause,
-    error_causes,
-    split_host_port,
-    step_time,
 )
+from ._stepped import StepFailure, SteppedProbe, Steps, connect
 
 if TYPE_CHECKING:
     from ..specs import ProbeSpec
@@ -99,31 +89,10 @@ class Options:
             raise ValueError("query_response: starttls upgrades a plain connection; tls is on")
 
 
-@attrs.frozen
-class _Failure:
-    cause: str
-    message: str
-    #: The exception behind it, if any: it refines the reason (see failures.from_cause).
-    exc: BaseException | None = None
-
-
-@attrs.define
-class _Attempt:
-    """What one probe got through so far: reported even when it fails or times out."""
-
-    step: str = "connect"
-    #: The failure phase ``step`` is in (trioprobe.failures).
-    phase: Phase = Phase.CONNECT
-    #: Seconds per step (``connect_latency``, ``tls_handshake_duration``, ``exchange_latency``).
-    timings: dict[str, float] = attrs.field(factory=dict)
-    gauges: dict[str, int] = attrs.field(factory=dict)
-
-
-class TCPProbe(ScheduledProbe[Options]):
+class TCPProbe(SteppedProbe[Options]):
     """Probes each ``host:port`` target with a fresh connection per interval."""
 
-    # The probe keeps its own deadline (see probe_once); the scheduler's is a backstop.
-    backstop = BACKSTOP
+    causes = CAUSES
 
     def __init__(
         self,
@@ -136,75 +105,25 @@ class TCPProbe(ScheduledProbe[Options]):
         super().__init__(options, targets, interval=interval, timeout=timeout)
         self._expect = re.compile(options.expect.encode()) if options.expect else None
         self._query = options.query.encode() if options.query is not None else None
-        self._ssl: ssl.SSLContext | None = None
         self._step_patterns = [
             re.compile(step.expect) if step.expect is not None else None
             for step in options.query_response
         ]
 
+    def _wants_tls(self) -> bool:
+        return self.options.tls or any(s.starttls for s in self.options.query_response)
+
     def _ssl_context(self) -> ssl.SSLContext:
-        # Loading a CA bundle reads files and parses hundreds of certificates: done once, in a
-        # thread, before the probe reports ready.
         return client_context(ca_file=self.options.ca_file, verify=self.options.verify_tls)
 
-    async def run(
-        self,
-        results: trio.MemorySendChannel[ProbeResult],
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        wants_tls = self.options.tls or any(s.starttls for s in self.options.query_response)
-        if wants_tls and self._ssl is None:
-            self._ssl = await trio.to_thread.run_sync(self._ssl_context)
-        await super().run(results, task_status=task_status)
-
-    async def probe_once(self, target: str) -> ProbeResult:
-        started = trio.current_time()
-        attempt = _Attempt()
-        failure: _Failure | None = None
-        # The probe's own deadline, so a timeout still reports its step and cause. The
-        # scheduler's cancel scope ends later (BACKSTOP): when two scopes are cancelled, Trio's
-        # Cancelled is caught by the outer one, which would lose this result.
-        with trio.move_on_at(started + self.timeout) as deadline:
-            try:
-                failure = await self._probe(target, attempt)
-            except TargetError as exc:
-                failure = _Failure("other", str(exc))
-            except (OSError, trio.BrokenResourceError, ssl.SSLError, UnicodeError) as exc:
-                message = f"{attempt.step}: {describe_error(exc)}"
-                failure = _Failure(error_cause(exc), message, exc)
-        latency = trio.current_time() - started
-        if deadline.cancelled_caught:
-            failure = _Failure("timeout", f"{attempt.step}: timed out after {self.timeout:g}s")
-        # Each step's time as a one-bucket histogram (``_sum`` and ``_count``): a plain sum,
-        # exported as a ``_seconds_total`` counter, could not be divided by anything.
-        extras: dict[str, Distribution | Map] = {
-            name: step_time(seconds) for name, seconds in attempt.timings.items()
-        }
-        extras["errors"] = error_causes(CAUSES, failure.cause if failure else None)
-        if failure is None:
-            return ProbeResult(target, True, latency, extras=extras, gauges=attempt.gauges)
-        return ProbeResult(
-            target,
-            False,
-            latency,
-            error=failure.message,
-            timeout=failure.cause == "timeout",
-            extras=extras,
-            gauges=attempt.gauges,
-            failure=from_cause(failure.cause, attempt.phase, failure.exc),
-        )
-
-    async def _probe(self, target: str, attempt: _Attempt) -> _Failure | None:
-        host, port = split_host_port(target, self.options.port)
-        problem = host_name_problem(host)
-        if problem is not None:
-            return _Failure("dns", problem)
-        t0 = trio.current_time()
-        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+    async def _walk(self, target: str, attempt: Steps) -> StepFailure | None:
+        connected = await connect(target, self.options.port, attempt)
+        if isinstance(connected, StepFailure):
+            return connected
+        host = connected[0]
+        stream: trio.abc.Stream = connected[1]
         try:
             t1 = trio.current_time()
-            attempt.timings["connect_latency"] = t1 - t0
             if self.options.tls:
                 stream = await self._start_tls(stream, host, attempt)
                 t1 = trio.current_time()
@@ -230,7 +149,7 @@ class TCPProbe(ScheduledProbe[Options]):
             await trio.aclose_forcefully(stream)
 
     async def _start_tls(
-        self, stream: trio.abc.Stream, host: str, attempt: _Attempt, step: str = "tls handshake"
+        self, stream: trio.abc.Stream, host: str, attempt: Steps, step: str = "tls handshake"
     ) -> trio.SSLStream[trio.abc.Stream]:
         assert self._ssl is not None
         attempt.step, attempt.phase = step, Phase.TLS
@@ -253,8 +172,8 @@ class TCPProbe(ScheduledProbe[Options]):
         return tls
 
     async def _dialogue(
-        self, stream: trio.abc.Stream, host: str, attempt: _Attempt
-    ) -> tuple[trio.abc.Stream, _Failure | None]:
+        self, stream: trio.abc.Stream, host: str, attempt: Steps
+    ) -> tuple[trio.abc.Stream, StepFailure | None]:
         """Run ``query_response``; returns the stream (TLS after a starttls) and the failure."""
         lines = _LineReader(stream, self.options.max_reply_bytes)
         match: re.Match[str] | None = None
@@ -266,7 +185,7 @@ class TCPProbe(ScheduledProbe[Options]):
                 assert pattern is not None
                 found, failure = await lines.until(pattern)
                 if failure is not None:
-                    return lines.stream, _Failure(failure.cause, f"{where}: {failure.message}")
+                    return lines.stream, StepFailure(failure.cause, f"{where}: {failure.message}")
                 match = found
             if step.send is not None:
                 attempt.step, attempt.phase = f"{where} send", Phase.SEND
@@ -278,14 +197,14 @@ class TCPProbe(ScheduledProbe[Options]):
                 )
         return lines.stream, None
 
-    async def _read_expected(self, stream: trio.abc.Stream) -> _Failure | None:
+    async def _read_expected(self, stream: trio.abc.Stream) -> StepFailure | None:
         assert self._expect is not None
         reply = b""
         limit = self.options.max_reply_bytes
         while len(reply) < limit:
             chunk = await stream.receive_some(limit - len(reply))
             if not chunk:
-                return _Failure(
+                return StepFailure(
                     "closed" if not reply else "mismatch",
                     f"connection closed; reply {reply[:80]!r} did not match "
                     f"/{self._expect.pattern.decode()}/",
@@ -293,7 +212,7 @@ class TCPProbe(ScheduledProbe[Options]):
             reply += chunk
             if self._expect.search(reply):
                 return None
-        return _Failure(
+        return StepFailure(
             "mismatch",
             f"reply {reply[:80]!r}... ({limit} bytes) did not match "
             f"/{self._expect.pattern.decode()}/",
@@ -310,7 +229,9 @@ class _LineReader:
         self._read = 0
         self._buffer = b""
 
-    async def until(self, pattern: re.Pattern[str]) -> tuple[re.Match[str] | None, _Failure | None]:
+    async def until(
+        self, pattern: re.Pattern[str]
+    ) -> tuple[re.Match[str] | None, StepFailure | None]:
         seen: list[str] = []
         while True:
             newline = self._buffer.find(b"\n")
@@ -323,7 +244,7 @@ class _LineReader:
                 seen.append(line)
                 continue
             if self._read >= self._limit:
-                return None, _Failure(
+                return None, StepFailure(
                     "mismatch",
                     f"no line matched /{pattern.pattern}/ in {self._limit} bytes "
                     f"(last: {_last(seen, self._buffer)!r})",
@@ -331,7 +252,7 @@ class _LineReader:
             chunk = await self.stream.receive_some(self._limit - self._read)
             if not chunk:
                 cause = "closed" if not seen and not self._buffer else "mismatch"
-                return None, _Failure(
+                return None, StepFailure(
                     cause,
                     f"connection closed; no line matched /{pattern.pattern}/ "
                     f"(last: {_last(seen, self._buffer)!r})",
