@@ -35,7 +35,10 @@ class Ticker:
 
     ``late="skip"`` (the default) waits for the first tick still ahead when the caller comes
     back after the next one was due: a probe that overran its interval skips the ticks it missed
-    and stays on its grid. ``late="fire"`` delivers the overdue tick at once and drops the ones
+    and stays on its grid. The first tick is the exception: a schedule that starts late (its
+    task first ran after ``first_at``, as when thousands of targets are added in one batch) has
+    overrun nothing, so that tick is delivered at once with its lateness, not dropped.
+    ``late="fire"`` delivers the overdue tick at once and drops the ones
     after it, as Go's ticker does with its one-slot channel (the Prober follows Go).
 
     A loop that waits for something else until the next tick (``trio.move_on_at(ticker.due)``)
@@ -53,6 +56,7 @@ class Ticker:
         self.due = trio.current_time() + interval if first_at is None else first_at
         #: Ticks dropped so far.
         self.missed = 0
+        self._delivered = False
 
     def __aiter__(self) -> Ticker:
         return self
@@ -61,7 +65,7 @@ class Ticker:
         now = trio.current_time()
         if now < self.due:
             await trio.sleep_until(self.due)
-        elif self._fire_late:
+        elif self._fire_late or not self._delivered:
             await trio.lowlevel.checkpoint()
         else:
             skipped = math.floor((now - self.due) / self.interval) + 1
@@ -80,6 +84,7 @@ class Ticker:
         self.due = trio.current_time() + (self.interval if delay is None else delay)
 
     def _take(self, now: float) -> Tick:
+        self._delivered = True
         at = self.due
         # Grid points between the one delivered and now were swallowed by the wait: drop them.
         dropped = max(0, math.floor((now - at) / self.interval))

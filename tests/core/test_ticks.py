@@ -29,6 +29,21 @@ async def test_skip_drops_the_ticks_an_overrun_covered(autojump_clock: trio.abc.
     assert ticker.missed == 3
 
 
+async def test_a_late_first_tick_is_delivered_not_skipped(autojump_clock: trio.abc.Clock) -> None:
+    # A target whose task first runs after its first tick was due (a batch of thousands added
+    # at once) must still be probed in the first round: it overran nothing.
+    t0 = trio.current_time()
+    ticker = Ticker(5.0, first_at=t0 + 0.1)
+    await trio.sleep(0.4)  # the task started 0.3 s after its first tick
+    tick = await anext(ticker)
+    assert tick.at == t0 + 0.1
+    assert tick.lateness == pytest.approx(0.3)
+    assert tick.missed == 0
+    assert ticker.due == t0 + 5.1
+    assert (await anext(ticker)) == Tick(t0 + 5.1, 0.0, 0)
+    assert ticker.missed == 0
+
+
 async def test_fire_delivers_the_overdue_tick_at_once_like_go(
     autojump_clock: trio.abc.Clock,
 ) -> None:

@@ -1,14 +1,18 @@
-"""What every CLI command module shares: the user-error type."""
+"""What every CLI command module shares: the user-error type and the signal watch."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+import trio
 
 from .._durations import parse_duration
 from ..validators import SECONDS, Range
 
-__all__ = ["CLIError", "positive_seconds", "seconds_in"]
+__all__ = ["CLIError", "positive_seconds", "seconds_in", "watch_signals"]
 
 
 class CLIError(Exception):
@@ -50,3 +54,30 @@ def seconds_in(bounds: Range) -> Callable[[str], float]:
 
 #: An argparse type: a duration of at least 1 ms (the same range as durations in the config).
 positive_seconds = seconds_in(SECONDS)
+
+
+async def watch_signals(
+    *,
+    reload: Callable[[], Awaitable[object]],
+    drain: Callable[[], object],
+    stop: Callable[[], object],
+    draining: str,
+) -> None:
+    """How ``run`` answers signals, with one worker or several: the first SIGINT/SIGTERM drains
+    (``draining`` is printed), a second one stops at once, SIGHUP reloads the config.
+
+    Each reload runs in its own task, so a slow reload never delays a shutdown signal.
+    """
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        count = 0
+        async with trio.open_nursery() as reloads:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    reloads.start_soon(reload)
+                    continue
+                count += 1
+                if count == 1:
+                    print(draining, file=sys.stderr)
+                    drain()
+                else:
+                    stop()

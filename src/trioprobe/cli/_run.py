@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
+from functools import partial
 from typing import Any, Literal
 
 import trio
@@ -26,7 +26,8 @@ from ..reload import ReloadOutcome
 from ..runner import Runner, StartupError
 from ..surfacers import Serving, surfacer_types
 from ..surfacers.lines import Options as LinesOptions
-from ._common import CLIError, positive_seconds
+from ..surfacers.prometheus import PrometheusSurfacer
+from ._common import CLIError, positive_seconds, watch_signals
 from ._demo import run_demo
 from ._live import LiveStats
 from ._logging import add_log_options, logging_to
@@ -199,7 +200,15 @@ async def run_config(config: Config, args: argparse.Namespace, title: str = "tri
 
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_signals, runner, nursery.cancel_scope)
+            nursery.start_soon(
+                partial(
+                    watch_signals,
+                    reload=runner.request_reload,
+                    drain=runner.shutdown,
+                    stop=nursery.cancel_scope.cancel,
+                    draining="shutting down (again to stop at once)...",
+                )
+            )
             await nursery.start(run_then_stop_helpers)
             for surfacer, _ in runner.surfacers if slot is None else ():
                 if isinstance(surfacer, Serving) and surfacer.url:
@@ -264,9 +273,9 @@ async def _serve_parent(runner: Runner, public_status: str | None) -> None:
     from ..fleet.workers import ready_line
 
     urls = [
-        f"{getattr(s, 'url', '')}{s.options.path}"  # type: ignore[attr-defined]
+        f"{s.url}{s.options.path}"
         for s, _ in runner.surfacers
-        if s.name == "prometheus"
+        if isinstance(s, PrometheusSurfacer) and s.url
     ]
     status = runner.alerting.status_url
     if public_status:
@@ -288,24 +297,6 @@ def _print_reload(outcome: ReloadOutcome) -> None:
 async def _shutdown_after(seconds: float, runner: Runner) -> None:
     await trio.sleep(seconds)
     runner.shutdown()
-
-
-async def _watch_signals(runner: Runner, everything: trio.CancelScope) -> None:
-    """First SIGINT/SIGTERM: graceful shutdown. A second one: stop at once. SIGHUP: reload
-    the config file (the runner runs it; its line is printed by ``_print_reload``)."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        count = 0
-        async with trio.open_nursery() as reloads:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    reloads.start_soon(runner.request_reload)
-                    continue
-                count += 1
-                if count == 1:
-                    print("shutting down (again to stop at once)...", file=sys.stderr)
-                    runner.shutdown()
-                else:
-                    everything.cancel()
 
 
 async def _display(

@@ -9,6 +9,7 @@ import argparse
 import os
 import signal
 import sys
+from functools import partial
 from typing import Any
 
 import httpx
@@ -20,7 +21,7 @@ from ..config import Config
 from ..fleet.host import HostMetrics, HostStatus
 from ..fleet.supervisor import Supervisor, WorkerFailed
 from ..fleet.workers import MAX_WORKERS
-from ._common import CLIError
+from ._common import CLIError, watch_signals
 
 __all__ = ["add_worker_options", "run_host", "worker_slot"]
 
@@ -117,7 +118,15 @@ async def run_host(config: Config, args: argparse.Namespace) -> int:
             url = await _serve(nursery, page, status.host, status.port, "the status page")
             public_status = f"{url}/status"
         supervisor.command = _worker_argv(args, count, public_status)
-        nursery.start_soon(_watch_signals, supervisor)
+        nursery.start_soon(
+            partial(
+                watch_signals,
+                reload=partial(_forward_reload, supervisor),
+                drain=supervisor.shutdown,
+                stop=supervisor.kill,
+                draining="shutting down the workers (again to stop at once)...",
+            )
+        )
         try:
             await nursery.start(_supervise, supervisor, nursery.cancel_scope)
         except* WorkerFailed as group:
@@ -150,18 +159,6 @@ async def _shutdown_after(seconds: float, supervisor: Supervisor) -> None:
     supervisor.shutdown()
 
 
-async def _watch_signals(supervisor: Supervisor) -> None:
-    """First SIGINT/SIGTERM: drain every worker. A second: kill them. SIGHUP: each worker
-    reloads the config file."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        count = 0
-        async for signum in signals:
-            if signum == signal.SIGHUP:
-                supervisor.forward(signal.SIGHUP)
-                continue
-            count += 1
-            if count == 1:
-                print("shutting down the workers (again to stop at once)...", file=sys.stderr)
-                supervisor.shutdown()
-            else:
-                supervisor.kill()
+async def _forward_reload(supervisor: Supervisor) -> None:
+    """SIGHUP: each worker reloads the config file itself."""
+    supervisor.forward(signal.SIGHUP)
