@@ -47,6 +47,19 @@ def _snippet() -> str:
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+def _as_from_a_terminal() -> None:
+    """The child gets SIGINT as a shell gives it: handled by default and not blocked.
+
+    A process inherits an ignored or blocked SIGINT from its parent; in two full-suite CI runs
+    the example went on exporting after SIGINT (it never saw it) while it stopped every time
+    when run alone or beside the top-level tests. What Ctrl-C does to the example is the
+    question here, not what earlier tests left in pytest's process (which test does that is
+    not found yet).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 # Each wait has its own hang guard; the default per-test timeout would cut them short.
 @pytest.mark.timeout(600)
 def test_readme_example_stops_cleanly_on_ctrl_c(tmp_path: Path, url: str) -> None:
@@ -59,6 +72,7 @@ def test_readme_example_stops_cleanly_on_ctrl_c(tmp_path: Path, url: str) -> Non
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_as_from_a_terminal,
     )
     try:
         assert proc.stdout is not None
