@@ -31,6 +31,7 @@ from ._http11 import DISCONNECTED, ConnectError, HTTP11Connection, RemoteProtoco
 from ._httpbody import MAX_BODY_BYTES as _DEFAULT_MAX_BODY
 from ._httpbody import BodyTooLarge
 from ._phases import Phase, enter_phase
+from ._tcp import open_tcp_stream
 from ._urls import host_name_problem
 
 __all__ = ["MAX_BODY_BYTES", "MAX_INFORMATIONAL", "H11Client"]
@@ -71,7 +72,7 @@ class H11Client:
 
     async def _connect(self) -> HTTP11Connection:
         try:
-            stream = await trio.open_tcp_stream(self.host, self.port)
+            stream = await open_tcp_stream(self.host, self.port)
         except OSError as exc:
             # Trio's own summary ("all attempts to connect to host:port failed"): httpx's words.
             raise ConnectError(str(exc)) from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 from typing import Any
 
@@ -83,27 +82,3 @@ async def test_runner_exports_loop_lag_through_the_surfacers(autojump_clock: Any
     assert own
     assert isinstance(own[-1].metric(LAG_METRIC), Distribution)
     assert len(lags) >= 50  # every 100 ms
-
-
-@pytest.mark.parametrize("freeze", [True, False])
-async def test_runner_freezes_the_start_up_heap_once_targets_are_probed(
-    autojump_clock: Any, freeze: bool
-) -> None:
-    config = parse_config(
-        {"probe": [{"name": "w", "type": "http", "targets": ["http://127.0.0.1:9/"]}]}
-    )
-    runner = Runner(config, freeze_gc=freeze)
-    assert gc.get_freeze_count() == 0
-    async with trio.open_nursery() as nursery:
-        await nursery.start(runner.run)
-        at_start = gc.get_freeze_count()
-        assert (at_start > 0) is freeze  # the start-up heap, before any probe
-        # Objects that live on, made after start-up (as clients and connections are).
-        kept = [[i] for i in range(1000)]
-        await trio.sleep(config.probes[0][0].interval + 0.9)
-        # Not before every target had its first probe (frozen objects can still be freed).
-        assert gc.get_freeze_count() <= at_start
-        await trio.sleep(0.2)
-        assert (gc.get_freeze_count() > at_start + len(kept) // 2) is freeze
-        runner.shutdown()
-    assert gc.get_freeze_count() == 0  # undone when the run ends

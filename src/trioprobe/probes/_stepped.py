@@ -16,6 +16,7 @@ from typing import TypeVar
 import attrs
 import trio
 
+from .._tcp import open_tcp_stream
 from .._urls import host_name_problem
 from ..failures import Phase, from_cause
 from ..metrics import Distribution, Map
@@ -153,6 +154,6 @@ async def connect(
     if problem is not None:
         return StepFailure("dns", problem)
     started = trio.current_time()
-    stream = await trio.open_tcp_stream(host, port)
+    stream = await open_tcp_stream(host, port)
     steps.timings["connect_latency"] = trio.current_time() - started
     return host, stream

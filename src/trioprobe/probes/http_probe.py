@@ -64,6 +64,7 @@ from .._exchange import Exchange
 from .._http11 import HTTP11Error
 from .._httpbody import ACCEPT_ENCODING, BodyTooLarge
 from .._httptrace import PHASES
+from .._tcp import break_connect_cycles
 from .._tls import client_context, load_ssl_context, ssl_context
 from .._urls import check_http_url
 from ..failures import Failure, FailureReason, Phase, classify
@@ -349,6 +350,7 @@ class HTTPProbe(ClientPerTargetProbe[HTTPTarget]):
             exchange = await state.exchange()
         except EXCHANGE_ERRORS as exc:
             latency = trio.current_time() - started
+            break_connect_cycles(exc)  # httpx's path wraps trio's connect error (see _tcp)
             error = _describe(exc)
             if isinstance(exc, TooManyRedirects):
                 error = str(exc)
