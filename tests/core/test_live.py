@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Callable
+from functools import partial
 
 import pytest
 import trio
@@ -98,6 +101,51 @@ def test_table_shows_loop_lag_and_config_errors() -> None:
     assert "latencies may be inflated by this process" in text
     assert "config error" in text
     assert "t.txt:3: bad target 'nope'" in text
+
+
+def test_a_table_cut_to_the_terminal_shows_failing_targets_first() -> None:
+    live = LiveStats()
+    for i in range(2000):
+        live.observe("web", ProbeResult(f"http://t{i:04}/", True, 0.001))
+    for i in (1500, 700):  # failing, in the order they began to
+        live.observe("web", ProbeResult(f"http://t{i:04}/", False, error="HTTP 503"))
+    live.observe("web", ProbeResult("http://t0001/", False, error="HTTP 503"))
+    live.observe("web", ProbeResult("http://t0001/", True, 0.001))  # recovered: not failing
+    table = live.table(max_rows=5)
+    assert table.row_count == 5
+    console = Console(record=True, width=250)
+    console.print(table)
+    text = console.export_text()
+    targets = re.findall(r"http://t(\d{4})/", text)
+    assert targets == ["1500", "0700", "0000", "0001", "0002"]
+    assert "5 of 2000 targets shown, failing first (2 failing)" in text
+    # Every row when they fit.
+    assert live.table(max_rows=2000).row_count == 2000
+
+
+def _calls(fn: Callable[[], object]) -> int:
+    calls = 0
+
+    def count(frame: object, event: str, arg: object) -> None:
+        nonlocal calls
+        calls += event in ("call", "c_call")
+
+    sys.setprofile(count)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_a_cut_table_costs_the_same_at_200_and_4000_targets() -> None:
+    costs = []
+    for n in (200, 4000):
+        live = LiveStats()
+        for i in range(n):
+            live.observe("web", ProbeResult(f"http://t{i}/", i % 2 == 0, 0.001))
+        costs.append(_calls(partial(live.table, max_rows=40)))
+    assert costs[1] <= costs[0] * 1.1
 
 
 def _render(live: LiveStats, width: int = 250) -> str:

@@ -27,6 +27,7 @@ of 10,000 targets is many short steps, never one long one (issue 19; the step-wo
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -169,6 +170,11 @@ class LiveStats:
         # The keys of `targets`, kept sorted as they appear: a refresh walks them in order
         # without sorting every target again.
         self._order: list[tuple[str, str]] = []
+        # Targets whose last result failed, in the order they began to: a table cut to the
+        # terminal's height shows them first, without a pass over every target.
+        self._failing: dict[tuple[str, str], None] = {}
+        # Every gauge name seen, in order of appearance (the table's extra columns).
+        self._gauges: dict[str, None] = {}
         self._health = health
         # Without a Health: the state machine itself, one per target (Health.feed also keeps
         # the status page's history, which needs a Trio clock).
@@ -217,18 +223,22 @@ class LiveStats:
         stats.total += 1
         stats.window.add(result.timestamp, result.success)
         stats.failing = not result.success
+        key = (probe, result.target)
         if result.success:
             stats.success += 1
             stats.add_latency(result.latency)
+            self._failing.pop(key, None)
         else:
+            self._failing.setdefault(key)
             stats.last_error = result.error or "failed"
             stats.last_reason = result.failure.label if result.failure is not None else "other"
             stats.last_failure = result.timestamp
         if result.timeout:
             stats.timeouts += 1
-        stats.gauges.update(result.gauges)
+        if result.gauges:
+            stats.gauges.update(result.gauges)
+            self._gauges.update(dict.fromkeys(result.gauges))
         if self._health is None:
-            key = (probe, result.target)
             machine = self._own.get(key)
             if machine is None:
                 machine = self._own[key] = TargetHealth(*key, AlertRule(), result.timestamp)
@@ -252,16 +262,45 @@ class LiveStats:
             return "", format_ago(now - stats.last_failure)
         return "", ""
 
-    def _gauge_names(self) -> list[str]:
-        names: dict[str, None] = {}
-        for stats in self.targets.values():
-            names.update(dict.fromkeys(stats.gauges))
-        return list(names)
+    def table(self, title: str = "trioprobe", max_rows: int | None = None) -> Table:
+        """The table of every target, or of ``max_rows`` of them (a terminal's height): those
+        whose last result failed first, then the others in order, with a caption saying how
+        many are shown. Its work is bounded by the rows shown, not by the targets."""
+        gauges = list(self._gauges)
+        shown = self._rows_to_show(max_rows)
+        caption = [self.loop_lag_summary()]
+        if len(shown) < len(self.targets):
+            caption.append(
+                f"{len(shown)} of {len(self.targets)} targets shown, failing first "
+                f"({len(self._failing)} failing); all of them: --quiet or the status page"
+            )
+        table = Table(title=title, expand=False, caption="\n".join(filter(None, caption)) or None)
+        self._add_columns(table, gauges)
+        now = self._clock()
+        for key in shown:
+            table.add_row(*self._row(key, gauges, now))
+        if self.config_errors is not None:
+            for (probe, target), message in sorted(self.config_errors().items()):
+                # "config error" in the state column, then reason, total, success, recent, p50,
+                # p99 and the gauges.
+                blank = ["-"] * (6 + len(gauges))
+                status = Text("config error", style="magenta")
+                table.add_row(Text(probe), Text(target), status, *blank, Text(message))
+        return table
 
-    def table(self, title: str = "trioprobe") -> Table:
-        gauges = self._gauge_names()
-        window = format_window(self.window)
-        table = Table(title=title, expand=False, caption=self.loop_lag_summary() or None)
+    def _rows_to_show(self, max_rows: int | None) -> list[tuple[str, str]]:
+        if max_rows is None or len(self.targets) <= max_rows:
+            return self._order
+        rows = list(itertools.islice(self._failing, max_rows))
+        failing = set(rows)
+        for key in self._order:
+            if len(rows) >= max_rows:
+                break
+            if key not in failing:
+                rows.append(key)
+        return rows
+
+    def _add_columns(self, table: Table, gauges: list[str]) -> None:
         headers = (
             "probe",
             "target",
@@ -269,7 +308,7 @@ class LiveStats:
             "reason",
             "total",
             "success",
-            f"last {window}",
+            f"last {format_window(self.window)}",
             "p50",
             "p99",
         )
@@ -285,39 +324,31 @@ class LiveStats:
         for name in gauges:
             table.add_column(name, justify="right")
         table.add_column("last error", overflow="fold", max_width=50)
-        states = self.states()
-        now = self._clock()
-        for (probe, target), stats in sorted(self.targets.items()):
-            state = states.get((probe, target), UNKNOWN)
-            p50, p99 = stats.percentiles()
-            rate = 100.0 * stats.success / stats.total if stats.total else 0.0
-            recent = _recent_rate(stats, now)
-            style = "dim" if recent is None else _rate_style(recent)
-            error, ago = self._error_text(stats, state, now)
-            # Probe names, targets and errors are data: Text() keeps rich from reading "[...]"
-            # in them (a regex in an error message) as markup.
-            row: list[str | Text] = [
-                Text(probe),
-                Text(target),
-                Text(state, style=_STATE_STYLE[state]),
-                Text(stats.last_reason if error else "", style="red"),
-                str(stats.total),
-                f"{rate:.1f}%",
-                Text("-" if recent is None else f"{recent:.1f}%", style=style),
-                _format_seconds(p50),
-                _format_seconds(p99),
-                *(Text(_format_gauge(stats.gauges.get(name))) for name in gauges),
-                Text(error) if error else Text(f"last failure {ago}" if ago else "", style="dim"),
-            ]
-            table.add_row(*row)
-        if self.config_errors is not None:
-            for (probe, target), message in sorted(self.config_errors().items()):
-                # "config error" in the state column, then reason, total, success, recent, p50,
-                # p99 and the gauges.
-                blank = ["-"] * (6 + len(gauges))
-                status = Text("config error", style="magenta")
-                table.add_row(Text(probe), Text(target), status, *blank, Text(message))
-        return table
+
+    def _row(self, key: tuple[str, str], gauges: list[str], now: float) -> list[str | Text]:
+        probe, target = key
+        stats = self.targets[key]
+        state = self.state_of(key)
+        p50, p99 = stats.percentiles()
+        rate = 100.0 * stats.success / stats.total if stats.total else 0.0
+        recent = _recent_rate(stats, now)
+        style = "dim" if recent is None else _rate_style(recent)
+        error, ago = self._error_text(stats, state, now)
+        # Probe names, targets and errors are data: Text() keeps rich from reading "[...]"
+        # in them (a regex in an error message) as markup.
+        return [
+            Text(probe),
+            Text(target),
+            Text(state, style=_STATE_STYLE[state]),
+            Text(stats.last_reason if error else "", style="red"),
+            str(stats.total),
+            f"{rate:.1f}%",
+            Text("-" if recent is None else f"{recent:.1f}%", style=style),
+            _format_seconds(p50),
+            _format_seconds(p99),
+            *(Text(_format_gauge(stats.gauges.get(name))) for name in gauges),
+            Text(error) if error else Text(f"last failure {ago}" if ago else "", style="dim"),
+        ]
 
     def state_of(self, key: tuple[str, str]) -> State:
         """One target's state, as the alert state machine has it (no pass over the others)."""

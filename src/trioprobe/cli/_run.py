@@ -316,7 +316,7 @@ async def _display(
     # redirected (`2> run.err`), log lines must go there, not onto the screen.
     redirect = _is_terminal(sys.stderr)
     with Live(
-        live.table(title),
+        live.table(title, max_rows=_table_rows(console)),
         console=console,
         auto_refresh=False,
         transient=True,
@@ -324,7 +324,14 @@ async def _display(
     ) as view:
         while True:
             await trio.sleep(refresh)
-            view.update(live.table(title), refresh=True)
+            # Cut to the terminal's height: rows past it would scroll away unseen, and building
+            # and rendering them all is a step as long as the target list.
+            view.update(live.table(title, max_rows=_table_rows(console)), refresh=True)
+
+
+def _table_rows(console: Console) -> int:
+    # Title, header, borders and a two-line caption take about eight lines.
+    return max(5, console.size.height - 8)
 
 
 def _is_terminal(stream: object) -> bool:
