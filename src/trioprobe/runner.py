@@ -20,7 +20,6 @@ so the last results a probe produced still reach every surfacer. Cancelling the 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -174,6 +173,27 @@ class _SurfacerUnit:
     done: trio.Event = attrs.field(factory=trio.Event)
 
 
+def _one_per_series(found: Iterable[EventMetrics]) -> list[EventMetrics]:
+    """The runner's own metrics (``ptype="runner"`` first), one EventMetrics per kind and label
+    set. Surfacers keep the latest EventMetrics of a (kind, labels) series, so two collectors'
+    metrics under the same labels (the reloads', the loop lag's, the collector's: all just
+    ``ptype="runner"``) sent apart would replace each other's, and one would never be seen."""
+    merged: dict[tuple[object, ...], EventMetrics] = {}
+    for em in found:
+        labels = (
+            em.labels
+            if next(iter(em.labels), None) == "ptype"
+            else {"ptype": "runner", **em.labels}
+        )
+        key = (em.kind, tuple(sorted(labels.items())))
+        into = merged.get(key)
+        if into is None:
+            into = merged[key] = EventMetrics(em.kind, em.timestamp).set_labels(labels)
+        for name, value in em.metrics.items():
+            into.add_metric(name, value)
+    return list(merged.values())
+
+
 class Runner:
     """Builds every probe and surfacer of ``config`` (errors surface here, before anything runs)
     and runs them in one nursery; :meth:`reload` swaps in a new config while running.
@@ -232,6 +252,8 @@ class Runner:
         self.on_loop_lag = on_loop_lag
         #: The garbage collector's governor, with ``freeze_gc`` (its metrics are the runner's).
         self.gc_governor = GcGovernor(gc_reclaim_every) if freeze_gc else None
+        # The loop-lag watcher's latest export (see _watch_loop_lag).
+        self._loop_lag: EventMetrics | None = None
         self.target_filter = target_filter
         self.config_path = Path(config_path) if config_path is not None else None
         self.on_reload = on_reload
@@ -321,6 +343,7 @@ class Runner:
             found.append(self.fleet.self_metrics)
         if self.gc_governor is not None:
             found.append(self.gc_governor.collect)
+        found.append(lambda: [] if self._loop_lag is None else [self._loop_lag])
         return found
 
     def shutdown(self) -> None:
@@ -406,14 +429,14 @@ class Runner:
     async def _run_probes(
         self, export: trio.MemorySendChannel[EventMetrics], task_status: trio.TaskStatus[None]
     ) -> None:
-        self_export, lag_export = export.clone(), export.clone()
+        self_export = export.clone()
         started = False
         try:
             with self._probes_scope:
                 async with open_nursery() as helpers:
                     if self.gc_governor is not None:
                         await helpers.start(self.gc_governor.run)
-                    helpers.start_soon(self._watch_loop_lag, lag_export)
+                    helpers.start_soon(self._watch_loop_lag)
                     for unit in list(self._units.values()):
                         await self._start_unit(unit)
                     helpers.start_soon(self._export_self_metrics, self_export)
@@ -425,7 +448,6 @@ class Runner:
         finally:
             # If the probes never started, nor did these exporters, which close their own.
             self_export.close()
-            lag_export.close()
             await self._stop_units(list(self._units.values()))
         if not started:
             # shutdown() came while the probes were starting (a signal at start-up): report
@@ -566,25 +588,19 @@ class Runner:
             while True:
                 interval = min((u.spec.export_interval for u in self._units.values()), default=10.0)
                 await trio.sleep(interval)
-                for collect in self.collectors():
-                    for em in collect():
-                        if next(iter(em.labels), None) != "ptype":
-                            em.set_labels({"ptype": "runner", **em.labels})
-                        await export.send(em)
+                for em in _one_per_series(em for collect in self.collectors() for em in collect()):
+                    await export.send(em)
 
-    async def _watch_loop_lag(self, export: trio.MemorySendChannel[EventMetrics]) -> None:
-        def emit(em: EventMetrics) -> None:
-            # Never wait on the fan-out here: a lag sample must not itself be delayed. Skipping an
-            # export when the fan-out is full loses nothing: the Distribution is cumulative, so
-            # the next export carries every sample this one would have.
-            with contextlib.suppress(trio.WouldBlock):
-                export.send_nowait(em)
+    async def _watch_loop_lag(self) -> None:
+        def keep(em: EventMetrics) -> None:
+            # Exported with the runner's other metrics (a collector): under the same labels
+            # they are one series set, sent as one EventMetrics.
+            self._loop_lag = em
 
         intervals = [u.spec.export_interval for u in self._units.values()]
-        async with export:  # stops with the probes, so the fan-out still sees its inputs end
-            await watch_loop_lag(
-                emit, export_interval=min(intervals, default=10.0), on_lag=self.on_loop_lag
-            )
+        await watch_loop_lag(
+            keep, export_interval=min(intervals, default=10.0), on_lag=self.on_loop_lag
+        )
 
     # --- live reload (docs/config.md, "Reload") ---------------------------------------------
 

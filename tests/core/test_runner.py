@@ -282,3 +282,26 @@ async def test_observe_is_the_deprecated_spelling_of_on_result(autojump_clock: A
     assert seen == ["p"]
     with pytest.raises(TypeError, match="give on_result= only"):
         Runner(_config(), observe=print, on_result=print)
+
+
+async def test_the_runners_own_metrics_under_one_label_set_are_one_series(
+    autojump_clock: Any,
+) -> None:
+    # The reloads', the loop lag's and the collector governor's metrics are all labelled just
+    # ptype="runner": a surfacer keeps the latest EventMetrics per (kind, labels), so they must
+    # arrive as one, or each export would hide the others (seen: the reload counter vanished).
+    config = parse_config(
+        {"probe": [{"name": "w", "type": "http", "targets": ["http://127.0.0.1:9/"]}]}
+    )
+    recorder = Recorder()
+    runner = Runner(config, extra_surfacers=[recorder], freeze_gc=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        await trio.sleep(25.0)
+        runner.shutdown()
+    plain = [em for em in recorder.own if dict(em.labels) == {"ptype": "runner"}]
+    cumulative = [em for em in plain if em.kind is Kind.CUMULATIVE]
+    assert cumulative
+    names = set(cumulative[-1].metrics)
+    assert {"config_reloads", "event_loop_lag_seconds", "gc_reclaims"} <= names
+    assert len({(em.kind, em.timestamp) for em in plain}) == len(plain)  # one per kind a tick
