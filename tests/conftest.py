@@ -45,7 +45,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 # SIGKILL and SIGSTOP cannot be handled; the rest can be changed by any library a test loads.
-_SIGNALS = sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
+# SIGALRM is pytest-timeout's: it sets it for each test and resets it to SIG_DFL when a test
+# fails, between the test and its teardown.
+_SIGNALS = sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP, signal.SIGALRM})
 
 
 def _name(signum: int) -> str:
@@ -99,7 +101,7 @@ class _ProcessState:
             was, now = before.handlers[s], self.handlers[s]
             if was == now:  # changed outside Python: only the kernel's ignored set tells
                 ignored = s in before.ignored
-                was, now = ("ignored", "handled") if ignored else ("handled", "ignored")
+                was, now = ("ignored", "not ignored") if ignored else ("not ignored", "ignored")
             out.append(f"{_name(s)} handler {was!r} -> {now!r}")
         if self.mask != before.mask:
             names = ", ".join(_name(s) for s in sorted(self.mask ^ before.mask))
@@ -122,6 +124,22 @@ class _ProcessState:
         for key in os.environ.keys() - self.env.keys() - {"PYTEST_CURRENT_TEST"}:
             del os.environ[key]
         os.environ.update(self.env)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """Say so when pytest itself was started with SIGINT ignored or blocked: every child a test
+    starts inherits that. A non-interactive shell starts a background job (``cmd &``) with
+    SIGINT and SIGQUIT ignored, which gives the README example's child an ignored SIGINT (what
+    two CI runs saw: tests/test_readme_example.py)."""
+    start = _ProcessState.now()
+    told = [
+        f"{name} {signal.SIGINT.name}"
+        for name, signals in (("ignored", start.ignored), ("blocked", start.mask))
+        if signal.SIGINT in signals
+    ]
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN and not told:
+        told.append(f"ignored {signal.SIGINT.name}")
+    return f"inherited by this process and its children: {', '.join(told)}" if told else None
 
 
 @pytest.fixture(autouse=True)
