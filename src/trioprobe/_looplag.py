@@ -32,7 +32,7 @@ _WARNING = (
 
 
 async def watch_loop_lag(
-    emit: Callable[[EventMetrics], None],
+    emit: Callable[[EventMetrics], None] | None,
     *,
     period: float = 0.1,
     export_interval: float = 10.0,
@@ -42,9 +42,10 @@ async def watch_loop_lag(
 ) -> None:
     """Sleep ``period`` at a time and record how late each wake-up is, until cancelled.
 
-    Every ``export_interval`` seconds, ``emit`` gets a CUMULATIVE EventMetrics with the
-    :data:`LAG_METRIC` Distribution (labelled ``ptype="runner"``); if the p99 of that window's
-    samples exceeds :data:`LAG_WARN_SECONDS`, a warning is logged, at most once per
+    Every ``export_interval`` seconds, ``emit`` (unless None: the Runner reads the samples
+    through ``on_lag`` and exports them with its own metrics) gets a CUMULATIVE EventMetrics
+    with the :data:`LAG_METRIC` Distribution (labelled ``ptype="runner"``); if the p99 of that
+    window's samples exceeds :data:`LAG_WARN_SECONDS`, a warning is logged, at most once per
     ``warn_every`` seconds. ``on_lag(seconds)`` sees every sample (the live view shows them).
     """
     lag = LAG_BUCKETS.clone()
@@ -60,11 +61,12 @@ async def watch_loop_lag(
         if on_lag is not None:
             on_lag(late)
         if exports.poll() is not None:
-            emit(
-                EventMetrics(Kind.CUMULATIVE, time.time())
-                .add_label("ptype", "runner")
-                .add_metric(LAG_METRIC, lag.clone())
-            )
+            if emit is not None:
+                emit(
+                    EventMetrics(Kind.CUMULATIVE, time.time())
+                    .add_label("ptype", "runner")
+                    .add_metric(LAG_METRIC, lag.clone())
+                )
             window.sort()
             p99 = window[min(len(window) - 1, int(0.99 * len(window)))]
             now = trio.current_time()

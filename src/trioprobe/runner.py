@@ -35,7 +35,7 @@ from ._deprecated import renamed_keyword
 from ._fdlimit import ensure_fd_limit, fd_needs
 from ._gc import DEFAULT_RECLAIM_EVERY, GcGovernor
 from ._groups import open_nursery
-from ._looplag import watch_loop_lag
+from ._looplag import LAG_BUCKETS, LAG_METRIC, watch_loop_lag
 from .alerting import AlertingService, Health
 from .config import (
     DEFAULT_SURFACER_BUFFER,
@@ -46,7 +46,7 @@ from .config import (
     target_checker,
 )
 from .history import HistoryService
-from .metrics import EventMetrics
+from .metrics import EventMetrics, Kind
 from .probes import Probe, probe_types
 from .probes._base import send_result
 from .reload import ReloadOutcome, ReloadPlan, ReloadStats, plan_reload
@@ -252,8 +252,8 @@ class Runner:
         self.on_loop_lag = on_loop_lag
         #: The garbage collector's governor, with ``freeze_gc`` (its metrics are the runner's).
         self.gc_governor = GcGovernor(gc_reclaim_every) if freeze_gc else None
-        # The loop-lag watcher's latest export (see _watch_loop_lag).
-        self._loop_lag: EventMetrics | None = None
+        # Every loop-lag sample, exported with the runner's other metrics (_collect_loop_lag).
+        self._loop_lag = LAG_BUCKETS.clone()
         self.target_filter = target_filter
         self.config_path = Path(config_path) if config_path is not None else None
         self.on_reload = on_reload
@@ -343,7 +343,7 @@ class Runner:
             found.append(self.fleet.self_metrics)
         if self.gc_governor is not None:
             found.append(self.gc_governor.collect)
-        found.append(lambda: [] if self._loop_lag is None else [self._loop_lag])
+        found.append(self._collect_loop_lag)
         return found
 
     def shutdown(self) -> None:
@@ -592,15 +592,19 @@ class Runner:
                     await export.send(em)
 
     async def _watch_loop_lag(self) -> None:
-        def keep(em: EventMetrics) -> None:
-            # Exported with the runner's other metrics (a collector): under the same labels
-            # they are one series set, sent as one EventMetrics.
-            self._loop_lag = em
+        def sample(seconds: float) -> None:
+            self._loop_lag.add_sample(seconds)
+            if self.on_loop_lag is not None:
+                self.on_loop_lag(seconds)
 
         intervals = [u.spec.export_interval for u in self._units.values()]
-        await watch_loop_lag(
-            keep, export_interval=min(intervals, default=10.0), on_lag=self.on_loop_lag
-        )
+        # No export of its own: under the runner's labels the lag is one series set with the
+        # runner's other metrics, read by _export_self_metrics like them.
+        await watch_loop_lag(None, export_interval=min(intervals, default=10.0), on_lag=sample)
+
+    def _collect_loop_lag(self) -> list[EventMetrics]:
+        em = EventMetrics(Kind.CUMULATIVE).add_label("ptype", "runner")
+        return [em.add_metric(LAG_METRIC, self._loop_lag.clone())]
 
     # --- live reload (docs/config.md, "Reload") ---------------------------------------------
 
