@@ -3,7 +3,7 @@
 Keys under ``trioprobe/fleet/<fleet>/``::
 
     members/<agent>                     JSON AgentInfo, under the agent's lease
-    votes/<agent>\\0<probe>\\0<target>    b"down", under the agent's lease, only while down
+    votes/<agent>\\0<probe>\\0<target>    b"down <since>", under the agent's lease, only while down
 
 Writes, by design: a lease keep-alive every ``lease_ttl / 3`` seconds per agent (0.3 writes/s at
 the default 10 s), plus one write per registration and per vote change. Reads are one prefix
@@ -105,6 +105,9 @@ class Membership:
         self.members: dict[str, tuple[AgentInfo, int]] = {}
         #: (probe, target) -> {agent: revision of its down vote}.
         self.votes: dict[tuple[str, str], dict[str, int]] = {}
+        #: (probe, target) -> {agent: wall-clock time its view turned down}, from the votes
+        #: that carry one: a firing's time and repeat schedule, the same on every agent.
+        self.vote_since: dict[tuple[str, str], dict[str, float]] = {}
         #: Grows whenever the live member set changes; the ownership cache is keyed by it.
         self.generation = 0
         #: Registrations after the first (a lease found expired).
@@ -119,7 +122,8 @@ class Membership:
         self.changes = 0
         self._any_change = trio.Event()
         self._wake_keepalive = trio.Event()
-        self._own_votes: dict[tuple[str, str], bool] = {}
+        #: (probe, target) -> since (wall clock) of this agent's down votes.
+        self._own_votes: dict[tuple[str, str], float] = {}
         self._pending_votes: set[tuple[str, str]] = set()
         self._votes_waiting = trio.Event()
         self._live_cache: tuple[int, list[Member]] = (-1, [])
@@ -176,13 +180,16 @@ class Membership:
 
     # --- votes ------------------------------------------------------------------------------
 
-    def set_vote(self, probe: str, target: str, down: bool) -> None:
-        """Publish (or withdraw) this agent's down vote; never blocks, coalesces changes."""
+    def set_vote(self, probe: str, target: str, down: bool, since: float = 0.0) -> None:
+        """Publish (or withdraw) this agent's down vote; never blocks, coalesces changes.
+
+        ``since`` (wall clock, 0 for none) is when this agent saw the target go down: the vote
+        that completes a quorum dates the firing for every agent (its repeat schedule)."""
         key = (probe, target)
-        if self._own_votes.get(key, False) == down:
+        if (key in self._own_votes) == down:
             return
         if down:
-            self._own_votes[key] = True
+            self._own_votes[key] = since
         else:
             self._own_votes.pop(key, None)
         self._pending_votes.add(key)
@@ -199,8 +206,9 @@ class Membership:
                 key = self._pending_votes.pop()
                 etcd_key = self._vote_key(self.info.name, *key)
                 try:
-                    if self._own_votes.get(key, False):
-                        await self.etcd.put(etcd_key, b"down", self.lease)
+                    if key in self._own_votes:
+                        value = _vote_value(self._own_votes[key])
+                        await self.etcd.put(etcd_key, value, self.lease)
                     else:
                         await self.etcd.delete(etcd_key)
                 except EtcdError as exc:
@@ -228,7 +236,7 @@ class Membership:
         if not first:
             self.reregistrations += 1
             # The old lease took this agent's votes with it: publish them again.
-            self._pending_votes.update(k for k, down in self._own_votes.items() if down)
+            self._pending_votes.update(self._own_votes)
             self._votes_waiting.set()
 
     async def start(self) -> None:
@@ -341,6 +349,7 @@ class Membership:
         before = set(self.members)
         self.members = {}
         self.votes = {}
+        self.vote_since = {}
         for kv in kvs:
             self._put(kv)
         if set(self.members) != before:
@@ -382,17 +391,26 @@ class Membership:
         if parts is not None:
             agent, probe, target = parts
             self.votes.setdefault((probe, target), {})[agent] = kv.mod_revision
+            since = _vote_since(kv.value)
+            if since:
+                self.vote_since.setdefault((probe, target), {})[agent] = since
 
     def _drop_vote(self, key: bytes) -> None:
         parts = self._vote_parts(key)
         if parts is None:
             return
         agent, probe, target = parts
-        votes = self.votes.get((probe, target))
+        pair = (probe, target)
+        votes = self.votes.get(pair)
         if votes is not None:
             votes.pop(agent, None)
             if not votes:
-                del self.votes[(probe, target)]
+                del self.votes[pair]
+        times = self.vote_since.get(pair)
+        if times is not None:
+            times.pop(agent, None)
+            if not times:
+                del self.vote_since[pair]
 
     def _vote_parts(self, key: bytes) -> tuple[str, str, str] | None:
         if not key.startswith(self._votes_prefix):
@@ -411,6 +429,20 @@ class Membership:
             nursery.start_soon(self._vote_writer)
             await nursery.start(self._watch_loop)
             task_status.started()
+
+
+def _vote_value(since: float) -> bytes:
+    return f"down {since:.6f}".encode() if since > 0 else b"down"
+
+
+def _vote_since(value: bytes) -> float:
+    """The time in a vote's value; 0 for none (a bare ``down``, as older agents write)."""
+    _, _, rest = value.partition(b" ")
+    try:
+        since = float(rest) if rest else 0.0
+    except ValueError:
+        return 0.0
+    return since if math.isfinite(since) and since > 0 else 0.0
 
 
 async def read_fleet(etcd: EtcdClient, fleet: str, *, max_votes: int = 1000) -> dict[str, Any]:
