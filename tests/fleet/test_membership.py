@@ -10,7 +10,7 @@ import httpx
 import pytest
 import trio
 
-from trioprobe.fleet._etcd import EtcdClient
+from trioprobe.fleet._etcd import EtcdClient, EtcdError
 from trioprobe.fleet.membership import AgentInfo, FleetError, FleetNameInUse, Membership
 
 from .fake_etcd import FakeEtcd
@@ -192,3 +192,35 @@ async def test_a_range_without_our_key_while_the_lease_lives_changes_nothing(
         assert _names(a) == {"a", "b"}
         assert a.reregistrations == 0
         assert a.generation == gen
+
+
+async def test_a_lost_lease_keeps_the_assignment_until_registered_again(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, fake: FakeEtcd
+) -> None:
+    """An etcd that stalls or shuts down can expire every lease, and then not answer: an agent
+    that dropped itself from its own view then would stop probing everything it owns (a soak
+    run saw targets unprobed during an etcd outage). It keeps itself until it registers again."""
+    async with _agent(nursery, fake, "a") as (a, _), _agent(nursery, fake, "b") as (b, _):
+        await _until(lambda: _names(a) == {"a", "b"} == _names(b))
+        real = a.etcd.grant
+        refused = 0
+
+        async def unreachable(ttl: int) -> int:
+            nonlocal refused
+            refused += 1
+            raise EtcdError("no answer within 2.0s")
+
+        a.etcd.grant = unreachable  # type: ignore[method-assign]
+        fake.expire_lease(a.lease)  # the watch tells a (and b) that a's key is gone
+        await _until(lambda: "a" not in b.members and "a" not in a.members and refused > 0)
+        tried = refused
+        await trio.sleep(2 * TTL)
+        # Still in its own view (so it still owns what it did), retrying once per keep-alive
+        # period (not in a busy loop), not registered.
+        assert _names(a) == {"a", "b"}
+        assert _names(b) == {"b"}
+        assert 2 <= refused - tried <= 2 * TTL / (TTL / 3) + 1
+        assert a.reregistrations == 0
+        a.etcd.grant = real  # type: ignore[method-assign]
+        await _until(lambda: a.reregistrations == 1)
+        await _until(lambda: _names(b) == {"a", "b"} == _names(a))

@@ -16,9 +16,12 @@ Failure handling:
   ownership computed from it stays, so nothing stops being probed), ``connected`` turns False,
   it is logged once, and the loops retry by themselves until etcd answers again.
 * the lease expired while this agent was paused or cut off (a keep-alive answers TTL 0, or the
-  watch reports this agent's key deleted): it drops itself from its view at once (so it stops
-  probing what others have taken over), grants a new lease, registers again and re-publishes its
-  votes.
+  watch reports this agent's key deleted): it grants a new lease, registers again and
+  re-publishes its votes. Meanwhile it keeps itself in its own view, so it keeps probing its
+  last assignment: an etcd that stalls or shuts down can expire every lease at once (a soak run
+  saw it, and saw agents that had dropped themselves leave targets unprobed during the outage),
+  and monitoring must not stop because the coordinator is down. The cost is double coverage of
+  what others took over until they see the new registration: a round trip when etcd answers.
 """
 
 from __future__ import annotations
@@ -113,7 +116,11 @@ class Membership:
         #: Registrations after the first (a lease found expired).
         self.reregistrations = 0
         self.lease = 0
+        #: Whether this agent holds a live registration (a lease etcd has not expired).
         self._registered = False
+        #: Whether this agent counts itself in its own view: from its first registration on,
+        #: also while its lease is lost and it registers again (fail-static).
+        self._joined = False
         #: The revision of the current registration: an older delete of our key is stale.
         self._registered_at = 0
         self._left = False
@@ -132,12 +139,13 @@ class Membership:
 
     def live(self) -> list[Member]:
         """The live members ownership is computed from: as last seen in etcd, plus this agent
-        while it holds a registration (before the watch has echoed it back)."""
+        once it has registered (before the watch has echoed it back, and while it registers
+        again after losing its lease)."""
         generation, cached = self._live_cache
         if generation == self.generation:
             return cached
         infos = {name: info for name, (info, _) in self.members.items()}
-        if self._registered:
+        if self._joined:
             infos[self.info.name] = self.info
         members = [Member(i.name, i.zone, i.weight) for i in infos.values()]
         self._live_cache = (self.generation, members)
@@ -232,6 +240,7 @@ class Membership:
         self.lease = lease
         self._registered_at = revision
         self._registered = True
+        self._joined = True
         self._bump()
         if not first:
             self.reregistrations += 1
@@ -269,14 +278,7 @@ class Membership:
                 if self._registered and await self.etcd.keepalive(self.lease) > 0:
                     self._set_connected(True)
                     continue
-                if self._registered:
-                    logger.warning(
-                        "fleet %r: the lease of agent %r expired (paused or cut off); "
-                        "registering again",
-                        self.fleet,
-                        self.info.name,
-                    )
-                    self._drop_self()
+                self._lose_lease()
                 await self._register(first=False)
                 self._set_connected(True)
             except FleetNameInUse as exc:
@@ -284,11 +286,17 @@ class Membership:
             except EtcdError as exc:
                 self._set_connected(False, exc)
 
-    def _drop_self(self) -> None:
+    def _lose_lease(self) -> None:
+        """Our lease is gone: register again (the keep-alive loop does), keeping our view."""
         if self._registered:
             self._registered = False
-            self.members.pop(self.info.name, None)
-            self._bump()
+            logger.warning(
+                "fleet %r: the lease of agent %r expired (paused, cut off, or etcd stalled); "
+                "registering again, probing the last assignment meanwhile",
+                self.fleet,
+                self.info.name,
+            )
+        self.members.pop(self.info.name, None)
 
     async def leave(self) -> None:
         """Revoke the lease, so the others take this agent's targets over at once (lameduck).
@@ -369,7 +377,7 @@ class Membership:
                 elif name == self.info.name and event.kv.mod_revision > self._registered_at:
                     self.members.pop(name, None)
                     if not self._left:
-                        self._drop_self()
+                        self._lose_lease()
                         self._wake_keepalive.set()
                 else:
                     self.members.pop(name, None)
