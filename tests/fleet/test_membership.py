@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -224,3 +225,41 @@ async def test_a_lost_lease_keeps_the_assignment_until_registered_again(
         a.etcd.grant = real  # type: ignore[method-assign]
         await _until(lambda: a.reregistrations == 1)
         await _until(lambda: _names(b) == {"a", "b"} == _names(a))
+
+
+async def test_renewals_keep_their_cadence_when_calls_are_slow_or_fail(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, fake: FakeEtcd
+) -> None:
+    """Soak runs at load 15 saw renewals take 1-3 s (etcd busy, or the agent's own loop lagging)
+    and short leases expire: the next renewal is due a period after the last one *started*, and
+    a failed one is tried again soon while the lease may still be alive."""
+    async with _agent(nursery, fake, "a") as (a, _):
+        real = a.etcd.keepalive
+        starts: list[float] = []
+        fail_next = False
+
+        async def slow(lease: int) -> int:
+            nonlocal fail_next
+            starts.append(trio.current_time())
+            await trio.sleep(0.8)  # most of a period (TTL / 3 = 1 s)
+            if fail_next:
+                fail_next = False
+                raise EtcdError("no answer within 2.0s")
+            return await real(lease)
+
+        a.etcd.keepalive = slow  # type: ignore[method-assign]
+        await trio.sleep(10)
+        gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+        assert gaps
+        assert max(gaps) <= TTL / 3 + 0.01  # not 0.8 + 1 s: the call's time is in the period
+        fail_next = True
+        count = len(starts)
+        await _until(lambda: len(starts) > count + 1)
+        assert starts[count + 1] - starts[count] <= 0.8 + TTL / 12 + 0.01
+        assert a.reregistrations == 0
+        assert "a" in fake_members(fake)
+
+
+def fake_members(fake: FakeEtcd) -> set[str]:
+    prefix = b"trioprobe/fleet/f1/members/"
+    return {k[len(prefix) :].decode() for k in fake.kv if k.startswith(prefix)}
