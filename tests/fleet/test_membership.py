@@ -263,3 +263,32 @@ async def test_renewals_keep_their_cadence_when_calls_are_slow_or_fail(
 def fake_members(fake: FakeEtcd) -> set[str]:
     prefix = b"trioprobe/fleet/f1/members/"
     return {k[len(prefix) :].decode() for k in fake.kv if k.startswith(prefix)}
+
+
+async def test_leaves_seen_while_etcd_fails_us_wait_for_a_fresh_read(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, fake: FakeEtcd
+) -> None:
+    """An etcd shutting down (or stalled) stops answering our calls and expires every lease: a
+    soak run saw agents apply those deletions and take over every target as etcd stopped. While
+    etcd fails this agent's calls it keeps its view; once etcd answers, it reads it afresh."""
+    async with (
+        _agent(nursery, fake, "a") as (a, _),
+        _agent(nursery, fake, "b") as (b, _),
+        _agent(nursery, fake, "c") as (_, c_scope),
+    ):
+        await _until(lambda: _names(a) == {"a", "b", "c"} == _names(b))
+        real = a.etcd.keepalive
+
+        async def failing(lease: int) -> int:
+            raise EtcdError("POST /v3/lease/keepalive answered 503")
+
+        a.etcd.keepalive = failing  # type: ignore[method-assign]
+        await _until(lambda: not a.connected)
+        c_scope.cancel()  # c dies; its lease expires and the watch tells a and b
+        await _until(lambda: _names(b) == {"a", "b"}, limit=TTL + 2)
+        await trio.sleep(0.5)
+        assert _names(a) == {"a", "b", "c"}  # frozen while etcd fails a's calls
+        a.etcd.keepalive = real  # type: ignore[method-assign]
+        await _until(lambda: a.connected)
+        await _until(lambda: _names(a) == {"a", "b"}, limit=2)
+        assert a.reregistrations <= 1

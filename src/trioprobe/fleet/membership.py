@@ -134,6 +134,9 @@ class Membership:
         self._pending_votes: set[tuple[str, str]] = set()
         self._votes_waiting = trio.Event()
         self._live_cache: tuple[int, list[Member]] = (-1, [])
+        #: Whether member deletions were left unapplied while etcd failed this agent's calls.
+        self._skipped_leaves = False
+        self._watch_scope = trio.CancelScope()
 
     # --- the view -------------------------------------------------------------------------
 
@@ -177,6 +180,9 @@ class Membership:
     def _set_connected(self, connected: bool, why: object = None) -> None:
         if connected and not self.connected:
             logger.info("fleet %r: connected to etcd", self.fleet)
+            if self._skipped_leaves:
+                # Leaves were not applied while etcd failed us: read the whole prefix again.
+                self._watch_scope.cancel()
         elif not connected and self.connected:
             # Once per outage: the loops retry quietly until etcd answers again.
             logger.warning(
@@ -341,13 +347,16 @@ class Membership:
                 if not self._reset(kvs):
                     await trio.sleep(self.retry)
                     continue  # the keep-alive decides whether our lease is gone; read again
+                self._skipped_leaves = False
                 self._set_connected(True)
                 if not started:
                     task_status.started()
                     started = True
                 async with self.etcd.watch(self.prefix, revision + 1) as watch:
-                    while True:
-                        self._apply(await watch.next_batch())
+                    with trio.CancelScope() as self._watch_scope:
+                        while True:
+                            self._apply(await watch.next_batch())
+                continue  # etcd answers again after skipped leaves: mirror it afresh
             except EtcdError as exc:
                 self._set_connected(False, exc)
             if not started:
@@ -395,6 +404,12 @@ class Membership:
                     if not self._left:
                         self._lose_lease()
                         self._wake_keepalive.set()
+                elif not self.connected:
+                    # etcd fails our own calls: a shutdown or a stall that expires every lease,
+                    # not these agents dying. Keep the view (fail-static; a soak run saw agents
+                    # take over every target as etcd stopped); it is read afresh once etcd
+                    # answers again.
+                    self._skipped_leaves = True
                 else:
                     self.members.pop(name, None)
             elif event.deleted:
