@@ -109,6 +109,7 @@ class ProbeSpec:
         return max(10.0, self.interval, self.timeout)
 
 
+#: A surfacer's ``buffer`` when its table sets none: exports queued before the fan-out drops.
 DEFAULT_SURFACER_BUFFER = 10000
 
 
