@@ -32,7 +32,8 @@ import trio
 
 from .._asgi import Receive, Scope, Send, answer_lifespan, send_response
 from ..statuspage._common import CSS
-from .host_overview import HOST_PAGE_SIZE, Query, merge_page, page_slices, render_overview
+from ..statuspage.overview import Filter
+from .host_overview import HOST_PAGE_SIZE, merge_page, page_slices, render_overview, worker_query
 from .supervisor import Supervisor, WorkerState
 from .workers import owner_of, worker_members
 
@@ -322,9 +323,9 @@ class HostStatus:
         """The workers, then one page of all their targets merged (fleet/host_overview.py):
         the lengths of each worker's runs, then from each the slice that falls on the page."""
         workers = self.supervisor.workers
-        query = Query.parse(args)
+        query = Filter.from_query(args)
         bases = [self._base(w) for w in workers]
-        filters = query.args()
+        filters = worker_query(query)
         answers = await self._targets(bases, [{**filters, "limit": "0"}] * len(bases))
         runs = {i: a["groups"] for i, a in enumerate(answers) if a is not None}
         start = (query.page - 1) * HOST_PAGE_SIZE

@@ -17,15 +17,23 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import attrs
 
-__all__ = ["HOST_PAGE_SIZE", "Slice", "merge_page", "page_slices", "render_overview"]
+from ..statuspage.overview import STATES, Filter
+
+__all__ = [
+    "HOST_PAGE_SIZE",
+    "Slice",
+    "merge_page",
+    "page_slices",
+    "render_overview",
+    "worker_query",
+]
 
 #: Rows per page of the host's overview (a worker's own overview shows 100 too).
 HOST_PAGE_SIZE = 100
-_STATES = ("down", "blocked", "maintenance", "up", "unknown")
 
 #: A run of a worker's list: (state rank, probe rank, how many rows).
 Run = Sequence[int]
@@ -97,34 +105,10 @@ def merge_page(
     return out
 
 
-@attrs.frozen
-class Query:
-    """The overview's filters (the same as a worker's overview) and page."""
-
-    probe: str = ""
-    state: str = ""
-    text: str = ""
-    page: int = 1
-
-    @classmethod
-    def parse(cls, args: Mapping[str, str]) -> Query:
-        try:
-            page = max(1, int(args.get("page", "1")))
-        except ValueError:
-            page = 1
-        state = args.get("state", "")
-        return cls(
-            args.get("probe", ""), state if state in _STATES else "", args.get("q", ""), page
-        )
-
-    def args(self, **changes: Any) -> dict[str, str]:
-        """The worker query of these filters (``page`` is the host's own)."""
-        q = attrs.evolve(self, **changes)
-        out = {"probe": q.probe, "state": q.state, "q": q.text}
-        return {k: v for k, v in out.items() if v}
-
-    def link(self, page: int) -> str:
-        return "/status?" + urlencode({**self.args(), "page": str(page)})
+def worker_query(f: Filter) -> dict[str, str]:
+    """The workers' query of the host page's filters (the page is the host's own)."""
+    args = {"probe": f.probe, "state": f.state, "q": f.text, "target": f.target}
+    return {k: v for k, v in args.items() if v}
 
 
 def _segment(text: str) -> str:
@@ -154,13 +138,13 @@ def _row_html(worker: int, row: dict[str, Any]) -> str:
     )
 
 
-def _form(query: Query, probes: Sequence[str]) -> str:
+def _form(query: Filter, probes: Sequence[str]) -> str:
     e = html.escape
     options = "".join(
         f"<option{' selected' if p == query.probe else ''}>{e(p)}</option>" for p in probes
     )
     states = "".join(
-        f"<option{' selected' if s == query.state else ''}>{s}</option>" for s in _STATES
+        f"<option{' selected' if s == query.state else ''}>{s}</option>" for s in STATES
     )
     return (
         '<form method="get" action="/status">'
@@ -172,7 +156,7 @@ def _form(query: Query, probes: Sequence[str]) -> str:
 
 
 def render_overview(
-    query: Query,
+    query: Filter,
     page: Sequence[tuple[int, dict[str, Any]]],
     *,
     matched: int,
