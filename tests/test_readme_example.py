@@ -48,13 +48,16 @@ def _snippet() -> str:
 
 
 def _as_from_a_terminal() -> None:
-    """The child gets SIGINT as a shell gives it: handled by default and not blocked.
+    """The child gets SIGINT as a shell gives a foreground command: handled by default, not
+    blocked, whatever pytest's own process has.
 
-    A process inherits an ignored or blocked SIGINT from its parent; in two full-suite CI runs
-    the example went on exporting after SIGINT (it never saw it) while it stopped every time
-    when run alone or beside the top-level tests. What Ctrl-C does to the example is the
-    question here, not what earlier tests left in pytest's process (which test does that is
-    not found yet).
+    A process inherits an ignored or blocked SIGINT across fork and exec. A non-interactive
+    shell starts a background job (``cmd &``, no job control) with SIGINT and SIGQUIT ignored,
+    and Python then leaves SIGINT ignored instead of raising KeyboardInterrupt: a suite started
+    that way gives the example an ignored SIGINT and it goes on exporting, which is what two CI
+    runs saw (the trioprobe command is not affected: it installs its own handler with
+    trio.open_signal_receiver). No test leaves SIGINT changed (tests/conftest.py fails one that
+    does). What Ctrl-C does to the example is the question here, not how pytest was started.
     """
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

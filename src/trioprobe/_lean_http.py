@@ -33,7 +33,7 @@ from ._httpbody import BodyTooLarge
 from ._phases import Phase, enter_phase
 from ._urls import host_name_problem
 
-__all__ = ["MAX_BODY_BYTES", "MAX_INFORMATIONAL", "H11Client"]
+__all__ = ["MAX_BODY_BYTES", "MAX_INFORMATIONAL", "H11Client", "receive_body", "receive_head"]
 
 #: The largest response body the lean path reads by default; a larger one fails the probe.
 MAX_BODY_BYTES = _DEFAULT_MAX_BODY
@@ -122,11 +122,11 @@ class H11Client:
         sent = trio.current_time()
         phases["send"] = sent - start
         enter_phase(Phase.WAIT)
-        head = await self._response(http)
+        head = await receive_head(http)
         headed = trio.current_time()
         phases["ttfb"] = headed - sent
         enter_phase(Phase.RECEIVE)
-        content = await self._body(http)
+        content = await receive_body(http, self.max_body)
         phases["transfer"] = trio.current_time() - headed
         if http.reusable:
             http.start_next_cycle()
@@ -145,32 +145,35 @@ class H11Client:
             decode_pending=True,
         )
 
-    async def _response(self, http: HTTP11Connection) -> h11.Response:
-        """The response's head, after at most :data:`MAX_INFORMATIONAL` informational (1xx)
-        ones, with a checkpoint after each: a target sending ``100 Continue`` in a loop must
-        neither hold the event loop nor keep the probe going."""
-        for _ in range(MAX_INFORMATIONAL + 1):
-            event = await http.next_event()
-            if isinstance(event, h11.Response):
-                return event
-            if not isinstance(event, h11.InformationalResponse):
-                raise RemoteProtocolError(DISCONNECTED)  # ConnectionClosed
-            await trio.lowlevel.checkpoint()
-        raise RemoteProtocolError(
-            f"more than {MAX_INFORMATIONAL} informational (1xx) responses to one request"
-        )
 
-    async def _body(self, http: HTTP11Connection) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            event = await http.next_event()
-            if isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > self.max_body:
-                    raise BodyTooLarge(self.max_body)
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                return b"".join(chunks)
-            elif isinstance(event, h11.ConnectionClosed):
-                raise RemoteProtocolError(DISCONNECTED)
+async def receive_head(http: HTTP11Connection) -> h11.Response:
+    """The response's head, after at most :data:`MAX_INFORMATIONAL` informational (1xx)
+    ones, with a checkpoint after each: a target sending ``100 Continue`` in a loop must
+    neither hold the event loop nor keep the probe going."""
+    for _ in range(MAX_INFORMATIONAL + 1):
+        event = await http.next_event()
+        if isinstance(event, h11.Response):
+            return event
+        if not isinstance(event, h11.InformationalResponse):
+            raise RemoteProtocolError(DISCONNECTED)  # ConnectionClosed
+        await trio.lowlevel.checkpoint()
+    raise RemoteProtocolError(
+        f"more than {MAX_INFORMATIONAL} informational (1xx) responses to one request"
+    )
+
+
+async def receive_body(http: HTTP11Connection, max_body: int) -> bytes:
+    """The response's body, read to its end; ``BodyTooLarge`` past ``max_body`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event = await http.next_event()
+        if isinstance(event, h11.Data):
+            size += len(event.data)
+            if size > max_body:
+                raise BodyTooLarge(max_body)
+            chunks.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage):
+            return b"".join(chunks)
+        elif isinstance(event, h11.ConnectionClosed):
+            raise RemoteProtocolError(DISCONNECTED)

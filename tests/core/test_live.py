@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-import trio
 from rich.console import Console
 
 from trioprobe.alerting.health import Health
@@ -14,6 +13,8 @@ from trioprobe.cli import _live
 from trioprobe.cli._live import LiveStats, RecentWindow, format_ago, format_window
 from trioprobe.failures import Failure, FailureReason, Phase
 from trioprobe.results import ProbeResult
+
+from ..loop_steps import counting_steps
 
 
 def test_table_shows_text_with_brackets_verbatim() -> None:
@@ -195,22 +196,12 @@ async def test_refreshes_are_built_in_short_steps_in_target_order() -> None:
         result = ProbeResult(name, name.endswith("7"), 0.001, error="refused")
         live.observe("web", result)
         health.feed("web", result)
-    steps = 0
-
-    async def count_steps() -> None:
-        nonlocal steps
-        while True:
-            await trio.lowlevel.checkpoint()
-            steps += 1
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(count_steps)
+    async with counting_steps() as steps:
         lines = await live.render_lines()
         changes = await live.render_changes()
-        nursery.cancel_scope.cancel()
     assert lines == live.lines()
     assert [line.split()[1] for line in lines] == names
-    assert steps >= 2 * (100 // _live._LINES_PER_STEP)
+    assert steps.count >= 2 * (100 // _live._LINES_PER_STEP)
     assert len(changes) == 100
     assert sum(line.startswith("DOWN: ") for line in changes) == 90
     assert live.changes() == []  # reported once

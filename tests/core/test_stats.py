@@ -16,6 +16,7 @@ from trioprobe.results import ProbeResult
 from trioprobe.stats import StatsKeeper, stats_keeper
 from trioprobe.testing import assert_no_leaks
 
+from ..loop_steps import counting_steps
 from ._util import drain
 
 
@@ -370,19 +371,9 @@ async def test_a_large_export_keeps_folding_between_its_slices(autojump_clock: A
     send, pending = trio.open_memory_channel[ProbeResult](1000)
     for target in reversed(targets):  # arrived after the tick began: folded during the export
         send.send_nowait(ProbeResult(target, False, timestamp=2.0))
-    steps = 0
-
-    async def count_steps() -> None:
-        nonlocal steps
-        while True:
-            await trio.lowlevel.checkpoint()
-            steps += 1
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(count_steps)
+    async with counting_steps() as steps:
         batch = await keeper.snapshot(3.0, pending=pending)
-        nursery.cancel_scope.cancel()
-    assert steps >= 200 // 16  # many steps, not one
+    assert steps.count >= 200 // 16  # many steps, not one
     with pytest.raises(trio.WouldBlock):
         pending.receive_nowait()  # every waiting result was folded
     cumulative = [em for em in batch if em.kind is Kind.CUMULATIVE]

@@ -99,6 +99,14 @@ def _series(body: str, name: str) -> list[dict[str, str]]:
     return out
 
 
+def _host_rows(status: str) -> dict[str, int]:
+    """The host page's merged overview: each target listed and the worker it names."""
+    rows = re.findall(
+        r'<a href="/status/web/[^"]*">([^<]*)</a>.*?<a href="/worker/(\d+)/status">', _get(status)
+    )
+    return {target: int(worker) for target, worker in rows}
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -152,6 +160,8 @@ def _exercise(host: Host, server: TargetServer, owner: dict[str, int], promtool:
     # One JSON list for the host: every target, once.
     listed = json.loads(_get(status + ".json"))["targets"]
     assert sorted(t["target"] for t in listed) == sorted(owner)
+    # One overview for the host: every target once, merged from both workers, with its owner.
+    _wait("every target on the host's page", lambda: _host_rows(status) == owner, show)
 
     # SIGKILL worker 1: the parent restarts it, counts it, and its targets are probed again.
     os.kill(pids[1], signal.SIGKILL)
@@ -168,6 +178,11 @@ def _exercise(host: Host, server: TargetServer, owner: dict[str, int], promtool:
         return ones <= set(server.probers(killed + 1.0))
 
     _wait("worker 1's targets probed again", probed_again, show)
+    _wait(
+        "the restarted worker's targets back on the host page",
+        lambda: _host_rows(status) == owner,
+        show,
+    )
     assert not _alive(pids[1])
     assert "worker 1" in host.output()
     assert "SIGKILL" in host.output()

@@ -442,3 +442,36 @@ async def test_a_refused_send_kicks_the_owner(
                 with pytest.raises(zmq.ZMQError):
                     router.try_send_multipart([b"nobody", b"x"])
     assert got == [[b"reader", b"ping"]]
+
+
+async def test_unconfirmed_waits_lose_no_message(pair: tuple[Socket, Socket]) -> None:
+    """``wait_readable(confirm=False)`` returns on the fd's wake-up without reading EVENTS; the
+    caller's receive may then find nothing. Bursts and gaps between messages exercise both a
+    wake with several messages queued and a wake before the message is there: every message
+    must still arrive, in order (a lost edge would hang here until the guard fails it)."""
+    router, dealer = pair
+    total = 300
+    got: list[bytes] = []
+
+    async def send_all() -> None:
+        for i in range(total):
+            await dealer.send_multipart([str(i).encode()])
+            if i % 3 == 2:
+                await trio.sleep(0.001)
+
+    with trio.fail_after(30):  # hang guard only
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_all)
+            while len(got) < total:
+                await router.wait_readable(confirm=False)
+                frames = router.try_recv_multipart()
+                if frames is not None:
+                    got.append(frames[1])
+    assert got == [str(i).encode() for i in range(total)]
+    # One more after the socket ran dry: the next waits still see it.
+    assert dealer.try_send_multipart([b"last"])
+    with trio.fail_after(5):
+        await router.wait_readable(confirm=False)
+        while (frames := router.try_recv_multipart()) is None:
+            await router.wait_readable(confirm=False)
+    assert frames == [b"dealer-1", b"last"]

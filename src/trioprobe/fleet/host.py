@@ -25,12 +25,15 @@ import json
 import re
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urljoin
+from urllib.parse import parse_qsl, unquote, urlencode, urljoin
 
 import httpx
 import trio
 
 from .._asgi import Receive, Scope, Send, answer_lifespan, send_response
+from ..statuspage._common import CSS
+from ..statuspage.overview import Filter
+from .host_overview import HOST_PAGE_SIZE, merge_page, page_slices, render_overview, worker_query
 from .supervisor import Supervisor, WorkerState
 from .workers import owner_of, worker_members
 
@@ -44,8 +47,6 @@ _HELP = re.compile(rb"^# HELP ", re.MULTILINE)
 #: A worker's /metrics at 10,000 targets renders in seconds; its status lists are quicker.
 _SCRAPE_TIMEOUT = 30.0
 _PAGE_TIMEOUT = 15.0
-#: Down targets listed on the host page, per worker (a bounded page whatever the outage).
-_DOWN_LISTED = 200
 _SEND_SLICE = 65536
 
 
@@ -241,7 +242,7 @@ class HostStatus:
         if owner is not None:
             return await self._forward(owner, raw_path, query)
         if path in ("/", "/status", "/status/"):
-            return 200, await self._host_page(), _HTML
+            return 200, await self._host_page(dict(parse_qsl(query))), _HTML
         if path in ("/status.json", "/api/v1/targets", "/api/v1/incidents", "/api/v1/alerts"):
             return await self._joined(raw_path, query)
         return 404, b"not found: the status page is at /status", _PLAIN
@@ -318,15 +319,55 @@ class HostStatus:
             return 404, json.dumps({"error": "no such firing alert"}).encode(), _JSON
         return best.status_code, best.content, _JSON
 
-    async def _host_page(self) -> bytes:
+    async def _host_page(self, args: dict[str, str]) -> bytes:
+        """The workers, then one page of all their targets merged (fleet/host_overview.py):
+        the lengths of each worker's runs, then from each the slice that falls on the page."""
         workers = self.supervisor.workers
-        urls = [(b + "/api/v1/targets?state=down") if b else None for b in map(self._base, workers)]
+        query = Filter.from_query(args)
+        bases = [self._base(w) for w in workers]
+        filters = worker_query(query)
+        answers = await self._targets(bases, [{**filters, "limit": "0"}] * len(bases))
+        runs = {i: a["groups"] for i, a in enumerate(answers) if a is not None}
+        start = (query.page - 1) * HOST_PAGE_SIZE
+        slices = {s.worker: s for s in page_slices(runs, start, HOST_PAGE_SIZE)}
+        wanted = [
+            {**filters, "offset": str(slices[i].offset), "limit": str(slices[i].limit)}
+            if i in slices
+            else None
+            for i in range(len(bases))
+        ]
+        got = await self._targets(bases, wanted)
+        rows = {i: a["targets"] for i, a in enumerate(got) if a is not None}
+        page = merge_page(runs, start, HOST_PAGE_SIZE, rows)
+        counted = [a for a in answers if a is not None]
+        overview = render_overview(
+            query,
+            page,
+            matched=sum(a["matched"] for a in counted),
+            down=sum(a["down"] for a in counted),
+            probes=list(dict.fromkeys(p for a in counted for p in a["probes"])),
+            missing=[i for i, a in enumerate(answers) if a is None],
+        )
+        down = sum(a["down"] for a in counted)
+        return _host_html(workers, overview, down, trio.current_time()).encode()
+
+    async def _targets(
+        self, bases: Sequence[str | None], queries: Sequence[dict[str, str] | None]
+    ) -> list[dict[str, Any] | None]:
+        """``/api/v1/targets?QUERY`` of each worker (``None`` where not asked or no answer)."""
+        urls = [
+            f"{base}/api/v1/targets?{urlencode(q)}" if base and q is not None else None
+            for base, q in zip(bases, queries, strict=True)
+        ]
         answers = await _gather(self.client, urls, _PAGE_TIMEOUT)
-        down: list[dict[str, Any]] = []
+        out: list[dict[str, Any] | None] = []
         for answer in answers:
-            if answer is not None and answer.status_code == 200:
-                down.extend(answer.json().get("targets", [])[:_DOWN_LISTED])
-        return _host_html(workers, down, trio.current_time()).encode()
+            try:
+                ok = answer is not None and answer.status_code == 200
+                out.append(answer.json() if answer is not None and ok else None)
+            except ValueError:
+                out.append(None)
+        return out
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -350,34 +391,21 @@ def _join_json(bodies: Sequence[bytes]) -> bytes:
     return json.dumps(joined).encode()
 
 
-def _host_html(workers: Sequence[WorkerState], down: Sequence[dict[str, Any]], now: float) -> str:
-    e = html.escape
+def _host_html(workers: Sequence[WorkerState], overview: str, down: int, now: float) -> str:
     rows = "".join(
         f"<tr><td>{w.index}</td><td>{w.pid or ''}</td>"
         f"<td>{'running' if w.ready else 'restarting'}</td>"
         f"<td class=num>{(now - w.since) if w.ready else 0:.0f} s</td>"
-        f"<td class=num>{w.restarts}</td><td>{e(w.last_exit)}</td>"
-        f'<td><a href="/worker/{w.index}/status">its targets</a></td></tr>'
+        f"<td class=num>{w.restarts}</td><td>{html.escape(w.last_exit)}</td>"
+        f'<td><a href="/worker/{w.index}/status">its own page</a></td></tr>'
         for w in workers
-    )
-    down_rows = "".join(
-        f'<tr class="down"><td>{e(d["probe"])}</td><td><a href="/status/'
-        f'{e(_segment(d["probe"]))}/{e(_segment(d["target"]))}">{e(d["target"])}</a>'
-        f"</td><td>{e(d.get('error') or '')}</td></tr>"
-        for d in down
     )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta http-equiv="refresh" content="5">'
-        f"<title>trioprobe host: {len(down)} down</title></head><body>"
+        f"<title>trioprobe host: {down} down</title><style>{CSS}</style></head><body>"
         f"<h1>trioprobe on this host: {len(workers)} workers</h1>"
         "<table><tr><th>worker</th><th>pid</th><th>state</th><th>up for</th>"
         f"<th>restarts</th><th>last exit</th><th></th></tr>{rows}</table>"
-        f"<h2>{len(down)} target(s) down</h2>"
-        "<table><tr><th>probe</th><th>target</th><th>last error</th></tr>"
-        f"{down_rows}</table></body></html>"
+        f"{overview}</body></html>"
     )
-
-
-def _segment(text: str) -> str:
-    return quote(text, safe="")

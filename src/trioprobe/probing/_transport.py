@@ -15,8 +15,8 @@ import httpx
 from .._exchange import Exchange, from_httpx
 from .._httpbody import send_bounded
 from .._httptrace import RequestTrace, release_response
-from .._lean_http import H11Client
 from .._tls import ssl_context
+from ._wire import ProbeConnection
 
 __all__ = ["Transport"]
 
@@ -24,22 +24,23 @@ __all__ = ["Transport"]
 class Transport:
     """The connections of one probe id, one per endpoint, chosen when the id starts.
 
-    A plain ``http://`` endpoint, when the caller passed no client, goes over a keep-alive h11
-    connection (:class:`~trioprobe._lean_http.H11Client`, as the ``http`` probe type's plain
-    targets do): httpx's layers cost about a millisecond per request, and that millisecond landed
-    in every RTT sample, inflating SRTT and ``clock_diff`` with this process's own overhead.
+    A plain ``http://`` endpoint, when the caller passed no client, goes over a keep-alive
+    connection on a raw socket (:class:`~trioprobe.probing._wire.ProbeConnection`): httpx's
+    layers cost about a millisecond per request, and even Trio's stream layer and h11 half a
+    millisecond, and that time landed in every RTT sample, inflating SRTT and ``clock_diff``
+    with this process's own overhead.
     https (and credentials in the URL) stay on httpx, as does everything when the caller gave a
     client: it may carry a transport, proxy or certificates the lean path knows nothing about.
     """
 
-    __slots__ = ("_client", "_endpoints", "_owned", "h11")
+    __slots__ = ("_client", "_endpoints", "_owned", "lean")
 
     def __init__(self, endpoints: Sequence[httpx.URL], client: httpx.AsyncClient | None) -> None:
         self._endpoints = endpoints
         self._client = client
         self._owned = False
-        self.h11: tuple[_H11Endpoint | None, ...] = tuple(
-            _H11Endpoint.for_url(url) if client is None else None for url in endpoints
+        self.lean: tuple[_LeanEndpoint | None, ...] = tuple(
+            _LeanEndpoint.for_url(url) if client is None else None for url in endpoints
         )
 
     def client(self) -> httpx.AsyncClient:
@@ -57,9 +58,9 @@ class Transport:
         """GET endpoint ``index``, its reply read in full (under the probes' body limit: a 1 GiB
         reply must not fill the memory); an ``httpx.HTTPError`` (the h11 path's typed errors
         are httpx's classes) or ``UnicodeError`` (a bad host name) on failure."""
-        h11 = self.h11[index]
-        if h11 is not None:
-            return await h11.client.request(b"GET", h11.headers, None)
+        lean = self.lean[index]
+        if lean is not None:
+            return await lean.connection.get(lean.request)
         client = self.client()
         trace = RequestTrace()
         request = client.build_request("GET", self._endpoints[index], extensions={"trace": trace})
@@ -68,9 +69,9 @@ class Transport:
         return from_httpx(response, [trace])
 
     async def aclose(self) -> None:
-        for endpoint in self.h11:
+        for endpoint in self.lean:
             if endpoint is not None:
-                await endpoint.client.aclose()
+                await endpoint.connection.aclose()
         if self._owned and self._client is not None:
             await self._client.aclose()
 
@@ -79,15 +80,16 @@ _USER_AGENT = b"trioprobe"
 
 
 @attrs.frozen
-class _H11Endpoint:
-    """A plain http:// endpoint's keep-alive connection and its request headers."""
+class _LeanEndpoint:
+    """A plain http:// endpoint's keep-alive connection and its request, encoded once."""
 
-    client: H11Client
-    headers: list[tuple[bytes, bytes]]
+    connection: ProbeConnection
+    request: bytes
 
     @classmethod
-    def for_url(cls, url: httpx.URL) -> _H11Endpoint | None:
+    def for_url(cls, url: httpx.URL) -> _LeanEndpoint | None:
         if url.scheme != "http" or not url.host or url.userinfo:
             return None  # https, or credentials in the URL: httpx's own rules apply
         headers = [(b"Host", url.netloc), (b"Accept", b"*/*"), (b"User-Agent", _USER_AGENT)]
-        return cls(H11Client(url.host, url.port or 80, url.raw_path), headers)
+        connection = ProbeConnection(url.host, url.port or 80, url.raw_path, headers)
+        return cls(connection, connection.request_bytes())

@@ -144,6 +144,17 @@ def render_json(health: Health, *, now: float | None = None, hold: Hold | None =
     return "".join(_json_parts(rows, now))
 
 
+#: The most rows one ``/api/v1/targets?limit=`` answer carries.
+_SLICE_MAX = 1000
+
+
+def _whole(query: dict[str, str], key: str, default: int) -> int:
+    try:
+        return max(0, int(query.get(key, default)))
+    except ValueError:
+        return default
+
+
 def _pair(scope: Scope, prefix: str, suffix: str) -> tuple[str, str] | None:
     """``(probe, target)`` from a path ``prefix + probe/target + suffix``."""
     raw = scope.get("raw_path")
@@ -219,6 +230,8 @@ class StatusPage:
             return 200, body, api.JSON
         if path == "/api/v1/targets":
             summary = self.summary
+            if "limit" in query:
+                return await self._slice(Filter.from_query(query), query, summary)
             rows = await self._rows(Filter.from_query(query), summary)
             return await api.targets_json(rows, summary)
         if path == "/api/v1/incidents":
@@ -234,6 +247,43 @@ class StatusPage:
         if pair is not None:
             return await self._detail(*pair)
         return 404, b"not found: the status page is at /status", b"text/plain; charset=utf-8"
+
+    async def _slice(
+        self, f: Filter, query: dict[str, str], summary: Summary
+    ) -> tuple[int, bytes, bytes]:
+        """``/api/v1/targets?limit=L&offset=O`` (and the overview's filters): one slice of the
+        overview's order, with the counts a merger of several such lists needs (the host page of
+        ``run --workers N`` merges its workers' lists a page at a time: fleet/host_overview.py).
+        ``groups`` are ``[state rank, probe rank, count]`` runs, in the list's order."""
+        entries, down, probes = await select_entries(self.health, f, self.order, self.hold)
+        offset, limit = _whole(query, "offset", 0), min(_whole(query, "limit", 0), _SLICE_MAX)
+        rows = await copy_rows(entries[offset : offset + limit], summary, self.order)
+        rank = {p: i for i, p in enumerate(self.order)}
+        groups: list[list[int]] = []
+        slicer = Slicer()
+        for _, h, _, state in entries:
+            key = [_RANK.get(state, 2), rank.get(h.probe, len(rank))]
+            if groups and groups[-1][:2] == key:
+                groups[-1][2] += 1
+            else:
+                groups.append([*key, 1])
+            await slicer.tick()
+        head = {
+            "as_of": summary.at or None,
+            "matched": len(entries),
+            "down": down,
+            "probes": probes,
+            "groups": groups,
+            "offset": offset,
+        }
+
+        def parts() -> Iterator[str]:
+            yield json.dumps(head)[:-1] + ', "targets": ['
+            for i, row in enumerate(rows):
+                yield (", " if i else "") + json.dumps(api.row_dict(row))
+            yield "]}"
+
+        return 200, await join_body(parts()), api.JSON
 
     async def _overview(self, query: dict[str, str]) -> tuple[int, bytes, bytes]:
         summary = self.summary

@@ -17,13 +17,14 @@ from ..history import Incident, Summary, TargetSummary
 from ._common import CSS, Row, detail_href, ms, pct, when, wrap_target
 from .svg import day_bar, sparkline
 
-__all__ = ["PAGE_SIZE", "DayBars", "Filter", "overview_parts"]
+__all__ = ["PAGE_SIZE", "STATES", "DayBars", "Filter", "overview_parts"]
 
 #: Rows per page: 100 rows are ~100 KiB and ~20 ms of rendering (docs/history.md), however
 #: many targets there are; down and held targets come first, so page 1 is what matters.
 PAGE_SIZE = 100
 _DAY = 86400
-_STATES = ("down", "blocked", "maintenance", "up", "unknown")
+#: The states a page can filter on.
+STATES = ("down", "blocked", "maintenance", "up", "unknown")
 
 
 @attrs.frozen
@@ -44,7 +45,7 @@ class Filter:
         state = query.get("state", "")
         return cls(
             query.get("probe", ""),
-            state if state in _STATES else "",
+            state if state in STATES else "",
             query.get("q", ""),
             page,
             query.get("target", ""),
@@ -83,7 +84,7 @@ def _form(f: Filter, probes: Sequence[str]) -> str:
         for p in probes
     )
     states = "".join(
-        f'<option value="{s}"{" selected" if s == f.state else ""}>{s}</option>' for s in _STATES
+        f'<option value="{s}"{" selected" if s == f.state else ""}>{s}</option>' for s in STATES
     )
     return (
         '<form class="filter" method="get" action="/status">'

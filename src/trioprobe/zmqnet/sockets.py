@@ -331,12 +331,17 @@ class Socket(trio.abc.AsyncResource):
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return reply
 
-    async def wait_readable(self) -> bool:
+    async def wait_readable(self, *, confirm: bool = True) -> bool:
         """Return once a message can be received (another task may take it first).
 
-        Returns whether it had to block; if not, it did not checkpoint either.
+        Returns whether it had to block; if not, it did not checkpoint either. With
+        ``confirm=False`` a wake-up on the fd returns without reading ``EVENTS`` again: for a
+        caller that tries to receive next anyway (and handles "nothing yet"), that read is one
+        libzmq call and one enum conversion inside pyzmq too many on every request's path. The
+        receive itself processes libzmq's pending commands, and the next wait reads ``EVENTS``
+        before it blocks, so no edge is lost.
         """
-        return await self._wait(_POLLIN)
+        return await self._wait(_POLLIN, confirm)
 
     async def wait_writable(self) -> bool:
         """Return once a message can be sent (another task may take the room first).
@@ -385,8 +390,9 @@ class Socket(trio.abc.AsyncResource):
                 trio.lowlevel.notify_closing(self._fd)
         return events
 
-    async def _wait(self, flag: int) -> bool:
-        """Wait until ``EVENTS`` shows ``flag``; return whether we had to block for it.
+    async def _wait(self, flag: int, confirm: bool = True) -> bool:
+        """Wait until ``EVENTS`` shows ``flag`` (or, without ``confirm``, until the first
+        wake-up); return whether we had to block for it.
 
         Raises ClosedResourceError if the socket closes.
         """
@@ -419,8 +425,9 @@ class Socket(trio.abc.AsyncResource):
                     finally:
                         self._owned = False
                         # Hand the fd over: whoever still needs it re-reads EVENTS and one of
-                        # them becomes the next owner.
-                        self._lot.unpark_all()
+                        # them becomes the next owner (a lone owner skips the empty hand-over).
+                        if self._lot:
+                            self._lot.unpark_all()
                 else:
                     await self._lot.park()
             finally:
@@ -428,3 +435,6 @@ class Socket(trio.abc.AsyncResource):
                     self._want_in -= 1
                 else:
                     self._want_out -= 1
+            if not confirm:
+                self._check_open()
+                return True

@@ -1,0 +1,196 @@
+"""The Prober's raw-socket GET (``probing._wire``): the fast shape, and h11 for everything else.
+
+A scripted loopback server answers each request with given byte pieces (sent apart, so a
+reply can arrive split), and counts connections: each test sees which replies keep the
+connection and that every shape the fast parser declines still comes out right through h11.
+Nothing here depends on timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import h11
+import httpx
+import pytest
+import trio
+
+from trioprobe._httpbody import BodyTooLarge
+from trioprobe.probing._wire import ProbeConnection, _parse_whole
+
+BODY = b'{"OK":true,"Now":"2024-01-01T00:00:00Z"}'
+WHOLE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+    len(BODY),
+    BODY,
+)
+HEADERS = [(b"Host", b"peer"), (b"Accept", b"*/*"), (b"User-Agent", b"trioprobe")]
+
+
+class Scripted:
+    """Answers the n-th request with ``replies[n]`` (pieces sent apart), then, with
+    ``close_after``, closes the connection; counts connections and requests."""
+
+    def __init__(self, replies: Sequence[Sequence[bytes]], *, close_after: bool = False) -> None:
+        self.replies = list(replies)
+        self.close_after = close_after
+        self.connections = 0
+        self.closed = 0
+        self.requests: list[bytes] = []
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        buffer = b""
+        try:
+            while self.replies:
+                while b"\r\n\r\n" not in buffer:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buffer += data
+                request, _, buffer = buffer.partition(b"\r\n\r\n")
+                self.requests.append(request + b"\r\n\r\n")
+                for piece in self.replies.pop(0):
+                    await stream.send_all(piece)
+                    await trio.sleep(0.01)  # apart: the client reads them in separate recvs
+                if self.close_after:
+                    return
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            await stream.aclose()
+            self.closed += 1
+
+
+async def exchanges(script: Scripted, count: int, **kwargs: int) -> list[object]:
+    """``count`` GETs over one ProbeConnection: each exchange, or the error it raised."""
+    out: list[object] = []
+    async with trio.open_nursery() as servers:
+        listeners = await servers.start(partial(trio.serve_tcp, script.handle, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        connection = ProbeConnection("127.0.0.1", port, b"/raft/probing", HEADERS, **kwargs)
+        request = connection.request_bytes()
+        for n in range(count):
+            with trio.fail_after(10):
+                while script.close_after and script.closed < n:  # noqa: ASYNC110
+                    await trio.sleep(0.005)  # the peer closed the idle connection: now probe
+                try:
+                    out.append(await connection.get(request))
+                except httpx.HTTPError as exc:
+                    out.append(exc)
+        await connection.aclose()
+        servers.cancel_scope.cancel()
+    return out
+
+
+def test_the_request_is_h11s_encoding() -> None:
+    connection = ProbeConnection("127.0.0.1", 1, b"/raft/probing", HEADERS)
+    conn = h11.Connection(h11.CLIENT)
+    expected = conn.send(h11.Request(method=b"GET", target=b"/raft/probing", headers=HEADERS))
+    assert expected is not None
+    assert connection.request_bytes() == expected + (conn.send(h11.EndOfMessage()) or b"")
+
+
+async def test_whole_replies_keep_one_connection_and_only_the_first_has_setup() -> None:
+    script = Scripted([[WHOLE]] * 3)
+    results = await exchanges(script, 3)
+    assert [r.body for r in results] == [BODY] * 3  # type: ignore[attr-defined]
+    assert [r.new_connection for r in results] == [True, False, False]  # type: ignore[attr-defined]
+    assert results[0].setup_time > 0  # type: ignore[attr-defined]
+    assert results[1].setup_time == 0  # type: ignore[attr-defined]
+    assert script.connections == 1
+    assert script.requests[0].startswith(b"GET /raft/probing HTTP/1.1\r\nHost: peer\r\n")
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        pytest.param([WHOLE[:20], WHOLE[20:]], id="split-head"),
+        pytest.param([WHOLE[: -len(BODY)], WHOLE[-len(BODY) :]], id="body-apart"),
+        pytest.param(
+            [
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"%x\r\n%s\r\n0\r\n\r\n" % (len(BODY), BODY),
+            ],
+            id="chunked",
+        ),
+        pytest.param([b"HTTP/1.1 100 Continue\r\n\r\n", WHOLE], id="informational"),
+        pytest.param([WHOLE.replace(b"Content-Type", b"Keep-Alive: timeout=5\r\nX")], id="kept"),
+    ],
+)
+async def test_every_other_shape_is_read_by_h11_and_the_connection_kept(
+    pieces: list[bytes],
+) -> None:
+    script = Scripted([pieces, [WHOLE]])
+    results = await exchanges(script, 2)
+    assert [(r.status, r.body) for r in results] == [(200, BODY)] * 2  # type: ignore[attr-defined]
+    assert script.connections == 1
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(WHOLE.replace(b"HTTP/1.1", b"HTTP/1.0"), id="http-1.0"),
+        pytest.param(WHOLE.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1), id="close"),
+        pytest.param(WHOLE + b"HTTP/1.1 200 OK\r\n", id="unasked-bytes"),
+    ],
+)
+async def test_replies_that_end_the_connection_are_read_but_not_reused(reply: bytes) -> None:
+    script = Scripted([[reply], [WHOLE]])
+    results = await exchanges(script, 2)
+    assert [(r.status, r.body) for r in results] == [(200, BODY)] * 2  # type: ignore[attr-defined]
+    assert script.connections == 2
+
+
+async def test_a_peer_closing_the_idle_connection_costs_no_probe() -> None:
+    script = Scripted([[WHOLE]] * 3, close_after=True)
+    results = await exchanges(script, 3)
+    assert all(getattr(r, "status", None) == 200 for r in results), results
+    assert script.connections == 3
+
+
+async def test_a_body_over_the_limit_fails_and_drops_the_connection() -> None:
+    script = Scripted([[WHOLE], [WHOLE]])
+    results = await exchanges(script, 2, max_body=len(BODY) - 1)
+    assert all(isinstance(r, BodyTooLarge) for r in results)
+    assert script.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (b"", "RemoteProtocolError"),  # closed instead of answering
+        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "RemoteProtocolError"),
+        (b"garbage\r\n\r\n", "RemoteProtocolError"),
+    ],
+)
+async def test_broken_replies_are_typed_errors(reply: bytes, kind: str) -> None:
+    script = Scripted([[reply] if reply else []], close_after=True)
+    (result,) = await exchanges(script, 1)
+    assert type(result).__name__ == kind, result
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        WHOLE.replace(b"Content-Length: ", b"Content-Length: 1\r\nContent-Length: "),
+        WHOLE.replace(b"Content-Length", b"Transfer-Encoding: identity\r\nContent-Length"),
+        WHOLE.replace(b"Content-Type", b"Bad Name"),
+        WHOLE.replace(b" 200 ", b" 204 "),
+        WHOLE[:-1],
+        WHOLE + b"x",
+        WHOLE.replace(b"Content-Length: %d\r\n" % len(BODY), b""),
+    ],
+)
+def test_the_fast_parser_declines_what_h11_must_judge(reply: bytes) -> None:
+    assert _parse_whole(reply) is None
+
+
+def test_the_fast_parser_reads_the_common_shape() -> None:
+    parsed = _parse_whole(WHOLE)
+    assert parsed == (
+        200,
+        "OK",
+        [(b"Content-Type", b"application/json"), (b"Content-Length", b"%d" % len(BODY))],
+        BODY,
+    )
