@@ -37,7 +37,7 @@ same minutes of a shared machine:
 Every figure is printed beside its goal (``goal ...: met`` / ``NOT met``), with the load average.
 ``--part fleet`` or ``--part workers`` runs one half. The fleet part's defaults are the issue's
 full size (about 8-10 minutes on a quiet 2-core machine); ``--part workers`` with its defaults
-takes about 4 minutes. On a shared machine quote the load average beside every ratio.
+takes about 5 minutes. On a shared machine quote the load average beside every ratio.
 """
 
 from __future__ import annotations
@@ -251,9 +251,9 @@ def main() -> None:
     parser.add_argument("--settle-limit", type=float, default=180.0)
     parser.add_argument("--part", choices=("all", "fleet", "workers"), default="all")
     parser.add_argument("--cpu-targets", type=int, default=1000)
-    parser.add_argument("--workers-window", type=float, default=8.0)
+    parser.add_argument("--workers-window", type=float, default=7.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup", type=float, default=6.0)
+    parser.add_argument("--warmup", type=float, default=4.0)
     parser.add_argument("--resume", type=float, default=3.0)
     parser.add_argument("--ramp-start", type=int, default=1000)
     parser.add_argument("--ramp-max", type=int, default=16000)

@@ -258,8 +258,7 @@ class Runner:
             self.history.set_aside = self.alerting.set_aside
             self.alerting.history = self.history
         if self.fleet is not None:
-            fleet_alerts = self.fleet.use_alerts(self.alerting.rule_of, self.alerting.send)
-            self.alerting.vote = fleet_alerts.local
+            self.alerting.fleet = self.fleet.use_alerts(self.alerting)
             from .statuspage.fleet import FleetView  # here: only a fleet agent loads it
 
             self.alerting.status_wrappers.append(partial(FleetView, self.fleet))

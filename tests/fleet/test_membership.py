@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from trioprobe.fleet._etcd import EtcdClient
+from trioprobe.fleet._etcd import EtcdClient, EtcdError
 from trioprobe.fleet.membership import AgentInfo, FleetError, FleetNameInUse, Membership
 
 from .fake_etcd import FakeEtcd
@@ -192,3 +193,102 @@ async def test_a_range_without_our_key_while_the_lease_lives_changes_nothing(
         assert _names(a) == {"a", "b"}
         assert a.reregistrations == 0
         assert a.generation == gen
+
+
+async def test_a_lost_lease_keeps_the_assignment_until_registered_again(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, fake: FakeEtcd
+) -> None:
+    """An etcd that stalls or shuts down can expire every lease, and then not answer: an agent
+    that dropped itself from its own view then would stop probing everything it owns (a soak
+    run saw targets unprobed during an etcd outage). It keeps itself until it registers again."""
+    async with _agent(nursery, fake, "a") as (a, _), _agent(nursery, fake, "b") as (b, _):
+        await _until(lambda: _names(a) == {"a", "b"} == _names(b))
+        real = a.etcd.grant
+        refused = 0
+
+        async def unreachable(ttl: int) -> int:
+            nonlocal refused
+            refused += 1
+            raise EtcdError("no answer within 2.0s")
+
+        a.etcd.grant = unreachable  # type: ignore[method-assign]
+        fake.expire_lease(a.lease)  # the watch tells a (and b) that a's key is gone
+        await _until(lambda: "a" not in b.members and "a" not in a.members and refused > 0)
+        tried = refused
+        await trio.sleep(2 * TTL)
+        # Still in its own view (so it still owns what it did), retrying once per keep-alive
+        # period (not in a busy loop), not registered.
+        assert _names(a) == {"a", "b"}
+        assert _names(b) == {"b"}
+        assert 2 <= refused - tried <= 2 * TTL / (TTL / 3) + 1
+        assert a.reregistrations == 0
+        a.etcd.grant = real  # type: ignore[method-assign]
+        await _until(lambda: a.reregistrations == 1)
+        await _until(lambda: _names(b) == {"a", "b"} == _names(a))
+
+
+async def test_renewals_keep_their_cadence_when_calls_are_slow_or_fail(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, fake: FakeEtcd
+) -> None:
+    """Soak runs at load 15 saw renewals take 1-3 s (etcd busy, or the agent's own loop lagging)
+    and short leases expire: the next renewal is due a period after the last one *started*, and
+    a failed one is tried again soon while the lease may still be alive."""
+    async with _agent(nursery, fake, "a") as (a, _):
+        real = a.etcd.keepalive
+        starts: list[float] = []
+        fail_next = False
+
+        async def slow(lease: int) -> int:
+            nonlocal fail_next
+            starts.append(trio.current_time())
+            await trio.sleep(0.8)  # most of a period (TTL / 3 = 1 s)
+            if fail_next:
+                fail_next = False
+                raise EtcdError("no answer within 2.0s")
+            return await real(lease)
+
+        a.etcd.keepalive = slow  # type: ignore[method-assign]
+        await trio.sleep(10)
+        gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+        assert gaps
+        assert max(gaps) <= TTL / 3 + 0.01  # not 0.8 + 1 s: the call's time is in the period
+        fail_next = True
+        count = len(starts)
+        await _until(lambda: len(starts) > count + 1)
+        assert starts[count + 1] - starts[count] <= 0.8 + TTL / 12 + 0.01
+        assert a.reregistrations == 0
+        assert "a" in fake_members(fake)
+
+
+def fake_members(fake: FakeEtcd) -> set[str]:
+    prefix = b"trioprobe/fleet/f1/members/"
+    return {k[len(prefix) :].decode() for k in fake.kv if k.startswith(prefix)}
+
+
+async def test_leaves_seen_while_etcd_fails_us_wait_for_a_fresh_read(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, fake: FakeEtcd
+) -> None:
+    """An etcd shutting down (or stalled) stops answering our calls and expires every lease: a
+    soak run saw agents apply those deletions and take over every target as etcd stopped. While
+    etcd fails this agent's calls it keeps its view; once etcd answers, it reads it afresh."""
+    async with (
+        _agent(nursery, fake, "a") as (a, _),
+        _agent(nursery, fake, "b") as (b, _),
+        _agent(nursery, fake, "c") as (_, c_scope),
+    ):
+        await _until(lambda: _names(a) == {"a", "b", "c"} == _names(b))
+        real = a.etcd.keepalive
+
+        async def failing(lease: int) -> int:
+            raise EtcdError("POST /v3/lease/keepalive answered 503")
+
+        a.etcd.keepalive = failing  # type: ignore[method-assign]
+        await _until(lambda: not a.connected)
+        c_scope.cancel()  # c dies; its lease expires and the watch tells a and b
+        await _until(lambda: _names(b) == {"a", "b"}, limit=TTL + 2)
+        await trio.sleep(0.5)
+        assert _names(a) == {"a", "b", "c"}  # frozen while etcd fails a's calls
+        a.etcd.keepalive = real  # type: ignore[method-assign]
+        await _until(lambda: a.connected)
+        await _until(lambda: _names(a) == {"a", "b"}, limit=2)
+        assert a.reregistrations <= 1

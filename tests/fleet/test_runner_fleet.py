@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,6 +10,7 @@ import httpx
 import pytest
 import trio
 
+from trioprobe.alerting.notice import Notice
 from trioprobe.config import Config, parse_config
 from trioprobe.fleet import agent as agent_module
 from trioprobe.fleet._etcd import EtcdClient
@@ -109,3 +111,68 @@ async def test_a_live_name_is_a_startup_error(
     with pytest.raises(StartupError, match="fleet could not start: agent name 'x' is already live"):
         await nursery.start(Runner(_config("x")).run)
     first.shutdown()
+
+
+def _alerting_config(agent: str, window_end: str) -> Config:
+    probe = {"name": "p", "type": "scripted", "targets": TARGETS, "interval": 1.0, "timeout": 0.5}
+    fleet = {
+        "etcd": ["http://etcd.test"],
+        "name": "f",
+        "agent": agent,
+        "replicas": 2,
+        "lease_ttl": 3.0,
+    }
+    alert = {"name": "down", "failure_threshold": 2, "repeat_interval": 10.0, "log": False}
+    window = {"name": "upgrade", "start": "2020-01-01T00:00Z", "end": window_end, "targets": ["t0"]}
+    return parse_config(
+        {
+            "probe": [probe],
+            "fleet": fleet,
+            "alert": [alert],
+            "maintenance": [window],
+            "shutdown_grace": 1.0,
+        }
+    )
+
+
+async def test_held_fires_and_repeats_go_out_once_from_the_notifier(
+    autojump_clock: Any, nursery: trio.Nursery, fake: FakeEtcd
+) -> None:
+    """The runner's wiring: its maintenance windows hold the fleet's fire, its probe loop
+    releases it, and its repeat_interval schedules the repeats; one agent sends them all."""
+    from datetime import UTC, datetime
+
+    with probe_types.registered("scripted", "tests.alerting.scripted_probe"):
+        from ..alerting import scripted_probe
+
+        scripted_probe.OUTCOMES.clear()
+        scripted_probe.OUTCOMES.update({"t0": False, "t1": False})
+        end = datetime.fromtimestamp(time.time() + 30, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        sent: list[tuple[str, Notice]] = []
+        runners = {n: Runner(_alerting_config(n, end)) for n in "xyz"}
+        for name, runner in runners.items():
+            alert = runner.alerting.alerts["down"]
+            alert.notify = lambda notice, name=name: sent.append((name, notice))  # type: ignore[method-assign]
+            await nursery.start(runner.run)
+        try:
+            await trio.sleep(20)
+            # t1 fired at once; t0 (in the window) is held: no fire, no repeat.
+            assert [n.event for _, n in sent if n.transition.target == "t0"] == []
+            assert next(n.event for _, n in sent if n.transition.target == "t1") == "fire"
+            await trio.sleep(15)  # the window ended at 30 s
+            fires = [(who, n) for who, n in sent if n.event == "fire"]
+            assert [n.transition.target for _, n in fires] == ["t1", "t0"]
+            await trio.sleep(30)
+        finally:
+            scripted_probe.OUTCOMES.clear()
+            for runner in runners.values():
+                runner.shutdown()
+    for target in ("t0", "t1"):
+        notices = [(who, n) for who, n in sent if n.transition.target == target]
+        assert len({who for who, _ in notices}) == 1  # one agent, the notifier, sends them
+        events = [(n.event, n.repeat) for _, n in notices]
+        assert events[0] == ("fire", 0)
+        repeats = [k for event, k in events[1:] if event == "repeat"]
+        assert len(repeats) >= 2
+        assert repeats == list(range(repeats[0], repeats[0] + len(repeats)))
+        assert len({n.key for _, n in notices}) == len(notices)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import attrs
@@ -40,9 +40,18 @@ from .notice import Notice
 from .state import DOWN, UNKNOWN, UP, Transition
 from .status import StatusPage
 
-__all__ = ["AlertingService", "rule_of"]
+__all__ = ["AlertingService", "FleetSeam", "rule_of"]
 
 logger = logging.getLogger("trioprobe.alerting")
+
+
+class FleetSeam(Protocol):
+    """What a fleet agent's alerts (trioprobe.fleet.alerts) take from the service: this agent's
+    transitions (its votes), and a tick per probe interval (held fires and repeats)."""
+
+    def local(self, transition: Transition) -> None: ...
+
+    def tick(self, probe: str) -> None: ...
 
 
 class AlertingService:
@@ -88,21 +97,22 @@ class AlertingService:
         self._finished = trio.Event()
         #: The runner's history service (for the status page), when ``[history]`` is set.
         self.history: Any = None
-        #: In a fleet, each transition is this agent's vote, and notices come from the fleet's
-        #: agreed verdict (trioprobe.fleet.alerts) through :meth:`send`, not from here.
-        self.vote: Callable[[Transition], None] | None = None
+        #: In a fleet, each transition is this agent's vote, and notices (fires, held fires
+        #: released, repeats, resolves) come from the fleet's agreed verdict
+        #: (trioprobe.fleet.alerts) through :meth:`send`, not from here.
+        self.fleet: FleetSeam | None = None
 
     def send(self, alert: str, notice: Notice) -> None:
-        """Hand ``notice`` to the notifiers of the alert named ``alert`` (the fleet's path).
-
-        A fire held by a dependency or a maintenance window is not sent (nor later: in a fleet,
-        held fires are not released; docs/fleet.md)."""
-        t = notice.transition
-        if notice.event == "fire" and self.hold_reason(alert, t.probe, t.target) is not None:
-            return
+        """Hand ``notice`` to the notifiers of the alert named ``alert`` (the fleet's path: it
+        has applied the holds and the repeat schedule itself)."""
         target = self.alerts.get(alert)
         if target is not None:
             target.notify(notice)
+
+    def repeat_interval(self, alert: str) -> float:
+        """Seconds between the repeats of the alert named ``alert`` (0: none)."""
+        spec = self.alerts.get(alert)
+        return spec.spec.repeat_interval if spec is not None else 0.0
 
     def rule_of(self, probe: str) -> tuple[str, int]:
         """The name of the alert watching ``probe`` ("" if none) and its quorum."""
@@ -125,8 +135,8 @@ class AlertingService:
         self._finished.set()
 
     def _on_transition(self, transition: Transition) -> None:
-        if self.vote is not None:
-            self.vote(transition)
+        if self.fleet is not None:
+            self.fleet.local(transition)
             return
         key = (transition.probe, transition.target)
         alert = self.alerts.get(transition.alert)
@@ -412,13 +422,15 @@ class AlertingService:
                 gone = [k for k in alert.restored if k[0] == spec.name and k[1] not in listed]
                 self._resolve_restored(alert, gone)
             self._repeat(spec.name)
+            if self.fleet is not None:
+                self.fleet.tick(spec.name)
             if exports.poll() is not None:
                 await export_health(self.health, spec, targets, export)
 
     def _repeat(self, probe: str) -> None:
         rule = self.health.rule_for(probe)
         alert = self.alerts.get(rule.name)
-        if alert is None or alert.spec.repeat_interval <= 0 or self.vote is not None:
+        if alert is None or alert.spec.repeat_interval <= 0 or self.fleet is not None:
             return
         now = trio.current_time()
         for h in self.health.entries(probe):

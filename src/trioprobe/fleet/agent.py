@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
 from .. import __version__
-from ..alerting.notify import Notice
 from ..metrics import EventMetrics, Int, Kind
 from ..targets import Target
 from ._etcd import EtcdClient
@@ -17,6 +17,9 @@ from .alerts import FleetAlerts
 from .membership import AgentInfo, Membership
 from .ownership import Ownership
 from .spec import FleetSpec
+
+if TYPE_CHECKING:
+    from ..alerting.service import AlertingService
 
 __all__ = ["FleetAgent"]
 
@@ -56,10 +59,17 @@ class FleetAgent:
     def on_ownership_change(self, callback: Callable[[], None]) -> None:
         self.ownership.on_change(callback)
 
-    def use_alerts(
-        self, rule_of: Callable[[str], tuple[str, int]], send: Callable[[str, Notice], None]
-    ) -> FleetAlerts:
-        self.alerts = FleetAlerts(self.membership, self.ownership, rule_of, send)
+    def use_alerts(self, service: AlertingService) -> FleetAlerts:
+        """Agreed alerts for ``service``: its rules, holds, repeat intervals and notifiers."""
+        self.alerts = FleetAlerts(
+            self.membership,
+            self.ownership,
+            service.rule_of,
+            service.send,
+            hold=service.hold_reason,
+            repeat_interval=service.repeat_interval,
+            now=service.wall_time,
+        )
         return self.alerts
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -7,10 +7,22 @@ starts when the verdict turns down and ends when it turns up again. Only the tar
 (its first live owner) sends, under a key derived from the firing's epoch, so every agent would
 send the same key: when the notifier changes while a target is firing (it died, perhaps
 mid-delivery), the new one sends the fire notice again and the receiver drops the duplicate.
+
+Every agent keeps every firing's whole state (not only the notifier), so a new notifier carries
+on where the old one stopped:
+
+* **Holds.** A fire that ``depends_on`` or a maintenance window holds is not sent; the firing is
+  kept as *held*, and :meth:`FleetAlerts.tick` (once per probe interval, as without a fleet)
+  releases it when the hold is over: the notifier sends the fire then, under the firing's key.
+  A firing that resolves while held sends nothing at all.
+* **Repeats.** A released firing is re-notified at ``since + k * repeat_interval`` (k = 1, 2
+  ...), ``since`` being the time in the vote that completed the quorum: the same instants, and
+  the same key for repeat k, on every agent. A repeat is skipped while held.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -27,6 +39,8 @@ __all__ = ["FleetAlerts", "FleetNotice"]
 
 # Verdicts evaluated between checkpoints (each costs a rendezvous ranking, ~40 µs at 10 agents).
 _CHUNK = 25
+
+HoldFn = Callable[[str, str, str], str | None]
 
 
 @attrs.frozen
@@ -45,6 +59,14 @@ class _Firing:
     epoch: int
     notifier: str | None
     transition: Transition
+    #: Whether the fire was sent: False while a dependency or maintenance window holds it.
+    released: bool = True
+    #: The k of the last repeat instant passed (``since + k * repeat_interval``).
+    repeats: int = 0
+
+
+def _no_hold(alert: str, probe: str, target: str) -> str | None:
+    return None
 
 
 class FleetAlerts:
@@ -53,6 +75,10 @@ class FleetAlerts:
     Args:
         rule_of: probe name -> (alert name, quorum); an empty alert name means no alert.
         send: hands a notice to the named alert's notifiers.
+        hold: (alert, probe, target) -> why its notices are held now (``depends_on``,
+            maintenance), or ``None``.
+        repeat_interval: alert name -> seconds between repeats (0: none).
+        now: the wall clock (a test's follows Trio's).
     """
 
     def __init__(
@@ -61,11 +87,18 @@ class FleetAlerts:
         ownership: Ownership,
         rule_of: Callable[[str], tuple[str, int]],
         send: Callable[[str, Notice], None],
+        *,
+        hold: HoldFn = _no_hold,
+        repeat_interval: Callable[[str], float] = lambda alert: 0.0,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.membership = membership
         self.ownership = ownership
         self.rule_of = rule_of
         self.send = send
+        self.hold = hold
+        self.repeat_interval = repeat_interval
+        self.now = now
         self.me = membership.info.name
         #: (probe, target) -> the firing the fleet agrees on.
         self.firing: dict[tuple[str, str], _Firing] = {}
@@ -78,9 +111,18 @@ class FleetAlerts:
         key = (transition.probe, transition.target)
         self._local[key] = transition
         down = transition.new == DOWN and transition.reason == "result"
-        self.membership.set_vote(transition.probe, transition.target, down)
+        self.membership.set_vote(transition.probe, transition.target, down, transition.since)
         if not down and transition.new != DOWN:
             self._local.pop(key, None)
+
+    def held(self) -> dict[tuple[str, str], str]:
+        """Firings whose fire is held, and why (for the alerts API)."""
+        out: dict[tuple[str, str], str] = {}
+        for key, firing in self.firing.items():
+            why = None if firing.released else self.hold(firing.transition.alert, *key)
+            if why is not None:
+                out[key] = why
+        return out
 
     async def run(self) -> None:
         """Evaluate the verdicts whenever the mirror changes, until cancelled."""
@@ -107,20 +149,63 @@ class FleetAlerts:
         first = notifier(owners)
         firing = self.firing.get(key)
         if v.down and v.epoch is not None and firing is None:
-            transition = self._transition(alert, probe, target, UP, DOWN)
-            self.firing[key] = _Firing(v.epoch, first, transition)
-            self._notify(first, "fire", alert, transition, v.epoch)
+            since = self._since(key, votes, v.epoch)
+            transition = self._transition(alert, probe, target, UP, DOWN, since)
+            released = self.hold(alert, probe, target) is None
+            firing = self.firing[key] = _Firing(v.epoch, first, transition, released)
+            firing.repeats = self._due(alert, firing)
+            if released:
+                self._notify(first, "fire", firing)
         elif v.down and firing is not None and firing.notifier != first:
-            # A new notifier (the old one died, perhaps mid-delivery): send again, same key.
+            # A new notifier (the old one died, perhaps mid-delivery): send again, same keys.
             firing.notifier = first
-            self._notify(first, "fire", alert, firing.transition, firing.epoch)
+            if firing.released:
+                self._notify(first, "fire", firing)
+                if firing.repeats and self.hold(alert, probe, target) is None:
+                    self._notify(first, "repeat", firing, firing.repeats)
         elif not v.down and firing is not None:
             del self.firing[key]
-            transition = self._transition(alert, probe, target, DOWN, UP)
-            self._notify(first, "resolve", alert, transition, firing.epoch)
+            if firing.released:  # a fire nobody was told of needs no resolve
+                transition = self._transition(alert, probe, target, DOWN, UP, self.now())
+                self._notify(first, "resolve", attrs.evolve(firing, transition=transition))
+
+    def tick(self, probe: str) -> None:
+        """Release the held fires of ``probe`` whose hold is over, and send the repeats that
+        are due (the alerting service calls it once per probe interval, as it checks its own)."""
+        for key, firing in list(self.firing.items()):
+            if key[0] != probe:
+                continue
+            alert = firing.transition.alert
+            held = self.hold(alert, *key) is not None
+            due = self._due(alert, firing)
+            if not firing.released:
+                if not held:
+                    firing.released = True
+                    # The next repeat comes at the next instant of the firing's schedule.
+                    firing.repeats = due
+                    self._notify(firing.notifier, "fire", firing)
+            elif due > firing.repeats:
+                firing.repeats = due
+                if not held:
+                    self._notify(firing.notifier, "repeat", firing, due)
+
+    def _due(self, alert: str, firing: _Firing) -> int:
+        """How many repeat instants of ``firing`` have passed (0 without repeats)."""
+        interval = self.repeat_interval(alert)
+        if interval <= 0:
+            return 0
+        return max(0, math.floor((self.now() - firing.transition.since) / interval))
+
+    def _since(self, key: tuple[str, str], votes: dict[str, int], epoch: int) -> float:
+        """The time in the vote that completed the quorum (now, if it carries none)."""
+        times = self.membership.vote_since.get(key, {})
+        for agent, revision in votes.items():
+            if revision == epoch and agent in times:
+                return times[agent]
+        return self.now()
 
     def _transition(
-        self, alert: str, probe: str, target: str, old: State, new: State
+        self, alert: str, probe: str, target: str, old: State, new: State, since: float
     ) -> Transition:
         local = self._local.get((probe, target))
         return Transition(
@@ -128,19 +213,19 @@ class FleetAlerts:
             target,
             old,
             new,
-            time.time(),
+            since,
             local.failures if local is not None else 0,
             local.total if local is not None else 0,
             local.error if local is not None else None,
             alert=alert,
         )
 
-    def _notify(
-        self, first: str | None, event: Event, alert: str, transition: Transition, epoch: int
-    ) -> None:
+    def _notify(self, first: str | None, event: Event, firing: _Firing, repeat: int = 0) -> None:
         if first != self.me:
             return
-        t = transition
-        key = notice_key(self.membership.fleet, alert, t.probe, t.target, event, epoch)
+        t = firing.transition
+        key = notice_key(
+            self.membership.fleet, t.alert, t.probe, t.target, event, firing.epoch, repeat
+        )
         self.sent[event] += 1
-        self.send(alert, FleetNotice(event, transition, fleet_key=key))
+        self.send(t.alert, FleetNotice(event, t, repeat=repeat, fleet_key=key))

@@ -3,7 +3,7 @@
 Keys under ``trioprobe/fleet/<fleet>/``::
 
     members/<agent>                     JSON AgentInfo, under the agent's lease
-    votes/<agent>\\0<probe>\\0<target>    b"down", under the agent's lease, only while down
+    votes/<agent>\\0<probe>\\0<target>    b"down <since>", under the agent's lease, only while down
 
 Writes, by design: a lease keep-alive every ``lease_ttl / 3`` seconds per agent (0.3 writes/s at
 the default 10 s), plus one write per registration and per vote change. Reads are one prefix
@@ -16,9 +16,12 @@ Failure handling:
   ownership computed from it stays, so nothing stops being probed), ``connected`` turns False,
   it is logged once, and the loops retry by themselves until etcd answers again.
 * the lease expired while this agent was paused or cut off (a keep-alive answers TTL 0, or the
-  watch reports this agent's key deleted): it drops itself from its view at once (so it stops
-  probing what others have taken over), grants a new lease, registers again and re-publishes its
-  votes.
+  watch reports this agent's key deleted): it grants a new lease, registers again and
+  re-publishes its votes. Meanwhile it keeps itself in its own view, so it keeps probing its
+  last assignment: an etcd that stalls or shuts down can expire every lease at once (a soak run
+  saw it, and saw agents that had dropped themselves leave targets unprobed during the outage),
+  and monitoring must not stop because the coordinator is down. The cost is double coverage of
+  what others took over until they see the new registration: a round trip when etcd answers.
 """
 
 from __future__ import annotations
@@ -105,12 +108,19 @@ class Membership:
         self.members: dict[str, tuple[AgentInfo, int]] = {}
         #: (probe, target) -> {agent: revision of its down vote}.
         self.votes: dict[tuple[str, str], dict[str, int]] = {}
+        #: (probe, target) -> {agent: wall-clock time its view turned down}, from the votes
+        #: that carry one: a firing's time and repeat schedule, the same on every agent.
+        self.vote_since: dict[tuple[str, str], dict[str, float]] = {}
         #: Grows whenever the live member set changes; the ownership cache is keyed by it.
         self.generation = 0
         #: Registrations after the first (a lease found expired).
         self.reregistrations = 0
         self.lease = 0
+        #: Whether this agent holds a live registration (a lease etcd has not expired).
         self._registered = False
+        #: Whether this agent counts itself in its own view: from its first registration on,
+        #: also while its lease is lost and it registers again (fail-static).
+        self._joined = False
         #: The revision of the current registration: an older delete of our key is stale.
         self._registered_at = 0
         self._left = False
@@ -119,21 +129,26 @@ class Membership:
         self.changes = 0
         self._any_change = trio.Event()
         self._wake_keepalive = trio.Event()
-        self._own_votes: dict[tuple[str, str], bool] = {}
+        #: (probe, target) -> since (wall clock) of this agent's down votes.
+        self._own_votes: dict[tuple[str, str], float] = {}
         self._pending_votes: set[tuple[str, str]] = set()
         self._votes_waiting = trio.Event()
         self._live_cache: tuple[int, list[Member]] = (-1, [])
+        #: Whether member deletions were left unapplied while etcd failed this agent's calls.
+        self._skipped_leaves = False
+        self._watch_scope = trio.CancelScope()
 
     # --- the view -------------------------------------------------------------------------
 
     def live(self) -> list[Member]:
         """The live members ownership is computed from: as last seen in etcd, plus this agent
-        while it holds a registration (before the watch has echoed it back)."""
+        once it has registered (before the watch has echoed it back, and while it registers
+        again after losing its lease)."""
         generation, cached = self._live_cache
         if generation == self.generation:
             return cached
         infos = {name: info for name, (info, _) in self.members.items()}
-        if self._registered:
+        if self._joined:
             infos[self.info.name] = self.info
         members = [Member(i.name, i.zone, i.weight) for i in infos.values()]
         self._live_cache = (self.generation, members)
@@ -165,6 +180,9 @@ class Membership:
     def _set_connected(self, connected: bool, why: object = None) -> None:
         if connected and not self.connected:
             logger.info("fleet %r: connected to etcd", self.fleet)
+            if self._skipped_leaves:
+                # Leaves were not applied while etcd failed us: read the whole prefix again.
+                self._watch_scope.cancel()
         elif not connected and self.connected:
             # Once per outage: the loops retry quietly until etcd answers again.
             logger.warning(
@@ -176,13 +194,16 @@ class Membership:
 
     # --- votes ------------------------------------------------------------------------------
 
-    def set_vote(self, probe: str, target: str, down: bool) -> None:
-        """Publish (or withdraw) this agent's down vote; never blocks, coalesces changes."""
+    def set_vote(self, probe: str, target: str, down: bool, since: float = 0.0) -> None:
+        """Publish (or withdraw) this agent's down vote; never blocks, coalesces changes.
+
+        ``since`` (wall clock, 0 for none) is when this agent saw the target go down: the vote
+        that completes a quorum dates the firing for every agent (its repeat schedule)."""
         key = (probe, target)
-        if self._own_votes.get(key, False) == down:
+        if (key in self._own_votes) == down:
             return
         if down:
-            self._own_votes[key] = True
+            self._own_votes[key] = since
         else:
             self._own_votes.pop(key, None)
         self._pending_votes.add(key)
@@ -199,8 +220,9 @@ class Membership:
                 key = self._pending_votes.pop()
                 etcd_key = self._vote_key(self.info.name, *key)
                 try:
-                    if self._own_votes.get(key, False):
-                        await self.etcd.put(etcd_key, b"down", self.lease)
+                    if key in self._own_votes:
+                        value = _vote_value(self._own_votes[key])
+                        await self.etcd.put(etcd_key, value, self.lease)
                     else:
                         await self.etcd.delete(etcd_key)
                 except EtcdError as exc:
@@ -224,11 +246,12 @@ class Membership:
         self.lease = lease
         self._registered_at = revision
         self._registered = True
+        self._joined = True
         self._bump()
         if not first:
             self.reregistrations += 1
             # The old lease took this agent's votes with it: publish them again.
-            self._pending_votes.update(k for k, down in self._own_votes.items() if down)
+            self._pending_votes.update(self._own_votes)
             self._votes_waiting.set()
 
     async def start(self) -> None:
@@ -250,37 +273,52 @@ class Membership:
         raise FleetError(f"fleet {self.fleet!r}: cannot register with etcd: {last}")
 
     async def _keepalive_loop(self) -> None:
+        """Renew the lease every ``lease_ttl / 3`` seconds, counted from each renewal's start.
+
+        Counted from the start, not the end: a renewal slowed by a busy etcd or by this
+        process's own event-loop lag (soak runs measured 1-3 s per call at load 15 on 2 cores)
+        must not push the next one further out, or two slow ones in a row let a short lease
+        expire. A failed renewal is tried again after a fraction of the period while the lease
+        may still be alive, and once a period after that (an outage costs no more calls).
+        """
         period = self.lease_ttl / 3
+        renewed = trio.current_time()
+        due = renewed + period
         while not self._left:
-            with trio.move_on_after(period):
+            with trio.move_on_at(due):
                 await self._wake_keepalive.wait()
             self._wake_keepalive = trio.Event()
             if self._left:
                 return
+            started = trio.current_time()
+            due = started + period
             try:
                 if self._registered and await self.etcd.keepalive(self.lease) > 0:
+                    renewed = started
                     self._set_connected(True)
                     continue
-                if self._registered:
-                    logger.warning(
-                        "fleet %r: the lease of agent %r expired (paused or cut off); "
-                        "registering again",
-                        self.fleet,
-                        self.info.name,
-                    )
-                    self._drop_self()
+                self._lose_lease()
                 await self._register(first=False)
+                renewed = started
                 self._set_connected(True)
             except FleetNameInUse as exc:
                 logger.error("fleet %r: %s; retrying", self.fleet, exc)
             except EtcdError as exc:
                 self._set_connected(False, exc)
+                if self._registered and trio.current_time() - renewed < self.lease_ttl:
+                    due = min(due, trio.current_time() + period / 4)
 
-    def _drop_self(self) -> None:
+    def _lose_lease(self) -> None:
+        """Our lease is gone: register again (the keep-alive loop does), keeping our view."""
         if self._registered:
             self._registered = False
-            self.members.pop(self.info.name, None)
-            self._bump()
+            logger.warning(
+                "fleet %r: the lease of agent %r expired (paused, cut off, or etcd stalled); "
+                "registering again, probing the last assignment meanwhile",
+                self.fleet,
+                self.info.name,
+            )
+        self.members.pop(self.info.name, None)
 
     async def leave(self) -> None:
         """Revoke the lease, so the others take this agent's targets over at once (lameduck).
@@ -309,13 +347,16 @@ class Membership:
                 if not self._reset(kvs):
                     await trio.sleep(self.retry)
                     continue  # the keep-alive decides whether our lease is gone; read again
+                self._skipped_leaves = False
                 self._set_connected(True)
                 if not started:
                     task_status.started()
                     started = True
                 async with self.etcd.watch(self.prefix, revision + 1) as watch:
-                    while True:
-                        self._apply(await watch.next_batch())
+                    with trio.CancelScope() as self._watch_scope:
+                        while True:
+                            self._apply(await watch.next_batch())
+                continue  # etcd answers again after skipped leaves: mirror it afresh
             except EtcdError as exc:
                 self._set_connected(False, exc)
             if not started:
@@ -341,6 +382,7 @@ class Membership:
         before = set(self.members)
         self.members = {}
         self.votes = {}
+        self.vote_since = {}
         for kv in kvs:
             self._put(kv)
         if set(self.members) != before:
@@ -360,8 +402,14 @@ class Membership:
                 elif name == self.info.name and event.kv.mod_revision > self._registered_at:
                     self.members.pop(name, None)
                     if not self._left:
-                        self._drop_self()
+                        self._lose_lease()
                         self._wake_keepalive.set()
+                elif not self.connected:
+                    # etcd fails our own calls: a shutdown or a stall that expires every lease,
+                    # not these agents dying. Keep the view (fail-static; a soak run saw agents
+                    # take over every target as etcd stopped); it is read afresh once etcd
+                    # answers again.
+                    self._skipped_leaves = True
                 else:
                     self.members.pop(name, None)
             elif event.deleted:
@@ -382,17 +430,26 @@ class Membership:
         if parts is not None:
             agent, probe, target = parts
             self.votes.setdefault((probe, target), {})[agent] = kv.mod_revision
+            since = _vote_since(kv.value)
+            if since:
+                self.vote_since.setdefault((probe, target), {})[agent] = since
 
     def _drop_vote(self, key: bytes) -> None:
         parts = self._vote_parts(key)
         if parts is None:
             return
         agent, probe, target = parts
-        votes = self.votes.get((probe, target))
+        pair = (probe, target)
+        votes = self.votes.get(pair)
         if votes is not None:
             votes.pop(agent, None)
             if not votes:
-                del self.votes[(probe, target)]
+                del self.votes[pair]
+        times = self.vote_since.get(pair)
+        if times is not None:
+            times.pop(agent, None)
+            if not times:
+                del self.vote_since[pair]
 
     def _vote_parts(self, key: bytes) -> tuple[str, str, str] | None:
         if not key.startswith(self._votes_prefix):
@@ -411,6 +468,20 @@ class Membership:
             nursery.start_soon(self._vote_writer)
             await nursery.start(self._watch_loop)
             task_status.started()
+
+
+def _vote_value(since: float) -> bytes:
+    return f"down {since:.6f}".encode() if since > 0 else b"down"
+
+
+def _vote_since(value: bytes) -> float:
+    """The time in a vote's value; 0 for none (a bare ``down``, as older agents write)."""
+    _, _, rest = value.partition(b" ")
+    try:
+        since = float(rest) if rest else 0.0
+    except ValueError:
+        return 0.0
+    return since if math.isfinite(since) and since > 0 else 0.0
 
 
 async def read_fleet(etcd: EtcdClient, fleet: str, *, max_votes: int = 1000) -> dict[str, Any]:
