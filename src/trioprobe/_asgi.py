@@ -29,6 +29,10 @@ What a client can do to this server, and what it costs the others:
   one that never sent a request first, then a kept-alive one; if every connection is in the
   middle of a request, the new one is closed at once. So idle sockets, however many and however
   quickly re-opened, cannot lock a scraper out: they only shed each other.
+
+This module is the server: the listeners, which connections are served, and for how long.
+One request on a connection is :mod:`trioprobe._asgi_request`; what an app needs (the ASGI
+types, ``answer_lifespan``, ``send_response``) is :mod:`trioprobe._asgi_app`, re-exported here.
 """
 
 from __future__ import annotations
@@ -36,16 +40,23 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, Final
-from urllib.parse import unquote
 
 import attrs
 import h11
 import trio
 
+from ._asgi_app import ASGIApp as ASGIApp
+from ._asgi_app import Receive as Receive
+from ._asgi_app import Scope as Scope
+from ._asgi_app import Send as Send
+from ._asgi_app import answer_lifespan as answer_lifespan
+from ._asgi_app import send_response as send_response
+from ._asgi_request import MAX_BODY_BYTES as MAX_BODY_BYTES
+from ._asgi_request import BadRequest, call_app, read_body, read_request, send_error
 from ._groups import open_nursery
-from ._http11 import READ_SIZE, HTTP11Connection, ReadError, RemoteProtocolError, WriteError
+from ._http11 import HTTP11Connection, ReadError, RemoteProtocolError, WriteError
 from ._ratelog import RateLimitedLog
 
 __all__ = [
@@ -61,15 +72,8 @@ __all__ = [
 
 log = logging.getLogger("trioprobe.http")
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 #: Request line plus headers; more is answered 431 (h11's own default is 16 KiB too).
 MAX_HEADER_BYTES: Final = 16 * 1024
-#: Request body; more is answered 413. These apps read no body at all.
-MAX_BODY_BYTES: Final = 64 * 1024
 #: Seconds for one request from its first byte awaited to its last byte sent.
 DEFAULT_REQUEST_TIMEOUT: Final = 10.0
 #: Connections served at once; a scraper or prober needs one or two.
@@ -78,15 +82,11 @@ DEFAULT_MAX_CONNECTIONS: Final = 64
 #: Spare file descriptors each server holds, to accept connections when the process has none.
 FD_RESERVE: Final = 8
 
-_RECEIVE_BYTES: Final = READ_SIZE
 # accept() errors that mean "no resources now", as trio.serve_listeners lists them.
 _ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 )
 _ACCEPT_BACKOFF: Final = (0.1, 1.0)
-# After an error reply: how long and how much to read before closing (see _linger).
-_LINGER_SECONDS: Final = 1.0
-_LINGER_BYTES: Final = 256 * 1024
 
 
 @attrs.define
@@ -111,12 +111,6 @@ class HTTPServerStats:
     accept_errors: int = 0
     #: Connections accepted with a descriptor of the server's reserve (the process had none).
     accepted_from_reserve: int = 0
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
 
 
 async def serve_asgi(
@@ -341,192 +335,21 @@ class _Server:
                     return
             with trio.fail_after(self.request_timeout):
                 try:
-                    request = await self._read_request(http)
+                    request = await read_request(http)
                     if request is None:
                         return
-                    body = await self._read_body(http)
-                except (RemoteProtocolError, _BadRequest) as exc:
+                    body = await read_body(http)
+                except (RemoteProtocolError, BadRequest) as exc:
                     await self._reject(http, exc)
                     return
-                await self._call_app(http, request, body)
+                await call_app(self.app, http, request, body)
+                self.stats.requests += 1
             if not http.both_done:
                 return
             slot.requests += 1
             http.start_next_cycle()
 
-    async def _read_request(self, http: HTTP11Connection) -> h11.Request | None:
-        event = await http.next_event()
-        if isinstance(event, h11.Request):
-            _refuse_ambiguous_framing(event)
-            return event
-        # ConnectionClosed between requests, or PAUSED after one we closed.
-        return None
-
-    async def _read_body(self, http: HTTP11Connection) -> bytes:
-        body = bytearray()
-        while True:
-            event = await http.next_event()
-            if isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_BODY_BYTES:
-                    raise _BadRequest(413, f"request body over {MAX_BODY_BYTES} bytes")
-            elif isinstance(event, h11.EndOfMessage):
-                return bytes(body)
-            else:
-                raise _BadRequest(400, f"unexpected {type(event).__name__} in the request body")
-
-    async def _reject(self, http: HTTP11Connection, exc: RemoteProtocolError | _BadRequest) -> None:
+    async def _reject(self, http: HTTP11Connection, exc: RemoteProtocolError | BadRequest) -> None:
         self.stats.bad_requests += 1
         self._log.warning("bad request", "HTTP server: bad request: %s", exc)
-        status = exc.status if isinstance(exc, _BadRequest) else exc.status_hint
-        if http.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            body = f"{exc}\n".encode()
-            headers = [
-                ("content-type", "text/plain; charset=utf-8"),
-                ("content-length", str(len(body))),
-                ("connection", "close"),
-            ]
-            await http.send(
-                h11.Response(status_code=status, headers=headers),
-                h11.Data(data=body),
-                h11.EndOfMessage(),
-            )
-            await _linger(http.stream)
-
-    async def _call_app(self, http: HTTP11Connection, request: h11.Request, body: bytes) -> None:
-        scope = _http_scope(http.stream, request)
-        head = request.method == b"HEAD"
-        done = trio.Event()
-        received = False
-
-        async def receive() -> MutableMapping[str, Any]:
-            nonlocal received
-            if not received:
-                received = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await done.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: MutableMapping[str, Any]) -> None:
-            kind = message["type"]
-            if kind == "http.response.start":
-                headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
-                await http.send(h11.Response(status_code=message["status"], headers=headers))
-            elif kind == "http.response.body":
-                chunk = bytes(message.get("body", b""))
-                events: list[h11.Event] = [] if head or not chunk else [h11.Data(data=chunk)]
-                if not message.get("more_body", False):
-                    events.append(h11.EndOfMessage())
-                    done.set()
-                await http.send(*events)
-            else:
-                raise RuntimeError(f"ASGI app sent an unexpected {kind!r} message")
-
-        try:
-            await self.app(scope, receive, send)
-        except Exception:
-            if http.conn.our_state is h11.SEND_RESPONSE:
-                await self._send_500(http)
-            raise
-        if http.conn.our_state is h11.SEND_RESPONSE:
-            await self._send_500(http)
-            raise RuntimeError("ASGI app returned without answering")
-        if not done.is_set():
-            raise RuntimeError("ASGI app returned in the middle of its response")
-        self.stats.requests += 1
-
-    async def _send_500(self, http: HTTP11Connection) -> None:
-        headers = [("content-length", "0"), ("connection", "close")]
-        await http.send(h11.Response(status_code=500, headers=headers), h11.EndOfMessage())
-
-
-def _http_scope(stream: trio.SocketStream, request: h11.Request) -> Scope:
-    """The ASGI ``http`` scope of ``request`` received on ``stream``."""
-    raw_path, _, query = request.target.partition(b"?")
-    sockname = stream.socket.getsockname()
-    peername = stream.socket.getpeername()
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": request.http_version.decode("ascii"),
-        "method": request.method.decode("ascii"),
-        "scheme": "http",
-        "path": unquote(raw_path.decode("latin-1")),
-        "raw_path": raw_path,
-        "query_string": query,
-        "root_path": "",
-        "headers": [(name, value) for name, value in request.headers],
-        "client": (peername[0], peername[1]),
-        "server": (sockname[0], sockname[1]),
-    }
-
-
-async def _linger(stream: trio.SocketStream) -> None:
-    """Half-close, then read (and drop) what the client still sends, briefly and boundedly.
-
-    Closing a socket with unread bytes in it makes the kernel answer with a reset, which may
-    destroy our error reply before the client has read it; reading a little first lets the
-    reply arrive. Bounded in bytes and time, so an attacker gains nothing by sending more.
-    """
-    with trio.move_on_after(_LINGER_SECONDS):
-        await stream.send_eof()
-        left = _LINGER_BYTES
-        while left > 0 and (chunk := await stream.receive_some(_RECEIVE_BYTES)):
-            left -= len(chunk)
-
-
-def _refuse_ambiguous_framing(request: h11.Request) -> None:
-    """Refuse a request framed both by ``Content-Length`` and ``Transfer-Encoding``.
-
-    h11 follows RFC 9112 §6.3 and frames such a body as chunked; a proxy in front of us might
-    have framed it by its length, so the rest of the body would be a second, smuggled request
-    to us. §6.1 says a server may reject it, and must close the connection after answering it:
-    there is no honest client that sends both.
-    """
-    names = {name for name, _ in request.headers}
-    if b"content-length" in names and b"transfer-encoding" in names:
-        raise _BadRequest(400, "both Content-Length and Transfer-Encoding (RFC 9112 section 6.1)")
-
-
-async def answer_lifespan(receive: Receive, send: Send) -> None:
-    """Answer an ASGI ``lifespan`` scope: these apps have nothing to start or stop."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
-async def send_response(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: bytes = b"text/plain; charset=utf-8",
-    *,
-    slice_bytes: int | None = None,
-) -> None:
-    """Send a complete HTTP response with a ``Content-Length``.
-
-    With ``slice_bytes``, the body goes out that many bytes at a time, so a connection holds
-    one slice beyond ``body`` (which a large, shared body must not be copied whole for).
-    """
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    if slice_bytes is None or len(body) <= slice_bytes:
-        await send({"type": "http.response.body", "body": body})
-        return
-    # ASGI bodies are bytes: each slice is a copy, one slice at a time.
-    for start in range(0, len(body), slice_bytes):
-        more = start + slice_bytes < len(body)
-        chunk = body[start : start + slice_bytes]
-        await send({"type": "http.response.body", "body": chunk, "more_body": more})
+        await send_error(http, exc)

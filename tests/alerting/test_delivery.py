@@ -188,11 +188,11 @@ async def test_a_notice_is_logged_only_once_it_is_on_disk(
 ) -> None:
     # Issue 24 item 11b: the log line reported a notice that a SIGKILL could still lose (it sat
     # in memory before the queue append). Now the append (and the alert state) come first.
-    from trioprobe.alerting.service import _Alert
+    from trioprobe.alerting._notifiers import AlertNotifiers
     from trioprobe.specs import AlertSpec
 
     caplog.set_level(logging.INFO, "trioprobe.alerting")
-    alert = _Alert(
+    alert = AlertNotifiers(
         AlertSpec("a", webhook="http://127.0.0.1:1/hook", webhook_queue_dir=str(tmp_path / "q")),
         drain_timeout=0.1,
     )

@@ -219,12 +219,13 @@ def test_an_alert_1024_notices_behind_drops_the_next_one(
 ) -> None:
     """Probing never waits for notifications: once an alert's inbox (NOTICE_BUFFER notices) is
     full, the next notice is dropped, counted and logged, and the buffered ones stay."""
-    from trioprobe.alerting.service import NOTICE_BUFFER, _Alert
+    from trioprobe.alerting._notifiers import AlertNotifiers
+    from trioprobe.alerting.notify import NOTICE_BUFFER
 
     config = parse_config(
         fast_config({"name": "x-down", "command": [sys.executable, "-c", "pass"], "log": False})
     )
-    alert = _Alert(config.alerts[0], 1.0)
+    alert = AlertNotifiers(config.alerts[0], 1.0)
     notices = [
         Notice("fire", Transition("p", f"t{i}", UP, DOWN, float(i), 3, 5, "x", alert="x-down"))
         for i in range(NOTICE_BUFFER + 2)

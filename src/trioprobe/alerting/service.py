@@ -7,13 +7,17 @@ list every probe interval (removed targets resolve), re-notifies firing alerts e
 counter every stats interval, through the same channel as the keepers' metrics, so every surfacer
 gets them. :meth:`finish` (called by the runner once the probes have stopped) makes a last
 export, lets the notifiers drain and ends :meth:`run`.
+
+The service decides what to notify and when; beside it, each in a module of its own: which
+alert watches a probe (``_rules``), how one alert's notices are delivered (``_notifiers``), why
+a notice is held (``_holds``), and the alert state's metrics (``_exports``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -23,41 +27,22 @@ import trio
 from .._asgi import ASGIApp, serve_asgi
 from .._groups import open_nursery
 from .._ticks import Ticker
-from ..config import AlertSpec, Config, ProbeSpec, StatusSpec
-from ..metrics import EventMetrics, Int, Kind
+from ..config import Config, ProbeSpec, StatusSpec
+from ..metrics import EventMetrics
 from ..results import ProbeResult
-from ..targets import ProbeTargets
-from .alertmanager import AlertmanagerNotifier
+from ._exports import TargetsFn, export_health
+from ._holds import Holds
+from ._notifiers import AlertNotifiers
+from ._rules import rule_of, rules_for
 from .api import AlertsAPI, is_loopback, read_token
-from .depends import first_down, parse_dependency
-from .firing import FiringEntry
 from .health import Health
-from .maintenance import Window
 from .notice import Notice
-from .notify import NOTICE_BUFFER, CommandNotifier, WebhookNotifier, log_notice
-from .queued import QueuedNotifier
-from .state import DOWN, UNKNOWN, UP, AlertRule, Transition
+from .state import DOWN, UNKNOWN, UP, Transition
 from .status import StatusPage
 
 __all__ = ["AlertingService", "FleetSeam", "rule_of"]
 
 logger = logging.getLogger("trioprobe.alerting")
-
-Notifier = CommandNotifier | QueuedNotifier
-TargetsFn = Callable[[], Iterable[str]]
-
-
-def rule_of(spec: AlertSpec) -> AlertRule:
-    return AlertRule(
-        name=spec.name,
-        failure_threshold=spec.failure_threshold,
-        success_threshold=spec.success_threshold,
-        failures=spec.failures,
-        total=spec.total,
-        max_latency=spec.max_latency,
-        burn_rate_above=spec.burn_rate_above,
-        burn_rate_window=spec.burn_rate_window,
-    )
 
 
 class FleetSeam(Protocol):
@@ -69,120 +54,6 @@ class FleetSeam(Protocol):
     def tick(self, probe: str) -> None: ...
 
 
-class _Alert:
-    """One ``[[alert]]``'s notifiers, and the task that hands notices to them.
-
-    Notices come in through :meth:`notify` (synchronous, from a probe's owner task) into one
-    bounded inbox. :meth:`dispatch` queues each batch in every durable notifier (on disk, with
-    the alert state), and only then logs it and passes it to the command notifier: a logged
-    notice is one a SIGKILL can no longer lose.
-    """
-
-    def __init__(
-        self,
-        spec: AlertSpec,
-        drain_timeout: float,
-        *,
-        probe_labels: Mapping[str, Mapping[str, str]] | None = None,
-        generator_url: Callable[[str, str], str] | None = None,
-    ) -> None:
-        self.spec = spec
-        self.command = CommandNotifier(spec.command, spec.command_timeout) if spec.command else None
-        self.durable: list[QueuedNotifier] = []
-        if spec.webhook:
-            self.durable.append(
-                WebhookNotifier(
-                    spec.webhook,
-                    spec.webhook_queue_dir,
-                    alert=spec.name,
-                    timeout=spec.webhook_timeout,
-                    drain_timeout=drain_timeout,
-                )
-            )
-        if spec.alertmanager:
-            self.durable.append(
-                AlertmanagerNotifier(
-                    spec.alertmanager,
-                    spec.alertmanager_queue_dir,
-                    alert=spec.name,
-                    severity=spec.severity,
-                    probe_labels=probe_labels,
-                    generator_url=generator_url,
-                    timeout=spec.alertmanager_timeout,
-                    drain_timeout=drain_timeout,
-                )
-            )
-        self.inbox, self._inbox_out = trio.open_memory_channel[Notice](NOTICE_BUFFER)
-        self._command_in, self._command_out = trio.open_memory_channel[Notice](NOTICE_BUFFER)
-        #: Notices dropped because the alert was :data:`NOTICE_BUFFER` notices behind.
-        self.dropped = 0
-        #: (probe, target) -> alerts a previous run left firing.
-        self.restored: dict[tuple[str, str], FiringEntry] = {}
-
-    @property
-    def notifiers(self) -> list[Notifier]:
-        return [*([self.command] if self.command else []), *self.durable]
-
-    def notify(self, notice: Notice) -> None:
-        try:
-            self.inbox.send_nowait(notice)
-        except trio.WouldBlock:
-            self.dropped += 1
-            logger.warning(
-                "alert %r is %d notices behind: dropped a %s of %r",
-                self.spec.name,
-                NOTICE_BUFFER,
-                notice.event,
-                notice.transition.target,
-            )
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            # The alert has stopped (shutdown): nothing left to tell.
-            pass
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Start the notifiers, then dispatch until the inbox is closed and drained."""
-        async with open_nursery() as nursery:
-            if self.command is not None:
-                await nursery.start(self.command.run, self._command_out)
-            for notifier in self.durable:
-                await nursery.start(notifier.run)
-                for entry in notifier.state.firing.values():
-                    t = entry.notice.transition
-                    self.restored.setdefault((t.probe, t.target), entry)
-            task_status.started()
-            try:
-                await self._dispatch()
-            finally:
-                self._command_in.close()
-                for notifier in self.durable:
-                    notifier.close()
-
-    async def _dispatch(self) -> None:
-        async with self._inbox_out:
-            async for first in self._inbox_out:
-                batch = [first]
-                while len(batch) < NOTICE_BUFFER:
-                    try:
-                        batch.append(self._inbox_out.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                for notifier in self.durable:
-                    await notifier.enqueue(batch)
-                for notice in batch:
-                    if self.spec.log:
-                        log_notice(notice)
-                    if self.command is not None:
-                        try:
-                            self._command_in.send_nowait(notice)
-                        except trio.WouldBlock:
-                            self.dropped += 1
-                            logger.warning(
-                                "%s is %d notices behind: dropped one",
-                                self.command.name,
-                                NOTICE_BUFFER,
-                            )
-
-
 class AlertingService:
     """Health state, notifications, metrics and the status page for one runner's probes."""
 
@@ -190,7 +61,7 @@ class AlertingService:
         self.config = config
         labels = {spec.name: spec.labels for spec, _ in config.probes}
         self.alerts = {
-            a.name: _Alert(
+            a.name: AlertNotifiers(
                 a,
                 config.shutdown_grace,
                 probe_labels=labels,
@@ -198,13 +69,7 @@ class AlertingService:
             )
             for a in config.alerts
         }
-        rules: dict[str, AlertRule] = {}
-        catch_all = next((a for a in config.alerts if not a.probes), None)
-        for spec, _ in config.probes:
-            owner = next((a for a in config.alerts if spec.name in a.probes), catch_all)
-            if owner is not None:
-                rules[spec.name] = rule_of(owner)
-        self.health = Health(rules)
+        self.health = Health(rules_for(config))
         self.health.add_listener(self._on_transition)
         #: The status server's app (status page and alerts API), once serving.
         self.api: AlertsAPI | None = None
@@ -214,7 +79,7 @@ class AlertingService:
         self._alerts_nursery: trio.Nursery | None = None
         self._export_send: trio.MemorySendChannel[EventMetrics] | None = None
         self._watched: dict[str, tuple[ProbeSpec, TargetsFn, trio.CancelScope]] = {}
-        # Set when an alert's task has returned (its queues released), by id of the _Alert.
+        # Set when an alert's task has returned (its queues released), by id of its AlertNotifiers.
         self._alert_done: dict[int, trio.Event] = {}
         #: The status page's base URL, once serving (``None`` without a ``[status]`` table).
         self.status_url: str | None = None
@@ -226,13 +91,9 @@ class AlertingService:
         self.held: dict[tuple[str, str], str] = {}
         #: Firing alerts acknowledged: no repeats until they resolve.
         self.acknowledged: set[tuple[str, str]] = set()
-        names = {spec.name for spec, _ in config.probes}
-        self._depends = {
-            a.name: [parse_dependency(d, names) for d in a.depends_on] for a in config.alerts
-        }
-        self._windows = [Window(m) for m in config.maintenance]
+        #: Why notifications are held now (dependencies down, maintenance windows open).
+        self.holds = Holds(self.health, config)
         self._probe_labels = labels
-        self._epoch: tuple[float, float] | None = None
         self._finished = trio.Event()
         #: The runner's history service (for the status page), when ``[history]`` is set.
         self.history: Any = None
@@ -308,45 +169,16 @@ class AlertingService:
             alert.notify(notice)
 
     def wall_time(self) -> float:
-        """Wall-clock now, advancing with Trio's clock (so windows follow a test's MockClock)."""
-        if self._epoch is None:
-            return time.time()
-        wall, clock = self._epoch
-        return wall + trio.current_time() - clock
+        """Wall-clock now, advancing with Trio's clock (see :meth:`Holds.wall_time`)."""
+        return self.holds.wall_time()
 
     def hold_reason(self, alert: str, probe: str, target: str) -> str | None:
-        """Why notifications for ``probe``/``target`` are held now: ``"blocked"`` (a
-        dependency is down), ``"maintenance"`` (a window is open), or ``None``."""
-        deps = self._depends.get(alert)
-        if deps and first_down(self.health, deps) is not None:
-            return "blocked"
-        if self._windows:
-            labels = self._probe_labels.get(probe, {})
-            now = self.wall_time()
-            for window in self._windows:
-                if window.covers(probe, target, labels) and window.is_open(now):
-                    return "maintenance"
-        return None
+        """Why notifications for ``probe``/``target`` are held now (see :class:`Holds`)."""
+        return self.holds.hold_reason(alert, probe, target)
 
     def set_aside(self, probe: str, target: str) -> str | None:
-        """How history counts a result of ``probe``/``target`` made now: ``"blocked"`` while
-        a dependency of its alert is down, ``"maintenance"`` in a window that does not count in
-        the SLO (``count_in_slo = false``), else ``None`` (it counts). Called per result: with
-        no dependency and no window it is two lookups."""
-        deps = self._depends.get(self.health.rule_for(probe).name)
-        if deps and first_down(self.health, deps) is not None:
-            return "blocked"
-        if self._windows:
-            labels = self._probe_labels.get(probe, {})
-            now = self.wall_time()
-            for window in self._windows:
-                if (
-                    not window.spec.count_in_slo
-                    and window.covers(probe, target, labels)
-                    and window.is_open(now)
-                ):
-                    return "maintenance"
-        return None
+        """How history counts a result of ``probe``/``target`` made now (see :class:`Holds`)."""
+        return self.holds.set_aside(probe, target)
 
     def _release(self, probe: str) -> None:
         """Fire the held alerts of ``probe`` whose hold is over and that are still down."""
@@ -386,7 +218,7 @@ class AlertingService:
         return Notice("fire", attrs.evolve(entry.firing(), old=UP)).key
 
     @staticmethod
-    def _resolve_restored(alert: _Alert, gone: list[tuple[str, str]]) -> None:
+    def _resolve_restored(alert: AlertNotifiers, gone: list[tuple[str, str]]) -> None:
         """Resolve the alerts a previous run fired for (probe, target) pairs that are ``gone``."""
         for key in gone:
             fired = alert.restored.pop(key).notice.transition
@@ -405,7 +237,7 @@ class AlertingService:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run until :meth:`finish`; owns ``export`` (pass a clone) and closes it when done."""
-        self._epoch = (time.time(), trio.current_time())
+        self.holds.start_clock()
         try:
             await self._run(export, probes, task_status)
         finally:
@@ -440,7 +272,7 @@ class AlertingService:
             await self._finished.wait()
             for spec, targets, scope in list(self._watched.values()):
                 scope.cancel()
-                await self._export(spec, targets, export)
+                await export_health(self.health, spec, targets, export)
             for alert in self.alerts.values():
                 alert.inbox.close()
             with trio.move_on_after(self.config.shutdown_grace):
@@ -491,7 +323,10 @@ class AlertingService:
             done.set()
 
     async def _run_alert(
-        self, alert: _Alert, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        alert: AlertNotifiers,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         done = self._alert_done[id(alert)] = trio.Event()
         try:
@@ -526,7 +361,7 @@ class AlertingService:
             return
         spec, targets, scope = watched
         scope.cancel()
-        await self._export(spec, targets, self._export_send)
+        await export_health(self.health, spec, targets, self._export_send)
         if forget:
             self.health.set_targets(probe, ())
 
@@ -538,11 +373,7 @@ class AlertingService:
         assert self._alerts_nursery is not None
         old, self.config = self.alerts, config
         self._probe_labels = {spec.name: spec.labels for spec, _ in config.probes}
-        names = {spec.name for spec, _ in config.probes}
-        self._depends = {
-            a.name: [parse_dependency(d, names) for d in a.depends_on] for a in config.alerts
-        }
-        self._windows = [Window(m) for m in config.maintenance]
+        self.holds.update(config)
         self.alerts = {}
         for spec in config.alerts:
             kept = old.get(spec.name)
@@ -554,7 +385,7 @@ class AlertingService:
                 kept.inbox.close()
                 with trio.move_on_after(config.shutdown_grace):
                     await self._alert_done[id(kept)].wait()
-            alert = _Alert(
+            alert = AlertNotifiers(
                 spec,
                 config.shutdown_grace,
                 probe_labels=self._probe_labels,
@@ -568,13 +399,7 @@ class AlertingService:
         self._set_rules(config)
 
     def _set_rules(self, config: Config) -> None:
-        catch_all = next((a for a in config.alerts if not a.probes), None)
-        rules: dict[str, AlertRule] = {}
-        for probe_spec, _ in config.probes:
-            name = probe_spec.name
-            owner = next((a for a in config.alerts if name in a.probes), catch_all)
-            if owner is not None:
-                rules[name] = rule_of(owner)
+        rules = rules_for(config)
         self.health.rules = rules
         for name in rules.keys() | {spec.name for spec, _ in config.probes}:
             rule = self.health.rule_for(name)
@@ -600,7 +425,7 @@ class AlertingService:
             if self.fleet is not None:
                 self.fleet.tick(spec.name)
             if exports.poll() is not None:
-                await self._export(spec, targets, export)
+                await export_health(self.health, spec, targets, export)
 
     def _repeat(self, probe: str) -> None:
         rule = self.health.rule_for(probe)
@@ -618,32 +443,3 @@ class AlertingService:
             if now - last >= alert.spec.repeat_interval:
                 self._firing[key] = (now, repeats + 1)
                 alert.notify(Notice("repeat", h.firing(), repeat=repeats + 1))
-
-    async def _export(
-        self, spec: ProbeSpec, targets: TargetsFn, export: trio.MemorySendChannel[EventMetrics]
-    ) -> None:
-        listed = set(targets())
-        # Discovery labels, when the targets come from the targets layer (docs/targets.md).
-        labels_of: Callable[[str], Mapping[str, str]] | None = (
-            targets.labels_of if isinstance(targets, ProbeTargets) else None
-        )
-        now = time.time()
-        for h in self.health.entries(spec.name):
-            if h.target not in listed:
-                continue
-            gauge = EventMetrics(Kind.GAUGE, now)
-            if h.state != UNKNOWN:
-                gauge.add_metric("health_up", Int(1 if h.state == UP else 0))
-            gauge.add_metric("alert_firing", Int(1 if h.state == DOWN and h.rule.name else 0))
-            counter = EventMetrics(Kind.CUMULATIVE, now)
-            counter.add_metric("health_transitions", Int(h.transitions))
-            for em in (gauge, counter):
-                # The alert label keeps these apart from the keeper's own metrics of the same
-                # target (same ptype/probe/dst), which a surfacer keys by label set.
-                em.add_label("ptype", spec.type).add_label("probe", spec.name)
-                em.add_label("dst", h.target).add_label("alert", h.rule.name)
-                for k, v in spec.labels.items():
-                    em.add_label(k, v)
-                for k, v in (labels_of(h.target) if labels_of is not None else {}).items():
-                    em.add_label(k, v)
-                await export.send(em)

@@ -1,8 +1,8 @@
 """The ``[[probe]]`` tables: the common keys, the probe type's own ``Options``, the targets.
 
-A probe table is the one section whose keys depend on another key (``type``), and whose target
-sources are checked twice: their keys when the config is parsed, the files they name when it is
-loaded from a file (:func:`targets_file_errors`), so ``trioprobe check`` names the key.
+Its keys depend on its ``type`` (as a surfacer's do), and its target sources are checked twice:
+their keys when the config is parsed, the files they name when it is loaded from a file
+(:func:`targets_file_errors`), so that ``trioprobe check`` names the key of a bad file.
 """
 
 from __future__ import annotations

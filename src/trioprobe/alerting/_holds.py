@@ -1,0 +1,84 @@
+"""Why a target's notifications are held now: a dependency is down, or a maintenance window
+is open.
+
+The service asks before each fire and repeat (and releases held fires when the answer turns to
+none), the status page shows the reason, and history sets aside the results made meanwhile.
+The ``depends_on`` and ``[[maintenance]]`` rules behind those answers are kept here, and
+replaced whole on a reload.
+"""
+
+from __future__ import annotations
+
+import time
+
+import trio
+
+from ..config import Config
+from .depends import first_down, parse_dependency
+from .health import Health
+from .maintenance import Window
+
+__all__ = ["Holds"]
+
+
+class Holds:
+    """The dependencies and maintenance windows of a config, asked about one target at a time."""
+
+    def __init__(self, health: Health, config: Config) -> None:
+        self.health = health
+        self._epoch: tuple[float, float] | None = None
+        self.update(config)
+
+    def update(self, config: Config) -> None:
+        """Take the dependencies, windows and probe labels of ``config`` (a reload)."""
+        names = {spec.name for spec, _ in config.probes}
+        self._depends = {
+            a.name: [parse_dependency(d, names) for d in a.depends_on] for a in config.alerts
+        }
+        self._windows = [Window(m) for m in config.maintenance]
+        self._probe_labels = {spec.name: spec.labels for spec, _ in config.probes}
+
+    def start_clock(self) -> None:
+        """Tie :meth:`wall_time` to Trio's clock from now (the service's start)."""
+        self._epoch = (time.time(), trio.current_time())
+
+    def wall_time(self) -> float:
+        """Wall-clock now, advancing with Trio's clock (so windows follow a test's MockClock)."""
+        if self._epoch is None:
+            return time.time()
+        wall, clock = self._epoch
+        return wall + trio.current_time() - clock
+
+    def hold_reason(self, alert: str, probe: str, target: str) -> str | None:
+        """Why notifications for ``probe``/``target`` are held now: ``"blocked"`` (a
+        dependency is down), ``"maintenance"`` (a window is open), or ``None``."""
+        deps = self._depends.get(alert)
+        if deps and first_down(self.health, deps) is not None:
+            return "blocked"
+        if self._windows:
+            labels = self._probe_labels.get(probe, {})
+            now = self.wall_time()
+            for window in self._windows:
+                if window.covers(probe, target, labels) and window.is_open(now):
+                    return "maintenance"
+        return None
+
+    def set_aside(self, probe: str, target: str) -> str | None:
+        """How history counts a result of ``probe``/``target`` made now: ``"blocked"`` while
+        a dependency of its alert is down, ``"maintenance"`` in a window that does not count in
+        the SLO (``count_in_slo = false``), else ``None`` (it counts). Called per result: with
+        no dependency and no window it is two lookups."""
+        deps = self._depends.get(self.health.rule_for(probe).name)
+        if deps and first_down(self.health, deps) is not None:
+            return "blocked"
+        if self._windows:
+            labels = self._probe_labels.get(probe, {})
+            now = self.wall_time()
+            for window in self._windows:
+                if (
+                    not window.spec.count_in_slo
+                    and window.covers(probe, target, labels)
+                    and window.is_open(now)
+                ):
+                    return "maintenance"
+        return None
