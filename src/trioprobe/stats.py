@@ -303,6 +303,10 @@ class StatsKeeper:
                 await batches.send(await self.snapshot(time.time()))
                 return
             if ticker.poll() is not None:
+                # A step of its own for the first slice: folding a batch and cloning one in the
+                # same step made it twice as long whenever a tick came right after a batch
+                # (1,022 calls against the step guard's 1,000, only on a busy machine).
+                await trio.lowlevel.checkpoint()
                 await batches.send(await self.snapshot(time.time(), pending=results))
 
 
