@@ -95,7 +95,7 @@ class GcGovernor:
         return found
 
     def collect(self) -> list[EventMetrics]:
-        """The runner's self-metrics (``ptype="runner"``): what the governor froze and freed."""
+        """The runner's self-metrics (``ptype="runner"``): reclaims, what they freed, the pause."""
         counter = EventMetrics(Kind.CUMULATIVE).add_label("ptype", "runner")
         counter.add_metric("gc_reclaims", Int(self.reclaims))
         counter.add_metric("gc_reclaimed_objects", Int(self.reclaimed_objects))

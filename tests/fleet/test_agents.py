@@ -79,6 +79,13 @@ async def _until(pred: Callable[[], bool], limit: float = 30.0) -> None:
             await trio.sleep(0.05)
 
 
+def _owners(agents: list[_Agent], target: str) -> tuple[_Agent, _Agent]:
+    """The target's two owners, in rendezvous order (the first is the one that notifies)."""
+    by_name = {a.membership.info.name: a for a in agents}
+    first, second = agents[0].ownership.owners("web", target)
+    return by_name[first], by_name[second]
+
+
 async def _fleet(
     nursery: trio.Nursery, n: int, replicas: int, quorum: int = 1, repeat: float = 0.0
 ) -> tuple[FakeEtcd, list[_Agent]]:
@@ -147,9 +154,7 @@ async def test_quorum_two_ignores_one_flaky_vantage_point(
 ) -> None:
     _, agents = await _fleet(nursery, 3, replicas=2, quorum=2)
     target = TARGETS[0]
-    owners = agents[0].ownership.owners("web", target)
-    by_name = {a.membership.info.name: a for a in agents}
-    first, second = (by_name[o] for o in owners)
+    first, second = _owners(agents, target)
     second.down(target)
     await trio.sleep(2)
     assert not any(a.sent for a in agents)
@@ -174,10 +179,9 @@ async def test_quorum_one_fires_on_one_vote(
 ) -> None:
     _, agents = await _fleet(nursery, 3, replicas=2, quorum=1)
     target = TARGETS[1]
-    owners = agents[0].ownership.owners("web", target)
-    by_name = {a.membership.info.name: a for a in agents}
-    by_name[owners[1]].down(target)
-    await _until(lambda: bool(by_name[owners[0]].sent))
+    first, second = _owners(agents, target)
+    second.down(target)
+    await _until(lambda: bool(first.sent))
     await trio.sleep(2)
     assert sum(len(a.sent) for a in agents) == 1
 
@@ -187,9 +191,7 @@ async def test_a_new_notifier_resends_under_the_same_key(
 ) -> None:
     _, agents = await _fleet(nursery, 3, replicas=2, quorum=1)
     target = TARGETS[2]
-    owners = agents[0].ownership.owners("web", target)
-    by_name = {a.membership.info.name: a for a in agents}
-    first, second = by_name[owners[0]], by_name[owners[1]]
+    first, second = _owners(agents, target)
     second.down(target)
     await _until(lambda: bool(first.sent))
     first.scope.cancel()  # the notifier dies (maybe before its webhook delivered)
@@ -220,9 +222,7 @@ async def test_repeats_follow_the_firings_schedule_whoever_notifies(
 ) -> None:
     _, agents = await _fleet(nursery, 3, replicas=2, quorum=1, repeat=10.0)
     target = TARGETS[3]
-    owners = agents[0].ownership.owners("web", target)
-    by_name = {a.membership.info.name: a for a in agents}
-    first, second = by_name[owners[0]], by_name[owners[1]]
+    first, second = _owners(agents, target)
     third = next(a for a in agents if a not in (first, second))
     # Seen down 25 s ago (its failure_threshold took that long): repeats are due at
     # since + 10 k, so the first one comes 5 s after the fire, not 10.
@@ -264,9 +264,7 @@ async def test_a_held_fire_is_sent_once_when_the_hold_ends(
 ) -> None:
     _, agents = await _fleet(nursery, 3, replicas=2, quorum=1, repeat=10.0)
     target = TARGETS[4]
-    owners = agents[0].ownership.owners("web", target)
-    by_name = {a.membership.info.name: a for a in agents}
-    first, second = by_name[owners[0]], by_name[owners[1]]
+    first, second = _owners(agents, target)
     HOLD[target] = "maintenance"
     try:
         second.down(target)
@@ -302,9 +300,7 @@ async def test_a_fire_resolved_while_held_sends_nothing(
 ) -> None:
     _, agents = await _fleet(nursery, 3, replicas=2, quorum=1, repeat=10.0)
     target = TARGETS[5]
-    owners = agents[0].ownership.owners("web", target)
-    by_name = {a.membership.info.name: a for a in agents}
-    first, second = by_name[owners[0]], by_name[owners[1]]
+    first, second = _owners(agents, target)
     HOLD[target] = "maintenance"
     try:
         second.down(target)
@@ -323,9 +319,7 @@ async def test_a_held_fire_is_released_by_the_new_notifier(
 ) -> None:
     _, agents = await _fleet(nursery, 3, replicas=2, quorum=1)
     target = TARGETS[6]
-    owners = agents[0].ownership.owners("web", target)
-    by_name = {a.membership.info.name: a for a in agents}
-    first, second = by_name[owners[0]], by_name[owners[1]]
+    first, second = _owners(agents, target)
     HOLD[target] = "maintenance"
     try:
         second.down(target)
