@@ -52,6 +52,17 @@ class Holds:
     def hold_reason(self, alert: str, probe: str, target: str) -> str | None:
         """Why notifications for ``probe``/``target`` are held now: ``"blocked"`` (a
         dependency is down), ``"maintenance"`` (a window is open), or ``None``."""
+        return self._held(alert, probe, target, every_window=True)
+
+    def set_aside(self, probe: str, target: str) -> str | None:
+        """How history counts a result of ``probe``/``target`` made now: ``"blocked"`` while
+        a dependency of its alert is down, ``"maintenance"`` in a window that does not count in
+        the SLO (``count_in_slo = false``), else ``None`` (it counts). Called per result: with
+        no dependency and no window it is two lookups."""
+        return self._held(self.health.rule_for(probe).name, probe, target, every_window=False)
+
+    def _held(self, alert: str, probe: str, target: str, *, every_window: bool) -> str | None:
+        # every_window=False: only the windows kept out of the SLO count (history's question).
         deps = self._depends.get(alert)
         if deps and first_down(self.health, deps) is not None:
             return "blocked"
@@ -59,24 +70,8 @@ class Holds:
             labels = self._probe_labels.get(probe, {})
             now = self.wall_time()
             for window in self._windows:
-                if window.covers(probe, target, labels) and window.is_open(now):
-                    return "maintenance"
-        return None
-
-    def set_aside(self, probe: str, target: str) -> str | None:
-        """How history counts a result of ``probe``/``target`` made now: ``"blocked"`` while
-        a dependency of its alert is down, ``"maintenance"`` in a window that does not count in
-        the SLO (``count_in_slo = false``), else ``None`` (it counts). Called per result: with
-        no dependency and no window it is two lookups."""
-        deps = self._depends.get(self.health.rule_for(probe).name)
-        if deps and first_down(self.health, deps) is not None:
-            return "blocked"
-        if self._windows:
-            labels = self._probe_labels.get(probe, {})
-            now = self.wall_time()
-            for window in self._windows:
                 if (
-                    not window.spec.count_in_slo
+                    (every_window or not window.spec.count_in_slo)
                     and window.covers(probe, target, labels)
                     and window.is_open(now)
                 ):
