@@ -347,7 +347,10 @@ class Store:
                 counts = Counts(p, s, blocked, maint)
                 found = out.get(tid)
                 out[tid] = counts if found is None else found + counts
-        return out
+        # One object per distinct value: targets probed alike have equal counts, and a summary
+        # holds these for every target (issue 19, memory per target).
+        shared: dict[Counts, Counts] = {}
+        return {tid: shared.setdefault(counts, counts) for tid, counts in out.items()}
 
     def hists(self, a: float, b: float, marks: tuple[int, int]) -> dict[int, dict[int, int]]:
         """Every target's latency histogram over ``[a, b)``: id -> {bucket index: count}."""
