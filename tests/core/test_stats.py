@@ -440,3 +440,25 @@ async def test_a_tick_after_a_batch_starts_its_export_in_a_step_of_its_own(
     exported = keeper.exported()
     assert len(exported) == 32
     assert exported[0].metric("total") == Int(2)  # the batch is in this tick's export
+
+
+async def test_a_targets_two_accumulators_share_one_label_dict() -> None:
+    """Issue 19, memory per target: the counters' and the gauges' accumulators (and so their
+    exported clones) hold one label dict between them, copied only if one of them changes."""
+    keeper = StatsKeeper(probe_type="http", probe_name="web", targets=lambda: ["a"], interval=1)
+    keeper.fold(ProbeResult("a", True, 0.5))
+    (cumulative,) = await keeper.snapshot(1.0)  # no gauges yet
+    keeper.fold(ProbeResult("a", False, error="boom"))  # the gauges' accumulator begins
+    cumulative, gauge = await keeper.snapshot(2.0)
+    assert cumulative.labels is gauge.labels
+    assert dict(gauge.labels) == {"ptype": "http", "probe": "web", "dst": "a"}
+    assert gauge.metric("last_failure_reason") is not None
+    gauge.add_label("zone", "z1")  # copy on write: the other keeps its labels
+    assert "zone" not in cumulative.labels
+    both = StatsKeeper(
+        probe_type="http", probe_name="web", targets=lambda: ["a"], interval=1, export_up=True
+    )
+    both.fold(ProbeResult("a", True, 0.5))  # both accumulators from the first result
+    cumulative, gauge = await both.snapshot(1.0)
+    assert cumulative.labels is gauge.labels
+    assert gauge.metric("up") == Int(1)
