@@ -256,7 +256,8 @@ async def test_an_unusable_path_turns_history_off_not_probing(
 def test_targets_probed_alike_share_their_summary_counts(tmp_path: Path) -> None:
     """Issue 19, memory per target: a summary holds every target's counts per window, and
     targets probed alike (most of a large config) share one read-only mapping of equal
-    counts instead of each holding its own; one that differs keeps its own figures."""
+    counts instead of each holding its own; one that differs keeps its own figures. The
+    targets' bucket bounds are one tuple too."""
     import json
 
     from trioprobe.history.store import MinuteRow, Store
@@ -273,6 +274,7 @@ def test_targets_probed_alike_share_their_summary_counts(tmp_path: Path) -> None
         store.write(rows, [])
         plain = ProbeSpec(name="web", type="http", targets=("t0",))
         summary = compute_summary(store, day + 60 * 30, {"web": plain})
+        ids = store.targets()
     finally:
         store.close()
     alike = [summary.targets[("web", f"t{i}")] for i in range(1, 50)]
@@ -285,3 +287,4 @@ def test_targets_probed_alike_share_their_summary_counts(tmp_path: Path) -> None
     assert odd.counts["1h"].successes == 150
     with pytest.raises(TypeError):
         odd.counts["1h"] = odd.counts["24h"]  # type: ignore[index]  # shared: read-only
+    assert ids[("web", "t1")][1] is ids[("web", "t2")][1]  # one tuple of bounds per probe
