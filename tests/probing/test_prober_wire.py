@@ -1,4 +1,5 @@
-"""The Prober's raw-socket GET (``probing._wire``): the fast shape, and h11 for everything else.
+"""The lean client's raw-socket exchange (``trioprobe._lean_http.H11Client``, shared by the
+Prober and the ``http`` probe type): the fast shape, and h11 for everything else.
 
 A scripted loopback server answers each request with given byte pieces (sent apart, so a
 reply can arrive split), and counts connections: each test sees which replies keep the
@@ -17,7 +18,7 @@ import pytest
 import trio
 
 from trioprobe._httpbody import BodyTooLarge
-from trioprobe.probing._wire import ProbeConnection, _parse_whole
+from trioprobe._lean_http import H11Client, parse_whole
 
 BODY = b'{"OK":true,"Now":"2024-01-01T00:00:00Z"}'
 WHOLE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
@@ -63,19 +64,18 @@ class Scripted:
 
 
 async def exchanges(script: Scripted, count: int, **kwargs: int) -> list[object]:
-    """``count`` GETs over one ProbeConnection: each exchange, or the error it raised."""
+    """``count`` GETs over one H11Client: each exchange, or the error it raised."""
     out: list[object] = []
     async with trio.open_nursery() as servers:
         listeners = await servers.start(partial(trio.serve_tcp, script.handle, 0, host="127.0.0.1"))
         port = listeners[0].socket.getsockname()[1]
-        connection = ProbeConnection("127.0.0.1", port, b"/raft/probing", HEADERS, **kwargs)
-        request = connection.request_bytes()
+        connection = H11Client("127.0.0.1", port, b"/raft/probing", headers=HEADERS, **kwargs)
         for n in range(count):
             with trio.fail_after(10):
                 while script.close_after and script.closed < n:  # noqa: ASYNC110
                     await trio.sleep(0.005)  # the peer closed the idle connection: now probe
                 try:
-                    out.append(await connection.get(request))
+                    out.append(await connection.exchange())
                 except httpx.HTTPError as exc:
                     out.append(exc)
         await connection.aclose()
@@ -84,7 +84,7 @@ async def exchanges(script: Scripted, count: int, **kwargs: int) -> list[object]
 
 
 def test_the_request_is_h11s_encoding() -> None:
-    connection = ProbeConnection("127.0.0.1", 1, b"/raft/probing", HEADERS)
+    connection = H11Client("127.0.0.1", 1, b"/raft/probing", headers=HEADERS)
     conn = h11.Connection(h11.CLIENT)
     expected = conn.send(h11.Request(method=b"GET", target=b"/raft/probing", headers=HEADERS))
     assert expected is not None
@@ -183,11 +183,11 @@ async def test_broken_replies_are_typed_errors(reply: bytes, kind: str) -> None:
     ],
 )
 def test_the_fast_parser_declines_what_h11_must_judge(reply: bytes) -> None:
-    assert _parse_whole(reply) is None
+    assert parse_whole(reply) is None
 
 
 def test_the_fast_parser_reads_the_common_shape() -> None:
-    parsed = _parse_whole(WHOLE)
+    parsed = parse_whole(WHOLE)
     assert parsed == (
         200,
         "OK",

@@ -142,25 +142,17 @@ class HttpxTarget:
 
 
 class H11Target:
-    """A plain ``http://`` target probed over its own h11 keep-alive connection."""
+    """A plain ``http://`` target probed over its own keep-alive connection, which carries the
+    target's request (encoded once, sent every probe)."""
 
-    __slots__ = ("body", "client", "headers", "method", "redirects")
+    __slots__ = ("client", "redirects")
 
-    def __init__(
-        self,
-        client: H11Client,
-        method: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes | None,
-    ) -> None:
+    def __init__(self, client: H11Client) -> None:
         self.client = client
-        self.method = method
-        self.headers = headers
-        self.body = body
         self.redirects = 0  # the h11 path follows none (follow_redirects takes httpx)
 
     async def exchange(self) -> Exchange:
-        return await self.client.request(self.method, self.headers, self.body)
+        return await self.client.exchange()
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -208,5 +200,13 @@ def h11_target(
     body = spec.body
     if (body or spec.method in _BODY_METHODS) and "content-length" not in given:
         raw.append((b"Content-Length", str(len(body or b"")).encode("ascii")))
-    client = H11Client(url.host, url.port or 80, url.raw_path, max_body=spec.max_body)
-    return H11Target(client, spec.method.encode("ascii"), raw, body)
+    client = H11Client(
+        url.host,
+        url.port or 80,
+        url.raw_path,
+        spec.max_body,
+        method=spec.method.encode("ascii"),
+        headers=raw,
+        body=body,
+    )
+    return H11Target(client)
