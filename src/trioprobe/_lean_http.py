@@ -77,9 +77,14 @@ MAX_INFORMATIONAL = 8
 _HEAD: Final = re.compile(
     rb"HTTP/1\.1 ([2-5]\d\d) ([^\r\n]*)\r\n((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*\r\n)*)\r\n"
 )
-# Header fields that change the framing or the connection's fate: h11 decides those.
-_H11_DECIDES: Final = frozenset(
-    (b"transfer-encoding", b"connection", b"keep-alive", b"upgrade", b"trailer")
+# Each header field of a head _HEAD matched, its value stripped as h11 strips it.
+_FIELD: Final = re.compile(rb"([^:]+):[ \t]*([^\r\n]*?)[ \t]*\r\n")
+# Header fields that change the framing or the connection's fate: h11 decides those, except
+# one plain Content-Length (group 1 non-empty for it).
+_FRAMING: Final = re.compile(
+    rb"^(?:(content-length)|transfer-encoding|connection|keep-alive|upgrade|trailer)"
+    rb":[ \t]*([^\r\n]*?)[ \t]*\r\n",
+    re.IGNORECASE | re.MULTILINE,
 )
 _Reply = tuple[int, str, list[tuple[bytes, bytes]], bytes]
 
@@ -290,24 +295,19 @@ def parse_whole(data: bytes, max_body: int = MAX_BODY_BYTES) -> _Reply | None:
     head = _HEAD.match(data)
     if head is None:
         return None
-    length = None
-    headers: list[tuple[bytes, bytes]] = []
-    for line in head.group(3).split(b"\r\n")[:-1]:
-        name, _, value = line.partition(b":")
-        value = value.strip(b" \t")
-        lowered = name.lower()
-        if lowered == b"content-length":
-            if length is not None or not value.isdigit():
-                return None
-            length = int(value)
-        elif lowered in _H11_DECIDES:
+    # Two regex passes over the head whatever its size, no Python step per header field.
+    block = head.group(3)
+    length = -1
+    for is_length, value in _FRAMING.findall(block):
+        if not is_length or length >= 0 or not value.isdigit():
             return None
-        headers.append((name, value))
+        length = int(value)
     status = int(head.group(1))
     body = data[head.end() :]
-    if length is None or len(body) != length or length > max_body or status in (204, 304):
+    if length < 0 or len(body) != length or length > max_body or status in (204, 304):
         return None
-    return status, head.group(2).decode("ascii", errors="ignore"), headers, body
+    reason = head.group(2).decode("ascii", errors="ignore")
+    return status, reason, _FIELD.findall(block), body
 
 
 async def receive_head(http: HTTP11Connection) -> h11.Response:

@@ -16,6 +16,8 @@ import h11
 import httpx
 import pytest
 import trio
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from trioprobe._httpbody import BodyTooLarge
 from trioprobe._lean_http import H11Client, parse_whole
@@ -193,4 +195,73 @@ def test_the_fast_parser_reads_the_common_shape() -> None:
         "OK",
         [(b"Content-Type", b"application/json"), (b"Content-Length", b"%d" % len(BODY))],
         BODY,
+    )
+
+
+def _h11_reads(reply: bytes) -> tuple[int, str, list[tuple[bytes, bytes]], bytes] | None:
+    """What h11 makes of ``reply`` to a GET: None unless it is one whole response after which
+    both sides keep the connection, with nothing left over."""
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method=b"GET", target=b"/", headers=HEADERS))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(reply)
+    try:
+        head = conn.next_event()
+        data = conn.next_event()
+        end = conn.next_event()
+    except h11.RemoteProtocolError:
+        return None
+    if not isinstance(head, h11.Response) or not isinstance(end, h11.EndOfMessage):
+        return None
+    if conn.their_state is not h11.DONE or conn.trailing_data[0]:
+        return None
+    assert isinstance(data, h11.Data)
+    return head.status_code, head.reason.decode(), list(head.headers.raw_items()), data.data
+
+
+_NAMES = st.sampled_from(
+    [
+        b"Content-Length",
+        b"content-LENGTH",
+        b"Content-Type",
+        b"X-Content-Length",
+        b"Server",
+        b"Connection",
+        b"Transfer-Encoding",
+        b"Keep-Alive",
+        b"Date",
+        b"x",
+    ]
+)
+_VALUES = st.sampled_from([b"", b"2", b" 2 ", b"\t2", b"02", b"2, 2", b"close", b"a b", b"x "])
+
+
+@settings(max_examples=300, deadline=None)
+@example(status=200, fields=[(b"content-LENGTH", b" 2 "), (b"X", b"a b")], body=b"ok")
+@given(
+    status=st.sampled_from([200, 204, 301, 404, 503]),
+    fields=st.lists(st.tuples(_NAMES, _VALUES), max_size=5),
+    body=st.sampled_from([b"", b"ok", b"okk"]),
+)
+def test_the_fast_parser_agrees_with_h11_whenever_it_answers(
+    status: int, fields: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    """Whatever the fast parser accepts, h11 reads the same way (status, reason, headers with
+    their values stripped, body) and would keep the connection; it never accepts a reply h11
+    would read differently."""
+    head = b"HTTP/1.1 %d Fine\r\n" % status + b"".join(b"%s:%s\r\n" % f for f in fields)
+    reply = head + b"\r\n" + body
+    mine = parse_whole(reply)
+    if mine is not None:
+        assert mine == _h11_reads(reply)
+
+
+def test_the_fast_parser_strips_values_as_h11_does() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nServer:\t a b \r\ncontent-LENGTH:  2\t\r\n\r\nok"
+    assert parse_whole(reply) == _h11_reads(reply)
+    assert parse_whole(reply) == (
+        200,
+        "OK",
+        [(b"Server", b"a b"), (b"content-LENGTH", b"2")],
+        b"ok",
     )
