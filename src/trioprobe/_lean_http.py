@@ -96,7 +96,7 @@ class H11Client:
     Not shared between tasks: one probe task uses it, one exchange at a time.
     """
 
-    __slots__ = ("_events", "_keep", "_request", "_sock", "host", "max_body", "port")
+    __slots__ = ("_keep", "_refused", "_request", "_sock", "host", "max_body", "port")
 
     def __init__(
         self,
@@ -112,17 +112,23 @@ class H11Client:
         self.host = host
         self.port = port
         self.max_body = max_body
-        request = h11.Request(method=method, target=path, headers=list(headers))
-        self._events: tuple[h11.Event, ...] = (
-            (request, h11.Data(data=body), h11.EndOfMessage())
-            if body
-            else (request, h11.EndOfMessage())
-        )
-        # Encoded at the first exchange (a request h11 refuses fails each exchange, as sending
-        # it would), then kept: the same bytes go out every time.
-        self._request = b""
-        self._keep = True  # False when our own request says Connection: close
         self._sock: socket.socket | None = None
+        # Encoded once and kept: the same bytes go out every time, and nothing else of the
+        # request is kept per target. A request h11 refuses fails each exchange, as sending it
+        # would, in h11's words.
+        self._refused = ""
+        try:
+            conn = h11.Connection(h11.CLIENT)
+            request = h11.Request(method=method, target=path, headers=list(headers))
+            events: list[h11.Event] = [request]
+            if body:
+                events.append(h11.Data(data=body))
+            events.append(h11.EndOfMessage())
+            self._request = b"".join(conn.send(event) or b"" for event in events)
+        except h11.LocalProtocolError as exc:
+            self._request, self._refused = b"", str(exc)
+        # False when our own request says Connection: close.
+        self._keep = bool(self._request) and conn.our_state is h11.DONE
 
     @property
     def connected(self) -> bool:
@@ -131,20 +137,10 @@ class H11Client:
 
     def request_bytes(self) -> bytes:
         """The request as h11 encodes it (what goes on the wire); ``LocalProtocolError`` when
-        h11 refuses it (a header value with a line break, a body longer than its length)."""
+        h11 refused it (a header value with a line break, a body longer than its length)."""
         if not self._request:
-            conn, self._request = self._h11_after_request()
-            self._keep = conn.our_state is h11.DONE
+            raise LocalProtocolError(self._refused)
         return self._request
-
-    def _h11_after_request(self) -> tuple[h11.Connection, bytes]:
-        """A client h11 connection that has sent the request, and the bytes it sent."""
-        conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
-        try:
-            data = b"".join(conn.send(event) or b"" for event in self._events)
-        except h11.LocalProtocolError as exc:
-            raise LocalProtocolError(str(exc)) from None
-        return conn, data
 
     def _drop(self) -> None:
         # Synchronous, so it also works while the probe is being cancelled.
@@ -170,7 +166,7 @@ class H11Client:
                 self._drop()
 
     async def _exchange(self) -> Exchange:
-        request = self._request or self.request_bytes()
+        request = self._request or self.request_bytes()  # raises when there is none
         clock = trio.lowlevel.current_clock()
         sock = self._sock
         if sock is not None and _closed_while_idle(sock):
@@ -217,7 +213,7 @@ class H11Client:
     ) -> tuple[_Reply, float]:
         """Finish the exchange with h11, from the bytes already read; the reply and when its
         head was complete."""
-        conn, _ = self._h11_after_request()
+        conn = _client_after(self._request)
         http = HTTP11Connection(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), h11.CLIENT)
         http.conn = conn
         try:
@@ -249,6 +245,19 @@ class H11Client:
         sock = socket.socket(fileno=stream.socket.detach())
         sock.setblocking(False)
         return sock
+
+
+def _client_after(request: bytes) -> h11.Connection:
+    """A client h11 connection in the state of having sent ``request``, our own bytes read back
+    by an h11 server (only the fallback needs one, so no target keeps h11's events around)."""
+    server = h11.Connection(h11.SERVER, max_incomplete_event_size=len(request) + 1)
+    server.receive_data(request)
+    client = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+    while True:
+        event = server.next_event()
+        client.send(event)  # type: ignore[arg-type]
+        if isinstance(event, h11.EndOfMessage):
+            return client
 
 
 def _closed_while_idle(sock: socket.socket) -> bool:

@@ -118,7 +118,7 @@ async def test_hostile_replies_fail_the_probe_with_a_clear_error(
     # The broken connection is not kept: the next probe opens a new one (and fails the same way).
     state = probe._clients.get(url)
     assert isinstance(state, H11Target)
-    assert not state.client.connected
+    assert not state.connected
     await probe._clients.aclose()
 
 
@@ -215,8 +215,14 @@ async def test_lean_probes_leave_no_cyclic_garbage(nursery: trio.Nursery) -> Non
     await probe._clients.aclose()
 
 
-async def _keep_answering(connections: list[int], stream: trio.SocketStream) -> None:
-    """Answer every request on the connection with a whole reply, never closing first."""
+_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+_CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+
+
+async def _keep_answering(
+    connections: list[int], stream: trio.SocketStream, reply: bytes = _OK
+) -> None:
+    """Answer every request on the connection with ``reply``, never closing first."""
     connections.append(1)
     buffer = b""
     try:
@@ -227,7 +233,7 @@ async def _keep_answering(connections: list[int], stream: trio.SocketStream) -> 
                     return
                 buffer += data
             _, _, buffer = buffer.partition(b"\r\n\r\n")
-            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await stream.send_all(reply)
     except trio.BrokenResourceError:
         pass
     finally:
@@ -246,6 +252,23 @@ async def test_a_configured_connection_close_is_honoured(nursery: trio.Nursery) 
         assert result.success, result.error
         assert result.extras["connections"] == Map("state", {"new": 1})
     assert len(connections) == 3
+    await probe._clients.aclose()
+
+
+async def test_a_post_answered_chunked_is_read_by_h11_and_the_connection_kept(
+    nursery: trio.Nursery,
+) -> None:
+    """A reply the fast parser leaves to h11 (chunked), to a request with a body: h11 is put in
+    the state of having sent that request (read back from its bytes) and reads it."""
+    connections: list[int] = []
+    url = await _serve(nursery, partial(_keep_answering, connections, reply=_CHUNKED))
+    probe = _probe(url, method="POST", body="hello", body_regex="^ok$", detail="full")
+    results = [await _once(probe, url) for _ in range(3)]
+    assert [r.success for r in results] == [True] * 3, [r.error for r in results]
+    assert [r.extras["connections"] for r in results] == [Map("state", {"new": 1})] + [
+        Map("state", {"reused": 1})
+    ] * 2
+    assert connections == [1]
     await probe._clients.aclose()
 
 

@@ -141,21 +141,15 @@ class HttpxTarget:
         await self.client.aclose()
 
 
-class H11Target:
-    """A plain ``http://`` target probed over its own keep-alive connection, which carries the
-    target's request (encoded once, sent every probe)."""
+class H11Target(H11Client):
+    """A plain ``http://`` target: its own keep-alive connection, which carries the target's
+    request (encoded once, sent every probe). The client itself, not a wrapper round it: one
+    object and one coroutine frame fewer per target and probe."""
 
-    __slots__ = ("client", "redirects")
+    __slots__ = ()
 
-    def __init__(self, client: H11Client) -> None:
-        self.client = client
-        self.redirects = 0  # the h11 path follows none (follow_redirects takes httpx)
-
-    async def exchange(self) -> Exchange:
-        return await self.client.exchange()
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
+    #: Redirects followed: none, ever (``follow_redirects`` takes the httpx path).
+    redirects: int = 0
 
 
 _USER_AGENT = b"trioprobe"
@@ -200,7 +194,7 @@ def h11_target(
     body = spec.body
     if (body or spec.method in _BODY_METHODS) and "content-length" not in given:
         raw.append((b"Content-Length", str(len(body or b"")).encode("ascii")))
-    client = H11Client(
+    return H11Target(
         url.host,
         url.port or 80,
         url.raw_path,
@@ -209,4 +203,3 @@ def h11_target(
         headers=raw,
         body=body,
     )
-    return H11Target(client)
