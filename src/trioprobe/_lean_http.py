@@ -143,9 +143,11 @@ class H11Client:
         return self._request
 
     def _drop(self) -> None:
-        # Synchronous, so it also works while the probe is being cancelled.
+        # Synchronous, so it also works while the probe is being cancelled. A task still waiting
+        # on the socket (closed from another task) is woken, not left parked on a dead fd.
         sock, self._sock = self._sock, None
         if sock is not None:
+            trio.lowlevel.notify_closing(sock)
             sock.close()
 
     async def aclose(self) -> None:
@@ -278,7 +280,10 @@ async def _send(sock: socket.socket, data: bytes) -> None:
         try:
             view = view[sock.send(view) :]
         except BlockingIOError:
-            await trio.lowlevel.wait_writable(sock)
+            try:
+                await trio.lowlevel.wait_writable(sock)
+            except trio.ClosedResourceError:
+                raise WriteError("the connection was closed") from None
         except OSError as exc:
             raise WriteError(os_message(exc)) from None
 
@@ -286,7 +291,10 @@ async def _send(sock: socket.socket, data: bytes) -> None:
 async def _receive(sock: socket.socket) -> bytes:
     """The first bytes of the reply: one park in ``wait_readable``, one ``recv``."""
     while True:
-        await trio.lowlevel.wait_readable(sock)
+        try:
+            await trio.lowlevel.wait_readable(sock)
+        except trio.ClosedResourceError:
+            raise ReadError("the connection was closed") from None
         try:
             data = sock.recv(READ_SIZE)
         except BlockingIOError:

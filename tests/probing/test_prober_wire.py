@@ -265,3 +265,35 @@ def test_the_fast_parser_strips_values_as_h11_does() -> None:
         [(b"Server", b"a b"), (b"content-LENGTH", b"2")],
         b"ok",
     )
+
+
+async def test_closing_the_client_wakes_an_exchange_waiting_for_its_reply() -> None:
+    """A target removed while its probe waits for the reply: the probe is woken with a typed
+    error, not left parked on a closed socket."""
+    asked = trio.Event()
+
+    async def silent(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        asked.set()
+        await trio.sleep_forever()  # never answers, never closes
+
+    async with trio.open_nursery() as servers:
+        listeners = await servers.start(partial(trio.serve_tcp, silent, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        client = H11Client("127.0.0.1", port, b"/", headers=HEADERS)
+        outcome: list[BaseException] = []
+
+        async def wait_for_reply() -> None:
+            try:
+                await client.exchange()
+            except httpx.HTTPError as exc:
+                outcome.append(exc)
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as probes:
+                probes.start_soon(wait_for_reply)
+                await asked.wait()
+                await client.aclose()
+        servers.cancel_scope.cancel()
+    assert [type(e).__name__ for e in outcome] == ["ReadError"], outcome
+    assert not client.connected
