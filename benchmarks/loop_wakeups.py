@@ -4,9 +4,10 @@
 probes, and a loop that goes idle between wake-ups pays more per wake-up (docs/fleet.md,
 "Measured"). This measures that alone: N tasks, each sleeping until its own deadline once a
 second (spread over the second like probes), and the process's CPU per wake-up; ``--grid``
-also shows deadlines coalesced onto a grid of that many seconds (fewer, fuller wake-ups).
+also shows the tasks sleeping on a :class:`trioprobe._ticks.TickGrid` of that many seconds, as
+probes do (fewer, fuller wake-ups of the loop; 0 is a plain ``trio.sleep_until`` per task).
 
-Run: ``.venv/bin/python benchmarks/loop_wakeups.py [--tasks 150 500 1000] [--grid 0 0.005]``
+Run: ``.venv/bin/python benchmarks/loop_wakeups.py [--tasks 150 500 1000] [--grid 0 0.01]``
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import trio
 
+from trioprobe._ticks import TickGrid
+
 
 def cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -26,16 +29,22 @@ def cpu() -> float:
 async def measure(tasks: int, grid: float, seconds: float) -> tuple[float, float]:
     """(CPU seconds per wake-up, CPU share of a core) of ``tasks`` tasks waking once a second."""
     wakes = 0
+    tick_grid = TickGrid(grid) if grid else None
 
     async def task(i: int) -> None:
         nonlocal wakes
         due = trio.current_time() + i / tasks
         while True:
-            await trio.sleep_until((due // grid + 1) * grid if grid else due)
+            if tick_grid is None:
+                await trio.sleep_until(due)
+            else:
+                await tick_grid.sleep_until(due)
             wakes += 1
             due += 1.0
 
     async with trio.open_nursery() as nursery:
+        if tick_grid is not None:
+            nursery.start_soon(tick_grid.run)
         for i in range(tasks):
             nursery.start_soon(task, i)
         await trio.sleep(1.5)
@@ -49,7 +58,7 @@ async def measure(tasks: int, grid: float, seconds: float) -> tuple[float, float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, nargs="+", default=[150, 500, 1000])
-    parser.add_argument("--grid", type=float, nargs="+", default=[0.0, 0.005])
+    parser.add_argument("--grid", type=float, nargs="+", default=[0.0, 0.01])
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     print(f"load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")

@@ -25,6 +25,7 @@ from trioprobe.probing import ProbeRecord, open_prober
 from trioprobe.results import ProbeResult
 from trioprobe.runner import Runner
 
+from ..grid import on_grid
 from ._util import drain
 
 # -- run_per_target --------------------------------------------------------------------------
@@ -71,12 +72,12 @@ async def test_first_probes_spread_by_stable_offset(
     assert off_a != off_b
     await trio.sleep(4.0 + max(off_a, off_b) + 0.01)
     assert sorted(calls) == [
-        ("a", pytest.approx(off_a)),
-        ("a", pytest.approx(off_a + 2.0)),
-        ("a", pytest.approx(off_a + 4.0)),
-        ("b", pytest.approx(off_b)),
-        ("b", pytest.approx(off_b + 2.0)),
-        ("b", pytest.approx(off_b + 4.0)),
+        ("a", pytest.approx(on_grid(start + off_a) - start)),
+        ("a", pytest.approx(on_grid(start + off_a + 2.0) - start)),
+        ("a", pytest.approx(on_grid(start + off_a + 4.0) - start)),
+        ("b", pytest.approx(on_grid(start + off_b) - start)),
+        ("b", pytest.approx(on_grid(start + off_b + 2.0) - start)),
+        ("b", pytest.approx(on_grid(start + off_b + 4.0) - start)),
     ]
     assert len(drain(receive)) == 6  # type: ignore[arg-type]
 
@@ -102,7 +103,9 @@ async def test_many_targets_spread_over_the_interval(
     for offset in firsts.values():
         per_slice[min(9, int(offset / 0.5))] += 1
     assert max(per_slice) < 150, per_slice
-    assert all(firsts[t] == pytest.approx(spread_offset(t, 5.0)) for t in targets)
+    assert all(
+        firsts[t] == pytest.approx(on_grid(start + spread_offset(t, 5.0)) - start) for t in targets
+    )
 
 
 async def test_missed_ticks_dropped(nursery: trio.Nursery, autojump_clock: Any) -> None:
@@ -121,7 +124,7 @@ async def test_missed_ticks_dropped(nursery: trio.Nursery, autojump_clock: Any) 
     await trio.sleep(first + 5.01)
     # The first probe ends at first+2.5; the grid's next tick is first+3 (the ones at +1 and
     # +2 are dropped instead of bursting), and the schedule stays on its grid afterwards.
-    assert starts == pytest.approx([first + k for k in (0, 3, 4, 5)])
+    assert starts == pytest.approx([on_grid(start + first + k) - start for k in (0, 3, 4, 5)])
     lateness = [r.start_lateness for r in drain(receive)]  # type: ignore[attr-defined]
     assert lateness == pytest.approx([0, 0, 0, 0])
 
@@ -132,6 +135,7 @@ async def test_start_lateness_reported(nursery: trio.Nursery, autojump_clock: An
     async def probe_once(target: str) -> ProbeResult:
         return ProbeResult(target, True)
 
+    start = trio.current_time()
     receive = await _start(nursery, lambda: ["a"], probe_once, interval=1.0)
     first = spread_offset("a", 1.0)
     await trio.sleep(first - 0.01)
@@ -140,7 +144,9 @@ async def test_start_lateness_reported(nursery: trio.Nursery, autojump_clock: An
     await trio.sleep(0.1)
     results = drain(receive)
     assert len(results) == 1
-    assert results[0].start_lateness == pytest.approx(0.04)  # type: ignore[attr-defined]
+    # Late by the 0.05 s stall, less what of it was spent waiting for the tick's grid point.
+    late = start + first + 0.04 - on_grid(start + first)
+    assert results[0].start_lateness == pytest.approx(late)  # type: ignore[attr-defined]
 
 
 async def test_targets_added_and_removed(nursery: trio.Nursery, autojump_clock: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from trioprobe._ticks import Tick, Ticker, spread_offset
+from trioprobe._ticks import WAKE_CHUNK, Tick, Ticker, TickGrid, spread_offset
 
 
 async def test_ticks_stay_on_the_grid_with_no_lateness(autojump_clock: trio.abc.Clock) -> None:
@@ -120,3 +120,108 @@ def test_spread_offsets_are_stable_and_within_the_interval() -> None:
     assert all(0 < o <= 5.0 for o in offsets)
     assert offsets == [spread_offset(f"host{i}:80", 5.0) for i in range(200)]
     assert len(set(offsets)) == 200
+
+
+async def test_a_grid_wakes_the_sleepers_of_a_slot_together_on_its_point(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    grid = TickGrid(0.01)
+    woke: dict[float, float] = {}
+
+    async def sleeper(deadline: float) -> None:
+        await grid.sleep_until(deadline)
+        woke[deadline] = trio.current_time()
+
+    t0 = trio.current_time()
+    deadlines = [t0 + d for d in (0.101, 0.104, 0.1099, 0.111, 0.12)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(grid.run)
+        for deadline in deadlines:
+            nursery.start_soon(sleeper, deadline)
+        await trio.sleep(0.2)
+        nursery.cancel_scope.cancel()
+    assert [woke[d] for d in deadlines] == pytest.approx(
+        [grid.align(t0 + 0.11)] * 3 + [grid.align(t0 + 0.12)] * 2
+    )
+    assert all(woke[d] >= d for d in deadlines)
+    # A deadline that is a grid point wakes on that point, not one slot later.
+    assert grid.align(0.3) == pytest.approx(0.3)
+
+
+async def test_a_ticker_on_a_grid_ticks_on_grid_points_without_drifting(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    grid = TickGrid(0.01)
+    ticks: list[Tick] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(grid.run)
+        first = trio.current_time() + 0.123
+        ticker = Ticker(1.005, first_at=first, grid=grid)  # not a multiple of the slot
+        for _ in range(20):
+            ticks.append(await anext(ticker))
+        nursery.cancel_scope.cancel()
+    # Each tick is the grid point at or after first + k * interval: the nominal schedule is
+    # kept (20 rounded-up intervals would have drifted by up to 0.1 s), and the wait for the
+    # grid point is not lateness.
+    assert [t.at for t in ticks] == pytest.approx(
+        [grid.align(first + k * 1.005) for k in range(20)]
+    )
+    assert all(t.lateness == pytest.approx(0) and t.missed == 0 for t in ticks)
+
+
+async def test_a_crowded_slot_is_woken_a_chunk_per_scheduler_step(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    grid = TickGrid(0.01)
+    sleepers = 20 * WAKE_CHUNK
+    grid_steps = 0
+    woken = 0
+
+    class GridSteps(trio.abc.Instrument):
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            nonlocal grid_steps
+            grid_steps += task.name.endswith("TickGrid.run")
+
+    async def sleeper() -> None:
+        nonlocal woken
+        await grid.sleep_until(deadline)
+        woken += 1
+
+    deadline = trio.current_time() + 0.5
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(grid.run)
+        for _ in range(sleepers):
+            nursery.start_soon(sleeper)
+        await trio.sleep(0.1)  # all parked, the grid's timer set
+        trio.lowlevel.add_instrument(instrument := GridSteps())
+        await trio.sleep(0.5)
+        trio.lowlevel.remove_instrument(instrument)
+        nursery.cancel_scope.cancel()
+    assert woken == sleepers
+    assert grid_steps >= 20  # a step per chunk of sleepers
+
+
+async def test_a_cancelled_sleeper_leaves_the_others_of_its_slot_alone(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    grid = TickGrid(0.01)
+    woke: list[str] = []
+
+    async def sleeper(name: str) -> None:
+        await grid.sleep_until(deadline)
+        woke.append(name)
+
+    deadline = trio.current_time() + 0.05
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(grid.run)
+        nursery.start_soon(sleeper, "stays")
+        with trio.move_on_after(0.01):
+            await sleeper("cancelled")
+        await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    assert woke == ["stays"]
+
+
+def test_a_grid_needs_a_positive_slot() -> None:
+    with pytest.raises(ValueError, match="slot must be > 0"):
+        TickGrid(0.0)

@@ -10,7 +10,7 @@ import attrs
 import trio
 
 from .._groups import open_nursery
-from .._ticks import Ticker, spread_offset
+from .._ticks import Ticker, TickGrid, spread_offset
 from ..failures import deadline_failure, track_phases
 from ..results import ProbeResult
 from ..targets import ProbeTargets
@@ -58,6 +58,8 @@ async def run_per_target(
     theirs cancelled. Each ``probe_once`` runs under a ``probe_timeout`` cancel scope; running out
     becomes a failed result with ``timeout=True``, so deadlines are deterministic under a
     MockClock. Every result carries ``start_lateness``: how long after its tick the probe began.
+    Ticks are coalesced onto a grid of :data:`TICK_SLOT` (a :class:`~trioprobe._ticks.TickGrid`
+    shared by the targets), so many targets cost one wake-up of the event loop per slot.
 
     ``prepare(target)``, if given, runs once in the target's task at its first tick, before the
     deadline starts: that is where a probe builds the target's client, so the build is neither
@@ -66,10 +68,11 @@ async def run_per_target(
     """
 
     watched = targets if isinstance(targets, ProbeTargets) else None
+    grid = TickGrid(min(TICK_SLOT, interval))
 
     async def probe_target(target: str) -> None:
         first_at = trio.current_time() + _first_probe_after(watched, target, interval)
-        ticker = Ticker(interval, first_at=first_at)
+        ticker = Ticker(interval, first_at=first_at, grid=grid)
         first = True
         async for tick in ticker:
             if first and prepare is not None:
@@ -101,6 +104,7 @@ async def run_per_target(
             await probe_target(target)
 
     async with open_nursery() as nursery:
+        nursery.start_soon(grid.run)
 
         def start(new: list[str]) -> None:
             for target in new:
@@ -114,6 +118,11 @@ async def run_per_target(
 
         await follow_targets(targets, interval, start, stop, task_status=task_status)
 
+
+#: The grid probe ticks are coalesced onto (seconds). 10 ms puts ten probes in one wake-up at
+#: 1,000 probes/s and costs a probe at most 10 ms of phase, against intervals of seconds. It
+#: saved ~55 % of the scheduling CPU per tick at 1,000 ticks/s (benchmarks/loop_wakeups.py).
+TICK_SLOT = 0.01
 
 #: A target taken over from another fleet agent is first probed within this share of its
 #: interval (spread, so a dead agent's targets do not all fire on one tick), not up to a whole
