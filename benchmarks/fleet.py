@@ -38,6 +38,14 @@ Every figure is printed beside its goal (``goal ...: met`` / ``NOT met``), with 
 ``--part fleet`` or ``--part workers`` runs one half. The fleet part's defaults are the issue's
 full size (about 8-10 minutes on a quiet 2-core machine); ``--part workers`` with its defaults
 takes about 5 minutes. On a shared machine quote the load average beside every ratio.
+
+Children: every process it starts (etcd, the agents, the ``--workers`` trees) runs in a process
+group of its own, under ``setpriv --pdeathsig KILL`` when util-linux has it, and is registered with
+a :class:`Reaper`. SIGTERM, SIGHUP and SIGINT become a clean exit, and on any exit (an error
+included) the reaper resumes what it paused, asks each child to stop, and kills what is left,
+its workers too; ``kill -9`` of the benchmark itself leaves the kernel's parent-death signal.
+The target server holds one keep-alive connection per (target, agent): the benchmark raises its
+soft ``RLIMIT_NOFILE`` to the hard limit at start and says so when that is still too low.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ import bisect
 import contextlib
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -152,12 +161,120 @@ class TargetServer:
         return [(self.times[i], *self.log[i]) for i in range(lo, n)]
 
 
+class Interrupted(SystemExit):
+    """A termination signal, turned into an exception so that every ``finally`` runs."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(128 + signum)
+
+
+class Reaper:
+    """Every child process the benchmark starts, so that none outlives it.
+
+    Each child leads a process group of its own (``start_new_session``), so a signal meant for
+    the benchmark (a terminal's Ctrl-C) does not reach the agents half-way through a phase, and
+    :meth:`close` can reach a child's own children through its group. ``trioprobe run --workers``
+    starts its workers in sessions of their own, so those are found through /proc as well.
+    ``setpriv --pdeathsig KILL`` covers the one exit no ``finally`` sees: a ``kill -9`` of the
+    benchmark (the signal is kept across exec, and sent when the forking thread, here always the
+    main one, exits).
+    """
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.prefix = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
+
+    def spawn(self, argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        proc: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
+            [*self.prefix, *argv], start_new_session=True, **kwargs
+        )
+        self.procs.append(proc)
+        return proc
+
+    def close(self, grace: float = 10.0) -> None:
+        """Resume, SIGTERM, then (after ``grace`` seconds at most) SIGKILL every child and
+        every descendant still running. Signals are ignored meanwhile: a second Ctrl-C must not
+        cut the clean-up short (it is bounded by ``grace``)."""
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        live = [p for p in self.procs if p.poll() is None]
+        family = {pid for p in live for pid in descendants(p.pid)}
+        if live:
+            print(f"stopping {len(family)} child processes", file=sys.stderr, flush=True)
+        for pid in family:
+            _kill(pid, signal.SIGCONT)  # a paused (SIGSTOP) tree cannot act on SIGTERM
+        for proc in live:
+            _killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in live:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.0, deadline - time.monotonic()))
+        family |= {pid for p in live if p.poll() is None for pid in descendants(p.pid)}
+        for proc in live:
+            _killpg(proc.pid, signal.SIGKILL)
+        for pid in family:
+            _kill(pid, signal.SIGKILL)
+        for proc in live:
+            proc.wait()
+        if live:
+            print("every child process has exited", file=sys.stderr, flush=True)
+
+
+def _kill(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
+
+
+def _killpg(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (each thread's children: Trio starts processes from
+    a worker thread)."""
+    out, todo = [], [pid]
+    while todo:
+        here = todo.pop()
+        out.append(here)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{here}/task").glob("*/children"):
+                todo += [int(c) for c in task.read_text().split()]
+    return out
+
+
+REAPER = Reaper()
+
+
+def raise_fd_limit(needed: int) -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard one (as ``trioprobe run`` does for itself), and
+    say so when even that is short of ``needed``: the target server holds a connection per
+    (target, agent), and past the limit asyncio stops accepting for a second at a time, so
+    targets look unprobed and the figures are void."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        print(
+            f"WARNING: the target server needs about {needed} file descriptors (a keep-alive "
+            f"connection per target and agent or worker) but RLIMIT_NOFILE allows {soft} (hard "
+            f"limit {hard}): connections past it are not accepted and their probes fail, so "
+            "figures at that size are void; raise the hard limit (ulimit -Hn, LimitNOFILE=) or "
+            "use fewer --targets (or a lower --ramp-max)"
+        )
+    else:
+        print(f"file descriptors: about {needed} needed, RLIMIT_NOFILE {soft}")
+
+
 def start_etcd(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     binary = shutil.which("etcd") or "/usr/bin/etcd"
     if not os.path.exists(binary):
         sys.exit("benchmarks/fleet.py: error: etcd not found (install Debian's etcd-server)")
     client, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
-    proc = subprocess.Popen(
+    proc = REAPER.spawn(
         [
             binary,
             "--name=n1",
@@ -263,34 +380,44 @@ def main() -> None:
         help="first run one agent without [fleet] on one agent's share of the targets",
     )
     args = parser.parse_args()
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, _interrupt)
+    raise_fd_limit(fds_needed(args))
     workdir = args.workdir = Path(tempfile.mkdtemp(prefix="trioprobe-fleet-bench-"))
-    server = TargetServer()
-    etcd, client = start_etcd(workdir) if args.part != "workers" else (None, "")
-    (workdir / "targets.txt").write_text(
-        "".join(f"http://127.0.0.1:{server.port}/t/{i}\n" for i in range(args.targets))
-    )
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    print(f"workdir {workdir} (pid {os.getpid()})", flush=True)
     started = time.monotonic()
-    print(f"load average at start: {Path('/proc/loadavg').read_text().split()[:3]}")
     try:
-        if args.part in ("all", "fleet"):
-            run(args, workdir, server, client, procs)
-            stop_all(procs)  # the workers part measures alone
-        if args.part in ("all", "workers"):
-            workers_part(args, workdir, server)
+        measure(args, workdir)
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        if etcd is not None:
-            etcd.terminate()
-            etcd.wait(15)
+        REAPER.close()
         shutil.rmtree(workdir, ignore_errors=True)
     print(
         f"took {time.monotonic() - started:.0f}s; load average at the end: "
         f"{Path('/proc/loadavg').read_text().split()[:3]}"
     )
+
+
+def fds_needed(args: argparse.Namespace) -> int:
+    """The target server's descriptors: a connection per (target, agent) in the fleet part; in
+    the workers part the two trees keep theirs open while paused, up to the ramp's top each."""
+    fleet = args.targets * args.replicas if args.part != "workers" else 0
+    workers = 2 * args.ramp_max + args.cpu_targets if args.part != "fleet" else 0
+    return 256 + max(fleet, workers)
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> None:
+    server = TargetServer()
+    client = start_etcd(workdir)[1] if args.part != "workers" else ""
+    (workdir / "targets.txt").write_text(
+        "".join(f"http://127.0.0.1:{server.port}/t/{i}\n" for i in range(args.targets))
+    )
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    print(f"load average at start: {Path('/proc/loadavg').read_text().split()[:3]}")
+    if args.part in ("all", "fleet"):
+        run(args, workdir, server, client, procs)
+        stop_all(procs)  # the workers part measures alone
+    if args.part in ("all", "workers"):
+        workers_part(args, workdir, server)
 
 
 def stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
@@ -320,7 +447,7 @@ def start_agent(
     )
     log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - the child's for its lifetime
     try:
-        return subprocess.Popen(
+        return REAPER.spawn(
             [sys.executable, "-m", "trioprobe.cli", "run", str(config), "--quiet"],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -344,7 +471,7 @@ def baseline(args: argparse.Namespace, workdir: Path) -> None:
             agent="baseline",
         )
     )
-    proc = subprocess.Popen(
+    proc = REAPER.spawn(
         [sys.executable, "-m", "trioprobe.cli", "run", str(config), "--quiet"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -518,7 +645,7 @@ class Tree:
         config.write_text(WORKERS_CONFIG.format(targets=self.targets.name))
         log = open(workdir / f"{self.name}.log", "wb")  # noqa: SIM115 - the child's
         argv = [sys.executable, "-m", "trioprobe.cli", "run", str(config), "--quiet"]
-        self.proc = subprocess.Popen(
+        self.proc = REAPER.spawn(
             [*argv, "--workers", str(workers)], stdout=log, stderr=log, cwd=workdir
         )
         log.close()
@@ -538,12 +665,7 @@ class Tree:
     def pids(self) -> list[int]:
         """The parent and its workers (Trio starts processes from a worker thread, so every
         thread's children)."""
-        pid = self.proc.pid
-        out = [pid]
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{pid}/task").glob("*/children"):
-                out += [int(c) for c in task.read_text().split()]
-        return out
+        return descendants(self.proc.pid)
 
     def cpu(self) -> float:
         total = 0.0

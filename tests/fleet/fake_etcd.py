@@ -184,13 +184,22 @@ class FakeEtcd(httpx.AsyncBaseTransport):
         return {"kvs": kvs, "count": str(len(kvs))}
 
     def _kv_txn(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The two shapes the fleet sends: create-if-absent, and delete-if-unchanged."""
         (compare,) = body["compare"]
-        assert compare["target"] == "CREATE"
-        if _b(compare["key"]) in self.kv:
+        key = _b(compare["key"])
+        if compare["target"] == "CREATE":
+            holds = key not in self.kv
+        else:
+            assert (compare["target"], compare["result"]) == ("MOD", "EQUAL")
+            holds = key in self.kv and self.kv[key][1] == int(compare["mod_revision"])
+        if not holds:
             return {"succeeded": False}
         (op,) = body["success"]
-        put = op["request_put"]
-        self._put(_b(put["key"]), _b(put["value"]), int(put.get("lease", 0)))
+        if "request_delete_range" in op:
+            self._delete(_b(op["request_delete_range"]["key"]))
+        else:
+            put = op["request_put"]
+            self._put(_b(put["key"]), _b(put["value"]), int(put.get("lease", 0)))
         return {"succeeded": True}
 
     def _watch(self, create: dict[str, Any]) -> httpx.Response:

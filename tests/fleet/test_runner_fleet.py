@@ -113,7 +113,7 @@ async def test_a_live_name_is_a_startup_error(
     first.shutdown()
 
 
-def _alerting_config(agent: str, window_end: str) -> Config:
+def _alerting_config(agent: str, window_end: str, **extra: Any) -> Config:
     probe = {"name": "p", "type": "scripted", "targets": TARGETS, "interval": 1.0, "timeout": 0.5}
     fleet = {
         "etcd": ["http://etcd.test"],
@@ -131,6 +131,7 @@ def _alerting_config(agent: str, window_end: str) -> Config:
             "alert": [alert],
             "maintenance": [window],
             "shutdown_grace": 1.0,
+            **extra,
         }
     )
 
@@ -176,3 +177,68 @@ async def test_held_fires_and_repeats_go_out_once_from_the_notifier(
         assert len(repeats) >= 2
         assert repeats == list(range(repeats[0], repeats[0] + len(repeats)))
         assert len({n.key for _, n in notices}) == len(notices)
+
+
+async def test_the_alerts_api_lists_and_acknowledges_the_fleets_firings(
+    autojump_clock: Any, nursery: trio.Nursery, fake: FakeEtcd
+) -> None:
+    """``GET /api/v1/alerts`` on any agent lists the fleet's firing under one id; an ack on
+    an agent that does not notify stops the notifier's repeats; 503 while etcd is down."""
+    import json
+
+    from ..alerting.test_ack import _call
+
+    with probe_types.registered("scripted", "tests.alerting.scripted_probe"):
+        from ..alerting import scripted_probe
+
+        scripted_probe.OUTCOMES.clear()
+        scripted_probe.OUTCOMES["t1"] = False
+        sent: list[tuple[str, Notice]] = []
+        runners: dict[str, Runner] = {}
+        for name in "xyz":
+            status = {"host": "127.0.0.1", "port": 0}
+            config = _alerting_config(name, "2020-01-02T00:00:00Z", status=status)
+            runners[name] = runner = Runner(config)
+            alert = runner.alerting.alerts["down"]
+            alert.notify = lambda notice, name=name: sent.append((name, notice))  # type: ignore[method-assign]
+            await nursery.start(runner.run)
+        try:
+            await trio.sleep(15)
+            (notifier,) = {who for who, _ in sent}
+            listings = []
+            for runner in runners.values():
+                assert runner.alerting.api is not None
+                status_code, body = await _call(runner.alerting.api, "GET", "/api/v1/alerts")
+                assert status_code == 200
+                listings.append(json.loads(body))
+            (firing,) = listings[0]["firing"]
+            assert all(listing == listings[0] for listing in listings)
+            assert (firing["target"], firing["notifier"], firing["acknowledged"]) == (
+                "t1",
+                notifier,
+                False,
+            )
+            assert firing["id"] == next(n.key for _, n in sent if n.event == "fire")
+            other = runners[next(n for n in "xyz" if n != notifier)].alerting.api
+            assert other is not None
+            fake.stop()
+            status_code, body = await _call(other, "POST", f"/api/v1/alerts/{firing['id']}/ack")
+            assert status_code == 503
+            assert b"not acknowledged" in body
+            fake.start()
+            await trio.sleep(5)
+            status_code, _ = await _call(other, "POST", f"/api/v1/alerts/{firing['id']}/ack")
+            assert status_code == 200
+            assert (await _call(other, "POST", "/api/v1/alerts/nope/ack"))[0] == 404
+            await trio.sleep(1)
+            count = len(sent)
+            await trio.sleep(30)
+            assert len(sent) == count  # no repeat from the notifier after the ack
+            api = runners[notifier].alerting.api
+            assert api is not None
+            listed = json.loads((await _call(api, "GET", "/api/v1/alerts"))[1])
+            assert listed["firing"][0]["acknowledged"] is True
+        finally:
+            scripted_probe.OUTCOMES.clear()
+            for runner in runners.values():
+                runner.shutdown()

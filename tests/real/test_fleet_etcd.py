@@ -119,3 +119,35 @@ async def test_fleet_status_command(etcd: Etcd, nursery: trio.Nursery) -> None:
     )
     assert bad.returncode == 2
     assert bad.stderr.decode().startswith("trioprobe: error: fleet 'st': POST http://127.0.0.1:9")
+
+
+async def test_an_ack_is_mirrored_leaseless_and_deleted_only_while_unchanged(
+    etcd: Etcd, nursery: trio.Nursery
+) -> None:
+    """The acknowledgement's etcd calls as the real gateway takes them: a put with no lease,
+    seen by every agent's watch, and the notifier's delete-if-unchanged txn (MOD compare)."""
+    from trioprobe.fleet.acks import Ack
+
+    a, b = _membership(etcd, "a", "acks"), _membership(etcd, "b", "acks")
+    await _run(nursery, a)
+    await _run(nursery, b)
+    await _until(lambda: _names(a) == {"a", "b"} == _names(b))
+    await a.put_ack("web", "http://t/", Ack(41, "a", 1.8e9))
+    await _until(lambda: ("web", "http://t/") in b.acks)
+    seen = b.acks[("web", "http://t/")]
+    assert (seen.epoch, seen.by, seen.at) == (41, "a", 1.8e9)
+    assert seen.mod_revision == a.acks[("web", "http://t/")].mod_revision > 0
+    _, kvs = await b.etcd.range_prefix(b.prefix + b"acks/")
+    assert [(kv.key, kv.lease) for kv in kvs] == [(b.prefix + b"acks/web\x00http://t/", 0)]
+    # A newer acknowledgement replaced it: the stale delete leaves the newer one.
+    await a.put_ack("web", "http://t/", Ack(42, "a", 1.8e9 + 1))
+    assert not await b.etcd.delete_if(kvs[0].key, seen.mod_revision)
+    await _until(lambda: b.acks[("web", "http://t/")].epoch == 42)
+    await b.drop_ack("web", "http://t/", b.acks[("web", "http://t/")])
+    await _until(lambda: ("web", "http://t/") not in a.acks and ("web", "http://t/") not in b.acks)
+    # The acknowledgement outlives the agent that took it (no lease): a leaves, b still has it.
+    await a.put_ack("web", "http://u/", Ack(7, "a", 1.8e9))
+    await a.leave()
+    await _until(lambda: _names(b) == {"b"})
+    await trio.sleep(TTL + 1)
+    assert ("web", "http://u/") in b.acks

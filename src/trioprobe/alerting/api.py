@@ -4,6 +4,10 @@
   ``since``, ``acknowledged``) and the held ones (``held``: ``blocked`` or ``maintenance``).
 * ``POST /api/v1/alerts/{id}/ack``: stop the repeats of a firing alert until it resolves.
 
+On a fleet agent both are the fleet's (trioprobe.fleet.alerts): the listing shows the firings
+the fleet agreed on, as this agent mirrors them, and an acknowledgement is stored in etcd, so
+it stops the repeats whichever agent notifies; when etcd does not take it the answer is 503.
+
 Writes need ``Authorization: Bearer <token>`` when ``[status] token_env`` or ``token_file``
 gives a token; without one they are allowed only while the server is bound to a loopback
 address (anyone who can reach a public port could otherwise silence a page). Reads stay open.
@@ -25,12 +29,16 @@ if TYPE_CHECKING:
     from ..specs import StatusSpec
     from .service import AlertingService
 
-__all__ = ["AlertsAPI", "is_loopback", "read_token"]
+__all__ = ["AckError", "AlertsAPI", "is_loopback", "read_token"]
 
 logger = logging.getLogger("trioprobe.alerting")
 
 _PREFIX = "/api/v1/alerts"
 _JSON = b"application/json"
+
+
+class AckError(Exception):
+    """An acknowledgement could not be stored (a fleet's etcd did not take it)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -97,7 +105,12 @@ class AlertsAPI:
                 await send_response(send, status, reason.encode())
                 return
             key = rest.split("/", 1)[0]
-            if self.service.acknowledge(key):
+            try:
+                found = await self._acknowledge(key)
+            except AckError as exc:
+                await send_response(send, 503, f"not acknowledged: {exc}".encode())
+                return
+            if found:
                 await send_response(send, 200, json.dumps({"acknowledged": key}).encode(), _JSON)
             else:
                 await send_response(send, 404, b"no firing alert has this id")
@@ -119,8 +132,17 @@ class AlertsAPI:
             return None
         return 401, "missing or wrong bearer token"
 
+    async def _acknowledge(self, key: str) -> bool:
+        fleet = self.service.fleet
+        if fleet is not None:
+            return await fleet.acknowledge(key)
+        return self.service.acknowledge(key)
+
     def _listing(self) -> bytes:
         service = self.service
+        if service.fleet is not None:
+            fleet_firing, fleet_held = service.fleet.listing()
+            return json.dumps({"firing": fleet_firing, "held": fleet_held}).encode()
         firing = []
         for probe, target in service.firing_keys():
             key = service.fire_key(probe, target)

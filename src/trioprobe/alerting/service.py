@@ -47,11 +47,17 @@ logger = logging.getLogger("trioprobe.alerting")
 
 class FleetSeam(Protocol):
     """What a fleet agent's alerts (trioprobe.fleet.alerts) take from the service: this agent's
-    transitions (its votes), and a tick per probe interval (held fires and repeats)."""
+    transitions (its votes), and a tick per probe interval (held fires and repeats); and what
+    the alerts API asks of them instead of the service: the fleet's firings, and a fleet-wide
+    acknowledgement (raising :class:`~.api.AckError` when it cannot be stored)."""
 
     def local(self, transition: Transition) -> None: ...
 
     def tick(self, probe: str) -> None: ...
+
+    def listing(self) -> tuple[list[dict[str, object]], list[dict[str, object]]]: ...
+
+    async def acknowledge(self, ident: str) -> bool: ...
 
 
 class AlertingService:

@@ -154,6 +154,23 @@ class EtcdClient(GatewayClient):
         self.writes += 1
         await self.call("kv/deleterange", {"key": b64(key)})
 
+    async def delete_if(self, key: bytes, mod_revision: int) -> bool:
+        """Delete ``key`` only if it was last written at ``mod_revision``; whether it was."""
+        self.writes += 1
+        body = {
+            "compare": [
+                {
+                    "key": b64(key),
+                    "target": "MOD",
+                    "result": "EQUAL",
+                    "mod_revision": str(mod_revision),
+                }
+            ],
+            "success": [{"request_delete_range": {"key": b64(key)}}],
+        }
+        reply = await self.call("kv/txn", body)
+        return bool(reply.get("succeeded", False))
+
     async def range_prefix(self, prefix: bytes) -> tuple[int, list[KeyValue]]:
         """Every key under ``prefix`` and the revision the answer is as of."""
         reply = await self.call("kv/range", prefix_range(prefix))

@@ -18,10 +18,16 @@ on where the old one stopped:
 * **Repeats.** A released firing is re-notified at ``since + k * repeat_interval`` (k = 1, 2
   ...), ``since`` being the time in the vote that completed the quorum: the same instants, and
   the same key for repeat k, on every agent. A repeat is skipped while held.
+* **Acknowledgements.** ``POST /api/v1/alerts/{id}/ack`` on any agent stores an acknowledgement
+  of the firing in etcd (:mod:`.acks`); every agent mirrors it, and the notifier, whichever agent
+  it is or becomes, sends no repeat of an acknowledged firing. The firing's id is its fire
+  notice's key, the same on every agent, so ``GET /api/v1/alerts`` lists the same ids
+  everywhere (the fleet's firings as this agent's mirror has them).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -29,13 +35,18 @@ from collections.abc import Callable
 import attrs
 import trio
 
+from ..alerting.api import AckError
 from ..alerting.notify import Event, Notice
 from ..alerting.state import DOWN, UP, State, Transition
+from ._etcd import EtcdError
+from .acks import Ack
 from .membership import Membership
 from .ownership import Ownership
 from .quorum import notice_key, notifier, verdict
 
 __all__ = ["FleetAlerts", "FleetNotice"]
+
+logger = logging.getLogger("trioprobe.fleet")
 
 # Verdicts evaluated between checkpoints (each costs a rendezvous ranking, ~40 µs at 10 agents).
 _CHUNK = 25
@@ -105,6 +116,9 @@ class FleetAlerts:
         #: Notices this agent sent, by event (for tests and the status view).
         self.sent: dict[str, int] = {"fire": 0, "resolve": 0, "repeat": 0}
         self._local: dict[tuple[str, str], Transition] = {}
+        #: Acknowledgements of resolved firings this agent (their notifier) is to delete.
+        self._stale_acks: dict[tuple[str, str], Ack] = {}
+        self._stale_waiting = trio.Event()
 
     def local(self, transition: Transition) -> None:
         """This agent's own view of a target changed: publish it as a vote."""
@@ -124,12 +138,69 @@ class FleetAlerts:
                 out[key] = why
         return out
 
+    def listing(self) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+        """The fleet's firing alerts and held fires as this agent knows them, in the alerts
+        API's shape (``GET /api/v1/alerts``); ids are the same on every agent."""
+        firing: list[dict[str, object]] = []
+        for (probe, target), f in sorted(self.firing.items()):
+            if not f.released:
+                continue
+            firing.append(
+                {
+                    "id": self._fire_key(f),
+                    "alert": f.transition.alert,
+                    "probe": probe,
+                    "target": target,
+                    "since": f.transition.since,
+                    "acknowledged": self._acked((probe, target), f) is not None,
+                    "notifier": f.notifier,
+                }
+            )
+        held: list[dict[str, object]] = [
+            {"probe": p, "target": t, "held": why} for (p, t), why in sorted(self.held().items())
+        ]
+        return firing, held
+
+    async def acknowledge(self, ident: str) -> bool:
+        """Acknowledge the firing whose id (fire notice key) is ``ident``, fleet-wide: whether
+        this agent knows such a firing. Raises :class:`AckError` when etcd does not take it
+        (the caller answers 503: an acknowledgement must not be dropped silently)."""
+        for key, firing in list(self.firing.items()):
+            if not firing.released or self._fire_key(firing) != ident:
+                continue
+            ack = Ack(firing.epoch, self.me, self.now())
+            try:
+                await self.membership.put_ack(*key, ack)
+            except EtcdError as exc:
+                raise AckError(f"etcd did not store it: {exc}") from exc
+            logger.info("alert on probe %r target %r acknowledged fleet-wide", *key)
+            return True
+        return False
+
     async def run(self) -> None:
         """Evaluate the verdicts whenever the mirror changes, until cancelled."""
-        changes = -1
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._drop_stale_acks)
+            changes = -1
+            while True:
+                changes = await self.membership.wait_any_change(changes)
+                await self.evaluate()
+
+    async def _drop_stale_acks(self) -> None:
+        """Delete the acknowledgements of firings this agent resolved (retrying while etcd
+        fails: a delete left undone costs one small key, never a silenced firing)."""
         while True:
-            changes = await self.membership.wait_any_change(changes)
-            await self.evaluate()
+            await self._stale_waiting.wait()
+            self._stale_waiting = trio.Event()
+            while self._stale_acks:
+                key, ack = next(iter(self._stale_acks.items()))
+                try:
+                    await self.membership.drop_ack(*key, ack)
+                except EtcdError:
+                    await trio.sleep(self.membership.retry)
+                    continue
+                if self._stale_acks.get(key) == ack:
+                    del self._stale_acks[key]
 
     async def evaluate(self) -> None:
         votes = self.membership.votes
@@ -161,10 +232,14 @@ class FleetAlerts:
             firing.notifier = first
             if firing.released:
                 self._notify(first, "fire", firing)
-                if firing.repeats and self.hold(alert, probe, target) is None:
+                if firing.repeats and self._may_repeat(key, firing):
                     self._notify(first, "repeat", firing, firing.repeats)
         elif not v.down and firing is not None:
             del self.firing[key]
+            ack = self._acked(key, firing)
+            if ack is not None and first == self.me:
+                self._stale_acks[key] = ack
+                self._stale_waiting.set()
             if firing.released:  # a fire nobody was told of needs no resolve
                 transition = self._transition(alert, probe, target, DOWN, UP, self.now())
                 self._notify(first, "resolve", attrs.evolve(firing, transition=transition))
@@ -186,8 +261,21 @@ class FleetAlerts:
                     self._notify(firing.notifier, "fire", firing)
             elif due > firing.repeats:
                 firing.repeats = due
-                if not held:
+                if not held and self._acked(key, firing) is None:
                     self._notify(firing.notifier, "repeat", firing, due)
+
+    def _acked(self, key: tuple[str, str], firing: _Firing) -> Ack | None:
+        """The acknowledgement of ``firing`` (one of an earlier firing does not count)."""
+        ack = self.membership.acks.get(key)
+        return ack if ack is not None and ack.epoch == firing.epoch else None
+
+    def _may_repeat(self, key: tuple[str, str], firing: _Firing) -> bool:
+        alert = firing.transition.alert
+        return self.hold(alert, *key) is None and self._acked(key, firing) is None
+
+    def _fire_key(self, firing: _Firing) -> str:
+        t = firing.transition
+        return notice_key(self.membership.fleet, t.alert, t.probe, t.target, "fire", firing.epoch)
 
     def _due(self, alert: str, firing: _Firing) -> int:
         """How many repeat instants of ``firing`` have passed (0 without repeats)."""

@@ -4,6 +4,7 @@ Keys under ``trioprobe/fleet/<fleet>/``::
 
     members/<agent>                     JSON AgentInfo, under the agent's lease
     votes/<agent>\\0<probe>\\0<target>    b"down <since>", under the agent's lease, only while down
+    acks/<probe>\\0<target>             JSON Ack, no lease (see :mod:`.acks`)
 
 Writes, by design: a lease keep-alive every ``lease_ttl / 3`` seconds per agent (0.3 writes/s at
 the default 10 s), plus one write per registration and per vote change. Reads are one prefix
@@ -36,6 +37,7 @@ import attrs
 import trio
 
 from ._etcd import EtcdClient, EtcdError, Event, KeyValue
+from .acks import Ack, ack_key, ack_parts
 from .rendezvous import Member
 
 __all__ = ["AgentInfo", "FleetError", "FleetNameInUse", "Membership", "read_fleet"]
@@ -102,6 +104,7 @@ class Membership:
         self.prefix = f"{ROOT}{fleet}/".encode()
         self._members_prefix = self.prefix + b"members/"
         self._votes_prefix = self.prefix + b"votes/"
+        self._acks_prefix = self.prefix + b"acks/"
         #: Whether the last call to etcd succeeded (exported as ``trioprobe_fleet_connected``).
         self.connected = False
         #: Live members as last seen in etcd, with the revision each registered at.
@@ -111,6 +114,8 @@ class Membership:
         #: (probe, target) -> {agent: wall-clock time its view turned down}, from the votes
         #: that carry one: a firing's time and repeat schedule, the same on every agent.
         self.vote_since: dict[tuple[str, str], dict[str, float]] = {}
+        #: (probe, target) -> the acknowledgement of its firing (see :mod:`.acks`).
+        self.acks: dict[tuple[str, str], Ack] = {}
         #: Grows whenever the live member set changes; the ownership cache is keyed by it.
         self.generation = 0
         #: Registrations after the first (a lease found expired).
@@ -229,6 +234,19 @@ class Membership:
                     self._pending_votes.add(key)
                     self._set_connected(False, exc)
                     await trio.sleep(self.retry)
+
+    # --- acknowledgements -------------------------------------------------------------------
+
+    async def put_ack(self, probe: str, target: str, ack: Ack) -> None:
+        """Store ``ack`` (no lease: it outlives this agent); :class:`EtcdError` if etcd does not
+        take it. Mirrored at once, so this agent's own view has it before the watch's echo."""
+        revision = await self.etcd.put(ack_key(self._acks_prefix, probe, target), ack.encode())
+        self.acks[(probe, target)] = attrs.evolve(ack, mod_revision=revision)
+        self._touch()
+
+    async def drop_ack(self, probe: str, target: str, ack: Ack) -> None:
+        """Delete ``ack`` if it is still the one stored (a newer acknowledgement is kept)."""
+        await self.etcd.delete_if(ack_key(self._acks_prefix, probe, target), ack.mod_revision)
 
     # --- registration and lease ------------------------------------------------------------
 
@@ -383,6 +401,7 @@ class Membership:
         self.members = {}
         self.votes = {}
         self.vote_since = {}
+        self.acks = {}
         for kv in kvs:
             self._put(kv)
         if set(self.members) != before:
@@ -414,6 +433,9 @@ class Membership:
                     self.members.pop(name, None)
             elif event.deleted:
                 self._drop_vote(key)
+                pair = ack_parts(self._acks_prefix, key)
+                if pair is not None:
+                    self.acks.pop(pair, None)
             else:
                 self._put(event.kv)
         if changed:
@@ -425,6 +447,12 @@ class Membership:
             info = AgentInfo.decode(kv.value)
             if info is not None:
                 self.members[info.name] = (info, kv.mod_revision)
+            return
+        pair = ack_parts(self._acks_prefix, kv.key)
+        if pair is not None:
+            ack = Ack.decode(kv.value, kv.mod_revision)
+            if ack is not None:
+                self.acks[pair] = ack
             return
         parts = self._vote_parts(kv.key)
         if parts is not None:
