@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import email.message
+import functools
 from collections.abc import Mapping
 
 import attrs
@@ -67,27 +68,51 @@ class Exchange:
 
     def decoded(self, limit: int = MAX_BODY_BYTES) -> Exchange:
         """This exchange with ``body`` decoded (at most ``limit`` bytes: else
-        ``BodyTooLarge``; ``httpx.DecodingError`` for a body that is not what it says)."""
+        ``BodyTooLarge``; ``httpx.DecodingError`` for a body that is not what it says); itself
+        when there was nothing to undo (no ``Content-Encoding``, or one that is kept as sent)."""
         if not self.decode_pending:
             return self
-        encoding = self.header_view().get("content-encoding", "")
-        body = decode_body(self.body, encoding, limit)
+        body = decode_body(self.body, self.header(b"content-encoding") or "", limit)
+        if body is self.body:
+            return self
         return attrs.evolve(self, body=body, decode_pending=False)
+
+    def header(self, name: bytes) -> str | None:
+        """The value of the header ``name`` (given in lower case), several fields joined with
+        ``", "`` as httpx joins them; None when there is none. Read from :attr:`headers`
+        directly: the checks of every probe ask for one or two, and :meth:`header_view` costs
+        ~25 calls to build."""
+        values = [value for key, value in self.headers if key.lower() == name]
+        if not values:
+            return None
+        return ", ".join(map(_header_text, values))
 
     def header_view(self) -> httpx.Headers:
         """The headers as a case-insensitive multi-map (decoded as httpx decodes them)."""
         return httpx.Headers(self.headers)
 
-    def text(self, headers: httpx.Headers | None = None) -> str:
+    def text(self) -> str:
         """The body as text, decoded as ``httpx.Response.text`` does: the ``Content-Type``
         charset if Python knows it, else UTF-8, undecodable bytes replaced."""
         if not self.body:
             return ""
-        headers = self.header_view() if headers is None else headers
-        encoding = _charset(headers.get("content-type")) or "utf-8"
+        encoding = _charset(self.header(b"content-type")) or "utf-8"
         return self.body.decode(encoding, errors="replace")
 
 
+def _header_text(value: bytes) -> str:
+    # As httpx.Headers decodes: ASCII, else UTF-8, else Latin-1 (which decodes any bytes).
+    try:
+        return value.decode("ascii")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("iso-8859-1")
+
+
+@functools.lru_cache(maxsize=256)
 def _charset(content_type: str | None) -> str | None:
     if content_type is None:
         return None

@@ -8,8 +8,10 @@ test_http_options.py); these are the lean path's own. ``fail_after`` is only a h
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -116,7 +118,7 @@ async def test_hostile_replies_fail_the_probe_with_a_clear_error(
     # The broken connection is not kept: the next probe opens a new one (and fails the same way).
     state = probe._clients.get(url)
     assert isinstance(state, H11Target)
-    assert not state.client.connected
+    assert not state.connected
     await probe._clients.aclose()
 
 
@@ -210,6 +212,115 @@ async def test_lean_probes_leave_no_cyclic_garbage(nursery: trio.Nursery) -> Non
     finally:
         gc.enable()
     assert garbage < 50
+    await probe._clients.aclose()
+
+
+_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+_CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+
+
+async def _keep_answering(
+    connections: list[int], stream: trio.SocketStream, reply: bytes = _OK
+) -> None:
+    """Answer every request on the connection with ``reply``, never closing first."""
+    connections.append(1)
+    buffer = b""
+    try:
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                buffer += data
+            _, _, buffer = buffer.partition(b"\r\n\r\n")
+            await stream.send_all(reply)
+    except trio.BrokenResourceError:
+        pass
+    finally:
+        await stream.aclose()
+
+
+async def test_a_configured_connection_close_is_honoured(nursery: trio.Nursery) -> None:
+    """Our own request said ``Connection: close``: even a whole keep-alive-looking reply (the
+    fast parser's shape) ends the connection, so the next probe never writes to one the server
+    is closing."""
+    connections: list[int] = []
+    url = await _serve(nursery, partial(_keep_answering, connections))
+    probe = _probe(url, headers={"Connection": "close"}, detail="full")
+    for _ in range(3):
+        result = await _once(probe, url)
+        assert result.success, result.error
+        assert result.extras["connections"] == Map("state", {"new": 1})
+    assert len(connections) == 3
+    await probe._clients.aclose()
+
+
+async def test_a_post_answered_chunked_is_read_by_h11_and_the_connection_kept(
+    nursery: trio.Nursery,
+) -> None:
+    """A reply the fast parser leaves to h11 (chunked), to a request with a body: h11 is put in
+    the state of having sent that request (read back from its bytes) and reads it."""
+    connections: list[int] = []
+    url = await _serve(nursery, partial(_keep_answering, connections, reply=_CHUNKED))
+    probe = _probe(url, method="POST", body="hello", body_regex="^ok$", detail="full")
+    results = [await _once(probe, url) for _ in range(3)]
+    assert [r.success for r in results] == [True] * 3, [r.error for r in results]
+    assert [r.extras["connections"] for r in results] == [Map("state", {"new": 1})] + [
+        Map("state", {"reused": 1})
+    ] * 2
+    assert connections == [1]
+    await probe._clients.aclose()
+
+
+async def test_a_request_h11_refuses_fails_every_probe_with_a_typed_error(
+    nursery: trio.Nursery,
+) -> None:
+    """The request is encoded once and kept, but only once h11 accepted it: a body longer than
+    the configured Content-Length fails each probe (not the target's set-up) in h11's words."""
+    connections: list[int] = []
+    url = await _serve(nursery, partial(_keep_answering, connections))
+    probe = _probe(url, method="POST", body="hello", headers={"Content-Length": "1"})
+    for _ in range(2):
+        result = await _once(probe, url)
+        assert not result.success
+        assert (result.error or "").startswith("LocalProtocolError: "), result.error
+    assert connections == []  # nothing was sent: refused before the connect
+    await probe._clients.aclose()
+
+
+async def test_a_steady_probe_costs_a_bounded_number_of_python_calls(
+    nursery: trio.Nursery,
+) -> None:
+    """CPU per probe, counted rather than timed (so no machine load can change the verdict): a
+    probe over a kept connection whose reply comes whole with a Content-Length is parsed without
+    h11 and costs about 120 calls (it was ~470 through h11 and Trio's stream layer). The least
+    of a few probes is taken: a reply split across two reads is h11's, and legitimately dearer."""
+    url = await _serve(nursery, _serve_h11)
+    probe = _probe(url, detail="full")
+    assert (await _once(probe, url)).success  # the connection is open and kept
+    this = trio.lowlevel.current_task()
+    counts = []
+    for _ in range(10):
+        calls = 0
+
+        def count(frame: FrameType, event: str, arg: object) -> None:
+            # Only this task's calls: the server answering runs in the same process.
+            nonlocal calls
+            try:
+                if trio.lowlevel.current_task() is not this:
+                    return
+            except RuntimeError:  # the scheduler, between tasks
+                return
+            calls += event in ("call", "c_call")
+
+        sys.setprofile(count)
+        try:
+            result = await probe.probe_once(url)
+        finally:
+            sys.setprofile(None)
+        assert result.success, result.error
+        counts.append(calls)
+    assert min(counts) <= 200, counts
     await probe._clients.aclose()
 
 

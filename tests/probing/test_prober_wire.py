@@ -1,4 +1,5 @@
-"""The Prober's raw-socket GET (``probing._wire``): the fast shape, and h11 for everything else.
+"""The lean client's raw-socket exchange (``trioprobe._lean_http.H11Client``, shared by the
+Prober and the ``http`` probe type): the fast shape, and h11 for everything else.
 
 A scripted loopback server answers each request with given byte pieces (sent apart, so a
 reply can arrive split), and counts connections: each test sees which replies keep the
@@ -15,9 +16,11 @@ import h11
 import httpx
 import pytest
 import trio
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from trioprobe._httpbody import BodyTooLarge
-from trioprobe.probing._wire import ProbeConnection, _parse_whole
+from trioprobe._lean_http import H11Client, parse_whole
 
 BODY = b'{"OK":true,"Now":"2024-01-01T00:00:00Z"}'
 WHOLE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
@@ -63,19 +66,18 @@ class Scripted:
 
 
 async def exchanges(script: Scripted, count: int, **kwargs: int) -> list[object]:
-    """``count`` GETs over one ProbeConnection: each exchange, or the error it raised."""
+    """``count`` GETs over one H11Client: each exchange, or the error it raised."""
     out: list[object] = []
     async with trio.open_nursery() as servers:
         listeners = await servers.start(partial(trio.serve_tcp, script.handle, 0, host="127.0.0.1"))
         port = listeners[0].socket.getsockname()[1]
-        connection = ProbeConnection("127.0.0.1", port, b"/raft/probing", HEADERS, **kwargs)
-        request = connection.request_bytes()
+        connection = H11Client("127.0.0.1", port, b"/raft/probing", headers=HEADERS, **kwargs)
         for n in range(count):
             with trio.fail_after(10):
                 while script.close_after and script.closed < n:  # noqa: ASYNC110
                     await trio.sleep(0.005)  # the peer closed the idle connection: now probe
                 try:
-                    out.append(await connection.get(request))
+                    out.append(await connection.exchange())
                 except httpx.HTTPError as exc:
                     out.append(exc)
         await connection.aclose()
@@ -84,7 +86,7 @@ async def exchanges(script: Scripted, count: int, **kwargs: int) -> list[object]
 
 
 def test_the_request_is_h11s_encoding() -> None:
-    connection = ProbeConnection("127.0.0.1", 1, b"/raft/probing", HEADERS)
+    connection = H11Client("127.0.0.1", 1, b"/raft/probing", headers=HEADERS)
     conn = h11.Connection(h11.CLIENT)
     expected = conn.send(h11.Request(method=b"GET", target=b"/raft/probing", headers=HEADERS))
     assert expected is not None
@@ -183,14 +185,115 @@ async def test_broken_replies_are_typed_errors(reply: bytes, kind: str) -> None:
     ],
 )
 def test_the_fast_parser_declines_what_h11_must_judge(reply: bytes) -> None:
-    assert _parse_whole(reply) is None
+    assert parse_whole(reply) is None
 
 
 def test_the_fast_parser_reads_the_common_shape() -> None:
-    parsed = _parse_whole(WHOLE)
+    parsed = parse_whole(WHOLE)
     assert parsed == (
         200,
         "OK",
         [(b"Content-Type", b"application/json"), (b"Content-Length", b"%d" % len(BODY))],
         BODY,
     )
+
+
+def _h11_reads(reply: bytes) -> tuple[int, str, list[tuple[bytes, bytes]], bytes] | None:
+    """What h11 makes of ``reply`` to a GET: None unless it is one whole response after which
+    both sides keep the connection, with nothing left over."""
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method=b"GET", target=b"/", headers=HEADERS))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(reply)
+    try:
+        head = conn.next_event()
+        data = conn.next_event()
+        end = conn.next_event()
+    except h11.RemoteProtocolError:
+        return None
+    if not isinstance(head, h11.Response) or not isinstance(end, h11.EndOfMessage):
+        return None
+    if conn.their_state is not h11.DONE or conn.trailing_data[0]:
+        return None
+    assert isinstance(data, h11.Data)
+    return head.status_code, head.reason.decode(), list(head.headers.raw_items()), data.data
+
+
+_NAMES = st.sampled_from(
+    [
+        b"Content-Length",
+        b"content-LENGTH",
+        b"Content-Type",
+        b"X-Content-Length",
+        b"Server",
+        b"Connection",
+        b"Transfer-Encoding",
+        b"Keep-Alive",
+        b"Date",
+        b"x",
+    ]
+)
+_VALUES = st.sampled_from([b"", b"2", b" 2 ", b"\t2", b"02", b"2, 2", b"close", b"a b", b"x "])
+
+
+@settings(max_examples=300, deadline=None)
+@example(status=200, fields=[(b"content-LENGTH", b" 2 "), (b"X", b"a b")], body=b"ok")
+@given(
+    status=st.sampled_from([200, 204, 301, 404, 503]),
+    fields=st.lists(st.tuples(_NAMES, _VALUES), max_size=5),
+    body=st.sampled_from([b"", b"ok", b"okk"]),
+)
+def test_the_fast_parser_agrees_with_h11_whenever_it_answers(
+    status: int, fields: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    """Whatever the fast parser accepts, h11 reads the same way (status, reason, headers with
+    their values stripped, body) and would keep the connection; it never accepts a reply h11
+    would read differently."""
+    head = b"HTTP/1.1 %d Fine\r\n" % status + b"".join(b"%s:%s\r\n" % f for f in fields)
+    reply = head + b"\r\n" + body
+    mine = parse_whole(reply)
+    if mine is not None:
+        assert mine == _h11_reads(reply)
+
+
+def test_the_fast_parser_strips_values_as_h11_does() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nServer:\t a b \r\ncontent-LENGTH:  2\t\r\n\r\nok"
+    assert parse_whole(reply) == _h11_reads(reply)
+    assert parse_whole(reply) == (
+        200,
+        "OK",
+        [(b"Server", b"a b"), (b"content-LENGTH", b"2")],
+        b"ok",
+    )
+
+
+async def test_closing_the_client_wakes_an_exchange_waiting_for_its_reply() -> None:
+    """A target removed while its probe waits for the reply: the probe is woken with a typed
+    error, not left parked on a closed socket."""
+    asked = trio.Event()
+
+    async def silent(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        asked.set()
+        await trio.sleep_forever()  # never answers, never closes
+
+    async with trio.open_nursery() as servers:
+        listeners = await servers.start(partial(trio.serve_tcp, silent, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        client = H11Client("127.0.0.1", port, b"/", headers=HEADERS)
+        outcome: list[BaseException] = []
+
+        async def wait_for_reply() -> None:
+            try:
+                await client.exchange()
+            except httpx.HTTPError as exc:
+                outcome.append(exc)
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as probes:
+                probes.start_soon(wait_for_reply)
+                await asked.wait()
+                await client.aclose()
+        servers.cancel_scope.cancel()
+    assert [type(e).__name__ for e in outcome] == ["ReadError"], outcome
+    assert not client.connected

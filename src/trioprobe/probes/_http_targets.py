@@ -141,29 +141,15 @@ class HttpxTarget:
         await self.client.aclose()
 
 
-class H11Target:
-    """A plain ``http://`` target probed over its own h11 keep-alive connection."""
+class H11Target(H11Client):
+    """A plain ``http://`` target: its own keep-alive connection, which carries the target's
+    request (encoded once, sent every probe). The client itself, not a wrapper round it: one
+    object and one coroutine frame fewer per target and probe."""
 
-    __slots__ = ("body", "client", "headers", "method", "redirects")
+    __slots__ = ()
 
-    def __init__(
-        self,
-        client: H11Client,
-        method: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes | None,
-    ) -> None:
-        self.client = client
-        self.method = method
-        self.headers = headers
-        self.body = body
-        self.redirects = 0  # the h11 path follows none (follow_redirects takes httpx)
-
-    async def exchange(self) -> Exchange:
-        return await self.client.request(self.method, self.headers, self.body)
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
+    #: Redirects followed: none, ever (``follow_redirects`` takes the httpx path).
+    redirects: int = 0
 
 
 _USER_AGENT = b"trioprobe"
@@ -208,5 +194,12 @@ def h11_target(
     body = spec.body
     if (body or spec.method in _BODY_METHODS) and "content-length" not in given:
         raw.append((b"Content-Length", str(len(body or b"")).encode("ascii")))
-    client = H11Client(url.host, url.port or 80, url.raw_path, max_body=spec.max_body)
-    return H11Target(client, spec.method.encode("ascii"), raw, body)
+    return H11Target(
+        url.host,
+        url.port or 80,
+        url.raw_path,
+        spec.max_body,
+        method=spec.method.encode("ascii"),
+        headers=raw,
+        body=body,
+    )

@@ -277,11 +277,9 @@ class HTTPProbe(ClientPerTargetProbe[HTTPTarget]):
         extras: dict[str, Map | Distribution | int],
         gauges: dict[str, int | float | str],
     ) -> ProbeResult:
-        """The result of an exchange: status code counted, then checked, then the validators."""
+        """The result of an exchange (its status code counted in ``extras`` already): the
+        status code checked, then the validators."""
         code = exchange.status
-        codes = extras["resp-code"]
-        assert isinstance(codes, Map)
-        codes.increment(str(code))
         if not self._success_code(code):
             error = f"unexpected status {code} {exchange.reason}".rstrip()
             return ProbeResult(
@@ -341,15 +339,12 @@ class HTTPProbe(ClientPerTargetProbe[HTTPTarget]):
                 error=f"client: {_describe(exc)}",
                 failure=classify(exc, Phase.CONNECT),
             )
-        codes = Map("code")
-        extras: dict[str, Map | Distribution | int] = {"resp-code": codes}
-        if self._validators:
-            extras["validation_failure"] = Map("validator", dict.fromkeys(self._validators, 0))
         started = trio.current_time()
         try:
             exchange = await state.exchange()
         except EXCHANGE_ERRORS as exc:
             latency = trio.current_time() - started
+            extras = self._extras(Map("code"))
             break_connect_cycles(exc)  # httpx's path wraps trio's connect error (see _tcp)
             error = _describe(exc)
             if isinstance(exc, TooManyRedirects):
@@ -362,8 +357,18 @@ class HTTPProbe(ClientPerTargetProbe[HTTPTarget]):
                 target, False, latency, error=error, extras=extras, failure=classify(exc)
             )
         latency = trio.current_time() - started
+        # The status code counted once, as the Map is built (not an increment after).
+        extras = self._extras(Map("code", {str(exchange.status): 1}))
         gauges = self._exchange_extras(exchange, extras)
         return self._verdict(target, exchange, latency, extras, gauges)
+
+    def _extras(self, codes: Map) -> dict[str, Map | Distribution | int]:
+        """A result's extras before the exchange's own: ``resp-code`` and, with validators,
+        ``validation_failure`` (all zero until one fails)."""
+        extras: dict[str, Map | Distribution | int] = {"resp-code": codes}
+        if self._validators:
+            extras["validation_failure"] = Map("validator", dict.fromkeys(self._validators, 0))
+        return extras
 
 
 def _add_phases(extras: dict[str, Map | Distribution | int], phases: Mapping[str, float]) -> None:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import attrs
 import httpx
 
 from .._exchange import Exchange, from_httpx
 from .._httpbody import send_bounded
 from .._httptrace import RequestTrace, release_response
+from .._lean_http import H11Client
 from .._tls import ssl_context
-from ._wire import ProbeConnection
 
 __all__ = ["Transport"]
 
@@ -25,10 +24,10 @@ class Transport:
     """The connections of one probe id, one per endpoint, chosen when the id starts.
 
     A plain ``http://`` endpoint, when the caller passed no client, goes over a keep-alive
-    connection on a raw socket (:class:`~trioprobe.probing._wire.ProbeConnection`): httpx's
-    layers cost about a millisecond per request, and even Trio's stream layer and h11 half a
-    millisecond, and that time landed in every RTT sample, inflating SRTT and ``clock_diff``
-    with this process's own overhead.
+    connection on a raw socket, the ``http`` probe type's lean client
+    (:class:`~trioprobe._lean_http.H11Client`): httpx's layers cost about a millisecond per
+    request, and even Trio's stream layer and h11 half a millisecond, and that time landed in
+    every RTT sample, inflating SRTT and ``clock_diff`` with this process's own overhead.
     https (and credentials in the URL) stay on httpx, as does everything when the caller gave a
     client: it may carry a transport, proxy or certificates the lean path knows nothing about.
     """
@@ -39,8 +38,8 @@ class Transport:
         self._endpoints = endpoints
         self._client = client
         self._owned = False
-        self.lean: tuple[_LeanEndpoint | None, ...] = tuple(
-            _LeanEndpoint.for_url(url) if client is None else None for url in endpoints
+        self.lean: tuple[H11Client | None, ...] = tuple(
+            _lean_endpoint(url) if client is None else None for url in endpoints
         )
 
     def client(self) -> httpx.AsyncClient:
@@ -60,7 +59,7 @@ class Transport:
         are httpx's classes) or ``UnicodeError`` (a bad host name) on failure."""
         lean = self.lean[index]
         if lean is not None:
-            return await lean.connection.get(lean.request)
+            return await lean.exchange()
         client = self.client()
         trace = RequestTrace()
         request = client.build_request("GET", self._endpoints[index], extensions={"trace": trace})
@@ -71,7 +70,7 @@ class Transport:
     async def aclose(self) -> None:
         for endpoint in self.lean:
             if endpoint is not None:
-                await endpoint.connection.aclose()
+                await endpoint.aclose()
         if self._owned and self._client is not None:
             await self._client.aclose()
 
@@ -79,17 +78,11 @@ class Transport:
 _USER_AGENT = b"trioprobe"
 
 
-@attrs.frozen
-class _LeanEndpoint:
-    """A plain http:// endpoint's keep-alive connection and its request, encoded once."""
-
-    connection: ProbeConnection
-    request: bytes
-
-    @classmethod
-    def for_url(cls, url: httpx.URL) -> _LeanEndpoint | None:
-        if url.scheme != "http" or not url.host or url.userinfo:
-            return None  # https, or credentials in the URL: httpx's own rules apply
-        headers = [(b"Host", url.netloc), (b"Accept", b"*/*"), (b"User-Agent", _USER_AGENT)]
-        connection = ProbeConnection(url.host, url.port or 80, url.raw_path, headers)
-        return cls(connection, connection.request_bytes())
+def _lean_endpoint(url: httpx.URL) -> H11Client | None:
+    """A plain http:// endpoint's keep-alive connection for its GET; None for the httpx path."""
+    if url.scheme != "http" or not url.host or url.userinfo:
+        return None  # https, or credentials in the URL: httpx's own rules apply
+    headers = [(b"Host", url.netloc), (b"Accept", b"*/*"), (b"User-Agent", _USER_AGENT)]
+    client = H11Client(url.host, url.port or 80, url.raw_path, headers=headers)
+    client.request_bytes()  # encoded now, not in the first RTT sample
+    return client
