@@ -297,6 +297,13 @@ class EventMetrics:
         self._labels, self._shared = dict(labels), False
         return self
 
+    def share_labels(self, other: EventMetrics) -> Self:
+        """Take ``other``'s labels, shared until either changes them (copy on write): a
+        target's two accumulators (counters and gauges) then hold one label dict."""
+        self._labels = other._labels
+        self._shared = other._shared = True
+        return self
+
     def label(self, key: str) -> str:
         return self._labels.get(key, "")
 

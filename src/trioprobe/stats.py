@@ -196,14 +196,20 @@ class StatsKeeper:
                 if discovered != self._discovered.get(target, {}):
                     self._discovered[target] = discovered
                     self._unlabel(target)
+            labelled = None
             for accumulators in (self._cumulative, self._gauges):
                 acc = accumulators.get(target)
                 if acc is None:
                     continue
                 # Labels are fixed at the first export (add_label keeps the first value), so an
                 # accumulator that has its dst label needs no more: skip that work on every tick.
+                # A target's two accumulators share one label dict (memory per target).
                 if "dst" not in acc.labels:
-                    self._label(acc, target)
+                    if labelled is None:
+                        self._label(acc, target)
+                    else:
+                        acc.share_labels(labelled)
+                labelled = acc
                 acc.timestamp = timestamp
                 batch.append(acc.clone())
             cloned += 1

@@ -13,7 +13,7 @@ import trio.testing
 
 from trioprobe.metrics import Distribution, EventMetrics, Float, Int, Kind, Map, String
 from trioprobe.results import ProbeResult
-from trioprobe.stats import StatsKeeper, stats_keeper
+from trioprobe.stats import _FOLDS_PER_STEP, StatsKeeper, stats_keeper
 from trioprobe.testing import assert_no_leaks
 
 from ..loop_steps import counting_steps
@@ -389,3 +389,76 @@ async def test_a_large_export_keeps_folding_between_its_slices(autojump_clock: A
     assert totals == {1, 2}  # early targets cloned before their second result, later ones after
     final = await keeper.snapshot(4.0)
     assert all(em.metric("total") == Int(2) for em in final if em.kind is Kind.CUMULATIVE)
+
+
+class _StepNumbers(trio.abc.Instrument):
+    """Numbers every task step, so a test can tell whether two things happened in one step."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.step += 1
+
+
+async def test_a_tick_after_a_batch_starts_its_export_in_a_step_of_its_own(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+) -> None:
+    """A tick that comes due while a batch of results arrives: the keeper folds the batch, then
+    clones the first export slice only after a checkpoint. In one step the two made it twice as
+    long (1,022 calls against tests/core/test_step_work_guard.py's 1,000 on a busy machine, the
+    only place that saw it). Steps are numbered by an instrument, never timed."""
+    steps = _StepNumbers()
+    folded_in: list[int] = []
+    listed_in: list[int] = []
+
+    def listed() -> list[str]:
+        listed_in.append(steps.step)
+        return [f"t{i}" for i in range(32)]
+
+    keeper = await Keeper(
+        nursery, listed, interval=1.0, observe=lambda _: folded_in.append(steps.step)
+    ).start()
+    for i in range(32):
+        keeper.results.send_nowait(ProbeResult(f"t{i}", True, 0.1))
+    await trio.testing.wait_all_tasks_blocked()
+    assert listed_in == []  # no tick yet: everything folded, the keeper waits for more
+    trio.lowlevel.add_instrument(steps)
+    try:
+        # The tick comes due and a batch arrives with nothing run in between, so the keeper
+        # wakes with both: results to fold and an export to start.
+        mock_clock.jump(1.5)
+        for i in range(_FOLDS_PER_STEP):
+            keeper.results.send_nowait(ProbeResult(f"t{i}", True, 0.1))
+        await trio.testing.wait_all_tasks_blocked()
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    batch_folded = folded_in[-_FOLDS_PER_STEP:]
+    assert len(set(batch_folded)) == 1  # the batch was folded in one step: the case at issue
+    assert len(listed_in) == 1  # the tick's export began
+    assert listed_in[0] > batch_folded[0]  # ... after the batch, and not in the same step
+    exported = keeper.exported()
+    assert len(exported) == 32
+    assert exported[0].metric("total") == Int(2)  # the batch is in this tick's export
+
+
+async def test_a_targets_two_accumulators_share_one_label_dict() -> None:
+    """Issue 19, memory per target: the counters' and the gauges' accumulators (and so their
+    exported clones) hold one label dict between them, copied only if one of them changes."""
+    keeper = StatsKeeper(probe_type="http", probe_name="web", targets=lambda: ["a"], interval=1)
+    keeper.fold(ProbeResult("a", True, 0.5))
+    (cumulative,) = await keeper.snapshot(1.0)  # no gauges yet
+    keeper.fold(ProbeResult("a", False, error="boom"))  # the gauges' accumulator begins
+    cumulative, gauge = await keeper.snapshot(2.0)
+    assert cumulative.labels is gauge.labels
+    assert dict(gauge.labels) == {"ptype": "http", "probe": "web", "dst": "a"}
+    assert gauge.metric("last_failure_reason") is not None
+    gauge.add_label("zone", "z1")  # copy on write: the other keeps its labels
+    assert "zone" not in cumulative.labels
+    both = StatsKeeper(
+        probe_type="http", probe_name="web", targets=lambda: ["a"], interval=1, export_up=True
+    )
+    both.fold(ProbeResult("a", True, 0.5))  # both accumulators from the first result
+    cumulative, gauge = await both.snapshot(1.0)
+    assert cumulative.labels is gauge.labels
+    assert gauge.metric("up") == Int(1)

@@ -251,3 +251,40 @@ async def test_an_unusable_path_turns_history_off_not_probing(
     assert service.disabled
     assert not service._open
     assert any("history is off: cannot open" in r.getMessage() for r in caplog.records)
+
+
+def test_targets_probed_alike_share_their_summary_counts(tmp_path: Path) -> None:
+    """Issue 19, memory per target: a summary holds every target's counts per window, and
+    targets probed alike (most of a large config) share one read-only mapping of equal
+    counts instead of each holding its own; one that differs keeps its own figures. The
+    targets' bucket bounds are one tuple too."""
+    import json
+
+    from trioprobe.history.store import MinuteRow, Store
+
+    store = Store(tmp_path / "alike.sqlite")
+    bounds = json.dumps([0.0, 0.001, 0.01])
+    try:
+        day = T0 // DAY * DAY
+        rows = [
+            MinuteRow("web", f"t{i}", bounds, day + 60 * m, 6, 6 - (i == 0), 0.01, {1: 5}, None)
+            for i in range(50)
+            for m in range(30)
+        ]
+        store.write(rows, [])
+        plain = ProbeSpec(name="web", type="http", targets=("t0",))
+        summary = compute_summary(store, day + 60 * 30, {"web": plain})
+        ids = store.targets()
+    finally:
+        store.close()
+    alike = [summary.targets[("web", f"t{i}")] for i in range(1, 50)]
+    assert alike[0].counts["1h"].probes == 180
+    assert alike[0].uptime("1h") == 1.0
+    assert all(s.counts is alike[0].counts for s in alike)
+    assert all(s.burn_rates is alike[0].burn_rates and not s.burn_rates for s in alike)
+    odd = summary.targets[("web", "t0")]
+    assert odd.counts is not alike[0].counts
+    assert odd.counts["1h"].successes == 150
+    with pytest.raises(TypeError):
+        odd.counts["1h"] = odd.counts["24h"]  # type: ignore[index]  # shared: read-only
+    assert ids[("web", "t1")][1] is ids[("web", "t2")][1]  # one tuple of bounds per probe

@@ -19,8 +19,9 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, TypeVar
 
 import trio
@@ -61,6 +62,9 @@ DEFAULT_BOUNDS = (
 )
 #: Seconds after a period ends before it is written: results made at its very end get in.
 _GRACE = 1.0
+# Shared by every summary entry that has none (see summarize: memory per target).
+_NO_COUNTS = Counts()
+_NO_BURNS: Mapping[str, float | None] = MappingProxyType({})
 T = TypeVar("T")
 
 
@@ -399,20 +403,29 @@ def compute_summary(
     hists = store.hists(ceil_to(now - DAY, 3600), end, marks)
     daily = (cache or DailyCache()).daily(store, floor_to(now, DAY), end)
     targets = {}
+    # Targets probed alike have equal counts in every window: they share one mapping, which a
+    # summary holds for every target (issue 19, memory per target).
+    shared: dict[tuple[Counts, ...], Mapping[str, Counts]] = {}
+    shown = [w for w in counts if not w.startswith("slo:")]
     for (probe, target), (tid, bounds) in ids.items():
         spec = probes.get(probe)
         if spec is None:
             continue
-        own = {w: c.get(tid, Counts()) for w, c in counts.items()}
+        own = {w: c.get(tid, _NO_COUNTS) for w, c in counts.items()}
+        values = tuple(own[w] for w in shown)
+        windows_counts = shared.get(values)
+        if windows_counts is None:
+            windows_counts = MappingProxyType(dict(zip(shown, values, strict=True)))
+            shared[values] = windows_counts
         hist = hists.get(tid, {})
-        budget, burns = None, {}
+        budget, burns = None, _NO_BURNS
         if spec.slo is not None:
             budget = error_budget_remaining(own[f"slo:{int(spec.slo_window)}"], spec.slo)
             burns = {w: burn_rate(own[w], spec.slo) for w in ("1h", "6h")}
         targets[(probe, target)] = TargetSummary(
             probe=probe,
             target=target,
-            counts={w: c for w, c in own.items() if not w.startswith("slo:")},
+            counts=windows_counts,
             p50_24h=quantile(bounds, hist, 0.5),
             p99_24h=quantile(bounds, hist, 0.99),
             daily=daily.get(tid, ""),

@@ -25,6 +25,7 @@ version-1 file (hours and days rolled up later, in batches) is migrated when ope
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -347,7 +348,10 @@ class Store:
                 counts = Counts(p, s, blocked, maint)
                 found = out.get(tid)
                 out[tid] = counts if found is None else found + counts
-        return out
+        # One object per distinct value: targets probed alike have equal counts, and a summary
+        # holds these for every target (issue 19, memory per target).
+        shared: dict[Counts, Counts] = {}
+        return {tid: shared.setdefault(counts, counts) for tid, counts in out.items()}
 
     def hists(self, a: float, b: float, marks: tuple[int, int]) -> dict[int, dict[int, int]]:
         """Every target's latency histogram over ``[a, b)``: id -> {bucket index: count}."""
@@ -421,8 +425,11 @@ class Store:
         return list(self.read_conn.execute(sql, args))
 
 
+@functools.lru_cache(maxsize=64)
 def _bounds(text: str) -> tuple[float, ...]:
-    # Stored without the leading -inf, which JSON cannot spell.
+    # Stored without the leading -inf, which JSON cannot spell. Cached: every target of a probe
+    # has the same bounds, and a summary holds them for every target (one tuple and its floats
+    # each, 300 bytes: issue 19, memory per target); the tuple is immutable, so sharing is safe.
     if not text:
         return ()
     return (-math.inf, *(float(b) for b in json.loads(text)))

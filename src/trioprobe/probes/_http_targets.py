@@ -2,11 +2,11 @@
 
 A target keeps what its requests need between probes: its keep-alive connection, its request
 headers, the TLS facts of its connection. :class:`HttpxTarget` carries them over httpx (https,
-redirects, proxies, a caller's client); :class:`H11Target` over one h11 connection
-(:mod:`trioprobe._lean_http`), for plain ``http://`` targets. The probe holds either as an
-:class:`HTTPTarget` and calls :meth:`~HTTPTarget.exchange`, which returns the transport-neutral
-:class:`~trioprobe._exchange.Exchange` or raises one of :data:`EXCHANGE_ERRORS` (the h11 path's
-typed errors are httpx's classes of the same names).
+redirects, proxies, a caller's client); :class:`H11Target` over one keep-alive connection on a
+raw socket (:mod:`trioprobe._lean_http`), for plain ``http://`` targets. The probe holds either
+as an :class:`HTTPTarget` and calls :meth:`~HTTPTarget.exchange`, which returns the
+transport-neutral :class:`~trioprobe._exchange.Exchange` or raises one of
+:data:`EXCHANGE_ERRORS` (the h11 path's typed errors are httpx's classes of the same names).
 """
 
 from __future__ import annotations

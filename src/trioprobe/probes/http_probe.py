@@ -38,8 +38,9 @@ connections. For https targets the gauges ``tls_version`` (e.g. ``TLS 1.3``) and
 the epoch, when it was verified) report the target's current TLS connection.
 
 **The lean path.** httpx's layers cost about 1.1 ms of CPU per probe. A plain ``http://`` target
-is probed instead over one keep-alive connection of its own, h11 over a Trio TCP stream
-(:mod:`trioprobe._lean_http`), at a fraction of the CPU, reporting the same results, errors, phases
+is probed instead over one keep-alive connection of its own on a raw socket, the Prober's client
+(:mod:`trioprobe._lean_http`: the request encoded once, a whole reply parsed by a regex, h11 for
+any other shape), at a fraction of the CPU, reporting the same results, errors, phases
 and ``connections`` counts. The httpx path is kept when the probe needs it: an ``https://`` target,
 ``follow_redirects``, a ``client_factory`` given by the caller, or ``transport = "httpx"``.
 
