@@ -10,6 +10,7 @@ replaced whole on a reload.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Collection
 
 import trio
 
@@ -18,7 +19,10 @@ from .depends import first_down, parse_dependency
 from .health import Health
 from .maintenance import Window
 
-__all__ = ["Holds"]
+__all__ = ["DependencyJudge", "Holds"]
+
+#: The first of an alert's dependencies that is down now, as (probe, target), or ``None``.
+DependencyJudge = Callable[[Collection[tuple[str, str | None]]], tuple[str, str] | None]
 
 
 class Holds:
@@ -26,6 +30,9 @@ class Holds:
 
     def __init__(self, health: Health, config: Config) -> None:
         self.health = health
+        #: Judges ``depends_on``: this process's own view by default; a fleet agent replaces
+        #: it with the fleet's agreed state (it does not probe the dependencies others own).
+        self.first_down: DependencyJudge = lambda deps: first_down(health, deps)
         self._epoch: tuple[float, float] | None = None
         self.update(config)
 
@@ -64,7 +71,7 @@ class Holds:
     def _held(self, alert: str, probe: str, target: str, *, every_window: bool) -> str | None:
         # every_window=False: only the windows kept out of the SLO count (history's question).
         deps = self._depends.get(alert)
-        if deps and first_down(self.health, deps) is not None:
+        if deps and self.first_down(deps) is not None:
             return "blocked"
         if self._windows:
             labels = self._probe_labels.get(probe, {})

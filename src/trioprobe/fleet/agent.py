@@ -14,6 +14,7 @@ from ..metrics import EventMetrics, Int, Kind
 from ..targets import Target
 from ._etcd import EtcdClient
 from .alerts import FleetAlerts
+from .depends import AgreedDependencies
 from .membership import AgentInfo, Membership
 from .ownership import Ownership
 from .spec import FleetSpec
@@ -60,7 +61,8 @@ class FleetAgent:
         self.ownership.on_change(callback)
 
     def use_alerts(self, service: AlertingService) -> FleetAlerts:
-        """Agreed alerts for ``service``: its rules, holds, repeat intervals and notifiers."""
+        """Agreed alerts for ``service``: its rules, holds, repeat intervals and notifiers; its
+        ``depends_on`` holds judged from the fleet's agreed state."""
         self.alerts = FleetAlerts(
             self.membership,
             self.ownership,
@@ -70,6 +72,8 @@ class FleetAgent:
             repeat_interval=service.repeat_interval,
             now=service.wall_time,
         )
+        # depends_on from the fleet's verdicts: this agent does not probe what others own.
+        service.holds.first_down = AgreedDependencies(self.alerts, service.health).first_down
         return self.alerts
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -14,7 +14,8 @@ on where the old one stopped:
 * **Holds.** A fire that ``depends_on`` or a maintenance window holds is not sent; the firing is
   kept as *held*, and :meth:`FleetAlerts.tick` (once per probe interval, as without a fleet)
   releases it when the hold is over: the notifier sends the fire then, under the firing's key.
-  A firing that resolves while held sends nothing at all.
+  A firing that resolves while held sends nothing at all. A dependency is judged from the
+  fleet's verdicts (:attr:`FleetAlerts.agreed_down`, :mod:`.depends`), not this agent's view.
 * **Repeats.** A released firing is re-notified at ``since + k * repeat_interval`` (k = 1, 2
   ...), ``since`` being the time in the vote that completed the quorum: the same instants, and
   the same key for repeat k, on every agent. A repeat is skipped while held.
@@ -42,7 +43,7 @@ from ._etcd import EtcdError
 from .acks import Ack
 from .membership import Membership
 from .ownership import Ownership
-from .quorum import notice_key, notifier, verdict
+from .quorum import Verdict, notice_key, notifier, verdict
 
 __all__ = ["FleetAlerts", "FleetNotice"]
 
@@ -115,6 +116,10 @@ class FleetAlerts:
         self.firing: dict[tuple[str, str], _Firing] = {}
         #: Notices this agent sent, by event (for tests and the status view).
         self.sent: dict[str, int] = {"fire": 0, "resolve": 0, "repeat": 0}
+        #: probe -> its targets the fleet agrees are down (each probe's own quorum: the
+        #: alert's watching it, 1 for a probe no alert watches), as of the last evaluation;
+        #: ``depends_on`` is judged from it (:mod:`.depends`).
+        self.agreed_down: dict[str, set[str]] = {}
         self._local: dict[tuple[str, str], Transition] = {}
         #: Acknowledgements of resolved firings this agent (their notifier) is to delete.
         self._stale_acks: dict[tuple[str, str], Ack] = {}
@@ -203,24 +208,39 @@ class FleetAlerts:
                     del self._stale_acks[key]
 
     async def evaluate(self) -> None:
+        """Judge every voted-on (or firing) target, then act on the verdicts.
+
+        Two passes: every verdict is known (:attr:`agreed_down`) before any firing starts, so
+        a dependency and its dependent that turn down in the same batch of votes hold the
+        dependent's fire whichever sorts first."""
         votes = self.membership.votes
-        keys = set(votes) | set(self.firing)
-        for i, key in enumerate(sorted(keys)):
+        keys = sorted(set(votes) | set(self.firing))
+        judged: list[tuple[str, tuple[str, ...], Verdict]] = []
+        down: dict[str, set[str]] = {}
+        for i, (probe, target) in enumerate(keys):
             if i and i % _CHUNK == 0:
                 await trio.lowlevel.checkpoint()
-            self._evaluate(key, votes.get(key, {}))
+            alert, quorum = self.rule_of(probe)
+            owners = self.ownership.owners(probe, target)
+            v = verdict(owners, votes.get((probe, target), {}), quorum)
+            judged.append((alert, owners, v))
+            if v.down:
+                down.setdefault(probe, set()).add(target)
+        self.agreed_down = down
+        for i, (key, (alert, owners, v)) in enumerate(zip(keys, judged, strict=True)):
+            if i and i % (4 * _CHUNK) == 0:
+                await trio.lowlevel.checkpoint()
+            if alert:
+                self._evaluate(key, alert, owners, v)
 
-    def _evaluate(self, key: tuple[str, str], votes: dict[str, int]) -> None:
+    def _evaluate(
+        self, key: tuple[str, str], alert: str, owners: tuple[str, ...], v: Verdict
+    ) -> None:
         probe, target = key
-        alert, quorum = self.rule_of(probe)
-        if not alert:
-            return
-        owners = self.ownership.owners(probe, target)
-        v = verdict(owners, votes, quorum)
         first = notifier(owners)
         firing = self.firing.get(key)
         if v.down and v.epoch is not None and firing is None:
-            since = self._since(key, votes, v.epoch)
+            since = self._since(key, self.membership.votes.get(key, {}), v.epoch)
             transition = self._transition(alert, probe, target, UP, DOWN, since)
             released = self.hold(alert, probe, target) is None
             firing = self.firing[key] = _Firing(v.epoch, first, transition, released)
