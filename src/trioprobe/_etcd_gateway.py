@@ -21,6 +21,8 @@ from typing import Any, Self
 import httpx
 import trio
 
+from ._httpx_body import build_request
+
 __all__ = [
     "GatewayClient",
     "GatewayError",
@@ -42,46 +44,12 @@ class GatewayError(Exception):
     """etcd's gateway could not be reached, refused, or answered something unexpected."""
 
 
-class _Body(httpx.AsyncByteStream):
-    """A request body that httpcore can abandon half-sent without leaving anything behind.
-
-    httpx's own body (``json=``/``content=``) is an async generator, and httpcore iterates it
-    without closing it: when the send of the body fails (etcd restarting resets the
-    connection, which httpcore swallows to read a reply; or a deadline cancels it), the
-    generator is left suspended and Trio warns when it is collected (a ResourceWarning that
-    failed a soak run of the fleet's etcd-restart test). A plain iterator object has nothing
-    to finalize.
-    """
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return _Once(self._data)
-
-
-class _Once:
-    def __init__(self, data: bytes) -> None:
-        self._data: bytes | None = data
-
-    def __aiter__(self) -> _Once:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._data is None:
-            raise StopAsyncIteration
-        data, self._data = self._data, None
-        return data
-
-
 def _request(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> httpx.Request:
-    """A JSON ``POST`` whose body is a :class:`_Body`."""
+    """A JSON ``POST`` (its body a plain iterator: see :mod:`trioprobe._httpx_body`)."""
     data = json.dumps(body, separators=(",", ":")).encode()
-    request = client.build_request(
-        "POST", url, content=data, headers={"Content-Type": "application/json"}
+    return build_request(
+        client, "POST", url, content=data, headers={"Content-Type": "application/json"}
     )
-    request.stream = _Body(data)
-    return request
 
 
 class GatewayClient:

@@ -22,6 +22,7 @@ from functools import partial
 import httpx
 import trio
 
+from .._httpx_body import build_request
 from ..handoff import HandoffError, RecordRejected, WriteReplayer, open_queue
 from ..handoff.disk_queue import default_queue_dir, prepare_default_root
 from .firing import FiringEntry, FiringState
@@ -192,9 +193,13 @@ class QueuedNotifier:
         """POST ``data``; read at most :data:`REPLY_LIMIT` bytes of the reply, undecoded."""
         try:
             with trio.fail_after(self.timeout):
-                async with client.stream("POST", url, content=data, headers=headers) as resp:
+                request = build_request(client, "POST", url, content=data, headers=headers)
+                resp = await client.send(request, stream=True)
+                try:
                     body = await _read_bounded(resp)
-                    return Reply(resp.status_code, body, resp.headers.get("location"))
+                finally:
+                    await resp.aclose()
+                return Reply(resp.status_code, body, resp.headers.get("location"))
         except (trio.TooSlowError, httpx.TimeoutException):
             raise self.error(f"{url}: no complete reply within {self.timeout:g} s") from None
         except httpx.HTTPError as exc:

@@ -37,6 +37,7 @@ import attrs
 import httpx
 import trio
 
+from .._httpx_body import build_request
 from .._options import path_field
 from .._tls import load_ssl_context
 from ..handoff import (
@@ -353,9 +354,10 @@ class InfluxSurfacer:
                 if resp.status_code != 200:
                     raise InfluxError(f"CREATE DATABASE failed: {resp.status_code} {resp.text}")
                 self._db_ready = True
-            resp = await client.post(
-                "/write", params={"db": o.database, "precision": "ns"}, content=data
+            write = build_request(
+                client, "POST", "/write", params={"db": o.database, "precision": "ns"}, content=data
             )
+            resp = await client.send(write)
         if resp.status_code == 204:
             return
         if resp.status_code == 404:
