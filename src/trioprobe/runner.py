@@ -48,7 +48,7 @@ from .config import (
 from .history import HistoryService
 from .metrics import EventMetrics, Kind
 from .probes import Probe, probe_types
-from .probes._base import send_result
+from .probes._base import ScheduledProbe, send_result
 from .reload import ReloadOutcome, ReloadPlan, ReloadStats, plan_reload
 from .results import LATENCY_UNITS, ProbeResult
 from .stats import StatsKeeper
@@ -382,7 +382,10 @@ class Runner:
             export_up=True,
             labels_of=targets.labels_of,
         )
-        return _ProbeUnit(spec, options, _make_probe(spec, options, targets), targets, keeper)
+        probe = _make_probe(spec, options, targets)
+        if isinstance(probe, ScheduledProbe):
+            probe.tick_slot = spec.tick_slot
+        return _ProbeUnit(spec, options, probe, targets, keeper)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until :meth:`shutdown` has finished draining, or until cancelled."""

@@ -89,6 +89,11 @@ class ProbeSpec:
     interval: float = 2.0
     #: Seconds a single probe may take.
     timeout: float = 1.0
+    #: Seconds: coalesce the targets' ticks onto a grid this wide, so the targets due in one
+    #: slot cost one wake-up of the event loop (less CPU at thousands of targets; the probes of
+    #: a slot start together and queue behind each other). 0: each target has its own timer.
+    #: For the types on the shared schedule (docs/probing.md, "Coalesced ticks").
+    tick_slot: float = 0.0
     #: Seconds between exports; default ``max(10, interval, timeout)``, as cloudprober.
     stats_interval: float | None = None
     #: The unit ``latency_buckets`` bounds are written in; latency is exported in seconds.

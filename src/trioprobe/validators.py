@@ -108,6 +108,8 @@ KEY_RANGES: Mapping[str, Range] = {
     "drain_timeout": SECONDS_OR_ZERO,
     # [[alert]]: 0 turns repeated notifications off.
     "repeat_interval": SECONDS_OR_ZERO,
+    # [[probe]]: 0 gives each target its own timer.
+    "tick_slot": SECONDS_OR_ZERO,
     "port": PORT,
     "buffer": POSITIVE_COUNT,
     "batch_size": POSITIVE_COUNT,

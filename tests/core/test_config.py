@@ -113,6 +113,8 @@ PROBE = '[[probe]]\nname = "a"\ntype = "http"\ntargets = ["http://x/"]\n'
         (PROBE.replace('"http"', '"gopher"'), "probe[0].type: unknown probe type 'gopher'"),
         (PROBE + '[[surfacer]]\ntype = "pigeon"\n', "surfacer[0].type: unknown surfacer type"),
         (PROBE + "interval = 5\nstats_interval = 2\n", "probe[0].stats_interval: 2.0s is shorter"),
+        (PROBE + 'interval = 1\ntick_slot = "2s"\n', "probe[0].tick_slot: 2.0s is longer"),
+        (PROBE + "tick_slot = -0.01\n", "probe[0].tick_slot: expected a finite number of seconds"),
         (
             PROBE + "interval = 0\n",
             "probe[0].interval: expected a finite number of seconds >= 0.001",

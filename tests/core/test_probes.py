@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -15,7 +16,7 @@ import pytest
 import trio
 
 from trioprobe import _tls
-from trioprobe._ticks import spread_offset
+from trioprobe._ticks import TickGrid, spread_offset
 from trioprobe.cli import main
 from trioprobe.config import ConfigError, load_config
 from trioprobe.metrics import Distribution, Map, MetricsError
@@ -25,7 +26,6 @@ from trioprobe.probing import ProbeRecord, open_prober
 from trioprobe.results import ProbeResult
 from trioprobe.runner import Runner
 
-from ..grid import on_grid
 from ._util import drain
 
 # -- run_per_target --------------------------------------------------------------------------
@@ -72,14 +72,50 @@ async def test_first_probes_spread_by_stable_offset(
     assert off_a != off_b
     await trio.sleep(4.0 + max(off_a, off_b) + 0.01)
     assert sorted(calls) == [
-        ("a", pytest.approx(on_grid(start + off_a) - start)),
-        ("a", pytest.approx(on_grid(start + off_a + 2.0) - start)),
-        ("a", pytest.approx(on_grid(start + off_a + 4.0) - start)),
-        ("b", pytest.approx(on_grid(start + off_b) - start)),
-        ("b", pytest.approx(on_grid(start + off_b + 2.0) - start)),
-        ("b", pytest.approx(on_grid(start + off_b + 4.0) - start)),
+        ("a", pytest.approx(off_a)),
+        ("a", pytest.approx(off_a + 2.0)),
+        ("a", pytest.approx(off_a + 4.0)),
+        ("b", pytest.approx(off_b)),
+        ("b", pytest.approx(off_b + 2.0)),
+        ("b", pytest.approx(off_b + 4.0)),
     ]
     assert len(drain(receive)) == 6  # type: ignore[arg-type]
+
+
+async def test_a_tick_slot_coalesces_the_targets_ticks_onto_its_grid(
+    nursery: trio.Nursery, autojump_clock: Any
+) -> None:
+    start = trio.current_time()
+    starts: dict[str, list[float]] = {}
+
+    async def probe_once(target: str) -> ProbeResult:
+        starts.setdefault(target, []).append(trio.current_time())
+        return ProbeResult(target, True)
+
+    targets = [f"t{i}" for i in range(200)]
+    send, receive = trio.open_memory_channel[ProbeResult](10_000)
+    await nursery.start(
+        functools.partial(
+            run_per_target,
+            lambda: targets,
+            interval=1.0,
+            probe_timeout=1.0,
+            probe_once=probe_once,
+            results=send,
+            tick_slot=0.05,
+        )
+    )
+    await trio.sleep(3.0)
+    grid = TickGrid(0.05)
+    for target in targets:
+        # Each probe at the grid point at or after its tick: spread offset + k intervals.
+        due = [start + spread_offset(target, 1.0) + k for k in range(len(starts[target]))]
+        assert starts[target] == pytest.approx([grid.align(d) for d in due])
+    # 200 spread targets share at most 20 instants a second: a wake-up each.
+    assert len({round(t, 6) for times in starts.values() for t in times if t < start + 1}) <= 20
+    lateness = [r.start_lateness for r in drain(receive)]  # type: ignore[attr-defined]
+    assert lateness
+    assert all(late == pytest.approx(0) for late in lateness)
 
 
 async def test_many_targets_spread_over_the_interval(
@@ -103,9 +139,7 @@ async def test_many_targets_spread_over_the_interval(
     for offset in firsts.values():
         per_slice[min(9, int(offset / 0.5))] += 1
     assert max(per_slice) < 150, per_slice
-    assert all(
-        firsts[t] == pytest.approx(on_grid(start + spread_offset(t, 5.0)) - start) for t in targets
-    )
+    assert all(firsts[t] == pytest.approx(spread_offset(t, 5.0)) for t in targets)
 
 
 async def test_missed_ticks_dropped(nursery: trio.Nursery, autojump_clock: Any) -> None:
@@ -124,7 +158,7 @@ async def test_missed_ticks_dropped(nursery: trio.Nursery, autojump_clock: Any) 
     await trio.sleep(first + 5.01)
     # The first probe ends at first+2.5; the grid's next tick is first+3 (the ones at +1 and
     # +2 are dropped instead of bursting), and the schedule stays on its grid afterwards.
-    assert starts == pytest.approx([on_grid(start + first + k) - start for k in (0, 3, 4, 5)])
+    assert starts == pytest.approx([first + k for k in (0, 3, 4, 5)])
     lateness = [r.start_lateness for r in drain(receive)]  # type: ignore[attr-defined]
     assert lateness == pytest.approx([0, 0, 0, 0])
 
@@ -135,7 +169,6 @@ async def test_start_lateness_reported(nursery: trio.Nursery, autojump_clock: An
     async def probe_once(target: str) -> ProbeResult:
         return ProbeResult(target, True)
 
-    start = trio.current_time()
     receive = await _start(nursery, lambda: ["a"], probe_once, interval=1.0)
     first = spread_offset("a", 1.0)
     await trio.sleep(first - 0.01)
@@ -144,9 +177,7 @@ async def test_start_lateness_reported(nursery: trio.Nursery, autojump_clock: An
     await trio.sleep(0.1)
     results = drain(receive)
     assert len(results) == 1
-    # Late by the 0.05 s stall, less what of it was spent waiting for the tick's grid point.
-    late = start + first + 0.04 - on_grid(start + first)
-    assert results[0].start_lateness == pytest.approx(late)  # type: ignore[attr-defined]
+    assert results[0].start_lateness == pytest.approx(0.04)  # type: ignore[attr-defined]
 
 
 async def test_targets_added_and_removed(nursery: trio.Nursery, autojump_clock: Any) -> None:

@@ -14,7 +14,7 @@ import trioprobe
 from trioprobe._ticks import spread_offset
 from trioprobe.config import Config, ConfigError, parse_config
 from trioprobe.metrics import EventMetrics, Int, Kind
-from trioprobe.probes import probe_types
+from trioprobe.probes import ScheduledProbe, probe_types
 from trioprobe.results import ProbeResult
 from trioprobe.runner import Runner
 from trioprobe.testing import assert_no_leaks
@@ -305,3 +305,10 @@ async def test_the_runners_own_metrics_under_one_label_set_are_one_series(
     names = set(cumulative[-1].metrics)
     assert {"config_reloads", "event_loop_lag_seconds", "gc_reclaims"} <= names
     assert len({(em.kind, em.timestamp) for em in plain}) == len(plain)  # one per kind a tick
+
+
+def test_a_probes_tick_slot_reaches_its_schedule() -> None:
+    table = {"name": "h", "type": "http", "targets": ["http://127.0.0.1:9/"], "tick_slot": "10ms"}
+    probe = Runner(parse_config({"probe": [table]})).probes[0][1]
+    assert isinstance(probe, ScheduledProbe)
+    assert probe.tick_slot == pytest.approx(0.01)

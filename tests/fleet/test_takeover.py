@@ -18,8 +18,6 @@ from trioprobe.results import ProbeResult
 from trioprobe.targets import ProbeTargets, Target
 from trioprobe.targets.static import StaticSource
 
-from ..grid import on_grid
-
 INTERVAL = 10.0
 ADDRESSES = [f"http://10.0.0.{i}/" for i in range(40)]
 
@@ -82,10 +80,10 @@ async def test_targets_taken_over_are_probed_within_a_fifth_of_the_interval(
     late = [a for a in theirs if spread_offset(a, INTERVAL) > 0.2 * INTERVAL]
     assert late  # without the hurry these would wait more than a fifth of the interval
     for address in theirs:
-        assert change < first[address] <= on_grid(change + 0.2 * INTERVAL)
+        assert change < first[address] <= change + 0.2 * INTERVAL
     # What this agent held from the start was spread over the whole interval, as always.
     for address in mine:
-        assert first[address] == pytest.approx(on_grid(spread_offset(address, INTERVAL)))
+        assert first[address] == pytest.approx(spread_offset(address, INTERVAL))
 
 
 async def test_the_first_assignment_is_spread_over_the_interval(
@@ -97,7 +95,7 @@ async def test_the_first_assignment_is_spread_over_the_interval(
     first = await _first_probes(targets, 1.0, set(ADDRESSES))
     assert targets.taken_over == {}
     for address in ADDRESSES:
-        assert first[address] == pytest.approx(on_grid(1.0 + spread_offset(address, INTERVAL)))
+        assert first[address] == pytest.approx(1.0 + spread_offset(address, INTERVAL))
 
 
 class _View:

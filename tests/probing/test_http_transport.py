@@ -72,12 +72,11 @@ async def test_ssl_context_built_in_a_thread_and_clients_outside_deadlines(
         nursery.cancel_scope.cancel()
     assert len(builds) == 1000
     assert all(deadline == float("inf") for _, deadline in builds)
-    # Builds are spread over the interval: at most one tick grid slot's share of the targets
-    # (2 on average) share an instant, not all of them.
+    # At most a handful of builds share an instant: they are spread over the interval.
     per_instant: dict[float, int] = {}
     for when, _ in builds:
         per_instant[round(when, 6)] = per_instant.get(round(when, 6), 0) + 1
-    assert max(per_instant.values()) <= 10
+    assert max(per_instant.values()) <= 3
     results = [receive.receive_nowait() for _ in range(1000)]
     assert all(r.success for r in results)
 

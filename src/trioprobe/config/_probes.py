@@ -110,6 +110,11 @@ def _check_probe(spec: ProbeSpec, path: str, errors: list[str]) -> None:
     errors.extend(number_errors)
     if number_errors:
         return  # the checks below assume sane numbers
+    if spec.tick_slot > spec.interval:
+        errors.append(
+            f"{path}.tick_slot: {spec.tick_slot}s is longer than the probe interval "
+            f"({spec.interval}s); expected at most the interval"
+        )
     if spec.stats_interval is not None and spec.stats_interval < spec.interval:
         errors.append(
             f"{path}.stats_interval: {spec.stats_interval}s is shorter than the probe interval "

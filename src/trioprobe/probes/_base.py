@@ -46,6 +46,7 @@ async def run_per_target(
     results: trio.MemorySendChannel[ProbeResult],
     on_target_removed: Callable[[str], Awaitable[None]] | None = None,
     prepare: Callable[[str], object] | None = None,
+    tick_slot: float = 0.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Probe every target once per ``interval``, each in its own task, until cancelled.
@@ -57,8 +58,9 @@ async def run_per_target(
     theirs cancelled. Each ``probe_once`` runs under a ``probe_timeout`` cancel scope; running out
     becomes a failed result with ``timeout=True``, so deadlines are deterministic under a
     MockClock. Every result carries ``start_lateness``: how long after its tick the probe began.
-    Ticks are coalesced onto a grid of :data:`TICK_SLOT` (a :class:`~trioprobe._ticks.TickGrid`
-    shared by the targets), so many targets cost one wake-up of the event loop per slot.
+    With a ``tick_slot`` (seconds, > 0), ticks are coalesced onto a grid of that width (one
+    :class:`~trioprobe._ticks.TickGrid` shared by the targets): the targets due in one slot cost
+    one wake-up of the event loop, and start together (docs/probing.md, "Coalesced ticks").
 
     ``prepare(target)``, if given, runs once in the target's task at its first tick, before the
     deadline starts: that is where a probe builds the target's client, so the build is neither
@@ -67,7 +69,7 @@ async def run_per_target(
     """
 
     watched = targets if isinstance(targets, ProbeTargets) else None
-    grid = TickGrid(min(TICK_SLOT, interval))
+    grid = TickGrid(min(tick_slot, interval)) if tick_slot > 0 else None
 
     async def probe_target(target: str) -> None:
         first_at = trio.current_time() + _first_probe_after(watched, target, interval)
@@ -105,7 +107,8 @@ async def run_per_target(
             await probe_target(target)
 
     async with open_nursery() as nursery:
-        nursery.start_soon(grid.run)
+        if grid is not None:
+            nursery.start_soon(grid.run)
 
         def start(new: list[str]) -> None:
             for target in new:
@@ -119,11 +122,6 @@ async def run_per_target(
 
         await follow_targets(targets, interval, start, stop, task_status=task_status)
 
-
-#: The grid probe ticks are coalesced onto (seconds). 10 ms puts ten probes in one wake-up at
-#: 1,000 probes/s and costs a probe at most 10 ms of phase, against intervals of seconds. It
-#: saved ~55 % of the scheduling CPU per tick at 1,000 ticks/s (benchmarks/loop_wakeups.py).
-TICK_SLOT = 0.01
 
 #: A target taken over from another fleet agent is first probed within this share of its
 #: interval (spread, so a dead agent's targets do not all fire on one tick), not up to a whole
@@ -238,6 +236,9 @@ class ScheduledProbe(Generic[OptionsT]):
     """
 
     backstop: float = 0.0
+    #: Seconds: coalesce the targets' ticks onto a grid this wide (0: a timer per target). The
+    #: runner sets it from the probe's ``tick_slot`` key.
+    tick_slot: float = 0.0
     options: OptionsT
     targets: TargetsFn
     interval: float
@@ -278,6 +279,7 @@ class ScheduledProbe(Generic[OptionsT]):
                 results=results,
                 on_target_removed=self.forget,
                 prepare=self.prepare,
+                tick_slot=self.tick_slot,
                 task_status=task_status,
             )
         finally:
