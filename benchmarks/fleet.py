@@ -370,6 +370,9 @@ def main() -> None:
     parser.add_argument("--cpu-targets", type=int, default=1000)
     parser.add_argument("--workers-window", type=float, default=7.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--tick-slot", type=float, default=0.0, help="the probes' tick_slot in --part workers"
+    )
     parser.add_argument("--warmup", type=float, default=4.0)
     parser.add_argument("--resume", type=float, default=3.0)
     parser.add_argument("--ramp-start", type=int, default=1000)
@@ -614,6 +617,7 @@ type = "http"
 targets_file = "{targets}"
 interval = 1
 timeout = 0.9
+tick_slot = {tick_slot}
 headers = {{ "X-Agent" = "w" }}
 """
 
@@ -628,7 +632,14 @@ class Tree:
     neither pays a start-up inside a window and both see the same minutes of the machine."""
 
     def __init__(
-        self, workdir: Path, server: TargetServer, workers: int, count: int, *, half: bool = False
+        self,
+        workdir: Path,
+        server: TargetServer,
+        workers: int,
+        count: int,
+        *,
+        half: bool = False,
+        tick_slot: float = 0.0,
     ) -> None:
         self.workers = workers
         self.server = server
@@ -642,7 +653,7 @@ class Tree:
         self.server_cpu = 0.0
         self.resize(count)
         config = workdir / f"{self.name}.toml"
-        config.write_text(WORKERS_CONFIG.format(targets=self.targets.name))
+        config.write_text(WORKERS_CONFIG.format(targets=self.targets.name, tick_slot=tick_slot))
         log = open(workdir / f"{self.name}.log", "wb")  # noqa: SIM115 - the child's
         argv = [sys.executable, "-m", "trioprobe.cli", "run", str(config), "--quiet"]
         self.proc = REAPER.spawn(
@@ -718,14 +729,19 @@ def workers_part(args: argparse.Namespace, workdir: Path, server: TargetServer) 
     server.logging = False
     print(
         f"--workers 2 beside --workers 1 ({os.cpu_count()} CPUs, targets every 1 s, "
-        f"load average {loadavg()}):"
+        f"tick_slot {args.tick_slot:g} s, load average {loadavg()}):"
     )
     trees = {}
     for workers in (1, 2, 0):
         # Started one at a time, each warmed up (past its first round and the GC freeze
         # after it), then paused. 0: one process on worker 0's share.
         trees[workers] = tree = Tree(
-            workdir, server, max(1, workers), args.cpu_targets, half=not workers
+            workdir,
+            server,
+            max(1, workers),
+            args.cpu_targets,
+            half=not workers,
+            tick_slot=args.tick_slot,
         )
         tree.settle(min(args.settle_limit, 30.0))
         time.sleep(args.warmup)
