@@ -6,8 +6,8 @@ to catch up (a burst of probes measures the prober, not the target) nor drift of
 probes of one target would creep towards each other). :class:`Ticker` holds that arithmetic
 once, as Go's ``time.Ticker`` does: ticks that nobody waited for are counted and dropped.
 
-Thousands of per-target tickers share one :class:`TickGrid`, which wakes them in batches: see
-its docstring for why.
+A probe's per-target tickers can share one :class:`TickGrid` (its ``tick_slot`` key), which
+wakes them in batches: see its docstring for why, and what it costs.
 """
 
 from __future__ import annotations
@@ -127,13 +127,15 @@ class TickGrid:
     probe does once awake (100-200 µs per wake-up measured on a 2-core KVM guest, against tens of
     µs of work; ``benchmarks/loop_wakeups.py``). A thousand targets spread over a one-second
     interval each wake the loop alone; on a 10 ms grid they wake it a hundred times, ten at a
-    time. And a task parked on an :class:`trio.Event` is woken by a plain reschedule, where each
-    ``trio.sleep_until`` enters a cancel scope and is woken by raising ``Cancelled`` into it.
+    time. And a task parked in a :class:`trio.lowlevel.ParkingLot` is woken by a plain
+    reschedule, where each ``trio.sleep_until`` enters a cancel scope and is woken by raising
+    ``Cancelled`` into it.
 
-    The cost is up to one ``slot`` of delay before a probe starts, and the probes of one slot
-    start one after another: a slot is kept small next to any probe interval. A crowded slot
-    is woken :data:`WAKE_CHUNK` tasks per scheduler step, so waking 10,000 of them at once does
-    not hold the event loop.
+    The cost: up to one ``slot`` of delay before a probe starts, and the probes of one slot start
+    together, so each one's latency includes the others' work in this process (~1.5 ms of
+    latency p50 at 10 ms and 1,000 probes/s on loopback: docs/probing.md). That is why it is
+    opt-in. A crowded slot is woken :data:`WAKE_CHUNK` tasks per scheduler step, so waking
+    10,000 of them at once does not hold the event loop.
     """
 
     def __init__(self, slot: float) -> None:
