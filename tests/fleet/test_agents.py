@@ -34,8 +34,18 @@ def _now() -> float:
 
 class _Agent:
     def __init__(
-        self, fake: FakeEtcd, name: str, replicas: int, quorum: int = 1, repeat: float = 0.0
+        self,
+        fake: FakeEtcd,
+        name: str,
+        replicas: int,
+        quorum: int = 1,
+        repeat: float = 0.0,
+        *,
+        rule: Callable[[str], tuple[str, int]] | None = None,
+        hold: Callable[[str, str, str], str | None] | None = None,
     ) -> None:
+        """``rule``: a probe's (alert, quorum), by default ``web-down`` with ``quorum``;
+        ``hold``: why a fire is held, by default what :data:`HOLD` says of its target."""
         client = EtcdClient(["http://etcd.test"], client=httpx.AsyncClient(transport=fake))
         self.membership = Membership(client, "f", AgentInfo(name), lease_ttl=TTL)
         self.ownership = Ownership(self.membership, replicas)
@@ -43,9 +53,9 @@ class _Agent:
         self.alerts = FleetAlerts(
             self.membership,
             self.ownership,
-            lambda probe: ("web-down", quorum),
+            rule or (lambda probe: ("web-down", quorum)),
             lambda alert, notice: self.sent.append(notice),
-            hold=lambda alert, probe, target: HOLD.get(target),
+            hold=hold or (lambda alert, probe, target: HOLD.get(target)),
             repeat_interval=lambda alert: repeat,
             now=_now,
         )

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 import trio
 
@@ -14,17 +13,14 @@ from trioprobe.alerting.health import Health
 from trioprobe.alerting.notice import Notice
 from trioprobe.alerting.state import DOWN, UP, AlertRule, Transition
 from trioprobe.config import Config, parse_config
-from trioprobe.fleet._etcd import EtcdClient
-from trioprobe.fleet.alerts import FleetAlerts
 from trioprobe.fleet.depends import AgreedDependencies
-from trioprobe.fleet.membership import AgentInfo, Membership
-from trioprobe.fleet.ownership import Ownership
 from trioprobe.probes import probe_types
 from trioprobe.results import ProbeResult
 from trioprobe.runner import Runner
 
 from .fake_etcd import FakeEtcd
-from .test_agents import TTL, _now, _until
+from .test_agents import _Agent as _FleetAgent
+from .test_agents import _now, _until
 from .test_runner_fleet import fake  # noqa: F401 - the fixture
 
 WEB = [f"t{i}" for i in range(12)]
@@ -113,23 +109,18 @@ async def test_a_dependency_another_agent_owns_holds_the_dependents_fire(
 GATEWAYS = [f"g{i}" for i in range(20)]
 
 
-class _Agent:
+class _Agent(_FleetAgent):
     """An agent whose ``gw`` probe is watched with ``quorum = 2`` and whose ``web`` alert
     depends on ``gw``; its own view (``health``) of gw is what the test feeds it."""
 
     def __init__(self, etcd: FakeEtcd, name: str) -> None:
-        client = EtcdClient(["http://etcd.test"], client=httpx.AsyncClient(transport=etcd))
-        self.membership = Membership(client, "f", AgentInfo(name), lease_ttl=TTL)
-        self.ownership = Ownership(self.membership, 2)
-        self.sent: list[Notice] = []
         self.health = Health()
-        self.alerts = FleetAlerts(
-            self.membership,
-            self.ownership,
-            lambda probe: ("gw-down", 2) if probe == "gw" else ("web-down", 1),
-            lambda alert, notice: self.sent.append(notice),
+        super().__init__(
+            etcd,
+            name,
+            2,
+            rule=lambda probe: ("gw-down", 2) if probe == "gw" else ("web-down", 1),
             hold=self._hold,
-            now=_now,
         )
         self.depends = AgreedDependencies(self.alerts, self.health)
 
@@ -137,19 +128,6 @@ class _Agent:
         if alert != "web-down":
             return None
         return "blocked" if self.depends.first_down([("gw", None)]) is not None else None
-
-    async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.membership.run)
-            nursery.start_soon(self.ownership.run)
-            nursery.start_soon(self.alerts.run)
-            nursery.start_soon(self._tick)
-            task_status.started()
-
-    async def _tick(self) -> None:
-        while True:
-            await trio.sleep(1)
-            self.alerts.tick("web")
 
     def vote(self, probe: str, target: str, down: bool = True) -> None:
         old, new = (UP, DOWN) if down else (DOWN, UP)
