@@ -139,8 +139,8 @@ class TickGrid:
     """
 
     def __init__(self, slot: float) -> None:
-        if not slot > 0:
-            raise ValueError(f"slot must be > 0, got {slot}")
+        if not MIN_SLOT <= slot < math.inf:
+            raise ValueError(f"slot must be at least {MIN_SLOT:g}s and finite, got {slot}")
         self.slot = slot
         self._slots: dict[int, trio.lowlevel.ParkingLot] = {}
         self._due: list[int] = []  # heap of the keys of _slots
@@ -186,6 +186,10 @@ class TickGrid:
                 await trio.lowlevel.checkpoint()
                 budget = WAKE_CHUNK
 
+
+#: The narrowest :class:`TickGrid` slot (seconds). The loop's timer has millisecond steps, so a
+#: narrower grid coalesces nothing; and a slot of 5e-324 s overflows the slot arithmetic.
+MIN_SLOT = 0.001
 
 #: Tasks a :class:`TickGrid` wakes in one scheduler step (each costs ~10 calls).
 WAKE_CHUNK = 50

@@ -115,6 +115,8 @@ PROBE = '[[probe]]\nname = "a"\ntype = "http"\ntargets = ["http://x/"]\n'
         (PROBE + "interval = 5\nstats_interval = 2\n", "probe[0].stats_interval: 2.0s is shorter"),
         (PROBE + 'interval = 1\ntick_slot = "2s"\n', "probe[0].tick_slot: 2.0s is longer"),
         (PROBE + "tick_slot = -0.01\n", "probe[0].tick_slot: expected a finite number of seconds"),
+        (PROBE + "tick_slot = 5e-324\n", "probe[0].tick_slot: expected 0 (a timer per target) or"),
+        (PROBE + "tick_slot = 0.0005\n", "probe[0].tick_slot: expected 0 (a timer per target) or"),
         (
             PROBE + "interval = 0\n",
             "probe[0].interval: expected a finite number of seconds >= 0.001",

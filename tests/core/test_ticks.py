@@ -222,6 +222,7 @@ async def test_a_cancelled_sleeper_leaves_the_others_of_its_slot_alone(
     assert woke == ["stays"]
 
 
-def test_a_grid_needs_a_positive_slot() -> None:
-    with pytest.raises(ValueError, match="slot must be > 0"):
-        TickGrid(0.0)
+@pytest.mark.parametrize("slot", [0.0, 5e-324, 0.0005, float("inf"), float("nan")])
+def test_a_grid_needs_a_finite_slot_of_at_least_a_millisecond(slot: float) -> None:
+    with pytest.raises(ValueError, match=r"slot must be at least 0\.001s and finite"):
+        TickGrid(slot)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .._ticks import MIN_SLOT
 from ..metrics import MetricsError
 from ..probes import probe_types
 from ..registry import PluginError
@@ -110,7 +111,12 @@ def _check_probe(spec: ProbeSpec, path: str, errors: list[str]) -> None:
     errors.extend(number_errors)
     if number_errors:
         return  # the checks below assume sane numbers
-    if spec.tick_slot > spec.interval:
+    if 0 < spec.tick_slot < MIN_SLOT:
+        errors.append(
+            f"{path}.tick_slot: expected 0 (a timer per target) or at least {MIN_SLOT:g}s, "
+            f"got {spec.tick_slot:g}"
+        )
+    elif spec.tick_slot > spec.interval:
         errors.append(
             f"{path}.tick_slot: {spec.tick_slot}s is longer than the probe interval "
             f"({spec.interval}s); expected at most the interval"
