@@ -87,6 +87,8 @@ _FRAMING: Final = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _Reply = tuple[int, str, list[tuple[bytes, bytes]], bytes]
+# Content-Length digits parsed here: more than a whole reply in one read can ever frame.
+_LENGTH_DIGITS: Final = 12
 
 
 class H11Client:
@@ -309,14 +311,18 @@ async def _receive(sock: socket.socket) -> bytes:
 def parse_whole(data: bytes, max_body: int = MAX_BODY_BYTES) -> _Reply | None:
     """``(status, reason, headers, body)`` of a whole reply framed by one ``Content-Length`` of
     at most ``max_body`` bytes, with nothing after it; None for anything else (h11 reads it)."""
-    head = _HEAD.match(data)
+    # A head past h11's bound is h11's to refuse; and the regex never scans more than that.
+    end = data.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES)
+    head = _HEAD.match(data, 0, end + 4) if end >= 0 else None
     if head is None:
         return None
     # Two regex passes over the head whatever its size, no Python step per header field.
     block = head.group(3)
     length = -1
     for is_length, value in _FRAMING.findall(block):
-        if not is_length or length >= 0 or not value.isdigit():
+        # A length of more digits than any body here has is h11's to refuse: int() would
+        # raise ValueError past 4,300 digits, a traceback for a hostile peer.
+        if not is_length or length >= 0 or not value.isdigit() or len(value) > _LENGTH_DIGITS:
             return None
         length = int(value)
     status = int(head.group(1))

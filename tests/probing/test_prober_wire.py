@@ -164,6 +164,8 @@ async def test_a_body_over_the_limit_fails_and_drops_the_connection() -> None:
         (b"", "RemoteProtocolError"),  # closed instead of answering
         (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "RemoteProtocolError"),
         (b"garbage\r\n\r\n", "RemoteProtocolError"),
+        # More digits than Python's int() takes from a string: h11's error, not a ValueError.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", "RemoteProtocolError"),
     ],
 )
 async def test_broken_replies_are_typed_errors(reply: bytes, kind: str) -> None:
@@ -182,6 +184,9 @@ async def test_broken_replies_are_typed_errors(reply: bytes, kind: str) -> None:
         WHOLE[:-1],
         WHOLE + b"x",
         WHOLE.replace(b"Content-Length: %d\r\n" % len(BODY), b""),
+        WHOLE.replace(b"Content-Length: %d" % len(BODY), b"Content-Length: " + b"0" * 5000),
+        # A head over h11's 16 KiB bound is h11's to refuse (and not scanned here).
+        WHOLE.replace(b"Content-Type", b"X-Pad: " + b"p" * 17_000 + b"\r\nContent-Type"),
     ],
 )
 def test_the_fast_parser_declines_what_h11_must_judge(reply: bytes) -> None:
